@@ -1,0 +1,102 @@
+"""The engine interface: one engine runs one model.
+
+An engine is loaded once, then ``invoke`` is called from a single worker
+thread (one interpreter per thread). ``invoke`` is blocking and is always run
+off the event loop by the actor that owns the engine.
+
+Everything here must run on Python 3.9 (the TPU-side interpreter).
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+
+class EngineError(RuntimeError):
+    """A model or engine problem with a message meant for the user."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Shape, dtype and quantisation of one model input or output."""
+
+    name: str
+    shape: Tuple[int, ...]
+    dtype: str  # numpy dtype name: "uint8", "int8", "float32"
+    scale: float = 0.0  # 0.0 means "not quantised"
+    zero_point: int = 0
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale != 0.0 and self.dtype in ("uint8", "int8", "int16")
+
+    def quantize(self, real: np.ndarray) -> np.ndarray:
+        """Real values -> this tensor's dtype (identity for float tensors)."""
+        if not self.quantized:
+            return real.astype(self.dtype, copy=False)
+        info = np.iinfo(self.dtype)
+        q = np.round(real / self.scale + self.zero_point)
+        return np.clip(q, info.min, info.max).astype(self.dtype)
+
+    def dequantize(self, raw: np.ndarray) -> np.ndarray:
+        """This tensor's values -> float32 real values."""
+        if not self.quantized:
+            return raw.astype(np.float32, copy=False)
+        return (raw.astype(np.float32) - self.zero_point) * np.float32(self.scale)
+
+
+@dataclass
+class EngineFaults:
+    """Faults a test or benchmark can inject (honoured by the fake engine)."""
+
+    raise_every: int = 0  # raise on every Nth invoke (0 = never)
+    hang_after: int = 0  # hang (until close) from the Nth invoke on (0 = never)
+    slow_every: int = 0  # every Nth invoke takes slow_ms longer
+    slow_ms: float = 0.0
+
+
+class Engine(abc.ABC):
+    """Runs one model. Subclasses: fake, cpu (LiteRT), edgetpu."""
+
+    kind = "abstract"
+
+    def __init__(self, model: "ModelSpecLike") -> None:
+        self.model = model
+        self.invocations = 0
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Load the model; raise EngineError with a clear message on failure."""
+
+    @property
+    @abc.abstractmethod
+    def inputs(self) -> List[TensorSpec]:
+        """Input tensor specs (available after load)."""
+
+    @property
+    @abc.abstractmethod
+    def outputs(self) -> List[TensorSpec]:
+        """Output tensor specs (available after load)."""
+
+    @abc.abstractmethod
+    def invoke(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Run the model on tensors shaped like ``inputs``; blocking."""
+
+    def close(self) -> None:
+        """Release the model; safe to call twice."""
+
+    def describe(self) -> Dict[str, object]:
+        return {"engine": self.kind, "model": getattr(self.model, "name", "?")}
+
+
+class ModelSpecLike:  # pragma: no cover - documentation only
+    """What an engine needs from a model description (see models/manifest.py)."""
+
+    name: str
+    task: str
+    input: TensorSpec
+    labels: Optional[List[str]]
+    extra: Dict[str, object] = field(default_factory=dict)

@@ -1,0 +1,103 @@
+"""Typed description of a model and of what models produce.
+
+Everything here must run on Python 3.9 (the TPU-side interpreter).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .engine import TensorSpec
+
+TASKS = ("face_detection", "fer", "classification")
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """real = (pixel - mean) / std, per channel (pixel in 0..255, in ``color`` order)."""
+
+    mean: Tuple[float, ...] = (0.0,)
+    std: Tuple[float, ...] = (1.0,)
+
+    def apply(self, pixels: np.ndarray) -> np.ndarray:
+        mean = np.asarray(self.mean, dtype=np.float32)
+        std = np.asarray(self.std, dtype=np.float32)
+        return (pixels.astype(np.float32) - mean) / std
+
+    def invert(self, real: np.ndarray) -> np.ndarray:
+        mean = np.asarray(self.mean, dtype=np.float32)
+        std = np.asarray(self.std, dtype=np.float32)
+        return real.astype(np.float32) * std + mean
+
+
+@dataclass
+class ModelSpec:
+    """One model of the manifest.
+
+    ``family`` names the module of ``models/`` that knows how to pre-process
+    its input and decode its output (``ssd_postprocess``, ``blazeface``,
+    ``retinaface``, ``fer64``, ``fer112``, ``imagenet``). ``files`` maps an engine kind
+    (``cpu``, ``edgetpu``) to a file name; the fake engine needs none.
+    """
+
+    name: str
+    task: str
+    family: str
+    input_shape: Tuple[int, int, int]  # H, W, C
+    input_dtype: str = "uint8"
+    input_scale: float = 0.0  # quantisation of the input tensor (0.0: not quantised)
+    input_zero_point: int = 0
+    color: str = "rgb"  # rgb | bgr | gray
+    normalization: Normalization = field(default_factory=Normalization)
+    labels: Optional[List[str]] = None
+    files: Dict[str, str] = field(default_factory=dict)
+    sha256: Dict[str, str] = field(default_factory=dict)
+    sources: List[Dict[str, str]] = field(default_factory=list)
+    tpu_ms: float = 0.0  # measured Edge TPU time, used as the fake engine's default latency
+    licence: str = ""
+    extra: Dict[str, object] = field(default_factory=dict)
+
+    @property
+    def input(self) -> TensorSpec:
+        h, w, c = self.input_shape
+        return TensorSpec("input", (1, h, w, c), self.input_dtype, self.input_scale, self.input_zero_point)
+
+
+@dataclass
+class FaceBox:
+    """A detected face in frame pixel coordinates (x1, y1) top-left, (x2, y2) bottom-right.
+
+    ``landmarks`` are five (x, y) points when the detector gives them, in the
+    order right eye, left eye, nose tip, right mouth corner, left mouth corner
+    (the subject's right, i.e. the left of the image), as the 112x112
+    alignment template expects.
+    """
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    score: float
+    landmarks: Optional[List[Tuple[float, float]]] = None
+
+    @property
+    def width(self) -> float:
+        return self.x2 - self.x1
+
+    @property
+    def height(self) -> float:
+        return self.y2 - self.y1
+
+    def as_list(self) -> List[float]:
+        return [self.x1, self.y1, self.x2, self.y2]
+
+
+def iou(a: List[float], b: List[float]) -> float:
+    """Intersection over union of two [x1, y1, x2, y2] boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
