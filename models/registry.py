@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from . import fer, ssd  # noqa: F401  (register their families)
+from . import align, blazeface, fer, imagenet, retinaface, ssd  # noqa: F401  (register their families)
 from .engine import Engine, EngineError, EngineFaults
 from .family import CLASSIFIERS, DETECTORS, EXPRESSIONS, ExpressionModel, FaceDetectorModel, ImageClassifierModel
 from .spec import ModelSpec

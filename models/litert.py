@@ -1,0 +1,242 @@
+"""Real-inference engines: LiteRT on the CPU (XNNPACK) and on the Coral Edge TPU.
+
+``cpu`` uses ``ai_edge_litert.interpreter.Interpreter`` (``num_threads`` from
+the config), else ``tflite_runtime.interpreter.Interpreter``. ``edgetpu`` uses
+PyCoral's ``make_interpreter`` when PyCoral is installed, else the same
+interpreter with the ``libedgetpu.so.1`` delegate. Model files are located,
+fetched and verified by ``models/fetch.py``.
+
+A missing library, a missing Edge TPU and a wrong model file all raise
+``EngineError`` with a message saying what is wrong and how to fix it. With
+``fallback="cpu"``, an Edge TPU engine that cannot open its TPU logs a warning
+and loads the model's CPU file instead (its ``kind`` then reads ``cpu`` and
+``fell_back`` is True).
+
+Python 3.9 compatible.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from . import fetch
+from .engine import Engine, EngineError, TensorSpec
+from .spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+EDGETPU_LIBRARY = "libedgetpu.so.1"
+
+INSTALL_LITERT = ("no TFLite interpreter is installed: run `python -m pip install ai-edge-litert` "
+                  "(or, on Python 3.9 with numpy<2, `python -m pip install tflite-runtime`)")
+INSTALL_EDGETPU = (
+    "install the Edge TPU runtime (Debian package libedgetpu1-std from Coral's apt repository, "
+    "see coral.ai/software), plug in the Coral USB accelerator (a USB 3 port, then unplug and "
+    "re-plug it once after installing), or run with --engine cpu, or allow fallback = \"cpu\" "
+    "in the config")
+
+
+def _interpreter_class():
+    """The TFLite interpreter class and its module (ai-edge-litert, else tflite-runtime)."""
+    try:
+        from ai_edge_litert import interpreter as mod  # type: ignore
+        return mod.Interpreter, mod
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime import interpreter as mod  # type: ignore
+        return mod.Interpreter, mod
+    except ImportError:
+        raise EngineError(INSTALL_LITERT) from None
+
+
+def _is_flatbuffer(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return False
+    return len(head) == 8 and head[4:8] == b"TFL3"
+
+
+def _tensor_spec(d: Dict[str, Any]) -> TensorSpec:
+    scale, zero_point = 0.0, 0
+    q = d.get("quantization")
+    if q:
+        scale, zero_point = float(q[0]), int(q[1])
+    qp = d.get("quantization_parameters") or {}
+    scales = qp.get("scales")
+    if scales is not None and len(scales) == 1:
+        scale = float(scales[0])
+        zero_point = int(qp["zero_points"][0])
+    dtype = np.dtype(d["dtype"]).name
+    return TensorSpec(str(d.get("name", "")), tuple(int(x) for x in d["shape"]), dtype, scale, zero_point)
+
+
+class LiteRTEngine(Engine):
+    """One TFLite interpreter; ``kind`` is ``cpu`` or ``edgetpu``."""
+
+    def __init__(self, kind: str, model: ModelSpec, *, threads: int = 1, device: str = "",
+                 fallback: str = "", model_paths: Sequence[str] = (), fetch_missing: bool = True) -> None:
+        super().__init__(model)
+        if kind not in ("cpu", "edgetpu"):
+            raise EngineError("LiteRT engine kind must be cpu or edgetpu, not %r" % kind)
+        if fallback not in ("", "none", "cpu"):
+            raise EngineError("fallback must be \"cpu\" or empty, not %r" % fallback)
+        self.kind = kind
+        self.requested_kind = kind
+        self.threads = max(1, int(threads or 1))
+        self.device = device or ""
+        self.fallback = fallback
+        self.model_paths = tuple(str(p) for p in (model_paths or ()))
+        self.fetch_missing = fetch_missing
+        self.fell_back = False
+        self.model_path: Optional[Path] = None
+        self._interp: Any = None
+        self._inputs: List[TensorSpec] = []
+        self._outputs: List[TensorSpec] = []
+        self._in_idx: List[int] = []
+        self._out_idx: List[int] = []
+        self._lock = threading.Lock()
+
+    # -- loading -------------------------------------------------------------------------------
+    def load(self) -> None:
+        if self._interp is not None:
+            return
+        if self.kind == "edgetpu":
+            try:
+                self._load_edgetpu()
+            except EngineError as exc:
+                if self.fallback != "cpu":
+                    raise
+                log.warning("model %s: the Edge TPU engine is not available, falling back to the CPU: %s",
+                            self.model.name, exc)
+                self.kind = "cpu"
+                self.fell_back = True
+                self._load_cpu()
+        else:
+            self._load_cpu()
+        self._read_details()
+
+    def _resolve(self, engine_kind: str) -> Path:
+        path = fetch.resolve(self.model, engine_kind, model_paths=self.model_paths, fetch=self.fetch_missing)
+        if not _is_flatbuffer(path):
+            raise EngineError("model %r: %s is not a TFLite model file (no TFL3 flatbuffer header); "
+                              "delete it and fetch it again with `python run.py models fetch %s`"
+                              % (self.model.name, path, self.model.name))
+        return path
+
+    def _load_cpu(self) -> None:
+        interpreter_cls, _ = _interpreter_class()
+        path = self._resolve("cpu")
+        try:
+            interp = interpreter_cls(model_path=str(path), num_threads=self.threads)
+            interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            hint = ""
+            if "edgetpu" in str(exc).lower():
+                hint = " (it is compiled for the Edge TPU: use --engine edgetpu, or the model's CPU file)"
+            raise EngineError("model %r: cannot load %s on the CPU: %s%s"
+                              % (self.model.name, path, msg, hint)) from None
+        self._interp = interp
+        self.model_path = path
+
+    def _load_edgetpu(self) -> None:
+        if "edgetpu" not in self.model.files:
+            raise EngineError("model %r has no Edge TPU file (it is not compiled for the Edge TPU); "
+                              "run it with --engine cpu" % self.model.name)
+        path = self._resolve("edgetpu")
+        interp = None
+        try:
+            from pycoral.utils.edgetpu import make_interpreter  # type: ignore
+        except ImportError:
+            make_interpreter = None
+        try:
+            if make_interpreter is not None:
+                interp = make_interpreter(str(path), device=self.device or None)
+            else:
+                interpreter_cls, mod = _interpreter_class()
+                options = {"device": self.device} if self.device else {}
+                delegate = mod.load_delegate(EDGETPU_LIBRARY, options)
+                interp = interpreter_cls(model_path=str(path), experimental_delegates=[delegate])
+            interp.allocate_tensors()
+        except (OSError, ValueError, RuntimeError) as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            where = (" %r" % self.device) if self.device else ""
+            raise EngineError("model %r: cannot open the Edge TPU%s through %s (%s): %s"
+                              % (self.model.name, where, EDGETPU_LIBRARY, detail, INSTALL_EDGETPU)) from None
+        self._interp = interp
+        self.model_path = path
+
+    def _read_details(self) -> None:
+        interp = self._interp
+        ins = interp.get_input_details()
+        outs = interp.get_output_details()
+        self._inputs = [_tensor_spec(d) for d in ins]
+        self._outputs = [_tensor_spec(d) for d in outs]
+        self._in_idx = [int(d["index"]) for d in ins]
+        self._out_idx = [int(d["index"]) for d in outs]
+        want = (1,) + tuple(self.model.input_shape)
+        got = tuple(self._inputs[0].shape) if self._inputs else ()
+        if got != want:
+            path = self.model_path
+            self.close()
+            raise EngineError("model %r: the file %s has input shape %s, the manifest expects %s: "
+                              "wrong model file; replace it with the manifest's file (python run.py models "
+                              "fetch %s)" % (self.model.name, path, list(got), list(want), self.model.name))
+
+    # -- running -------------------------------------------------------------------------------
+    @property
+    def inputs(self) -> List[TensorSpec]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> List[TensorSpec]:
+        return self._outputs
+
+    def invoke(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
+        interp = self._interp
+        if interp is None:
+            raise EngineError("engine for %r is not loaded (call load() first) or was closed" % self.model.name)
+        if len(inputs) != len(self._in_idx):
+            raise EngineError("model %r takes %d input tensors, got %d"
+                              % (self.model.name, len(self._in_idx), len(inputs)))
+        with self._lock:
+            for spec, idx, x in zip(self._inputs, self._in_idx, inputs):
+                a = np.asarray(x)
+                if tuple(a.shape) != tuple(spec.shape):
+                    raise EngineError("model %r: input shape %s, expected %s"
+                                      % (self.model.name, list(a.shape), list(spec.shape)))
+                if a.dtype.name != spec.dtype:
+                    a = a.astype(spec.dtype)
+                interp.set_tensor(idx, np.ascontiguousarray(a))
+            interp.invoke()
+            self.invocations += 1
+            return [np.array(interp.get_tensor(i), copy=True) for i in self._out_idx]
+
+    def close(self) -> None:
+        self._interp = None
+
+    def describe(self) -> Dict[str, object]:
+        d = super().describe()
+        d.update({"engine": self.kind, "file": str(self.model_path) if self.model_path else None,
+                  "threads": self.threads})
+        if self.fell_back:
+            d["fell_back_from"] = self.requested_kind
+        if self.device:
+            d["device"] = self.device
+        return d
+
+
+def make_litert_engine(kind: str, spec: ModelSpec, *, threads: int = 1, device: str = "",
+                       fallback: str = "", model_paths: Sequence[str] = ()) -> Engine:
+    """An unloaded LiteRT engine (``cpu`` or ``edgetpu``) for ``spec``; ``load()`` opens it."""
+    if kind == "edgetpu" and "edgetpu" not in spec.files and fallback == "cpu":
+        log.warning("model %s has no Edge TPU file; using the CPU engine", spec.name)
+        kind = "cpu"
+    return LiteRTEngine(kind, spec, threads=threads, device=device, fallback=fallback, model_paths=model_paths)
