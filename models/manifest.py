@@ -70,10 +70,15 @@ _add(ModelSpec(
     family="aligned112",  # 5-landmark alignment to the 112x112 template; square crop without landmarks
     input_shape=(112, 112, 3),
     input_dtype="int8",
-    input_scale=0.01865844801068306,  # read from the file (range -2.12..2.64: ImageNet mean/std)
+    input_scale=0.01865844801068306,  # read from the file (its int8 range is -2.13..2.63)
     input_zero_point=-14,
     color="rgb",
-    normalization=Normalization(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    # OpenCV Zoo's pre-processing: RGB / 255, minus 0.5, over 0.5, i.e. [-1, 1]. Checked on the
+    # labelled images with RetinaFace landmarks: [-1, 1] RGB gives surprised / happy / disgust for the
+    # surprise / happy / disgust faces (0.99 / 1.00 / 0.95); ImageNet mean/std (suggested by the
+    # quantisation range) gives the same labels with disgust at 0.63 only; BGR or pixel-128 is worse.
+    # The anger face reads as sad with every normalisation.
+    normalization=Normalization(mean=(127.5,), std=(127.5,)),
     labels=["angry", "disgust", "fearful", "happy", "neutral", "sad", "surprised"],
     files={"cpu": "facial_expression_recognition_mobilefacenet_2022july_full_integer_quant.tflite",
            "edgetpu": "facial_expression_recognition_mobilefacenet_2022july_full_integer_quant_edgetpu.tflite"},
