@@ -281,3 +281,20 @@ def test_cli_list(capsys, cache):
     for name in manifest.MODELS:
         assert name in out
     assert str(MODELS_DIR / "retinaface_mnet025_320_int8.tflite") in out
+
+
+def test_bench_models_rows_and_table(cache):
+    from models.bench import bench_models, render_table
+
+    rows = bench_models(["blazeface-short", "fer112"], threads_list=(1, 2), runs=3, warmup=1,
+                        model_paths=[str(MODELS_DIR)])
+    assert [r["model"] for r in rows] == ["blazeface-short", "fer112"]
+    for r in rows:
+        assert r["size_bytes"] > 0 and set(r["cpu"]) == {"1", "2"}
+        assert all(v["fps"] > 0 for v in r["cpu"].values())
+    assert "no Edge TPU file" in rows[0]["tpu_error"]
+    if not _edgetpu_present():
+        assert rows[1]["tpu_fps"] is None and "libedgetpu" in rows[1]["tpu_error"]
+    table = render_table(rows)
+    assert "CPU x1 FPS" in table and "CPU x2 FPS" in table and "n/a" in table
+    assert "fer112" in table.splitlines()[3]
