@@ -62,5 +62,6 @@ def read_expression(pixels: np.ndarray) -> int:
     h, w = pixels.shape[:2]
     cy, cx = h // 2, w // 2
     dy, dx = max(1, h // 10), max(1, w // 10)
-    level = float(np.mean(pixels[cy - dy:cy + dy, cx - dx:cx + dx]))
+    # the median, not the mean: a crop clipped at the frame border is off-centre
+    level = float(np.median(pixels[cy - dy:cy + dy, cx - dx:cx + dx]))
     return int(np.argmin([abs(level - v) for v in LEVELS]))

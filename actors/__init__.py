@@ -1,0 +1,1 @@
+"""The pipeline's actors: one module per actor, all built on ``actors.base.Actor``."""

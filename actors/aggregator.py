@@ -1,0 +1,192 @@
+"""Aggregator: joins detections and expressions on (frame_id, face_index).
+
+A frame is complete when every face has its expression; when its deadline
+passes first, it leaves as partial (counted). An expression is only ever
+attached to the frame and face it names; one that arrives for a frame already
+gone, for a face the frame does not have, or twice, is counted and dropped.
+With ``ordered`` results leave in frame order (a complete frame waits for an
+earlier pending one, at most until that one's deadline); otherwise they leave
+as soon as they are complete and are marked ``in_order = False`` when they
+overtake.
+
+Python 3.9 compatible.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from typing import Dict, List, Optional
+
+import zmq
+import zmq.asyncio
+
+from bus.messages import Control, Detections, Expression, FaceResult, Result
+from bus.sockets import Bus
+
+from .base import Actor
+
+
+class Pending:
+    __slots__ = ("det", "expressions", "deadline", "errors")
+
+    def __init__(self, det: Detections, deadline: float) -> None:
+        self.det = det
+        self.expressions: Dict[int, Expression] = {}
+        self.deadline = deadline
+        self.errors = 0
+
+    @property
+    def complete(self) -> bool:
+        return len(self.expressions) >= self.det.expect_expressions
+
+
+class Aggregator(Actor):
+    kind = "aggregator"
+
+    def __init__(self, name: str, bus: Bus, *, detections_endpoint: str, expressions_endpoint: str,
+                 results_endpoint: str, hwm: int, deadline_ms: float = 500.0, ordered: bool = True, **kw) -> None:
+        super().__init__(name, bus, **kw)
+        self.detections_endpoint = detections_endpoint
+        self.expressions_endpoint = expressions_endpoint
+        self.results_endpoint = results_endpoint
+        self.hwm = hwm
+        self.deadline_s = deadline_ms / 1000.0
+        self.ordered = ordered
+        self.pending: "OrderedDict[int, Pending]" = OrderedDict()
+        self.early: Dict[int, Dict[int, Expression]] = {}  # expressions that beat their detections
+        self.early_t: Dict[int, float] = {}
+        self.last_emitted = -1
+        self.emitted: "OrderedDict[int, None]" = OrderedDict()  # recent frame ids, to spot late expressions
+        self.drained: Optional[asyncio.Event] = None
+        self.eos_last = None
+
+    async def setup(self) -> None:
+        self.drained = asyncio.Event()
+        self.det = self.channel(self.bus.sub(self.detections_endpoint, hwm=max(self.hwm, 64), name=self.name,
+                                             topics=("detections", "control")))
+        self.expr = self.channel(self.bus.pull(self.expressions_endpoint, hwm=max(self.hwm, 256), bind=True,
+                                               name=self.name + ".expressions"))
+        self.pub = self.channel(self.bus.pub(self.results_endpoint, hwm=max(self.hwm, 256), name=self.name))
+
+    async def run(self) -> None:
+        poller = zmq.asyncio.Poller()
+        poller.register(self.det.sock, zmq.POLLIN)
+        poller.register(self.expr.sock, zmq.POLLIN)
+        while True:
+            timeout = self._next_timeout_ms()
+            events = dict(await poller.poll(timeout))
+            if self.expr.sock in events:
+                while True:
+                    msg = self.expr.recv_nowait()
+                    if msg is None:
+                        break
+                    self._on_expression(msg)
+            if self.det.sock in events:
+                while True:
+                    msg = self.det.recv_nowait()
+                    if msg is None:
+                        break
+                    await self._on_detections(msg)
+            self.account_lost(self.det, "detections")
+            await self._release(time.monotonic())
+            self.stats.gauge("pending", len(self.pending))
+            await self._check_drained()
+
+    def _next_timeout_ms(self) -> Optional[int]:
+        times = [p.deadline for p in self.pending.values()] + [t + self.deadline_s for t in self.early_t.values()]
+        if not times:
+            return None if self.eos_last is None else 100
+        return max(0, int((min(times) - time.monotonic()) * 1000) + 1)
+
+    async def _on_detections(self, msg) -> None:
+        if isinstance(msg, Control):
+            if msg.command == "eos":
+                if self.end_of_stream(self.det, "detections", msg):
+                    self.eos_last = msg.last_frame_id
+                if self.drained is not None and self.drained.is_set():
+                    await self.pub.send(Control("eos", self.name, msg.last_frame_id, {"sent": self.pub.sent("result")}))
+            return
+        if not isinstance(msg, Detections):
+            self.stats.count("ignored")
+            return
+        self.stats.count("in")
+        fid = msg.frame_id
+        if fid in self.pending or fid in self.emitted:
+            self.stats.count("duplicate_detections")
+            return
+        p = Pending(msg, time.monotonic() + self.deadline_s)
+        for i, e in self.early.pop(fid, {}).items():
+            self._attach(p, e)
+        self.early_t.pop(fid, None)
+        self.pending[fid] = p
+
+    def _attach(self, p: Pending, e: Expression) -> None:
+        if not 0 <= e.face_index < p.det.expect_expressions:
+            self.stats.count("bad_expressions")
+            return
+        if e.face_index in p.expressions:
+            self.stats.count("duplicate_expressions")
+            return
+        p.expressions[e.face_index] = e
+        if e.error:
+            p.errors += 1
+
+    def _on_expression(self, e) -> None:
+        if not isinstance(e, Expression):
+            self.stats.count("ignored")
+            return
+        self.stats.count("expressions")
+        p = self.pending.get(e.frame_id)
+        if p is not None:
+            self._attach(p, e)
+        elif e.frame_id in self.emitted or e.frame_id <= self.last_emitted and self.ordered:
+            self.stats.count("late_expressions")
+        else:
+            self.early.setdefault(e.frame_id, {})[e.face_index] = e
+            self.early_t.setdefault(e.frame_id, time.monotonic())
+
+    async def _release(self, now: float) -> None:
+        # expressions whose detections never came (lost upstream): forget them after a deadline
+        for fid in [f for f, t in self.early_t.items() if now - t > self.deadline_s]:
+            self.early_t.pop(fid)
+            self.stats.count("orphan_expressions", len(self.early.pop(fid, {})))
+        if self.ordered:
+            while self.pending:
+                fid, p = next(iter(self.pending.items()))
+                if not (p.complete or now >= p.deadline):
+                    break
+                self.pending.popitem(last=False)
+                await self._emit(p, now)
+        else:
+            for fid in [f for f, p in self.pending.items() if p.complete or now >= p.deadline]:
+                await self._emit(self.pending.pop(fid), now)
+
+    async def _emit(self, p: Pending, now: float) -> None:
+        det = p.det
+        faces: List[FaceResult] = []
+        for i, b in enumerate(det.faces):
+            e = p.expressions.get(i)
+            ok = e is not None and not e.error
+            faces.append(FaceResult(b.as_list(), b.score, e.label if ok else None, e.confidence if ok else None))
+        partial = not p.complete or p.errors > 0
+        in_order = det.frame_id > self.last_emitted
+        self.last_emitted = max(self.last_emitted, det.frame_id)
+        self.emitted[det.frame_id] = None
+        while len(self.emitted) > 4096:
+            self.emitted.popitem(last=False)
+        t_result = time.monotonic()
+        await self.pub.send(Result(det.frame_id, det.t_capture, t_result, det.width, det.height, faces,
+                                   partial, in_order, det.truth, det.labels))
+        self.stats.count("out")
+        self.stats.count("partial" if partial else "completed")
+        if not in_order:
+            self.stats.count("out_of_order")
+        self.stats.latency((t_result - det.t_capture) * 1000.0)
+
+    async def _check_drained(self) -> None:
+        if self.eos_last is None or self.pending or self.drained is None or self.drained.is_set():
+            return
+        self.drained.set()
+        self.log.debug("drained: every frame up to %s is out", self.eos_last)
+        await self.pub.send(Control("eos", self.name, self.eos_last, {"sent": self.pub.sent("result")}))

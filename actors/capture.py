@@ -1,0 +1,109 @@
+"""Capture: reads a source, stamps frame ids and capture times, publishes frames.
+
+The source starts only when ``go()`` is called (the runner calls it once every
+actor is ready and every subscriber is attached). After the last frame, the
+actor publishes an end-of-stream message and repeats it every
+``eos_interval`` seconds until stopped, because a PUB socket may drop a
+message for a subscriber whose queue is full.
+
+Python 3.9 compatible.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
+
+from bus.messages import Control, Frame
+from bus.sockets import Bus
+
+from .base import Actor, in_thread, ms_since
+from .sources import Source, SourceError, make_source
+
+
+class Capture(Actor):
+    kind = "capture"
+
+    def __init__(self, name: str, bus: Bus, *, source: str, frames_endpoint: str, hwm: int,
+                 max_frames: Optional[int] = None, duration_s: Optional[float] = None,
+                 loop: bool = True, eos_interval: float = 0.25, **kw) -> None:
+        super().__init__(name, bus, **kw)
+        self.spec = source
+        self.frames_endpoint = frames_endpoint
+        self.hwm = hwm
+        self.max_frames = max_frames
+        self.duration_s = duration_s
+        self.loop_source = loop
+        self.eos_interval = eos_interval
+        self.source: Optional[Source] = None
+        self.pub = None
+        self.executor: Optional[ThreadPoolExecutor] = None
+        self._go: Optional[asyncio.Event] = None
+        self.done: Optional[asyncio.Event] = None  # set when the last frame is out
+        self.last_frame_id = -1
+        self._finish = False
+
+    async def setup(self) -> None:
+        self._go = asyncio.Event()
+        self.done = asyncio.Event()
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=self.name)
+        self.source = make_source(self.spec, loop=self.loop_source)
+        await in_thread(self.executor, self.source.open)
+        self.pub = self.channel(self.bus.pub(self.frames_endpoint, hwm=self.hwm, name=self.name))
+
+    def finish(self) -> None:
+        """End the stream now (Ctrl-C): no new frames; the end of stream follows."""
+        self._finish = True
+
+    def go(self) -> None:
+        assert self._go is not None, "go() before start()"
+        self._go.set()
+
+    async def run(self) -> None:
+        assert self._go is not None and self.done is not None and self.source is not None
+        await self._go.wait()
+        src = self.source
+        period = 1.0 / src.fps if src.fps > 0 else 0.0
+        t0 = time.monotonic()
+        next_t = t0
+        frame_id = 0
+        try:
+            while (self.max_frames is None or frame_id < self.max_frames) and not self._finish:
+                if self.duration_s is not None and time.monotonic() - t0 >= self.duration_s:
+                    break
+                if period:
+                    delay = next_t - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)  # pacing a synthetic/file source to its frame rate
+                    next_t = max(next_t + period, time.monotonic() - period)
+                t_read = time.monotonic()
+                item = await in_thread(self.executor, src.read)
+                if self._finish:
+                    break
+                if item is None:
+                    self.log.info("source ended after %d frames", frame_id)
+                    break
+                image, truth = item
+                t_capture = time.monotonic()
+                await self.pub.send(Frame(frame_id, t_capture, self.spec, image, truth))
+                self.last_frame_id = frame_id
+                frame_id += 1
+                self.stats.count("in")
+                self.stats.count("out")
+                self.stats.busy(ms_since(t_read))
+        except SourceError as exc:
+            self.log.error("%s", exc)
+        finally:
+            self.stats.count("source_errors", src.errors)
+            self.done.set()
+        eos = Control("eos", self.name, self.last_frame_id, {"sent": self.pub.sent("frame")})
+        while True:
+            await self.pub.send(eos)
+            await asyncio.sleep(self.eos_interval)  # repeat: a PUB may drop one for a full subscriber
+
+    async def cleanup(self) -> None:
+        if self.source is not None:
+            self.source.close()
+        if self.executor is not None:
+            self.executor.shutdown(wait=False)

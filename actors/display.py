@@ -1,0 +1,203 @@
+"""Display: draws results (boxes, labels, FPS, latency) on their frames and
+shows them in a window, writes them to a video file, or does nothing.
+
+Sinks: ``none``, ``window`` (OpenCV HighGUI; needs opencv-python, not the
+headless build, and a screen) and ``file:PATH.mp4``. The display subscribes
+to the capture's frames and to results and keeps the last frames by id; it
+works on the newest result and skips older ones (counted as ``skipped``),
+so a slow display never slows inference.
+
+Python 3.9 compatible.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
+
+import cv2
+import numpy as np
+import zmq
+import zmq.asyncio
+
+from bus.messages import Control, Frame, Result
+from bus.sockets import Bus
+
+from .base import Actor, in_thread, ms_since
+
+
+class DisplayError(RuntimeError):
+    """A display sink that cannot work here; the message says why."""
+
+
+def annotate(image: np.ndarray, r: Result, fps: float) -> np.ndarray:
+    out = np.array(image, copy=True)
+    for f in r.faces:
+        x1, y1, x2, y2 = (int(round(v)) for v in f.box)
+        color = (0, 200, 0) if f.expression else (0, 160, 255)
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, 2)
+        text = "%s %.0f%%" % (f.expression, 100 * (f.confidence or 0)) if f.expression else "face %.2f" % f.score
+        cv2.putText(out, text, (x1, max(12, y1 - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
+    if r.labels:
+        for i, (label, p) in enumerate(r.labels[:3]):
+            cv2.putText(out, "%s %.0f%%" % (label, 100 * p), (8, 22 + 20 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+                        (0, 255, 255), 1, cv2.LINE_AA)
+    latency = (r.t_result - r.t_capture) * 1000.0
+    status = "%.1f FPS  %.0f ms%s" % (fps, latency, "  partial" if r.partial else "")
+    cv2.putText(out, status, (8, out.shape[0] - 30), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
+    return out
+
+
+class Sink:
+    def open(self) -> None:
+        pass
+
+    def write(self, image: np.ndarray) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class WindowSink(Sink):
+    def __init__(self, title: str = "edgepipe") -> None:
+        self.title = title
+        self.opened = False
+
+    def open(self) -> None:
+        if os.name == "posix" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise DisplayError("display 'window' needs a screen (DISPLAY is not set); use --display none "
+                               "or --display file:out.mp4")
+        try:
+            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+        except cv2.error:
+            raise DisplayError("display 'window' needs OpenCV with GUI support: pip uninstall "
+                               "opencv-python-headless && pip install opencv-python") from None
+        self.opened = True
+
+    def write(self, image: np.ndarray) -> None:
+        cv2.imshow(self.title, image)
+        cv2.waitKey(1)
+
+    def close(self) -> None:
+        if self.opened:
+            cv2.destroyWindow(self.title)
+            self.opened = False
+
+
+class FileSink(Sink):
+    def __init__(self, path: str, fps: float) -> None:
+        self.path = path
+        self.fps = fps
+        self.writer = None
+
+    def open(self) -> None:
+        d = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(d):
+            raise DisplayError("display file: folder %s does not exist" % d)
+
+    def write(self, image: np.ndarray) -> None:
+        if self.writer is None:
+            h, w = image.shape[:2]
+            fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.lower().endswith(".avi") else "mp4v"))
+            self.writer = cv2.VideoWriter(self.path, fourcc, self.fps, (w, h))
+            if not self.writer.isOpened():
+                self.writer = None
+                raise DisplayError("cannot write video %s (unsupported container?)" % self.path)
+        self.writer.write(image)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+
+def make_sink(spec: str, fps: float) -> Optional[Sink]:
+    if spec == "none":
+        return None
+    if spec == "window":
+        return WindowSink()
+    if spec.startswith("file:") and len(spec) > 5:
+        return FileSink(spec[5:], fps)
+    raise DisplayError("unknown display %r; use none, window or file:PATH.mp4" % spec)
+
+
+class Display(Actor):
+    kind = "display"
+
+    def __init__(self, name: str, bus: Bus, *, sink: Sink, frames_endpoint: str, results_endpoint: str,
+                 hwm: int = 4, frame_buffer: int = 64, **kw) -> None:
+        super().__init__(name, bus, **kw)
+        self.sink = sink
+        self.frames_endpoint = frames_endpoint
+        self.results_endpoint = results_endpoint
+        self.hwm = hwm
+        self.frame_buffer = frame_buffer
+        self.frames: "OrderedDict[int, np.ndarray]" = OrderedDict()
+        self.shown = deque(maxlen=30)
+        self.executor: Optional[ThreadPoolExecutor] = None
+
+    async def setup(self) -> None:
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=self.name)
+        await in_thread(self.executor, self.sink.open)
+        self.frames_sub = self.channel(self.bus.sub(self.frames_endpoint, hwm=self.frame_buffer, name=self.name,
+                                                    topics=("frame",)))
+        self.results_sub = self.channel(self.bus.sub(self.results_endpoint, hwm=self.hwm, name=self.name + ".results",
+                                                     topics=("result",)))
+
+    def _fps(self) -> float:
+        if len(self.shown) < 2:
+            return 0.0
+        return (len(self.shown) - 1) / max(1e-6, self.shown[-1] - self.shown[0])
+
+    async def run(self) -> None:
+        poller = zmq.asyncio.Poller()
+        poller.register(self.frames_sub.sock, zmq.POLLIN)
+        poller.register(self.results_sub.sock, zmq.POLLIN)
+        while True:
+            events = dict(await poller.poll())
+            if self.frames_sub.sock in events:
+                while True:
+                    f = self.frames_sub.recv_nowait()
+                    if f is None:
+                        break
+                    if isinstance(f, Frame) and f.image is not None:
+                        self.frames[f.frame_id] = f.image
+                        while len(self.frames) > self.frame_buffer:
+                            self.frames.popitem(last=False)
+            if self.results_sub.sock in events:
+                latest = None
+                while True:
+                    r = self.results_sub.recv_nowait()
+                    if r is None:
+                        break
+                    if isinstance(r, Result):
+                        if latest is not None:
+                            self.stats.count("skipped")
+                        latest = r
+                if latest is not None:
+                    await self._show(latest)
+
+    async def _show(self, r: Result) -> None:
+        self.stats.count("in")
+        image = self.frames.get(r.frame_id)
+        if image is None:
+            self.stats.count("no_frame")
+            return
+        for fid in [k for k in self.frames if k <= r.frame_id]:
+            del self.frames[fid]
+        t0 = time.monotonic()
+        self.shown.append(t0)
+        annotated = annotate(image, r, self._fps())
+        await in_thread(self.executor, self.sink.write, annotated)
+        self.stats.busy(ms_since(t0))
+        self.stats.count("out")
+
+    async def cleanup(self) -> None:
+        if self.executor is not None:
+            try:
+                await in_thread(self.executor, self.sink.close)
+            finally:
+                self.executor.shutdown(wait=False)

@@ -1,0 +1,117 @@
+"""Recorder: subscribes to results, checks them against the source's truth,
+writes one JSON line per frame (``--results``) and knows when the stream ended.
+
+Python 3.9 compatible.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import IO, Optional
+
+from bus.messages import Control, Result
+from bus.sockets import Bus
+from models.labels import canonical
+from models.spec import iou
+
+from .base import Actor
+
+MATCH_IOU = 0.5
+
+
+def match_truth(result: Result) -> dict:
+    """Compare a result with the truth it carries: faces matched (IoU >= 0.5) and expressions right."""
+    truth = result.truth or []
+    used = set()
+    matched = correct = 0
+    for t in truth:
+        best, best_iou = None, MATCH_IOU
+        for i, f in enumerate(result.faces):
+            if i in used:
+                continue
+            v = iou(t.box, f.box)
+            if v >= best_iou:
+                best, best_iou = i, v
+        if best is not None:
+            used.add(best)
+            matched += 1
+            e = result.faces[best].expression
+            if e is not None and canonical(e) == canonical(t.expression):
+                correct += 1
+    return {"truth": len(truth), "matched": matched, "expression_correct": correct,
+            "false_positives": len(result.faces) - len(used)}
+
+
+class Recorder(Actor):
+    kind = "recorder"
+
+    def __init__(self, name: str, bus: Bus, *, results_endpoint: str, hwm: int = 1024,
+                 results_path: Optional[str] = None, **kw) -> None:
+        super().__init__(name, bus, **kw)
+        self.results_endpoint = results_endpoint
+        self.hwm = hwm
+        self.results_path = results_path
+        self.fh: Optional[IO[str]] = None
+        self.drained: Optional[asyncio.Event] = None
+        self.totals = {"frames": 0, "faces": 0, "truth": 0, "matched": 0, "expression_correct": 0,
+                       "false_positives": 0, "frames_with_truth": 0, "frames_exact": 0}
+        self.first_t: Optional[float] = None
+        self.last_t: Optional[float] = None
+
+    async def setup(self) -> None:
+        self.drained = asyncio.Event()
+        if self.results_path:
+            self.fh = open(self.results_path, "w", encoding="utf-8")
+        self.sub = self.channel(self.bus.sub(self.results_endpoint, hwm=self.hwm, name=self.name,
+                                             topics=("result", "control")))
+
+    async def run(self) -> None:
+        while True:
+            msg = await self.sub.recv()
+            self.account_lost(self.sub, "result")
+            if isinstance(msg, Control):
+                if msg.command == "eos" and self.drained is not None:
+                    self.end_of_stream(self.sub, "result", msg)
+                    self.drained.set()
+                continue
+            if isinstance(msg, Result):
+                self._record(msg)
+
+    def _record(self, r: Result) -> None:
+        self.stats.count("in")
+        t = self.totals
+        t["frames"] += 1
+        t["faces"] += len(r.faces)
+        self.first_t = r.t_result if self.first_t is None else self.first_t
+        self.last_t = r.t_result
+        check = None
+        if r.truth is not None:
+            check = match_truth(r)
+            t["frames_with_truth"] += 1
+            for k in ("truth", "matched", "expression_correct", "false_positives"):
+                t[k] += check[k]
+            if (check["matched"] == check["truth"] == check["expression_correct"] == len(r.faces)
+                    and not r.partial):
+                t["frames_exact"] += 1
+        if self.fh is not None:
+            line = {
+                "frame_id": r.frame_id,
+                "partial": r.partial,
+                "in_order": r.in_order,
+                "latency_ms": round((r.t_result - r.t_capture) * 1000.0, 3),
+                "faces": [{"box": [round(v, 1) for v in f.box], "score": round(f.score, 4),
+                           "expression": f.expression,
+                           "confidence": None if f.confidence is None else round(f.confidence, 4)}
+                          for f in r.faces],
+            }
+            if r.labels is not None:
+                line["labels"] = r.labels
+            if r.truth is not None:
+                line["truth"] = [{"box": tf.box, "expression": tf.expression} for tf in r.truth]
+            self.fh.write(json.dumps(line) + "\n")
+        self.stats.count("out")
+
+    async def cleanup(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None

@@ -1,0 +1,286 @@
+"""Frame sources for the capture actor, chosen by a spec string.
+
+- ``synthetic[:faces=3,fps=30,size=640x480,seed=0,change=60]``: moving drawn
+  faces with known boxes and expressions (the truth travels with each frame);
+- ``dir:PATH`` or an image file: images, looping;
+- ``video:PATH``: a video file through OpenCV;
+- ``picamera2[:WxH]``: the Raspberry Pi camera (Picamera2, RGB888 = BGR in memory);
+- ``v4l2:N`` / ``camera:N``: a V4L2 camera through OpenCV; ``rtsp://...``: a stream.
+
+``read()`` is blocking and runs in the capture actor's thread.
+
+Python 3.9 compatible.
+"""
+from __future__ import annotations
+
+import abc
+import logging
+import math
+import os
+from typing import Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from bus.messages import TruthFace
+from models import fake_scene
+from models.labels import EXPRESSIONS
+
+log = logging.getLogger("edgepipe.source")
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+
+Read = Optional[Tuple[np.ndarray, Optional[List[TruthFace]]]]
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be opened or read; the message says how to fix it."""
+
+
+class Source(abc.ABC):
+    fps: float = 0.0  # pacing target; 0 = as fast as the source delivers
+    live: bool = False  # a camera: frames keep coming whether or not we keep up
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.errors = 0  # unreadable inputs that were skipped
+
+    def open(self) -> None:
+        """Open the device or file; raise SourceError with a clear message."""
+
+    @abc.abstractmethod
+    def read(self) -> Read:
+        """The next (BGR image, truth or None), or None at the end of the stream."""
+
+    def close(self) -> None:
+        """Release the device; safe to call twice."""
+
+
+def _options(text: str, spec: str) -> Dict[str, str]:
+    out = {}
+    for part in filter(None, text.split(",")):
+        if "=" not in part:
+            raise SourceError("source %r: option %r should be key=value" % (spec, part))
+        k, v = part.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _size(value: str, spec: str) -> Tuple[int, int]:
+    try:
+        w, h = (int(x) for x in value.lower().split("x"))
+    except ValueError:
+        raise SourceError("source %r: size %r should be WIDTHxHEIGHT, e.g. 640x480" % (spec, value)) from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise SourceError("source %r: size %dx%d is out of range" % (spec, w, h))
+    return w, h
+
+
+class SyntheticSource(Source):
+    """K faces, each bouncing inside its own grid cell, with a known expression."""
+
+    def __init__(self, spec: str, options: Dict[str, str]) -> None:
+        super().__init__(spec)
+        known = {"faces", "fps", "size", "seed", "change"}
+        bad = sorted(set(options) - known)
+        if bad:
+            raise SourceError("source %r: unknown option(s) %s (known: %s)" % (spec, ", ".join(bad), ", ".join(sorted(known))))
+        try:
+            self.faces = int(options.get("faces", "1"))
+            self.fps = float(options.get("fps", "30"))
+            self.seed = int(options.get("seed", "0"))
+            self.change = int(options.get("change", "60"))
+        except ValueError as exc:
+            raise SourceError("source %r: %s" % (spec, exc)) from None
+        if not 0 <= self.faces <= 64 or self.fps < 0 or self.change < 1:
+            raise SourceError("source %r: faces must be 0..64, fps >= 0, change >= 1" % spec)
+        self.width, self.height = _size(options.get("size", "640x480"), spec)
+        self.n = 0
+        cols = max(1, int(math.ceil(math.sqrt(max(1, self.faces) * self.width / self.height))))
+        rows = max(1, int(math.ceil(max(1, self.faces) / cols)))
+        self.cell = (self.width // cols, self.height // rows)
+        self.grid = [(i % cols, i // cols) for i in range(self.faces)]
+        side = int(min(self.cell[0] / 1.6, self.cell[1] / 1.9))
+        if self.faces and side < 24:
+            raise SourceError("source %r: %d faces do not fit in %dx%d" % (spec, self.faces, self.width, self.height))
+        self.face_w, self.face_h = side, int(side * 1.2)
+        rng = np.random.RandomState(self.seed)
+        self.phase = rng.uniform(0, 2 * math.pi, size=(max(1, self.faces), 2))
+        self.speed = rng.uniform(0.02, 0.06, size=(max(1, self.faces), 2))
+        yy, xx = np.mgrid[0:self.height, 0:self.width]
+        self.background = ((xx * 60 // self.width + yy * 60 // self.height + 60)[:, :, None]
+                           * np.ones(3, np.int32)).astype(np.uint8)
+
+    def read(self) -> Read:
+        n = self.n
+        self.n += 1
+        img = self.background.copy()
+        truth = []
+        for i, (cx, cy) in enumerate(self.grid):
+            free_x = self.cell[0] - self.face_w
+            free_y = self.cell[1] - self.face_h
+            ox = int(free_x * (0.5 + 0.5 * math.sin(self.phase[i, 0] + n * self.speed[i, 0])))
+            oy = int(free_y * (0.5 + 0.5 * math.sin(self.phase[i, 1] + n * self.speed[i, 1])))
+            x1 = cx * self.cell[0] + ox
+            y1 = cy * self.cell[1] + oy
+            box = (x1, y1, x1 + self.face_w, y1 + self.face_h)
+            expression = (i + self.seed + n // self.change) % len(EXPRESSIONS)
+            fake_scene.draw_face(img, box, expression)
+            truth.append(TruthFace([float(v) for v in box], EXPRESSIONS[expression]))
+        cv2.putText(img, "synthetic %d" % n, (8, self.height - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                    (230, 230, 230), 1, cv2.LINE_AA)
+        return img, truth
+
+
+class ImageSource(Source):
+    """Still images from a folder or one file, looping."""
+
+    def __init__(self, spec: str, path: str, loop: bool = True) -> None:
+        super().__init__(spec)
+        self.loop = loop
+        if os.path.isdir(path):
+            self.files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTS))
+        elif os.path.isfile(path):
+            self.files = [path]
+        else:
+            raise SourceError("source %r: %s does not exist" % (spec, path))
+        if not self.files:
+            raise SourceError("source %r: no images (%s) in %s" % (spec, ", ".join(IMAGE_EXTS), path))
+        self.i = 0
+
+    def read(self) -> Read:
+        tried = 0
+        while tried < len(self.files):
+            if self.i >= len(self.files):
+                if not self.loop:
+                    return None
+                self.i = 0
+            path = self.files[self.i]
+            self.i += 1
+            tried += 1
+            img = cv2.imread(path, cv2.IMREAD_COLOR)
+            if img is not None:
+                return img, None
+            self.errors += 1
+            log.error("source %s: cannot decode image %s (corrupt or not an image); skipped", self.spec, path)
+        raise SourceError("source %r: none of the %d images can be decoded" % (self.spec, len(self.files)))
+
+
+class OpenCvSource(Source):
+    """A video file, a V4L2 camera or an RTSP stream, read with OpenCV."""
+
+    def __init__(self, spec: str, target, live: bool, loop: bool = False, size: Optional[Tuple[int, int]] = None) -> None:
+        super().__init__(spec)
+        self.target = target
+        self.live = live
+        self.loop = loop
+        self.size = size
+        self.cap = None
+
+    def open(self) -> None:
+        if isinstance(self.target, str) and not self.live and not os.path.isfile(self.target):
+            raise SourceError("source %r: video file %s does not exist" % (self.spec, self.target))
+        api = cv2.CAP_V4L2 if isinstance(self.target, int) else cv2.CAP_ANY
+        cap = cv2.VideoCapture(self.target, api)
+        if not cap.isOpened():
+            cap.release()
+            if isinstance(self.target, int):
+                raise SourceError("source %r: cannot open camera /dev/video%d (is it connected, and is your user in "
+                                  "the 'video' group?)" % (self.spec, self.target))
+            raise SourceError("source %r: OpenCV cannot open %s" % (self.spec, self.target))
+        if self.size:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[0])
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
+        self.fps = 0.0 if self.live else 0.0
+        self.cap = cap
+
+    def read(self) -> Read:
+        assert self.cap is not None
+        ok, img = self.cap.read()
+        if not ok and self.loop and not self.live:
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, img = self.cap.read()
+        if not ok:
+            if self.live:
+                raise SourceError("source %r: the camera stopped delivering frames" % self.spec)
+            return None
+        return img, None
+
+    def close(self) -> None:
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+
+class Picamera2Source(Source):
+    """The Raspberry Pi camera through Picamera2 (RGB888 is BGR in memory, as OpenCV wants)."""
+
+    live = True
+
+    def __init__(self, spec: str, size: Tuple[int, int]) -> None:
+        super().__init__(spec)
+        self.size = size
+        self.cam = None
+
+    def open(self) -> None:
+        try:
+            from picamera2 import Picamera2  # type: ignore[import-not-found]
+        except ImportError:
+            raise SourceError("source %r needs Picamera2: on Raspberry Pi OS run 'sudo apt install python3-picamera2' "
+                              "and create the venv with --system-site-packages; or use v4l2:0" % self.spec) from None
+        try:
+            cam = Picamera2()
+            config = cam.create_video_configuration(main={"size": self.size, "format": "RGB888"})
+            cam.configure(config)
+            cam.start()
+        except (RuntimeError, IndexError, OSError) as exc:
+            raise SourceError("source %r: no camera found or it is busy (%s); check the cable and "
+                              "'rpicam-hello --list-cameras'" % (self.spec, exc)) from None
+        self.cam = cam
+
+    def read(self) -> Read:
+        assert self.cam is not None
+        return self.cam.capture_array("main"), None
+
+    def close(self) -> None:
+        if self.cam is not None:
+            try:
+                self.cam.stop()
+                self.cam.close()
+            finally:
+                self.cam = None
+
+
+def make_source(spec: str, loop: bool = True) -> Source:
+    """A source from its spec string; raises SourceError naming the problem."""
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        return SyntheticSource(spec, _options(spec.partition(":")[2], spec))
+    if spec.startswith("dir:"):
+        return ImageSource(spec, spec[4:], loop)
+    if spec.startswith("image:"):
+        return ImageSource(spec, spec[6:], loop)
+    if spec.startswith("video:"):
+        return OpenCvSource(spec, spec[6:], live=False, loop=False)
+    if spec.startswith(("rtsp://", "rtsps://", "http://", "https://")):
+        return OpenCvSource(spec, spec, live=True)
+    if spec.startswith(("v4l2:", "camera:")):
+        dev = spec.split(":", 1)[1]
+        try:
+            index = int(dev.replace("/dev/video", ""))
+        except ValueError:
+            raise SourceError("source %r: expected a camera number, e.g. v4l2:0" % spec) from None
+        return OpenCvSource(spec, index, live=True)
+    if spec == "picamera2" or spec.startswith("picamera2:"):
+        size = _size(spec.split(":", 1)[1], spec) if ":" in spec else (640, 480)
+        return Picamera2Source(spec, size)
+    if spec == "demo":
+        from .demo import demo_source
+        return demo_source(loop)
+    low = spec.lower()
+    if low.endswith(IMAGE_EXTS) or os.path.isdir(spec):
+        return ImageSource(spec, spec, loop)
+    if low.endswith(VIDEO_EXTS):
+        return OpenCvSource(spec, spec, live=False, loop=False)
+    raise SourceError("unknown source %r; use synthetic[:faces=N,fps=F,size=WxH], dir:PATH, an image file, "
+                      "video:PATH, picamera2[:WxH], v4l2:N, rtsp://... or demo" % spec)

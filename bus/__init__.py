@@ -1,0 +1,1 @@
+"""The message bus: the only package that knows ZeroMQ and msgpack."""

@@ -1,0 +1,1 @@
+"""Wiring: typed config, the in-process runner, the command line."""

@@ -1,0 +1,162 @@
+"""The command line: ``python run.py [run options] | metrics | models | bench``."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from typing import Any, Dict, List, Optional
+
+from .config import ConfigError, apply_overrides, load
+
+log = logging.getLogger("edgepipe")
+
+SUBCOMMANDS = ("metrics", "models", "bench")
+
+
+def human_summary(s: Dict[str, Any]) -> str:
+    lines = [
+        "profile %s, engine %s, source %s%s" % (s["profile"], s["engine"], s["source"],
+                                               " (interrupted)" if s["interrupted"] else ""),
+        "frames: %d captured, %d completed, %d partial, %d dropped, %d unaccounted"
+        % (s["frames_captured"], s["frames_completed"], s["frames_partial"], s["dropped_total"], s["unaccounted"]),
+        "speed: %.1f FPS over %.1f s; latency capture->result p50 %.1f ms, p99 %.1f ms"
+        % (s["fps"], s["duration_s"], s["latency_ms"]["p50"], s["latency_ms"]["p99"]),
+    ]
+    f = s["faces"]
+    if f.get("frames_with_truth"):
+        lines.append("truth: %d/%d faces found, %d/%d expressions right, %d false positives, %d/%d frames exact"
+                     % (f["matched"], f["truth"], f["expression_correct"], f["truth"], f["false_positives"],
+                        f["frames_exact"], f["frames_with_truth"]))
+    else:
+        lines.append("faces: %d in %d frames" % (f["faces"], f["frames"]))
+    if s["dropped_total"]:
+        lines.append("drops: " + ", ".join("%s %d" % kv for kv in sorted(s["dropped_by_reason"].items())))
+    lines.append("actors: " + ", ".join("%s %.1f fps/%.2f ms" % (n, a["fps"], a["busy_ms_p50"])
+                                        for n, a in s["actors"].items()))
+    return "\n".join(lines)
+
+
+def run_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="run.py", description="Real-time face detection, expression recognition and classification "
+        "as asyncio actors over ZeroMQ. Subcommands: metrics, models, bench (run.py SUBCOMMAND --help).")
+    ap.add_argument("--profile", help="fd+fer64 | fd+fer112 | fd | cls (profiles of the config)")
+    ap.add_argument("--config", help="config file (default: config.toml beside run.py)")
+    ap.add_argument("--source", help="synthetic[:faces=N,fps=F,size=WxH] | dir:PATH | IMAGE | video:PATH | "
+                    "picamera2[:WxH] | v4l2:N | rtsp://... | demo")
+    ap.add_argument("--engine", help="fake | cpu | edgetpu")
+    ap.add_argument("--display", help="none | window | file:PATH.mp4")
+    ap.add_argument("--encoder", choices=("raw", "jpeg"), help="how frames cross into inference")
+    ap.add_argument("--fer-workers", type=int, help="FER pool size")
+    ap.add_argument("--metrics-endpoint", help="where metrics subscribers attach (default from the config)")
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--frames", type=int, help="stop after N frames")
+    g.add_argument("--duration", type=float, help="stop after S seconds")
+    ap.add_argument("--summary", help="write the run summary as JSON to PATH")
+    ap.add_argument("--results", help="write one JSON line per finished frame to PATH")
+    ap.add_argument("-v", "--verbose", action="count", default=0)
+    return ap
+
+
+def load_config(args: argparse.Namespace):
+    cfg = load(args.config)
+    cfg = apply_overrides(cfg, profile=args.profile, engine=args.engine, source=args.source, display=args.display)
+    if args.encoder:
+        cfg.encoder.format = args.encoder
+    if args.fer_workers is not None:
+        if args.fer_workers < 1:
+            raise ConfigError("--fer-workers: must be at least 1")
+        cfg.fer.workers = args.fer_workers
+    if args.metrics_endpoint:
+        cfg.endpoints.metrics = args.metrics_endpoint
+    return cfg
+
+
+async def _run_with_signals(cfg, opts) -> Dict[str, Any]:
+    from .runner import run
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    main = asyncio.current_task()
+    presses = []
+
+    def on_signal(signame: str) -> None:
+        presses.append(signame)
+        if len(presses) == 1:
+            log.info("%s: stopping (again to abort)", signame)
+            stop.set()
+        elif main is not None:
+            main.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    try:
+        return await run(cfg, opts, stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def run_main(argv: List[str]) -> int:
+    args = run_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    from actors.sources import SourceError
+    from actors.display import DisplayError
+    from bus.sockets import BusError
+    from models.engine import EngineError
+    from .runner import RunOptions
+    try:
+        cfg = load_config(args)
+    except ConfigError as exc:
+        print("config error: %s" % exc, file=sys.stderr)
+        return 2
+    opts = RunOptions(frames=args.frames, duration_s=args.duration, results_path=args.results)
+    try:
+        summary = _event_loop_run(_run_with_signals(cfg, opts))
+    except (SourceError, DisplayError, BusError, EngineError, ConfigError, OSError) as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 1
+    except RuntimeError as exc:  # an actor died: its error was logged with the actor's name
+        print("error: %s" % exc, file=sys.stderr)
+        return 1
+    except asyncio.CancelledError:
+        print("aborted", file=sys.stderr)
+        return 130
+    print(human_summary(summary))
+    if args.summary:
+        with open(args.summary, "w", encoding="utf-8") as fh:
+            json.dump(summary, fh, indent=2)
+    return 0
+
+
+def _event_loop_run(coro) -> Any:
+    try:
+        import uvloop  # type: ignore[import-not-found]
+    except ImportError:
+        return asyncio.run(coro)
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coro)
+    uvloop.install()
+    return asyncio.run(coro)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "metrics":
+        from .metrics_cli import main as metrics_main
+        return metrics_main(argv[1:])
+    if argv and argv[0] == "models":
+        from models.cli import models_main
+        return models_main(argv[1:])
+    if argv and argv[0] == "bench":
+        from .bench import main as bench_main
+        return bench_main(argv[1:])
+    return run_main(argv)
