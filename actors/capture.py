@@ -1,5 +1,11 @@
 """Capture: reads a source, stamps frame ids and capture times, publishes frames.
 
+A live source (a camera, or a synthetic one with a frame rate) never waits:
+downstream, the freshest frame wins. A recorded source (a video file, images,
+an unpaced synthetic source) is read as fast as the pipeline finishes frames,
+with at most ``max_in_flight`` frames between capture and result (credit
+flow control on the results stream), so that every frame is processed.
+
 The source starts only when ``go()`` is called (the runner calls it once every
 actor is ready and every subscriber is attached). After the last frame, the
 actor publishes an end-of-stream message and repeats it every
@@ -27,7 +33,8 @@ class Capture(Actor):
 
     def __init__(self, name: str, bus: Bus, *, source: str, frames_endpoint: str, hwm: int,
                  max_frames: Optional[int] = None, duration_s: Optional[float] = None,
-                 loop: bool = True, eos_interval: float = 0.25, **kw) -> None:
+                 loop: bool = True, eos_interval: float = 0.25, results_endpoint: Optional[str] = None,
+                 max_in_flight: int = 4, credit_timeout_s: float = 2.0, **kw) -> None:
         super().__init__(name, bus, **kw)
         self.spec = source
         self.frames_endpoint = frames_endpoint
@@ -43,6 +50,11 @@ class Capture(Actor):
         self.done: Optional[asyncio.Event] = None  # set when the last frame is out
         self.last_frame_id = -1
         self._finish = False
+        self.results_endpoint = results_endpoint
+        self.max_in_flight = max_in_flight
+        self.credit_timeout_s = credit_timeout_s
+        self.results = None
+        self.done_through = -1  # highest frame id seen in results
 
     async def setup(self) -> None:
         self._go = asyncio.Event()
@@ -51,6 +63,29 @@ class Capture(Actor):
         self.source = make_source(self.spec, loop=self.loop_source)
         await in_thread(self.executor, self.source.open)
         self.pub = self.channel(self.bus.pub(self.frames_endpoint, hwm=self.hwm, name=self.name))
+        if self.lossless:
+            self.results = self.channel(self.bus.sub(self.results_endpoint, hwm=1000, name=self.name + ".credits",
+                                                     topics=("result",)))
+
+    @property
+    def lossless(self) -> bool:
+        """Whether the source waits for the pipeline (recorded) instead of dropping (live)."""
+        return self.results_endpoint is not None and self.source is not None and not self.source.live
+
+    async def _credit(self, frame_id: int) -> None:
+        """Wait until fewer than ``max_in_flight`` frames are between capture and result."""
+        assert self.results is not None
+        while frame_id - self.done_through > self.max_in_flight:
+            if not await self.results.poll(int(self.credit_timeout_s * 1000)):
+                # frames dropped on the way (a corrupt one, say) never come back: go on
+                self.stats.count("credit_timeouts")
+                self.done_through = frame_id - self.max_in_flight
+                return
+            while True:
+                r = self.results.recv_nowait()
+                if r is None:
+                    break
+                self.done_through = max(self.done_through, getattr(r, "frame_id", -1))
 
     def finish(self) -> None:
         """End the stream now (Ctrl-C): no new frames; the end of stream follows."""
@@ -77,6 +112,8 @@ class Capture(Actor):
                     if delay > 0:
                         await asyncio.sleep(delay)  # pacing a synthetic/file source to its frame rate
                     next_t = max(next_t + period, time.monotonic() - period)
+                if self.results is not None:
+                    await self._credit(frame_id)
                 t_read = time.monotonic()
                 item = await in_thread(self.executor, src.read)
                 if self._finish:

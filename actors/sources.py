@@ -93,6 +93,7 @@ class SyntheticSource(Source):
             self.change = int(options.get("change", "60"))
         except ValueError as exc:
             raise SourceError("source %r: %s" % (spec, exc)) from None
+        self.live = self.fps > 0  # paced like a camera; unpaced: every frame is processed
         if not 0 <= self.faces <= 64 or self.fps < 0 or self.change < 1:
             raise SourceError("source %r: faces must be 0..64, fps >= 0, change >= 1" % spec)
         self.width, self.height = _size(options.get("size", "640x480"), spec)
@@ -118,10 +119,11 @@ class SyntheticSource(Source):
         img = self.background.copy()
         truth = []
         for i, (cx, cy) in enumerate(self.grid):
-            free_x = self.cell[0] - self.face_w
-            free_y = self.cell[1] - self.face_h
-            ox = int(free_x * (0.5 + 0.5 * math.sin(self.phase[i, 0] + n * self.speed[i, 0])))
-            oy = int(free_y * (0.5 + 0.5 * math.sin(self.phase[i, 1] + n * self.speed[i, 1])))
+            # a 3-pixel gap to the cell's border keeps neighbouring faces apart
+            free_x = self.cell[0] - self.face_w - 6
+            free_y = self.cell[1] - self.face_h - 6
+            ox = 3 + int(free_x * (0.5 + 0.5 * math.sin(self.phase[i, 0] + n * self.speed[i, 0])))
+            oy = 3 + int(free_y * (0.5 + 0.5 * math.sin(self.phase[i, 1] + n * self.speed[i, 1])))
             x1 = cx * self.cell[0] + ox
             y1 = cy * self.cell[1] + oy
             box = (x1, y1, x1 + self.face_w, y1 + self.face_h)
@@ -170,7 +172,8 @@ class ImageSource(Source):
 class OpenCvSource(Source):
     """A video file, a V4L2 camera or an RTSP stream, read with OpenCV."""
 
-    def __init__(self, spec: str, target, live: bool, loop: bool = False, size: Optional[Tuple[int, int]] = None) -> None:
+    def __init__(self, spec: str, target, live: bool, loop: bool = False,
+                 size: Optional[Tuple[int, int]] = None) -> None:
         super().__init__(spec)
         self.target = target
         self.live = live
@@ -192,7 +195,6 @@ class OpenCvSource(Source):
         if self.size:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[0])
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
-        self.fps = 0.0 if self.live else 0.0
         self.cap = cap
 
     def read(self) -> Read:
@@ -250,6 +252,13 @@ class Picamera2Source(Source):
                 self.cam.close()
             finally:
                 self.cam = None
+
+
+def is_live(spec: str) -> bool:
+    """Whether a source spec names a live source (frames come whether or not we keep up)."""
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        return SyntheticSource(spec, _options(spec.partition(":")[2], spec)).live
+    return spec.startswith(("rtsp://", "rtsps://", "http://", "https://", "v4l2:", "camera:", "picamera2"))
 
 
 def make_source(spec: str, loop: bool = True) -> Source:

@@ -67,7 +67,8 @@ class EndpointsConfig:
 @dataclass
 class CaptureConfig:
     hwm: int = field(default=16, metadata=_range(1, 10000))
-    loop: bool = True  # image folders and files loop; videos stop at their end unless this is true
+    loop: bool = True  # image folders and files loop; videos stop at their end
+    max_in_flight: int = field(default=4, metadata=_range(1, 1000))  # recorded sources: frames between capture and result
 
 
 @dataclass

@@ -31,6 +31,7 @@ from actors.engines import EngineSettings
 from actors.fer import FerWorker
 from actors.metrics_hub import MetricsHub
 from actors.recorder import Recorder
+from actors.sources import is_live
 from actors.stats import percentile
 from bus.sockets import Bus
 from models import manifest
@@ -102,7 +103,7 @@ def build(cfg: Config, bus: Bus, opts: RunOptions) -> Pipeline:
                              facejobs_endpoint=ep.facejobs, hwm=cfg.detector.hwm, jobs_hwm=cfg.fer.hwm,
                              engine=engine, model=spec, fer_model=fer_spec,
                              score_threshold=cfg.detector.score_threshold, max_faces=cfg.detector.max_faces,
-                             freshest=cfg.detector.freshest, **mkw)
+                             freshest=cfg.detector.freshest and is_live(cfg.pipeline.source), **mkw)
     fer = []
     if fer_spec is not None:
         models["fer"] = fer_spec.name
@@ -122,7 +123,8 @@ def build(cfg: Config, bus: Bus, opts: RunOptions) -> Pipeline:
     encoder = Encoder("encoder", bus, frames_endpoint=ep.frames, encoded_endpoint=ep.encoded, hwm=cfg.encoder.hwm,
                       format=cfg.encoder.format, jpeg_quality=cfg.encoder.jpeg_quality, **mkw)
     capture = Capture("capture", bus, source=cfg.pipeline.source, frames_endpoint=ep.frames, hwm=cfg.capture.hwm,
-                      max_frames=opts.frames, duration_s=opts.duration_s, loop=cfg.capture.loop, **mkw)
+                      max_frames=opts.frames, duration_s=opts.duration_s, loop=cfg.capture.loop,
+                      results_endpoint=ep.results, max_in_flight=cfg.capture.max_in_flight, **mkw)
     return Pipeline(cfg, bus, hub, capture, encoder, inference, fer, aggregator, recorder, display, models)
 
 
@@ -159,7 +161,7 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
         waits = [p.capture.pub.wait_subscribers(1 + (p.display is not None)),
                  p.encoder.pub.wait_subscribers(1),
                  p.inference.pub.wait_subscribers(1),
-                 p.aggregator.pub.wait_subscribers(1 + (p.display is not None))]
+                 p.aggregator.pub.wait_subscribers(1 + (p.display is not None) + p.capture.lossless)]
         await _first_failure(started, asyncio.ensure_future(asyncio.gather(*waits)))
         log.info("pipeline ready: profile %s, engine %s, source %s, models %s", cfg.pipeline.profile,
                  cfg.pipeline.engine, cfg.pipeline.source, p.models)
