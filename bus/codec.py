@@ -225,7 +225,10 @@ class Codec:
         want = int(np.prod(shape)) * np.dtype(dtype).itemsize
         if want != size:
             raise DecodeError("bad_image", "%s image: shape %s needs %d bytes, %d received" % (kind, shape, want, size))
-        return np.frombuffer(buf, dtype=dtype).reshape(shape)
+        arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
+        # received buffers may be shared with other subscribers of the same message (inproc): read-only
+        arr.flags.writeable = False
+        return arr
 
 
 def _bytes(frame: Any) -> bytes:

@@ -152,6 +152,7 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
     t_go = time.monotonic()
     drained = False
     interrupted = False
+    leaked: List[str] = []
     try:
         p = build(cfg, bus, opts)
         for actor in p.actors:
@@ -197,8 +198,13 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
                 await actor.stop()
             except Exception:  # report and go on stopping the others
                 log.exception("stopping %s failed", actor.name)
+        leaked = bus.open_channels()
+        if leaked:
+            log.error("sockets left open by actors: %s", leaked)
         bus.close()
-    return summarize(p, t_go, drained, interrupted)
+    summary = summarize(p, t_go, drained, interrupted)
+    summary["leaked_sockets"] = leaked
+    return summary
 
 
 def summarize(p: Pipeline, t_go: float, drained: bool, interrupted: bool) -> Dict[str, Any]:

@@ -1,0 +1,42 @@
+"""Helpers for tests: an async runner that fails on leaked tasks, in-process configs."""
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from pipeline import config
+
+ASSETS = Path(os.environ.get("EDGEPIPE_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
+
+
+def run_async(coro, timeout: float = 60.0):
+    """Run a coroutine in a fresh event loop; fail if it leaves tasks behind."""
+    async def main():
+        try:
+            return await asyncio.wait_for(coro, timeout)
+        finally:
+            me = asyncio.current_task()
+            left = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+            for t in left:
+                t.cancel()
+            if left:
+                await asyncio.wait(left)
+                raise AssertionError("tasks left running: %s" % [t.get_coro() for t in left])
+    return asyncio.run(main())
+
+
+def inproc_config(**sections) -> config.Config:
+    """The repository's config with every endpoint in-process (no TCP port) and overrides applied.
+
+    ``sections`` maps a section name to a dict of field values, e.g. fer={"workers": 3}.
+    """
+    cfg = config.load()
+    cfg.endpoints.metrics = "inproc://metrics-public"
+    for name, values in sections.items():
+        section = getattr(cfg, name)
+        for key, value in values.items():
+            if not hasattr(section, key):
+                raise AttributeError("%s.%s" % (name, key))
+            setattr(section, key, value)
+    return cfg
