@@ -9,10 +9,12 @@ config's ``models.paths``, then ``$EDGEPIPE_MODEL_PATH``, then the cache (see
 
 ``bench pipeline`` runs the whole pipeline in this process, one configuration
 after the other, on an unpaced synthetic source (``synthetic:faces=K,fps=0``),
-so it measures the most the pipeline can complete. With an unpaced source the
-detector keeps the freshest frame and drops stale ones (counted), so every
-configuration reports completed FPS *and* drops. It compares, as ratios within
-one run:
+so it measures the most the pipeline can complete. An unpaced source is read
+as fast as results come back (credit flow control: at most
+``capture.max_in_flight`` frames between capture and result), so frames should
+not be dropped; every configuration still reports completed FPS *and* drops
+(a live source would drop stale frames at the detector: freshest wins). It
+compares, as ratios within one run:
 
 (a) FER pool size (1, 2, 4 workers) at 1, 3 and 5 faces;
 (b) encoder raw vs JPEG;
@@ -348,7 +350,8 @@ def _record(case: Case, summary: Dict[str, Any]) -> Dict[str, Any]:
     """The numbers of one run that the report keeps."""
     rec: Dict[str, Any] = {k: summary.get(k) for k in (
         "fps", "duration_s", "frames_captured", "frames_completed", "frames_partial", "dropped_total",
-        "dropped_by_reason", "unaccounted", "latency_ms", "faces", "models")}
+        "dropped_by_reason", "unaccounted", "latency_ms", "models")}
+    rec["face_stats"] = summary.get("faces")
     captured = summary.get("frames_captured") or 0
     rec["drop_rate"] = round(summary.get("dropped_total", 0) / captured, 4) if captured else 0.0
     if case.kind == "pipeline":
@@ -358,6 +361,7 @@ def _record(case: Case, summary: Dict[str, Any]) -> Dict[str, Any]:
         cap = actors.get("capture", {})
         rec["offered_fps"] = cap.get("fps")  # frames the unpaced source produced per second
         rec["drained"] = summary.get("drained")
+        rec["leaked_sockets"] = summary.get("leaked_sockets", [])
     else:
         rec["busy_ms_p50"] = summary["stages_ms_p50"]
         rec["backend_fps"] = summary["backend_fps"]
@@ -452,9 +456,11 @@ def report(cases: List[Case], runs: Dict[str, List[Dict[str, Any]]], errors: Dic
         "machine": machine_info(),
         "settings": {"engine": engine, "profile": profile, "frames": frames, "warmup": warmup, "repeats": repeats,
                      "source": "synthetic:faces=K,fps=0", "fake_latency_ms": latency or None,
+                     "max_in_flight": getattr(base_cfg.capture, "max_in_flight", None),
                      "elapsed_s": round(elapsed, 1),
-                     "notes": ["unpaced source: the detector keeps the freshest frame, so fps counts completed "
-                               "frames per second and dropped counts the stale frames it skipped",
+                     "notes": ["fps: completed (and partial) frames per second, from the first frame to the last "
+                               "result; unpaced source: the capture waits for results (at most max_in_flight "
+                               "frames in flight), so drops are expected to be 0; dropped counts any there were",
                                "fps is the median over the repeats (fps_runs lists them all)",
                                "serial: the reference loop in one thread (read, encode, decode, detect, FER per "
                                "face); backend_fps leaves out read and encode, as the reference's own figure does"]},

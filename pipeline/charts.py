@@ -56,6 +56,8 @@ def _bars(ax: Any, groups: Sequence[str], series: List[Tuple[str, List[Optional[
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.margins(y=0.15)
+    top = max([v for _, vs in series for v in vs if v is not None] or [0.0])
+    ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)
     ax.grid(axis="y", alpha=0.3)
     if len(series) > 1:
         ax.legend(fontsize=8)
@@ -111,7 +113,7 @@ def pipeline_charts(result: Dict[str, Any], out_dir: str) -> List[str]:
                for f in faces]) for w in workers]
     _bars(axes[1], ["%d face%s" % (f, "s" if f > 1 else "") for f in faces],
           [(n, [None if v is None else 100.0 * v for v in vs]) for n, vs in drops],
-          "% of captured frames dropped", "Drops (unpaced source: the freshest frame wins)", fmt="%.0f")
+          "% of captured frames dropped", "Drops (% of captured frames)", fmt="%.1f")
     written.append(_save(fig, os.path.join(out_dir, "bench_pipeline_fer.png")))
 
     # (b), (c): two-way comparisons with latency beside FPS
