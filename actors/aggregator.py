@@ -143,7 +143,11 @@ class Aggregator(Actor):
         elif e.frame_id in self.emitted or e.frame_id <= self.last_emitted and self.ordered:
             self.stats.count("late_expressions")
         else:
-            self.early.setdefault(e.frame_id, {})[e.face_index] = e
+            early = self.early.setdefault(e.frame_id, {})
+            if e.face_index in early:
+                self.stats.count("duplicate_expressions")
+                return
+            early[e.face_index] = e
             self.early_t.setdefault(e.frame_id, time.monotonic())
 
     async def _release(self, now: float) -> None:

@@ -146,8 +146,11 @@ class Actor:
                     await asyncio.wait([ticker])
         except asyncio.CancelledError:
             raise
-        except Exception:
-            self.log.exception("failed")
+        except Exception as exc:
+            if getattr(exc, "user_facing", False):
+                self.log.error("%s", exc)  # a problem with the input or the set-up, not a bug: no traceback
+            else:
+                self.log.exception("failed")
             raise
         finally:
             try:

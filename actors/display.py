@@ -31,6 +31,8 @@ from .base import Actor, in_thread, ms_since
 class DisplayError(RuntimeError):
     """A display sink that cannot work here; the message says why."""
 
+    user_facing = True
+
 
 def annotate(image: np.ndarray, r: Result, fps: float) -> np.ndarray:
     out = np.array(image, copy=True)

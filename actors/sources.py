@@ -37,6 +37,8 @@ Read = Optional[Tuple[np.ndarray, Optional[List[TruthFace]]]]
 class SourceError(RuntimeError):
     """A source that cannot be opened or read; the message says how to fix it."""
 
+    user_facing = True
+
 
 class Source(abc.ABC):
     fps: float = 0.0  # pacing target; 0 = as fast as the source delivers

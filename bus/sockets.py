@@ -28,6 +28,8 @@ SCHEMES = ("inproc://", "ipc://", "tcp://")
 class BusError(RuntimeError):
     """A socket could not be opened (bad endpoint, address in use, ...)."""
 
+    user_facing = True
+
 
 def check_endpoint(endpoint: str) -> str:
     if not isinstance(endpoint, str) or not endpoint.startswith(SCHEMES) or len(endpoint.split("://", 1)[1]) == 0:

@@ -18,6 +18,8 @@ import numpy as np
 class EngineError(RuntimeError):
     """A model or engine problem with a message meant for the user."""
 
+    user_facing = True  # reported as a one-line error, without a traceback
+
 
 @dataclass(frozen=True)
 class TensorSpec:

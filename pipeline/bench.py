@@ -43,6 +43,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -205,7 +206,7 @@ def plan(faces: Sequence[int] = FACES, workers: Sequence[int] = WORKERS) -> List
 
 
 def ipc_dir() -> str:
-    base = "/tmp" if os.path.isdir("/tmp") else __import__("tempfile").gettempdir()  # short: ipc paths max ~100
+    base = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()  # short: ipc paths max ~100 bytes
     return os.path.join(base, "edgepipe-bench-%d" % os.getpid())
 
 

