@@ -55,6 +55,7 @@ class Recorder(Actor):
         self.drained: Optional[asyncio.Event] = None
         self.totals = {"frames": 0, "faces": 0, "truth": 0, "matched": 0, "expression_correct": 0,
                        "false_positives": 0, "frames_with_truth": 0, "frames_exact": 0}
+        self.latency_ms: list = []  # capture -> result, every frame of the run
         self.first_t: Optional[float] = None
         self.last_t: Optional[float] = None
 
@@ -84,6 +85,7 @@ class Recorder(Actor):
         t["faces"] += len(r.faces)
         self.first_t = r.t_result if self.first_t is None else self.first_t
         self.last_t = r.t_result
+        self.latency_ms.append((r.t_result - r.t_capture) * 1000.0)
         check = None
         if r.truth is not None:
             check = match_truth(r)

@@ -155,11 +155,12 @@ class Channel:
         """True when a message is waiting (or arrives within ``timeout_ms``)."""
         return bool(await self.sock.poll(timeout_ms, zmq.POLLIN))
 
-    def close(self) -> None:
+    def close(self, linger_ms: int = 0) -> None:
+        """Close the socket; ``linger_ms`` > 0 lets queued messages go out first (a final report)."""
         if self.closed:
             return
         self.closed = True
-        self.sock.close(linger=0)
+        self.sock.close(linger=linger_ms)
         self.bus._forget(self)
         if self.bind and self.endpoint.startswith("ipc://"):
             path = self.endpoint[len("ipc://"):]
@@ -182,6 +183,7 @@ class Bus:
         self.channels: Set[Channel] = set()
         self.curve_server: Optional[tuple] = None  # (public, secret) for tcp binds
         self.curve_client: Optional[tuple] = None  # (public, secret, server_public) for tcp connects
+        self.on_close: List[Any] = []  # called before the context ends (e.g. a ZAP authenticator's stop)
 
     def open(self, kind: int, endpoint: str, *, bind: bool, hwm: int, name: str,
              topics: Iterable[str] = ()) -> Channel:
@@ -252,5 +254,7 @@ class Bus:
         """Close every socket still open, then the context (if this bus made it). Safe twice."""
         for ch in list(self.channels):
             ch.close()
+        while self.on_close:
+            self.on_close.pop()()
         if self._own_ctx and not self.ctx.closed:
             self.ctx.term()

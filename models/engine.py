@@ -52,12 +52,27 @@ class TensorSpec:
 
 @dataclass
 class EngineFaults:
-    """Faults a test or benchmark can inject (honoured by the fake engine)."""
+    """Faults a test or benchmark can inject (honoured by the fake engine).
+
+    Invokes are counted per fault schedule, across engine restarts: an actor
+    that reloads its engine after a hang keeps counting where it was.
+    """
 
     raise_every: int = 0  # raise on every Nth invoke (0 = never)
-    hang_after: int = 0  # hang (until close) from the Nth invoke on (0 = never)
+    hang_after: int = 0  # the Nth invoke hangs until close() (0 = never) ...
+    hang_count: int = 0  # ... and so do the next ones, this many in all (0 = all of them)
     slow_every: int = 0  # every Nth invoke takes slow_ms longer
     slow_ms: float = 0.0
+    calls: int = field(default=0, compare=False)  # invokes so far (runtime state)
+
+    def next_call(self) -> int:
+        self.calls += 1
+        return self.calls
+
+    def hangs(self, n: int) -> bool:
+        if not self.hang_after or n < self.hang_after:
+            return False
+        return self.hang_count == 0 or n < self.hang_after + self.hang_count
 
 
 class Engine(abc.ABC):

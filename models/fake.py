@@ -78,11 +78,11 @@ class FakeEngine(Engine):
     def invoke(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
         if self._closed.is_set():
             raise EngineError("fake engine for %r is closed" % self.model.name)
+        f = self.faults
         with self._lock:
             self.invocations += 1
-            n = self.invocations
-        f = self.faults
-        if f.hang_after and n >= f.hang_after:
+            n = f.next_call()
+        if f.hangs(n):
             self._closed.wait()  # a hung accelerator: only close() frees the thread
             raise EngineError("fake engine for %r was closed while hung" % self.model.name)
         delay = self.latency_s

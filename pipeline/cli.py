@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from typing import Any, Dict, List, Optional
@@ -13,7 +14,7 @@ from .config import ConfigError, apply_overrides, load
 
 log = logging.getLogger("edgepipe")
 
-SUBCOMMANDS = ("metrics", "models", "bench")
+SUBCOMMANDS = ("metrics", "models", "bench", "group", "keys", "setup-tpu-venv")
 
 
 def human_summary(s: Dict[str, Any]) -> str:
@@ -42,7 +43,8 @@ def human_summary(s: Dict[str, Any]) -> str:
 def run_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="run.py", description="Real-time face detection, expression recognition and classification "
-        "as asyncio actors over ZeroMQ. Subcommands: metrics, models, bench (run.py SUBCOMMAND --help).")
+        "as asyncio actors over ZeroMQ. Subcommands: metrics, models, bench, group, keys, setup-tpu-venv "
+        "(run.py SUBCOMMAND --help).")
     ap.add_argument("--profile", help="fd+fer64 | fd+fer112 | fd | cls (profiles of the config)")
     ap.add_argument("--config", help="config file (default: config.toml beside run.py)")
     ap.add_argument("--source", help="synthetic[:faces=N,fps=F,size=WxH] | dir:PATH | IMAGE | video:PATH | "
@@ -148,6 +150,34 @@ def _event_loop_run(coro) -> Any:
     return asyncio.run(coro)
 
 
+def group_main(argv: List[str]) -> int:
+    """``run.py group NAME --config PATH``: run one group alone (by hand, another host or venv)."""
+    ap = argparse.ArgumentParser(prog="run.py group", description="run one process group of the config")
+    ap.add_argument("name")
+    ap.add_argument("--config", help="config file (default: config.toml beside run.py)")
+    ap.add_argument("--engine", help="fake | cpu | edgetpu")
+    ap.add_argument("--profile")
+    ap.add_argument("-v", "--verbose", action="count", default=1)
+    args = ap.parse_args(argv)
+    from . import group
+    extra = ["-v"] * max(0, args.verbose - 1)
+    if args.engine or args.profile:  # apply the overrides, then hand the result over as JSON
+        import tempfile
+        try:
+            cfg = apply_overrides(load(args.config), engine=args.engine, profile=args.profile)
+        except ConfigError as exc:
+            print("config error: %s" % exc, file=sys.stderr)
+            return 2
+        from .config import to_dict
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+            json.dump(to_dict(cfg), fh)
+        try:
+            return group.main(["--name", args.name, "--config-json", fh.name] + extra)
+        finally:
+            os.unlink(fh.name)
+    return group.main(["--name", args.name] + (["--config", args.config] if args.config else []) + extra)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "metrics":
@@ -159,4 +189,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv and argv[0] == "bench":
         from .bench import main as bench_main
         return bench_main(argv[1:])
+    if argv and argv[0] == "group":
+        return group_main(argv[1:])
+    if argv and argv[0] == "keys":
+        from .keys import main as keys_main
+        return keys_main(argv[1:])
+    if argv and argv[0] == "setup-tpu-venv":
+        from .tpu_venv import main as venv_main
+        return venv_main(argv[1:])
     return run_main(argv)

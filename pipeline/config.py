@@ -62,6 +62,7 @@ class EndpointsConfig:
     results: str = "inproc://results"
     metrics_in: str = "inproc://metrics-in"
     metrics: str = "tcp://127.0.0.1:5590"
+    control: str = "inproc://control"  # groups report ready / stopped here
 
 
 @dataclass
@@ -111,6 +112,7 @@ class DisplayConfig:
 class FaultsConfig:
     raise_every: int = field(default=0, metadata=_range(0))
     hang_after: int = field(default=0, metadata=_range(0))
+    hang_count: int = field(default=0, metadata=_range(0))  # 0: every invoke from hang_after on hangs
     slow_every: int = field(default=0, metadata=_range(0))
     slow_ms: float = field(default=0.0, metadata=_range(0))
 
@@ -165,6 +167,23 @@ class ProfileConfig:
 
 
 @dataclass
+class GroupConfig:
+    """A child process: the actors it runs, the Python that runs it, its environment."""
+
+    actors: List[str] = field(default_factory=list)
+    python: str = ""  # default: the interpreter running run.py
+    env: Dict[str, str] = field(default_factory=dict)
+    tpu: str = ""  # the Edge TPU device this group owns ("usb:0", "pci:0"); default engine.edgetpu.device
+    spawn: bool = True  # false: started by hand (`python run.py group NAME`), maybe on another host
+    startup_timeout_s: float = field(default=60.0, metadata=_range(1, 3600))
+
+
+@dataclass
+class SecurityConfig:
+    keys_dir: str = ""  # CURVE keys from `python run.py keys DIR`; required for non-loopback tcp://
+
+
+@dataclass
 class Config:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     bus: BusConfig = field(default_factory=BusConfig)
@@ -178,6 +197,8 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     profiles: Dict[str, ProfileConfig] = field(default_factory=dict)
+    groups: Dict[str, GroupConfig] = field(default_factory=dict)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
     def profile(self) -> ProfileConfig:
         name = self.pipeline.profile
@@ -283,6 +304,9 @@ def _validate(cfg: Config) -> None:
             raise ConfigError("profiles.%s: a profile has a detector or a classifier, not both" % name)
     if cfg.profiles:
         cfg.profile()
+    from .groups import assignment, check_security, check_tpus
+    check_tpus(cfg, assignment(cfg))
+    check_security(cfg)
 
 
 def apply_overrides(cfg: Config, **overrides: Any) -> Config:
@@ -294,4 +318,11 @@ def apply_overrides(cfg: Config, **overrides: Any) -> Config:
             raise ConfigError("--engine: %r is not one of %s" % (value, ", ".join(ENGINES)))
         setattr(cfg.pipeline, key, value)
     cfg.profile()
+    from .groups import assignment, check_tpus
+    check_tpus(cfg, assignment(cfg))
     return cfg
+
+
+def to_dict(cfg: Config) -> Dict[str, Any]:
+    """The config as plain data (for a child process: ``from_dict(to_dict(cfg))`` gives it back)."""
+    return dataclasses.asdict(cfg)

@@ -78,14 +78,14 @@ def test_fer_worker_that_raises_gives_partial_frames():
 def test_fer_worker_that_hangs_frames_complete_by_deadline(tmp_path):
     cfg = inproc_config(pipeline={"source": "synthetic:faces=3,fps=0"},
                         fer={"workers": 2, "invoke_timeout_ms": 400.0}, aggregator={"deadline_ms": 150.0})
-    cfg.engine.fake.faults = {"fer-1": FaultsConfig(hang_after=4)}
+    cfg.engine.fake.faults = {"fer-1": FaultsConfig(hang_after=4, hang_count=1)}
     results = tmp_path / "r.jsonl"
     s = run_async(run(cfg, RunOptions(frames=40, results_path=str(results))))
     check_accounting(s)
     assert s["frames_partial"] > 0, "the hung worker's frames should leave partial at their deadline"
     assert s["frames_completed"] > 0
-    assert s["actors"]["fer-1"]["counters"].get("timeouts", 0) >= 1
-    assert s["actors"]["fer-1"]["counters"].get("restarts", 0) >= 1
+    assert s["actors"]["fer-1"]["counters"].get("timeouts", 0) == 1
+    assert s["actors"]["fer-1"]["counters"].get("restarts", 0) == 1
     lines = [json.loads(x) for x in results.read_text().splitlines()]
     assert len(lines) == 40
     for r in lines:
@@ -93,8 +93,8 @@ def test_fer_worker_that_hangs_frames_complete_by_deadline(tmp_path):
             truth = max(r["truth"], key=lambda t: iou(t["box"], face["box"]))
             assert iou(truth["box"], face["box"]) > 0.8
             assert face["expression"] in (None, truth["expression"]), "frame %d: wrong join" % r["frame_id"]
-    # the pipeline went on after the hang: the last frames are complete
-    assert not lines[-1]["partial"]
+    # the pipeline went on after the hang and the restart: the last frames are complete
+    assert not any(r["partial"] for r in lines[-5:])
 
 
 def test_profile_fd_without_fer():

@@ -1,0 +1,147 @@
+"""Build the actors of one process from the config.
+
+Python 3.9 compatible (a group process runs this).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+from actors.aggregator import Aggregator
+from actors.base import Actor
+from actors.capture import Capture
+from actors.classifier import Classifier
+from actors.detector import Detector
+from actors.display import Display, make_sink
+from actors.encoder import Encoder
+from actors.engines import EngineSettings
+from actors.fer import FerWorker
+from actors.metrics_hub import MetricsHub
+from actors.recorder import Recorder
+from actors.sources import is_live
+from bus.sockets import Bus
+from models import manifest
+from models.engine import EngineFaults
+
+from .config import Config
+
+# start-up order: consumers first, the source last
+ROLES = ("metrics", "recorder", "display", "aggregator", "fer", "detector", "classifier", "encoder", "capture")
+
+
+@dataclass
+class RunOptions:
+    frames: Optional[int] = None
+    duration_s: Optional[float] = None
+    results_path: Optional[str] = None
+
+
+@dataclass
+class Pipeline:
+    """The actors of this process, by role (a role run by another process is absent)."""
+
+    cfg: Config
+    roles: Dict[str, List[Actor]] = field(default_factory=dict)
+    models: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def actors(self) -> List[Actor]:
+        return [a for role in ROLES for a in self.roles.get(role, [])]
+
+    def one(self, role: str) -> Optional[Actor]:
+        found = self.roles.get(role)
+        return found[0] if found else None
+
+    @property
+    def inference(self) -> Optional[Actor]:
+        return self.one("detector") or self.one("classifier")
+
+    def subscriber_waits(self) -> List:
+        """Coroutines waiting until every local publisher has all its subscribers (anywhere)."""
+        cfg = self.cfg
+        display = cfg.pipeline.display != "none"
+        lossless = not is_live(cfg.pipeline.source)
+        want = {"capture": 1 + display, "encoder": 1, "detector": 1, "classifier": 1,
+                "aggregator": 1 + display + lossless}
+        return [a.pub.wait_subscribers(want[role]) for role, n in want.items()
+                for a in self.roles.get(role, [])]
+
+
+def engine_settings(cfg: Config) -> EngineSettings:
+    e = cfg.engine
+    faults = {name: EngineFaults(f.raise_every, f.hang_after, f.hang_count, f.slow_every, f.slow_ms)
+              for name, f in e.fake.faults.items()}
+    return EngineSettings(kind=cfg.pipeline.engine, latency_ms=dict(e.fake.latency_ms), faults=faults,
+                          threads=e.cpu.threads, device=e.edgetpu.device, fallback=e.edgetpu.fallback,
+                          model_paths=list(cfg.models.paths))
+
+
+def model_names(cfg: Config) -> Dict[str, str]:
+    names = cfg.profile().models(cfg.pipeline.engine)
+    if names.classifier:
+        return {"classifier": names.classifier}
+    out = {"detector": names.detector}
+    if names.fer:
+        out["fer"] = names.fer
+    return out
+
+
+def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] = lambda role: True) -> Pipeline:
+    """The actors whose role ``local(role)`` accepts, wired to the config's endpoints."""
+    ep = cfg.endpoints
+    names = model_names(cfg)
+    engine = engine_settings(cfg)
+    mkw = {"metrics_endpoint": ep.metrics_in, "metrics_interval": cfg.bus.metrics_interval_s}
+    p = Pipeline(cfg, models=dict(names))
+    fer_spec = manifest.get(names["fer"]) if "fer" in names else None
+
+    def add(role: str, make: Callable[[], object]) -> None:
+        if local(role):
+            made = make()
+            p.roles[role] = list(made) if isinstance(made, list) else [made]
+
+    add("metrics", lambda: MetricsHub("metrics", bus, inbound_endpoint=ep.metrics_in, public_endpoint=ep.metrics))
+    add("recorder", lambda: Recorder("recorder", bus, results_endpoint=ep.results, results_path=opts.results_path,
+                                     **mkw))
+    if cfg.pipeline.display != "none":
+        add("display", lambda: Display("display", bus, sink=make_sink(cfg.pipeline.display, cfg.display.fps),
+                                       frames_endpoint=ep.frames, results_endpoint=ep.results, hwm=cfg.display.hwm,
+                                       frame_buffer=cfg.display.frame_buffer, **mkw))
+    add("aggregator", lambda: Aggregator("aggregator", bus, detections_endpoint=ep.detections,
+                                         expressions_endpoint=ep.expressions, results_endpoint=ep.results,
+                                         hwm=cfg.fer.hwm, deadline_ms=cfg.aggregator.deadline_ms,
+                                         ordered=cfg.aggregator.ordered, **mkw))
+    if fer_spec is not None:
+        add("fer", lambda: [FerWorker("fer-%d" % i, bus, facejobs_endpoint=ep.facejobs,
+                                      expressions_endpoint=ep.expressions, hwm=cfg.fer.hwm, engine=engine,
+                                      model=fer_spec, invoke_timeout_ms=cfg.fer.invoke_timeout_ms, **mkw)
+                            for i in range(cfg.fer.workers)])
+    if "classifier" in names:
+        add("classifier", lambda: Classifier("classifier", bus, encoded_endpoint=ep.encoded,
+                                             detections_endpoint=ep.detections, hwm=cfg.detector.hwm, engine=engine,
+                                             model=manifest.get(names["classifier"]), **mkw))
+    else:
+        add("detector", lambda: Detector("detector", bus, encoded_endpoint=ep.encoded,
+                                         detections_endpoint=ep.detections, facejobs_endpoint=ep.facejobs,
+                                         hwm=cfg.detector.hwm, jobs_hwm=cfg.fer.hwm, engine=engine,
+                                         model=manifest.get(names["detector"]), fer_model=fer_spec,
+                                         score_threshold=cfg.detector.score_threshold,
+                                         max_faces=cfg.detector.max_faces,
+                                         freshest=cfg.detector.freshest and is_live(cfg.pipeline.source), **mkw))
+    add("encoder", lambda: Encoder("encoder", bus, frames_endpoint=ep.frames, encoded_endpoint=ep.encoded,
+                                   hwm=cfg.encoder.hwm, format=cfg.encoder.format,
+                                   jpeg_quality=cfg.encoder.jpeg_quality, **mkw))
+    add("capture", lambda: Capture("capture", bus, source=cfg.pipeline.source, frames_endpoint=ep.frames,
+                                   hwm=cfg.capture.hwm, max_frames=opts.frames, duration_s=opts.duration_s,
+                                   loop=cfg.capture.loop, results_endpoint=ep.results,
+                                   max_in_flight=cfg.capture.max_in_flight, **mkw))
+    return p
+
+
+def make_bus(cfg: Config) -> Bus:
+    """The process's bus, with CURVE keys when the config names them."""
+    bus = Bus(max_header=cfg.bus.max_header_kb * 1024, max_image=cfg.bus.max_image_mb << 20)
+    if cfg.security.keys_dir:
+        from .keys import configure_curve
+        configure_curve(bus, cfg.security.keys_dir)
+    return bus

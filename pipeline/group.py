@@ -1,0 +1,130 @@
+"""A group process: runs the actors the config assigns to one group.
+
+Started by ``run.py`` as ``python -m pipeline.group --name NAME --config-json PATH``
+with the group's interpreter, or by hand as ``python run.py group NAME --config
+PATH`` (on another host, or in another venv). It reports ``ready`` on the
+control endpoint once its actors run and its publishers have their
+subscribers, and ``stopped`` (with every actor's final metrics) when it ends:
+on SIGTERM/SIGINT, when its parent dies, or when one of its actors fails
+(exit code 1).
+
+Python 3.9 compatible: this is what runs in the PyCoral venv.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import signal
+import sys
+from typing import List, Optional
+
+from actors.base import Actor
+from bus.messages import Control
+
+from .build import RunOptions, build, make_bus
+from .config import Config, ConfigError, from_dict, load
+from .groups import assignment, group_of
+
+log = logging.getLogger("edgepipe.group")
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGTERM when the parent process dies, so that no group is left orphaned."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        log.debug("prctl is not available; relying on the parent to stop this group")
+
+
+async def serve(cfg: Config, name: str, stop: asyncio.Event, parent_pid: Optional[int] = None) -> int:
+    """Run the group until ``stop`` is set or an actor fails; 0 on a clean stop."""
+    assign = assignment(cfg)
+    if name not in cfg.groups:
+        raise ConfigError("group %r is not in the config (groups: %s)" % (name, ", ".join(cfg.groups) or "none"))
+    bus = make_bus(cfg)
+    started: List[Actor] = []
+    ctl = None
+    rc = 0
+    try:
+        p = build(cfg, bus, RunOptions(), local=lambda role: group_of(role, assign) == name)
+        ctl = bus.push(cfg.endpoints.control, hwm=100, bind=False, name=name + ".control")
+        for actor in p.actors:
+            await actor.start()
+            started.append(actor)
+        tasks = [a.task for a in started if a.task is not None]
+        waits = asyncio.ensure_future(asyncio.gather(*p.subscriber_waits()))
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait(tasks + [waits, stopping], return_when=asyncio.FIRST_COMPLETED)
+            if waits.done() and not stop.is_set() and not any(t.done() for t in tasks):
+                info = {"pid": os.getpid(), "python": sys.executable, "version": sys.version.split()[0],
+                        "actors": [a.name for a in started], "models": p.models}
+                await ctl.send(Control("ready", name, -1, info))
+                log.info("group %s ready: %s", name, ", ".join(a.name for a in started))
+                await asyncio.wait(tasks + [stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for f in (waits, stopping):
+                f.cancel()
+        for a in started:
+            if a.task is not None and a.task.done() and (a.task.cancelled() or a.task.exception()):
+                log.error("group %s: actor %s failed: %s", name, a.name,
+                          "cancelled" if a.task.cancelled() else a.task.exception())
+                rc = 1
+    finally:
+        for actor in reversed(started):
+            await actor.stop()
+        if ctl is not None:
+            final = {a.name: dataclasses.asdict(a.snapshot(final=True)) for a in started}
+            await ctl.send(Control("stopped", name, -1, {"metrics": final, "rc": rc}), nowait=True)
+            ctl.close(linger_ms=2000)  # let the final report reach the main process
+        bus.close()
+    return rc
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.group", description="run one process group")
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--config-json", help="the effective config written by run.py")
+    ap.add_argument("--config", help="a config.toml (when started by hand)")
+    ap.add_argument("--child", action="store_true", help="started by run.py: stop when the parent dies")
+    ap.add_argument("-v", "--verbose", action="count", default=1)
+    args = ap.parse_args(argv)
+    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        if args.config_json:
+            with open(args.config_json, encoding="utf-8") as fh:
+                cfg = from_dict(json.load(fh))
+        else:
+            cfg = load(args.config)
+    except (ConfigError, OSError, ValueError) as exc:
+        print("group %s: config error: %s" % (args.name, exc), file=sys.stderr)
+        return 2
+    if args.child:
+        _die_with_parent()
+    return asyncio.run(_main(cfg, args.name))
+
+
+async def _main(cfg: Config, name: str) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await serve(cfg, name, stop)
+    except Exception as exc:
+        if getattr(exc, "user_facing", False) or isinstance(exc, ConfigError):
+            log.error("group %s: %s", name, exc)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Process groups: which actors run in which process, and the endpoints between them.
+
+``[groups.NAME]`` in the config moves actors out of the main process into a
+child process run by the group's Python (for instance the Python 3.9 venv that
+has PyCoral). Capture, the recorder and the metrics hub stay in the main
+process. An ``inproc://`` endpoint used by actors of more than one process
+becomes ``ipc://RUN_DIR/NAME``; a ``tcp://`` endpoint places a group on
+another host.
+
+Python 3.9 compatible.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from typing import Dict, List, Set
+
+from .config import Config, ConfigError
+
+MAIN = "main"
+# actor roles a group may take (``fer`` is the whole FER pool)
+MOVABLE = ("encoder", "detector", "classifier", "fer", "aggregator", "display")
+MAIN_ONLY = ("capture", "recorder", "metrics")
+TPU_ROLES = ("detector", "classifier", "fer")
+
+# endpoint -> the roles that use it (the first one binds)
+LINKS: Dict[str, List[str]] = {
+    "frames": ["capture", "encoder", "display"],
+    "encoded": ["encoder", "detector", "classifier"],
+    "detections": ["detector", "classifier", "aggregator"],
+    "facejobs": ["detector", "fer"],
+    "expressions": ["aggregator", "fer"],
+    "results": ["aggregator", "recorder", "display", "capture"],
+    "metrics_in": ["metrics", "*"],
+    "control": [MAIN, "*"],
+}
+
+
+def assignment(cfg: Config) -> Dict[str, str]:
+    """Role -> group name for every movable role a group claims; the rest is ``main``."""
+    out: Dict[str, str] = {}
+    for name, g in cfg.groups.items():
+        if name == MAIN:
+            raise ConfigError("groups.main: 'main' is the name of the main process; choose another name")
+        for i, role in enumerate(g.actors):
+            path = "groups.%s.actors[%d]" % (name, i)
+            if role in MAIN_ONLY:
+                raise ConfigError("%s: %r runs in the main process and cannot move to a group" % (path, role))
+            if role not in MOVABLE:
+                raise ConfigError("%s: unknown actor %r (movable: %s)" % (path, role, ", ".join(MOVABLE)))
+            if role in out:
+                raise ConfigError("%s: %r is already in group %r" % (path, role, out[role]))
+            out[role] = name
+    return out
+
+
+def group_of(role: str, assign: Dict[str, str]) -> str:
+    return assign.get(role, MAIN)
+
+
+def check_tpus(cfg: Config, assign: Dict[str, str]) -> None:
+    """One Edge TPU belongs to one process: refuse two processes that claim the same device."""
+    if cfg.pipeline.engine != "edgetpu":
+        return
+    claims: Dict[str, str] = {}
+    processes = {MAIN} | set(cfg.groups)
+    for proc in sorted(processes):
+        roles = [r for r in TPU_ROLES if group_of(r, assign) == proc]
+        if not roles:
+            continue
+        g = cfg.groups.get(proc)
+        device = (g.tpu if g is not None and g.tpu else cfg.engine.edgetpu.device) or "default"
+        if device in claims:
+            raise ConfigError("groups: %s and %s both claim Edge TPU %r (one TPU belongs to one process); set "
+                              "groups.NAME.tpu to different devices (usb:0, usb:1, pci:0) or put their actors "
+                              "in one group" % (claims[device], proc, device))
+        claims[device] = proc
+
+
+def processes_using(link: str, assign: Dict[str, str], cfg: Config) -> Set[str]:
+    roles = LINKS[link]
+    if "*" in roles:
+        return {MAIN} | {g for g in cfg.groups if any(group_of(r, assign) == g for r in MOVABLE)}
+    return {group_of(r, assign) for r in roles}
+
+
+def plan(cfg: Config, run_dir: str) -> Config:
+    """A copy of ``cfg`` whose cross-process ``inproc://`` endpoints are ``ipc://`` under ``run_dir``."""
+    assign = assignment(cfg)
+    check_tpus(cfg, assign)
+    out = dataclasses.replace(cfg, endpoints=dataclasses.replace(cfg.endpoints))
+    for link in LINKS:
+        ep = getattr(out.endpoints, link)
+        if ep.startswith("inproc://") and len(processes_using(link, assign, cfg)) > 1:
+            setattr(out.endpoints, link, "ipc://%s/%s" % (run_dir, link))
+    return out
+
+
+def needs_curve(endpoint: str) -> bool:
+    """A tcp:// endpoint that is not loopback needs CURVE keys."""
+    if not endpoint.startswith("tcp://"):
+        return False
+    host = endpoint[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
+    if host in ("localhost",):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # a host name or an interface ("*", "eth0"): reachable from elsewhere
+
+
+def check_security(cfg: Config) -> None:
+    """Refuse a non-loopback tcp:// endpoint without CURVE keys."""
+    open_eps = [(f.name, getattr(cfg.endpoints, f.name)) for f in dataclasses.fields(cfg.endpoints)
+                if needs_curve(getattr(cfg.endpoints, f.name))]
+    if open_eps and not cfg.security.keys_dir:
+        names = ", ".join("endpoints.%s = %s" % kv for kv in open_eps)
+        raise ConfigError("%s: a tcp:// endpoint reachable from other hosts needs CURVE encryption; create keys "
+                          "with `python run.py keys DIR` and set security.keys_dir = DIR on both hosts "
+                          "(loopback and ipc:// need none)" % names)
+    if cfg.security.keys_dir and not os.path.isdir(cfg.security.keys_dir):
+        raise ConfigError("security.keys_dir: %s does not exist (create it with `python run.py keys %s`)"
+                          % (cfg.security.keys_dir, cfg.security.keys_dir))

@@ -1,0 +1,163 @@
+"""The main process's side of process groups: spawn, watch, stop.
+
+Each group is a child process (``python -m pipeline.group``) run by the
+group's interpreter. Its log lines are forwarded with a ``[NAME]`` prefix and
+the last ones are kept for error messages. A group that exits while the
+pipeline runs, or that does not report ready within its start-up timeout,
+stops the whole pipeline with an error naming it.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional
+
+from bus.messages import Control, Metric
+from bus.sockets import Channel
+
+from .config import Config, to_dict
+
+log = logging.getLogger("edgepipe.groups")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class GroupFailed(RuntimeError):
+    user_facing = True
+
+
+class GroupProcess:
+    def __init__(self, name: str, cfg: Config, config_path: str) -> None:
+        self.name = name
+        self.gcfg = cfg.groups[name]
+        python = self.gcfg.python or sys.executable
+        self.python = python if os.path.isabs(python) or os.sep not in python else os.path.join(ROOT, python)
+        self.config_path = config_path
+        self.proc: Optional[asyncio.subprocess.Process] = None
+        self.lines: Deque[str] = deque(maxlen=20)
+        self.ready: Optional[Dict[str, Any]] = None
+        self.final: Dict[str, Metric] = {}
+        self.stopping = False
+        self._logs: Optional[asyncio.Task] = None
+        self.exited: Optional[asyncio.Task] = None
+
+    @property
+    def spawned(self) -> bool:
+        return self.gcfg.spawn
+
+    async def spawn(self) -> None:
+        env = dict(os.environ)
+        env.update(self.gcfg.env)
+        env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONUNBUFFERED"] = "1"
+        level = ["-v"] if log.isEnabledFor(logging.INFO) else []
+        if log.isEnabledFor(logging.DEBUG):
+            level = ["-vv"]
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                self.python, "-m", "pipeline.group", "--name", self.name, "--config-json", self.config_path,
+                "--child", *level, cwd=ROOT, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        except OSError as exc:
+            raise GroupFailed("group %s: cannot start %s: %s" % (self.name, self.python, exc)) from None
+        self._logs = asyncio.ensure_future(self._forward())
+        self.exited = asyncio.ensure_future(self._wait())
+
+    async def _forward(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while True:
+            raw = await self.proc.stdout.readline()
+            if not raw:
+                return
+            line = raw.decode("utf-8", "replace").rstrip()
+            self.lines.append(line)
+            sys.stderr.write("[%s] %s\n" % (self.name, line))
+
+    async def _wait(self) -> int:
+        assert self.proc is not None
+        rc = await self.proc.wait()
+        if self._logs is not None:
+            await asyncio.wait([self._logs])  # the last lines, for the error message
+        return rc
+
+    def describe_exit(self, rc: int) -> str:
+        how = "was killed by signal %d" % -rc if rc < 0 else "exited with code %d" % rc
+        tail = "\n".join("    " + x for x in list(self.lines)[-10:])
+        return "group %s (%s) %s%s" % (self.name, self.python, how, ("; last lines:\n" + tail) if tail else "")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``; wait for the exit. Safe twice."""
+        self.stopping = True
+        if self.proc is None or self.exited is None:
+            return
+        if self.proc.returncode is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            done, _ = await asyncio.wait([self.exited], timeout=timeout)
+            if not done:
+                log.warning("group %s did not stop within %.0f s; killing it", self.name, timeout)
+                self.proc.kill()
+        await asyncio.wait([self.exited])
+
+
+def write_config(cfg: Config, run_dir: str) -> str:
+    path = os.path.join(run_dir, "config.json")
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(to_dict(cfg), fh)
+    return path
+
+
+async def wait_ready(groups: List[GroupProcess], control: Channel, watch: List["asyncio.Future[Any]"]) -> None:
+    """Wait until every group said ready; raise GroupFailed naming a group that died or timed out."""
+    loop = asyncio.get_running_loop()
+    deadline = {g.name: loop.time() + g.gcfg.startup_timeout_s for g in groups}
+    pending = {g.name: g for g in groups}
+    while pending:
+        for g in pending.values():
+            if g.exited is not None and g.exited.done():
+                raise GroupFailed(g.describe_exit(g.exited.result()) + " before it was ready")
+        now = loop.time()
+        late = [n for n in pending if now >= deadline[n]]
+        if late:
+            g = pending[late[0]]
+            tail = "\n".join("    " + x for x in list(g.lines)[-10:]) or "    (no output)"
+            raise GroupFailed("group %s did not become ready within %.0f s; last lines:\n%s"
+                              % (g.name, g.gcfg.startup_timeout_s, tail))
+        recv = asyncio.ensure_future(control.recv())
+        exits = [g.exited for g in pending.values() if g.exited is not None]
+        try:
+            await asyncio.wait([recv] + exits + list(watch), timeout=min(deadline[n] for n in pending) - now,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not recv.done():
+                recv.cancel()
+                await asyncio.wait([recv])
+        for f in watch:
+            if f.done():
+                f.result()  # an actor of the main process failed: raise it
+        if recv.done() and not recv.cancelled():
+            handle_control(recv.result(), {g.name: g for g in groups})
+        for n in [n for n, g in pending.items() if g.ready is not None]:
+            del pending[n]
+
+
+def handle_control(msg: Any, groups: Dict[str, GroupProcess]) -> None:
+    if not isinstance(msg, Control) or msg.sender not in groups:
+        return
+    g = groups[msg.sender]
+    if msg.command == "ready":
+        g.ready = dict(msg.info)
+        log.info("group %s ready: pid %s, Python %s (%s)", g.name, msg.info.get("pid"), msg.info.get("version"),
+                 msg.info.get("python"))
+    elif msg.command == "stopped":
+        for name, d in (msg.info.get("metrics") or {}).items():
+            try:
+                g.final[name] = Metric(**d)
+            except TypeError:
+                log.warning("group %s sent a bad final metric for %s", g.name, name)
