@@ -22,7 +22,6 @@ MAIN = "main"
 # actor roles a group may take (``fer`` is the whole FER pool)
 MOVABLE = ("encoder", "detector", "classifier", "fer", "aggregator", "display")
 MAIN_ONLY = ("capture", "recorder", "metrics")
-TPU_ROLES = ("detector", "classifier", "fer")
 
 # endpoint -> the roles that use it (the first one binds)
 LINKS: Dict[str, List[str]] = {
@@ -63,10 +62,14 @@ def check_tpus(cfg: Config, assign: Dict[str, str]) -> None:
     """One Edge TPU belongs to one process: refuse two processes that claim the same device."""
     if cfg.pipeline.engine != "edgetpu":
         return
+    if cfg.pipeline.profile not in cfg.profiles:
+        return
+    models = cfg.profile().models(cfg.pipeline.engine)
+    used = ["classifier"] if models.classifier else ["detector"] + (["fer"] if models.fer else [])
     claims: Dict[str, str] = {}
     processes = {MAIN} | set(cfg.groups)
     for proc in sorted(processes):
-        roles = [r for r in TPU_ROLES if group_of(r, assign) == proc]
+        roles = [r for r in used if group_of(r, assign) == proc]
         if not roles:
             continue
         g = cfg.groups.get(proc)
