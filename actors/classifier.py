@@ -26,7 +26,8 @@ class Classifier(Actor):
     kind = "classifier"
 
     def __init__(self, name: str, bus: Bus, *, encoded_endpoint: str, detections_endpoint: str, hwm: int,
-                 engine: EngineSettings, model: ModelSpec, top_k: int = 5, **kw) -> None:
+                 engine: EngineSettings, model: ModelSpec, top_k: int = 5, birds_only: bool = False,
+                 freshest: bool = True, **kw) -> None:
         super().__init__(name, bus, **kw)
         self.encoded_endpoint = encoded_endpoint
         self.detections_endpoint = detections_endpoint
@@ -34,6 +35,8 @@ class Classifier(Actor):
         self.engine_settings = engine
         self.model = model
         self.top_k = top_k
+        self.birds_only = birds_only
+        self.freshest = freshest
         self.executor: Optional[ThreadPoolExecutor] = None
         self.engine = None
         self._held = None
@@ -41,7 +44,8 @@ class Classifier(Actor):
     async def setup(self) -> None:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=self.name)
         self.engine = await in_thread(self.executor, load_engine, self.engine_settings, self.model, self.name)
-        self.classifier = image_classifier(self.model, self.engine, top_k=self.top_k)
+        kw = {"birds_only": True} if self.birds_only else {}
+        self.classifier = image_classifier(self.model, self.engine, top_k=self.top_k, **kw)
         self.sub = self.channel(self.bus.sub(self.encoded_endpoint, hwm=self.hwm, name=self.name,
                                              topics=("encoded", "control")))
         self.pub = self.channel(self.bus.pub(self.detections_endpoint, hwm=max(self.hwm, 64), name=self.name))
@@ -52,7 +56,7 @@ class Classifier(Actor):
                 msg, self._held = self._held, None
             else:
                 msg = await self.sub.recv()
-            while isinstance(msg, EncodedFrame):  # the freshest frame wins
+            while self.freshest and isinstance(msg, EncodedFrame):  # the freshest frame wins
                 newer = self.sub.recv_nowait()
                 if newer is None:
                     break

@@ -54,7 +54,7 @@ class FakeEngine(Engine):
                 TensorSpec("count", (1,), "float32"),
             ]
         elif m.task in ("fer", "classification"):
-            n = len(m.labels or [])
+            n = len(m.labels or []) or int(m.extra.get("num_classes", 0))
             if n == 0:
                 raise EngineError("fake engine: model %r has no labels" % m.name)
             self._outputs = [TensorSpec("scores", (1, n), "float32")]
@@ -128,7 +128,7 @@ class FakeEngine(Engine):
         return probs
 
     def _classify(self, tensor: np.ndarray) -> np.ndarray:
-        n = len(self.model.labels or [])
+        n = self._outputs[0].shape[1]
         pixels = self._pixels(tensor)
         logits = np.zeros((1, n), np.float32)
         logits[0, int(np.mean(pixels)) % n] = 8.0

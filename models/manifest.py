@@ -156,7 +156,7 @@ _add(ModelSpec(
             "8b87c0d108e4ca31bcd2ef29332763f9958b65a1b73777eb0db956e738f4ff1e",
             "imagenet_labels.txt": "e697a491aa735cc6c2aaf982f8e86e8fc7b0a1ea7750a2cc6a2bdfc1e109012f"},
     licence="BSD-3 (torchvision weights)",
-    extra={"labels_file": "imagenet_labels.txt", "output": "logits",
+    extra={"labels_file": "imagenet_labels.txt", "output": "logits", "num_classes": 1000,
            # ImageNet-1k bird classes (checked against imagenet_labels.txt): cock..great grey owl,
            # black grouse..black swan, white stork..albatross
            "bird_ranges": [[7, 24], [80, 100], [127, 146]]},

@@ -119,7 +119,10 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
     if "classifier" in names:
         add("classifier", lambda: Classifier("classifier", bus, encoded_endpoint=ep.encoded,
                                              detections_endpoint=ep.detections, hwm=cfg.detector.hwm, engine=engine,
-                                             model=manifest.get(names["classifier"]), **mkw))
+                                             model=manifest.get(names["classifier"]),
+                                             top_k=cfg.classifier.top_k, birds_only=cfg.classifier.birds_only,
+                                             freshest=cfg.detector.freshest and is_live(cfg.pipeline.source),
+                                             **mkw))
     else:
         add("detector", lambda: Detector("detector", bus, encoded_endpoint=ep.encoded,
                                          detections_endpoint=ep.detections, facejobs_endpoint=ep.facejobs,

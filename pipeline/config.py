@@ -88,6 +88,12 @@ class DetectorConfig:
 
 
 @dataclass
+class ClassifierConfig:
+    top_k: int = field(default=5, metadata=_range(1, 100))
+    birds_only: bool = False  # keep ImageNet's bird classes only (profile cls)
+
+
+@dataclass
 class FerConfig:
     workers: int = field(default=2, metadata=_range(1, 64))
     hwm: int = field(default=8, metadata=_range(1, 10000))
@@ -192,6 +198,7 @@ class Config:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     fer: FerConfig = field(default_factory=FerConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     aggregator: AggregatorConfig = field(default_factory=AggregatorConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)

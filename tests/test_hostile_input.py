@@ -1,0 +1,85 @@
+"""Bad input while the pipeline runs: corrupt frames and hostile messages are counted, nothing stops."""
+from __future__ import annotations
+
+import asyncio
+
+import cv2
+import numpy as np
+import zmq
+
+from actors.detector import Detector
+from actors.engines import EngineSettings
+from actors.sources import make_source
+from bus.codec import encode
+from bus.messages import Control, Detections, EncodedFrame, Expression
+from models import manifest
+from pipeline.runner import RunOptions, run
+
+from helpers import inproc_config, run_async
+
+
+def test_detector_drops_corrupt_frames_and_goes_on(bus):
+    async def main():
+        det = Detector("detector", bus, encoded_endpoint="inproc://enc", detections_endpoint="inproc://det",
+                       facejobs_endpoint=None, hwm=16, jobs_hwm=4, engine=EngineSettings(latency_ms={}),
+                       model=manifest.get("coral-ssd-face"), fer_model=None, freshest=False)
+        pub = bus.pub("inproc://enc", hwm=16, name="test.enc")
+        sub = bus.sub("inproc://det", hwm=16, name="test.det")
+        try:
+            await det.start()
+            await pub.wait_subscribers(1)
+            await det.pub.wait_subscribers(1)
+            img, truth = make_source("synthetic:faces=2,fps=0").read()
+            ok, jpeg = cv2.imencode(".jpg", img)
+            await pub.send(EncodedFrame(0, 0.0, "jpeg", 640, 480, b"\xff\xd8 broken", None))
+            await pub.send(EncodedFrame(1, 0.0, "raw", 640, 480, np.zeros((4, 4), np.uint8), None))
+            await pub.send(EncodedFrame(2, 0.0, "jpeg", 640, 480, jpeg.tobytes(), truth))
+            await pub.send(Control("eos", "test", 2, {"sent": pub.sent("encoded")}))
+            got = await sub.recv()
+            assert isinstance(got, Detections) and got.frame_id == 2 and len(got.faces) == 2
+            assert isinstance(await sub.recv(), Control)
+            assert det.stats.counters["dropped.bad_frame"] == 2
+            assert det.stats.counters["in"] == 3 and det.stats.counters["out"] == 1
+        finally:
+            await det.stop()
+            pub.close()
+            sub.close()
+    run_async(main())
+
+
+def test_hostile_messages_into_a_running_pipeline():
+    cfg = inproc_config(pipeline={"source": "synthetic:faces=2,fps=0"})
+    cfg.endpoints.expressions = "inproc://expressions"
+
+    async def main():
+        injected = asyncio.Event()
+        holder = {}
+
+        def on_ready(p):
+            holder["p"] = p
+            injected.set()
+
+        runner = asyncio.ensure_future(run(cfg, RunOptions(frames=80), on_ready=on_ready))
+        await injected.wait()
+        bus = holder["p"].one("aggregator").bus  # the same process and context: inproc reaches it
+        raw = bus.ctx.socket(zmq.PUSH)
+        raw.linger = 0
+        raw.connect(cfg.endpoints.expressions)
+        try:
+            await raw.send_multipart([b"expression", b"\x92\x01"])  # truncated msgpack
+            await raw.send_multipart([b"result", b"x" * 10, b"y"])  # wrong kind on this socket, bad header
+            await raw.send_multipart([b"\x00" * 40])  # one frame of junk
+            await raw.send_multipart(encode(Expression(10 ** 9, 0, "happy", 1.0, "evil", 0.0)))  # no such frame
+            await raw.send_multipart(encode(Expression(3, 99, "happy", 1.0, "evil", 0.0)))  # no such face
+        finally:
+            raw.close()
+        return await runner
+
+    s = run_async(main())
+    assert s["frames_completed"] + s["frames_partial"] == 80 and s["unaccounted"] == 0
+    agg = s["actors"]["aggregator"]
+    assert agg["rejected"] == 3
+    # nothing was joined wrongly: every face that has an expression has the drawn one
+    f = s["faces"]
+    assert f["matched"] == f["truth"] == 160
+    assert f["expression_correct"] == 160
