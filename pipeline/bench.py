@@ -216,6 +216,8 @@ def case_config(base: Callable[[], Config], case: Case, engine: str, profile: Op
     cfg = apply_overrides(cfg, profile=profile, engine=engine, display="none",
                           source="synthetic:faces=%d,fps=0" % case.faces)
     cfg.encoder.format = case.encoder
+    if getattr(cfg, "groups", None):
+        cfg.groups = {}  # every actor in this process: the bench measures one event loop (inproc or ipc)
     if case.workers:
         cfg.fer.workers = case.workers
     for f in dataclasses.fields(cfg.endpoints):
@@ -257,7 +259,10 @@ def run_serial_case(cfg: Config, frames: int, warmup: int) -> Dict[str, Any]:
     from models import manifest
     from models.registry import expression_model, face_detector
 
-    from .runner import engine_settings
+    try:
+        from .build import engine_settings
+    except ImportError:  # before the runner was split into build + runner
+        from .runner import engine_settings  # type: ignore[attr-defined,no-redef]
 
     names = cfg.profile().models(cfg.pipeline.engine)
     if not (names.detector and names.fer):
@@ -570,10 +575,10 @@ def render_pipeline(result: Dict[str, Any]) -> str:
                           c["base_fps"] or 0, "%.2f" % c["ratio"] if c["ratio"] else "n/a",
                           c["latency_p50_ms"][1] or 0, c["latency_p50_ms"][0] or 0))
     for r in comp["pipeline_vs_serial"]:
-        out.append("(d) %d face%s, %s: pipeline %.1f FPS (%d FER workers) vs serial %.1f FPS = %.2f times; "
+        out.append("(d) %d face%s, %s: pipeline %.1f FPS (%d FER worker%s) vs serial %.1f FPS = %.2f times; "
                    "latency p50 %.1f vs %.1f ms; serial back-end only %.1f FPS"
                    % (r["faces"], "s" if r["faces"] > 1 else "", r["encoder"], r["pipeline_fps"],
-                      r["pipeline_workers"], r["serial_fps"], r["speedup"] or 0, r["pipeline_latency_p50_ms"],
+                      r["pipeline_workers"], "s" if r["pipeline_workers"] > 1 else "", r["serial_fps"], r["speedup"] or 0, r["pipeline_latency_p50_ms"],
                       r["serial_latency_p50_ms"], r["serial_backend_fps"] or 0))
     if result.get("errors"):
         out.append("failed: " + "; ".join("%s: %s" % kv for kv in result["errors"].items()))
