@@ -201,8 +201,15 @@ def plan(faces: Sequence[int] = FACES, workers: Sequence[int] = WORKERS) -> List
     cf = COMPARE_FACES if COMPARE_FACES in faces else faces[len(faces) // 2]
     cw = COMPARE_WORKERS if COMPARE_WORKERS in workers else workers[len(workers) // 2]
     extra = [Case("pipeline", cf, cw), Case("pipeline", cf, cw, encoder="jpeg"),
-             Case("pipeline", cf, cw, transport="ipc"), Case("serial", cf, encoder="jpeg")]
+             Case("pipeline", cf, cw, transport="ipc"), Case("pipeline", cf, cw, transport="group"),
+             Case("serial", cf, encoder="jpeg")]
     return cases + [c for c in extra if c not in cases]
+
+
+def tpu_python() -> str:
+    """The TPU venv's Python (``.venv-tpu``, Python 3.9 with LiteRT) if it exists, else this one."""
+    venv = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".venv-tpu", "bin", "python")
+    return venv if os.path.exists(venv) else sys.executable
 
 
 def ipc_dir() -> str:
@@ -216,13 +223,19 @@ def case_config(base: Callable[[], Config], case: Case, engine: str, profile: Op
     cfg = apply_overrides(cfg, profile=profile, engine=engine, display="none",
                           source="synthetic:faces=%d,fps=0" % case.faces)
     cfg.encoder.format = case.encoder
-    if getattr(cfg, "groups", None):
-        cfg.groups = {}  # every actor in this process: the bench measures one event loop (inproc or ipc)
+    cfg.groups = {}  # every actor in this process, but for the "group" transport
+    if case.transport == "group":
+        # the detector and the FER pool in a child process (the TPU venv's Python when there is one):
+        # the interpreter hop of the dual-Python set-up, over ipc://
+        from .config import GroupConfig
+        cfg.groups = {"tpu": GroupConfig(actors=["detector", "fer"], python=tpu_python())}
     if case.workers:
         cfg.fer.workers = case.workers
     for f in dataclasses.fields(cfg.endpoints):
         if case.transport == "ipc":
             value = "ipc://%s/%s" % (ipc_dir(), f.name)
+        elif case.transport == "group":
+            value = "inproc://bench-%s" % f.name  # the runner makes the cross-process ones ipc://
         else:
             value = "inproc://bench-%s" % f.name
         setattr(cfg.endpoints, f.name, value)
@@ -238,10 +251,10 @@ def _ms(values: Sequence[float], q: float) -> float:
 
 def run_pipeline_case(cfg: Config, frames: int) -> Dict[str, Any]:
     """The runner's summary of one in-process run of ``frames`` captured frames."""
-    from .cli import _event_loop_run  # the same event loop (uvloop when installed) as `run.py`
+    from .cli import event_loop_run  # the same event loop (uvloop when installed) as `run.py`
     from .runner import RunOptions, run
 
-    return _event_loop_run(run(cfg, RunOptions(frames=frames)))
+    return event_loop_run(run(cfg, RunOptions(frames=frames)))
 
 
 def run_serial_case(cfg: Config, frames: int, warmup: int) -> Dict[str, Any]:
@@ -460,6 +473,7 @@ def report(cases: List[Case], runs: Dict[str, List[Dict[str, Any]]], errors: Dic
                 latency[n] = base_cfg.engine.fake.latency_ms.get(n, manifest.get(n).tpu_ms)
     return {
         "machine": machine_info(),
+        "tpu_python": tpu_python(),
         "settings": {"engine": engine, "profile": profile, "frames": frames, "warmup": warmup, "repeats": repeats,
                      "source": "synthetic:faces=K,fps=0", "fake_latency_ms": latency or None,
                      "max_in_flight": getattr(base_cfg.capture, "max_in_flight", None),
@@ -493,15 +507,16 @@ def comparisons(by_id: Dict[str, Dict[str, Any]], ids: Dict[str, Dict[str, str]]
                         "vs_%d_worker" % w0: _ratio(fps(ids["pipeline"].get("f%d-w%d" % (f, w))),
                                                     fps(ids["pipeline"].get("f%d-w%d" % (f, w0))))}
                        for f in faces for w in workers]
-    for key, attr, a, b in (("encoder", "encoder", "raw", "jpeg"), ("transport", "transport", "inproc", "ipc")):
+    for key, attr, a, b in (("encoder", "encoder", "raw", "jpeg"), ("transport", "transport", "inproc", "ipc"),
+                            ("group", "transport", "inproc", "group")):
         pairs = [(cid, e) for cid, e in by_id.items() if e["kind"] == "pipeline"]
         other = next((cid for cid, e in pairs if e[attr] == b), None)
         if other is None:
             continue
         o = by_id[other]
+        same = "transport" if attr == "encoder" else "encoder"
         base = next((cid for cid, e in pairs if e[attr] == a and e["faces"] == o["faces"]
-                     and e["workers"] == o["workers"] and e["encoder" if key == "transport" else "transport"]
-                     == o["encoder" if key == "transport" else "transport"]), None)
+                     and e["workers"] == o["workers"] and e[same] == o[same]), None)
         if base is None:
             continue
         out[key] = {"faces": o["faces"], "workers": o["workers"], "base": base, "other": other,
@@ -567,7 +582,8 @@ def render_pipeline(result: Dict[str, Any]) -> str:
                                       "%.1f" % r["fps"] if r["fps"] else "n/a",
                                       " (x%.2f)" % r["vs_%d_worker" % w0] if r["workers"] != w0 and
                                       r.get("vs_%d_worker" % w0) else "") for r in rs))
-    for key, tag in (("encoder", "(b) encoder"), ("transport", "(c) endpoints")):
+    for key, tag in (("encoder", "(b) encoder"), ("transport", "(c) endpoints"),
+                     ("group", "(e) TPU actors in a child process %s" % result.get("tpu_python", ""))):
         c = comp.get(key)
         if c:
             out.append("%s (%d faces, %d FER workers): %s %.1f FPS vs %s %.1f FPS = x%s; latency p50 %.1f vs %.1f ms"

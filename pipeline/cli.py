@@ -121,7 +121,7 @@ def run_main(argv: List[str]) -> int:
         return 2
     opts = RunOptions(frames=args.frames, duration_s=args.duration, results_path=args.results)
     try:
-        summary = _event_loop_run(_run_with_signals(cfg, opts))
+        summary = event_loop_run(_run_with_signals(cfg, opts))
     except (SourceError, DisplayError, BusError, EngineError, ConfigError, OSError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 1
@@ -138,7 +138,7 @@ def run_main(argv: List[str]) -> int:
     return 0
 
 
-def _event_loop_run(coro) -> Any:
+def event_loop_run(coro) -> Any:
     try:
         import uvloop  # type: ignore[import-not-found]
     except ImportError:
