@@ -8,8 +8,6 @@ Python 3.9 compatible.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
 
 from bus.messages import Control, Detections, EncodedFrame
 from bus.sockets import Bus
@@ -17,9 +15,9 @@ from models.engine import EngineError
 from models.registry import image_classifier
 from models.spec import ModelSpec
 
-from .base import Actor, in_thread, ms_since
+from .base import Actor, ms_since
 from .detector import decode_image
-from .engines import EngineSettings, load_engine
+from .engines import EngineHost, EngineSettings
 
 
 class Classifier(Actor):
@@ -32,20 +30,14 @@ class Classifier(Actor):
         self.encoded_endpoint = encoded_endpoint
         self.detections_endpoint = detections_endpoint
         self.hwm = hwm
-        self.engine_settings = engine
         self.model = model
-        self.top_k = top_k
-        self.birds_only = birds_only
         self.freshest = freshest
-        self.executor: Optional[ThreadPoolExecutor] = None
-        self.engine = None
+        kwargs = {"birds_only": True} if birds_only else {}
+        self.host = EngineHost(engine, model, name, lambda e: image_classifier(model, e, top_k=top_k, **kwargs))
         self._held = None
 
     async def setup(self) -> None:
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix=self.name)
-        self.engine = await in_thread(self.executor, load_engine, self.engine_settings, self.model, self.name)
-        kw = {"birds_only": True} if self.birds_only else {}
-        self.classifier = image_classifier(self.model, self.engine, top_k=self.top_k, **kw)
+        await self.host.load()
         self.sub = self.channel(self.bus.sub(self.encoded_endpoint, hwm=self.hwm, name=self.name,
                                              topics=("encoded", "control")))
         self.pub = self.channel(self.bus.pub(self.detections_endpoint, hwm=max(self.hwm, 64), name=self.name))
@@ -75,7 +67,7 @@ class Classifier(Actor):
             self.stats.count("in")
             t0 = time.monotonic()
             try:
-                labels = await in_thread(self.executor, lambda: self.classifier.classify(decode_image(msg)))
+                labels = await self.host.call(lambda: self.host.model.classify(decode_image(msg)))
             except ValueError as exc:
                 self.log.error("frame %d dropped: %s", msg.frame_id, exc)
                 self.stats.drop("bad_frame")
@@ -95,7 +87,4 @@ class Classifier(Actor):
             await self.pub.send(Control("eos", self.name, msg.last_frame_id, {"sent": self.pub.sent("detections")}))
 
     async def cleanup(self) -> None:
-        if self.engine is not None:
-            self.engine.close()
-        if self.executor is not None:
-            self.executor.shutdown(wait=False)
+        self.host.close()

@@ -9,8 +9,8 @@ Python 3.9 compatible.
 """
 from __future__ import annotations
 
+import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, List, Optional, Tuple
 
 import cv2
@@ -22,8 +22,8 @@ from models.engine import EngineError
 from models.registry import expression_model, face_detector
 from models.spec import FaceBox, ModelSpec
 
-from .base import Actor, in_thread, ms_since
-from .engines import EngineSettings, load_engine
+from .base import Actor, ms_since
+from .engines import EngineHost, EngineSettings
 
 
 def decode_image(msg: EncodedFrame) -> np.ndarray:
@@ -49,29 +49,24 @@ class Detector(Actor):
     def __init__(self, name: str, bus: Bus, *, encoded_endpoint: str, detections_endpoint: str,
                  facejobs_endpoint: Optional[str], hwm: int, jobs_hwm: int, engine: EngineSettings,
                  model: ModelSpec, fer_model: Optional[ModelSpec], score_threshold: float = 0.5,
-                 max_faces: int = 16, freshest: bool = True, **kw) -> None:
+                 max_faces: int = 16, freshest: bool = True, invoke_timeout_ms: float = 2000.0, **kw) -> None:
         super().__init__(name, bus, **kw)
         self.encoded_endpoint = encoded_endpoint
         self.detections_endpoint = detections_endpoint
         self.facejobs_endpoint = facejobs_endpoint
         self.hwm = hwm
         self.jobs_hwm = jobs_hwm
-        self.engine_settings = engine
         self.model = model
         self.fer_model = fer_model
-        self.score_threshold = score_threshold
-        self.max_faces = max_faces
         self.freshest = freshest
-        self.executor: Optional[ThreadPoolExecutor] = None
-        self.engine = None
+        self.timeout_s = invoke_timeout_ms / 1000.0
+        self.host = EngineHost(engine, model, name, lambda e: face_detector(
+            model, e, score_threshold=score_threshold, max_faces=max_faces))
         self.jobs = None
         self._held: Any = None
 
     async def setup(self) -> None:
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix=self.name)
-        self.engine = await in_thread(self.executor, load_engine, self.engine_settings, self.model, self.name)
-        self.detector = face_detector(self.model, self.engine, score_threshold=self.score_threshold,
-                                      max_faces=self.max_faces)
+        await self.host.load()
         self.cropper = expression_model(self.fer_model, None) if self.fer_model else None
         self.sub = self.channel(self.bus.sub(self.encoded_endpoint, hwm=self.hwm, name=self.name,
                                              topics=("encoded", "control")))
@@ -82,7 +77,7 @@ class Detector(Actor):
 
     def _work(self, msg: EncodedFrame) -> Tuple[List[FaceBox], List[Any]]:
         image = decode_image(msg)
-        faces = self.detector.detect(image)
+        faces = self.host.model.detect(image)
         crops = [self.cropper.prepare(image, f) for f in faces] if self.cropper is not None else []
         return faces, crops
 
@@ -127,7 +122,15 @@ class Detector(Actor):
             self.stats.count("in")
             t0 = time.monotonic()
             try:
-                faces, crops = await in_thread(self.executor, self._work, msg)
+                faces, crops = await self.host.call(self._work, msg, timeout=self.timeout_s)
+            except asyncio.TimeoutError:
+                # watchdog: a stuck accelerator is abandoned and the engine reloaded
+                self.log.error("frame %d dropped: detection took over %.0f ms; restarting the engine",
+                               msg.frame_id, self.timeout_s * 1000)
+                self.stats.drop("engine_timeout")
+                self.stats.count("restarts")
+                await self.host.restart()
+                continue
             except ValueError as exc:
                 self.log.error("frame %d dropped: %s", msg.frame_id, exc)
                 self.stats.drop("bad_frame")
@@ -150,7 +153,4 @@ class Detector(Actor):
                 self.stats.count("jobs", n_jobs)
 
     async def cleanup(self) -> None:
-        if self.engine is not None:
-            self.engine.close()
-        if self.executor is not None:
-            self.executor.shutdown(wait=False)
+        self.host.close()

@@ -1,12 +1,18 @@
-"""How an actor gets its engine: settings from the config, loading in the actor's thread.
+"""How an actor gets and runs its engine.
+
+``EngineSettings`` comes from the config; ``EngineHost`` owns one engine and
+the single thread that loads and invokes it (one interpreter per thread), runs
+blocking calls off the event loop with an optional time limit, and restarts
+the engine when a call hangs (the watchdog of the detector and FER workers).
 
 Python 3.9 compatible.
 """
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from models.engine import Engine, EngineFaults
 from models.registry import make_engine
@@ -31,9 +37,51 @@ class EngineSettings:
                            fallback=self.fallback, model_paths=self.model_paths)
 
 
-def load_engine(settings: EngineSettings, spec: ModelSpec, actor: str,
-                executor: Optional[ThreadPoolExecutor] = None) -> Engine:
+def load_engine(settings: EngineSettings, spec: ModelSpec, actor: str) -> Engine:
     """Build and load (blocking; call it in the thread that will invoke the engine)."""
     engine = settings.build(spec, actor)
     engine.load()
     return engine
+
+
+class EngineHost:
+    """One engine, its thread, and a restart for when it hangs."""
+
+    def __init__(self, settings: EngineSettings, spec: ModelSpec, actor: str,
+                 wrap: Callable[[Engine], Any] = lambda e: e) -> None:
+        self.settings = settings
+        self.spec = spec
+        self.actor = actor
+        self.wrap = wrap  # engine -> the model family object the actor calls
+        self.executor: Optional[ThreadPoolExecutor] = None
+        self.engine: Optional[Engine] = None
+        self.model: Any = None
+        self.restarts = 0
+
+    async def load(self) -> None:
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=self.actor)
+        loop = asyncio.get_running_loop()
+        self.engine = await loop.run_in_executor(self.executor, load_engine, self.settings, self.spec, self.actor)
+        self.model = self.wrap(self.engine)
+
+    async def call(self, fn: Callable[..., Any], *args: Any, timeout: Optional[float] = None) -> Any:
+        """Run ``fn(*args)`` in the engine's thread; asyncio.TimeoutError after ``timeout`` seconds."""
+        fut = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        if timeout is None:
+            return await fut
+        return await asyncio.wait_for(fut, timeout)
+
+    async def restart(self) -> None:
+        """Abandon the engine and its (maybe hung) thread; load a fresh one."""
+        self.close()
+        self.restarts += 1
+        await self.load()
+
+    def close(self) -> None:
+        """Release the engine (which frees a hung fake invoke) and the thread. Safe twice."""
+        engine, executor = self.engine, self.executor
+        self.engine = self.executor = None
+        if engine is not None:
+            engine.close()
+        if executor is not None:
+            executor.shutdown(wait=False)

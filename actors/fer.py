@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
-
 from bus.messages import Expression, FaceJob
 from bus.sockets import Bus
 from models.engine import EngineError
 from models.registry import expression_model
 from models.spec import ModelSpec
 
-from .base import Actor, in_thread, ms_since
-from .engines import EngineSettings, load_engine
+from .base import Actor, ms_since
+from .engines import EngineHost, EngineSettings
 
 
 class FerWorker(Actor):
@@ -34,35 +31,14 @@ class FerWorker(Actor):
         self.facejobs_endpoint = facejobs_endpoint
         self.expressions_endpoint = expressions_endpoint
         self.hwm = hwm
-        self.engine_settings = engine
-        self.model = model
+        self.host = EngineHost(engine, model, name, lambda e: expression_model(model, e))
         self.timeout_s = invoke_timeout_ms / 1000.0
-        self.executor: Optional[ThreadPoolExecutor] = None
-        self.engine = None
-        self.restarts = 0
-
-    async def _load(self) -> None:
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix=self.name)
-        self.engine = await in_thread(self.executor, load_engine, self.engine_settings, self.model, self.name)
-        self.classifier = expression_model(self.model, self.engine)
 
     async def setup(self) -> None:
-        await self._load()
+        await self.host.load()
         self.jobs = self.channel(self.bus.pull(self.facejobs_endpoint, hwm=self.hwm, bind=False, name=self.name))
         self.out = self.channel(self.bus.push(self.expressions_endpoint, hwm=max(64, self.hwm), bind=False,
                                               name=self.name + ".out"))
-
-    async def _restart(self) -> None:
-        """Watchdog: abandon a hung engine and its thread, load a fresh one."""
-        old_engine, old_executor = self.engine, self.executor
-        self.engine = None
-        if old_engine is not None:
-            old_engine.close()
-        if old_executor is not None:
-            old_executor.shutdown(wait=False)
-        self.restarts += 1
-        self.stats.count("restarts")
-        await self._load()
 
     async def run(self) -> None:
         while True:
@@ -74,14 +50,14 @@ class FerWorker(Actor):
             t0 = time.monotonic()
             label, confidence, scores, error = "", 0.0, None, ""
             try:
-                fut = in_thread(self.executor, self.classifier.classify, job.image)
-                result = await asyncio.wait_for(fut, self.timeout_s)
+                result = await self.host.call(self.host.model.classify, job.image, timeout=self.timeout_s)
                 label, confidence, scores = result.label, result.confidence, result.scores
             except asyncio.TimeoutError:
                 error = "invoke timed out after %.0f ms" % (self.timeout_s * 1000)
                 self.log.error("frame %d face %d: %s; restarting the engine", job.frame_id, job.face_index, error)
                 self.stats.count("timeouts")
-                await self._restart()
+                self.stats.count("restarts")
+                await self.host.restart()
             except (EngineError, RuntimeError, ValueError) as exc:
                 error = "%s: %s" % (type(exc).__name__, exc)
                 self.log.warning("frame %d face %d: %s", job.frame_id, job.face_index, error)
@@ -93,7 +69,4 @@ class FerWorker(Actor):
             self.stats.count("out")
 
     async def cleanup(self) -> None:
-        if self.engine is not None:
-            self.engine.close()
-        if self.executor is not None:
-            self.executor.shutdown(wait=False)
+        self.host.close()

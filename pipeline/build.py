@@ -130,7 +130,8 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
                                          model=manifest.get(names["detector"]), fer_model=fer_spec,
                                          score_threshold=cfg.detector.score_threshold,
                                          max_faces=cfg.detector.max_faces,
-                                         freshest=cfg.detector.freshest and is_live(cfg.pipeline.source), **mkw))
+                                         freshest=cfg.detector.freshest and is_live(cfg.pipeline.source),
+                                         invoke_timeout_ms=cfg.detector.invoke_timeout_ms, **mkw))
     add("encoder", lambda: Encoder("encoder", bus, frames_endpoint=ep.frames, encoded_endpoint=ep.encoded,
                                    hwm=cfg.encoder.hwm, format=cfg.encoder.format,
                                    jpeg_quality=cfg.encoder.jpeg_quality, **mkw))

@@ -85,6 +85,7 @@ class DetectorConfig:
     max_faces: int = field(default=16, metadata=_range(1, 256))
     hwm: int = field(default=4, metadata=_range(1, 10000))
     freshest: bool = True  # drop stale frames (counted) and work on the newest
+    invoke_timeout_ms: float = field(default=2000.0, metadata=_range(1, 600000))  # watchdog: reload a stuck engine
 
 
 @dataclass

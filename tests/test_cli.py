@@ -82,6 +82,7 @@ def test_sigint_mid_run_exits_cleanly(tmp_path):
     (["--source", "nowhere:1"], "unknown source 'nowhere:1'"),
     (["--source", "dir:/does/not/exist"], "does not exist"),
     (["--display", "hologram"], "unknown display 'hologram'"),
+    (["--display", "window"], "display 'window' needs"),  # no screen here, or a headless OpenCV
     (["--source", "synthetic:faces=3,color=red"], "unknown option(s) color"),
 ])
 def test_bad_input_gives_a_clear_error(args, message, tmp_path):

@@ -115,3 +115,13 @@ def test_duration_stops_the_run():
 
 def test_engine_faults_are_typed():
     assert EngineFaults(raise_every=2).raise_every == 2
+
+
+def test_stuck_detector_is_restarted_by_the_watchdog():
+    cfg = inproc_config(pipeline={"source": "synthetic:faces=1,fps=0"}, detector={"invoke_timeout_ms": 300.0})
+    cfg.engine.fake.faults = {"detector": FaultsConfig(hang_after=5, hang_count=1)}
+    s = run_async(run(cfg, RunOptions(frames=30)))
+    check_accounting(s)
+    det = s["actors"]["detector"]["counters"]
+    assert det["restarts"] == 1 and det["dropped.engine_timeout"] == 1
+    assert s["frames_completed"] == 29
