@@ -122,7 +122,7 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
                                              model=manifest.get(names["classifier"]),
                                              top_k=cfg.classifier.top_k, birds_only=cfg.classifier.birds_only,
                                              freshest=cfg.detector.freshest and is_live(cfg.pipeline.source),
-                                             **mkw))
+                                             invoke_timeout_ms=cfg.detector.invoke_timeout_ms, **mkw))
     else:
         add("detector", lambda: Detector("detector", bus, encoded_endpoint=ep.encoded,
                                          detections_endpoint=ep.detections, facejobs_endpoint=ep.facejobs,
