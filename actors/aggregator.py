@@ -25,6 +25,7 @@ from bus.messages import Control, Detections, Expression, FaceResult, Result
 from bus.sockets import Bus
 
 from .base import Actor
+from .tracks import Tracker
 
 
 class Pending:
@@ -45,7 +46,8 @@ class Aggregator(Actor):
     kind = "aggregator"
 
     def __init__(self, name: str, bus: Bus, *, detections_endpoint: str, expressions_endpoint: str,
-                 results_endpoint: str, hwm: int, deadline_ms: float = 500.0, ordered: bool = True, **kw) -> None:
+                 results_endpoint: str, hwm: int, deadline_ms: float = 500.0, ordered: bool = True,
+                 smoothing: int = 5, **kw) -> None:
         super().__init__(name, bus, **kw)
         self.detections_endpoint = detections_endpoint
         self.expressions_endpoint = expressions_endpoint
@@ -53,6 +55,7 @@ class Aggregator(Actor):
         self.hwm = hwm
         self.deadline_s = deadline_ms / 1000.0
         self.ordered = ordered
+        self.tracker = Tracker(window=smoothing)
         self.pending: "OrderedDict[int, Pending]" = OrderedDict()
         self.early: Dict[int, Dict[int, Expression]] = {}  # expressions that beat their detections
         self.early_t: Dict[int, float] = {}
@@ -173,6 +176,10 @@ class Aggregator(Actor):
             e = p.expressions.get(i)
             ok = e is not None and not e.error
             faces.append(FaceResult(b.as_list(), b.score, e.label if ok else None, e.confidence if ok else None))
+        if det.expect_expressions:
+            for f, (tid, vote) in zip(faces, self.tracker.update(det.frame_id, [(f.box, f.expression)
+                                                                                 for f in faces])):
+                f.track, f.smoothed = tid, vote
         partial = not p.complete or p.errors > 0
         in_order = det.frame_id > self.last_emitted
         self.last_emitted = max(self.last_emitted, det.frame_id)

@@ -36,19 +36,26 @@ class DisplayError(RuntimeError):
 
 def annotate(image: np.ndarray, r: Result, fps: float) -> np.ndarray:
     out = np.array(image, copy=True)
+    k = max(1.0, out.shape[1] / 640.0)  # text and lines grow with the frame
+    t = max(1, int(round(2 * k)))
     for f in r.faces:
         x1, y1, x2, y2 = (int(round(v)) for v in f.box)
-        color = (0, 200, 0) if f.expression else (0, 160, 255)
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, 2)
-        text = "%s %.0f%%" % (f.expression, 100 * (f.confidence or 0)) if f.expression else "face %.2f" % f.score
-        cv2.putText(out, text, (x1, max(12, y1 - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
+        label = f.smoothed or f.expression
+        color = (0, 200, 0) if label else (0, 160, 255)
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, t)
+        text = label if label else "face %.2f" % f.score
+        if label and f.smoothed and f.expression and f.smoothed != f.expression:
+            text += " (%s)" % f.expression  # the vote, then this frame's own label
+        cv2.putText(out, text, (x1, max(int(20 * k), y1 - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * k, color, t,
+                    cv2.LINE_AA)
     if r.labels:
         for i, (label, p) in enumerate(r.labels[:3]):
-            cv2.putText(out, "%s %.0f%%" % (label, 100 * p), (8, 22 + 20 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
-                        (0, 255, 255), 1, cv2.LINE_AA)
+            cv2.putText(out, "%s %.0f%%" % (label, 100 * p), (8, int((22 + 24 * i) * k)), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.6 * k, (0, 255, 255), t, cv2.LINE_AA)
     latency = (r.t_result - r.t_capture) * 1000.0
     status = "%.1f FPS  %.0f ms%s" % (fps, latency, "  partial" if r.partial else "")
-    cv2.putText(out, status, (8, out.shape[0] - 30), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
+    cv2.putText(out, status, (8, out.shape[0] - int(20 * k)), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * k, (255, 255, 255),
+                t + 1, cv2.LINE_AA)
     return out
 
 

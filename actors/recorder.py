@@ -103,7 +103,8 @@ class Recorder(Actor):
                 "latency_ms": round((r.t_result - r.t_capture) * 1000.0, 3),
                 "faces": [{"box": [round(v, 1) for v in f.box], "score": round(f.score, 4),
                            "expression": f.expression,
-                           "confidence": None if f.confidence is None else round(f.confidence, 4)}
+                           "confidence": None if f.confidence is None else round(f.confidence, 4),
+                           "track": f.track, "smoothed": f.smoothed}
                           for f in r.faces],
             }
             if r.labels is not None:

@@ -112,8 +112,10 @@ class Expression:
 class FaceResult:
     box: List[float]
     score: float
-    expression: Optional[str] = None
+    expression: Optional[str] = None  # this frame's label
     confidence: Optional[float] = None
+    track: int = -1  # the face's track across frames
+    smoothed: Optional[str] = None  # the track's rolling majority vote
 
 
 @dataclass

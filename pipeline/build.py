@@ -110,7 +110,8 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
     add("aggregator", lambda: Aggregator("aggregator", bus, detections_endpoint=ep.detections,
                                          expressions_endpoint=ep.expressions, results_endpoint=ep.results,
                                          hwm=cfg.fer.hwm, deadline_ms=cfg.aggregator.deadline_ms,
-                                         ordered=cfg.aggregator.ordered, **mkw))
+                                         ordered=cfg.aggregator.ordered, smoothing=cfg.aggregator.smoothing,
+                                         **mkw))
     if fer_spec is not None:
         add("fer", lambda: [FerWorker("fer-%d" % i, bus, facejobs_endpoint=ep.facejobs,
                                       expressions_endpoint=ep.expressions, hwm=cfg.fer.hwm, engine=engine,

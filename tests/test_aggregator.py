@@ -101,3 +101,20 @@ def test_error_expressions_complete_frames_as_partial(bus):
     agg, out = run_async(harness(bus, 5000.0, True, feed))
     assert len(out) == 1 and out[0].partial
     assert out[0].faces[1].expression is None
+
+
+def test_tracks_smooth_a_flickering_label():
+    from actors.tracks import Tracker
+    t = Tracker(window=5)
+    labels = ["happy", "happy", "sad", "happy", "sad", "sad", "sad"]
+    votes = []
+    for fid, label in enumerate(labels):
+        (tid, vote), (tid2, vote2) = t.update(fid, [([10 + fid, 10, 60 + fid, 60], label),
+                                                    ([200, 200, 250, 250], "angry")])
+        assert (tid, tid2) == (0, 1)  # the moving face keeps its track; the other face has its own
+        assert vote2 == "angry"
+        votes.append(vote)
+    assert votes == ["happy", "happy", "happy", "happy", "happy", "sad", "sad"]
+    # a face far from every track starts a new one; tracks not seen for a while are forgotten
+    (tid, vote), = t.update(100, [([400, 10, 450, 60], None)])
+    assert tid == 2 and vote is None and set(t.tracks) == {2}
