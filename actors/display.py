@@ -2,7 +2,8 @@
 shows them in a window, writes them to a video file, or does nothing.
 
 Sinks: ``none``, ``window`` (OpenCV HighGUI; needs opencv-python, not the
-headless build, and a screen) and ``file:PATH.mp4``. The display subscribes
+headless build, and a screen), ``file:PATH.mp4`` and ``web:[HOST:]PORT`` (an
+MJPEG page a browser on another machine can open). The display subscribes
 to the capture's frames and to results and keeps the last frames by id; it
 works on the newest result and skips older ones (counted as ``skipped``),
 so a slow display never slows inference.
@@ -11,6 +12,7 @@ Python 3.9 compatible.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections import OrderedDict, deque
@@ -22,7 +24,7 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
-from bus.messages import Control, Frame, Result
+from bus.messages import Frame, Result
 from bus.sockets import Bus
 
 from .base import Actor, in_thread, ms_since
@@ -130,7 +132,14 @@ def make_sink(spec: str, fps: float) -> Optional[Sink]:
         return WindowSink()
     if spec.startswith("file:") and len(spec) > 5:
         return FileSink(spec[5:], fps)
-    raise DisplayError("unknown display %r; use none, window or file:PATH.mp4" % spec)
+    if spec.startswith("web:"):
+        from .web_sink import WebSink
+        host, _, port = spec[4:].rpartition(":")
+        try:
+            return WebSink(host or "0.0.0.0", int(port))
+        except ValueError:
+            raise DisplayError("display %r: expected web:PORT or web:HOST:PORT" % spec) from None
+    raise DisplayError("unknown display %r; use none, window, file:PATH.mp4 or web:[HOST:]PORT" % spec)
 
 
 class Display(Actor):
@@ -200,9 +209,10 @@ class Display(Actor):
         t0 = time.monotonic()
         self.shown.append(t0)
         annotated = annotate(image, r, self._fps())
-        await in_thread(self.executor, self.sink.write, annotated)
+        written = asyncio.get_running_loop().run_in_executor(self.executor, self.sink.write, annotated)
+        self.stats.count("out")  # submitted: the sink's thread writes it even if we are cancelled meanwhile
+        await written
         self.stats.busy(ms_since(t0))
-        self.stats.count("out")
 
     async def cleanup(self) -> None:
         if self.executor is not None:

@@ -50,7 +50,7 @@ def run_parser() -> argparse.ArgumentParser:
     ap.add_argument("--source", help="synthetic[:faces=N,fps=F,size=WxH] | dir:PATH | IMAGE | video:PATH | "
                     "picamera2[:WxH] | v4l2:N | rtsp://... | demo")
     ap.add_argument("--engine", help="fake | cpu | edgetpu")
-    ap.add_argument("--display", help="none | window | file:PATH.mp4")
+    ap.add_argument("--display", help="none | window | file:PATH.mp4 | web:[HOST:]PORT")
     ap.add_argument("--encoder", choices=("raw", "jpeg"), help="how frames cross into inference")
     ap.add_argument("--fer-workers", type=int, help="FER pool size")
     ap.add_argument("--metrics-endpoint", help="where metrics subscribers attach (default from the config)")

@@ -17,7 +17,6 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from bus.messages import Detections
 from pipeline import config
 from pipeline.config import ConfigError, GroupConfig
 from pipeline.keys import generate

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import pytest
 
 from pipeline.runner import RunOptions, run
@@ -64,18 +63,3 @@ def test_cls_profile(image, want, tmp_path):
     assert s["frames_completed"] == 3
     top1 = json.loads(results.read_text().splitlines()[0])["labels"][0][0]
     assert want in top1
-
-
-def test_annotated_video_file_sink(tmp_path):
-    out = tmp_path / "annotated.mp4"
-    cfg = inproc_config(pipeline={"source": "synthetic:faces=2,fps=0", "display": "file:%s" % out})
-    s = run_async(run(cfg, RunOptions(frames=30)))
-    assert s["frames_completed"] == 30
-    assert s["actors"]["display"]["out"] > 0
-    cap = cv2.VideoCapture(str(out))
-    try:
-        ok, frame = cap.read()
-        assert ok and frame.shape[:2] == (480, 640)
-        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == s["actors"]["display"]["out"]
-    finally:
-        cap.release()
