@@ -27,6 +27,40 @@ def table(latest: Dict[str, Metric]) -> str:
                      for r in rows)
 
 
+async def export(endpoint: str, host: str, port: int, stop: "asyncio.Event", on_ready=None) -> int:
+    """Serve the latest metrics of the pipeline at ``endpoint`` for Prometheus until ``stop``."""
+    from .prometheus import Exporter
+    try:
+        exporter = Exporter(host, port)
+    except OSError as exc:
+        print("metrics --prometheus: cannot listen on %s:%d (%s)" % (host, port, exc), file=sys.stderr)
+        return 1
+    bus = Bus()
+    exporter.start()
+    try:
+        sub = bus.sub(endpoint, hwm=1000, name="prometheus", topics=("metric",))
+        print("serving http://%s:%d/metrics from %s" % (exporter.address[0], exporter.address[1], endpoint),
+              file=sys.stderr)
+        if on_ready is not None:
+            on_ready(exporter)
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                recv = asyncio.ensure_future(sub.recv())
+                await asyncio.wait([recv, stopping], return_when=asyncio.FIRST_COMPLETED)
+                if not recv.done():
+                    recv.cancel()
+                    await asyncio.wait([recv])
+                elif isinstance(recv.result(), Metric):
+                    exporter.update(recv.result())
+        finally:
+            stopping.cancel()
+        return 0
+    finally:
+        exporter.close()
+        bus.close()
+
+
 async def watch(endpoint: str, once: bool, interval: float, timeout: float) -> int:
     bus = Bus()
     try:
@@ -66,12 +100,31 @@ def main(argv: List[str]) -> int:
     ap.add_argument("--once", action="store_true", help="print one snapshot and exit")
     ap.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     ap.add_argument("--timeout", type=float, default=10.0, help="give up when nothing arrives for this long")
+    ap.add_argument("--prometheus", metavar="[HOST:]PORT",
+                    help="serve the metrics at http://HOST:PORT/metrics for Prometheus instead of printing")
     args = ap.parse_args(argv)
     endpoint = args.endpoint
     if endpoint is None:
         from .config import load
         endpoint = load(args.config).endpoints.metrics
+    if args.prometheus:
+        host, _, port = args.prometheus.rpartition(":")
+        try:
+            port_n = int(port)
+        except ValueError:
+            print("--prometheus: expected PORT or HOST:PORT, got %r" % args.prometheus, file=sys.stderr)
+            return 2
+        return asyncio.run(_export_until_signal(endpoint, host or "0.0.0.0", port_n))
     try:
         return asyncio.run(watch(endpoint, args.once, args.interval, args.timeout))
     except KeyboardInterrupt:
         return 130
+
+
+async def _export_until_signal(endpoint: str, host: str, port: int) -> int:
+    import signal
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return await export(endpoint, host, port, stop)

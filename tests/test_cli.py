@@ -140,3 +140,47 @@ def test_metrics_without_a_pipeline_says_so(tmp_path):
     p = run_py("metrics", "--endpoint", free_endpoint(tmp_path, "nothing"), "--once", "--timeout", "0.5")
     assert p.returncode == 1
     assert "is a pipeline running" in p.stderr
+
+
+def test_prometheus_exporter_serves_a_running_pipeline(tmp_path):
+    import urllib.request
+
+    from pipeline.metrics_cli import export
+    from pipeline.runner import RunOptions, run
+
+    cfg = inproc_config(pipeline={"source": "synthetic:faces=1,fps=100"}, bus={"metrics_interval_s": 0.1})
+    cfg.endpoints.metrics = free_endpoint(tmp_path)
+    scraped = {}
+
+    def scrape(url):
+        while True:  # until the exporter has heard from the detector (each scrape is a real request)
+            with urllib.request.urlopen(url, timeout=10) as r:
+                text = r.read().decode()
+            if 'edgepipe_out_total{actor="detector"}' in text:
+                scraped["text"] = text
+                return
+
+    async def main():
+        stop, exporter_stop = asyncio.Event(), asyncio.Event()
+        ready, exporter_ready = asyncio.Event(), asyncio.Event()
+        holder = {}
+        runner = asyncio.ensure_future(run(cfg, RunOptions(frames=100000), stop, on_ready=lambda p: ready.set()))
+        try:
+            await ready.wait()
+            exporter = asyncio.ensure_future(export(cfg.endpoints.metrics, "127.0.0.1", 0, exporter_stop,
+                                                    on_ready=lambda e: (holder.update(e=e), exporter_ready.set())))
+            try:
+                await exporter_ready.wait()
+                url = "http://%s:%d/metrics" % holder["e"].address
+                await asyncio.get_running_loop().run_in_executor(None, scrape, url)
+            finally:
+                exporter_stop.set()
+                assert await exporter == 0
+        finally:
+            stop.set()
+            await runner
+
+    run_async(main())
+    text = scraped["text"]
+    assert "# TYPE edgepipe_out_total counter" in text
+    assert 'edgepipe_fps{actor="detector"}' in text
