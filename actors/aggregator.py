@@ -99,7 +99,7 @@ class Aggregator(Actor):
     def _next_timeout_ms(self) -> Optional[int]:
         times = [p.deadline for p in self.pending.values()] + [t + self.deadline_s for t in self.early_t.values()]
         if not times:
-            return None if self.eos_last is None else 100
+            return None
         return max(0, int((min(times) - time.monotonic()) * 1000) + 1)
 
     async def _on_detections(self, msg) -> None:

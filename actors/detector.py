@@ -21,8 +21,6 @@ from models.spec import FaceBox, ModelSpec
 from .engines import EngineHost, EngineSettings
 from .frame_stage import FrameStage, decode_image
 
-__all__ = ["Detector", "decode_image"]
-
 
 class Detector(FrameStage):
     kind = "detector"

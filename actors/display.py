@@ -210,8 +210,10 @@ class Display(Actor):
         self.shown.append(t0)
         annotated = annotate(image, r, self._fps())
         written = asyncio.get_running_loop().run_in_executor(self.executor, self.sink.write, annotated)
-        self.stats.count("out")  # submitted: the sink's thread writes it even if we are cancelled meanwhile
-        await written
+        self.stats.count("out")
+        # shielded: cancelling us must not cancel a write still queued in the sink's thread,
+        # or a frame counted as shown would never reach the file
+        await asyncio.shield(written)
         self.stats.busy(ms_since(t0))
 
     async def cleanup(self) -> None:

@@ -259,7 +259,10 @@ class Picamera2Source(Source):
 def is_live(spec: str) -> bool:
     """Whether a source spec names a live source (frames come whether or not we keep up)."""
     if spec == "synthetic" or spec.startswith("synthetic:"):
-        return SyntheticSource(spec, _options(spec.partition(":")[2], spec)).live
+        try:
+            return float(_options(spec.partition(":")[2], spec).get("fps", "30")) > 0
+        except ValueError:
+            return True  # a bad fps is reported when the source is made
     return spec.startswith(("rtsp://", "rtsps://", "http://", "https://", "v4l2:", "camera:", "picamera2"))
 
 

@@ -29,7 +29,6 @@ class Stats:
         self.counters: Dict[str, int] = {"in": 0, "out": 0}
         self.busy_ms: Deque[float] = deque(maxlen=window)
         self.latency_ms: Deque[float] = deque(maxlen=window)
-        self.all_latency_ms: list = []  # kept for the run summary (bounded by the run)
         self.gauges: Dict[str, float] = {}
         self.t_start = time.monotonic()
         self._rate_t = self.t_start
@@ -50,8 +49,6 @@ class Stats:
 
     def latency(self, ms: float) -> None:
         self.latency_ms.append(ms)
-        if len(self.all_latency_ms) < 1_000_000:
-            self.all_latency_ms.append(ms)
 
     def gauge(self, name: str, value: float) -> None:
         self.gauges[name] = float(value)

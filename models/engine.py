@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
 
 import numpy as np
+
+if TYPE_CHECKING:  # spec.py imports this module
+    from .spec import ModelSpec
 
 
 class EngineError(RuntimeError):
@@ -80,23 +83,25 @@ class Engine(abc.ABC):
 
     kind = "abstract"
 
-    def __init__(self, model: "ModelSpecLike") -> None:
+    def __init__(self, model: "ModelSpec") -> None:
         self.model = model
         self.invocations = 0
+        self._inputs: List[TensorSpec] = []  # set by load()
+        self._outputs: List[TensorSpec] = []
 
     @abc.abstractmethod
     def load(self) -> None:
-        """Load the model; raise EngineError with a clear message on failure."""
+        """Load the model and set its tensor specs; raise EngineError with a clear message on failure."""
 
     @property
-    @abc.abstractmethod
     def inputs(self) -> List[TensorSpec]:
         """Input tensor specs (available after load)."""
+        return self._inputs
 
     @property
-    @abc.abstractmethod
     def outputs(self) -> List[TensorSpec]:
         """Output tensor specs (available after load)."""
+        return self._outputs
 
     @abc.abstractmethod
     def invoke(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
@@ -108,12 +113,3 @@ class Engine(abc.ABC):
     def describe(self) -> Dict[str, object]:
         return {"engine": self.kind, "model": getattr(self.model, "name", "?")}
 
-
-class ModelSpecLike:  # pragma: no cover - documentation only
-    """What an engine needs from a model description (see models/manifest.py)."""
-
-    name: str
-    task: str
-    input: TensorSpec
-    labels: Optional[List[str]]
-    extra: Dict[str, object] = field(default_factory=dict)

@@ -39,8 +39,6 @@ class FakeEngine(Engine):
         self.latency_s = (model.tpu_ms if latency_ms is None else latency_ms) / 1000.0
         self.faults = faults or EngineFaults()
         self._closed = threading.Event()
-        self._inputs: List[TensorSpec] = []
-        self._outputs: List[TensorSpec] = []
         self._lock = threading.Lock()
 
     def load(self) -> None:
@@ -63,14 +61,6 @@ class FakeEngine(Engine):
                 "the fake engine emulates SSD face detectors (Coral's model), expression and "
                 "image classifiers; model %r (family %s) needs --engine cpu or edgetpu"
                 % (m.name, m.family))
-
-    @property
-    def inputs(self) -> List[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> List[TensorSpec]:
-        return self._outputs
 
     def close(self) -> None:
         self._closed.set()

@@ -98,8 +98,6 @@ class LiteRTEngine(Engine):
         self.fell_back = False
         self.model_path: Optional[Path] = None
         self._interp: Any = None
-        self._inputs: List[TensorSpec] = []
-        self._outputs: List[TensorSpec] = []
         self._in_idx: List[int] = []
         self._out_idx: List[int] = []
         self._lock = threading.Lock()
@@ -195,14 +193,6 @@ class LiteRTEngine(Engine):
                               "fetch %s)" % (self.model.name, path, list(got), list(want), self.model.name))
 
     # -- running -------------------------------------------------------------------------------
-    @property
-    def inputs(self) -> List[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> List[TensorSpec]:
-        return self._outputs
-
     def invoke(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
         interp = self._interp
         if interp is None:

@@ -266,7 +266,7 @@ def run_serial_case(cfg: Config, frames: int, warmup: int) -> Dict[str, Any]:
     """
     import cv2
 
-    from actors.detector import decode_image
+    from actors.frame_stage import decode_image
     from actors.sources import make_source
     from bus.messages import EncodedFrame
     from models import manifest

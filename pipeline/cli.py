@@ -14,8 +14,6 @@ from .config import ConfigError, apply_overrides, load
 
 log = logging.getLogger("edgepipe")
 
-SUBCOMMANDS = ("metrics", "models", "bench", "group", "keys", "setup-tpu-venv")
-
 
 def human_summary(s: Dict[str, Any]) -> str:
     lines = [

@@ -5,7 +5,6 @@ import json
 
 import pytest
 
-from models.engine import EngineFaults
 from models.spec import iou
 from pipeline.config import FaultsConfig
 from pipeline.runner import RunOptions, run
@@ -111,10 +110,6 @@ def test_duration_stops_the_run():
     s = run_async(run(cfg, RunOptions(duration_s=0.5)))
     check_accounting(s)
     assert 0 < s["frames_captured"] <= 40
-
-
-def test_engine_faults_are_typed():
-    assert EngineFaults(raise_every=2).raise_every == 2
 
 
 def test_stuck_detector_is_restarted_by_the_watchdog():
