@@ -163,7 +163,13 @@ class Actor:
                 if pub is not None:
                     pub.close()
 
+    def gauges(self) -> Dict[str, float]:
+        """Extra gauges for the metrics (an actor that runs an engine adds its devices')."""
+        return {}
+
     def snapshot(self, final: bool = False):
+        for k, v in self.gauges().items():
+            self.stats.gauge(k, v)
         return self.stats.snapshot(self.rejected(), final=final)
 
     async def _publish(self, final: bool = False) -> None:

@@ -1,9 +1,11 @@
 """How an actor gets and runs its engine.
 
-``EngineSettings`` comes from the config; ``EngineHost`` owns one engine and
-the single thread that loads and invokes it (one interpreter per thread), runs
-blocking calls off the event loop with an optional time limit, and restarts
-the engine when a call hangs (the watchdog of the detector and FER workers).
+``EngineSettings`` comes from the config and the role's placement (which
+engine, on which devices); ``EngineHost`` owns one engine and the single
+thread that loads and calls it (one interpreter per thread; an accelerator
+engine hands the invoke itself to its device's owner thread), runs blocking
+calls off the event loop with an optional time limit, and restarts the
+engine when a call hangs (the watchdog of the detector and FER workers).
 
 Python 3.9 compatible.
 """
@@ -14,27 +16,45 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
+from models.devices import DEFAULT_SWITCH_MS_PER_MB, DeviceModel, DevicePool
 from models.engine import Engine, EngineFaults
+from models.fake import fake_pool
+from models.litert import edgetpu_pool
 from models.registry import make_engine
 from models.spec import ModelSpec
 
 
 @dataclass
 class EngineSettings:
-    """Everything needed to build an engine; one per pipeline, shared by actors."""
+    """Everything needed to build a role's engine; shared by the actors of that role."""
 
-    kind: str = "fake"
+    kind: str = "fake"  # fake | cpu | edgetpu (placement has resolved auto)
     latency_ms: Dict[str, float] = field(default_factory=dict)  # fake engine, per model name
     faults: Dict[str, EngineFaults] = field(default_factory=dict)  # fake engine, per actor name
     threads: int = 1
-    device: str = ""
+    devices: List[str] = field(default_factory=lambda: [""])  # Edge TPUs: "", "usb:0", "pci:0"
+    fake_devices: int = 1  # fake Edge TPUs: fake:0 .. fake:N-1
+    switch_ms_per_mb: float = DEFAULT_SWITCH_MS_PER_MB  # fake devices: parameter reload time
+    cocompiled: List[List[str]] = field(default_factory=list)  # fake devices: models compiled together
     fallback: str = ""
     model_paths: List[str] = field(default_factory=list)
 
+    def device_model(self, spec: ModelSpec) -> DeviceModel:
+        partners = frozenset(n for group in self.cocompiled if spec.name in group for n in group)
+        ms = self.latency_ms.get(spec.name, spec.tpu_ms) if self.kind == "fake" else spec.tpu_ms
+        return DeviceModel(spec.name, spec.tpu_param_mb, partners - {spec.name}, est_ms=ms or 5.0)
+
+    def open_pool(self) -> DevicePool:
+        if self.kind == "fake":
+            return fake_pool(self.fake_devices, switch_ms_per_mb=self.switch_ms_per_mb)
+        return edgetpu_pool(self.devices)
+
     def build(self, spec: ModelSpec, actor: str) -> Engine:
         return make_engine(self.kind, spec, latency_ms=self.latency_ms.get(spec.name),
-                           faults=self.faults.get(actor), threads=self.threads, device=self.device,
-                           fallback=self.fallback, model_paths=self.model_paths)
+                           faults=self.faults.get(actor), threads=self.threads,
+                           device=self.devices[0] if self.devices else "", fallback=self.fallback,
+                           model_paths=self.model_paths, open_pool=self.open_pool,
+                           device_model=self.device_model(spec))
 
 
 def load_engine(settings: EngineSettings, spec: ModelSpec, actor: str) -> Engine:
@@ -48,8 +68,9 @@ class EngineHost:
     """One engine, its thread, and a restart for when it hangs."""
 
     def __init__(self, settings: EngineSettings, spec: ModelSpec, actor: str,
-                 wrap: Callable[[Engine], Any] = lambda e: e) -> None:
+                 wrap: Callable[[Engine], Any] = lambda e: e, threads: int = 1) -> None:
         self.settings = settings
+        self.threads = max(1, threads)  # calls at once (engines serialise their invokes themselves)
         self.spec = spec
         self.actor = actor
         self.wrap = wrap  # engine -> the model family object the actor calls
@@ -57,12 +78,17 @@ class EngineHost:
         self.engine: Optional[Engine] = None
         self.model: Any = None
         self.restarts = 0
+        self._last_gauges: Dict[str, float] = {}
 
     async def load(self) -> None:
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix=self.actor)
+        self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix=self.actor)
         loop = asyncio.get_running_loop()
         self.engine = await loop.run_in_executor(self.executor, load_engine, self.settings, self.spec, self.actor)
         self.model = self.wrap(self.engine)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
+        """Start ``fn(*args)`` in one of the engine's threads; await the result later."""
+        return asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def call(self, fn: Callable[..., Any], *args: Any, timeout: Optional[float] = None) -> Any:
         """Run ``fn(*args)`` in the engine's thread; asyncio.TimeoutError after ``timeout`` seconds."""
@@ -77,8 +103,25 @@ class EngineHost:
         self.restarts += 1
         await self.load()
 
+    def device_gauges(self) -> Dict[str, float]:
+        """Busy %, invokes and switches of the devices this engine runs on (none on the CPU)."""
+        pool = getattr(self.engine, "pool", None)
+        if pool is None:  # closed: what it last said
+            return dict(self._last_gauges)
+        out: Dict[str, float] = {}
+        for dev in pool.devices:
+            st = dev.stats.as_dict()
+            key = "device.%s." % dev.name
+            out[key + "busy_pct"] = dev.busy_pct()
+            for k in ("invokes", "switches", "busy_s", "active_s"):
+                out[key + k] = float(st[k])
+        self._last_gauges = out
+        return out
+
     def close(self) -> None:
         """Release the engine (which frees a hung fake invoke) and the thread. Safe twice."""
+        if self.engine is not None:
+            self.device_gauges()  # keep the devices' final figures for the summary
         engine, executor = self.engine, self.executor
         self.engine = self.executor = None
         if engine is not None:

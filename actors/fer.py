@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Dict
 from bus.messages import Expression, FaceJob
 from bus.sockets import Bus
 from models.engine import EngineError
@@ -67,6 +68,9 @@ class FerWorker(Actor):
             await self.out.send(Expression(job.frame_id, job.face_index, label, confidence, self.name, busy,
                                            scores, error))
             self.stats.count("out")
+
+    def gauges(self) -> Dict[str, float]:
+        return self.host.device_gauges()
 
     async def cleanup(self) -> None:
         self.host.close()

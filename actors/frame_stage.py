@@ -8,6 +8,12 @@ that an end of stream never overtakes the frame before it. A corrupt frame or
 an engine error drops that frame (counted); an engine call that hangs past
 ``invoke_timeout_ms`` drops it and reloads the engine (watchdog).
 
+Up to ``depth`` frames are worked on at once, in as many engine threads, and
+published in the order they came: the pre- and post-processing of one frame
+overlap the accelerator's invoke of another, so the device always has the
+next frame queued. The engine serialises the invokes themselves (a device
+runs one at a time; a CPU interpreter is locked).
+
 Python 3.9 compatible.
 """
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from typing import Any
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -47,8 +53,11 @@ def decode_image(msg: EncodedFrame) -> np.ndarray:
 
 class FrameStage(Actor, abc.ABC):
     def __init__(self, name: str, bus: Bus, *, encoded_endpoint: str, detections_endpoint: str, hwm: int,
-                 host: EngineHost, freshest: bool = True, invoke_timeout_ms: float = 2000.0, **kw) -> None:
+                 host: EngineHost, freshest: bool = True, invoke_timeout_ms: float = 2000.0, depth: int = 1,
+                 **kw) -> None:
         super().__init__(name, bus, **kw)
+        self.depth = max(1, depth)
+        host.threads = self.depth
         self.encoded_endpoint = encoded_endpoint
         self.detections_endpoint = detections_endpoint
         self.hwm = hwm
@@ -95,37 +104,85 @@ class FrameStage(Actor, abc.ABC):
             await self.pub.send(Control("eos", self.name, msg.last_frame_id, {"sent": self.pub.sent("detections")}))
 
     async def run(self) -> None:
+        slots = asyncio.Semaphore(self.depth)
+        queue: "asyncio.Queue[Tuple[Any, float, Optional[Tuple[int, asyncio.Future[Any]]]]]" = asyncio.Queue()
+        reader = asyncio.ensure_future(self._read(slots, queue))
+        try:
+            await self._publish_in_order(slots, queue, reader)
+        finally:
+            reader.cancel()
+            await asyncio.wait([reader])
+
+    async def _read(self, slots: asyncio.Semaphore, queue: "asyncio.Queue[Any]") -> None:
+        """Take frames and start their work, at most ``depth`` at once."""
         while True:
+            await slots.acquire()
             msg = await self._next()
             self.account_lost(self.sub, "encoded")
-            if isinstance(msg, Control):
-                await self._control(msg)
-                continue
             if not isinstance(msg, EncodedFrame):
-                self.stats.count("ignored")
+                slots.release()
+                if isinstance(msg, Control):
+                    queue.put_nowait((msg, 0.0, None))  # after the frames before it
+                else:
+                    self.stats.count("ignored")
                 continue
             self.stats.count("in")
-            t0 = time.monotonic()
+            queue.put_nowait((msg, time.monotonic(), (self.host.restarts, self.host.submit(self.work, msg))))
+
+    async def _publish_in_order(self, slots: asyncio.Semaphore, queue: "asyncio.Queue[Any]",
+                                reader: "asyncio.Future[None]") -> None:
+        while True:
+            getter = asyncio.ensure_future(queue.get())
             try:
-                result = await self.host.call(self.work, msg, timeout=self.timeout_s)
-            except asyncio.TimeoutError:
-                self.log.error("frame %d dropped: the engine took over %.0f ms; restarting it",
-                               msg.frame_id, self.timeout_s * 1000)
-                self.stats.drop("engine_timeout")
-                self.stats.count("restarts")
-                await self.host.restart()
+                await asyncio.wait([getter, reader], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not getter.done():
+                    getter.cancel()
+            if not getter.done() or getter.cancelled():
+                reader.result()  # the reader failed: raise its error
                 continue
-            except ValueError as exc:
-                self.log.error("frame %d dropped: %s", msg.frame_id, exc)
-                self.stats.drop("bad_frame")
+            msg, t0, started = getter.result()
+            if started is None:
+                await self._control(msg)
                 continue
-            except EngineError as exc:
-                self.log.error("frame %d dropped: engine error: %s", msg.frame_id, exc)
-                self.stats.drop("engine_error")
-                continue
-            self.stats.busy(ms_since(t0))
-            await self.publish(msg, result)
-            self.stats.count("out")
+            try:
+                result = await self._outcome(msg, *started)
+                if result is not None:
+                    self.stats.busy(ms_since(t0))
+                    await self.publish(msg, result[0])
+                    self.stats.count("out")
+            finally:
+                slots.release()
+
+    async def _outcome(self, msg: EncodedFrame, generation: int, fut: "asyncio.Future[Any]") -> Optional[Tuple[Any]]:
+        """(result,) of a frame's work, or None when the frame is dropped (counted, logged).
+
+        A frame that was in flight on an engine the watchdog replaced runs again on the new one.
+        """
+        try:
+            try:
+                return (await asyncio.wait_for(fut, self.timeout_s),)
+            except EngineError:
+                if self.host.restarts == generation:
+                    raise
+            self.log.info("frame %d: in flight when the engine was restarted; running it again", msg.frame_id)
+            return (await asyncio.wait_for(self.host.submit(self.work, msg), self.timeout_s),)
+        except asyncio.TimeoutError:
+            self.log.error("frame %d dropped: the engine took over %.0f ms; restarting it",
+                           msg.frame_id, self.timeout_s * 1000)
+            self.stats.drop("engine_timeout")
+            self.stats.count("restarts")
+            await self.host.restart()
+        except ValueError as exc:
+            self.log.error("frame %d dropped: %s", msg.frame_id, exc)
+            self.stats.drop("bad_frame")
+        except EngineError as exc:
+            self.log.error("frame %d dropped: engine error: %s", msg.frame_id, exc)
+            self.stats.drop("engine_error")
+        return None
+
+    def gauges(self) -> Dict[str, float]:
+        return self.host.device_gauges()
 
     async def cleanup(self) -> None:
         self.host.close()

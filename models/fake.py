@@ -5,20 +5,28 @@ No model file. Outputs are deterministic and computed from the input tensor
 answers in the SSD post-process format of Coral's face model; the fake FER
 reads the drawn expression; the fake classifier answers from the mean colour.
 The latency per invoke is configurable (default: the model's measured Edge
-TPU time) and is spent in ``threading.Event.wait``, which does not hold the
-GIL, as a real TPU invoke does not. Faults (raise, hang, slow) are injected
-on schedule; a hang lasts until ``close()``.
+TPU time) and is spent on a fake *device* (``models/devices.py``): the
+device's owner thread waits that long in ``threading.Event.wait``, which does
+not hold the GIL, as a real TPU invoke does not, and every engine placed on
+the same device waits its turn, so N engines on one fake device never run
+faster than one Edge TPU. The device also charges a model switch when two
+models' parameters do not fit its cache together. The outputs are computed
+in the caller's thread (the CPU work of an emulator, not of the TPU). Faults
+(raise, hang, slow) are injected on schedule; a hang holds the device until
+``close()``.
 
 Python 3.9 compatible.
 """
 from __future__ import annotations
 
 import threading
-from typing import List, Optional, Sequence
+import time
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from . import fake_scene
+from .devices import Device, DeviceModel, DevicePool
 from .engine import Engine, EngineError, EngineFaults, TensorSpec
 from .labels import EXPRESSIONS, canonical
 from .spec import ModelSpec
@@ -34,15 +42,31 @@ class FakeEngine(Engine):
     kind = "fake"
 
     def __init__(self, model: ModelSpec, latency_ms: Optional[float] = None,
-                 faults: Optional[EngineFaults] = None) -> None:
+                 faults: Optional[EngineFaults] = None,
+                 open_pool: Optional[Callable[[], DevicePool]] = None,
+                 device_model: Optional[DeviceModel] = None) -> None:
         super().__init__(model)
-        self.latency_s = (model.tpu_ms if latency_ms is None else latency_ms) / 1000.0
+        ms = model.tpu_ms if latency_ms is None else max(0.0, latency_ms)
+        if latency_ms is None and ms <= 0:
+            raise EngineError("fake engine: model %r has no Edge TPU time to emulate (tpu_ms in the manifest, "
+                              "or engine.fake.latency_ms); a fake device must never be faster than a real one"
+                              % model.name)
+        self.latency_s = ms / 1000.0
         self.faults = faults or EngineFaults()
         self._closed = threading.Event()
         self._lock = threading.Lock()
+        self._open_pool = open_pool or (lambda: fake_pool(1))
+        self.device_model = device_model or DeviceModel(model.name, model.tpu_param_mb, est_ms=ms)
+        self.pool: Optional[DevicePool] = None
+
+    @property
+    def device_names(self) -> List[str]:
+        return self.pool.names if self.pool is not None else []
 
     def load(self) -> None:
         m = self.model
+        if self.pool is None:
+            self.pool = self._open_pool()
         self._inputs = [m.input]
         if m.family == "ssd_postprocess":
             self._outputs = [
@@ -63,29 +87,47 @@ class FakeEngine(Engine):
                 % (m.name, m.family))
 
     def close(self) -> None:
-        self._closed.set()
+        self._closed.set()  # frees a hung invoke first, then lets go of the device
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.release()
+
+    def describe(self) -> Dict[str, object]:
+        d = super().describe()
+        d["devices"] = self.device_names
+        return d
+
+    def _occupy(self, n: int, device: Device) -> None:
+        """Runs on the device's owner thread: the invoke's time on the device."""
+        f = self.faults
+        if f.hangs(n):
+            self._closed.wait()  # a hung accelerator: only close() frees it
+            device.free_at = time.monotonic()
+            raise EngineError("fake engine for %r was closed while hung" % self.model.name)
+        delay = self.latency_s
+        if f.slow_every and n % f.slow_every == 0:
+            delay += f.slow_ms / 1000.0
+        device.occupy(delay, self._closed)
 
     def invoke(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
         if self._closed.is_set():
             raise EngineError("fake engine for %r is closed" % self.model.name)
         f = self.faults
-        with self._lock:
-            self.invocations += 1
-            n = f.next_call()
-        if f.hangs(n):
-            self._closed.wait()  # a hung accelerator: only close() frees the thread
-            raise EngineError("fake engine for %r was closed while hung" % self.model.name)
-        delay = self.latency_s
-        if f.slow_every and n % f.slow_every == 0:
-            delay += f.slow_ms / 1000.0
-        if delay > 0:
-            self._closed.wait(delay)
-        if f.raise_every and n % f.raise_every == 0:
-            raise InjectedFault("injected fault on invoke %d of %r" % (n, self.model.name))
+        pool = self.pool
+        if pool is None:
+            raise EngineError("fake engine for %r is not loaded" % self.model.name)
         x = np.asarray(inputs[0])
         if x.shape != tuple(self._inputs[0].shape):
             raise EngineError("fake engine for %r: input shape %s, expected %s"
                               % (self.model.name, list(x.shape), list(self._inputs[0].shape)))
+        with self._lock:
+            self.invocations += 1
+            n = f.next_call()
+        pool.run(self.device_model, lambda dev: self._occupy(n, dev))
+        if self._closed.is_set():
+            raise EngineError("fake engine for %r was closed during an invoke" % self.model.name)
+        if f.raise_every and n % f.raise_every == 0:
+            raise InjectedFault("injected fault on invoke %d of %r" % (n, self.model.name))
         if self.model.family == "ssd_postprocess":
             return self._detect(x[0])
         if self.model.task == "fer":
@@ -123,3 +165,20 @@ class FakeEngine(Engine):
         logits = np.zeros((1, n), np.float32)
         logits[0, int(np.mean(pixels)) % n] = 8.0
         return logits
+
+
+def fake_pool(n: int = 1, **options: object) -> DevicePool:
+    """Fake devices ``fake:0`` .. ``fake:N-1`` of this process, claimed from other processes."""
+    from .devices import open_device, release_device
+
+    opts = {"charge_switches": True}
+    opts.update(options)
+    devices = []
+    try:
+        for i in range(max(1, n)):
+            devices.append(open_device("fake:%d" % i, "fake", **opts))
+    except BaseException:
+        for d in devices:
+            release_device(d)
+        raise
+    return DevicePool(devices)

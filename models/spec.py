@@ -56,6 +56,9 @@ class ModelSpec:
     sha256: Dict[str, str] = field(default_factory=dict)
     sources: List[Dict[str, str]] = field(default_factory=list)
     tpu_ms: float = 0.0  # measured Edge TPU time, used as the fake engine's default latency
+    # parameters the Edge TPU caches, MB (the Edge TPU file's size where the compiler's report is unknown)
+    tpu_param_mb: float = 0.0
+    cpu_ms: float = 0.0  # default CPU invoke time, 1 thread, for `auto` placement without a measured table
     licence: str = ""
     extra: Dict[str, object] = field(default_factory=dict)
 

@@ -120,6 +120,15 @@ def _write_json(path: str, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _read_json(path: str) -> Dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def _charts(fn: Callable[[], List[str]]) -> List[str]:
     """Draw charts, or say clearly why not (matplotlib is optional)."""
     from . import charts
@@ -152,7 +161,8 @@ def bench_models_main(args: argparse.Namespace) -> int:
     for name in names:  # one at a time: a missing file fails that model, not the table
         try:
             rows += mbench.bench_models([name], threads_list=threads, runs=args.runs, engine_kinds=kinds,
-                                        warmup=args.warmup, model_paths=paths, device=cfg.engine.edgetpu.device)
+                                        warmup=args.warmup, model_paths=paths,
+                                        device=(cfg.engine.edgetpu.devices or [""])[0])
         except EngineError as exc:
             errors[name] = str(exc)
             log.warning("bench %s: %s", name, exc)
@@ -162,12 +172,19 @@ def bench_models_main(args: argparse.Namespace) -> int:
         print("%s: not measured: %s" % (name, err))
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "bench_models.json")
-    _write_json(path, {"machine": machine_info(),
-                       "settings": {"runs": args.runs, "warmup": args.warmup, "threads": threads,
-                                    "engines": kinds, "model_paths": paths,
-                                    ENV_PATH: os.environ.get(ENV_PATH, "")},
-                       "rows": rows, "errors": errors})
+    report = {"machine": machine_info(),
+              "settings": {"runs": args.runs, "warmup": args.warmup, "threads": threads,
+                           "engines": kinds, "model_paths": paths, ENV_PATH: os.environ.get(ENV_PATH, "")},
+              "rows": rows, "errors": errors}
+    _write_json(path, report)
     print("wrote %s" % path)
+    if rows and args.cache:
+        from .placement import load_table, save_table, table_path
+        merged = {r["model"]: r for r in (_read_json(table_path()).get("rows", []))}
+        merged.update({r["model"]: r for r in rows})  # a run of some models keeps the others' rows
+        report["rows"] = list(merged.values())
+        print("wrote %s (the table `auto` placement reads: %d models)"
+              % (save_table(report), len(load_table())))
     if rows:
         from . import charts
         for p in _charts(lambda: [charts.models_chart(rows, os.path.join(args.out, "bench_models.png"))]):
@@ -177,6 +194,10 @@ def bench_models_main(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- bench pipeline: configurations
 
+PLACEMENTS = ("one", "auto", "two")  # fake engine: every role on one device; auto (FER may go to the CPU); 2 devices
+TWO_DEVICE_WORKERS = (2, 4)
+
+
 @dataclass(frozen=True)
 class Case:
     kind: str  # "pipeline" | "serial"
@@ -184,16 +205,24 @@ class Case:
     workers: int = 0  # FER pool size (pipeline only)
     encoder: str = "raw"
     transport: str = "inproc"
+    placement: str = "one"  # one | auto | two (see PLACEMENTS); "one" is every role on pipeline.engine
+    profile: str = ""  # "" = the benchmark's first profile
 
     @property
     def id(self) -> str:
+        tail = ("" if self.placement == "one" else ":" + self.placement) + (":" + self.profile if self.profile else "")
         if self.kind == "serial":
-            return "serial:f%d:%s" % (self.faces, self.encoder)
-        return "pipeline:f%d:w%d:%s:%s" % (self.faces, self.workers, self.encoder, self.transport)
+            return "serial:f%d:%s%s" % (self.faces, self.encoder, tail)
+        return "pipeline:f%d:w%d:%s:%s%s" % (self.faces, self.workers, self.encoder, self.transport, tail)
 
 
-def plan(faces: Sequence[int] = FACES, workers: Sequence[int] = WORKERS) -> List[Case]:
-    """Every configuration of one benchmark, in run order."""
+def plan(faces: Sequence[int] = FACES, workers: Sequence[int] = WORKERS, engine: str = "fake",
+         profiles: Sequence[str] = ("",)) -> List[Case]:
+    """Every configuration of one benchmark, in run order.
+
+    The first profile gets every comparison; on the fake engine each profile
+    also runs with ``auto`` placement and on two devices.
+    """
     cases: List[Case] = []
     for f in faces:
         cases += [Case("pipeline", f, w) for w in workers]
@@ -203,7 +232,19 @@ def plan(faces: Sequence[int] = FACES, workers: Sequence[int] = WORKERS) -> List
     extra = [Case("pipeline", cf, cw), Case("pipeline", cf, cw, encoder="jpeg"),
              Case("pipeline", cf, cw, transport="ipc"), Case("pipeline", cf, cw, transport="group"),
              Case("serial", cf, encoder="jpeg")]
-    return cases + [c for c in extra if c not in cases]
+    cases += [c for c in extra if c not in cases]
+    if engine != "fake":
+        return cases
+    for i, prof in enumerate(profiles):
+        prof = prof if i else ""
+        if i:
+            for f in faces:
+                cases += [Case("pipeline", f, w, profile=prof) for w in workers]
+        for f in faces:
+            cases.append(Case("pipeline", f, cw, placement="auto", profile=prof))
+        for f in faces:
+            cases += [Case("pipeline", f, w, placement="two", profile=prof) for w in TWO_DEVICE_WORKERS]
+    return cases
 
 
 def tpu_python() -> str:
@@ -220,8 +261,21 @@ def ipc_dir() -> str:
 def case_config(base: Callable[[], Config], case: Case, engine: str, profile: Optional[str]) -> Config:
     """A fresh typed config for one configuration; never a TCP port."""
     cfg = base()
-    cfg = apply_overrides(cfg, profile=profile, engine=engine, display="none",
+    cfg = apply_overrides(cfg, profile=case.profile or profile, engine=engine, display="none",
                           source="synthetic:faces=%d,fps=0" % case.faces)
+    cfg.placement.detector = cfg.placement.fer = cfg.placement.classifier = ""
+    if case.placement == "auto":
+        cfg.pipeline.engine = "auto"
+        cfg.engine.auto.accelerator = "fake"
+        cfg.engine.auto.faces = case.faces
+        cfg.engine.fake.devices = 1
+    elif case.placement == "two":
+        cfg.engine.fake.devices = 2
+    else:
+        cfg.engine.fake.devices = 1
+    shared = os.path.normpath(os.path.join(REPO, SHARED_MODELS))
+    if os.path.isdir(shared) and shared not in cfg.models.paths:
+        cfg.models.paths.append(shared)  # the CPU files `auto` may choose (FER112)
     cfg.encoder.format = case.encoder
     cfg.groups = {}  # every actor in this process, but for the "group" transport
     if case.transport == "group":
@@ -371,6 +425,9 @@ def _record(case: Case, summary: Dict[str, Any]) -> Dict[str, Any]:
         "fps", "duration_s", "frames_captured", "frames_completed", "frames_partial", "dropped_total",
         "dropped_by_reason", "unaccounted", "latency_ms", "models")}
     rec["face_stats"] = summary.get("faces")
+    rec["placement"] = summary.get("placement")
+    rec["devices"] = summary.get("devices") or {}
+    rec["rss_mb"] = (summary.get("rss_mb") or {}).get("total")
     captured = summary.get("frames_captured") or 0
     rec["drop_rate"] = round(summary.get("dropped_total", 0) / captured, 4) if captured else 0.0
     if case.kind == "pipeline":
@@ -393,11 +450,15 @@ def _record(case: Case, summary: Dict[str, Any]) -> Dict[str, Any]:
 def bench_pipeline(engine: str = "fake", frames: int = DEFAULT_FRAMES, warmup: int = DEFAULT_WARMUP,
                    repeats: int = DEFAULT_REPEATS, faces: Sequence[int] = FACES, workers: Sequence[int] = WORKERS,
                    profile: Optional[str] = None, config_path: Optional[str] = None,
-                   progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+                   progress: Optional[Callable[[str], None]] = None,
+                   profiles: Sequence[str] = ()) -> Dict[str, Any]:
     """Run every configuration; return the report (see ``bench_pipeline.json``)."""
     base_cfg = load(config_path)  # fail early on a bad config or profile
     apply_overrides(base_cfg, profile=profile, engine=engine)
-    cases = plan(faces, workers)
+    profiles = [base_cfg.pipeline.profile] + [p for p in profiles if p != base_cfg.pipeline.profile]
+    for prof in profiles:
+        apply_overrides(load(config_path), profile=prof, engine=engine)
+    cases = plan(faces, workers, engine, [""] + list(profiles[1:]))
     runs: Dict[str, List[Dict[str, Any]]] = {c.id: [] for c in cases}
     errors: Dict[str, str] = {}
     say = progress or (lambda s: log.info("%s", s))
@@ -433,7 +494,8 @@ def bench_pipeline(engine: str = "fake", frames: int = DEFAULT_FRAMES, warmup: i
     finally:
         shutil.rmtree(ipc_dir(), ignore_errors=True)  # sockets unlink their own files; the folder is ours
     return report(cases, runs, errors, engine=engine, frames=frames, warmup=warmup, repeats=repeats,
-                  profile=base_cfg.pipeline.profile, base_cfg=base_cfg, elapsed=time.monotonic() - t0)
+                  profile=base_cfg.pipeline.profile, base_cfg=base_cfg, elapsed=time.monotonic() - t0,
+                  profiles=profiles)
 
 
 def _median_run(rs: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -445,26 +507,30 @@ def _median_run(rs: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def report(cases: List[Case], runs: Dict[str, List[Dict[str, Any]]], errors: Dict[str, str], *, engine: str,
-           frames: int, warmup: int, repeats: int, profile: str, base_cfg: Config, elapsed: float) -> Dict[str, Any]:
+           frames: int, warmup: int, repeats: int, profile: str, base_cfg: Config, elapsed: float,
+           profiles: Sequence[str] = ()) -> Dict[str, Any]:
     from models import manifest
 
     out_cases = []
     by_id: Dict[str, Dict[str, Any]] = {}
     for c in cases:
         entry: Dict[str, Any] = {"id": c.id, "kind": c.kind, "faces": c.faces, "workers": c.workers or None,
-                                 "encoder": c.encoder, "transport": c.transport if c.kind == "pipeline" else None}
+                                 "encoder": c.encoder, "transport": c.transport if c.kind == "pipeline" else None,
+                                 "placement_case": c.placement, "profile": c.profile or profile}
         if runs[c.id]:
             entry.update(_median_run(runs[c.id]))
         else:
             entry.update({"fps": None, "error": errors.get(c.id, "not run")})
         out_cases.append(entry)
         by_id[c.id] = entry
+    base = [c for c in cases if c.placement == "one" and not c.profile]  # the comparisons' cases
     faces = sorted({c.faces for c in cases})
-    workers = sorted({c.workers for c in cases if c.kind == "pipeline"})
-    ids = {"pipeline": {"f%d-w%d" % (c.faces, c.workers): c.id for c in cases
+    workers = sorted({c.workers for c in base if c.kind == "pipeline"})
+    ids = {"pipeline": {"f%d-w%d" % (c.faces, c.workers): c.id for c in base
                         if c.kind == "pipeline" and c.encoder == "raw" and c.transport == "inproc"},
            "serial": {"f%d" % c.faces + ("" if c.encoder == "raw" else "-" + c.encoder): c.id
-                      for c in cases if c.kind == "serial"}}
+                      for c in base if c.kind == "serial"}}
+    base_ids = {c.id for c in base}
     names = base_cfg.profile().models(engine)
     latency = {}
     if engine == "fake":
@@ -487,9 +553,43 @@ def report(cases: List[Case], runs: Dict[str, List[Dict[str, Any]]], errors: Dic
         "grid": {"faces": faces, "workers": workers},
         "ids": ids,
         "cases": out_cases,
-        "comparisons": comparisons(by_id, ids, faces, workers),
+        "comparisons": comparisons({k: v for k, v in by_id.items() if k in base_ids}, ids, faces, workers),
+        "devices": device_rows(out_cases, engine, config_path_cfg=base_cfg) if engine == "fake" else [],
+        "profiles": list(profiles) or [profile],
         "errors": errors,
     }
+
+
+def device_rows(cases: List[Dict[str, Any]], engine: str, config_path_cfg: Config) -> List[Dict[str, Any]]:
+    """Per pipeline run on the fake engine: the bounds of one device and of its placement, FPS / bound,
+    busy % per device, latency and memory; and the ratio to the same profile, faces and pool on one device."""
+    from .placement import device_bound
+
+    one: Dict[Any, Dict[str, Any]] = {}
+    rows = []
+    for c in cases:
+        if c["kind"] != "pipeline" or c["encoder"] != "raw" or c["transport"] != "inproc" or not c.get("fps"):
+            continue
+        placement = c.get("placement") or {}
+        b_case = device_bound(config_path_cfg, placement, c["faces"])
+        row = {"id": c["id"], "profile": c["profile"], "placement": c["placement_case"], "faces": c["faces"],
+               "workers": c["workers"], "fps": c["fps"], "bound_fps": round(b_case, 1) if b_case else None,
+               "eta": round(c["fps"] / b_case, 3) if b_case else None,
+               "where": {r: ", ".join(p["devices"]) or p["engine"] for r, p in placement.items()},
+               "busy_pct": {d: v.get("busy_pct") for d, v in (c.get("devices") or {}).items()},
+               "switches": sum(int(v.get("switches", 0)) for v in (c.get("devices") or {}).values()),
+               "latency_ms": c.get("latency_ms"), "rss_mb": c.get("rss_mb")}
+        if c["placement_case"] == "one":  # every role on one device: its bound is the one-device bound
+            row["bound_one_fps"] = row["bound_fps"]
+            one[(c["profile"], c["faces"], c["workers"])] = row
+        rows.append(row)
+    for row in rows:
+        base = one.get((row["profile"], row["faces"], row["workers"])) or one.get(
+            (row["profile"], row["faces"], COMPARE_WORKERS))
+        row.setdefault("bound_one_fps", base.get("bound_one_fps") if base else None)
+        row["vs_one_device"] = round(row["fps"] / base["fps"], 3) if base and base.get("fps") else None
+        row["eta_one"] = round(row["fps"] / row["bound_one_fps"], 3) if row.get("bound_one_fps") else None
+    return rows
 
 
 def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
@@ -551,6 +651,45 @@ def _busy(e: Dict[str, Any]) -> str:
     parts = [("cap", b.get("capture")), ("enc", b.get("encoder")), ("det", b.get("detector")),
              ("fer", statistics.median(fer) if fer else None)]
     return " ".join("%s %.1f" % (k, v) for k, v in parts if v is not None)
+
+
+def _table(head: List[str], rows: List[List[str]]) -> List[str]:
+    lines = [head] + rows
+    widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
+    out = []
+    for i, r in enumerate(lines):
+        out.append("  ".join(c.ljust(widths[j]) for j, c in enumerate(r)).rstrip())
+        if i == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return out
+
+
+def render_devices(result: Dict[str, Any]) -> str:
+    """The fake Edge TPU table: per profile, placement, faces and pool, FPS against the device bound."""
+    out: List[str] = []
+    for prof in result.get("profiles", []):
+        rows = [r for r in result.get("devices", []) if r["profile"] == prof]
+        if not rows:
+            continue
+        out.append("%s on the fake Edge TPU (B = the one-device bound; bound = that of the run's placement)"
+                   % prof)
+        cells = []
+        for r in rows:
+            lat = r.get("latency_ms") or {}
+            where = "; ".join("%s %s" % kv for kv in sorted(r["where"].items()))
+            cells.append([r["placement"], str(r["faces"]), str(r["workers"]), where,
+                          "%.1f" % r["bound_one_fps"] if r.get("bound_one_fps") else "n/a",
+                          "%.1f" % r["bound_fps"] if r.get("bound_fps") else "n/a", "%.1f" % r["fps"],
+                          "%.2f" % r["eta_one"] if r.get("eta_one") else "n/a",
+                          "%.2f" % r["eta"] if r.get("eta") else "n/a",
+                          "x%.2f" % r["vs_one_device"] if r.get("vs_one_device") else "n/a",
+                          " ".join("%.0f" % v for _, v in sorted(r["busy_pct"].items())) or "-",
+                          str(r["switches"]), "%.1f" % lat.get("p50", 0), "%.1f" % lat.get("p99", 0),
+                          "%.0f" % r["rss_mb"] if r.get("rss_mb") else "n/a"])
+        out += _table(["placement", "faces", "FER", "where", "B", "bound", "FPS", "FPS/B", "FPS/bound",
+                       "vs one", "busy %", "switches", "p50 ms", "p99 ms", "RSS MB"], cells)
+        out.append("")
+    return "\n".join(out)
 
 
 def render_pipeline(result: Dict[str, Any]) -> str:
@@ -617,8 +756,12 @@ def bench_pipeline_main(args: argparse.Namespace) -> int:
                                         faces, workers), flush=True)
     result = bench_pipeline(engine=args.engine, frames=frames, warmup=warmup, repeats=repeats, faces=faces,
                             workers=workers, profile=args.profile, config_path=args.config,
-                            progress=(lambda s: print("  " + s, flush=True)) if args.progress else None)
+                            progress=(lambda s: print("  " + s, flush=True)) if args.progress else None,
+                            profiles=[p.strip() for p in args.profiles.split(",") if p.strip()]
+                            if args.engine == "fake" else [])
     print()
+    if result.get("devices"):
+        print(render_devices(result))
     print(render_pipeline(result))
     path = os.path.join(args.out, "bench_pipeline.json")
     _write_json(path, result)
@@ -647,6 +790,8 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--engines", default="cpu,edgetpu", help="cpu,edgetpu (default both; TPU is n/a without one)")
     m.add_argument("--config", help="config file (for models.paths and the Edge TPU device)")
     m.add_argument("--out", default=DEFAULT_OUT, help="output folder (default ./%s)" % DEFAULT_OUT)
+    m.add_argument("--no-cache", dest="cache", action="store_false",
+                   help="do not keep the table for `auto` placement (default: cached per machine)")
     p = sub.add_parser("pipeline", help="whole-pipeline FPS: FER pool, encoder, endpoints, vs the serial loop")
     p.add_argument("--engine", choices=("fake", "cpu"), default="fake",
                    help="fake (default: emulates the Edge TPU's per-model latency) or cpu (real models)")
@@ -659,6 +804,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--faces", help="face counts, comma-separated (default %s)" % ",".join(map(str, FACES)))
     p.add_argument("--workers", help="FER pool sizes, comma-separated (default %s)" % ",".join(map(str, WORKERS)))
     p.add_argument("--profile", help="a profile with a detector and FER (default from the config)")
+    p.add_argument("--profiles", default="fd+fer64,fd+fer112",
+                   help="fake engine: profiles measured on one device, auto and two devices "
+                   "(default fd+fer64,fd+fer112; the first one also gets every comparison)")
     p.add_argument("--config", help="config file (default: config.toml beside run.py)")
     p.add_argument("--quick", action="store_true", help="fewer frames and one repeat")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no line per measured run")

@@ -24,6 +24,7 @@ from models import manifest
 from models.engine import EngineFaults
 
 from .config import Config
+from .placement import ROLES as ENGINE_ROLES, RolePlacement, place
 
 # start-up order: consumers first, the source last
 ROLES = ("metrics", "recorder", "display", "aggregator", "fer", "detector", "classifier", "encoder", "capture")
@@ -43,6 +44,7 @@ class Pipeline:
     cfg: Config
     roles: Dict[str, List[Actor]] = field(default_factory=dict)
     models: Dict[str, str] = field(default_factory=dict)
+    placement: Dict[str, RolePlacement] = field(default_factory=dict)
 
     @property
     def actors(self) -> List[Actor]:
@@ -67,32 +69,32 @@ class Pipeline:
                 for a in self.roles.get(role, [])]
 
 
-def engine_settings(cfg: Config) -> EngineSettings:
+def engine_settings(cfg: Config, kind: Optional[str] = None, group_tpu: str = "") -> EngineSettings:
+    """The settings of an engine of ``kind`` (default: pipeline.engine) from the config."""
     e = cfg.engine
     faults = {name: EngineFaults(f.raise_every, f.hang_after, f.hang_count, f.slow_every, f.slow_ms)
               for name, f in e.fake.faults.items()}
-    return EngineSettings(kind=cfg.pipeline.engine, latency_ms=dict(e.fake.latency_ms), faults=faults,
-                          threads=e.cpu.threads, device=e.edgetpu.device, fallback=e.edgetpu.fallback,
+    return EngineSettings(kind=kind or cfg.pipeline.engine, latency_ms=dict(e.fake.latency_ms), faults=faults,
+                          threads=e.cpu.threads, devices=[group_tpu] if group_tpu else list(e.edgetpu.devices),
+                          fake_devices=e.fake.devices, switch_ms_per_mb=e.fake.switch_ms_per_mb,
+                          cocompiled=[list(g) for g in e.fake.cocompiled], fallback=e.edgetpu.fallback,
                           model_paths=list(cfg.models.paths))
 
 
-def model_names(cfg: Config) -> Dict[str, str]:
-    names = cfg.profile().models(cfg.pipeline.engine)
-    if names.classifier:
-        return {"classifier": names.classifier}
-    out = {"detector": names.detector}
-    if names.fer:
-        out["fer"] = names.fer
-    return out
+def model_names(cfg: Config, placement: Optional[Dict[str, RolePlacement]] = None) -> Dict[str, str]:
+    placement = placement if placement is not None else place(cfg, warn=False)
+    return {role: p.model for role, p in placement.items()}
 
 
-def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] = lambda role: True) -> Pipeline:
+def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] = lambda role: True,
+          group_tpu: str = "") -> Pipeline:
     """The actors whose role ``local(role)`` accepts, wired to the config's endpoints."""
     ep = cfg.endpoints
-    names = model_names(cfg)
-    engine = engine_settings(cfg)
+    placement = place(cfg, group_tpu=group_tpu, warn=any(local(r) for r in ENGINE_ROLES))
+    names = model_names(cfg, placement)
+    settings = {role: engine_settings(cfg, pl.engine, group_tpu) for role, pl in placement.items()}
     mkw = {"metrics_endpoint": ep.metrics_in, "metrics_interval": cfg.bus.metrics_interval_s}
-    p = Pipeline(cfg, models=dict(names))
+    p = Pipeline(cfg, models=dict(names), placement=placement)
     fer_spec = manifest.get(names["fer"]) if "fer" in names else None
 
     def add(role: str, make: Callable[[], object]) -> None:
@@ -114,24 +116,27 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
                                          **mkw))
     if fer_spec is not None:
         add("fer", lambda: [FerWorker("fer-%d" % i, bus, facejobs_endpoint=ep.facejobs,
-                                      expressions_endpoint=ep.expressions, hwm=cfg.fer.hwm, engine=engine,
+                                      expressions_endpoint=ep.expressions, hwm=cfg.fer.hwm, engine=settings["fer"],
                                       model=fer_spec, invoke_timeout_ms=cfg.fer.invoke_timeout_ms, **mkw)
                             for i in range(cfg.fer.workers)])
     if "classifier" in names:
         add("classifier", lambda: Classifier("classifier", bus, encoded_endpoint=ep.encoded,
-                                             detections_endpoint=ep.detections, hwm=cfg.detector.hwm, engine=engine,
+                                             detections_endpoint=ep.detections, hwm=cfg.detector.hwm,
+                                             engine=settings["classifier"],
                                              model=manifest.get(names["classifier"]),
                                              top_k=cfg.classifier.top_k, birds_only=cfg.classifier.birds_only,
                                              freshest=cfg.detector.freshest and is_live(cfg.pipeline.source),
+                                             depth=cfg.detector.depth,
                                              invoke_timeout_ms=cfg.detector.invoke_timeout_ms, **mkw))
     else:
         add("detector", lambda: Detector("detector", bus, encoded_endpoint=ep.encoded,
                                          detections_endpoint=ep.detections, facejobs_endpoint=ep.facejobs,
-                                         hwm=cfg.detector.hwm, jobs_hwm=cfg.fer.hwm, engine=engine,
+                                         hwm=cfg.detector.hwm, jobs_hwm=cfg.fer.hwm, engine=settings["detector"],
                                          model=manifest.get(names["detector"]), fer_model=fer_spec,
                                          score_threshold=cfg.detector.score_threshold,
                                          max_faces=cfg.detector.max_faces,
                                          freshest=cfg.detector.freshest and is_live(cfg.pipeline.source),
+                                         depth=cfg.detector.depth,
                                          invoke_timeout_ms=cfg.detector.invoke_timeout_ms, **mkw))
     add("encoder", lambda: Encoder("encoder", bus, frames_endpoint=ep.frames, encoded_endpoint=ep.encoded,
                                    hwm=cfg.encoder.hwm, format=cfg.encoder.format,

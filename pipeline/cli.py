@@ -19,6 +19,8 @@ def human_summary(s: Dict[str, Any]) -> str:
     lines = [
         "profile %s, engine %s, source %s%s" % (s["profile"], s["engine"], s["source"],
                                                " (interrupted)" if s["interrupted"] else ""),
+        "placement: " + "; ".join("%s %s on %s" % (r, p["model"], ", ".join(p["devices"]) or p["engine"])
+                                  for r, p in s.get("placement", {}).items()),
         "frames: %d captured, %d completed, %d partial, %d dropped, %d unaccounted"
         % (s["frames_captured"], s["frames_completed"], s["frames_partial"], s["dropped_total"], s["unaccounted"]),
         "speed: %.1f FPS over %.1f s; latency capture->result p50 %.1f ms, p99 %.1f ms"
@@ -33,6 +35,9 @@ def human_summary(s: Dict[str, Any]) -> str:
         lines.append("faces: %d in %d frames" % (f["faces"], f["frames"]))
     if s["dropped_total"]:
         lines.append("drops: " + ", ".join("%s %d" % kv for kv in sorted(s["dropped_by_reason"].items())))
+    for name, d in s.get("devices", {}).items():
+        lines.append("device %s: %d invokes, busy %.1f%% of %.1f s, %d model switches"
+                     % (name, d["invokes"], d["busy_pct"], d.get("active_s", 0.0), d["switches"]))
     lines.append("actors: " + ", ".join("%s %.1f fps/%.2f ms" % (n, a["fps"], a["busy_ms_p50"])
                                         for n, a in s["actors"].items()))
     return "\n".join(lines)
@@ -47,7 +52,9 @@ def run_parser() -> argparse.ArgumentParser:
     ap.add_argument("--config", help="config file (default: config.toml beside run.py)")
     ap.add_argument("--source", help="synthetic[:faces=N,fps=F,size=WxH] | dir:PATH | IMAGE | video:PATH | "
                     "picamera2[:WxH] | v4l2:N | rtsp://... | demo")
-    ap.add_argument("--engine", help="fake | cpu | edgetpu")
+    ap.add_argument("--engine", help="auto | fake | cpu | edgetpu: every role's engine unless --place says")
+    ap.add_argument("--place", action="append", metavar="ROLE=ENGINE",
+                    help="one role's engine, e.g. --place fer=cpu (roles: detector, fer, classifier)")
     ap.add_argument("--display", help="none | window | file:PATH.mp4 | web:[HOST:]PORT")
     ap.add_argument("--encoder", choices=("raw", "jpeg"), help="how frames cross into inference")
     ap.add_argument("--fer-workers", type=int, help="FER pool size")
@@ -63,7 +70,8 @@ def run_parser() -> argparse.ArgumentParser:
 
 def load_config(args: argparse.Namespace):
     cfg = load(args.config)
-    cfg = apply_overrides(cfg, profile=args.profile, engine=args.engine, source=args.source, display=args.display)
+    cfg = apply_overrides(cfg, profile=args.profile, engine=args.engine, source=args.source, display=args.display,
+                          place=args.place)
     if args.encoder:
         cfg.encoder.format = args.encoder
     if args.fer_workers is not None:
@@ -118,6 +126,13 @@ def run_main(argv: List[str]) -> int:
         print("config error: %s" % exc, file=sys.stderr)
         return 2
     opts = RunOptions(frames=args.frames, duration_s=args.duration, results_path=args.results)
+    try:
+        from .placement import place
+        for pl in place(cfg, warn=False).values():
+            print("edgepipe: %s" % pl.describe(), file=sys.stderr, flush=True)
+    except (ConfigError, EngineError) as exc:
+        print("config error: %s" % exc, file=sys.stderr)
+        return 2
     try:
         summary = event_loop_run(_run_with_signals(cfg, opts))
     except (SourceError, DisplayError, BusError, EngineError, ConfigError, OSError) as exc:

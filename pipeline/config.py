@@ -21,7 +21,8 @@ else:  # pragma: no cover - exercised on the Python 3.9 TPU side
     import tomli as tomllib
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config.toml")
-ENGINES = ("fake", "cpu", "edgetpu")
+ENGINES = ("auto", "fake", "cpu", "edgetpu")
+PLACEMENTS = ("",) + ENGINES  # "" follows pipeline.engine
 
 
 class ConfigError(ValueError):
@@ -85,6 +86,7 @@ class DetectorConfig:
     max_faces: int = field(default=16, metadata=_range(1, 256))
     hwm: int = field(default=4, metadata=_range(1, 10000))
     freshest: bool = True  # drop stale frames (counted) and work on the newest
+    depth: int = field(default=2, metadata=_range(1, 8))  # frames worked on at once (pre/post overlap the invoke)
     invoke_timeout_ms: float = field(default=2000.0, metadata=_range(1, 600000))  # watchdog: reload a stuck engine
 
 
@@ -126,7 +128,10 @@ class FaultsConfig:
 
 @dataclass
 class FakeEngineConfig:
+    devices: int = field(default=1, metadata=_range(1, 16))  # fake Edge TPUs (fake:0 .. fake:N-1)
     latency_ms: Dict[str, float] = field(default_factory=dict)  # model name -> ms (default: the model's TPU time)
+    switch_ms_per_mb: float = field(default=3.0, metadata=_range(0, 1000))  # parameter reload on a model switch
+    cocompiled: List[List[str]] = field(default_factory=list)  # groups of models compiled together (switch free)
     faults: Dict[str, FaultsConfig] = field(default_factory=dict)  # actor name ("fer-0", "detector") -> faults
 
 
@@ -137,8 +142,24 @@ class CpuEngineConfig:
 
 @dataclass
 class EdgeTpuEngineConfig:
-    device: str = ""  # "", "usb", "usb:0", "pci:0"
+    devices: List[str] = field(default_factory=lambda: [""])  # "" (the first found), "usb:0", "usb:1", "pci:0"
     fallback: str = field(default="", metadata=_choices("", "cpu"))
+
+
+@dataclass
+class AutoEngineConfig:
+    accelerator: str = field(default="edgetpu", metadata=_choices("edgetpu", "fake"))  # what auto may use
+    faces: int = field(default=3, metadata=_range(1, 64))  # faces per frame that auto plans for
+    table: str = ""  # per-model timings (JSON of `bench models`); default: this machine's cached table
+
+
+@dataclass
+class PlacementConfig:
+    """Where each role runs: "" follows pipeline.engine; auto | fake | cpu | edgetpu."""
+
+    detector: str = field(default="", metadata=_choices(*PLACEMENTS))
+    fer: str = field(default="", metadata=_choices(*PLACEMENTS))
+    classifier: str = field(default="", metadata=_choices(*PLACEMENTS))
 
 
 @dataclass
@@ -146,6 +167,7 @@ class EngineConfig:
     fake: FakeEngineConfig = field(default_factory=FakeEngineConfig)
     cpu: CpuEngineConfig = field(default_factory=CpuEngineConfig)
     edgetpu: EdgeTpuEngineConfig = field(default_factory=EdgeTpuEngineConfig)
+    auto: AutoEngineConfig = field(default_factory=AutoEngineConfig)
 
 
 @dataclass
@@ -180,7 +202,7 @@ class GroupConfig:
     actors: List[str] = field(default_factory=list)
     python: str = ""  # default: the interpreter running run.py
     env: Dict[str, str] = field(default_factory=dict)
-    tpu: str = ""  # the Edge TPU device this group owns ("usb:0", "pci:0"); default engine.edgetpu.device
+    tpu: str = ""  # the Edge TPU device this group owns ("usb:0", "pci:0"); default engine.edgetpu.devices
     spawn: bool = True  # false: started by hand (`python run.py group NAME`), maybe on another host
     startup_timeout_s: float = field(default=60.0, metadata=_range(1, 3600))
 
@@ -203,6 +225,7 @@ class Config:
     aggregator: AggregatorConfig = field(default_factory=AggregatorConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     profiles: Dict[str, ProfileConfig] = field(default_factory=dict)
     groups: Dict[str, GroupConfig] = field(default_factory=dict)
@@ -324,6 +347,14 @@ def apply_overrides(cfg: Config, **overrides: Any) -> Config:
             continue
         if key == "engine" and value not in ENGINES:
             raise ConfigError("--engine: %r is not one of %s" % (value, ", ".join(ENGINES)))
+        if key == "place":  # ["fer=cpu", ...]
+            for item in value:
+                role, _, engine = item.partition("=")
+                if role not in ("detector", "fer", "classifier") or engine not in ENGINES:
+                    raise ConfigError("--place: %r is not ROLE=ENGINE with ROLE one of detector, fer, classifier "
+                                      "and ENGINE one of %s" % (item, ", ".join(ENGINES)))
+                setattr(cfg.placement, role, engine)
+            continue
         setattr(cfg.pipeline, key, value)
     cfg.profile()
     from .groups import assignment, check_tpus

@@ -53,7 +53,8 @@ async def serve(cfg: Config, name: str, stop: asyncio.Event, parent_pid: Optiona
     ctl = None
     rc = 0
     try:
-        p = build(cfg, bus, RunOptions(), local=lambda role: group_of(role, assign) == name)
+        p = build(cfg, bus, RunOptions(), local=lambda role: group_of(role, assign) == name,
+                  group_tpu=cfg.groups[name].tpu)
         ctl = bus.push(cfg.endpoints.control, hwm=100, bind=False, name=name + ".control")
         for actor in p.actors:
             await actor.start()
@@ -65,7 +66,8 @@ async def serve(cfg: Config, name: str, stop: asyncio.Event, parent_pid: Optiona
             await asyncio.wait(tasks + [waits, stopping], return_when=asyncio.FIRST_COMPLETED)
             if waits.done() and not stop.is_set() and not any(t.done() for t in tasks):
                 info = {"pid": os.getpid(), "python": sys.executable, "version": sys.version.split()[0],
-                        "actors": [a.name for a in started], "models": p.models}
+                        "actors": [a.name for a in started], "models": p.models,
+                        "placement": {r: pl.describe() for r, pl in p.placement.items()}}
                 await ctl.send(Control("ready", name, -1, info))
                 log.info("group %s ready: %s", name, ", ".join(a.name for a in started))
                 await asyncio.wait(tasks + [stopping], return_when=asyncio.FIRST_COMPLETED)

@@ -58,24 +58,39 @@ def group_of(role: str, assign: Dict[str, str]) -> str:
     return assign.get(role, MAIN)
 
 
+def requested_engine(cfg: Config, role: str) -> str:
+    """The engine a role asks for: its placement, else pipeline.engine (auto not resolved)."""
+    return getattr(cfg.placement, role, "") or cfg.pipeline.engine
+
+
+def device_claim(cfg: Config, role: str, group: str) -> str:
+    """The accelerator devices a role of process ``group`` would open ("" for the CPU)."""
+    engine = requested_engine(cfg, role)
+    if engine == "auto":
+        engine = cfg.engine.auto.accelerator
+    g = cfg.groups.get(group)
+    if engine == "edgetpu":
+        return "Edge TPU %r" % ((g.tpu if g is not None and g.tpu else ",".join(cfg.engine.edgetpu.devices))
+                                or "default")
+    if engine == "fake":
+        return "fake device %r" % ",".join("fake:%d" % i for i in range(cfg.engine.fake.devices))
+    return ""
+
+
 def check_tpus(cfg: Config, assign: Dict[str, str]) -> None:
-    """One Edge TPU belongs to one process: refuse two processes that claim the same device."""
-    if cfg.pipeline.engine != "edgetpu":
-        return
+    """One accelerator belongs to one process: refuse two processes that claim the same device."""
     if cfg.pipeline.profile not in cfg.profiles:
         return
     models = cfg.profile().models(cfg.pipeline.engine)
     used = ["classifier"] if models.classifier else ["detector"] + (["fer"] if models.fer else [])
     claims: Dict[str, str] = {}
-    processes = {MAIN} | set(cfg.groups)
-    for proc in sorted(processes):
-        roles = [r for r in used if group_of(r, assign) == proc]
-        if not roles:
+    for role in used:
+        proc = group_of(role, assign)
+        device = device_claim(cfg, role, proc)
+        if not device:
             continue
-        g = cfg.groups.get(proc)
-        device = (g.tpu if g is not None and g.tpu else cfg.engine.edgetpu.device) or "default"
-        if device in claims:
-            raise ConfigError("groups: %s and %s both claim Edge TPU %r (one TPU belongs to one process); set "
+        if device in claims and claims[device] != proc:
+            raise ConfigError("groups: %s and %s both claim %s (one accelerator belongs to one process); set "
                               "groups.NAME.tpu to different devices (usb:0, usb:1, pci:0) or put their actors "
                               "in one group" % (claims[device], proc, device))
         claims[device] = proc

@@ -27,6 +27,7 @@ from bus.messages import Metric
 from .build import Pipeline, RunOptions, build, make_bus
 from .config import Config
 from .groups import MAIN, assignment, group_of, plan
+from .rss import peak_rss_mb
 from .supervisor import GroupFailed, GroupProcess, handle_control, wait_ready, write_config
 
 __all__ = ["RunOptions", "run", "summarize"]
@@ -101,8 +102,8 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
             assert control is not None
             await wait_ready(groups, control, [a.task for a in started if a.task is not None])
         await _until(asyncio.ensure_future(asyncio.gather(*p.subscriber_waits())), started, groups)
-        log.info("pipeline ready: profile %s, engine %s, source %s, models %s", cfg.pipeline.profile,
-                 cfg.pipeline.engine, cfg.pipeline.source, p.models)
+        log.info("pipeline ready: profile %s, source %s; %s", cfg.pipeline.profile, cfg.pipeline.source,
+                 "; ".join(pl.describe() for pl in p.placement.values()))
         if on_ready is not None:
             on_ready(p)
         capture, recorder = p.one("capture"), p.one("recorder")
@@ -159,6 +160,35 @@ def _collect_reports(control, groups: List[GroupProcess]) -> None:
         handle_control(msg, by_name)
 
 
+def device_summary(snaps: Dict[str, Metric]) -> Dict[str, Dict[str, Any]]:
+    """Per accelerator device: invokes, switches and busy % over its active time (first to last invoke)."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for m in snaps.values():
+        for key, value in m.gauges.items():
+            if not key.startswith("device."):
+                continue
+            name, _, stat = key[len("device."):].rpartition(".")
+            if stat == "busy_pct":
+                continue
+            d = out.setdefault(name, {})
+            d[stat] = max(d.get(stat, 0.0), value)  # every actor on the device reports the same counters
+    for d in out.values():
+        active = d.get("active_s", 0.0)
+        d["busy_pct"] = round(100.0 * d.get("busy_s", 0.0) / active, 1) if active > 0 else 0.0
+        for k in ("invokes", "switches"):
+            d[k] = int(d.get(k, 0))
+    return out
+
+
+def rss_summary(groups: List[GroupProcess] = ()) -> Dict[str, Any]:
+    """Resident memory of every process of the run, MB (peak of this process; the groups' last)."""
+    per = {MAIN: peak_rss_mb()}
+    for g in groups:
+        if g.rss_mb:
+            per[g.name] = g.rss_mb
+    return {"total": round(sum(per.values()), 1), "by_process": per}
+
+
 def summarize(p: Optional[Pipeline], t_go: float, drained: bool, interrupted: bool,
               groups: List[GroupProcess] = ()) -> Dict[str, Any]:
     assert p is not None
@@ -213,6 +243,10 @@ def summarize(p: Optional[Pipeline], t_go: float, drained: bool, interrupted: bo
         "engine": cfg.pipeline.engine,
         "source": cfg.pipeline.source,
         "models": p.models,
+        "placement": {r: {"engine": pl.engine, "model": pl.model, "devices": pl.devices, "reason": pl.reason}
+                      for r, pl in p.placement.items()},
+        "devices": device_summary(snaps),
+        "rss_mb": rss_summary(groups),
         "encoder": cfg.encoder.format,
         "fer_workers": cfg.fer.workers if "fer" in p.models else 0,
         "endpoints": {"frames": cfg.endpoints.frames, "encoded": cfg.endpoints.encoded,

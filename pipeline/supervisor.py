@@ -20,6 +20,7 @@ from typing import Any, Deque, Dict, List, Optional
 from bus.messages import Control, Metric
 from bus.sockets import Channel
 
+from .rss import peak_rss_mb
 from .config import Config, to_dict
 
 log = logging.getLogger("edgepipe.groups")
@@ -42,6 +43,7 @@ class GroupProcess:
         self.ready: Optional[Dict[str, Any]] = None
         self.final: Dict[str, Metric] = {}
         self.stopping = False
+        self.rss_mb = 0.0  # peak resident memory, read just before the stop
         self._logs: Optional[asyncio.Task] = None
         self.exited: Optional[asyncio.Task] = None
 
@@ -95,6 +97,7 @@ class GroupProcess:
         if self.proc is None or self.exited is None:
             return
         if self.proc.returncode is None:
+            self.rss_mb = peak_rss_mb(self.proc.pid)
             try:
                 self.proc.send_signal(signal.SIGTERM)
             except ProcessLookupError:

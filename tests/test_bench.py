@@ -15,12 +15,13 @@ SHARED_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__f
 
 def test_bench_pipeline_quick(tmp_path, capsys):
     out = tmp_path / "bench"
-    rc = bench.main(["pipeline", "--quick", "--frames", "8", "--warmup", "2", "--out", str(out), "--no-progress"])
+    rc = bench.main(["pipeline", "--quick", "--frames", "8", "--warmup", "2", "--out", str(out), "--no-progress",
+                     "--profiles", "fd+fer64"])
     printed = capsys.readouterr().out
     assert rc == 0, printed
     data = json.loads((out / "bench_pipeline.json").read_text())
 
-    planned = {c.id for c in bench.plan()}
+    planned = {c.id for c in bench.plan(engine="fake")}
     got = {c["id"]: c for c in data["cases"]}
     assert set(got) == planned
     assert not data["errors"]
@@ -47,6 +48,20 @@ def test_bench_pipeline_quick(tmp_path, capsys):
     serial = comp["pipeline_vs_serial"]
     assert {(r["faces"], r["encoder"]) for r in serial} == {(1, "raw"), (3, "raw"), (5, "raw"), (3, "jpeg")}
     assert all(r["serial_fps"] > 0 and r["speedup"] > 0 for r in serial)
+
+    # the fake Edge TPU table: one device, auto placement and two devices, each against its bound
+    rows = {(r["placement"], r["faces"], r["workers"]): r for r in data["devices"]}
+    for f in (1, 3, 5):
+        assert ("one", f, 2) in rows and ("auto", f, 2) in rows and ("two", f, 2) in rows
+    one, auto, two = rows[("one", 3, 2)], rows[("auto", 1, 2)], rows[("two", 3, 4)]
+    assert one["where"] == {"detector": "fake:0", "fer": "fake:0"}
+    assert one["bound_fps"] == pytest.approx(1000 / (8.16 + 3 * 6.47), abs=0.1)  # the reference's TPU times
+    assert auto["where"] == {"detector": "fake:0", "fer": "cpu"}  # FER64 is faster on the CPU
+    assert auto["bound_fps"] == pytest.approx(1000 / 8.16, abs=0.1)
+    assert set(two["busy_pct"]) == {"fake:0", "fake:1"} and two["bound_fps"] == pytest.approx(2 * one["bound_fps"], abs=0.2)
+    for r in data["devices"]:
+        assert r["eta"] > 0 and r["rss_mb"] > 0 and r["latency_ms"]["p99"] > 0, r
+    assert "FPS/B" in printed and "fake Edge TPU" in printed
 
     m = data["machine"]
     for key in ("cpu_count", "python", "platform", "date", "git_commit"):

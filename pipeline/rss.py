@@ -1,0 +1,33 @@
+"""Resident memory of the processes of a run, read from ``/proc`` (Linux; 0.0 elsewhere).
+
+Python 3.9 compatible.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import sys
+
+
+def _status_mb(pid: int, key: str) -> float:
+    try:
+        with open("/proc/%d/status" % pid, encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return round(int(line.split()[1]) / 1024.0, 1)  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
+
+
+def peak_rss_mb(pid: int = 0) -> float:
+    """Peak resident set size of ``pid`` (default: this process), MB."""
+    if pid and pid != os.getpid():
+        return _status_mb(pid, "VmHWM")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
+    return round(peak / (1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0), 1)
+
+
+def rss_mb(pid: int = 0) -> float:
+    """Current resident set size, MB."""
+    return _status_mb(pid or os.getpid(), "VmRSS")
