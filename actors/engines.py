@@ -105,10 +105,12 @@ class EngineHost:
 
     def device_gauges(self) -> Dict[str, float]:
         """Busy %, invokes and switches of the devices this engine runs on (none on the CPU)."""
-        pool = getattr(self.engine, "pool", None)
-        if pool is None:  # closed: what it last said
+        if self.engine is None:  # closed: what it last said
             return dict(self._last_gauges)
-        out: Dict[str, float] = {}
+        pool = getattr(self.engine, "pool", None)
+        if pool is None:
+            return {"on.%s" % self.engine.kind: 1.0}  # where this actor's engine runs, for the metrics
+        out: Dict[str, float] = {"on.%s" % d: 1.0 for d in pool.names}
         for dev in pool.devices:
             st = dev.stats.as_dict()
             key = "device.%s." % dev.name

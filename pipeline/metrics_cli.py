@@ -10,7 +10,8 @@ from typing import Dict, List
 from bus.messages import Metric
 from bus.sockets import Bus
 
-COLUMNS = ("actor", "pid", "fps", "in", "out", "dropped", "rejected", "busy p50", "lat p50", "lat p99", "queue")
+COLUMNS = ("actor", "pid", "fps", "in", "out", "dropped", "rejected", "busy p50", "lat p50", "lat p99", "queue",
+           "runs on")
 
 
 def table(latest: Dict[str, Metric]) -> str:
@@ -21,10 +22,19 @@ def table(latest: Dict[str, Metric]) -> str:
         queue = g.get("pending", g.get("queue", 0.0))
         rows.append([name, str(m.pid), "%.1f" % g.get("fps", 0.0), str(c.get("in", 0)), str(c.get("out", 0)),
                      str(c.get("dropped", 0)), str(c.get("rejected", 0)), "%.2f" % g.get("busy_ms_p50", 0.0),
-                     "%.1f" % g.get("latency_ms_p50", 0.0), "%.1f" % g.get("latency_ms_p99", 0.0), "%.0f" % queue])
+                     "%.1f" % g.get("latency_ms_p50", 0.0), "%.1f" % g.get("latency_ms_p99", 0.0), "%.0f" % queue,
+                     ",".join(k[3:] for k in sorted(g) if k.startswith("on.")) or "-"])
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths)))
-                     for r in rows)
+    lines = ["  ".join(v.rjust(w) if 0 < i < len(COLUMNS) - 1 else v.ljust(w)
+                       for i, (v, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
+    devices: Dict[str, float] = {}
+    for m in latest.values():  # every actor on a device reports it; one line per device
+        for k, v in m.gauges.items():
+            if k.startswith("device.") and k.endswith(".busy_pct"):
+                devices[k[len("device."):-len(".busy_pct")]] = v
+    for name in sorted(devices):
+        lines.append("device %s: busy %.0f%% over the last second" % (name, devices[name]))
+    return "\n".join(lines)
 
 
 async def export(endpoint: str, host: str, port: int, stop: "asyncio.Event", on_ready=None) -> int:
