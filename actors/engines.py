@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from models.devices import DEFAULT_SWITCH_MS_PER_MB, DeviceModel, DevicePool
-from models.engine import Engine, EngineFaults
+from models.engine import Engine, EngineError, EngineFaults
 from models.fake import fake_pool
 from models.litert import edgetpu_pool
 from models.registry import make_engine
@@ -77,18 +77,30 @@ class EngineHost:
         self.executor: Optional[ThreadPoolExecutor] = None
         self.engine: Optional[Engine] = None
         self.model: Any = None
-        self.restarts = 0
+        self.restarts = 0  # also the engine's generation: a call started on generation N failed with it
         self._last_gauges: Dict[str, float] = {}
+        self._loaded: Optional[asyncio.Event] = None  # set while an engine is loaded (clear during a restart)
 
     async def load(self) -> None:
+        if self._loaded is None:
+            self._loaded = asyncio.Event()
         self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix=self.actor)
         loop = asyncio.get_running_loop()
         self.engine = await loop.run_in_executor(self.executor, load_engine, self.settings, self.spec, self.actor)
         self.model = self.wrap(self.engine)
+        self._loaded.set()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
         """Start ``fn(*args)`` in one of the engine's threads; await the result later."""
+        if self.executor is None:
+            raise EngineError("the engine of %s is not loaded" % self.actor)
         return asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def start(self, fn: Callable[..., Any], *args: Any) -> "Tuple[int, asyncio.Future[Any]]":
+        """(generation, future of ``fn(*args)``), once an engine is loaded (not during a restart)."""
+        if self._loaded is not None:
+            await self._loaded.wait()
+        return self.restarts, self.submit(fn, *args)
 
     async def call(self, fn: Callable[..., Any], *args: Any, timeout: Optional[float] = None) -> Any:
         """Run ``fn(*args)`` in the engine's thread; asyncio.TimeoutError after ``timeout`` seconds."""
@@ -97,8 +109,18 @@ class EngineHost:
             return await fut
         return await asyncio.wait_for(fut, timeout)
 
-    async def restart(self) -> None:
-        """Abandon the engine and its (maybe hung) thread; load a fresh one."""
+    async def restart(self, generation: Optional[int] = None) -> None:
+        """Abandon the engine and its (maybe hung) thread; load a fresh one.
+
+        With ``generation``, only if the engine is still that one (two calls that timed out on one engine
+        restart it once).
+        """
+        if generation is not None and generation != self.restarts:
+            if self._loaded is not None:
+                await self._loaded.wait()
+            return
+        if self._loaded is not None:
+            self._loaded.clear()
         self.close()
         self.restarts += 1
         await self.load()

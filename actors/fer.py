@@ -4,7 +4,8 @@ Each worker owns one engine in its own thread. An invoke that raises gives an
 ``Expression`` with ``error`` set (the aggregator then completes the frame as
 partial). An invoke that hangs past ``invoke_timeout_ms`` is abandoned: the
 worker closes that engine, loads a fresh one in a new thread (the watchdog
-restart) and reports the face as failed.
+restart) and reports the face as failed. A worker has up to ``depth`` jobs in
+flight, so that one crop is handed over while the accelerator runs another.
 
 Python 3.9 compatible.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Dict
+from typing import Dict, Set
 from bus.messages import Expression, FaceJob
 from bus.sockets import Bus
 from models.engine import EngineError
@@ -27,12 +28,14 @@ class FerWorker(Actor):
     kind = "fer"
 
     def __init__(self, name: str, bus: Bus, *, facejobs_endpoint: str, expressions_endpoint: str, hwm: int,
-                 engine: EngineSettings, model: ModelSpec, invoke_timeout_ms: float = 2000.0, **kw) -> None:
+                 engine: EngineSettings, model: ModelSpec, invoke_timeout_ms: float = 2000.0, depth: int = 2,
+                 **kw) -> None:
         super().__init__(name, bus, **kw)
+        self.depth = max(1, depth)
         self.facejobs_endpoint = facejobs_endpoint
         self.expressions_endpoint = expressions_endpoint
         self.hwm = hwm
-        self.host = EngineHost(engine, model, name, lambda e: expression_model(model, e))
+        self.host = EngineHost(engine, model, name, lambda e: expression_model(model, e), threads=self.depth)
         self.timeout_s = invoke_timeout_ms / 1000.0
 
     async def setup(self) -> None:
@@ -42,32 +45,59 @@ class FerWorker(Actor):
                                               name=self.name + ".out"))
 
     async def run(self) -> None:
-        while True:
-            job = await self.jobs.recv()
-            if not isinstance(job, FaceJob) or job.image is None:
-                self.stats.count("ignored")
-                continue
-            self.stats.count("in")
-            t0 = time.monotonic()
-            label, confidence, scores, error = "", 0.0, None, ""
-            try:
-                result = await self.host.call(self.host.model.classify, job.image, timeout=self.timeout_s)
-                label, confidence, scores = result.label, result.confidence, result.scores
-            except asyncio.TimeoutError:
-                error = "invoke timed out after %.0f ms" % (self.timeout_s * 1000)
-                self.log.error("frame %d face %d: %s; restarting the engine", job.frame_id, job.face_index, error)
-                self.stats.count("timeouts")
-                self.stats.count("restarts")
-                await self.host.restart()
-            except (EngineError, RuntimeError, ValueError) as exc:
-                error = "%s: %s" % (type(exc).__name__, exc)
-                self.log.warning("frame %d face %d: %s", job.frame_id, job.face_index, error)
-                self.stats.count("errors")
-            busy = ms_since(t0)
-            self.stats.busy(busy)
-            await self.out.send(Expression(job.frame_id, job.face_index, label, confidence, self.name, busy,
-                                           scores, error))
-            self.stats.count("out")
+        slots = asyncio.Semaphore(self.depth)  # jobs in flight: one pre/post-processed while one is invoked
+        running: Set["asyncio.Future[None]"] = set()
+        try:
+            while True:
+                await slots.acquire()
+                for t in [t for t in running if t.done()]:
+                    running.discard(t)
+                    t.result()  # a job that failed outside the engine stops the worker
+                job = await self.jobs.recv()
+                if not isinstance(job, FaceJob) or job.image is None:
+                    self.stats.count("ignored")
+                    slots.release()
+                    continue
+                self.stats.count("in")
+                task = asyncio.ensure_future(self._classify(job, slots))
+                running.add(task)
+        finally:
+            for t in running:
+                t.cancel()
+            if running:
+                await asyncio.wait(running)
+
+    async def _classify(self, job: FaceJob, slots: asyncio.Semaphore) -> None:
+        t0 = time.monotonic()
+        label, confidence, scores, error = "", 0.0, None, ""
+        generation = -1
+        try:
+            for attempt in (1, 2):  # a job in flight when the engine was restarted runs again on the new one
+                generation, fut = await self.host.start(self.host.model.classify, job.image)
+                try:
+                    result = await asyncio.wait_for(fut, self.timeout_s)
+                    label, confidence, scores = result.label, result.confidence, result.scores
+                    break
+                except EngineError:
+                    if attempt == 2 or self.host.restarts == generation:
+                        raise
+        except asyncio.TimeoutError:
+            error = "invoke timed out after %.0f ms" % (self.timeout_s * 1000)
+            self.log.error("frame %d face %d: %s; restarting the engine", job.frame_id, job.face_index, error)
+            self.stats.count("timeouts")
+            self.stats.count("restarts")
+            await self.host.restart(generation)
+        except (EngineError, RuntimeError, ValueError) as exc:
+            error = "%s: %s" % (type(exc).__name__, exc)
+            self.log.warning("frame %d face %d: %s", job.frame_id, job.face_index, error)
+            self.stats.count("errors")
+        finally:
+            slots.release()
+        busy = ms_since(t0)
+        self.stats.busy(busy)
+        await self.out.send(Expression(job.frame_id, job.face_index, label, confidence, self.name, busy,
+                                       scores, error))
+        self.stats.count("out")
 
     def gauges(self) -> Dict[str, float]:
         return self.host.device_gauges()

@@ -127,7 +127,8 @@ class FrameStage(Actor, abc.ABC):
                     self.stats.count("ignored")
                 continue
             self.stats.count("in")
-            queue.put_nowait((msg, time.monotonic(), (self.host.restarts, self.host.submit(self.work, msg))))
+            t0 = time.monotonic()
+            queue.put_nowait((msg, t0, await self.host.start(self.work, msg)))
 
     async def _publish_in_order(self, slots: asyncio.Semaphore, queue: "asyncio.Queue[Any]",
                                 reader: "asyncio.Future[None]") -> None:
@@ -166,13 +167,14 @@ class FrameStage(Actor, abc.ABC):
                 if self.host.restarts == generation:
                     raise
             self.log.info("frame %d: in flight when the engine was restarted; running it again", msg.frame_id)
-            return (await asyncio.wait_for(self.host.submit(self.work, msg), self.timeout_s),)
+            generation, fut = await self.host.start(self.work, msg)
+            return (await asyncio.wait_for(fut, self.timeout_s),)
         except asyncio.TimeoutError:
             self.log.error("frame %d dropped: the engine took over %.0f ms; restarting it",
                            msg.frame_id, self.timeout_s * 1000)
             self.stats.drop("engine_timeout")
             self.stats.count("restarts")
-            await self.host.restart()
+            await self.host.restart(generation)
         except ValueError as exc:
             self.log.error("frame %d dropped: %s", msg.frame_id, exc)
             self.stats.drop("bad_frame")

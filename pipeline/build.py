@@ -117,7 +117,8 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
     if fer_spec is not None:
         add("fer", lambda: [FerWorker("fer-%d" % i, bus, facejobs_endpoint=ep.facejobs,
                                       expressions_endpoint=ep.expressions, hwm=cfg.fer.hwm, engine=settings["fer"],
-                                      model=fer_spec, invoke_timeout_ms=cfg.fer.invoke_timeout_ms, **mkw)
+                                      model=fer_spec, invoke_timeout_ms=cfg.fer.invoke_timeout_ms,
+                                      depth=cfg.fer.depth, **mkw)
                             for i in range(cfg.fer.workers)])
     if "classifier" in names:
         add("classifier", lambda: Classifier("classifier", bus, encoded_endpoint=ep.encoded,

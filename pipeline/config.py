@@ -99,6 +99,7 @@ class ClassifierConfig:
 @dataclass
 class FerConfig:
     workers: int = field(default=2, metadata=_range(1, 64))
+    depth: int = field(default=2, metadata=_range(1, 8))  # jobs in flight per worker
     hwm: int = field(default=8, metadata=_range(1, 10000))
     invoke_timeout_ms: float = field(default=2000.0, metadata=_range(1, 600000))
 

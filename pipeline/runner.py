@@ -27,7 +27,7 @@ from bus.messages import Metric
 from .build import Pipeline, RunOptions, build, make_bus
 from .config import Config
 from .groups import MAIN, assignment, group_of, plan
-from .rss import peak_rss_mb
+from .rss import peak_rss_mb, reset_peak
 from .supervisor import GroupFailed, GroupProcess, handle_control, wait_ready, write_config
 
 __all__ = ["RunOptions", "run", "summarize"]
@@ -71,6 +71,7 @@ async def _until(fut: "asyncio.Future[Any]", actors: List[Actor], groups: List[G
 async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = None,
               on_ready: Optional[Any] = None) -> Dict[str, Any]:
     """Run the pipeline to its end; return the summary (see ``summarize``)."""
+    reset_peak()  # the summary's RSS is this run's peak, also when a benchmark runs many in one process
     run_dir = tempfile.mkdtemp(prefix="edgepipe-") if cfg.groups else None
     if run_dir is not None:
         cfg = plan(cfg, run_dir)
