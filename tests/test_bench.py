@@ -97,3 +97,6 @@ def test_bench_models_on_a_shared_model(tmp_path, monkeypatch, capsys):
     assert "retinaface" in printed
     if charts.available():
         assert (out / "bench_models.png").stat().st_size > 1000
+    # the per-machine table that `auto` placement reads
+    from pipeline.placement import load_table
+    assert load_table()["retinaface"]["cpu_ms"] == row["cpu"]["1"]["median_ms"]
