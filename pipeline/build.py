@@ -118,7 +118,8 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
         add("fer", lambda: [FerWorker("fer-%d" % i, bus, facejobs_endpoint=ep.facejobs,
                                       expressions_endpoint=ep.expressions, hwm=cfg.fer.hwm, engine=settings["fer"],
                                       model=fer_spec, invoke_timeout_ms=cfg.fer.invoke_timeout_ms,
-                                      depth=cfg.fer.depth, **mkw)
+                                      # a CPU interpreter runs one invoke at a time: a second job would only wait
+                                      depth=cfg.fer.depth if settings["fer"].kind != "cpu" else 1, **mkw)
                             for i in range(cfg.fer.workers)])
     if "classifier" in names:
         add("classifier", lambda: Classifier("classifier", bus, encoded_endpoint=ep.encoded,
