@@ -632,16 +632,17 @@ def device_rows(cases: List[Dict[str, Any]], engine: str, config_path_cfg: Confi
                "busy_pct": {d: v.get("busy_pct") for d, v in (c.get("devices") or {}).items()},
                "switches": sum(int(v.get("switches", 0)) for v in (c.get("devices") or {}).values()),
                "latency_ms": c.get("latency_ms"), "rss_mb": c.get("rss_mb")}
-        if c["placement_case"] == "one":  # every role on one device: its bound is the one-device bound
-            row["bound_one_fps"] = row["bound_fps"]
+        all_on_one = {r: {"engine": "fake", "model": p["model"], "devices": ["fake:0"]} for r, p in placement.items()}
+        b1 = device_bound(config_path_cfg, all_on_one, c["faces"])  # the same models, every one on one device
+        row["bound_one_fps"] = round(b1, 1) if b1 else None
+        row["eta_one"] = round(c["fps"] / b1, 3) if b1 else None
+        if c["placement_case"] == "one":
             one[(c["profile"], c["faces"], c["workers"])] = row
         rows.append(row)
     for row in rows:
         base = one.get((row["profile"], row["faces"], row["workers"])) or one.get(
             (row["profile"], row["faces"], COMPARE_WORKERS))
-        row.setdefault("bound_one_fps", base.get("bound_one_fps") if base else None)
         row["vs_one_device"] = round(row["fps"] / base["fps"], 3) if base and base.get("fps") else None
-        row["eta_one"] = round(row["fps"] / row["bound_one_fps"], 3) if row.get("bound_one_fps") else None
     return rows
 
 
@@ -654,7 +655,9 @@ def comparisons(by_id: Dict[str, Dict[str, Any]], ids: Dict[str, Dict[str, str]]
     def fps(cid: Optional[str]) -> Optional[float]:
         return by_id[cid].get("fps") if cid in by_id else None
 
-    out: Dict[str, Any] = {}
+    out: Dict[str, Any] = {"fer_pool": [], "pipeline_vs_serial": []}
+    if not workers:  # no every-role-on-one-engine runs (--placements without "one"): nothing to compare
+        return out
     w0 = workers[0]
     out["fer_pool"] = [{"faces": f, "workers": w, "fps": fps(ids["pipeline"].get("f%d-w%d" % (f, w))),
                         "vs_%d_worker" % w0: _ratio(fps(ids["pipeline"].get("f%d-w%d" % (f, w))),
@@ -766,7 +769,7 @@ def render_pipeline(result: Dict[str, Any]) -> str:
     by_faces: Dict[int, List[Dict[str, Any]]] = {}
     for r in comp["fer_pool"]:
         by_faces.setdefault(r["faces"], []).append(r)
-    w0 = result["grid"]["workers"][0]
+    w0 = (result["grid"]["workers"] or [0])[0]
     for f, rs in sorted(by_faces.items()):
         out.append("(a) FER pool, %d face%s: " % (f, "s" if f > 1 else "") + ", ".join(
             "%d worker%s %s FPS%s" % (r["workers"], "s" if r["workers"] > 1 else "",
