@@ -11,7 +11,9 @@ Python 3.9 compatible.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+
 from bus.messages import Expression, FaceJob
 from bus.sockets import Bus
 from models.engine import EngineError
@@ -51,6 +53,9 @@ class FerWorker(Actor):
             label, confidence, scores, error = "", 0.0, None, ""
             try:
                 result = await self.host.call(self.host.model.classify, job.image, timeout=self.timeout_s)
+                if not 0.0 <= result.confidence <= 1.0 or not all(map(math.isfinite, result.scores or ())):
+                    # NaN included: the wire refuses it, so the face is reported as failed instead
+                    raise ValueError("the model gave confidence %r, scores %r" % (result.confidence, result.scores))
                 label, confidence, scores = result.label, result.confidence, result.scores
             except asyncio.TimeoutError:
                 error = "invoke timed out after %.0f ms" % (self.timeout_s * 1000)
