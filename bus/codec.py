@@ -39,6 +39,7 @@ from .messages import BY_KIND, CHECKS, SCHEMA_VERSION, WITH_IMAGE, AnyMessage
 DEFAULT_MAX_HEADER = 1 << 20  # 1 MiB of msgpack per message
 DEFAULT_MAX_IMAGE = 64 << 20  # 64 MiB per image
 IMAGE_DTYPES = ("uint8", "int8", "float32")
+_ITEMSIZE = {d: np.dtype(d).itemsize for d in IMAGE_DTYPES}
 MAX_DIM = 1 << 16
 
 
@@ -138,10 +139,11 @@ class Codec:
         n = len(frames)
         if n not in (2, 3):
             raise DecodeError("bad_frames", "expected 2 or 3 frames, got %d" % n)
-        kind_b = _buffer(frames[0])
-        cls = _BY_KIND_BYTES.get(bytes(kind_b)) if len(kind_b) < 32 else None
+        kind_f = frames[0]
+        kind_b = kind_f.bytes if hasattr(kind_f, "bytes") else bytes(kind_f)
+        cls = _BY_KIND_BYTES.get(kind_b)
         if cls is None:
-            raise DecodeError("unknown_kind", "unknown message kind %r" % bytes(kind_b[:32]))
+            raise DecodeError("unknown_kind", "unknown message kind %r" % kind_b[:32])
         header = _buffer(frames[1])
         if len(header) > self.max_header:
             raise DecodeError("oversized", "%s header is %d bytes, limit %d" % (cls.KIND, len(header), self.max_header))
@@ -200,11 +202,15 @@ class Codec:
             if shape != [size]:
                 raise DecodeError("bad_image", "%s image: %r bytes declared, %d received" % (kind, shape, size))
             return bytes(buf)
-        if dtype not in IMAGE_DTYPES:
+        want = _ITEMSIZE.get(dtype)
+        if want is None:
             raise DecodeError("bad_image", "%s image dtype %r not allowed" % (kind, dtype))
-        if not 1 <= len(shape) <= 4 or not all(0 < d <= MAX_DIM for d in shape):
+        if not 1 <= len(shape) <= 4:
             raise DecodeError("bad_image", "%s image shape %r is not valid" % (kind, shape))
-        want = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        for d in shape:
+            if not 0 < d <= MAX_DIM:
+                raise DecodeError("bad_image", "%s image shape %r is not valid" % (kind, shape))
+            want *= d
         if want != size:
             raise DecodeError("bad_image", "%s image: shape %s needs %d bytes, %d received" % (kind, shape, want, size))
         arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
