@@ -108,7 +108,7 @@ def machine_info() -> Dict[str, Any]:
         "python_implementation": platform.python_implementation(),
         "git_commit": commit,
         "git_dirty": bool(dirty) if dirty is not None else None,
-        "versions": {m: _version(m) for m in ("numpy", "cv2", "zmq", "msgpack", "uvloop")},
+        "versions": {m: _version(m) for m in ("numpy", "cv2", "zmq", "msgspec", "uvloop")},
     }
 
 
