@@ -151,7 +151,7 @@ class Codec:
             env = self._decoder.decode(header)
         except msgspec.ValidationError as exc:
             raise self._invalid(cls.KIND, header, str(exc)) from None
-        except (msgspec.DecodeError, ValueError) as exc:  # ValueError: a string that is not UTF-8
+        except (ValueError, RecursionError) as exc:  # msgspec.DecodeError, a string that is not UTF-8, nesting
             raise DecodeError("malformed", "%s header is not valid msgpack (%s)" % (cls.KIND, exc)) from None
         if env.v != SCHEMA_VERSION:
             raise DecodeError("wrong_version", "%s has schema version %r, this build speaks %d"
@@ -181,7 +181,7 @@ class Codec:
         """A DecodeError for a header the typed decoder refused, with the reason from where it failed."""
         try:  # another schema version explains any difference: say so
             doc = msgspec.msgpack.decode(header)
-        except ValueError:  # msgspec.DecodeError, or a string that is not UTF-8
+        except (ValueError, RecursionError):  # msgspec.DecodeError, a string that is not UTF-8, nesting
             doc = None
         if isinstance(doc, list) and doc and type(doc[0]) is int and doc[0] != SCHEMA_VERSION:
             return DecodeError("wrong_version", "%s has schema version %r, this build speaks %d"

@@ -279,6 +279,19 @@ def test_oversized_messages_are_rejected():
     assert err.value.reason in ("malformed", "bad_field")
 
 
+@pytest.mark.parametrize("where, reason", [("header", "malformed"), ("message", "bad_field"),
+                                           ("image field", "malformed")])
+def test_deep_nesting_is_rejected_not_raised(where, reason):
+    """Nesting deeper than Python's recursion limit is a DecodeError, never a RecursionError in the actor."""
+    deep = b"\x91" * 200000 + b"\xc0"  # 200 000 nested one-element arrays: 200 kB, under the size limit
+    message = pack(2, 1, None, dict(FRAME, image=None))[4:-1]  # the message map, its last value (nil) cut off
+    header = {"header": deep, "message": b"\x94\x02\x01\xc0" + deep,
+              "image field": b"\x94\x02\x01\xc0" + message + deep}[where]
+    with pytest.raises(DecodeError) as err:
+        Codec().decode([b"frame", header])
+    assert err.value.reason == reason
+
+
 def test_image_is_zero_copy_view():
     frames = encode(m.Frame(1, 1.0, "s", np.arange(48, dtype=np.uint8).reshape(4, 4, 3)))
     back = Codec().decode([bytes(frames[0]), bytes(frames[1]), zmq.Frame(bytes(frames[2]))])
