@@ -29,6 +29,7 @@ Python 3.9 compatible.
 """
 from __future__ import annotations
 
+import sys
 from typing import Any, List, Optional, Sequence, Tuple
 
 import msgspec
@@ -187,7 +188,10 @@ class Codec:
             return DecodeError("wrong_version", "%s has schema version %r, this build speaks %d"
                                % (kind, doc[0], SCHEMA_VERSION))
         if "- at `$[3]" in text:
-            return DecodeError(_field_reason(text), "%s: %s" % (kind, text))
+            reason = _field_reason(text)
+            for bound in (">= -%r" % sys.float_info.max, "<= %r" % sys.float_info.max):  # the Finite constraint
+                text = text.replace("`float` " + bound, "a finite `float`")
+            return DecodeError(reason, "%s: %s" % (kind, text))
         if "- at `$[2]" in text:
             return DecodeError("bad_image", "%s image description: %s" % (kind, text))
         return DecodeError("malformed", "%s header is not a [version, seq, image, message] array: %s" % (kind, text))

@@ -378,3 +378,10 @@ def test_sub_topics_are_the_kinds(bus):
     from bus.sockets import BusError
     with pytest.raises(BusError):
         bus.sub("inproc://topics", hwm=1, name="bad", topics=("control",))
+
+
+def test_a_non_finite_number_is_named_so_in_the_log():
+    with pytest.raises(DecodeError) as err:
+        Codec().decode(det(faces=[face(x1=NAN)]))
+    assert err.value.reason == "bad_value"
+    assert "finite" in err.value.detail and "faces[0].x1" in err.value.detail
