@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 import zmq
 import zmq.asyncio
 
-from bus.messages import Control, Detections, Expression, FaceResult, Result
+from bus.messages import Detections, Eos, Expression, FaceResult, Result
 from bus.sockets import Bus
 
 from .base import Actor
@@ -67,7 +67,7 @@ class Aggregator(Actor):
     async def setup(self) -> None:
         self.drained = asyncio.Event()
         self.det = self.channel(self.bus.sub(self.detections_endpoint, hwm=max(self.hwm, 64), name=self.name,
-                                             topics=("detections", "control")))
+                                             topics=("detections", "eos")))
         self.expr = self.channel(self.bus.pull(self.expressions_endpoint, hwm=max(self.hwm, 256), bind=True,
                                                name=self.name + ".expressions"))
         self.pub = self.channel(self.bus.pub(self.results_endpoint, hwm=max(self.hwm, 256), name=self.name))
@@ -103,12 +103,11 @@ class Aggregator(Actor):
         return max(0, int((min(times) - time.monotonic()) * 1000) + 1)
 
     async def _on_detections(self, msg) -> None:
-        if isinstance(msg, Control):
-            if msg.command == "eos":
-                if self.end_of_stream(self.det, "detections", msg):
-                    self.eos_last = msg.last_frame_id
-                if self.drained is not None and self.drained.is_set():
-                    await self.pub.send(Control("eos", self.name, msg.last_frame_id, {"sent": self.pub.sent("result")}))
+        if isinstance(msg, Eos):
+            if self.end_of_stream(self.det, "detections", msg):
+                self.eos_last = msg.last_frame_id
+            if self.drained is not None and self.drained.is_set():
+                await self.pub.send(Eos(self.name, msg.last_frame_id, self.pub.sent("result")))
             return
         if not isinstance(msg, Detections):
             self.stats.count("ignored")
@@ -200,4 +199,4 @@ class Aggregator(Actor):
             return
         self.drained.set()
         self.log.debug("drained: every frame up to %s is out", self.eos_last)
-        await self.pub.send(Control("eos", self.name, self.eos_last, {"sent": self.pub.sent("result")}))
+        await self.pub.send(Eos(self.name, self.eos_last, self.pub.sent("result")))

@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
-from bus.messages import Control, Frame
+from bus.messages import Eos, Frame
 from bus.sockets import Bus
 
 from .base import Actor, in_thread, ms_since
@@ -134,7 +134,7 @@ class Capture(Actor):
         finally:
             self.stats.count("source_errors", src.errors)
             self.done.set()
-        eos = Control("eos", self.name, self.last_frame_id, {"sent": self.pub.sent("frame")})
+        eos = Eos(self.name, self.last_frame_id, self.pub.sent("frame"))
         while True:
             await self.pub.send(eos)
             await asyncio.sleep(self.eos_interval)  # repeat: a PUB may drop one for a full subscriber

@@ -12,8 +12,10 @@ Python 3.9 compatible.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Dict, Set
+
 from bus.messages import Expression, FaceJob
 from bus.sockets import Bus
 from models.engine import EngineError
@@ -76,6 +78,10 @@ class FerWorker(Actor):
                 generation, fut = await self.host.start(self.host.model.classify, job.image)
                 try:
                     result = await asyncio.wait_for(fut, self.timeout_s)
+                    if not 0.0 <= result.confidence <= 1.0 or not all(map(math.isfinite, result.scores or ())):
+                        # NaN included: the wire refuses it, so the face is reported as failed instead
+                        raise ValueError("the model gave confidence %r, scores %r"
+                                         % (result.confidence, result.scores))
                     label, confidence, scores = result.label, result.confidence, result.scores
                     break
                 except EngineError:

@@ -9,7 +9,7 @@ import asyncio
 import json
 from typing import IO, Optional
 
-from bus.messages import Control, Result
+from bus.messages import Eos, Result
 from bus.sockets import Bus
 from models.labels import canonical
 from models.spec import iou
@@ -64,14 +64,14 @@ class Recorder(Actor):
         if self.results_path:
             self.fh = open(self.results_path, "w", encoding="utf-8")
         self.sub = self.channel(self.bus.sub(self.results_endpoint, hwm=self.hwm, name=self.name,
-                                             topics=("result", "control")))
+                                             topics=("result", "eos")))
 
     async def run(self) -> None:
         while True:
             msg = await self.sub.recv()
             self.account_lost(self.sub, "result")
-            if isinstance(msg, Control):
-                if msg.command == "eos" and self.drained is not None:
+            if isinstance(msg, Eos):
+                if self.drained is not None:
                     self.end_of_stream(self.sub, "result", msg)
                     self.drained.set()
                 continue

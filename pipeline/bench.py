@@ -108,7 +108,7 @@ def machine_info() -> Dict[str, Any]:
         "python_implementation": platform.python_implementation(),
         "git_commit": commit,
         "git_dirty": bool(dirty) if dirty is not None else None,
-        "versions": {m: _version(m) for m in ("numpy", "cv2", "zmq", "msgpack", "uvloop")},
+        "versions": {m: _version(m) for m in ("numpy", "cv2", "zmq", "msgspec", "uvloop")},
     }
 
 
@@ -839,7 +839,7 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="run.py bench", description="Measure models alone and the whole pipeline; "
                                  "write JSON and PNG charts.")
     ap.add_argument("-v", "--verbose", action="count", default=0)
-    sub = ap.add_subparsers(dest="what", metavar="models|pipeline")
+    sub = ap.add_subparsers(dest="what", metavar="models|pipeline|bus")
     sub.required = True
     m = sub.add_parser("models", help="invoke FPS of each model on the CPU (1 and N threads) and the Edge TPU",
                        description="Model files come from models.paths, $EDGEPIPE_MODEL_PATH, then the cache; "
@@ -876,6 +876,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer frames and one repeat")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no line per measured run")
     p.add_argument("--out", default=DEFAULT_OUT, help="output folder (default ./%s)" % DEFAULT_OUT)
+    from . import bench_bus
+    bench_bus.add_parser(sub)
     return ap
 
 
@@ -889,6 +891,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.what == "models":
             return bench_models_main(args)
+        if args.what == "bus":
+            from .bench_bus import main_args
+            return main_args(args)
         return bench_pipeline_main(args)
     except (ConfigError, EngineError) as exc:
         print("error: %s" % exc, file=sys.stderr)

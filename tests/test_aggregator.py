@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from actors.aggregator import Aggregator
-from bus.messages import Box, Control, Detections, Expression, Result
+from bus.messages import Box, Detections, Eos, Expression, Result
 
 from helpers import run_async
 
@@ -27,10 +27,10 @@ async def harness(bus, deadline_ms, ordered, feed):
         await agg.pub.wait_subscribers(1)
         out = []
         await feed(dpub, epush, rsub, out)
-        await dpub.send(Control("eos", "test", -1, {"sent": dpub.sent("detections")}))
+        await dpub.send(Eos("test", -1, dpub.sent("detections")))
         while True:
             msg = await rsub.recv()
-            if isinstance(msg, Control):
+            if isinstance(msg, Eos):
                 break
             out.append(msg)
         return agg, out
