@@ -16,16 +16,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from typing import Dict, List, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 import zmq
 import zmq.asyncio
 
-from bus.messages import Detections, Eos, Expression, FaceResult, Result
+from bus.messages import Detections, Eos, Expression, FaceLabel, FaceResult, Result
 from bus.sockets import Bus
 
 from .base import Actor
 from .tracks import Tracker
+
+
+class FaceOutcome(NamedTuple):
+    """One face's FER outcome: its label, or the error of the job it was in."""
+
+    label: Optional[FaceLabel]
+    error: str
 
 
 class Pending:
@@ -33,7 +40,7 @@ class Pending:
 
     def __init__(self, det: Detections, deadline: float) -> None:
         self.det = det
-        self.expressions: Dict[int, Expression] = {}
+        self.expressions: Dict[int, FaceOutcome] = {}
         self.deadline = deadline
         self.errors = 0
 
@@ -124,15 +131,17 @@ class Aggregator(Actor):
         self.pending[fid] = p
 
     def _attach(self, p: Pending, e: Expression) -> None:
-        if not 0 <= e.face_index < p.det.expect_expressions:
+        if not 0 <= e.face_index or e.face_index + e.count > p.det.expect_expressions:
             self.stats.count("bad_expressions")
             return
-        if e.face_index in p.expressions:
+        faces = range(e.face_index, e.face_index + e.count)
+        if any(i in p.expressions for i in faces):
             self.stats.count("duplicate_expressions")
             return
-        p.expressions[e.face_index] = e
+        for j, i in enumerate(faces):
+            p.expressions[i] = FaceOutcome(e.faces[j] if not e.error else None, e.error)
         if e.error:
-            p.errors += 1
+            p.errors += e.count
 
     def _on_expression(self, e) -> None:
         if not isinstance(e, Expression):
@@ -149,7 +158,7 @@ class Aggregator(Actor):
             if e.face_index in early:
                 self.stats.count("duplicate_expressions")
                 return
-            early[e.face_index] = e
+            early[e.face_index] = e  # a job's message, by its first face
             self.early_t.setdefault(e.frame_id, time.monotonic())
 
     async def _release(self, now: float) -> None:
@@ -173,8 +182,8 @@ class Aggregator(Actor):
         faces: List[FaceResult] = []
         for i, b in enumerate(det.faces):
             e = p.expressions.get(i)
-            ok = e is not None and not e.error
-            faces.append(FaceResult(b.as_list(), b.score, e.label if ok else None, e.confidence if ok else None))
+            got = e.label if e is not None else None
+            faces.append(FaceResult(b.as_list(), b.score, got.label if got else None, got.confidence if got else None))
         if det.expect_expressions:
             for f, (tid, vote) in zip(faces, self.tracker.update(det.frame_id, [(f.box, f.expression)
                                                                                  for f in faces])):

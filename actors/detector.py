@@ -1,4 +1,4 @@
-"""Detector: encoded frames -> detections (PUB) and one FER job per face (PUSH).
+"""Detector: encoded frames -> detections (PUB) and one FER job per frame with faces (PUSH).
 
 The freshest frame wins for a live source (see ``frame_stage``). FER jobs of
 a frame that is kept are never dropped: sending them waits for a free FER
@@ -57,7 +57,6 @@ class Detector(FrameStage):
         await self.pub.send(Detections(msg.frame_id, msg.t_capture, time.monotonic(), msg.width, msg.height,
                                        boxes, len(crops), msg.truth))
         self.stats.count("faces", len(faces))
-        if self.jobs is not None:
-            for i, crop in enumerate(crops):
-                await self.jobs.send(FaceJob(msg.frame_id, i, len(crops), msg.t_capture, np.ascontiguousarray(crop)))
-            self.stats.count("jobs", len(crops))
+        if self.jobs is not None and crops:  # the frame's faces as one job: one message, one batched invoke
+            await self.jobs.send(FaceJob(msg.frame_id, 0, len(crops), msg.t_capture, np.stack(crops)))
+            self.stats.count("jobs")

@@ -106,7 +106,9 @@ class Detections(Message, tag="detections"):
 
 
 class FaceJob(Message, tag="facejob"):
-    """One face to classify: the crop, already in the FER model's input size and colour order."""
+    """Faces of one frame to classify, as one job: ``image`` stacks their crops (count x H x W x C, already
+    in the FER model's input size and colour order); they are faces ``face_index`` .. ``face_index + count
+    - 1`` of the frame's ``n_faces``."""
 
     frame_id: FrameId
     face_index: Index
@@ -115,16 +117,24 @@ class FaceJob(Message, tag="facejob"):
     image: Any = None
 
 
+class FaceLabel(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, array_like=True):
+    """One face's expression: the label, its probability and every label's (the model's order)."""
+
+    label: Name
+    confidence: Prob
+    scores: Optional[List[Finite]] = None
+
+
 class Expression(Message, tag="expression"):
-    """The expression of one face of one frame (``error`` set: no label, the frame ends partial)."""
+    """The expressions of one job: faces ``face_index`` .. ``face_index + count - 1`` of one frame, in
+    order (``error`` set: none has a label, ``faces`` is empty, and the frame ends partial)."""
 
     frame_id: FrameId
     face_index: Index
-    label: Name
-    confidence: Prob
+    count: Annotated[int, Meta(ge=1)]
     worker: Name
     busy_ms: Ms
-    scores: Optional[List[Finite]] = None
+    faces: List[FaceLabel] = []
     error: str = ""
 
 
@@ -252,6 +262,19 @@ def _check_detections(m: Detections) -> Optional[str]:
 def _check_facejob(m: FaceJob) -> Optional[str]:
     if m.face_index >= m.n_faces:
         return "face_index %d of %d faces" % (m.face_index, m.n_faces)
+    shape = getattr(m.image, "shape", None)
+    if m.image is not None and (shape is None or len(shape) != 4):
+        return "the crops are not a stack (count x H x W x C): %s" % (list(shape) if shape else type(m.image))
+    if shape is not None and m.face_index + shape[0] > m.n_faces:
+        return "faces %d..%d of %d faces" % (m.face_index, m.face_index + shape[0] - 1, m.n_faces)
+    return None
+
+
+def _check_expression(m: Expression) -> Optional[str]:
+    if m.error and m.faces:
+        return "an error and %d labels" % len(m.faces)
+    if not m.error and len(m.faces) != m.count:
+        return "%d labels for %d faces" % (len(m.faces), m.count)
     return None
 
 
@@ -264,6 +287,7 @@ CHECKS: Dict[type, Callable[[Any], Optional[str]]] = {
     EncodedFrame: _check_encoded,
     Detections: _check_detections,
     FaceJob: _check_facejob,
+    Expression: _check_expression,
     Result: _check_result,
 }
 """Per kind: a function returning what is wrong with a decoded message, or None (see codec.py)."""

@@ -65,10 +65,27 @@ def detections(draw):
                         draw(truths(w, h)), draw(labels))
 
 
+crops = st.builds(lambda k, h, w, c, seed: np.random.RandomState(seed).randint(0, 255, (k, h, w, c)).astype(np.uint8),
+                  st.integers(1, 4), st.integers(1, 16), st.integers(1, 16), st.sampled_from([1, 3]),
+                  st.integers(0, 1000))
+
+
 @st.composite
 def facejobs(draw):
     n = draw(st.integers(1, 16))
-    return m.FaceJob(draw(frame_ids), draw(st.integers(0, n - 1)), n, draw(times), draw(images))
+    image = draw(st.none() | crops.filter(lambda a: a.shape[0] <= n))
+    first = draw(st.integers(0, n - (image.shape[0] if image is not None else 1)))
+    return m.FaceJob(draw(frame_ids), first, n, draw(times), image)
+
+
+@st.composite
+def expressions(draw):
+    count = draw(st.integers(1, 6))
+    error = draw(text)
+    faces = [] if error else [m.FaceLabel(draw(text), draw(prob), draw(st.none() | st.lists(finite, max_size=7)))
+                              for _ in range(count)]
+    return m.Expression(draw(frame_ids), draw(st.integers(0, 100)), count, draw(text), draw(st.floats(0.0, 1e6)),
+                        faces, error)
 
 
 @st.composite
@@ -86,8 +103,7 @@ STRATEGIES = {
     m.EncodedFrame: encoded(),
     m.Detections: detections(),
     m.FaceJob: facejobs(),
-    m.Expression: st.builds(m.Expression, frame_ids, st.integers(0, 100), text, prob, text,
-                            st.floats(0.0, 1e6), st.none() | st.lists(finite, max_size=7), text),
+    m.Expression: expressions(),
     m.Result: results(),
     m.Metric: st.builds(m.Metric, text, st.integers(0, 2 ** 31), times,
                         st.dictionaries(text, st.integers(-(2 ** 62), 2 ** 62), max_size=4),
@@ -237,10 +253,16 @@ def good_frames():
      "malformed"),  # a string that is not UTF-8
     ([b"facejob", pack(2, 1, None, {"kind": "facejob", "frame_id": 1, "face_index": 3, "n_faces": 3,
                                     "t_capture": 1.0})], "bad_value"),
-    ([b"expression", pack(2, 1, None, {"kind": "expression", "frame_id": 1, "face_index": 0, "label": "happy",
-                                       "confidence": NAN, "worker": "w", "busy_ms": 1.0})], "bad_value"),
-    ([b"expression", pack(2, 1, None, {"kind": "expression", "frame_id": 1, "face_index": 0, "label": "happy",
-                                       "confidence": 1.5, "worker": "w", "busy_ms": 1.0})], "bad_value"),
+    ([b"expression", pack(2, 1, None, {"kind": "expression", "frame_id": 1, "face_index": 0, "count": 1,
+                                       "worker": "w", "busy_ms": 1.0, "faces": [["happy", NAN]]})], "bad_value"),
+    ([b"expression", pack(2, 1, None, {"kind": "expression", "frame_id": 1, "face_index": 0, "count": 1,
+                                       "worker": "w", "busy_ms": 1.0, "faces": [["happy", 1.5]]})], "bad_value"),
+    ([b"expression", pack(2, 1, None, {"kind": "expression", "frame_id": 1, "face_index": 0, "count": 2,
+                                       "worker": "w", "busy_ms": 1.0, "faces": [["happy", 0.5]]})],
+     "bad_value"),  # fewer labels than faces
+    ([b"expression", pack(2, 1, None, {"kind": "expression", "frame_id": 1, "face_index": 0, "count": 1,
+                                       "worker": "w", "busy_ms": 1.0, "faces": [["happy", 0.5]],
+                                       "error": "x"})], "bad_value"),  # an error and labels
     ([b"result", pack(2, 1, None, {"kind": "result", "frame_id": 1, "t_capture": 1.0, "t_result": 2.0,
                                    "width": 100, "height": 80, "faces": [{"box": [50.0, 0.0, 10.0, 10.0],
                                                                           "score": 1.0}],

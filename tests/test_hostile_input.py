@@ -11,7 +11,7 @@ from actors.detector import Detector
 from actors.engines import EngineSettings
 from actors.sources import make_source
 from bus.codec import encode
-from bus.messages import Detections, EncodedFrame, Eos, Expression
+from bus.messages import Detections, EncodedFrame, Eos, Expression, FaceLabel
 from models import manifest
 from pipeline.runner import RunOptions, run
 
@@ -72,11 +72,12 @@ def test_hostile_messages_into_a_running_pipeline():
             await raw.send_multipart([b"expression", b"\x92\x01"])  # truncated msgpack
             await raw.send_multipart([b"result", b"x" * 10, b"y"])  # wrong kind on this socket, bad header
             await raw.send_multipart([b"\x00" * 40])  # one frame of junk
-            await raw.send_multipart(encode(Expression(10 ** 9, 0, "happy", 1.0, "evil", 0.0)))  # no such frame
-            await raw.send_multipart(encode(Expression(3, 99, "happy", 1.0, "evil", 0.0)))  # no such face
+            happy = [FaceLabel("happy", 1.0)]
+            await raw.send_multipart(encode(Expression(10 ** 9, 0, 1, "evil", 0.0, happy)))  # no such frame
+            await raw.send_multipart(encode(Expression(3, 99, 1, "evil", 0.0, happy)))  # no such face
             # refused on the wire: a NaN confidence for a real face, a negative frame id
-            await raw.send_multipart(encode(Expression(3, 0, "angry", float("nan"), "evil", 0.0)))
-            await raw.send_multipart(encode(Expression(-3, 0, "angry", 1.0, "evil", 0.0)))
+            await raw.send_multipart(encode(Expression(3, 0, 1, "evil", 0.0, [FaceLabel("angry", float("nan"))])))
+            await raw.send_multipart(encode(Expression(-3, 0, 1, "evil", 0.0, happy)))
         finally:
             raw.close()
         return await runner
