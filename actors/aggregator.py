@@ -196,7 +196,7 @@ class Aggregator(Actor):
             self.emitted.popitem(last=False)
         t_result = time.monotonic()
         await self.pub.send(Result(det.frame_id, det.t_capture, t_result, det.width, det.height, faces,
-                                   partial, in_order, det.truth, det.labels))
+                                   partial, in_order, det.labels))
         self.stats.count("out")
         self.stats.count("partial" if partial else "completed")
         if not in_order:

@@ -68,7 +68,7 @@ class Encoder(Actor):
                     continue
             else:
                 payload = msg.image
-            await self.pub.send(EncodedFrame(msg.frame_id, msg.t_capture, self.format, w, h, payload, msg.truth))
+            await self.pub.send(EncodedFrame(msg.frame_id, msg.t_capture, self.format, w, h, payload))
             self.stats.count("out")
             self.stats.busy(ms_since(t0))
 

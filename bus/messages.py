@@ -63,7 +63,11 @@ class Box(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 
 
 class TruthFace(msgspec.Struct, forbid_unknown_fields=True):
-    """What a source knows about a face it drew: its box and expression."""
+    """What a source knows about a face it drew: its box and expression.
+
+    Truth is the answer key of a test source: capture hands it to the recorder in the main process
+    (both always run there), and it never crosses the bus.
+    """
 
     box: Coords
     expression: Name
@@ -76,7 +80,6 @@ class Frame(Message, tag="frame"):
     t_capture: Time  # time.monotonic() at capture
     source: str
     image: Any = None
-    truth: Optional[List[TruthFace]] = None
 
 
 class EncodedFrame(Message, tag="encoded"):
@@ -88,7 +91,6 @@ class EncodedFrame(Message, tag="encoded"):
     width: Pixels
     height: Pixels
     image: Any = None
-    truth: Optional[List[TruthFace]] = None
 
 
 class Detections(Message, tag="detections"):
@@ -101,7 +103,6 @@ class Detections(Message, tag="detections"):
     height: Pixels
     faces: List[Box]
     expect_expressions: Count
-    truth: Optional[List[TruthFace]] = None
     labels: Optional[List[Tuple[Name, Finite]]] = None  # whole-frame classification: [(label, prob), ...]
 
 
@@ -158,7 +159,6 @@ class Result(Message, tag="result"):
     faces: List[FaceResult]
     partial: bool
     in_order: bool
-    truth: Optional[List[TruthFace]] = None
     labels: Optional[List[Tuple[Name, Finite]]] = None
 
 
@@ -233,12 +233,6 @@ def _coords_problem(boxes: List[List[float]], width: int, height: int, what: str
     return None
 
 
-def _truth_problem(truth: Optional[List[TruthFace]], width: int, height: int) -> Optional[str]:
-    if not truth:
-        return None
-    return _coords_problem([t.box for t in truth], width, height, "truth")
-
-
 def _check_encoded(m: EncodedFrame) -> Optional[str]:
     if m.image is not None:
         shape = getattr(m.image, "shape", None)
@@ -246,7 +240,7 @@ def _check_encoded(m: EncodedFrame) -> Optional[str]:
             return "a %s frame with a %s image" % (m.format, type(m.image).__name__)
         if shape is not None and tuple(shape[:2]) != (m.height, m.width):
             return "image shape %s for a %dx%d frame" % (list(shape), m.width, m.height)
-    return _truth_problem(m.truth, m.width, m.height)
+    return None
 
 
 def _check_detections(m: Detections) -> Optional[str]:
@@ -256,7 +250,7 @@ def _check_detections(m: Detections) -> Optional[str]:
     for i, b in enumerate(m.faces):
         if not (lo_x <= b.x1 <= b.x2 <= hi_x and lo_y <= b.y1 <= b.y2 <= hi_y):
             return _box_problem(b.x1, b.y1, b.x2, b.y2, m.width, m.height, "faces[%d]" % i)
-    return _truth_problem(m.truth, m.width, m.height)
+    return None
 
 
 def _check_facejob(m: FaceJob) -> Optional[str]:
@@ -279,8 +273,7 @@ def _check_expression(m: Expression) -> Optional[str]:
 
 
 def _check_result(m: Result) -> Optional[str]:
-    return (_coords_problem([f.box for f in m.faces], m.width, m.height, "faces")
-            or _truth_problem(m.truth, m.width, m.height))
+    return _coords_problem([f.box for f in m.faces], m.width, m.height, "faces")
 
 
 CHECKS: Dict[type, Callable[[Any], Optional[str]]] = {

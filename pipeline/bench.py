@@ -384,7 +384,7 @@ def run_serial_case(cfg: Config, frames: int, warmup: int) -> Dict[str, Any]:
             else:
                 payload = image
             t2 = time.monotonic()
-            img = decode_image(EncodedFrame(i, t1, cfg.encoder.format, w, h, payload, truth))
+            img = decode_image(EncodedFrame(i, t1, cfg.encoder.format, w, h, payload))
             t3 = time.monotonic()
             faces = detector.detect(img)
             crops = [fer.prepare(img, f) for f in faces]

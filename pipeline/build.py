@@ -147,6 +147,9 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
                                    hwm=cfg.capture.hwm, max_frames=opts.frames, duration_s=opts.duration_s,
                                    loop=cfg.capture.loop, results_endpoint=ep.results,
                                    max_in_flight=cfg.capture.max_in_flight, **mkw))
+    capture, recorder = p.one("capture"), p.one("recorder")
+    if capture is not None and recorder is not None:
+        capture.truth_sink = recorder.expect_truth  # the answer key never crosses the bus
     return p
 
 

@@ -36,13 +36,9 @@ def coords(draw, w: int, h: int):
 sizes = st.tuples(st.integers(1, 4096), st.integers(1, 4096))
 
 
-def truths(w, h):
-    return st.none() | st.lists(st.builds(m.TruthFace, coords(w, h), text), max_size=3)
-
-
 @st.composite
 def frames(draw):
-    return m.Frame(draw(frame_ids), draw(times), draw(text), draw(images), draw(truths(640, 480)))
+    return m.Frame(draw(frame_ids), draw(times), draw(text), draw(images))
 
 
 @st.composite
@@ -50,9 +46,9 @@ def encoded(draw):
     if draw(st.booleans()):
         img = draw(images)
         h, w = img.shape[:2]
-        return m.EncodedFrame(draw(frame_ids), draw(times), "raw", w, h, img, draw(truths(w, h)))
+        return m.EncodedFrame(draw(frame_ids), draw(times), "raw", w, h, img)
     w, h = draw(sizes)
-    return m.EncodedFrame(draw(frame_ids), draw(times), "jpeg", w, h, draw(st.binary(max_size=64)), draw(truths(w, h)))
+    return m.EncodedFrame(draw(frame_ids), draw(times), "jpeg", w, h, draw(st.binary(max_size=64)))
 
 
 @st.composite
@@ -62,7 +58,7 @@ def detections(draw):
                                                               max_size=5)))
              for c in draw(st.lists(coords(w, h), max_size=4))]
     return m.Detections(draw(frame_ids), draw(times), draw(times), w, h, boxes, draw(st.integers(0, len(boxes))),
-                        draw(truths(w, h)), draw(labels))
+                        draw(labels))
 
 
 crops = st.builds(lambda k, h, w, c, seed: np.random.RandomState(seed).randint(0, 255, (k, h, w, c)).astype(np.uint8),
@@ -95,7 +91,7 @@ def results(draw):
                           draw(st.integers(-1, 10 ** 6)), draw(st.none() | text))
              for c in draw(st.lists(coords(w, h), max_size=3))]
     return m.Result(draw(frame_ids), draw(times), draw(times), w, h, faces, draw(st.booleans()),
-                    draw(st.booleans()), draw(truths(w, h)), draw(labels))
+                    draw(st.booleans()), draw(labels))
 
 
 STRATEGIES = {
@@ -243,8 +239,7 @@ def good_frames():
     (det(faces=[face(color="red")]), "unknown_field"),
     (det(faces=[{"x1": 1.0}]), "missing_field"),
     (det(expect_expressions=2), "bad_value"),  # more expressions expected than faces
-    (det(truth=[{"box": [1.0, 2.0, 3.0], "expression": "happy"}]), "bad_value"),
-    (det(truth=[{"box": [1.0, 2.0, 3.0, 900.0], "expression": "happy"}]), "bad_value"),
+    (det(truth=[{"box": [1.0, 2.0, 3.0, 4.0], "expression": "happy"}]), "unknown_field"),  # truth stays home
     (det(labels=[["cat", NAN]]), "bad_value"),
     (det(labels=[["cat"]]), "bad_value"),
     (det(labels=[[1, 0.5]]), "bad_field"),
