@@ -10,7 +10,7 @@ A model switch happens when the previous invoke on the device was another
 model and the parameters of the two do not fit the cache together (unless
 the two were compiled together, "co-compiled"): the device then reloads the
 new model's parameters. A real device pays that in hardware and we only
-count it; the fake device (``charge_switches``) also spends the time, at
+count it; the fake device (``emulated``) also spends the time, at
 ``switch_ms_per_mb`` per MB of the new model's parameters. A fake device
 keeps emulated time (``occupy``): each invoke starts when the device is free
 and the invoke has arrived, never earlier, and holds the device for exactly
@@ -134,11 +134,11 @@ class _Claim:
 class Device:
     """One accelerator and its owner thread."""
 
-    def __init__(self, name: str, kind: str, *, charge_switches: bool = False,
+    def __init__(self, name: str, kind: str, *, emulated: bool = False,
                  switch_ms_per_mb: float = DEFAULT_SWITCH_MS_PER_MB, cache_mb: float = CACHE_MB) -> None:
         self.name = name
         self.kind = kind  # "fake" | "edgetpu"
-        self.charge_switches = charge_switches
+        self.emulated = emulated
         self.switch_ms_per_mb = switch_ms_per_mb
         self.cache_mb = cache_mb
         self.stats = DeviceStats()
@@ -207,11 +207,11 @@ class Device:
                 model, fn, args, fut, arrived = self._queue.popleft()
             if not fut.set_running_or_notify_cancel():
                 continue
-            t0 = max(self.free_at, arrived) if self.charge_switches else time.monotonic()
+            t0 = max(self.free_at, arrived) if self.emulated else time.monotonic()
             self.free_at = t0
             switched = self.switches(self._last, model)
             switch_s = 0.0
-            if switched and self.charge_switches:
+            if switched and self.emulated:
                 switch_s = self.switch_ms(model) / 1000.0  # the parameter reload occupies the device
                 self.free_at = t0 + switch_s
             try:
@@ -221,7 +221,7 @@ class Device:
             else:
                 fut.set_result(result)
             finally:
-                if not self.charge_switches:
+                if not self.emulated:
                     self.free_at = time.monotonic()
                 self._last = model
                 self._account(model, t0, self.free_at, switched, switch_s)

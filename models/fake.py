@@ -171,7 +171,7 @@ def fake_pool(n: int = 1, **options: object) -> DevicePool:
     """Fake devices ``fake:0`` .. ``fake:N-1`` of this process, claimed from other processes."""
     from .devices import open_device, release_device
 
-    opts = {"charge_switches": True}
+    opts = {"emulated": True}
     opts.update(options)
     devices = []
     try:

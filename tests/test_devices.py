@@ -67,7 +67,7 @@ def test_model_switch_is_charged_and_cocompiled_models_switch_free():
     big = DeviceModel("coral-ssd-face", param_mb=6.7, est_ms=1.0)
     small = DeviceModel("fer112", param_mb=1.91, est_ms=1.0)
     tiny = DeviceModel("fer64", param_mb=0.09, est_ms=1.0)
-    dev = Device("fake:test", "fake", charge_switches=True, switch_ms_per_mb=1.0)
+    dev = Device("fake:test", "fake", emulated=True, switch_ms_per_mb=1.0)
     stop = threading.Event()
     try:
         for m in (big, small, big, small):  # 6.7 + 1.91 MB do not fit 8 MB together: 3 switches
@@ -80,7 +80,7 @@ def test_model_switch_is_charged_and_cocompiled_models_switch_free():
         assert dev.stats.switches == 4  # one more: fer112 -> coral-ssd-face at the start of this round
     finally:
         dev.close()
-    together = Device("fake:test2", "fake", charge_switches=True, switch_ms_per_mb=1.0)
+    together = Device("fake:test2", "fake", emulated=True, switch_ms_per_mb=1.0)
     big2 = DeviceModel("coral-ssd-face", 6.7, frozenset({"fer112"}), 1.0)
     small2 = DeviceModel("fer112", 1.91, frozenset({"coral-ssd-face"}), 1.0)
     try:
