@@ -134,6 +134,10 @@ def test_metrics_once_against_a_running_pipeline(tmp_path):
     assert {"capture", "encoder", "detector", "aggregator"} <= set(seen)
     text = table(seen)
     assert "detector" in text and "fps" in text
+    # where each engine runs, and the device's busy share
+    det_row = next(line for line in text.splitlines() if line.startswith("detector"))
+    assert det_row.rstrip().endswith("fake:0")
+    assert any(line.startswith("device fake:0: busy") for line in text.splitlines())
 
 
 def test_metrics_without_a_pipeline_says_so(tmp_path):
