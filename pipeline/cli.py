@@ -69,18 +69,10 @@ def run_parser() -> argparse.ArgumentParser:
 
 
 def load_config(args: argparse.Namespace):
-    cfg = load(args.config)
-    cfg = apply_overrides(cfg, profile=args.profile, engine=args.engine, source=args.source, display=args.display,
-                          place=args.place)
-    if args.encoder:
-        cfg.encoder.format = args.encoder
-    if args.fer_workers is not None:
-        if args.fer_workers < 1:
-            raise ConfigError("--fer-workers: must be at least 1")
-        cfg.fer.workers = args.fer_workers
-    if args.metrics_endpoint:
-        cfg.endpoints.metrics = args.metrics_endpoint
-    return cfg
+    """The config file with the command-line options, checked as one."""
+    return apply_overrides(load(args.config), profile=args.profile, engine=args.engine, source=args.source,
+                           display=args.display, place=args.place, encoder=args.encoder,
+                           fer_workers=args.fer_workers, metrics_endpoint=args.metrics_endpoint)
 
 
 async def _run_with_signals(cfg, opts) -> Dict[str, Any]:
