@@ -7,8 +7,10 @@ span several keys (endpoints, profiles, groups, accelerator claims, CURVE).
 Every error is a ``ConfigError`` that names the key path
 (``fer.workers: 1000 is above the maximum 64``).
 
-Command-line options (``apply_overrides``) change the config's data and go
-through the same conversion and checks.
+``load(PATH)`` overlays PATH on the repository's ``config.toml``: tables merge
+key by key (so profiles and groups merge by name), any other value, a list
+included, replaces. Command-line options (``apply_overrides``) change that
+data and go through the same conversion and checks.
 
 Sections are mutable; copy one with ``msgspec.structs.replace`` and list the
 endpoints with ``endpoint_names()`` (``dataclasses`` does not apply).
@@ -341,16 +343,38 @@ def to_dict(cfg: Config) -> Dict[str, Any]:
     return msgspec.to_builtins(cfg)
 
 
-def load(path: Optional[str] = None) -> Config:
-    """Read and check a config file (default: the repository's ``config.toml``)."""
-    path = path or DEFAULT_CONFIG
+def overlay(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
+    """``over`` on ``base``: tables merge key by key, any other value (a list too) replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = overlay(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_toml(path: str) -> Dict[str, Any]:
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError("config file %s does not exist" % path) from None
+    except IsADirectoryError:
+        raise ConfigError("config file %s is a directory" % path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("config file %s is not valid TOML: %s" % (path, exc)) from None
+
+
+def load(path: Optional[str] = None, base: Optional[str] = DEFAULT_CONFIG) -> Config:
+    """Read and check ``path`` overlaid on ``base`` (the repository's ``config.toml``).
+
+    Without ``path``, ``base`` alone; with ``base=None``, ``path`` alone.
+    """
+    path = path or base or DEFAULT_CONFIG
+    data = read_toml(path)
+    if base and os.path.realpath(path) != os.path.realpath(base):
+        data = overlay(read_toml(base), data)
     try:
         return from_dict(data)
     except ConfigError as exc:

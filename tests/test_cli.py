@@ -113,10 +113,21 @@ def test_command_line_values_go_through_the_config_checks(args, message):
     assert message in p.stderr and "Traceback" not in p.stderr
 
 
-def test_load_config_applies_every_option_over_the_file(tmp_path):
+def test_a_partial_config_overlays_config_toml(tmp_path):
+    cfg = tmp_path / "mine.toml"
+    cfg.write_text("[capture]\nmax_in_flight = 8\n")
+    summary = tmp_path / "s.json"
+    p = run_py("--config", str(cfg), "--source", "synthetic:faces=1", "--frames", "5", "--summary", str(summary),
+               "--metrics-endpoint", free_endpoint(tmp_path))
+    assert p.returncode == 0, p.stderr
+    s = json.loads(summary.read_text())
+    assert s["profile"] == "fd+fer64" and s["frames_captured"] == 5
+
+
+def test_load_config_applies_every_option_over_the_overlaid_file(tmp_path):
     from pipeline.cli import load_config, run_parser
     cfg = tmp_path / "mine.toml"
-    cfg.write_text((ROOT / "config.toml").read_text().replace("max_in_flight = 4", "max_in_flight = 8"))
+    cfg.write_text("[capture]\nmax_in_flight = 8\n\n[fer]\nworkers = 4\n")
     args = run_parser().parse_args(["--config", str(cfg), "--profile", "fd", "--engine", "cpu", "--source", "demo",
                                     "--display", "file:out.mp4", "--encoder", "jpeg", "--fer-workers", "3",
                                     "--place", "detector=fake", "--metrics-endpoint", free_endpoint(tmp_path)])

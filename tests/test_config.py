@@ -1,7 +1,8 @@
-"""Config: typed sections, errors that name the key path, overrides checked like the file."""
+"""Config: typed sections, errors that name the key path, overlays, overrides checked like the file."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +10,8 @@ from pipeline import config
 from pipeline.config import ConfigError, FaultsConfig, GroupConfig
 from pipeline.groups import plan
 from pipeline.keys import generate
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_repository_config_loads_with_four_profiles():
@@ -117,11 +120,44 @@ def test_a_cross_key_error_lists_the_options_that_led_to_it():
 
 def test_a_public_metrics_endpoint_with_curve_keys_is_accepted(tmp_path):
     generate(str(tmp_path / "keys"))
-    data = config.to_dict(config.load())
-    data["security"]["keys_dir"] = str(tmp_path / "keys")
-    cfg = config.from_dict(data)
+    cfg = config.from_dict(config.overlay(config.to_dict(config.load()),
+                                          {"security": {"keys_dir": str(tmp_path / "keys")}}))
     config.apply_overrides(cfg, metrics_endpoint="tcp://0.0.0.0:5590")
     assert cfg.endpoints.metrics == "tcp://0.0.0.0:5590"
+
+
+def test_a_config_file_overlays_config_toml(tmp_path):
+    user = tmp_path / "mine.toml"
+    user.write_text('[capture]\nmax_in_flight = 8\n\n'
+                    '[engine.edgetpu]\ndevices = ["usb:0", "usb:1"]\n\n'
+                    '[profiles.fd]\ndescription = "my faces"\n\n'
+                    '[profiles.mine]\ndetector = "retinaface"\n')
+    cfg = config.load(str(user))
+    base = config.load()
+    assert cfg.capture.max_in_flight == 8 and cfg.capture.hwm == base.capture.hwm  # tables merge key by key
+    assert cfg.engine.edgetpu.devices == ["usb:0", "usb:1"]  # a list replaces
+    assert cfg.engine.edgetpu.fallback == base.engine.edgetpu.fallback
+    assert set(cfg.profiles) == set(base.profiles) | {"mine"}  # profiles merge by name
+    assert cfg.profiles["fd"].description == "my faces"
+    assert cfg.profiles["fd"].by_engine == base.profiles["fd"].by_engine
+    assert cfg.pipeline == base.pipeline
+    with pytest.raises(ConfigError, match="mine.toml: profiles.fd: needs a detector or a classifier"):
+        config.load(str(user), base=None)  # read alone, its profile fd has no model
+
+
+def test_overlay_replaces_values_and_merges_tables():
+    base = {"a": {"x": 1, "l": [1, 2]}, "b": 2, "p": {"one": {"k": 1, "j": 2}}}
+    over = {"a": {"l": [3]}, "b": {"now": "a table"}, "p": {"one": {"k": 5}, "two": {"k": 0}}}
+    assert config.overlay(base, over) == {"a": {"x": 1, "l": [3]}, "b": {"now": "a table"},
+                                          "p": {"one": {"k": 5, "j": 2}, "two": {"k": 0}}}
+    assert base["a"] == {"x": 1, "l": [1, 2]} and base["p"]["one"] == {"k": 1, "j": 2}  # untouched
+
+
+def test_dual_python_example_is_an_overlay():
+    cfg = config.load(str(ROOT / "examples" / "dual-python.toml"))
+    assert cfg.groups["tpu"].actors == ["detector", "fer"]
+    assert cfg.groups["tpu"].python == ".venv-tpu/bin/python"
+    assert set(cfg.profiles) == set(config.load().profiles)
 
 
 def test_to_dict_round_trips_through_json():
