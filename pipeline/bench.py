@@ -33,7 +33,6 @@ Python 3.9 compatible.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import logging
@@ -48,7 +47,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from .config import Config, ConfigError, apply_overrides, load
+from .config import Config, ConfigError, apply_overrides, endpoint_names, load
 
 log = logging.getLogger("edgepipe.bench")
 
@@ -291,14 +290,14 @@ def case_config(base: Callable[[], Config], case: Case, engine: str, profile: Op
         cfg.groups = {"tpu": GroupConfig(actors=["detector", "fer"], python=tpu_python())}
     if case.workers:
         cfg.fer.workers = case.workers
-    for f in dataclasses.fields(cfg.endpoints):
+    for name in endpoint_names():
         if case.transport == "ipc":
-            value = "ipc://%s/%s" % (ipc_dir(), f.name)
+            value = "ipc://%s/%s" % (ipc_dir(), name)
         elif case.transport == "group":
-            value = "inproc://bench-%s" % f.name  # the runner makes the cross-process ones ipc://
+            value = "inproc://bench-%s" % name  # the runner makes the cross-process ones ipc://
         else:
-            value = "inproc://bench-%s" % f.name
-        setattr(cfg.endpoints, f.name, value)
+            value = "inproc://bench-%s" % name
+        setattr(cfg.endpoints, name, value)
     return cfg
 
 

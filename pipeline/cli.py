@@ -49,7 +49,8 @@ def run_parser() -> argparse.ArgumentParser:
         "as asyncio actors over ZeroMQ. Subcommands: metrics, models, bench, group, keys, setup-tpu-venv "
         "(run.py SUBCOMMAND --help).")
     ap.add_argument("--profile", help="fd+fer64 | fd+fer112 | fd | cls (profiles of the config)")
-    ap.add_argument("--config", help="config file (default: config.toml beside run.py)")
+    ap.add_argument("--config", help="a config file overlaid on config.toml beside run.py: its tables merge key "
+                    "by key, its other values (lists too) replace")
     ap.add_argument("--source", help="synthetic[:faces=N,fps=F,size=WxH] | dir:PATH | IMAGE | video:PATH | "
                     "picamera2[:WxH] | v4l2:N | rtsp://... | demo")
     ap.add_argument("--engine", help="auto | fake | cpu | edgetpu: every role's engine unless --place says")
@@ -69,18 +70,10 @@ def run_parser() -> argparse.ArgumentParser:
 
 
 def load_config(args: argparse.Namespace):
-    cfg = load(args.config)
-    cfg = apply_overrides(cfg, profile=args.profile, engine=args.engine, source=args.source, display=args.display,
-                          place=args.place)
-    if args.encoder:
-        cfg.encoder.format = args.encoder
-    if args.fer_workers is not None:
-        if args.fer_workers < 1:
-            raise ConfigError("--fer-workers: must be at least 1")
-        cfg.fer.workers = args.fer_workers
-    if args.metrics_endpoint:
-        cfg.endpoints.metrics = args.metrics_endpoint
-    return cfg
+    """The config file (overlaid on config.toml) with the command-line options, checked as one."""
+    return load(args.config, profile=args.profile, engine=args.engine, source=args.source,
+                display=args.display, place=args.place, encoder=args.encoder,
+                fer_workers=args.fer_workers, metrics_endpoint=args.metrics_endpoint)
 
 
 async def _run_with_signals(cfg, opts) -> Dict[str, Any]:
@@ -167,7 +160,7 @@ def group_main(argv: List[str]) -> int:
     """``run.py group NAME --config PATH``: run one group alone (by hand, another host or venv)."""
     ap = argparse.ArgumentParser(prog="run.py group", description="run one process group of the config")
     ap.add_argument("name")
-    ap.add_argument("--config", help="config file (default: config.toml beside run.py)")
+    ap.add_argument("--config", help="a config file overlaid on config.toml beside run.py")
     ap.add_argument("--engine", help="fake | cpu | edgetpu")
     ap.add_argument("--profile")
     ap.add_argument("-v", "--verbose", action="count", default=1)
@@ -177,7 +170,7 @@ def group_main(argv: List[str]) -> int:
     if args.engine or args.profile:  # apply the overrides, then hand the result over as JSON
         import tempfile
         try:
-            cfg = apply_overrides(load(args.config), engine=args.engine, profile=args.profile)
+            cfg = load(args.config, engine=args.engine, profile=args.profile)
         except ConfigError as exc:
             print("config error: %s" % exc, file=sys.stderr)
             return 2

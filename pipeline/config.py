@@ -1,19 +1,31 @@
 """Typed configuration read from ``config.toml``.
 
-Every section is a dataclass; loading rejects unknown keys and bad values
-with a ``ConfigError`` that names the key path (``fer.workers: ...``).
-Command-line options override the file (``apply_overrides``).
+Every section is a msgspec Struct that refuses unknown keys; ranges and
+choices are ``msgspec.Meta`` constraints and ``Literal`` types. ``from_dict``
+converts plain data with ``msgspec.convert`` and then runs the checks that
+span several keys (endpoints, profiles, groups, accelerator claims, CURVE).
+Every error is a ``ConfigError`` that names the key path
+(``fer.workers: 1000 is above the maximum 64``).
 
-Python 3.9 compatible (``tomli`` where ``tomllib`` is missing).
+``load(PATH)`` overlays PATH on the repository's ``config.toml``: tables merge
+key by key (so profiles and groups merge by name), any other value, a list
+included, replaces. Command-line options (``apply_overrides``) change that
+data and go through the same conversion and checks.
+
+Sections are mutable; copy one with ``msgspec.structs.replace`` and list the
+endpoints with ``endpoint_names()`` (``dataclasses`` does not apply).
+
+Python 3.9 compatible (``tomli`` where ``tomllib`` is missing; annotations use
+``typing`` forms only).
 """
-from __future__ import annotations
-
-import dataclasses
+import math
 import os
+import re
 import sys
-import typing
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, get_args, get_origin
+
+import msgspec
+from msgspec import Meta
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -21,40 +33,40 @@ else:  # pragma: no cover - exercised on the Python 3.9 TPU side
     import tomli as tomllib
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config.toml")
-ENGINES = ("auto", "fake", "cpu", "edgetpu")
-PLACEMENTS = ("",) + ENGINES  # "" follows pipeline.engine
+
+Engine = Literal["auto", "fake", "cpu", "edgetpu"]
+Placement = Literal["", "auto", "fake", "cpu", "edgetpu"]  # "" follows pipeline.engine
+ENGINES: Tuple[str, ...] = get_args(Engine)
+PLACEMENTS: Tuple[str, ...] = get_args(Placement)
+
+Hwm = Annotated[int, Meta(ge=1, le=10000)]  # a socket's high-water mark (messages)
+Count = Annotated[int, Meta(ge=0, le=1 << 31)]
+TimeoutMs = Annotated[float, Meta(ge=1, le=600000)]
 
 
 class ConfigError(ValueError):
     """A bad config file, key or value; the message names the key path."""
 
 
-def _choices(*values: str) -> Dict[str, Any]:
-    return {"choices": values}
+class Section(msgspec.Struct, forbid_unknown_fields=True):
+    """A table of the config: unknown keys are refused."""
 
 
-def _range(lo: Optional[float] = None, hi: Optional[float] = None) -> Dict[str, Any]:
-    return {"min": lo, "max": hi}
-
-
-@dataclass
-class PipelineConfig:
+class PipelineConfig(Section):
     profile: str = "fd+fer64"
-    engine: str = field(default="fake", metadata=_choices(*ENGINES))
+    engine: Engine = "fake"
     source: str = "synthetic:faces=3,fps=30,size=640x480"
     display: str = "none"
-    drain_timeout_s: float = field(default=5.0, metadata=_range(0.1, 600))
+    drain_timeout_s: Annotated[float, Meta(ge=0.1, le=600)] = 5.0
 
 
-@dataclass
-class BusConfig:
-    max_header_kb: int = field(default=1024, metadata=_range(1, 1 << 20))
-    max_image_mb: int = field(default=64, metadata=_range(1, 4096))
-    metrics_interval_s: float = field(default=1.0, metadata=_range(0.05, 3600))
+class BusConfig(Section):
+    max_header_kb: Annotated[int, Meta(ge=1, le=1 << 20)] = 1024
+    max_image_mb: Annotated[int, Meta(ge=1, le=4096)] = 64
+    metrics_interval_s: Annotated[float, Meta(ge=0.05, le=3600)] = 1.0
 
 
-@dataclass
-class EndpointsConfig:
+class EndpointsConfig(Section):
     frames: str = "inproc://frames"
     encoded: str = "inproc://encoded"
     detections: str = "inproc://detections"
@@ -66,171 +78,157 @@ class EndpointsConfig:
     control: str = "inproc://control"  # groups report ready / stopped here
 
 
-@dataclass
-class CaptureConfig:
-    hwm: int = field(default=16, metadata=_range(1, 10000))
+def endpoint_names() -> Tuple[str, ...]:
+    """The endpoint keys (``frames``, ``encoded``, ... ``control``), in declaration order."""
+    return EndpointsConfig.__struct_fields__
+
+
+class CaptureConfig(Section):
+    hwm: Hwm = 16
     loop: bool = True  # image folders and files loop; videos stop at their end
-    max_in_flight: int = field(default=4, metadata=_range(1, 1000))  # recorded sources: frames between capture and result
+    max_in_flight: Annotated[int, Meta(ge=1, le=1000)] = 4  # recorded sources: frames between capture and result
 
 
-@dataclass
-class EncoderConfig:
-    format: str = field(default="raw", metadata=_choices("raw", "jpeg"))
-    jpeg_quality: int = field(default=85, metadata=_range(1, 100))
-    hwm: int = field(default=16, metadata=_range(1, 10000))
+class EncoderConfig(Section):
+    format: Literal["raw", "jpeg"] = "raw"
+    jpeg_quality: Annotated[int, Meta(ge=1, le=100)] = 85
+    hwm: Hwm = 16
 
 
-@dataclass
-class DetectorConfig:
-    score_threshold: float = field(default=0.5, metadata=_range(0.0, 1.0))
-    max_faces: int = field(default=16, metadata=_range(1, 256))
-    hwm: int = field(default=4, metadata=_range(1, 10000))
+class DetectorConfig(Section):
+    score_threshold: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.5
+    max_faces: Annotated[int, Meta(ge=1, le=256)] = 16
+    hwm: Hwm = 4
     freshest: bool = True  # drop stale frames (counted) and work on the newest
-    depth: int = field(default=2, metadata=_range(1, 8))  # frames worked on at once (pre/post overlap the invoke)
-    invoke_timeout_ms: float = field(default=2000.0, metadata=_range(1, 600000))  # watchdog: reload a stuck engine
+    depth: Annotated[int, Meta(ge=1, le=8)] = 2  # frames worked on at once (pre/post overlap the invoke)
+    invoke_timeout_ms: TimeoutMs = 2000.0  # watchdog: reload a stuck engine
 
 
-@dataclass
-class ClassifierConfig:
-    top_k: int = field(default=5, metadata=_range(1, 100))
+class ClassifierConfig(Section):
+    top_k: Annotated[int, Meta(ge=1, le=100)] = 5
     birds_only: bool = False  # keep ImageNet's bird classes only (profile cls)
 
 
-@dataclass
-class FerConfig:
-    workers: int = field(default=2, metadata=_range(1, 64))
-    depth: int = field(default=2, metadata=_range(1, 8))  # jobs in flight per worker
-    hwm: int = field(default=8, metadata=_range(1, 10000))
-    invoke_timeout_ms: float = field(default=2000.0, metadata=_range(1, 600000))
+class FerConfig(Section):
+    workers: Annotated[int, Meta(ge=1, le=64)] = 2
+    depth: Annotated[int, Meta(ge=1, le=8)] = 2  # jobs in flight per worker
+    hwm: Hwm = 8
+    invoke_timeout_ms: TimeoutMs = 2000.0
 
 
-@dataclass
-class AggregatorConfig:
-    deadline_ms: float = field(default=500.0, metadata=_range(1, 600000))
+class AggregatorConfig(Section):
+    deadline_ms: TimeoutMs = 500.0
     ordered: bool = True  # hold results back to leave in frame order
-    smoothing: int = field(default=5, metadata=_range(1, 100))  # rolling majority vote over N frames per track
+    smoothing: Annotated[int, Meta(ge=1, le=100)] = 5  # rolling majority vote over N frames per track
 
 
-@dataclass
-class DisplayConfig:
-    hwm: int = field(default=4, metadata=_range(1, 10000))
-    frame_buffer: int = field(default=64, metadata=_range(1, 10000))
-    fps: float = field(default=30.0, metadata=_range(1, 240))  # frame rate written into a video file
+class DisplayConfig(Section):
+    hwm: Hwm = 4
+    frame_buffer: Annotated[int, Meta(ge=1, le=10000)] = 64
+    fps: Annotated[float, Meta(ge=1, le=240)] = 30.0  # frame rate written into a video file
 
 
-@dataclass
-class FaultsConfig:
-    raise_every: int = field(default=0, metadata=_range(0))
-    hang_after: int = field(default=0, metadata=_range(0))
-    hang_count: int = field(default=0, metadata=_range(0))  # 0: every invoke from hang_after on hangs
-    slow_every: int = field(default=0, metadata=_range(0))
-    slow_ms: float = field(default=0.0, metadata=_range(0))
+class FaultsConfig(Section):
+    raise_every: Count = 0
+    hang_after: Count = 0
+    hang_count: Count = 0  # 0: every invoke from hang_after on hangs
+    slow_every: Count = 0
+    slow_ms: Annotated[float, Meta(ge=0, le=600000)] = 0.0
 
 
-@dataclass
-class FakeEngineConfig:
-    devices: int = field(default=1, metadata=_range(1, 16))  # fake Edge TPUs (fake:0 .. fake:N-1)
-    latency_ms: Dict[str, float] = field(default_factory=dict)  # model name -> ms (default: the model's TPU time)
-    switch_ms_per_mb: float = field(default=3.0, metadata=_range(0, 1000))  # parameter reload on a model switch
-    cocompiled: List[List[str]] = field(default_factory=list)  # groups of models compiled together (switch free)
-    faults: Dict[str, FaultsConfig] = field(default_factory=dict)  # actor name ("fer-0", "detector") -> faults
+class FakeEngineConfig(Section):
+    devices: Annotated[int, Meta(ge=1, le=16)] = 1  # fake Edge TPUs (fake:0 .. fake:N-1)
+    # model name -> ms (default: the model's TPU time)
+    latency_ms: Dict[str, Annotated[float, Meta(ge=0, le=600000)]] = {}
+    switch_ms_per_mb: Annotated[float, Meta(ge=0, le=1000)] = 3.0  # parameter reload on a model switch
+    cocompiled: List[List[str]] = []  # groups of models compiled together (switch free)
+    faults: Dict[str, FaultsConfig] = {}  # actor name ("fer-0", "detector") -> faults
 
 
-@dataclass
-class CpuEngineConfig:
-    threads: int = field(default=1, metadata=_range(1, 64))
+class CpuEngineConfig(Section):
+    threads: Annotated[int, Meta(ge=1, le=64)] = 1
 
 
-@dataclass
-class EdgeTpuEngineConfig:
-    devices: List[str] = field(default_factory=lambda: [""])  # "" (the first found), "usb:0", "usb:1", "pci:0"
-    fallback: str = field(default="", metadata=_choices("", "cpu"))
+class EdgeTpuEngineConfig(Section):
+    devices: List[str] = msgspec.field(default_factory=lambda: [""])  # "" (the first found), "usb:0", "pci:0"
+    fallback: Literal["", "cpu"] = ""
 
 
-@dataclass
-class AutoEngineConfig:
-    accelerator: str = field(default="edgetpu", metadata=_choices("edgetpu", "fake"))  # what auto may use
-    faces: int = field(default=3, metadata=_range(1, 64))  # faces per frame that auto plans for
+class AutoEngineConfig(Section):
+    accelerator: Literal["edgetpu", "fake"] = "edgetpu"  # what auto may use
+    faces: Annotated[int, Meta(ge=1, le=64)] = 3  # faces per frame that auto plans for
     table: str = ""  # per-model timings (JSON of `bench models`); default: this machine's cached table
 
 
-@dataclass
-class PlacementConfig:
+class PlacementConfig(Section):
     """Where each role runs: "" follows pipeline.engine; auto | fake | cpu | edgetpu."""
 
-    detector: str = field(default="", metadata=_choices(*PLACEMENTS))
-    fer: str = field(default="", metadata=_choices(*PLACEMENTS))
-    classifier: str = field(default="", metadata=_choices(*PLACEMENTS))
+    detector: Placement = ""
+    fer: Placement = ""
+    classifier: Placement = ""
 
 
-@dataclass
-class EngineConfig:
-    fake: FakeEngineConfig = field(default_factory=FakeEngineConfig)
-    cpu: CpuEngineConfig = field(default_factory=CpuEngineConfig)
-    edgetpu: EdgeTpuEngineConfig = field(default_factory=EdgeTpuEngineConfig)
-    auto: AutoEngineConfig = field(default_factory=AutoEngineConfig)
+class EngineConfig(Section):
+    fake: FakeEngineConfig = msgspec.field(default_factory=FakeEngineConfig)
+    cpu: CpuEngineConfig = msgspec.field(default_factory=CpuEngineConfig)
+    edgetpu: EdgeTpuEngineConfig = msgspec.field(default_factory=EdgeTpuEngineConfig)
+    auto: AutoEngineConfig = msgspec.field(default_factory=AutoEngineConfig)
 
 
-@dataclass
-class ModelsConfig:
-    paths: List[str] = field(default_factory=list)
+class ModelsConfig(Section):
+    paths: List[str] = []
 
 
-@dataclass
-class ProfileModels:
+class ProfileModels(Section):
     detector: str = ""
     fer: str = ""
     classifier: str = ""
 
 
-@dataclass
-class ProfileConfig:
+class ProfileConfig(Section):
     description: str = ""
     detector: str = ""
     fer: str = ""
     classifier: str = ""
-    by_engine: Dict[str, ProfileModels] = field(default_factory=dict)
+    by_engine: Dict[str, ProfileModels] = {}
 
     def models(self, engine: str) -> ProfileModels:
         o = self.by_engine.get(engine, ProfileModels())
         return ProfileModels(o.detector or self.detector, o.fer or self.fer, o.classifier or self.classifier)
 
 
-@dataclass
-class GroupConfig:
+class GroupConfig(Section):
     """A child process: the actors it runs, the Python that runs it, its environment."""
 
-    actors: List[str] = field(default_factory=list)
+    actors: List[str] = []
     python: str = ""  # default: the interpreter running run.py
-    env: Dict[str, str] = field(default_factory=dict)
+    env: Dict[str, str] = {}
     tpu: str = ""  # the Edge TPU device this group owns ("usb:0", "pci:0"); default engine.edgetpu.devices
     spawn: bool = True  # false: started by hand (`python run.py group NAME`), maybe on another host
-    startup_timeout_s: float = field(default=60.0, metadata=_range(1, 3600))
+    startup_timeout_s: Annotated[float, Meta(ge=1, le=3600)] = 60.0
 
 
-@dataclass
-class SecurityConfig:
+class SecurityConfig(Section):
     keys_dir: str = ""  # CURVE keys from `python run.py keys DIR`; required for non-loopback tcp://
 
 
-@dataclass
-class Config:
-    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    bus: BusConfig = field(default_factory=BusConfig)
-    endpoints: EndpointsConfig = field(default_factory=EndpointsConfig)
-    capture: CaptureConfig = field(default_factory=CaptureConfig)
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    fer: FerConfig = field(default_factory=FerConfig)
-    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
-    aggregator: AggregatorConfig = field(default_factory=AggregatorConfig)
-    display: DisplayConfig = field(default_factory=DisplayConfig)
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    placement: PlacementConfig = field(default_factory=PlacementConfig)
-    models: ModelsConfig = field(default_factory=ModelsConfig)
-    profiles: Dict[str, ProfileConfig] = field(default_factory=dict)
-    groups: Dict[str, GroupConfig] = field(default_factory=dict)
-    security: SecurityConfig = field(default_factory=SecurityConfig)
+class Config(Section):
+    pipeline: PipelineConfig = msgspec.field(default_factory=PipelineConfig)
+    bus: BusConfig = msgspec.field(default_factory=BusConfig)
+    endpoints: EndpointsConfig = msgspec.field(default_factory=EndpointsConfig)
+    capture: CaptureConfig = msgspec.field(default_factory=CaptureConfig)
+    encoder: EncoderConfig = msgspec.field(default_factory=EncoderConfig)
+    detector: DetectorConfig = msgspec.field(default_factory=DetectorConfig)
+    fer: FerConfig = msgspec.field(default_factory=FerConfig)
+    classifier: ClassifierConfig = msgspec.field(default_factory=ClassifierConfig)
+    aggregator: AggregatorConfig = msgspec.field(default_factory=AggregatorConfig)
+    display: DisplayConfig = msgspec.field(default_factory=DisplayConfig)
+    engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
+    placement: PlacementConfig = msgspec.field(default_factory=PlacementConfig)
+    models: ModelsConfig = msgspec.field(default_factory=ModelsConfig)
+    profiles: Dict[str, ProfileConfig] = {}
+    groups: Dict[str, GroupConfig] = {}
+    security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
 
     def profile(self) -> ProfileConfig:
         name = self.pipeline.profile
@@ -240,92 +238,154 @@ class Config:
         return self.profiles[name]
 
 
+# ---------------------------------------------------------------- errors that name the key
+
+_MISSING = object()
+_AT = re.compile(r"\.(\w+)|\[(\d+|\.\.\.)\]")
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _join(path: str, key: str) -> str:
+    return "%s.%s" % (path, key) if path else key
+
+
+def _unwrap(tp: Any) -> Tuple[Any, List[Meta]]:
+    """``Annotated[T, Meta(...)]`` -> (T, [Meta(...)])."""
+    if get_origin(tp) is Annotated:
+        args = get_args(tp)
+        return args[0], [m for m in args[1:] if isinstance(m, Meta)]
+    return tp, []
+
+
+def _field_types(cls: Any) -> Dict[str, Any]:
+    return {f.name: f.type for f in msgspec.structs.fields(cls)}
+
+
+def _explain(value: Any, tp: Any, path: str, exc: msgspec.ValidationError) -> str:
+    """msgspec's ``Expected `int` <= 64 - at `$.fer.workers``` as ``fer.workers: 1000 is above the maximum 64``."""
+    text = str(exc)
+    msg, sep, where = text.rpartition(" - at `")
+    if not sep:
+        msg, where = text, "$`"
+    for name, index in _AT.findall(where[1:-1]):
+        tp = _unwrap(tp)[0]
+        if name:
+            tp = _field_types(tp)[name]
+            value = value.get(name, _MISSING) if isinstance(value, dict) else _MISSING
+            path = _join(path, name)
+        elif index == "..." and isinstance(value, dict):  # a dict value; msgspec does not say which key
+            item_tp = get_args(tp)[1]
+            for key, item in value.items():
+                try:
+                    msgspec.convert(item, item_tp)
+                except msgspec.ValidationError as sub:
+                    return _explain(item, item_tp, _join(path, str(key)), sub)
+            break
+        elif index.isdigit() and isinstance(value, list) and int(index) < len(value):
+            tp = get_args(tp)[0]
+            value = value[int(index)]
+            path = "%s[%s]" % (path, index)
+        else:
+            break
+    return _describe(path, value, tp, msg)
+
+
+def _describe(path: str, value: Any, tp: Any, msg: str) -> str:
+    base, metas = _unwrap(tp)
+    unknown = re.match(r"Object contains unknown field `(.*)`$", msg)
+    if unknown:
+        known = ", ".join(sorted(base.__struct_fields__)) if isinstance(base, type) else "none"
+        return "%s: unknown key (known: %s)" % (_join(path, unknown.group(1)), known)
+    where = path or "config"
+    if msg.startswith("Expected `object`"):
+        return "%s: expected a table, got %r" % (where, value)
+    if msg.startswith("Expected `array`"):
+        return "%s: expected a list, got %r" % (where, value)
+    if get_origin(base) is Literal:
+        return "%s: %r is not one of %s" % (where, value, ", ".join(repr(c) for c in get_args(base)))
+    if ", got `" in msg:
+        return "%s: expected %s, got %r" % (where, _TYPE_NAMES.get(base, getattr(base, "__name__", str(base))), value)
+    if isinstance(value, float) and math.isnan(value):
+        return "%s: nan is not a number" % where
+    for m in metas:
+        if m.ge is not None and value < m.ge:
+            return "%s: %r is below the minimum %r" % (where, value, m.ge)
+        if m.le is not None and value > m.le:
+            return "%s: %r is above the maximum %r" % (where, value, m.le)
+    return "%s: %s" % (where, msg)
+
+
+def _convert(data: Any, tp: Any) -> Any:
+    try:
+        return msgspec.convert(data, tp)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(data, tp, "", exc)) from None
+
+
 # ---------------------------------------------------------------- loading
 
-_HINTS: Dict[type, Dict[str, Any]] = {}
-
-
-def _type_name(tp: Any) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
-
-
-def _convert(value: Any, tp: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        return _section(tp, value, path)
-    if origin in (list, List):
-        if not isinstance(value, list):
-            raise ConfigError("%s: expected a list, got %r" % (path, value))
-        return [_convert(v, args[0], "%s[%d]" % (path, i)) for i, v in enumerate(value)]
-    if origin in (dict, Dict):
-        if not isinstance(value, dict):
-            raise ConfigError("%s: expected a table, got %r" % (path, value))
-        return {k: _convert(v, args[1], "%s.%s" % (path, k)) for k, v in value.items()}
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if tp in (str, bool) and type(value) is tp:
-        return value
-    raise ConfigError("%s: expected %s, got %r" % (path, _type_name(tp), value))
-
-
-def _section(cls: type, data: Any, path: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError("%s: expected a table, got %r" % (path or "config", data))
-    hints = _HINTS.get(cls) or typing.get_type_hints(cls)
-    _HINTS[cls] = hints
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    prefix = path + "." if path else ""
-    for key in data:
-        if key not in fields:
-            raise ConfigError("%s%s: unknown key (known: %s)" % (prefix, key, ", ".join(sorted(fields))))
-    kwargs = {}
-    for name, f in fields.items():
-        if name not in data:
-            continue
-        v = _convert(data[name], hints[name], prefix + name)
-        meta = f.metadata
-        if "choices" in meta and v not in meta["choices"]:
-            raise ConfigError("%s%s: %r is not one of %s" % (prefix, name, v, ", ".join(repr(c) for c in meta["choices"])))
-        if meta.get("min") is not None and v < meta["min"]:
-            raise ConfigError("%s%s: %r is below the minimum %r" % (prefix, name, v, meta["min"]))
-        if meta.get("max") is not None and v > meta["max"]:
-            raise ConfigError("%s%s: %r is above the maximum %r" % (prefix, name, v, meta["max"]))
-        kwargs[name] = v
-    return cls(**kwargs)
-
-
 def from_dict(data: Dict[str, Any]) -> Config:
-    cfg = _section(Config, data, "")
+    """Plain data (a TOML or JSON document) -> a checked ``Config``."""
+    cfg = _convert(data, Config)
     _validate(cfg)
     return cfg
 
 
-def load(path: Optional[str] = None) -> Config:
-    """Read and check a config file (default: the repository's ``config.toml``)."""
-    path = path or DEFAULT_CONFIG
+def to_dict(cfg: Config) -> Dict[str, Any]:
+    """The config as plain data (for a child process: ``from_dict(to_dict(cfg))`` gives it back)."""
+    return msgspec.to_builtins(cfg)
+
+
+def overlay(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
+    """``over`` on ``base``: tables merge key by key, any other value (a list too) replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = overlay(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_toml(path: str) -> Dict[str, Any]:
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError("config file %s does not exist" % path) from None
+    except IsADirectoryError:
+        raise ConfigError("config file %s is a directory" % path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("config file %s is not valid TOML: %s" % (path, exc)) from None
+
+
+def load(path: Optional[str] = None, base: Optional[str] = DEFAULT_CONFIG, **overrides: Any) -> Config:
+    """Read and check ``path`` overlaid on ``base`` (the repository's ``config.toml``).
+
+    Without ``path``, ``base`` alone; with ``base=None``, ``path`` alone. ``overrides`` (those of
+    ``apply_overrides``) are applied before the checks that span several keys, so that the file and
+    the command line are checked as one (a file's groups with ``--engine cpu`` claim no device).
+    """
+    path = path or base or DEFAULT_CONFIG
+    data = read_toml(path)
+    if base and os.path.realpath(path) != os.path.realpath(base):
+        data = overlay(read_toml(base), data)
     try:
+        if any(v is not None for v in overrides.values()):
+            return apply_overrides(_convert(data, Config), **overrides)  # apply_overrides checks it all
         return from_dict(data)
     except ConfigError as exc:
         raise ConfigError("%s: %s" % (path, exc)) from None
 
 
 def _validate(cfg: Config) -> None:
+    """The checks that span several keys."""
     from bus.sockets import BusError, check_endpoint
-    for f in dataclasses.fields(cfg.endpoints):
+    for name in endpoint_names():
         try:
-            check_endpoint(getattr(cfg.endpoints, f.name))
+            check_endpoint(getattr(cfg.endpoints, name))
         except BusError as exc:
-            raise ConfigError("endpoints.%s: %s" % (f.name, exc)) from None
+            raise ConfigError("endpoints.%s: %s" % (name, exc)) from None
     for name, prof in cfg.profiles.items():
         for eng in prof.by_engine:
             if eng not in ENGINES:
@@ -341,28 +401,61 @@ def _validate(cfg: Config) -> None:
     check_security(cfg)
 
 
+# ---------------------------------------------------------------- command-line overrides
+
+# apply_overrides keyword -> (command-line option, section, key)
+OVERRIDES: Dict[str, Tuple[str, str, str]] = {
+    "profile": ("--profile", "pipeline", "profile"),
+    "engine": ("--engine", "pipeline", "engine"),
+    "source": ("--source", "pipeline", "source"),
+    "display": ("--display", "pipeline", "display"),
+    "encoder": ("--encoder", "encoder", "format"),
+    "fer_workers": ("--fer-workers", "fer", "workers"),
+    "metrics_endpoint": ("--metrics-endpoint", "endpoints", "metrics"),
+}
+ROLES = tuple(PlacementConfig.__struct_fields__)
+
+
 def apply_overrides(cfg: Config, **overrides: Any) -> Config:
-    """Command-line overrides (None means "not given"), re-validated."""
+    """Command-line overrides (None means "not given"), checked exactly as the file is.
+
+    The keywords are those of ``OVERRIDES`` and ``place`` (a list of ``ROLE=ENGINE``). The overridden
+    data goes through ``from_dict``; on success ``cfg`` takes the result and is returned, on a
+    ``ConfigError`` (which names the option and the key) it is left as it was.
+    """
+    data = to_dict(cfg)
+    given: List[Tuple[str, str]] = []  # (the option as typed, the key path it sets)
     for key, value in overrides.items():
         if value is None:
             continue
-        if key == "engine" and value not in ENGINES:
-            raise ConfigError("--engine: %r is not one of %s" % (value, ", ".join(ENGINES)))
-        if key == "place":  # ["fer=cpu", ...]
+        if key == "place":
             for item in value:
-                role, _, engine = item.partition("=")
-                if role not in ("detector", "fer", "classifier") or engine not in ENGINES:
-                    raise ConfigError("--place: %r is not ROLE=ENGINE with ROLE one of detector, fer, classifier "
-                                      "and ENGINE one of %s" % (item, ", ".join(ENGINES)))
-                setattr(cfg.placement, role, engine)
+                role, sep, engine = item.partition("=")
+                if not sep or not role:
+                    raise ConfigError("--place %s: expected ROLE=ENGINE with ROLE one of %s"
+                                      % (item, ", ".join(ROLES)))
+                data["placement"][role] = engine
+                given.append(("--place %s" % item, "placement." + role))
             continue
-        setattr(cfg.pipeline, key, value)
-    cfg.profile()
-    from .groups import assignment, check_tpus
-    check_tpus(cfg, assignment(cfg))
+        if key not in OVERRIDES:
+            raise TypeError("apply_overrides: unknown override %r (known: place, %s)" % (key, ", ".join(OVERRIDES)))
+        option, section, name = OVERRIDES[key]
+        data[section][name] = value
+        given.append(("%s %s" % (option, value), "%s.%s" % (section, name)))
+    if not given:
+        return cfg
+    try:
+        new = from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(_blame(str(exc), given)) from None
+    for name in Config.__struct_fields__:
+        setattr(cfg, name, getattr(new, name))
     return cfg
 
 
-def to_dict(cfg: Config) -> Dict[str, Any]:
-    """The config as plain data (for a child process: ``from_dict(to_dict(cfg))`` gives it back)."""
-    return dataclasses.asdict(cfg)
+def _blame(msg: str, given: List[Tuple[str, str]]) -> str:
+    """Put the option that set the faulty key in front of the message, or list the options."""
+    for option, key in given:
+        if re.match(re.escape(key) + r"[ :.\[]", msg):
+            return "%s: %s" % (option, msg)
+    return "%s (command-line options: %s)" % (msg, ", ".join(option for option, _ in given))

@@ -11,12 +11,13 @@ Python 3.9 compatible.
 """
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import os
 from typing import Dict, List, Set
 
-from .config import Config, ConfigError
+import msgspec
+
+from .config import Config, ConfigError, endpoint_names
 
 MAIN = "main"
 # actor roles a group may take (``fer`` is the whole FER pool)
@@ -107,7 +108,7 @@ def plan(cfg: Config, run_dir: str) -> Config:
     """A copy of ``cfg`` whose cross-process ``inproc://`` endpoints are ``ipc://`` under ``run_dir``."""
     assign = assignment(cfg)
     check_tpus(cfg, assign)
-    out = dataclasses.replace(cfg, endpoints=dataclasses.replace(cfg.endpoints))
+    out = msgspec.structs.replace(cfg, endpoints=msgspec.structs.replace(cfg.endpoints))
     for link in LINKS:
         ep = getattr(out.endpoints, link)
         if ep.startswith("inproc://") and len(processes_using(link, assign, cfg)) > 1:
@@ -130,8 +131,8 @@ def needs_curve(endpoint: str) -> bool:
 
 def check_security(cfg: Config) -> None:
     """Refuse a non-loopback tcp:// endpoint without CURVE keys."""
-    open_eps = [(f.name, getattr(cfg.endpoints, f.name)) for f in dataclasses.fields(cfg.endpoints)
-                if needs_curve(getattr(cfg.endpoints, f.name))]
+    open_eps = [(name, getattr(cfg.endpoints, name)) for name in endpoint_names()
+                if needs_curve(getattr(cfg.endpoints, name))]
     if open_eps and not cfg.security.keys_dir:
         names = ", ".join("endpoints.%s = %s" % kv for kv in open_eps)
         raise ConfigError("%s: a tcp:// endpoint reachable from other hosts needs CURVE encryption; create keys "

@@ -100,6 +100,45 @@ def test_config_error_names_the_key(tmp_path):
     assert "fer.workers" in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--metrics-endpoint", "tcp://0.0.0.0:5590"],
+     "endpoints.metrics = tcp://0.0.0.0:5590: a tcp:// endpoint reachable from other hosts needs CURVE encryption"),
+    (["--metrics-endpoint", "udp://x"], "--metrics-endpoint udp://x: endpoints.metrics: "),
+    (["--fer-workers", "1000"], "--fer-workers 1000: fer.workers: 1000 is above the maximum 64"),
+    (["--place", "fer=gpu"], "--place fer=gpu: placement.fer: 'gpu' is not one of"),
+])
+def test_command_line_values_go_through_the_config_checks(args, message):
+    p = run_py(*args, "--frames", "5")
+    assert p.returncode == 2, p.stderr
+    assert message in p.stderr and "Traceback" not in p.stderr
+
+
+def test_a_partial_config_overlays_config_toml(tmp_path):
+    cfg = tmp_path / "mine.toml"
+    cfg.write_text("[capture]\nmax_in_flight = 8\n")
+    summary = tmp_path / "s.json"
+    p = run_py("--config", str(cfg), "--source", "synthetic:faces=1", "--frames", "5", "--summary", str(summary),
+               "--metrics-endpoint", free_endpoint(tmp_path))
+    assert p.returncode == 0, p.stderr
+    s = json.loads(summary.read_text())
+    assert s["profile"] == "fd+fer64" and s["frames_captured"] == 5
+
+
+def test_load_config_applies_every_option_over_the_overlaid_file(tmp_path):
+    from pipeline.cli import load_config, run_parser
+    cfg = tmp_path / "mine.toml"
+    cfg.write_text("[capture]\nmax_in_flight = 8\n\n[fer]\nworkers = 4\n")
+    args = run_parser().parse_args(["--config", str(cfg), "--profile", "fd", "--engine", "cpu", "--source", "demo",
+                                    "--display", "file:out.mp4", "--encoder", "jpeg", "--fer-workers", "3",
+                                    "--place", "detector=fake", "--metrics-endpoint", free_endpoint(tmp_path)])
+    c = load_config(args)
+    assert c.capture.max_in_flight == 8 and c.fer.workers == 3
+    assert (c.pipeline.profile, c.pipeline.engine, c.pipeline.source, c.pipeline.display) == \
+        ("fd", "cpu", "demo", "file:out.mp4")
+    assert (c.encoder.format, c.placement.detector, c.endpoints.metrics) == \
+        ("jpeg", "fake", free_endpoint(tmp_path))
+
+
 def test_metrics_once_against_a_running_pipeline(tmp_path):
     from pipeline.metrics_cli import table, watch
     from pipeline.runner import RunOptions, run

@@ -67,7 +67,7 @@ def test_place_option_overrides_one_role_and_is_validated():
     cfg = apply_overrides(inproc_config(), place=["fer=cpu"])
     p = place(cfg)
     assert p["detector"].engine == "fake" and p["fer"].engine == "cpu"
-    with pytest.raises(ConfigError, match="--place: 'fer=gpu'"):
+    with pytest.raises(ConfigError, match="--place fer=gpu: placement.fer: 'gpu' is not one of"):
         apply_overrides(inproc_config(), place=["fer=gpu"])
     with pytest.raises(ConfigError, match="placement.fer: 'gpu' is not one of"):
         config.from_dict({"placement": {"fer": "gpu"}})
