@@ -23,9 +23,13 @@ For each frame set, in the same run and round-robin:
     per-frame decode), sends the pixels over one ZeroMQ hop (REQ/REP over
     ``ipc://``) and waits for the result before it reads the next frame (one
     frame in flight); the back end detects and runs FER on each face in turn,
-    with the same models and CPU thread count.
+    with the same models and CPU thread count;
+(3) the same serial loop with the frame kept in memory: the front end reads
+    the image once and sends it every time, as a camera hands over a decoded
+    frame (the image sources decode their file on every read today, which the
+    pipeline's capture pays; this variant shows the loop without that cost).
 
-Reported: FPS of both, the ratio pipeline / serial (the median of the
+Reported: FPS of each, the ratios pipeline / serial (the median of the
 per-round ratios), faces found per frame by each; and FER pool 2 vs 1
 workers on ``faces5`` as faces per second. No number here is a test
 threshold; the JSON (``bench_pipeline_cpu.json``) has every run.
@@ -167,7 +171,7 @@ def run_pipeline(cfg: Config, frames: int) -> Dict[str, Any]:
     }
 
 
-def run_serial(cfg: Config, source: str, frames: int, warmup: int) -> Dict[str, Any]:
+def run_serial(cfg: Config, source: str, frames: int, warmup: int, in_memory: bool = False) -> Dict[str, Any]:
     from .build import engine_settings
     from .serial_loop import SerialLoop
 
@@ -178,7 +182,7 @@ def run_serial(cfg: Config, source: str, frames: int, warmup: int) -> Dict[str, 
                       transport="ipc")
     try:
         loop.start()
-        r = loop.run(source, frames, warmup)
+        r = loop.run(source, frames, warmup, in_memory=in_memory)
     finally:
         loop.close()
     r["backend_exit_code"] = loop.exit_code
@@ -227,7 +231,7 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
         fsets = prepare_frames(folder, tmp)
         cases: List[Tuple[str, str, Optional[int]]] = []  # (kind, frame set, FER workers)
         for name in sets:
-            cases += [("pipeline", name, None), ("serial", name, None)]
+            cases += [("pipeline", name, None), ("serial", name, None), ("serial_mem", name, None)]
         if pool:
             cases += [("pool", POOL_SET, w) for w in POOL_WORKERS]
 
@@ -237,8 +241,8 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
         def measure(c: Tuple[str, str, Optional[int]], n: int, warm: int) -> Dict[str, Any]:
             kind, name, workers = c
             fs = fsets[name]
-            if kind == "serial":
-                return run_serial(base(), fs.path, n, warm)
+            if kind in ("serial", "serial_mem"):
+                return run_serial(base(), fs.path, n, warm, in_memory=kind == "serial_mem")
             cfg = pipeline_config(base(), fs.path, workers, key(c).replace(":", "-"))
             return run_pipeline(cfg, n)
 
@@ -246,7 +250,7 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
             is_warmup = warmup > 0 and rnd == 0
             for c in cases:
                 k = key(c)
-                if k in errors or (is_warmup and c[0] == "serial"):
+                if k in errors or (is_warmup and c[0] != "pipeline" and c[0] != "pool"):
                     continue  # the serial loop warms up inside its own measurement
                 try:
                     r = measure(c, warmup if is_warmup else frames, 0 if is_warmup else warmup)
@@ -275,19 +279,23 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
 
     compare = []
     for name in sets:
-        p, s = "pipeline:%s" % name, "serial:%s" % name
+        p, s, m = "pipeline:%s" % name, "serial:%s" % name, "serial_mem:%s" % name
         ratios = per_round(p, s, "fps")
-        pr, sr = runs.get(p, []), runs.get(s, [])
+        ratios_mem = per_round(p, m, "fps")
+        pr, sr, mr = runs.get(p, []), runs.get(s, []), runs.get(m, [])
         compare.append({
             "frames": name, "pipeline_fps": med(p, "fps"), "serial_fps": med(s, "fps"),
             "ratio": _median(ratios), "ratio_runs": ratios,
             "pipeline_faces_per_frame": med(p, "faces_per_frame"), "serial_faces_per_frame": med(s, "faces_per_frame"),
+            "serial_in_memory_fps": med(m, "fps"), "ratio_vs_in_memory": _median(ratios_mem),
+            "ratio_vs_in_memory_runs": ratios_mem, "serial_in_memory_faces_per_frame": med(m, "faces_per_frame"),
             "expected_faces": fsets[name].expected_faces,
             "pipeline_fer_workers": cfg0.fer.workers, "pipeline_max_in_flight": cfg0.capture.max_in_flight,
             "serial_in_flight": 1,
-            "same_frames": bool(pr and sr and all(r["frame_digests"] == [fsets[name].digest] for r in sr)),
+            "same_frames": bool(pr and sr and all(r["frame_digests"] == [fsets[name].digest] for r in sr + mr)),
             "pipeline_busy_ms_p50": pr[len(pr) // 2]["busy_ms_p50"] if pr else None,
             "serial_ms_p50": sr[len(sr) // 2]["ms_p50"] if sr else None,
+            "serial_in_memory_ms_p50": mr[len(mr) // 2]["ms_p50"] if mr else None,
             "goal": ">= 1.5x the serial loop, at least as many faces per frame",
         })
     pool_row: Dict[str, Any] = {}
@@ -311,6 +319,8 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
                                "serial: pipeline.serial_loop, a second process behind one REQ/REP hop over "
                                "ipc://, one frame in flight; the front end reads the same source as the "
                                "pipeline's capture (same per-frame decode)",
+                               "serial_mem: the same loop, but the front end reads the image once and sends that "
+                               "frame every time (a camera hands over decoded frames); ratio_vs_in_memory",
                                "ratio: median of the per-round ratios (both measured in the same round)",
                                "pool: the pipeline on faces5 with 1 and 2 FER workers, faces/s"]},
         "frame_sets": sets_info,
@@ -343,8 +353,14 @@ def render(result: Dict[str, Any]) -> str:
         if r.get("pipeline_busy_ms_p50"):
             out.append("    pipeline busy p50 ms: " + ", ".join("%s %.2f" % kv for kv in
                                                                sorted(r["pipeline_busy_ms_p50"].items())))
-        if r.get("serial_ms_p50"):
-            out.append("    serial p50 ms: " + ", ".join("%s %.2f" % kv for kv in r["serial_ms_p50"].items()))
+        out.append("    vs the serial loop sending a frame kept in memory (a camera's decoded frame, no per-frame "
+                   "decode): %s FPS = x%s (per round %s); faces/frame %s"
+                   % (f(r["serial_in_memory_fps"]), f(r["ratio_vs_in_memory"], "%.2f"),
+                      "/".join("%.2f" % x for x in r["ratio_vs_in_memory_runs"]) or "n/a",
+                      f(r["serial_in_memory_faces_per_frame"], "%.2f")))
+        for label, k in (("serial", "serial_ms_p50"), ("serial, in memory", "serial_in_memory_ms_p50")):
+            if r.get(k):
+                out.append("    %s p50 ms: " % label + ", ".join("%s %.2f" % kv for kv in r[k].items()))
     p = result.get("fer_pool")
     if p:
         out.append("FER pool on %s (%s faces/frame found): 1 worker %s faces/s, 2 workers %s faces/s = x%s "

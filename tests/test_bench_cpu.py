@@ -64,7 +64,9 @@ def test_bench_cpu_quick_runs_both_sides_on_the_same_frames(tmp_path, capsys):
         assert row["pipeline_fps"] > 0 and row["serial_fps"] > 0, name
         assert row["pipeline_faces_per_frame"] is not None and row["serial_faces_per_frame"] is not None
         assert row["serial_in_flight"] == 1
-        p, s = data["runs"]["pipeline:" + name], data["runs"]["serial:" + name]
+        assert row["ratio_vs_in_memory"] and row["serial_in_memory_faces_per_frame"] is not None, name
+        p = data["runs"]["pipeline:" + name]
+        s = data["runs"]["serial:" + name] + data["runs"]["serial_mem:" + name]
         for r in p:
             assert r["frames_captured"] == 4 and r["leaked_sockets"] == [] and r["drained"], name
             assert r["faces_frames"] == r["frames_completed"] + r["frames_partial"] > 0, name
