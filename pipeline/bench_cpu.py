@@ -29,6 +29,10 @@ For each frame set, in the same run and round-robin:
     frame (the image sources decode their file on every read today, which the
     pipeline's capture pays; this variant shows the loop without that cost).
 
+The FER pool is also measured alone: the pipeline's ``FerWorker`` actors (1
+and 2, the config's depth and queue sizes) fed the real face crops of
+``faces5`` by a PUSH socket, with no capture or detector in the way.
+
 Reported: FPS of each, the ratios pipeline / serial (the median of the
 per-round ratios), faces found per frame by each; and FER pool 2 vs 1
 workers on ``faces5`` as faces per second. No number here is a test
@@ -39,6 +43,7 @@ Python 3.9 compatible.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import os
 import statistics
@@ -191,6 +196,91 @@ def run_serial(cfg: Config, source: str, frames: int, warmup: int, in_memory: bo
     return r
 
 
+def real_crops(cfg: Config, path: str) -> List[Any]:
+    """The FER model's inputs for every face the profile's CPU detector finds in the image at ``path``."""
+    import cv2
+
+    from models import manifest
+    from models.registry import expression_model, face_detector
+    from .build import engine_settings
+
+    names = cfg.profile().models("cpu")
+    settings = engine_settings(cfg, "cpu")
+    det_spec, fer_spec = manifest.get(names.detector), manifest.get(names.fer)
+    det_engine, fer_engine = settings.build(det_spec, "bench-detector"), settings.build(fer_spec, "bench-fer")
+    try:
+        det_engine.load()
+        fer_engine.load()
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        detector = face_detector(det_spec, det_engine, score_threshold=cfg.detector.score_threshold,
+                                 max_faces=cfg.detector.max_faces)
+        fer = expression_model(fer_spec, fer_engine)
+        return [fer.prepare(img, f) for f in detector.detect(img)]
+    finally:
+        det_engine.close()
+        fer_engine.close()
+
+
+async def _fer_stage(cfg: Config, crops: List[Any], workers: int, n_jobs: int) -> Dict[str, Any]:
+    from actors.fer import FerWorker
+    from bus.messages import FaceJob
+    from models import manifest
+    from .build import engine_settings, make_bus
+
+    bus = make_bus(cfg)
+    tag = "inproc://benchcpu-ferstage-w%d" % workers
+    jobs = bus.push(tag + "-jobs", hwm=cfg.fer.hwm, name="bench.jobs", bind=True)
+    results = bus.pull(tag + "-expr", hwm=max(64, n_jobs), name="bench.expr", bind=True)
+    spec = manifest.get(cfg.profile().models("cpu").fer)
+    settings = engine_settings(cfg, "cpu")
+    pool = [FerWorker("fer-%d" % i, bus, facejobs_endpoint=tag + "-jobs", expressions_endpoint=tag + "-expr",
+                      hwm=cfg.fer.hwm, engine=settings, model=spec, invoke_timeout_ms=cfg.fer.invoke_timeout_ms,
+                      depth=cfg.fer.depth) for i in range(workers)]
+    started: List[Any] = []
+    per_worker: Dict[str, int] = {}
+    try:
+        for w in pool:
+            await w.start()
+            started.append(w)
+        t0 = time.monotonic()
+
+        async def feed() -> None:
+            for k in range(n_jobs):
+                await jobs.send(FaceJob(k // len(crops), k % len(crops), len(crops), t0, crops[k % len(crops)]))
+
+        feeder = asyncio.ensure_future(feed())
+        errors = 0
+        try:
+            for _ in range(n_jobs):
+                e = await results.recv()
+                per_worker[e.worker] = per_worker.get(e.worker, 0) + 1
+                errors += bool(e.error)
+        finally:
+            if not feeder.done():
+                feeder.cancel()
+            await asyncio.wait([feeder])
+        elapsed = time.monotonic() - t0
+    finally:
+        for w in reversed(started):
+            await w.stop()
+        jobs.close()
+        results.close()
+        leaked = bus.open_channels()
+        bus.close()
+    return {"faces": n_jobs, "duration_s": round(elapsed, 3), "fps": round(n_jobs / len(crops) / elapsed, 2),
+            "faces_per_s": round(n_jobs / elapsed, 1), "faces_per_frame": float(len(crops)),
+            "per_worker": per_worker, "errors": errors, "leaked_sockets": leaked}
+
+
+def run_fer_stage(cfg: Config, crops: List[Any], workers: int, n_jobs: int) -> Dict[str, Any]:
+    """FER workers alone (the pipeline's FerWorker actors, PUSH/PULL over inproc://) on real face crops."""
+    from .cli import event_loop_run
+
+    if not crops:
+        raise ValueError("no faces found for the FER stage")
+    return event_loop_run(_fer_stage(cfg, crops, workers, n_jobs))
+
+
 # ---------------------------------------------------------------- the whole run
 
 def _median(values: Sequence[Optional[float]]) -> Optional[float]:
@@ -232,8 +322,11 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
         cases: List[Tuple[str, str, Optional[int]]] = []  # (kind, frame set, FER workers)
         for name in sets:
             cases += [("pipeline", name, None), ("serial", name, None), ("serial_mem", name, None)]
+        crops: List[Any] = []
         if pool:
             cases += [("pool", POOL_SET, w) for w in POOL_WORKERS]
+            cases += [("ferstage", POOL_SET, w) for w in POOL_WORKERS]
+            crops = real_crops(base(), fsets[POOL_SET].path)
 
         def key(c: Tuple[str, str, Optional[int]]) -> str:
             return "%s:%s" % (c[0], c[1]) + (":w%d" % c[2] if c[2] else "")
@@ -241,6 +334,8 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
         def measure(c: Tuple[str, str, Optional[int]], n: int, warm: int) -> Dict[str, Any]:
             kind, name, workers = c
             fs = fsets[name]
+            if kind == "ferstage":
+                return run_fer_stage(base(), crops, workers or 1, n * len(crops))
             if kind in ("serial", "serial_mem"):
                 return run_serial(base(), fs.path, n, warm, in_memory=kind == "serial_mem")
             cfg = pipeline_config(base(), fs.path, workers, key(c).replace(":", "-"))
@@ -307,6 +402,10 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
                     "fps": [med(b, "fps"), med(a, "fps")],
                     "faces_per_frame": [med(b, "faces_per_frame"), med(a, "faces_per_frame")],
                     "ratio": _median(ratios), "ratio_runs": ratios, "goal": ">= 1.7x faces/s"}
+        a, b = "ferstage:%s:w%d" % (POOL_SET, POOL_WORKERS[1]), "ferstage:%s:w%d" % (POOL_SET, POOL_WORKERS[0])
+        ratios = per_round(a, b, "faces_per_s")
+        pool_row["stage_only"] = {"faces_per_s": [med(b, "faces_per_s"), med(a, "faces_per_s")],
+                                  "faces_per_frame": len(crops), "ratio": _median(ratios), "ratio_runs": ratios}
     return {
         "machine": machine_info(),
         "settings": {"engine": "cpu", "profile": cfg0.pipeline.profile, "models": {"detector": names.detector,
@@ -322,7 +421,10 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
                                "serial_mem: the same loop, but the front end reads the image once and sends that "
                                "frame every time (a camera hands over decoded frames); ratio_vs_in_memory",
                                "ratio: median of the per-round ratios (both measured in the same round)",
-                               "pool: the pipeline on faces5 with 1 and 2 FER workers, faces/s"]},
+                               "pool: the pipeline on faces5 with 1 and 2 FER workers, faces/s",
+                               "ferstage: the FER workers alone (FerWorker actors, the config's depth and hwm) fed "
+                               "the real crops of faces5 by a PUSH socket; faces/s from the first job to the last "
+                               "expression"]},
         "frame_sets": sets_info,
         "runs": runs,
         "pipeline_vs_serial": compare,
@@ -368,6 +470,12 @@ def render(result: Dict[str, Any]) -> str:
                    % (p["frames"], "/".join(f(x, "%.2f") for x in p["faces_per_frame"]), f(p["faces_per_s"][0]),
                       f(p["faces_per_s"][1]), f(p["ratio"], "%.2f"),
                       "/".join("%.2f" % x for x in p["ratio_runs"]) or "n/a"))
+    st = (p or {}).get("stage_only")
+    if st:
+        out.append("FER stage alone (the pool's FerWorker actors fed %d real face crops per frame over inproc://, no "
+                   "capture or detector): 1 worker %s faces/s, 2 workers %s faces/s = x%s (per round %s)"
+                   % (st["faces_per_frame"], f(st["faces_per_s"][0]), f(st["faces_per_s"][1]), f(st["ratio"], "%.2f"),
+                      "/".join("%.2f" % x for x in st["ratio_runs"]) or "n/a"))
     if result.get("errors"):
         out.append("failed: " + "; ".join("%s: %s" % kv for kv in result["errors"].items()))
     return "\n".join(out)

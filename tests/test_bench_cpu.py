@@ -82,7 +82,13 @@ def test_bench_cpu_quick_runs_both_sides_on_the_same_frames(tmp_path, capsys):
     pool = data["fer_pool"]
     assert pool["workers"] == [1, 2] and pool["ratio"] and all(pool["faces_per_s"])
     assert all(f is not None for f in pool["faces_per_frame"])
-    assert "pipeline" in printed and "serial" in printed and "FER pool" in printed
+    stage = pool["stage_only"]
+    assert stage["ratio"] and all(stage["faces_per_s"]) and stage["faces_per_frame"] >= 1
+    for w in (1, 2):
+        for r in data["runs"]["ferstage:faces5:w%d" % w]:
+            assert r["errors"] == 0 and r["leaked_sockets"] == []
+            assert sum(r["per_worker"].values()) == r["faces"] == 4 * stage["faces_per_frame"]
+    assert "pipeline" in printed and "serial" in printed and "FER pool" in printed and "FER stage" in printed
     assert _serial_files() <= before  # no ipc folder or socket file left behind
     assert not list(tmp_path.glob("**/*.ipc"))
 
