@@ -283,6 +283,17 @@ def run_fer_stage(cfg: Config, crops: List[Any], workers: int, n_jobs: int) -> D
 
 # ---------------------------------------------------------------- the whole run
 
+def _dist_version(name: str) -> Optional[str]:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # Python < 3.8
+        return None
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
 def _median(values: Sequence[Optional[float]]) -> Optional[float]:
     vals = [v for v in values if v]
     return round(statistics.median(vals), 3) if vals else None
@@ -410,7 +421,8 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
         "machine": machine_info(),
         "settings": {"engine": "cpu", "profile": cfg0.pipeline.profile, "models": {"detector": names.detector,
                                                                                    "fer": names.fer},
-                     "cpu_threads": cfg0.engine.cpu.threads, "frames": frames, "warmup": warmup,
+                     "cpu_threads": cfg0.engine.cpu.threads, "litert": _dist_version("ai-edge-litert"),
+                     "frames": frames, "warmup": warmup,
                      "repeats": repeats, "images": folder, "model_paths": cfg0.models.paths,
                      "elapsed_s": round(time.monotonic() - t0, 1),
                      "notes": ["pipeline: pipeline.runner.run, image-file source looping one image, inproc://, "
@@ -441,7 +453,8 @@ def render(result: Dict[str, Any]) -> str:
            % (result["machine"]["machine"], result["machine"]["cpus_usable"], result["machine"]["python"],
               result["machine"]["load_avg"]),
            "models: %(detector)s + %(fer)s on the CPU" % result["settings"]["models"]
-           + ", %d thread(s) per interpreter" % result["settings"]["cpu_threads"]]
+           + ", %d thread(s) per interpreter, ai-edge-litert %s" % (result["settings"]["cpu_threads"],
+                                                                    result["settings"]["litert"])]
     for r in result["pipeline_vs_serial"]:
         fs = result["frame_sets"].get(r["frames"], {})
         out.append("%s (%s, %dx%d, %d faces in the photo): pipeline %s FPS (%d FER workers, %d frames in flight) "
