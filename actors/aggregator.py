@@ -16,16 +16,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from typing import Dict, List, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 import zmq
 import zmq.asyncio
 
-from bus.messages import Control, Detections, Expression, FaceResult, Result
+from bus.messages import Detections, Eos, Expression, FaceLabel, FaceResult, Result
 from bus.sockets import Bus
 
 from .base import Actor
 from .tracks import Tracker
+
+
+class FaceOutcome(NamedTuple):
+    """One face's FER outcome: its label, or the error of the job it was in."""
+
+    label: Optional[FaceLabel]
+    error: str
 
 
 class Pending:
@@ -33,7 +40,7 @@ class Pending:
 
     def __init__(self, det: Detections, deadline: float) -> None:
         self.det = det
-        self.expressions: Dict[int, Expression] = {}
+        self.expressions: Dict[int, FaceOutcome] = {}
         self.deadline = deadline
         self.errors = 0
 
@@ -67,7 +74,7 @@ class Aggregator(Actor):
     async def setup(self) -> None:
         self.drained = asyncio.Event()
         self.det = self.channel(self.bus.sub(self.detections_endpoint, hwm=max(self.hwm, 64), name=self.name,
-                                             topics=("detections", "control")))
+                                             topics=("detections", "eos")))
         self.expr = self.channel(self.bus.pull(self.expressions_endpoint, hwm=max(self.hwm, 256), bind=True,
                                                name=self.name + ".expressions"))
         self.pub = self.channel(self.bus.pub(self.results_endpoint, hwm=max(self.hwm, 256), name=self.name))
@@ -103,12 +110,11 @@ class Aggregator(Actor):
         return max(0, int((min(times) - time.monotonic()) * 1000) + 1)
 
     async def _on_detections(self, msg) -> None:
-        if isinstance(msg, Control):
-            if msg.command == "eos":
-                if self.end_of_stream(self.det, "detections", msg):
-                    self.eos_last = msg.last_frame_id
-                if self.drained is not None and self.drained.is_set():
-                    await self.pub.send(Control("eos", self.name, msg.last_frame_id, {"sent": self.pub.sent("result")}))
+        if isinstance(msg, Eos):
+            if self.end_of_stream(self.det, "detections", msg):
+                self.eos_last = msg.last_frame_id
+            if self.drained is not None and self.drained.is_set():
+                await self.pub.send(Eos(self.name, msg.last_frame_id, self.pub.sent("result")))
             return
         if not isinstance(msg, Detections):
             self.stats.count("ignored")
@@ -125,15 +131,17 @@ class Aggregator(Actor):
         self.pending[fid] = p
 
     def _attach(self, p: Pending, e: Expression) -> None:
-        if not 0 <= e.face_index < p.det.expect_expressions:
+        if not 0 <= e.face_index or e.face_index + e.count > p.det.expect_expressions:
             self.stats.count("bad_expressions")
             return
-        if e.face_index in p.expressions:
+        faces = range(e.face_index, e.face_index + e.count)
+        if any(i in p.expressions for i in faces):
             self.stats.count("duplicate_expressions")
             return
-        p.expressions[e.face_index] = e
+        for j, i in enumerate(faces):
+            p.expressions[i] = FaceOutcome(e.faces[j] if not e.error else None, e.error)
         if e.error:
-            p.errors += 1
+            p.errors += e.count
 
     def _on_expression(self, e) -> None:
         if not isinstance(e, Expression):
@@ -150,7 +158,7 @@ class Aggregator(Actor):
             if e.face_index in early:
                 self.stats.count("duplicate_expressions")
                 return
-            early[e.face_index] = e
+            early[e.face_index] = e  # a job's message, by its first face
             self.early_t.setdefault(e.frame_id, time.monotonic())
 
     async def _release(self, now: float) -> None:
@@ -174,8 +182,8 @@ class Aggregator(Actor):
         faces: List[FaceResult] = []
         for i, b in enumerate(det.faces):
             e = p.expressions.get(i)
-            ok = e is not None and not e.error
-            faces.append(FaceResult(b.as_list(), b.score, e.label if ok else None, e.confidence if ok else None))
+            got = e.label if e is not None else None
+            faces.append(FaceResult(b.as_list(), b.score, got.label if got else None, got.confidence if got else None))
         if det.expect_expressions:
             for f, (tid, vote) in zip(faces, self.tracker.update(det.frame_id, [(f.box, f.expression)
                                                                                  for f in faces])):
@@ -188,7 +196,7 @@ class Aggregator(Actor):
             self.emitted.popitem(last=False)
         t_result = time.monotonic()
         await self.pub.send(Result(det.frame_id, det.t_capture, t_result, det.width, det.height, faces,
-                                   partial, in_order, det.truth, det.labels))
+                                   partial, in_order, det.labels))
         self.stats.count("out")
         self.stats.count("partial" if partial else "completed")
         if not in_order:
@@ -200,4 +208,4 @@ class Aggregator(Actor):
             return
         self.drained.set()
         self.log.debug("drained: every frame up to %s is out", self.eos_last)
-        await self.pub.send(Control("eos", self.name, self.eos_last, {"sent": self.pub.sent("result")}))
+        await self.pub.send(Eos(self.name, self.eos_last, self.pub.sent("result")))

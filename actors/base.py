@@ -17,6 +17,7 @@ import logging
 import time
 from typing import Any, Dict, List, Optional
 
+from bus.messages import Eos
 from bus.sockets import Bus, Channel
 
 from .stats import Stats
@@ -70,19 +71,18 @@ class Actor:
             self.stats.drop("transport", lost - seen)
             self._lost_seen[(id(ch), kind)] = lost
 
-    def end_of_stream(self, ch: Channel, kind: str, eos: Any) -> bool:
-        """Handle an ``eos`` control message; True the first time.
+    def end_of_stream(self, ch: Channel, kind: str, eos: Eos) -> bool:
+        """Handle an end-of-stream message; True the first time.
 
-        The sender tells how many ``kind`` messages it sent (``info["sent"]``);
+        The sender tells how many ``kind`` messages it sent (``eos.sent``);
         those that never arrived were lost in transport and are counted.
         """
         self.account_lost(ch, kind)
         if self.eos_received:
             return False
         self.eos_received = True
-        sent = eos.info.get("sent", 0)
-        if isinstance(sent, int) and sent > ch.seen(kind):
-            self.stats.drop("transport", sent - ch.seen(kind))
+        if eos.sent > ch.seen(kind):
+            self.stats.drop("transport", eos.sent - ch.seen(kind))
         self.log.debug("end of stream after frame %s", eos.last_frame_id)
         return True
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
+from typing import Callable, List, Optional
 
-from bus.messages import Control, Frame
+from bus.messages import Eos, Frame, TruthFace
 from bus.sockets import Bus
 
 from .base import Actor, in_thread, ms_since
@@ -54,6 +54,8 @@ class Capture(Actor):
         self.max_in_flight = max_in_flight
         self.credit_timeout_s = credit_timeout_s
         self.results = None
+        # the recorder's hook for what a test source knows of each frame (both run in the main process)
+        self.truth_sink: Optional[Callable[[int, List[TruthFace]], None]] = None
         self.done_through = -1  # highest frame id seen in results
 
     async def setup(self) -> None:
@@ -123,7 +125,9 @@ class Capture(Actor):
                     break
                 image, truth = item
                 t_capture = time.monotonic()
-                await self.pub.send(Frame(frame_id, t_capture, self.spec, image, truth))
+                if truth is not None and self.truth_sink is not None:
+                    self.truth_sink(frame_id, truth)  # the answer key goes to the recorder, not on the bus
+                await self.pub.send(Frame(frame_id, t_capture, self.spec, image))
                 self.last_frame_id = frame_id
                 frame_id += 1
                 self.stats.count("in")
@@ -134,7 +138,7 @@ class Capture(Actor):
         finally:
             self.stats.count("source_errors", src.errors)
             self.done.set()
-        eos = Control("eos", self.name, self.last_frame_id, {"sent": self.pub.sent("frame")})
+        eos = Eos(self.name, self.last_frame_id, self.pub.sent("frame"))
         while True:
             await self.pub.send(eos)
             await asyncio.sleep(self.eos_interval)  # repeat: a PUB may drop one for a full subscriber

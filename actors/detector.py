@@ -1,4 +1,4 @@
-"""Detector: encoded frames -> detections (PUB) and one FER job per face (PUSH).
+"""Detector: encoded frames -> detections (PUB) and one FER job per frame with faces (PUSH).
 
 The freshest frame wins for a live source (see ``frame_stage``). FER jobs of
 a frame that is kept are never dropped: sending them waits for a free FER
@@ -52,12 +52,11 @@ class Detector(FrameStage):
 
     async def publish(self, msg: EncodedFrame, result: Tuple[List[FaceBox], List[Any]]) -> None:
         faces, crops = result
-        boxes = [Box(f.x1, f.y1, f.x2, f.y2, f.score, [list(p) for p in f.landmarks] if f.landmarks else None)
-                 for f in faces]
+        # landmarks stay here: they shape the FER crop (alignment), and no one downstream uses them
+        boxes = [Box(f.x1, f.y1, f.x2, f.y2, f.score) for f in faces]
         await self.pub.send(Detections(msg.frame_id, msg.t_capture, time.monotonic(), msg.width, msg.height,
-                                       boxes, len(crops), msg.truth))
+                                       boxes, len(crops)))
         self.stats.count("faces", len(faces))
-        if self.jobs is not None:
-            for i, crop in enumerate(crops):
-                await self.jobs.send(FaceJob(msg.frame_id, i, len(crops), msg.t_capture, np.ascontiguousarray(crop)))
-            self.stats.count("jobs", len(crops))
+        if self.jobs is not None and crops:  # the frame's faces as one job: one message, one batched invoke
+            await self.jobs.send(FaceJob(msg.frame_id, 0, len(crops), msg.t_capture, np.stack(crops)))
+            self.stats.count("jobs")

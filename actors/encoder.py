@@ -14,7 +14,7 @@ from typing import Optional
 
 import cv2
 
-from bus.messages import Control, EncodedFrame, Frame
+from bus.messages import EncodedFrame, Eos, Frame
 from bus.sockets import Bus
 
 from .base import Actor, in_thread, ms_since
@@ -36,7 +36,7 @@ class Encoder(Actor):
     async def setup(self) -> None:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=self.name)
         self.sub = self.channel(self.bus.sub(self.frames_endpoint, hwm=self.hwm, name=self.name,
-                                             topics=("frame", "control")))
+                                             topics=("frame", "eos")))
         self.pub = self.channel(self.bus.pub(self.encoded_endpoint, hwm=self.hwm, name=self.name))
 
     def _jpeg(self, image) -> bytes:
@@ -49,11 +49,9 @@ class Encoder(Actor):
         while True:
             msg = await self.sub.recv()
             self.account_lost(self.sub, "frame")
-            if isinstance(msg, Control):
-                if msg.command == "eos":
-                    self.end_of_stream(self.sub, "frame", msg)
-                    await self.pub.send(Control("eos", self.name, msg.last_frame_id,
-                                                {"sent": self.pub.sent("encoded")}))
+            if isinstance(msg, Eos):
+                self.end_of_stream(self.sub, "frame", msg)
+                await self.pub.send(Eos(self.name, msg.last_frame_id, self.pub.sent("encoded")))
                 continue
             if not isinstance(msg, Frame) or msg.image is None or getattr(msg.image, "ndim", 0) != 3:
                 self.stats.count("ignored")
@@ -70,7 +68,7 @@ class Encoder(Actor):
                     continue
             else:
                 payload = msg.image
-            await self.pub.send(EncodedFrame(msg.frame_id, msg.t_capture, self.format, w, h, payload, msg.truth))
+            await self.pub.send(EncodedFrame(msg.frame_id, msg.t_capture, self.format, w, h, payload))
             self.stats.count("out")
             self.stats.busy(ms_since(t0))
 

@@ -1,5 +1,9 @@
 """FER worker: one of a pool pulling face jobs (PUSH/PULL) and pushing expressions.
 
+A job is the faces of one frame: one batched invoke on the CPU where the
+model allows it (one invoke per face on an Edge TPU), and one ``Expression``
+message back with every face's label.
+
 Each worker owns one engine in its own thread. An invoke that raises gives an
 ``Expression`` with ``error`` set (the aggregator then completes the frame as
 partial). An invoke that hangs past ``invoke_timeout_ms`` is abandoned: the
@@ -12,9 +16,11 @@ Python 3.9 compatible.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from typing import Dict, Set
-from bus.messages import Expression, FaceJob
+from typing import Dict, List, Set
+
+from bus.messages import Expression, FaceJob, FaceLabel
 from bus.sockets import Bus
 from models.engine import EngineError
 from models.registry import expression_model
@@ -54,7 +60,7 @@ class FerWorker(Actor):
                     running.discard(t)
                     t.result()  # a job that failed outside the engine stops the worker
                 job = await self.jobs.recv()
-                if not isinstance(job, FaceJob) or job.image is None:
+                if not isinstance(job, FaceJob) or job.image is None or job.image.ndim != 4:
                     self.stats.count("ignored")
                     slots.release()
                     continue
@@ -69,35 +75,46 @@ class FerWorker(Actor):
 
     async def _classify(self, job: FaceJob, slots: asyncio.Semaphore) -> None:
         t0 = time.monotonic()
-        label, confidence, scores, error = "", 0.0, None, ""
+        crops = job.image
+        labels: List[FaceLabel] = []
+        error = ""
         generation = -1
         try:
             for attempt in (1, 2):  # a job in flight when the engine was restarted runs again on the new one
-                generation, fut = await self.host.start(self.host.model.classify, job.image)
+                generation, fut = await self.host.start(self.host.model.classify_batch, crops)
                 try:
-                    result = await asyncio.wait_for(fut, self.timeout_s)
-                    label, confidence, scores = result.label, result.confidence, result.scores
+                    results = await asyncio.wait_for(fut, self.timeout_s)
+                    for r in results:
+                        if not 0.0 <= r.confidence <= 1.0 or not all(map(math.isfinite, r.scores or ())):
+                            # NaN included: the wire refuses it, so the faces are reported as failed instead
+                            raise ValueError("the model gave confidence %r, scores %r" % (r.confidence, r.scores))
+                    labels = [FaceLabel(r.label, r.confidence, r.scores) for r in results]
                     break
                 except EngineError:
                     if attempt == 2 or self.host.restarts == generation:
                         raise
         except asyncio.TimeoutError:
             error = "invoke timed out after %.0f ms" % (self.timeout_s * 1000)
-            self.log.error("frame %d face %d: %s; restarting the engine", job.frame_id, job.face_index, error)
+            self.log.error("frame %d faces %d-%d: %s; restarting the engine", job.frame_id, job.face_index,
+                           job.face_index + len(crops) - 1, error)
             self.stats.count("timeouts")
             self.stats.count("restarts")
             await self.host.restart(generation)
         except (EngineError, RuntimeError, ValueError) as exc:
             error = "%s: %s" % (type(exc).__name__, exc)
-            self.log.warning("frame %d face %d: %s", job.frame_id, job.face_index, error)
+            self.log.warning("frame %d faces %d-%d: %s", job.frame_id, job.face_index,
+                             job.face_index + len(crops) - 1, error)
             self.stats.count("errors")
         finally:
             slots.release()
         busy = ms_since(t0)
         self.stats.busy(busy)
-        await self.out.send(Expression(job.frame_id, job.face_index, label, confidence, self.name, busy,
-                                       scores, error))
+        await self.out.send(Expression(job.frame_id, job.face_index, len(crops), self.name, busy,
+                                       [] if error else labels, error))
         self.stats.count("out")
+        self.stats.count("faces", len(crops))
+        if error:
+            self.stats.count("faces_failed", len(crops))
 
     def gauges(self) -> Dict[str, float]:
         return self.host.device_gauges()

@@ -3,7 +3,7 @@ one engine call per frame, detections out.
 
 The freshest frame wins when ``freshest`` is set (live sources): frames that
 queued up while the engine was busy are dropped and counted
-(``dropped.stale``). A control message met while skipping is held back so
+(``dropped.stale``). An end of stream met while skipping is held back so
 that an end of stream never overtakes the frame before it. A corrupt frame or
 an engine error drops that frame (counted); an engine call that hangs past
 ``invoke_timeout_ms`` drops it and reloads the engine (watchdog).
@@ -25,7 +25,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from bus.messages import Control, EncodedFrame
+from bus.messages import EncodedFrame, Eos
 from bus.sockets import Bus
 from models.engine import EngineError
 
@@ -77,7 +77,7 @@ class FrameStage(Actor, abc.ABC):
     async def setup(self) -> None:
         await self.host.load()
         self.sub = self.channel(self.bus.sub(self.encoded_endpoint, hwm=self.hwm, name=self.name,
-                                             topics=("encoded", "control")))
+                                             topics=("encoded", "eos")))
         self.pub = self.channel(self.bus.pub(self.detections_endpoint, hwm=max(self.hwm, 64), name=self.name))
 
     async def _next(self) -> Any:
@@ -98,10 +98,9 @@ class FrameStage(Actor, abc.ABC):
                 msg = newer
         return msg
 
-    async def _control(self, msg: Control) -> None:
-        if msg.command == "eos":
-            self.end_of_stream(self.sub, "encoded", msg)
-            await self.pub.send(Control("eos", self.name, msg.last_frame_id, {"sent": self.pub.sent("detections")}))
+    async def _eos(self, msg: Eos) -> None:
+        self.end_of_stream(self.sub, "encoded", msg)
+        await self.pub.send(Eos(self.name, msg.last_frame_id, self.pub.sent("detections")))
 
     async def run(self) -> None:
         slots = asyncio.Semaphore(self.depth)
@@ -121,7 +120,7 @@ class FrameStage(Actor, abc.ABC):
             self.account_lost(self.sub, "encoded")
             if not isinstance(msg, EncodedFrame):
                 slots.release()
-                if isinstance(msg, Control):
+                if isinstance(msg, Eos):
                     queue.put_nowait((msg, 0.0, None))  # after the frames before it
                 else:
                     self.stats.count("ignored")
@@ -144,7 +143,7 @@ class FrameStage(Actor, abc.ABC):
                 continue
             msg, t0, started = getter.result()
             if started is None:
-                await self._control(msg)
+                await self._eos(msg)
                 continue
             try:
                 result = await self._outcome(msg, *started)

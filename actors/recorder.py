@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import IO, Optional
+from collections import OrderedDict
+from typing import IO, List, Optional
 
-from bus.messages import Control, Result
+from bus.messages import Eos, Result, TruthFace
 from bus.sockets import Bus
 from models.labels import canonical
 from models.spec import iou
@@ -17,11 +18,11 @@ from models.spec import iou
 from .base import Actor
 
 MATCH_IOU = 0.5
+TRUTH_KEPT = 4096  # frames whose truth waits for their result
 
 
-def match_truth(result: Result) -> dict:
-    """Compare a result with the truth it carries: faces matched (IoU >= 0.5) and expressions right."""
-    truth = result.truth or []
+def match_truth(result: Result, truth: List[TruthFace]) -> dict:
+    """Compare a result with its frame's truth: faces matched (IoU >= 0.5) and expressions right."""
     used = set()
     matched = correct = 0
     for t in truth:
@@ -56,6 +57,7 @@ class Recorder(Actor):
         self.totals = {"frames": 0, "faces": 0, "truth": 0, "matched": 0, "expression_correct": 0,
                        "false_positives": 0, "frames_with_truth": 0, "frames_exact": 0}
         self.latency_ms: list = []  # capture -> result, every frame of the run
+        self.truth: "OrderedDict[int, List[TruthFace]]" = OrderedDict()  # frame id -> what the source drew
         self.first_t: Optional[float] = None
         self.last_t: Optional[float] = None
 
@@ -64,19 +66,25 @@ class Recorder(Actor):
         if self.results_path:
             self.fh = open(self.results_path, "w", encoding="utf-8")
         self.sub = self.channel(self.bus.sub(self.results_endpoint, hwm=self.hwm, name=self.name,
-                                             topics=("result", "control")))
+                                             topics=("result", "eos")))
 
     async def run(self) -> None:
         while True:
             msg = await self.sub.recv()
             self.account_lost(self.sub, "result")
-            if isinstance(msg, Control):
-                if msg.command == "eos" and self.drained is not None:
+            if isinstance(msg, Eos):
+                if self.drained is not None:
                     self.end_of_stream(self.sub, "result", msg)
                     self.drained.set()
                 continue
             if isinstance(msg, Result):
                 self._record(msg)
+
+    def expect_truth(self, frame_id: int, truth: List[TruthFace]) -> None:
+        """Capture's hook: what the source knows of a frame it is about to send (bounded)."""
+        self.truth[frame_id] = truth
+        while len(self.truth) > TRUTH_KEPT:  # frames dropped on the way never come back
+            self.truth.popitem(last=False)
 
     def _record(self, r: Result) -> None:
         self.stats.count("in")
@@ -87,8 +95,9 @@ class Recorder(Actor):
         self.last_t = r.t_result
         self.latency_ms.append((r.t_result - r.t_capture) * 1000.0)
         check = None
-        if r.truth is not None:
-            check = match_truth(r)
+        truth = self.truth.pop(r.frame_id, None)
+        if truth is not None:
+            check = match_truth(r, truth)
             t["frames_with_truth"] += 1
             for k in ("truth", "matched", "expression_correct", "false_positives"):
                 t[k] += check[k]
@@ -109,8 +118,8 @@ class Recorder(Actor):
             }
             if r.labels is not None:
                 line["labels"] = r.labels
-            if r.truth is not None:
-                line["truth"] = [{"box": tf.box, "expression": tf.expression} for tf in r.truth]
+            if truth is not None:
+                line["truth"] = [{"box": tf.box, "expression": tf.expression} for tf in truth]
             self.fh.write(json.dumps(line) + "\n")
         self.stats.count("out")
 

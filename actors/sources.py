@@ -138,11 +138,18 @@ class SyntheticSource(Source):
 
 
 class ImageSource(Source):
-    """Still images from a folder or one file, looping."""
+    """Still images from a folder or one file, looping.
 
-    def __init__(self, spec: str, path: str, loop: bool = True) -> None:
+    Each file is decoded once and kept (read-only, shared by the frames made of
+    it) while the decoded images fit ``cache_mb``; beyond that the rest are
+    decoded on every read.
+    """
+
+    def __init__(self, spec: str, path: str, loop: bool = True, cache_mb: float = 256.0) -> None:
         super().__init__(spec)
         self.loop = loop
+        self.cache: Dict[str, np.ndarray] = {}
+        self.cache_left = int(cache_mb * (1 << 20))
         if os.path.isdir(path):
             self.files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTS))
         elif os.path.isfile(path):
@@ -163,7 +170,13 @@ class ImageSource(Source):
             path = self.files[self.i]
             self.i += 1
             tried += 1
-            img = cv2.imread(path, cv2.IMREAD_COLOR)
+            img = self.cache.get(path)
+            if img is None:
+                img = cv2.imread(path, cv2.IMREAD_COLOR)
+                if img is not None and img.nbytes <= self.cache_left:
+                    img.flags.writeable = False  # shared by every frame made of this file
+                    self.cache[path] = img
+                    self.cache_left -= img.nbytes
             if img is not None:
                 return img, None
             self.errors += 1

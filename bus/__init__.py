@@ -1,1 +1,1 @@
-"""The message bus: the only package that knows ZeroMQ and msgpack."""
+"""The message bus: the only package that knows ZeroMQ and the wire format (msgspec msgpack)."""

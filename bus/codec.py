@@ -2,33 +2,46 @@
 
 Wire format (every message)::
 
-    frame 0: the message kind, ASCII (also the PUB/SUB topic)
-    frame 1: msgpack map {"v": SCHEMA_VERSION, "s": sequence number, "f": {field: value},
-             "img": image description or nil}
-    frame 2: the image buffer, only when "img" is set (zero-copy on both ends)
+    frame 0: the message kind, ASCII (also the PUB/SUB topic): "frame", "encoded", "detections",
+             "facejob", "expression", "result", "metric", "eos", "ready" or "stopped"
+    frame 1: the header, a msgpack array of 4: [version, seq, image, message]
+             version  SCHEMA_VERSION (2)
+             seq      the sender's per-kind sequence number on its socket (1, 2, ...), from which a
+                      receiver counts the messages a PUB socket dropped (see ``Channel``)
+             image    nil, or [dtype, shape] describing frame 2: dtype "uint8", "int8" or "float32"
+                      with the array's shape (C order), or "bytes" with shape [length] (a JPEG)
+             message  a msgpack map of the message's fields, tagged: {"kind": <frame 0>, field: value, ...};
+                      fields at their default value are left out; see ``bus/messages.py`` for each kind
+    frame 2: the image buffer, only when ``image`` is set (zero-copy on both ends)
 
-Decoding checks everything a hostile or broken peer could get wrong: the
-number of frames, sizes, the schema version, the kind, every field's type
-(nested dataclasses included), unknown and missing fields, and that an image
-buffer matches its declared shape. Any problem raises ``DecodeError`` with a
-short ``reason`` that the receiving actor counts; it never crashes the actor.
+Decoding goes through one typed msgspec decoder (created once per ``Codec``)
+and rejects whatever a hostile or broken peer could get wrong: the number of
+frames, sizes, the schema version, an unknown kind or one that does not match
+frame 0, wrong types, unknown and missing fields, values outside their
+constraints (NaN or infinite times and coordinates, negative frame ids, boxes
+with x2 < x1 or far outside their frame: ``messages.CHECKS``) and an image
+buffer that does not match its description. Any problem raises
+``DecodeError`` with a short ``reason`` that the receiving channel counts; it
+never crashes the actor. A received array is a read-only view on the received
+buffer (other subscribers of the same inproc message may share it).
 
 Python 3.9 compatible.
 """
 from __future__ import annotations
 
-import dataclasses
-import typing
-from typing import Any, Dict, List, Sequence, Tuple, Type
+import sys
+from typing import Any, List, Optional, Sequence, Tuple
 
-import msgpack
+import msgspec
 import numpy as np
 
-from .messages import BY_KIND, SCHEMA_VERSION
+from .messages import BY_KIND, CHECKS, SCHEMA_VERSION, WITH_IMAGE, AnyMessage
 
 DEFAULT_MAX_HEADER = 1 << 20  # 1 MiB of msgpack per message
 DEFAULT_MAX_IMAGE = 64 << 20  # 64 MiB per image
 IMAGE_DTYPES = ("uint8", "int8", "float32")
+_ITEMSIZE = {d: np.dtype(d).itemsize for d in IMAGE_DTYPES}
+MAX_DIM = 1 << 16
 
 
 class DecodeError(ValueError):
@@ -40,19 +53,32 @@ class DecodeError(ValueError):
         self.detail = detail
 
 
+class ImageRef(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    dtype: str
+    shape: List[int]
+
+
+class Envelope(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    v: int
+    s: int
+    img: Optional[ImageRef]
+    msg: AnyMessage
+
+
+_KIND_BYTES = {cls: cls.KIND.encode("ascii") for cls in BY_KIND.values()}
+_BY_KIND_BYTES = {k.encode("ascii"): cls for k, cls in BY_KIND.items()}
+
+
+def _enc_hook(obj: Any) -> Any:
+    if isinstance(obj, np.generic):  # a numpy scalar that slipped into a field
+        return obj.item()
+    raise TypeError("cannot encode %s" % type(obj).__name__)
+
+
+_ENCODER = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
+
+
 # ---------------------------------------------------------------- encoding
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
 
 def encode(msg: Any, seq: int = 0) -> List[Any]:
     """Message -> list of frames for ``send_multipart``. Images are not copied.
@@ -60,102 +86,50 @@ def encode(msg: Any, seq: int = 0) -> List[Any]:
     ``seq`` is the sender's per-kind sequence number on its socket, so that a
     receiver can count messages a PUB socket dropped for it (see ``Channel``).
     """
-    kind = type(msg).KIND
-    fields = {}
-    image = None
-    for f in dataclasses.fields(msg):
-        v = getattr(msg, f.name)
-        if f.name == "image":
-            image = v
-            continue
-        fields[f.name] = _plain(v)
-    img_meta = None
-    frames: List[Any] = [kind.encode("ascii"), b""]
-    if image is not None:
-        if isinstance(image, np.ndarray):
-            arr = np.ascontiguousarray(image)
-            img_meta = {"shape": list(arr.shape), "dtype": arr.dtype.name}
-            frames.append(arr.data if arr.ndim else arr.tobytes())
-        elif isinstance(image, (bytes, bytearray, memoryview)):
-            img_meta = {"bytes": len(image)}
-            frames.append(image)
-        else:
-            raise TypeError("%s.image must be a numpy array or bytes, not %s" % (kind, type(image).__name__))
-    frames[1] = msgpack.packb({"v": SCHEMA_VERSION, "s": seq, "f": fields, "img": img_meta}, use_bin_type=True)
-    return frames
+    cls = type(msg)
+    kind = _KIND_BYTES[cls]
+    image = msg.image if cls in WITH_IMAGE else None
+    if image is None:
+        return [kind, _ENCODER.encode((SCHEMA_VERSION, seq, None, msg))]
+    if isinstance(image, np.ndarray):
+        arr = np.ascontiguousarray(image)
+        ref: Tuple[str, List[int]] = (arr.dtype.name, list(arr.shape))
+        buf: Any = arr.data if arr.ndim else arr.tobytes()
+    elif isinstance(image, (bytes, bytearray, memoryview)):
+        ref = ("bytes", [memoryview(image).nbytes])
+        buf = image
+    else:
+        raise TypeError("%s.image must be a numpy array or bytes, not %s" % (cls.KIND, type(image).__name__))
+    header = _ENCODER.encode((SCHEMA_VERSION, seq, ref, msgspec.structs.replace(msg, image=None)))
+    return [kind, header, buf]
 
 
 # ---------------------------------------------------------------- decoding
 
-_HINTS: Dict[type, Dict[str, Any]] = {}
+def _buffer(frame: Any) -> Any:
+    """A zmq.Frame's buffer (no copy), or the bytes themselves."""
+    return frame.buffer if hasattr(frame, "buffer") else frame
 
 
-def _hints(cls: type) -> Dict[str, Any]:
-    h = _HINTS.get(cls)
-    if h is None:
-        h = typing.get_type_hints(cls)
-        _HINTS[cls] = h
-    return h
-
-
-def _check(value: Any, tp: Any, path: str) -> Any:
-    origin = typing.get_origin(tp) if hasattr(typing, "get_origin") else getattr(tp, "__origin__", None)
-    args = typing.get_args(tp) if hasattr(typing, "get_args") else getattr(tp, "__args__", ())
-    if tp is Any:
-        return value
-    if origin is typing.Union:
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _check(value, inner[0], path)
-    if origin in (list, List):
-        if not isinstance(value, list):
-            raise DecodeError("bad_field", "%s: expected a list, got %s" % (path, type(value).__name__))
-        return [_check(v, args[0], "%s[%d]" % (path, i)) for i, v in enumerate(value)]
-    if origin in (dict, Dict):
-        if not isinstance(value, dict):
-            raise DecodeError("bad_field", "%s: expected a map, got %s" % (path, type(value).__name__))
-        return {_check(k, args[0], path + ".key"): _check(v, args[1], "%s.%s" % (path, k)) for k, v in value.items()}
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise DecodeError("bad_field", "%s: expected a number, got %s" % (path, type(value).__name__))
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise DecodeError("bad_field", "%s: expected an integer, got %s" % (path, type(value).__name__))
-        return value
-    if tp in (str, bool, bytes):
-        if type(value) is not tp:
-            raise DecodeError("bad_field", "%s: expected %s, got %s" % (path, tp.__name__, type(value).__name__))
-        return value
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path)
-    raise DecodeError("bad_field", "%s: unsupported type %r" % (path, tp))
-
-
-def _build(cls: Type[Any], data: Any, path: str) -> Any:
-    if not isinstance(data, dict):
-        raise DecodeError("bad_field", "%s: expected a map, got %s" % (path, type(data).__name__))
-    hints = _hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls) if f.name != "image"}
-    unknown = sorted(str(k) for k in data if k not in known)
-    if unknown:
-        raise DecodeError("unknown_field", "%s: unknown field(s) %s" % (path, ", ".join(unknown)))
-    kwargs = {}
-    for name, f in known.items():
-        if name in data:
-            kwargs[name] = _check(data[name], hints[name], "%s.%s" % (path, name))
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
-            raise DecodeError("missing_field", "%s: missing field %r" % (path, name))
-    return cls(**kwargs)
+def _field_reason(text: str) -> str:
+    if "missing required field" in text:
+        return "missing_field"
+    if "unknown field" in text:
+        return "unknown_field"
+    if text.startswith("Invalid value") and text.endswith(".kind`"):
+        return "unknown_kind"
+    if text.startswith("Expected `") and any(c in text for c in (">", "<", "length")):
+        return "bad_value"  # the right type, outside its constraints (NaN, negative, ...)
+    return "bad_field"
 
 
 class Codec:
-    """Decodes multipart messages with size limits; one per actor (not thread-safe)."""
+    """Decodes multipart messages with size limits and one typed decoder; one per channel."""
 
     def __init__(self, max_header: int = DEFAULT_MAX_HEADER, max_image: int = DEFAULT_MAX_IMAGE) -> None:
         self.max_header = max_header
         self.max_image = max_image
+        self._decoder = msgspec.msgpack.Decoder(Envelope)
 
     def decode(self, frames: Sequence[Any]) -> Any:
         """Frames (bytes or zmq.Frame) -> message. Raises DecodeError."""
@@ -166,63 +140,81 @@ class Codec:
         n = len(frames)
         if n not in (2, 3):
             raise DecodeError("bad_frames", "expected 2 or 3 frames, got %d" % n)
-        kind_b = _bytes(frames[0])
-        cls = BY_KIND.get(kind_b.decode("ascii", "replace")) if len(kind_b) < 32 else None
+        kind_f = frames[0]
+        kind_b = kind_f.bytes if hasattr(kind_f, "bytes") else bytes(kind_f)
+        cls = _BY_KIND_BYTES.get(kind_b)
         if cls is None:
             raise DecodeError("unknown_kind", "unknown message kind %r" % kind_b[:32])
-        header = _bytes(frames[1])
+        header = _buffer(frames[1])
         if len(header) > self.max_header:
             raise DecodeError("oversized", "%s header is %d bytes, limit %d" % (cls.KIND, len(header), self.max_header))
         try:
-            doc = msgpack.unpackb(
-                header, raw=False, strict_map_key=True, use_list=True,
-                max_str_len=self.max_header, max_bin_len=self.max_header,
-                max_array_len=self.max_header, max_map_len=self.max_header, max_ext_len=0,
-            )
-        except Exception as exc:  # msgpack raises several unrelated types on bad input
+            env = self._decoder.decode(header)
+        except msgspec.ValidationError as exc:
+            raise self._invalid(cls.KIND, header, str(exc)) from None
+        except (ValueError, RecursionError) as exc:  # msgspec.DecodeError, a string that is not UTF-8, nesting
             raise DecodeError("malformed", "%s header is not valid msgpack (%s)" % (cls.KIND, exc)) from None
-        if not isinstance(doc, dict) or "v" not in doc:
-            raise DecodeError("malformed", "%s header is not a map with a schema version" % cls.KIND)
-        if doc["v"] != SCHEMA_VERSION:
+        if env.v != SCHEMA_VERSION:
             raise DecodeError("wrong_version", "%s has schema version %r, this build speaks %d"
-                              % (cls.KIND, doc["v"], SCHEMA_VERSION))
-        if set(doc) != {"v", "s", "f", "img"}:
-            raise DecodeError("malformed", "%s header is not a {v, s, f, img} map" % cls.KIND)
-        seq = doc["s"]
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise DecodeError("malformed", "%s sequence number %r is not a natural number" % (cls.KIND, seq))
-        msg = _build(cls, doc["f"], cls.KIND)
-        img = doc["img"]
-        has_image = any(f.name == "image" for f in dataclasses.fields(cls))
-        if img is None:
+                              % (cls.KIND, env.v, SCHEMA_VERSION))
+        if env.s < 0:
+            raise DecodeError("malformed", "%s sequence number %r is negative" % (cls.KIND, env.s))
+        msg = env.msg
+        if type(msg) is not cls:
+            raise DecodeError("wrong_kind", "frame 0 says %s, the header holds %s" % (cls.KIND, type(msg).KIND))
+        if cls in WITH_IMAGE and msg.image is not None:
+            raise DecodeError("bad_field", "%s.image must travel in its own frame" % cls.KIND)
+        if env.img is None:
             if n != 2:
                 raise DecodeError("bad_frames", "%s has an extra frame but no image description" % cls.KIND)
-            return msg, seq
-        if not has_image or n != 3:
+        elif cls not in WITH_IMAGE or n != 3:
             raise DecodeError("bad_frames", "%s: image description without a matching image frame" % cls.KIND)
-        msg.image = self._image(cls.KIND, img, frames[2])
-        return msg, seq
+        else:
+            msg.image = self._image(cls.KIND, env.img, frames[2])
+        check = CHECKS.get(cls)
+        if check is not None:
+            problem = check(msg)
+            if problem:
+                raise DecodeError("bad_value", "%s: %s" % (cls.KIND, problem))
+        return msg, env.s
 
-    def _image(self, kind: str, meta: Any, frame: Any) -> Any:
+    def _invalid(self, kind: str, header: Any, text: str) -> DecodeError:
+        """A DecodeError for a header the typed decoder refused, with the reason from where it failed."""
+        try:  # another schema version explains any difference: say so
+            doc = msgspec.msgpack.decode(header)
+        except (ValueError, RecursionError):  # msgspec.DecodeError, a string that is not UTF-8, nesting
+            doc = None
+        if isinstance(doc, list) and doc and type(doc[0]) is int and doc[0] != SCHEMA_VERSION:
+            return DecodeError("wrong_version", "%s has schema version %r, this build speaks %d"
+                               % (kind, doc[0], SCHEMA_VERSION))
+        if "- at `$[3]" in text:
+            reason = _field_reason(text)
+            for bound in (">= -%r" % sys.float_info.max, "<= %r" % sys.float_info.max):  # the Finite constraint
+                text = text.replace("`float` " + bound, "a finite `float`")
+            return DecodeError(reason, "%s: %s" % (kind, text))
+        if "- at `$[2]" in text:
+            return DecodeError("bad_image", "%s image description: %s" % (kind, text))
+        return DecodeError("malformed", "%s header is not a [version, seq, image, message] array: %s" % (kind, text))
+
+    def _image(self, kind: str, ref: ImageRef, frame: Any) -> Any:
         buf = frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
-        size = buf.nbytes if isinstance(buf, memoryview) else len(buf)
+        size = buf.nbytes
         if size > self.max_image:
             raise DecodeError("oversized", "%s image is %d bytes, limit %d" % (kind, size, self.max_image))
-        if not isinstance(meta, dict):
-            raise DecodeError("malformed", "%s image description is not a map" % kind)
-        if set(meta) == {"bytes"}:
-            if meta["bytes"] != size:
-                raise DecodeError("bad_image", "%s image: %r bytes declared, %d received" % (kind, meta["bytes"], size))
+        shape, dtype = ref.shape, ref.dtype
+        if dtype == "bytes":
+            if shape != [size]:
+                raise DecodeError("bad_image", "%s image: %r bytes declared, %d received" % (kind, shape, size))
             return bytes(buf)
-        if set(meta) != {"shape", "dtype"}:
-            raise DecodeError("malformed", "%s image description has keys %s" % (kind, sorted(map(str, meta))))
-        shape, dtype = meta["shape"], meta["dtype"]
-        if dtype not in IMAGE_DTYPES:
+        want = _ITEMSIZE.get(dtype)
+        if want is None:
             raise DecodeError("bad_image", "%s image dtype %r not allowed" % (kind, dtype))
-        if (not isinstance(shape, list) or not 1 <= len(shape) <= 4
-                or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1 << 16 for d in shape)):
+        if not 1 <= len(shape) <= 4:
             raise DecodeError("bad_image", "%s image shape %r is not valid" % (kind, shape))
-        want = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        for d in shape:
+            if not 0 < d <= MAX_DIM:
+                raise DecodeError("bad_image", "%s image shape %r is not valid" % (kind, shape))
+            want *= d
         if want != size:
             raise DecodeError("bad_image", "%s image: shape %s needs %d bytes, %d received" % (kind, shape, want, size))
         arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
@@ -231,15 +223,7 @@ class Codec:
         return arr
 
 
-def _bytes(frame: Any) -> bytes:
-    if isinstance(frame, bytes):
-        return frame
-    if hasattr(frame, "bytes"):
-        return frame.bytes
-    return bytes(frame)
-
-
-def roundtrip(msg: Any, codec: Codec = None) -> Tuple[Any, List[bytes]]:
+def roundtrip(msg: Any, codec: Optional[Codec] = None) -> Tuple[Any, List[bytes]]:
     """Encode then decode (for tests and tools): returns (decoded, frames as bytes)."""
     frames = [bytes(f) for f in encode(msg)]
     return (codec or Codec()).decode(frames), frames

@@ -1,163 +1,286 @@
-"""Typed messages exchanged by the actors.
+"""Typed messages exchanged by the actors: one msgspec tagged union.
 
-Every message is a dataclass with a ``KIND`` tag. Fields are plain data
-(numbers, strings, lists, dicts, nested dataclasses); an image travels next to
-the message as a separate zero-copy frame (the ``image`` field, see codec.py),
-never inside msgpack.
+Every message kind is a ``msgspec.Struct`` subclass of ``Message``, tagged with
+its kind name (``KIND``, also the struct's tag and the PUB/SUB topic), and
+``Message`` is one tagged union (``AnyMessage``) that ``bus.codec`` decodes with
+one typed decoder. Types and ``Meta`` constraints reject wrong types, unknown
+and missing fields, negative frame ids and non-finite numbers where a number
+must be finite (times, box coordinates, scores); ``check`` adds the rules a
+type cannot say (a box inside its frame, a face index below the face count).
 
-Python 3.9 compatible: annotations are written with ``typing`` names so that
-``typing.get_type_hints`` can evaluate them on 3.9.
+An image travels next to the message as a separate zero-copy frame (the
+``image`` field, see codec.py), never inside msgpack.
+
+Python 3.9 compatible: annotations use ``typing`` names (``Optional``,
+``List``, ``Union``) that msgspec evaluates on 3.9.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+import sys
+from typing import Annotated, Any, Callable, Dict, List, Literal, Optional, Tuple, Union
 
-SCHEMA_VERSION = 1
+import msgspec
+from msgspec import Meta
 
 
-@dataclass
-class Box:
-    """A face box in frame pixels, with the optional five landmarks and a truth tag."""
+SCHEMA_VERSION = 2
 
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-    score: float = 1.0
-    landmarks: Optional[List[List[float]]] = None
+# A float that must be finite: NaN fails both comparisons, +-inf one of them.
+Finite = Annotated[float, Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
+Time = Finite  # time.monotonic() seconds
+Ms = Annotated[float, Meta(ge=0.0, le=sys.float_info.max)]  # a duration in milliseconds
+Prob = Annotated[float, Meta(ge=0.0, le=1.0)]  # a probability (NaN is refused)
+FrameId = Annotated[int, Meta(ge=0)]
+Index = Annotated[int, Meta(ge=0)]
+Count = Annotated[int, Meta(ge=0)]
+Pixels = Annotated[int, Meta(ge=1, le=1 << 16)]  # a frame's width or height
+Coords = Annotated[List[Finite], Meta(min_length=4, max_length=4)]  # [x1, y1, x2, y2]
+Point = Annotated[List[Finite], Meta(min_length=2, max_length=2)]
+Name = Annotated[str, Meta(max_length=256)]
+
+BOX_MARGIN = 0.5
+"""How far (as a fraction of the frame's size) a box may reach outside its frame."""
+
+
+class Message(msgspec.Struct, tag_field="kind", forbid_unknown_fields=True, omit_defaults=True):
+    """Base of every message kind; ``KIND`` is the tag (the ``kind`` field on the wire)."""
+
+    KIND = ""
+
+
+class Box(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A face box in frame pixels, with the optional five landmarks."""
+
+    x1: Finite
+    y1: Finite
+    x2: Finite
+    y2: Finite
+    score: Finite = 1.0
+    landmarks: Optional[List[Point]] = None
 
     def as_list(self) -> List[float]:
         return [self.x1, self.y1, self.x2, self.y2]
 
 
-@dataclass
-class TruthFace:
-    """What a source knows about a face it drew: its box and expression."""
+class TruthFace(msgspec.Struct, forbid_unknown_fields=True):
+    """What a source knows about a face it drew: its box and expression.
 
-    box: List[float]
-    expression: str
+    Truth is the answer key of a test source: capture hands it to the recorder in the main process
+    (both always run there), and it never crosses the bus.
+    """
+
+    box: Coords
+    expression: Name
 
 
-@dataclass
-class Frame:
+class Frame(Message, tag="frame"):
     """A raw camera frame; ``image`` is an HxWxC uint8 BGR array sent out of band."""
 
-    KIND = "frame"
-    frame_id: int
-    t_capture: float  # time.monotonic() at capture
+    frame_id: FrameId
+    t_capture: Time  # time.monotonic() at capture
     source: str
     image: Any = None
-    truth: Optional[List[TruthFace]] = None
 
 
-@dataclass
-class EncodedFrame:
+class EncodedFrame(Message, tag="encoded"):
     """A frame as it crosses into inference: ``format`` is "raw" (image is an array) or "jpeg" (bytes)."""
 
-    KIND = "encoded"
-    frame_id: int
-    t_capture: float
-    format: str
-    width: int
-    height: int
+    frame_id: FrameId
+    t_capture: Time
+    format: Literal["raw", "jpeg"]
+    width: Pixels
+    height: Pixels
     image: Any = None
-    truth: Optional[List[TruthFace]] = None
 
 
-@dataclass
-class Detections:
+class Detections(Message, tag="detections"):
     """The faces found in one frame. ``expect_expressions`` is the number of FER jobs sent."""
 
-    KIND = "detections"
-    frame_id: int
-    t_capture: float
-    t_detect: float
-    width: int
-    height: int
+    frame_id: FrameId
+    t_capture: Time
+    t_detect: Time
+    width: Pixels
+    height: Pixels
     faces: List[Box]
-    expect_expressions: int
-    truth: Optional[List[TruthFace]] = None
-    labels: Optional[List[List[Any]]] = None  # whole-frame classification: [[label, prob], ...]
+    expect_expressions: Count
+    labels: Optional[List[Tuple[Name, Finite]]] = None  # whole-frame classification: [(label, prob), ...]
 
 
-@dataclass
-class FaceJob:
-    """One face to classify: the crop, already in the FER model's input size and colour order."""
+class FaceJob(Message, tag="facejob"):
+    """Faces of one frame to classify, as one job: ``image`` stacks their crops (count x H x W x C, already
+    in the FER model's input size and colour order); they are faces ``face_index`` .. ``face_index + count
+    - 1`` of the frame's ``n_faces``."""
 
-    KIND = "facejob"
-    frame_id: int
-    face_index: int
-    n_faces: int
-    t_capture: float
+    frame_id: FrameId
+    face_index: Index
+    n_faces: Annotated[int, Meta(ge=1)]
+    t_capture: Time
     image: Any = None
 
 
-@dataclass
-class Expression:
-    """The expression of one face of one frame."""
+class FaceLabel(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, array_like=True):
+    """One face's expression: the label, its probability and every label's (the model's order)."""
 
-    KIND = "expression"
-    frame_id: int
-    face_index: int
-    label: str
-    confidence: float
-    worker: str
-    busy_ms: float
-    scores: Optional[List[float]] = None
+    label: Name
+    confidence: Prob
+    scores: Optional[List[Finite]] = None
+
+
+class Expression(Message, tag="expression"):
+    """The expressions of one job: faces ``face_index`` .. ``face_index + count - 1`` of one frame, in
+    order (``error`` set: none has a label, ``faces`` is empty, and the frame ends partial)."""
+
+    frame_id: FrameId
+    face_index: Index
+    count: Annotated[int, Meta(ge=1)]
+    worker: Name
+    busy_ms: Ms
+    faces: List[FaceLabel] = []
     error: str = ""
 
 
-@dataclass
-class FaceResult:
-    box: List[float]
-    score: float
-    expression: Optional[str] = None  # this frame's label
-    confidence: Optional[float] = None
-    track: int = -1  # the face's track across frames
-    smoothed: Optional[str] = None  # the track's rolling majority vote
+class FaceResult(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    box: Coords
+    score: Finite
+    expression: Optional[Name] = None  # this frame's label
+    confidence: Optional[Prob] = None
+    track: Annotated[int, Meta(ge=-1)] = -1  # the face's track across frames
+    smoothed: Optional[Name] = None  # the track's rolling majority vote
 
 
-@dataclass
-class Result:
+class Result(Message, tag="result"):
     """A finished frame: detections joined with expressions."""
 
-    KIND = "result"
-    frame_id: int
-    t_capture: float
-    t_result: float
-    width: int
-    height: int
+    frame_id: FrameId
+    t_capture: Time
+    t_result: Time
+    width: Pixels
+    height: Pixels
     faces: List[FaceResult]
     partial: bool
     in_order: bool
-    truth: Optional[List[TruthFace]] = None
-    labels: Optional[List[List[Any]]] = None
+    labels: Optional[List[Tuple[Name, Finite]]] = None
 
 
-@dataclass
-class Metric:
-    """A periodic snapshot of one actor's counters and timings."""
+class Metric(Message, tag="metric"):
+    """A snapshot of one actor's counters and timings; ``final`` for the last one, when the actor ends."""
 
-    KIND = "metric"
-    actor: str
-    pid: int
-    t: float
-    counters: Dict[str, int] = field(default_factory=dict)
-    gauges: Dict[str, float] = field(default_factory=dict)
+    actor: Name
+    pid: Count
+    t: Time
+    counters: Dict[str, int] = {}
+    gauges: Dict[str, float] = {}
     final: bool = False
 
 
-@dataclass
-class Control:
-    """Lifecycle messages: ``eos`` (end of stream, with the last frame id), ``ready``, ``stop``."""
+class Eos(Message, tag="eos"):
+    """End of stream: ``sender`` sent ``sent`` messages of its output kind, the last one for ``last_frame_id``."""
 
-    KIND = "control"
-    command: str
-    sender: str = ""
-    last_frame_id: int = -1
-    info: Dict[str, Any] = field(default_factory=dict)
+    sender: Name
+    last_frame_id: Annotated[int, Meta(ge=-1)]  # -1: no frame at all
+    sent: Count
 
 
-MESSAGE_TYPES = (Frame, EncodedFrame, Detections, FaceJob, Expression, Result, Metric, Control)
+class Ready(Message, tag="ready"):
+    """A process group runs its actors and its publishers have their subscribers."""
+
+    group: Name
+    pid: Count
+    python: str
+    version: Name
+    actors: List[Name] = []
+    models: Dict[Name, Name] = {}
+    placement: Dict[Name, str] = {}  # role -> where it runs ("fer fer64 on cpu (auto: ...)")
+
+
+class Stopped(Message, tag="stopped"):
+    """A process group ended with exit code ``rc``; its actors' final ``Metric`` messages came just before."""
+
+    group: Name
+    rc: int
+    actors: List[Name] = []
+
+
+MESSAGE_TYPES = (Frame, EncodedFrame, Detections, FaceJob, Expression, Result, Metric, Eos, Ready, Stopped)
+AnyMessage = Union[Frame, EncodedFrame, Detections, FaceJob, Expression, Result, Metric, Eos, Ready, Stopped]
+for _cls in MESSAGE_TYPES:
+    _cls.KIND = _cls.__struct_config__.tag
 BY_KIND = {cls.KIND: cls for cls in MESSAGE_TYPES}
+WITH_IMAGE = frozenset(cls for cls in MESSAGE_TYPES if "image" in cls.__struct_fields__)
+
+
+# ---------------------------------------------------------------- rules a type cannot say
+
+def _bounds(width: int, height: int) -> Tuple[float, float, float, float]:
+    mx, my = BOX_MARGIN * width, BOX_MARGIN * height
+    return -mx, width + mx, -my, height + my
+
+
+def _box_problem(x1: float, y1: float, x2: float, y2: float, width: int, height: int, what: str) -> Optional[str]:
+    lo_x, hi_x, lo_y, hi_y = _bounds(width, height)
+    if lo_x <= x1 <= x2 <= hi_x and lo_y <= y1 <= y2 <= hi_y:
+        return None
+    if x2 < x1 or y2 < y1:
+        return "%s %s has x2 < x1 or y2 < y1" % (what, [x1, y1, x2, y2])
+    return "%s %s is far outside the %dx%d frame" % (what, [x1, y1, x2, y2], width, height)
+
+
+def _coords_problem(boxes: List[List[float]], width: int, height: int, what: str) -> Optional[str]:
+    lo_x, hi_x, lo_y, hi_y = _bounds(width, height)
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        if not (lo_x <= x1 <= x2 <= hi_x and lo_y <= y1 <= y2 <= hi_y):
+            return _box_problem(x1, y1, x2, y2, width, height, "%s[%d]" % (what, i))
+    return None
+
+
+def _check_encoded(m: EncodedFrame) -> Optional[str]:
+    if m.image is not None:
+        shape = getattr(m.image, "shape", None)
+        if (m.format == "raw") != (shape is not None):
+            return "a %s frame with a %s image" % (m.format, type(m.image).__name__)
+        if shape is not None and tuple(shape[:2]) != (m.height, m.width):
+            return "image shape %s for a %dx%d frame" % (list(shape), m.width, m.height)
+    return None
+
+
+def _check_detections(m: Detections) -> Optional[str]:
+    if m.expect_expressions > len(m.faces):
+        return "expects %d expressions for %d faces" % (m.expect_expressions, len(m.faces))
+    lo_x, hi_x, lo_y, hi_y = _bounds(m.width, m.height)
+    for i, b in enumerate(m.faces):
+        if not (lo_x <= b.x1 <= b.x2 <= hi_x and lo_y <= b.y1 <= b.y2 <= hi_y):
+            return _box_problem(b.x1, b.y1, b.x2, b.y2, m.width, m.height, "faces[%d]" % i)
+    return None
+
+
+def _check_facejob(m: FaceJob) -> Optional[str]:
+    if m.face_index >= m.n_faces:
+        return "face_index %d of %d faces" % (m.face_index, m.n_faces)
+    shape = getattr(m.image, "shape", None)
+    if m.image is not None and (shape is None or len(shape) != 4):
+        return "the crops are not a stack (count x H x W x C): %s" % (list(shape) if shape else type(m.image))
+    if shape is not None and m.face_index + shape[0] > m.n_faces:
+        return "faces %d..%d of %d faces" % (m.face_index, m.face_index + shape[0] - 1, m.n_faces)
+    return None
+
+
+def _check_expression(m: Expression) -> Optional[str]:
+    if m.error and m.faces:
+        return "an error and %d labels" % len(m.faces)
+    if not m.error and len(m.faces) != m.count:
+        return "%d labels for %d faces" % (len(m.faces), m.count)
+    return None
+
+
+def _check_result(m: Result) -> Optional[str]:
+    return _coords_problem([f.box for f in m.faces], m.width, m.height, "faces")
+
+
+CHECKS: Dict[type, Callable[[Any], Optional[str]]] = {
+    EncodedFrame: _check_encoded,
+    Detections: _check_detections,
+    FaceJob: _check_facejob,
+    Expression: _check_expression,
+    Result: _check_result,
+}
+"""Per kind: a function returning what is wrong with a decoded message, or None (see codec.py)."""

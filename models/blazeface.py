@@ -111,6 +111,8 @@ class BlazeFaceDetector(FaceDetectorModel):
         if self.anchors.shape[0] != want:
             raise ValueError("model %s: %d anchors generated, %d expected" % (spec.name, self.anchors.shape[0], want))
         self.nms_threshold = float(spec.extra.get("nms_threshold", 0.3))
+        # "letterbox" keeps the aspect ratio; "stretch" squeezes the frame into the square input
+        self.stretch = spec.extra.get("resize", "letterbox") == "stretch"
         self._outputs = None  # (regressors index, scores index), found from the shapes
 
     def _split(self, outputs: Sequence[np.ndarray]):
@@ -126,7 +128,11 @@ class BlazeFaceDetector(FaceDetectorModel):
     def detect(self, image_bgr: np.ndarray) -> List[FaceBox]:
         check_input(self.engine, self.spec)
         fh, fw = image_bgr.shape[:2]
-        canvas, scale, px, py = letterbox(image_bgr, (self.size, self.size))
+        if self.stretch:  # the whole frame squeezed to the input: faces keep more pixels on wide frames
+            canvas, sx, sy, px, py = image_bgr, self.size / float(fw), self.size / float(fh), 0.0, 0.0
+        else:
+            canvas, sx, px, py = letterbox(image_bgr, (self.size, self.size))
+            sy = sx
         pixels = to_model_pixels(canvas, self.spec)
         outputs = self.engine.invoke([pixels_to_tensor(pixels, self.engine, self.spec)])
         reg, logits = self._split(outputs)
@@ -135,14 +141,19 @@ class BlazeFaceDetector(FaceDetectorModel):
         faces = []
         s = float(self.size)
         for box, score, kps in found:
-            x1, y1, x2, y2 = [(v * s - (px if i % 2 == 0 else py)) / scale for i, v in enumerate(box)]
+            # the centre maps per axis; the box is square in input pixels and the face about square in frame
+            # pixels, so its side maps with the larger scale (the axis that was squeezed less)
+            cx = ((box[0] + box[2]) / 2 * s - px) / sx
+            cy = ((box[1] + box[3]) / 2 * s - py) / sy
+            half = max(box[2] - box[0], box[3] - box[1]) * s / max(sx, sy) / 2
+            x1, y1, x2, y2 = cx - half, cy - half, cx + half, cy + half
             x1, y1 = max(0.0, x1), max(0.0, y1)
             x2, y2 = min(float(fw), x2), min(float(fh), y2)
             if x2 - x1 < 1 or y2 - y1 < 1:
                 continue
             pts = np.empty_like(kps)
-            pts[:, 0] = (kps[:, 0] * s - px) / scale
-            pts[:, 1] = (kps[:, 1] * s - py) / scale
+            pts[:, 0] = (kps[:, 0] * s - px) / sx
+            pts[:, 1] = (kps[:, 1] * s - py) / sy
             faces.append(FaceBox(x1, y1, x2, y2, score, five_points(pts)))
         faces.sort(key=lambda f: -f.score)
         return faces

@@ -107,6 +107,16 @@ class Engine(abc.ABC):
     def invoke(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
         """Run the model on tensors shaped like ``inputs``; blocking."""
 
+    def invoke_batch(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Run the model on a batch (inputs' first dimension N); outputs with first dimension N.
+
+        The default runs N invokes of one (an Edge TPU runs one at a time anyway); the CPU engine
+        resizes its input to N and runs one invoke where the model allows it.
+        """
+        n = int(np.shape(inputs[0])[0])
+        outs = [self.invoke([x[i:i + 1] for x in inputs]) for i in range(n)]
+        return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))] if outs else []
+
     def close(self) -> None:
         """Release the model; safe to call twice."""
 

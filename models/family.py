@@ -87,6 +87,10 @@ class ExpressionModel(abc.ABC):
     def classify(self, crop: np.ndarray) -> Label:
         """Expression of a crop made by ``prepare``."""
 
+    def classify_batch(self, crops: np.ndarray) -> List[Label]:
+        """Expressions of a stack of crops (N, H, W, C) made by ``prepare``."""
+        return [self.classify(c) for c in crops]
+
 
 class ImageClassifierModel(abc.ABC):
     def __init__(self, spec: ModelSpec, engine: Engine, top_k: int = 5) -> None:

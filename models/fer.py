@@ -8,6 +8,8 @@ Python 3.9 compatible.
 """
 from __future__ import annotations
 
+from typing import List
+
 import numpy as np
 
 from .crops import square_crop
@@ -36,9 +38,17 @@ class SquareCropFer(ExpressionModel):
         return to_model_pixels(crop, self.spec)
 
     def classify(self, crop: np.ndarray) -> Label:
+        return self.classify_batch(crop[None])[0]
+
+    def classify_batch(self, crops: np.ndarray) -> List[Label]:
+        """Labels of a stack of crops (N, H, W, C): one batched invoke where the engine can, else N."""
         check_input(self.engine, self.spec)
-        out = self.engine.invoke([pixels_to_tensor(crop, self.engine, self.spec)])[0]
-        probs = to_probabilities(self.engine.outputs[0].dequantize(np.asarray(out)))
+        tensor = np.concatenate([pixels_to_tensor(c, self.engine, self.spec) for c in crops])
+        out = np.asarray(self.engine.invoke_batch([tensor])[0])
+        return [self._label(row) for row in out.reshape(len(crops), -1)]
+
+    def _label(self, raw: np.ndarray) -> Label:
+        probs = to_probabilities(self.engine.outputs[0].dequantize(np.asarray(raw)))
         labels = self.spec.labels or []
         i = int(np.argmax(probs))
         name = labels[i] if i < len(labels) else str(i)

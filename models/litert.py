@@ -108,6 +108,8 @@ class LiteRTEngine(Engine):
         self.pool: Optional[DevicePool] = None
         self._interps: Dict[str, Any] = {}  # Edge TPU: device name -> its interpreter
         self.device_model = DeviceModel(model.name, model.tpu_param_mb, est_ms=model.tpu_ms or 5.0)
+        self._batch = 1  # the batch size the interpreter's tensors are allocated for (CPU)
+        self._batch_refused = False
         self._in_idx: List[int] = []
         self._out_idx: List[int] = []
         self._lock = threading.Lock()
@@ -229,8 +231,43 @@ class LiteRTEngine(Engine):
             return pool.run(self.device_model, lambda dev: self._invoke(self._interps[dev.name], inputs))
         return self._invoke(interp, inputs)
 
+    def invoke_batch(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """One invoke of N on the CPU (the input resized to N, where the model allows it); N on a device."""
+        n = int(np.shape(inputs[0])[0])
+        if self.pool is not None or n == 1 or self._batch_refused:
+            return super().invoke_batch(inputs)
+        interp = self._interp
+        if interp is None:
+            raise EngineError("engine for %r is not loaded (call load() first) or was closed" % self.model.name)
+        with self._lock:
+            try:
+                self._resize_locked(interp, n)
+                for spec, idx, x in zip(self._inputs, self._in_idx, inputs):
+                    a = np.asarray(x)
+                    interp.set_tensor(idx, np.ascontiguousarray(a if a.dtype.name == spec.dtype
+                                                                else a.astype(spec.dtype)))
+                interp.invoke()
+                self.invocations += 1
+                return [np.array(interp.get_tensor(i), copy=True) for i in self._out_idx]
+            except (ValueError, RuntimeError) as exc:
+                log.warning("model %s does not take a batch of %d (%s); invoking one at a time",
+                            self.model.name, n, exc)
+                self._batch_refused = True
+                self._batch = 0  # unknown: the next invoke of one resizes back
+        return super().invoke_batch(inputs)
+
+    def _resize_locked(self, interp: Any, n: int) -> None:
+        """Allocate the interpreter's tensors for a batch of ``n`` (holding ``_lock``)."""
+        if self._batch != n:
+            for spec, idx in zip(self._inputs, self._in_idx):
+                interp.resize_tensor_input(idx, [n] + list(spec.shape[1:]))
+            interp.allocate_tensors()
+            self._batch = n
+
     def _invoke(self, interp: Any, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
         with self._lock:
+            if self.pool is None:
+                self._resize_locked(interp, 1)
             for spec, idx, x in zip(self._inputs, self._in_idx, inputs):
                 a = np.asarray(x)
                 if tuple(a.shape) != tuple(spec.shape):

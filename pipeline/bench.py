@@ -108,7 +108,7 @@ def machine_info() -> Dict[str, Any]:
         "python_implementation": platform.python_implementation(),
         "git_commit": commit,
         "git_dirty": bool(dirty) if dirty is not None else None,
-        "versions": {m: _version(m) for m in ("numpy", "cv2", "zmq", "msgpack", "uvloop")},
+        "versions": {m: _version(m) for m in ("numpy", "cv2", "zmq", "msgspec", "uvloop")},
     }
 
 
@@ -217,12 +217,18 @@ class Case:
 
 
 def plan(faces: Sequence[int] = FACES, workers: Sequence[int] = WORKERS, engine: str = "fake",
-         profiles: Sequence[str] = ("",)) -> List[Case]:
+         profiles: Sequence[str] = ("",), placements: Sequence[str] = PLACEMENTS) -> List[Case]:
     """Every configuration of one benchmark, in run order.
 
     The first profile gets every comparison; on the fake engine each profile
-    also runs with ``auto`` placement and on two devices.
+    also runs with ``auto`` placement and on two devices (``placements``
+    chooses which of one, auto, two run).
     """
+    cases = _plan(faces, workers, engine, profiles)
+    return [c for c in cases if c.placement in placements or engine != "fake"]
+
+
+def _plan(faces: Sequence[int], workers: Sequence[int], engine: str, profiles: Sequence[str]) -> List[Case]:
     cases: List[Case] = []
     for f in faces:
         cases += [Case("pipeline", f, w) for w in workers]
@@ -378,7 +384,7 @@ def run_serial_case(cfg: Config, frames: int, warmup: int) -> Dict[str, Any]:
             else:
                 payload = image
             t2 = time.monotonic()
-            img = decode_image(EncodedFrame(i, t1, cfg.encoder.format, w, h, payload, truth))
+            img = decode_image(EncodedFrame(i, t1, cfg.encoder.format, w, h, payload))
             t3 = time.monotonic()
             faces = detector.detect(img)
             crops = [fer.prepare(img, f) for f in faces]
@@ -451,14 +457,14 @@ def bench_pipeline(engine: str = "fake", frames: int = DEFAULT_FRAMES, warmup: i
                    repeats: int = DEFAULT_REPEATS, faces: Sequence[int] = FACES, workers: Sequence[int] = WORKERS,
                    profile: Optional[str] = None, config_path: Optional[str] = None,
                    progress: Optional[Callable[[str], None]] = None,
-                   profiles: Sequence[str] = ()) -> Dict[str, Any]:
+                   profiles: Sequence[str] = (), placements: Sequence[str] = PLACEMENTS) -> Dict[str, Any]:
     """Run every configuration; return the report (see ``bench_pipeline.json``)."""
     base_cfg = load(config_path)  # fail early on a bad config or profile
     apply_overrides(base_cfg, profile=profile, engine=engine)
     profiles = [base_cfg.pipeline.profile] + [p for p in profiles if p != base_cfg.pipeline.profile]
     for prof in profiles:
         apply_overrides(load(config_path), profile=prof, engine=engine)
-    cases = plan(faces, workers, engine, [""] + list(profiles[1:]))
+    cases = plan(faces, workers, engine, [""] + list(profiles[1:]), placements)
     runs: Dict[str, List[Dict[str, Any]]] = {c.id: [] for c in cases}
     errors: Dict[str, str] = {}
     say = progress or (lambda s: log.info("%s", s))
@@ -496,6 +502,53 @@ def bench_pipeline(engine: str = "fake", frames: int = DEFAULT_FRAMES, warmup: i
     return report(cases, runs, errors, engine=engine, frames=frames, warmup=warmup, repeats=repeats,
                   profile=base_cfg.pipeline.profile, base_cfg=base_cfg, elapsed=time.monotonic() - t0,
                   profiles=profiles)
+
+
+def memory_check(profiles: Sequence[str], config_path: Optional[str] = None,
+                 frames: int = 300) -> List[Dict[str, Any]]:
+    """Whole-system RSS: each profile run as a user runs it (``run.py`` in a fresh process, 3 faces, fake
+    engine), alone and with the TPU actors in a dual-Python child group; the peak RSS of every process."""
+    out = []
+    tmp = tempfile.mkdtemp(prefix="edgepipe-mem-")
+    try:
+        for prof in profiles:
+            for layout in ("one process", "dual-Python"):
+                summary = os.path.join(tmp, "s.json")
+                cfg_path = config_path or os.path.join(REPO, "config.toml")
+                if layout == "dual-Python":  # the same config with the detector and FER in the TPU venv's Python
+                    gcfg = os.path.join(tmp, "groups.toml")
+                    with open(cfg_path, encoding="utf-8") as src, open(gcfg, "w", encoding="utf-8") as dst:
+                        dst.write(src.read() + '\n[groups.tpu]\nactors = ["detector", "fer"]\npython = "%s"\n'
+                                  % tpu_python())
+                    cfg_path = gcfg
+                cmd = [sys.executable, os.path.join(REPO, "run.py"), "--config", cfg_path, "--profile", prof,
+                       "--engine", "fake", "--source", "synthetic:faces=3,fps=0", "--frames", str(frames),
+                       "--summary", summary]
+                proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      universal_newlines=True, timeout=600)
+                row: Dict[str, Any] = {"profile": prof, "layout": layout}
+                if proc.returncode != 0:
+                    row["error"] = (proc.stderr.strip().splitlines() or ["rc %d" % proc.returncode])[-1]
+                else:
+                    with open(summary, encoding="utf-8") as fh:
+                        s = json.load(fh)
+                    row.update({"rss_mb": s["rss_mb"]["total"], "by_process": s["rss_mb"]["by_process"],
+                                "fps": s["fps"]})
+                out.append(row)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def render_memory(rows: Sequence[Dict[str, Any]]) -> str:
+    lines = ["whole-system RSS (peak of every process; run.py in a fresh process, fake engine, 3 faces):"]
+    for r in rows:
+        if r.get("error"):
+            lines.append("  %s, %s: failed: %s" % (r["profile"], r["layout"], r["error"]))
+        else:
+            lines.append("  %s, %s: %.0f MB (%s)" % (r["profile"], r["layout"], r["rss_mb"], ", ".join(
+                "%s %.0f" % kv for kv in r["by_process"].items())))
+    return "\n".join(lines)
 
 
 def _median_run(rs: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -579,16 +632,17 @@ def device_rows(cases: List[Dict[str, Any]], engine: str, config_path_cfg: Confi
                "busy_pct": {d: v.get("busy_pct") for d, v in (c.get("devices") or {}).items()},
                "switches": sum(int(v.get("switches", 0)) for v in (c.get("devices") or {}).values()),
                "latency_ms": c.get("latency_ms"), "rss_mb": c.get("rss_mb")}
-        if c["placement_case"] == "one":  # every role on one device: its bound is the one-device bound
-            row["bound_one_fps"] = row["bound_fps"]
+        all_on_one = {r: {"engine": "fake", "model": p["model"], "devices": ["fake:0"]} for r, p in placement.items()}
+        b1 = device_bound(config_path_cfg, all_on_one, c["faces"])  # the same models, every one on one device
+        row["bound_one_fps"] = round(b1, 1) if b1 else None
+        row["eta_one"] = round(c["fps"] / b1, 3) if b1 else None
+        if c["placement_case"] == "one":
             one[(c["profile"], c["faces"], c["workers"])] = row
         rows.append(row)
     for row in rows:
         base = one.get((row["profile"], row["faces"], row["workers"])) or one.get(
             (row["profile"], row["faces"], COMPARE_WORKERS))
-        row.setdefault("bound_one_fps", base.get("bound_one_fps") if base else None)
         row["vs_one_device"] = round(row["fps"] / base["fps"], 3) if base and base.get("fps") else None
-        row["eta_one"] = round(row["fps"] / row["bound_one_fps"], 3) if row.get("bound_one_fps") else None
     return rows
 
 
@@ -601,7 +655,9 @@ def comparisons(by_id: Dict[str, Dict[str, Any]], ids: Dict[str, Dict[str, str]]
     def fps(cid: Optional[str]) -> Optional[float]:
         return by_id[cid].get("fps") if cid in by_id else None
 
-    out: Dict[str, Any] = {}
+    out: Dict[str, Any] = {"fer_pool": [], "pipeline_vs_serial": []}
+    if not workers:  # no every-role-on-one-engine runs (--placements without "one"): nothing to compare
+        return out
     w0 = workers[0]
     out["fer_pool"] = [{"faces": f, "workers": w, "fps": fps(ids["pipeline"].get("f%d-w%d" % (f, w))),
                         "vs_%d_worker" % w0: _ratio(fps(ids["pipeline"].get("f%d-w%d" % (f, w))),
@@ -684,10 +740,9 @@ def render_devices(result: Dict[str, Any]) -> str:
                           "%.2f" % r["eta"] if r.get("eta") else "n/a",
                           "x%.2f" % r["vs_one_device"] if r.get("vs_one_device") else "n/a",
                           " ".join("%.0f" % v for _, v in sorted(r["busy_pct"].items())) or "-",
-                          str(r["switches"]), "%.1f" % lat.get("p50", 0), "%.1f" % lat.get("p99", 0),
-                          "%.0f" % r["rss_mb"] if r.get("rss_mb") else "n/a"])
+                          str(r["switches"]), "%.1f" % lat.get("p50", 0), "%.1f" % lat.get("p99", 0)])
         out += _table(["placement", "faces", "FER", "where", "B", "bound", "FPS", "FPS/B", "FPS/bound",
-                       "vs one", "busy %", "switches", "p50 ms", "p99 ms", "RSS MB"], cells)
+                       "vs one", "busy %", "switches", "p50 ms", "p99 ms"], cells)
         out.append("")
     return "\n".join(out)
 
@@ -714,7 +769,7 @@ def render_pipeline(result: Dict[str, Any]) -> str:
     by_faces: Dict[int, List[Dict[str, Any]]] = {}
     for r in comp["fer_pool"]:
         by_faces.setdefault(r["faces"], []).append(r)
-    w0 = result["grid"]["workers"][0]
+    w0 = (result["grid"]["workers"] or [0])[0]
     for f, rs in sorted(by_faces.items()):
         out.append("(a) FER pool, %d face%s: " % (f, "s" if f > 1 else "") + ", ".join(
             "%d worker%s %s FPS%s" % (r["workers"], "s" if r["workers"] > 1 else "",
@@ -761,10 +816,16 @@ def bench_pipeline_main(args: argparse.Namespace) -> int:
                             workers=workers, profile=args.profile, config_path=args.config,
                             progress=(lambda s: print("  " + s, flush=True)) if args.progress else None,
                             profiles=[p.strip() for p in args.profiles.split(",") if p.strip()]
-                            if args.engine == "fake" else [])
+                            if args.engine == "fake" else [],
+                            placements=[p.strip() for p in args.placements.split(",") if p.strip()])
+    if args.engine == "fake" and args.memory:
+        result["memory"] = memory_check(list(result["profiles"]), args.config, frames)
     print()
     if result.get("devices"):
         print(render_devices(result))
+    if result.get("memory"):
+        print(render_memory(result["memory"]))
+        print()
     print(render_pipeline(result))
     path = os.path.join(args.out, "bench_pipeline.json")
     _write_json(path, result)
@@ -781,7 +842,7 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="run.py bench", description="Measure models alone and the whole pipeline; "
                                  "write JSON and PNG charts.")
     ap.add_argument("-v", "--verbose", action="count", default=0)
-    sub = ap.add_subparsers(dest="what", metavar="models|pipeline")
+    sub = ap.add_subparsers(dest="what", metavar="models|pipeline|bus")
     sub.required = True
     m = sub.add_parser("models", help="invoke FPS of each model on the CPU (1 and N threads) and the Edge TPU",
                        description="Model files come from models.paths, $EDGEPIPE_MODEL_PATH, then the cache; "
@@ -811,11 +872,17 @@ def parser() -> argparse.ArgumentParser:
                    help="fake engine: profiles measured on one device, auto and two devices "
                    "(default fd+fer64,fd+fer112; the first one also gets every comparison)")
     p.add_argument("--config", help="config file (default: config.toml beside run.py)")
+    p.add_argument("--placements", default=",".join(PLACEMENTS),
+                   help="fake engine: which of one (every role on one device), auto, two (devices) to run")
+    p.add_argument("--no-memory", dest="memory", action="store_false",
+                   help="fake engine: skip the whole-system RSS runs (one per profile, alone and dual-Python)")
     p.add_argument("--images", help="--engine cpu: the folder of real photos (default ../shared/assets/images "
                    "beside the repository, or $EDGEPIPE_ASSETS/images)")
     p.add_argument("--quick", action="store_true", help="fewer frames and one repeat")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no line per measured run")
     p.add_argument("--out", default=DEFAULT_OUT, help="output folder (default ./%s)" % DEFAULT_OUT)
+    from . import bench_bus
+    bench_bus.add_parser(sub)
     return ap
 
 
@@ -829,6 +896,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.what == "models":
             return bench_models_main(args)
+        if args.what == "bus":
+            from .bench_bus import main_args
+            return main_args(args)
         return bench_pipeline_main(args)
     except (ConfigError, EngineError) as exc:
         print("error: %s" % exc, file=sys.stderr)

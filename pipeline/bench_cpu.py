@@ -31,7 +31,8 @@ For each frame set, in the same run and round-robin:
 
 The FER pool is also measured alone: the pipeline's ``FerWorker`` actors (1
 and 2, the config's depth and queue sizes) fed the real face crops of
-``faces5`` by a PUSH socket, with no capture or detector in the way.
+``faces5`` by a PUSH socket, one job per frame as the detector sends them,
+with no capture or detector in the way.
 
 Reported: FPS of each, the ratios pipeline / serial (the median of the
 per-round ratios), faces found per frame by each; and FER pool 2 vs 1
@@ -221,7 +222,9 @@ def real_crops(cfg: Config, path: str) -> List[Any]:
         fer_engine.close()
 
 
-async def _fer_stage(cfg: Config, crops: List[Any], workers: int, n_jobs: int) -> Dict[str, Any]:
+async def _fer_stage(cfg: Config, crops: List[Any], workers: int, frames: int) -> Dict[str, Any]:
+    import numpy as np
+
     from actors.fer import FerWorker
     from bus.messages import FaceJob
     from models import manifest
@@ -230,14 +233,16 @@ async def _fer_stage(cfg: Config, crops: List[Any], workers: int, n_jobs: int) -
     bus = make_bus(cfg)
     tag = "inproc://benchcpu-ferstage-w%d" % workers
     jobs = bus.push(tag + "-jobs", hwm=cfg.fer.hwm, name="bench.jobs", bind=True)
-    results = bus.pull(tag + "-expr", hwm=max(64, n_jobs), name="bench.expr", bind=True)
+    results = bus.pull(tag + "-expr", hwm=max(64, frames), name="bench.expr", bind=True)
     spec = manifest.get(cfg.profile().models("cpu").fer)
     settings = engine_settings(cfg, "cpu")
     pool = [FerWorker("fer-%d" % i, bus, facejobs_endpoint=tag + "-jobs", expressions_endpoint=tag + "-expr",
                       hwm=cfg.fer.hwm, engine=settings, model=spec, invoke_timeout_ms=cfg.fer.invoke_timeout_ms,
                       depth=cfg.fer.depth) for i in range(workers)]
+    stack = np.stack(crops)  # the faces of one frame go out as one job, as the detector sends them
     started: List[Any] = []
     per_worker: Dict[str, int] = {}
+    faces = errors = 0
     try:
         for w in pool:
             await w.start()
@@ -245,15 +250,15 @@ async def _fer_stage(cfg: Config, crops: List[Any], workers: int, n_jobs: int) -
         t0 = time.monotonic()
 
         async def feed() -> None:
-            for k in range(n_jobs):
-                await jobs.send(FaceJob(k // len(crops), k % len(crops), len(crops), t0, crops[k % len(crops)]))
+            for k in range(frames):
+                await jobs.send(FaceJob(k, 0, len(crops), t0, stack))
 
         feeder = asyncio.ensure_future(feed())
-        errors = 0
         try:
-            for _ in range(n_jobs):
+            for _ in range(frames):
                 e = await results.recv()
-                per_worker[e.worker] = per_worker.get(e.worker, 0) + 1
+                per_worker[e.worker] = per_worker.get(e.worker, 0) + e.count
+                faces += e.count
                 errors += bool(e.error)
         finally:
             if not feeder.done():
@@ -267,18 +272,19 @@ async def _fer_stage(cfg: Config, crops: List[Any], workers: int, n_jobs: int) -
         results.close()
         leaked = bus.open_channels()
         bus.close()
-    return {"faces": n_jobs, "duration_s": round(elapsed, 3), "fps": round(n_jobs / len(crops) / elapsed, 2),
-            "faces_per_s": round(n_jobs / elapsed, 1), "faces_per_frame": float(len(crops)),
+    return {"faces": faces, "frames": frames, "duration_s": round(elapsed, 3), "fps": round(frames / elapsed, 2),
+            "faces_per_s": round(faces / elapsed, 1), "faces_per_frame": float(len(crops)),
             "per_worker": per_worker, "errors": errors, "leaked_sockets": leaked}
 
 
-def run_fer_stage(cfg: Config, crops: List[Any], workers: int, n_jobs: int) -> Dict[str, Any]:
-    """FER workers alone (the pipeline's FerWorker actors, PUSH/PULL over inproc://) on real face crops."""
+def run_fer_stage(cfg: Config, crops: List[Any], workers: int, frames: int) -> Dict[str, Any]:
+    """FER workers alone (the pipeline's FerWorker actors, PUSH/PULL over inproc://) on real face crops:
+    ``frames`` jobs of every crop (one job per frame)."""
     from .cli import event_loop_run
 
     if not crops:
         raise ValueError("no faces found for the FER stage")
-    return event_loop_run(_fer_stage(cfg, crops, workers, n_jobs))
+    return event_loop_run(_fer_stage(cfg, crops, workers, frames))
 
 
 # ---------------------------------------------------------------- the whole run
@@ -346,7 +352,7 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
             kind, name, workers = c
             fs = fsets[name]
             if kind == "ferstage":
-                return run_fer_stage(base(), crops, workers or 1, n * len(crops))
+                return run_fer_stage(base(), crops, workers or 1, n)
             if kind in ("serial", "serial_mem"):
                 return run_serial(base(), fs.path, n, warm, in_memory=kind == "serial_mem")
             cfg = pipeline_config(base(), fs.path, workers, key(c).replace(":", "-"))

@@ -118,7 +118,8 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
         add("fer", lambda: [FerWorker("fer-%d" % i, bus, facejobs_endpoint=ep.facejobs,
                                       expressions_endpoint=ep.expressions, hwm=cfg.fer.hwm, engine=settings["fer"],
                                       model=fer_spec, invoke_timeout_ms=cfg.fer.invoke_timeout_ms,
-                                      depth=cfg.fer.depth, **mkw)
+                                      # a CPU interpreter runs one invoke at a time: a second job would only wait
+                                      depth=cfg.fer.depth if settings["fer"].kind != "cpu" else 1, **mkw)
                             for i in range(cfg.fer.workers)])
     if "classifier" in names:
         add("classifier", lambda: Classifier("classifier", bus, encoded_endpoint=ep.encoded,
@@ -146,6 +147,9 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
                                    hwm=cfg.capture.hwm, max_frames=opts.frames, duration_s=opts.duration_s,
                                    loop=cfg.capture.loop, results_endpoint=ep.results,
                                    max_in_flight=cfg.capture.max_in_flight, **mkw))
+    capture, recorder = p.one("capture"), p.one("recorder")
+    if capture is not None and recorder is not None:
+        capture.truth_sink = recorder.expect_truth  # the answer key never crosses the bus
     return p
 
 

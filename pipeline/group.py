@@ -4,7 +4,7 @@ Started by ``run.py`` as ``python -m pipeline.group --name NAME --config-json PA
 with the group's interpreter, or by hand as ``python run.py group NAME --config
 PATH`` (on another host, or in another venv). It reports ``ready`` on the
 control endpoint once its actors run and its publishers have their
-subscribers, and ``stopped`` (with every actor's final metrics) when it ends:
+subscribers, and every actor's final metrics then ``stopped`` when it ends:
 on SIGTERM/SIGINT, when its parent dies, or when one of its actors fails
 (exit code 1).
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ import sys
 from typing import List, Optional
 
 from actors.base import Actor
-from bus.messages import Control
+from bus.messages import Ready, Stopped
 
 from .build import RunOptions, build, make_bus
 from .config import Config, ConfigError, from_dict, load
@@ -65,10 +64,9 @@ async def serve(cfg: Config, name: str, stop: asyncio.Event, parent_pid: Optiona
         try:
             await asyncio.wait(tasks + [waits, stopping], return_when=asyncio.FIRST_COMPLETED)
             if waits.done() and not stop.is_set() and not any(t.done() for t in tasks):
-                info = {"pid": os.getpid(), "python": sys.executable, "version": sys.version.split()[0],
-                        "actors": [a.name for a in started], "models": p.models,
-                        "placement": {r: pl.describe() for r, pl in p.placement.items()}}
-                await ctl.send(Control("ready", name, -1, info))
+                await ctl.send(Ready(name, os.getpid(), sys.executable, sys.version.split()[0],
+                                     [a.name for a in started], dict(p.models),
+                                     {r: pl.describe() for r, pl in p.placement.items()}))
                 log.info("group %s ready: %s", name, ", ".join(a.name for a in started))
                 await asyncio.wait(tasks + [stopping], return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -83,8 +81,9 @@ async def serve(cfg: Config, name: str, stop: asyncio.Event, parent_pid: Optiona
         for actor in reversed(started):
             await actor.stop()
         if ctl is not None:
-            final = {a.name: dataclasses.asdict(a.snapshot(final=True)) for a in started}
-            await ctl.send(Control("stopped", name, -1, {"metrics": final, "rc": rc}), nowait=True)
+            for a in started:  # one PUSH socket: these arrive before the Stopped that follows them
+                await ctl.send(a.snapshot(final=True), nowait=True)
+            await ctl.send(Stopped(name, rc, [a.name for a in started]), nowait=True)
             ctl.close(linger_ms=2000)  # let the final report reach the main process
         bus.close()
     return rc

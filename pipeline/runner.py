@@ -199,7 +199,7 @@ def summarize(p: Optional[Pipeline], t_go: float, drained: bool, interrupted: bo
     for g in groups:
         snaps.update(g.final)
         if hub is not None:  # a group that died before its final report: its last metrics
-            for name in (g.ready or {}).get("actors", []):
+            for name in (g.ready.actors if g.ready is not None else []):
                 if name not in snaps and name in hub.latest:
                     snaps[name] = hub.latest[name]
     for a in p.actors:
@@ -235,9 +235,9 @@ def summarize(p: Optional[Pipeline], t_go: float, drained: bool, interrupted: bo
     procs = [{"name": MAIN, "pid": os.getpid(), "python": sys.executable, "version": sys.version.split()[0],
               "actors": [a.name for a in p.actors]}]
     for g in groups:
-        info = g.ready or {}
-        procs.append({"name": g.name, "pid": info.get("pid"), "python": info.get("python", g.python),
-                      "version": info.get("version"), "actors": info.get("actors", []),
+        r = g.ready
+        procs.append({"name": g.name, "pid": r.pid if r else None, "python": r.python if r else g.python,
+                      "version": r.version if r else None, "actors": list(r.actors) if r else [],
                       "exit_code": g.proc.returncode if g.proc is not None else None})
     return {
         "profile": cfg.pipeline.profile,

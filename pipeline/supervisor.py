@@ -17,7 +17,7 @@ import sys
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional
 
-from bus.messages import Control, Metric
+from bus.messages import Metric, Ready, Stopped
 from bus.sockets import Channel
 
 from .rss import peak_rss_mb
@@ -40,7 +40,8 @@ class GroupProcess:
         self.config_path = config_path
         self.proc: Optional[asyncio.subprocess.Process] = None
         self.lines: Deque[str] = deque(maxlen=20)
-        self.ready: Optional[Dict[str, Any]] = None
+        self.ready: Optional[Ready] = None
+        self.stopped: Optional[Stopped] = None
         self.final: Dict[str, Metric] = {}
         self.stopping = False
         self.rss_mb = 0.0  # peak resident memory, read just before the stop
@@ -151,16 +152,25 @@ async def wait_ready(groups: List[GroupProcess], control: Channel, watch: List["
 
 
 def handle_control(msg: Any, groups: Dict[str, GroupProcess]) -> None:
-    if not isinstance(msg, Control) or msg.sender not in groups:
+    """A message from a group on the control endpoint: ``Ready``, an actor's final ``Metric``, ``Stopped``."""
+    if isinstance(msg, Metric):
+        if not msg.final:
+            return
+        for g in groups.values():  # the group that announced this actor in its Ready
+            if g.ready is not None and msg.actor in g.ready.actors:
+                g.final[msg.actor] = msg
+                return
+        log.warning("a final metric for %s, an actor no ready group runs", msg.actor)
         return
-    g = groups[msg.sender]
-    if msg.command == "ready":
-        g.ready = dict(msg.info)
-        log.info("group %s ready: pid %s, Python %s (%s)", g.name, msg.info.get("pid"), msg.info.get("version"),
-                 msg.info.get("python"))
-    elif msg.command == "stopped":
-        for name, d in (msg.info.get("metrics") or {}).items():
-            try:
-                g.final[name] = Metric(**d)
-            except TypeError:
-                log.warning("group %s sent a bad final metric for %s", g.name, name)
+    g = groups.get(getattr(msg, "group", None))
+    if g is None:
+        return
+    if isinstance(msg, Ready):
+        g.ready = msg
+        log.info("group %s ready: pid %s, Python %s (%s)", g.name, msg.pid, msg.version, msg.python)
+    elif isinstance(msg, Stopped):
+        g.stopped = msg
+        missing = [a for a in msg.actors if a not in g.final]
+        if missing:
+            log.warning("group %s stopped (exit code %d) without the final metrics of %s", g.name, msg.rc,
+                        ", ".join(missing))

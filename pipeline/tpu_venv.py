@@ -1,7 +1,7 @@
 """``python run.py setup-tpu-venv``: the Python 3.9 venv that runs the TPU group.
 
 PyCoral ships wheels for Python 3.9 only. This creates a venv with that
-Python and installs what a TPU-side group imports: numpy, pyzmq, msgpack,
+Python and installs what a TPU-side group imports: numpy, pyzmq, msgspec,
 OpenCV (headless), tomli and a LiteRT runtime (ai-edge-litert 2.1, the last
 release for 3.9, or tflite-runtime 2.14 where ai-edge-litert has no wheel).
 PyCoral itself comes from Coral's own package index (see the README).
@@ -14,7 +14,7 @@ import subprocess
 import sys
 from typing import List
 
-BASE = ["numpy>=1.21,<2.1", "pyzmq>=25,<28", "msgpack>=1.0,<2", "opencv-python-headless>=4.8,<5", "tomli>=1.1"]
+BASE = ["numpy>=1.21,<2.1", "pyzmq>=25,<28", "msgspec>=0.18,<1", "opencv-python-headless>=4.8,<5", "tomli>=1.1"]
 RUNTIMES = [["ai-edge-litert>=2.1,<2.2"], ["tflite-runtime==2.14.0", "numpy<2"]]
 
 

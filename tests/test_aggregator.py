@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from actors.aggregator import Aggregator
-from bus.messages import Box, Control, Detections, Expression, Result
+from bus.messages import Box, Detections, Eos, Expression, FaceLabel, Result
 
 from helpers import run_async
 
@@ -11,8 +11,8 @@ def det(fid, n):
     return Detections(fid, 0.0, 0.0, 100, 100, [Box(i, i, i + 10, i + 10) for i in range(n)], n)
 
 
-def expr(fid, i, label="happy", error=""):
-    return Expression(fid, i, label, 0.9, "test", 1.0, None, error)
+def expr(fid, i, label="happy", error="", count=1):
+    return Expression(fid, i, count, "test", 1.0, [] if error else [FaceLabel(label, 0.9)] * count, error)
 
 
 async def harness(bus, deadline_ms, ordered, feed):
@@ -27,10 +27,10 @@ async def harness(bus, deadline_ms, ordered, feed):
         await agg.pub.wait_subscribers(1)
         out = []
         await feed(dpub, epush, rsub, out)
-        await dpub.send(Control("eos", "test", -1, {"sent": dpub.sent("detections")}))
+        await dpub.send(Eos("test", -1, dpub.sent("detections")))
         while True:
             msg = await rsub.recv()
-            if isinstance(msg, Control):
+            if isinstance(msg, Eos):
                 break
             out.append(msg)
         return agg, out

@@ -52,7 +52,8 @@ def find_python39():
 def tpu_python():
     """The TPU venv's Python 3.9 (created with `run.py setup-tpu-venv` when missing)."""
     vpy = TPU_VENV / "bin" / "python"
-    if not vpy.exists():
+    imports = "import msgspec, zmq, cv2, numpy"  # what a TPU-side group imports; an older venv may lack one
+    if not vpy.exists() or subprocess.run([str(vpy), "-c", imports], capture_output=True).returncode != 0:
         py39 = find_python39()
         if py39 is None:
             if os.environ.get("CI"):

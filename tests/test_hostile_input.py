@@ -11,7 +11,7 @@ from actors.detector import Detector
 from actors.engines import EngineSettings
 from actors.sources import make_source
 from bus.codec import encode
-from bus.messages import Control, Detections, EncodedFrame, Expression
+from bus.messages import Detections, EncodedFrame, Eos, Expression, FaceLabel
 from models import manifest
 from pipeline.runner import RunOptions, run
 
@@ -29,17 +29,20 @@ def test_detector_drops_corrupt_frames_and_goes_on(bus):
             await det.start()
             await pub.wait_subscribers(1)
             await det.pub.wait_subscribers(1)
-            img, truth = make_source("synthetic:faces=2,fps=0").read()
+            img, _ = make_source("synthetic:faces=2,fps=0").read()
             ok, jpeg = cv2.imencode(".jpg", img)
-            await pub.send(EncodedFrame(0, 0.0, "jpeg", 640, 480, b"\xff\xd8 broken", None))
-            await pub.send(EncodedFrame(1, 0.0, "raw", 640, 480, np.zeros((4, 4), np.uint8), None))
-            await pub.send(EncodedFrame(2, 0.0, "jpeg", 640, 480, jpeg.tobytes(), truth))
-            await pub.send(Control("eos", "test", 2, {"sent": pub.sent("encoded")}))
+            await pub.send(EncodedFrame(0, 0.0, "jpeg", 640, 480, b"\xff\xd8 broken"))
+            await pub.send(EncodedFrame(1, 0.0, "raw", 640, 480, np.zeros((4, 4), np.uint8)))
+            await pub.send(EncodedFrame(2, 0.0, "jpeg", 640, 480, jpeg.tobytes()))
+            await pub.send(Eos("test", 2, pub.sent("encoded")))
             got = await sub.recv()
             assert isinstance(got, Detections) and got.frame_id == 2 and len(got.faces) == 2
-            assert isinstance(await sub.recv(), Control)
-            assert det.stats.counters["dropped.bad_frame"] == 2
-            assert det.stats.counters["in"] == 3 and det.stats.counters["out"] == 1
+            assert isinstance(await sub.recv(), Eos)
+            assert det.stats.counters["dropped.bad_frame"] == 1  # the broken JPEG
+            # the 4x4 "640x480" raw frame is refused on the wire: counted as rejected, and as lost on the link
+            assert det.rejected() == {"bad_value": 1}
+            assert det.stats.counters["dropped.transport"] == 1
+            assert det.stats.counters["in"] == 2 and det.stats.counters["out"] == 1
         finally:
             await det.stop()
             pub.close()
@@ -69,8 +72,12 @@ def test_hostile_messages_into_a_running_pipeline():
             await raw.send_multipart([b"expression", b"\x92\x01"])  # truncated msgpack
             await raw.send_multipart([b"result", b"x" * 10, b"y"])  # wrong kind on this socket, bad header
             await raw.send_multipart([b"\x00" * 40])  # one frame of junk
-            await raw.send_multipart(encode(Expression(10 ** 9, 0, "happy", 1.0, "evil", 0.0)))  # no such frame
-            await raw.send_multipart(encode(Expression(3, 99, "happy", 1.0, "evil", 0.0)))  # no such face
+            happy = [FaceLabel("happy", 1.0)]
+            await raw.send_multipart(encode(Expression(10 ** 9, 0, 1, "evil", 0.0, happy)))  # no such frame
+            await raw.send_multipart(encode(Expression(3, 99, 1, "evil", 0.0, happy)))  # no such face
+            # refused on the wire: a NaN confidence for a real face, a negative frame id
+            await raw.send_multipart(encode(Expression(3, 0, 1, "evil", 0.0, [FaceLabel("angry", float("nan"))])))
+            await raw.send_multipart(encode(Expression(-3, 0, 1, "evil", 0.0, happy)))
         finally:
             raw.close()
         return await runner
@@ -78,7 +85,8 @@ def test_hostile_messages_into_a_running_pipeline():
     s = run_async(main())
     assert s["frames_completed"] + s["frames_partial"] == 80 and s["unaccounted"] == 0
     agg = s["actors"]["aggregator"]
-    assert agg["rejected"] == 3
+    assert agg["rejected"] == 5
+    assert agg["counters"]["rejected.bad_value"] == 2
     # nothing was joined wrongly: every face that has an expression has the drawn one
     f = s["faces"]
     assert f["matched"] == f["truth"] == 160

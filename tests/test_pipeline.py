@@ -57,7 +57,7 @@ def test_jpeg_encoder_and_more_workers():
     check_accounting(s)
     assert s["frames_completed"] == 40
     assert s["faces"]["expression_correct"] == 120
-    assert sum(s["actors"]["fer-%d" % i]["out"] for i in range(3)) == 120
+    assert sum(s["actors"]["fer-%d" % i]["counters"]["faces"] for i in range(3)) == 120  # one job per frame
 
 
 def test_fer_worker_that_raises_gives_partial_frames():
@@ -70,8 +70,9 @@ def test_fer_worker_that_raises_gives_partial_frames():
     assert s["actors"]["fer-0"]["counters"]["errors"] > 0
     f = s["faces"]
     assert f["matched"] == f["truth"] == 120
-    # no expression is ever attached to the wrong face: every one that is there is right
-    assert f["expression_correct"] == 120 - s["actors"]["fer-0"]["counters"]["errors"]
+    # no expression is ever attached to the wrong face: every one that is there is right (a failed job
+    # costs the expressions of its frame's faces)
+    assert f["expression_correct"] == 120 - s["actors"]["fer-0"]["counters"]["faces_failed"]
 
 
 def test_fer_worker_that_hangs_frames_complete_by_deadline(tmp_path):

@@ -66,3 +66,23 @@ def test_picamera2_without_the_library_says_what_to_install():
             assert "camera" in str(exc)
         finally:
             src.close()
+
+
+def test_image_source_decodes_each_file_once(tmp_path, monkeypatch):
+    import cv2
+    import numpy as np
+
+    from actors import sources
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((8, 8, 3), 7, np.uint8))
+    decoded = []
+    real = sources.cv2.imread
+    monkeypatch.setattr(sources.cv2, "imread", lambda *a: decoded.append(a[0]) or real(*a))
+    src = make_source("dir:%s" % tmp_path)
+    frames = [src.read()[0] for _ in range(5)]
+    assert decoded == [str(tmp_path / "a.png")]
+    assert all(f is frames[0] for f in frames) and not frames[0].flags.writeable  # shared, so read-only
+    tiny = sources.ImageSource("dir", str(tmp_path), cache_mb=0)  # nothing fits: decoded on every read
+    decoded.clear()
+    tiny.read(), tiny.read()
+    assert len(decoded) == 2
