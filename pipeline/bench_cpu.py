@@ -19,15 +19,17 @@ For each frame set, in the same run and round-robin:
     (``inproc://``), the config's FER pool and credit window
     (``capture.max_in_flight``);
 (2) the reference project's serial two-process loop (``pipeline.serial_loop``):
-    the front end reads the same source the same way (so both pay the same
-    per-frame decode), sends the pixels over one ZeroMQ hop (REQ/REP over
+    the front end reads the same source the same way (so both pay what a
+    read of it costs), sends the pixels over one ZeroMQ hop (REQ/REP over
     ``ipc://``) and waits for the result before it reads the next frame (one
     frame in flight); the back end detects and runs FER on each face in turn,
     with the same models and CPU thread count;
 (3) the same serial loop with the frame kept in memory: the front end reads
     the image once and sends it every time, as a camera hands over a decoded
-    frame (the image sources decode their file on every read today, which the
-    pipeline's capture pays; this variant shows the loop without that cost).
+    frame. An image source that decodes its file on every read (as
+    ``actors/sources.py`` did before it kept decoded files) makes (2) pay that
+    decode where (3) does not; with a source that keeps the frame, (2) and (3)
+    should agree.
 
 The FER pool is also measured alone: the pipeline's ``FerWorker`` actors (1
 and 2, the config's depth and queue sizes) fed the real face crops of
@@ -435,7 +437,7 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
                                "credit window capture.max_in_flight; fps = completed frames / (last result - go)",
                                "serial: pipeline.serial_loop, a second process behind one REQ/REP hop over "
                                "ipc://, one frame in flight; the front end reads the same source as the "
-                               "pipeline's capture (same per-frame decode)",
+                               "pipeline's capture (the same cost per read)",
                                "serial_mem: the same loop, but the front end reads the image once and sends that "
                                "frame every time (a camera hands over decoded frames); ratio_vs_in_memory",
                                "ratio: median of the per-round ratios (both measured in the same round)",
