@@ -804,6 +804,9 @@ def bench_pipeline_main(args: argparse.Namespace) -> int:
         print("error: --frames, --repeats, --faces and --workers must be at least 1, --warmup at least 0",
               file=sys.stderr)
         return 2
+    if args.engine == "cpu":  # real photos against the serial two-process loop: pipeline/bench_cpu.py
+        from .bench_cpu import main_cpu
+        return main_cpu(args, frames, warmup, repeats)
     os.makedirs(args.out, exist_ok=True)  # fail now, not after minutes of measuring
     print("bench pipeline: engine %s, %d frames per configuration after a %d-frame warm-up, %d repeat%s, "
           "faces %s, FER workers %s" % (args.engine, frames, warmup, repeats, "s" if repeats > 1 else "",
@@ -872,6 +875,8 @@ def parser() -> argparse.ArgumentParser:
                    help="fake engine: which of one (every role on one device), auto, two (devices) to run")
     p.add_argument("--no-memory", dest="memory", action="store_false",
                    help="fake engine: skip the whole-system RSS runs (one per profile, alone and dual-Python)")
+    p.add_argument("--images", help="--engine cpu: the folder of real photos (default ../shared/assets/images "
+                   "beside the repository, or $EDGEPIPE_ASSETS/images)")
     p.add_argument("--quick", action="store_true", help="fewer frames and one repeat")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no line per measured run")
     p.add_argument("--out", default=DEFAULT_OUT, help="output folder (default ./%s)" % DEFAULT_OUT)

@@ -1,0 +1,520 @@
+"""``python run.py bench pipeline --engine cpu``: the pipeline against the serial loop, on real faces.
+
+Real CPU models (the profile's CPU models: BlazeFace short + FER64 for
+``fd+fer64``) on real photographs from the shared assets (``--images``,
+default ``../shared/assets/images`` beside the repository, or
+``$EDGEPIPE_ASSETS/images``):
+
+- ``seed640``: ``seed_image00.png`` resized to 640x480 (4 faces), written as a
+  PNG to a temporary folder (never into the repository);
+- ``multi_face``: ``multi_face.jpg`` as it is (1000x667, 5 faces);
+- ``faces5``: a 720x480 frame of five labelled face photos (``0-f1-su-ph.jpg``,
+  ``0-f15-hao-ph.jpg``, ``15-f13-anc-ph.jpg``, ``45-m7-di-ph.jpg``,
+  ``single_face.jpg``) in a 3x2 grid, for the FER pool comparison.
+
+For each frame set, in the same run and round-robin:
+
+(1) the pipeline through the real runner (``pipeline.runner.run``) with an
+    image-file source that loops the one image, every actor in this process
+    (``inproc://``), the config's FER pool and credit window
+    (``capture.max_in_flight``);
+(2) the reference project's serial two-process loop (``pipeline.serial_loop``):
+    the front end reads the same source the same way (so both pay what a
+    read of it costs), sends the pixels over one ZeroMQ hop (REQ/REP over
+    ``ipc://``) and waits for the result before it reads the next frame (one
+    frame in flight); the back end detects and runs FER on each face in turn,
+    with the same models and CPU thread count;
+(3) the same serial loop with the frame kept in memory: the front end reads
+    the image once and sends it every time, as a camera hands over a decoded
+    frame. An image source that decodes its file on every read (as
+    ``actors/sources.py`` did before it kept decoded files) makes (2) pay that
+    decode where (3) does not; with a source that keeps the frame, (2) and (3)
+    should agree.
+
+The FER pool is also measured alone: the pipeline's ``FerWorker`` actors (1
+and 2, the config's depth and queue sizes) fed the real face crops of
+``faces5`` by a PUSH socket, one job per frame as the detector sends them,
+with no capture or detector in the way.
+
+Reported: FPS of each, the ratios pipeline / serial (the median of the
+per-round ratios), faces found per frame by each; and FER pool 2 vs 1
+workers on ``faces5`` as faces per second. No number here is a test
+threshold; the JSON (``bench_pipeline_cpu.json``) has every run.
+
+Python 3.9 compatible.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from .config import Config, ConfigError, apply_overrides, load
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_IMAGES = os.path.join("..", "shared", "assets", "images")
+ENV_ASSETS = "EDGEPIPE_ASSETS"
+OUT_NAME = "bench_pipeline_cpu.json"
+
+SEED = "seed_image00.png"
+MULTI = "multi_face.jpg"
+FACES5 = ("0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg", "single_face.jpg")
+TILE = 240
+COMPARE_SETS = ("seed640", "multi_face")  # pipeline vs serial
+POOL_SET = "faces5"  # FER pool 2 vs 1
+POOL_WORKERS = (1, 2)
+
+
+def default_images_dir() -> str:
+    env = os.environ.get(ENV_ASSETS, "").strip()
+    if env:
+        return os.path.join(env, "images")
+    return os.path.normpath(os.path.join(REPO, DEFAULT_IMAGES))
+
+
+def check_images_dir(path: Optional[str]) -> str:
+    """The images folder, or a ConfigError that says what is missing and how to point at it."""
+    folder = os.path.abspath(path or default_images_dir())
+    need = (SEED, MULTI) + FACES5
+    if not os.path.isdir(folder):
+        raise ConfigError("bench pipeline --engine cpu needs real photos with faces: %s does not exist; pass "
+                          "--images DIR (the shared assets' images folder, ../shared/assets/images beside the "
+                          "repository) or set $%s" % (folder, ENV_ASSETS))
+    missing = [n for n in need if not os.path.isfile(os.path.join(folder, n))]
+    if missing:
+        raise ConfigError("--images %s: missing %s (expected the shared assets' images folder)"
+                          % (folder, ", ".join(missing)))
+    return folder
+
+
+@dataclasses.dataclass
+class FrameSet:
+    name: str
+    path: str  # the image file the source loops
+    what: str
+    size: Tuple[int, int]  # width, height
+    digest: str  # of the frame the source decodes
+    expected_faces: int  # faces in the photo(s)
+
+
+def prepare_frames(images: str, tmp: str) -> Dict[str, FrameSet]:
+    """The benchmark's frames: derived images go to ``tmp`` (never the repository)."""
+    import cv2
+    import numpy as np
+
+    from actors.sources import make_source
+    from .serial_loop import frame_digest
+
+    seed = cv2.imread(os.path.join(images, SEED), cv2.IMREAD_COLOR)
+    seed640 = cv2.resize(seed, (640, 480), interpolation=cv2.INTER_AREA)
+    seed_path = os.path.join(tmp, "seed_image00_640x480.png")
+    tiles = [cv2.resize(cv2.imread(os.path.join(images, f), cv2.IMREAD_COLOR), (TILE, TILE),
+                        interpolation=cv2.INTER_AREA) for f in FACES5]
+    tiles.append(np.zeros_like(tiles[0]))
+    grid = np.vstack([np.hstack(tiles[0:3]), np.hstack(tiles[3:6])])
+    grid_path = os.path.join(tmp, "faces5_720x480.png")
+    for path, img in ((seed_path, seed640), (grid_path, grid)):
+        if not cv2.imwrite(path, img):
+            raise OSError("cannot write %s" % path)
+    out = {}
+    for name, path, what, n in (
+            ("seed640", seed_path, "%s resized to 640x480 (PNG)" % SEED, 4),
+            ("multi_face", os.path.join(images, MULTI), MULTI, 5),
+            ("faces5", grid_path, "5 labelled faces in a 3x2 grid of %dpx tiles (PNG): %s" % (TILE, ", ".join(FACES5)),
+             5)):
+        src = make_source(path, loop=True)  # what the pipeline's capture and the serial front end will read
+        src.open()
+        try:
+            item = src.read()
+        finally:
+            src.close()
+        if item is None:
+            raise ConfigError("cannot read %s" % path)
+        img = item[0]
+        out[name] = FrameSet(name, path, what, (int(img.shape[1]), int(img.shape[0])), frame_digest(img), n)
+    return out
+
+
+# ---------------------------------------------------------------- one measurement of each kind
+
+def pipeline_config(base: Config, source: str, workers: Optional[int], tag: str) -> Config:
+    """The config's pipeline on the CPU engine with an image source, every endpoint in-process (no TCP port)."""
+    cfg = base
+    cfg.pipeline.source = source
+    cfg.pipeline.display = "none"
+    cfg.groups = {}
+    cfg.placement.detector = cfg.placement.fer = cfg.placement.classifier = ""
+    if workers:
+        cfg.fer.workers = workers
+    for f in dataclasses.fields(cfg.endpoints):
+        setattr(cfg.endpoints, f.name, "inproc://benchcpu-%s-%s" % (tag, f.name))
+    return cfg
+
+
+def run_pipeline(cfg: Config, frames: int) -> Dict[str, Any]:
+    from .bench import run_pipeline_case
+
+    s = run_pipeline_case(cfg, frames)
+    faces = s.get("faces") or {}
+    done = (s.get("frames_completed") or 0) + (s.get("frames_partial") or 0)
+    n_faces = int(faces.get("faces", 0))
+    actors = s.get("actors", {})
+    return {
+        "fps": s["fps"], "duration_s": s["duration_s"], "frames_captured": s["frames_captured"],
+        "frames_completed": s["frames_completed"], "frames_partial": s["frames_partial"],
+        "dropped_total": s["dropped_total"], "unaccounted": s["unaccounted"], "drained": s.get("drained"),
+        "leaked_sockets": s.get("leaked_sockets", []),
+        "faces_total": n_faces, "faces_frames": int(faces.get("frames", 0)),
+        "faces_per_frame": round(n_faces / faces["frames"], 3) if faces.get("frames") else 0.0,
+        "faces_per_s": round(n_faces / s["duration_s"], 1) if s["duration_s"] else 0.0,
+        "latency_ms": s["latency_ms"], "models": s.get("models"),
+        "busy_ms_p50": {n: a["busy_ms_p50"] for n, a in actors.items() if n not in ("recorder",)},
+        "completed_frames": done,
+    }
+
+
+def run_serial(cfg: Config, source: str, frames: int, warmup: int, in_memory: bool = False) -> Dict[str, Any]:
+    from .build import engine_settings
+    from .serial_loop import SerialLoop
+
+    names = cfg.profile().models("cpu")
+    settings = engine_settings(cfg, "cpu")
+    loop = SerialLoop(names.detector, names.fer, threads=settings.threads, model_paths=settings.model_paths,
+                      score_threshold=cfg.detector.score_threshold, max_faces=cfg.detector.max_faces,
+                      transport="ipc")
+    try:
+        loop.start()
+        r = loop.run(source, frames, warmup, in_memory=in_memory)
+    finally:
+        loop.close()
+    r["backend_exit_code"] = loop.exit_code
+    r["ipc_dir_left"] = bool(loop.dir and os.path.exists(loop.dir))
+    r["faces_per_s"] = round(r["faces_total"] / r["duration_s"], 1) if r["duration_s"] else 0.0
+    return r
+
+
+def real_crops(cfg: Config, path: str) -> List[Any]:
+    """The FER model's inputs for every face the profile's CPU detector finds in the image at ``path``."""
+    import cv2
+
+    from models import manifest
+    from models.registry import expression_model, face_detector
+    from .build import engine_settings
+
+    names = cfg.profile().models("cpu")
+    settings = engine_settings(cfg, "cpu")
+    det_spec, fer_spec = manifest.get(names.detector), manifest.get(names.fer)
+    det_engine, fer_engine = settings.build(det_spec, "bench-detector"), settings.build(fer_spec, "bench-fer")
+    try:
+        det_engine.load()
+        fer_engine.load()
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        detector = face_detector(det_spec, det_engine, score_threshold=cfg.detector.score_threshold,
+                                 max_faces=cfg.detector.max_faces)
+        fer = expression_model(fer_spec, fer_engine)
+        return [fer.prepare(img, f) for f in detector.detect(img)]
+    finally:
+        det_engine.close()
+        fer_engine.close()
+
+
+async def _fer_stage(cfg: Config, crops: List[Any], workers: int, frames: int) -> Dict[str, Any]:
+    import numpy as np
+
+    from actors.fer import FerWorker
+    from bus.messages import FaceJob
+    from models import manifest
+    from .build import engine_settings, make_bus
+
+    bus = make_bus(cfg)
+    tag = "inproc://benchcpu-ferstage-w%d" % workers
+    jobs = bus.push(tag + "-jobs", hwm=cfg.fer.hwm, name="bench.jobs", bind=True)
+    results = bus.pull(tag + "-expr", hwm=max(64, frames), name="bench.expr", bind=True)
+    spec = manifest.get(cfg.profile().models("cpu").fer)
+    settings = engine_settings(cfg, "cpu")
+    pool = [FerWorker("fer-%d" % i, bus, facejobs_endpoint=tag + "-jobs", expressions_endpoint=tag + "-expr",
+                      hwm=cfg.fer.hwm, engine=settings, model=spec, invoke_timeout_ms=cfg.fer.invoke_timeout_ms,
+                      depth=cfg.fer.depth) for i in range(workers)]
+    stack = np.stack(crops)  # the faces of one frame go out as one job, as the detector sends them
+    started: List[Any] = []
+    per_worker: Dict[str, int] = {}
+    faces = errors = 0
+    try:
+        for w in pool:
+            await w.start()
+            started.append(w)
+        t0 = time.monotonic()
+
+        async def feed() -> None:
+            for k in range(frames):
+                await jobs.send(FaceJob(k, 0, len(crops), t0, stack))
+
+        feeder = asyncio.ensure_future(feed())
+        try:
+            for _ in range(frames):
+                e = await results.recv()
+                per_worker[e.worker] = per_worker.get(e.worker, 0) + e.count
+                faces += e.count
+                errors += bool(e.error)
+        finally:
+            if not feeder.done():
+                feeder.cancel()
+            await asyncio.wait([feeder])
+        elapsed = time.monotonic() - t0
+    finally:
+        for w in reversed(started):
+            await w.stop()
+        jobs.close()
+        results.close()
+        leaked = bus.open_channels()
+        bus.close()
+    return {"faces": faces, "frames": frames, "duration_s": round(elapsed, 3), "fps": round(frames / elapsed, 2),
+            "faces_per_s": round(faces / elapsed, 1), "faces_per_frame": float(len(crops)),
+            "per_worker": per_worker, "errors": errors, "leaked_sockets": leaked}
+
+
+def run_fer_stage(cfg: Config, crops: List[Any], workers: int, frames: int) -> Dict[str, Any]:
+    """FER workers alone (the pipeline's FerWorker actors, PUSH/PULL over inproc://) on real face crops:
+    ``frames`` jobs of every crop (one job per frame)."""
+    from .cli import event_loop_run
+
+    if not crops:
+        raise ValueError("no faces found for the FER stage")
+    return event_loop_run(_fer_stage(cfg, crops, workers, frames))
+
+
+# ---------------------------------------------------------------- the whole run
+
+def _dist_version(name: str) -> Optional[str]:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # Python < 3.8
+        return None
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _median(values: Sequence[Optional[float]]) -> Optional[float]:
+    vals = [v for v in values if v]
+    return round(statistics.median(vals), 3) if vals else None
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return round(a / b, 3) if a and b else None
+
+
+def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30, repeats: int = 3,
+              profile: Optional[str] = None, config_path: Optional[str] = None,
+              progress: Optional[Callable[[str], None]] = None, sets: Sequence[str] = COMPARE_SETS,
+              pool: bool = True) -> Dict[str, Any]:
+    """Measure; return the report (``bench_pipeline_cpu.json``)."""
+    from .bench import machine_info
+
+    folder = check_images_dir(images)
+
+    def base() -> Config:
+        cfg = apply_overrides(load(config_path), profile=profile, engine="cpu", display="none")
+        shared = os.path.normpath(os.path.join(folder, "..", "models"))
+        if os.path.isdir(shared) and shared not in cfg.models.paths:
+            cfg.models.paths.append(shared)
+        return cfg
+
+    cfg0 = base()
+    names = cfg0.profile().models("cpu")
+    if not (names.detector and names.fer):
+        raise ConfigError("bench pipeline --engine cpu needs a profile with a detector and a FER model "
+                          "(fd+fer64, fd+fer112); %s has %s" % (cfg0.pipeline.profile, names))
+    say = progress or (lambda s: None)
+    t0 = time.monotonic()
+    runs: Dict[str, List[Dict[str, Any]]] = {}
+    errors: Dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="edgepipe-benchcpu-") as tmp:
+        fsets = prepare_frames(folder, tmp)
+        cases: List[Tuple[str, str, Optional[int]]] = []  # (kind, frame set, FER workers)
+        for name in sets:
+            cases += [("pipeline", name, None), ("serial", name, None), ("serial_mem", name, None)]
+        crops: List[Any] = []
+        if pool:
+            cases += [("pool", POOL_SET, w) for w in POOL_WORKERS]
+            cases += [("ferstage", POOL_SET, w) for w in POOL_WORKERS]
+            crops = real_crops(base(), fsets[POOL_SET].path)
+
+        def key(c: Tuple[str, str, Optional[int]]) -> str:
+            return "%s:%s" % (c[0], c[1]) + (":w%d" % c[2] if c[2] else "")
+
+        def measure(c: Tuple[str, str, Optional[int]], n: int, warm: int) -> Dict[str, Any]:
+            kind, name, workers = c
+            fs = fsets[name]
+            if kind == "ferstage":
+                return run_fer_stage(base(), crops, workers or 1, n)
+            if kind in ("serial", "serial_mem"):
+                return run_serial(base(), fs.path, n, warm, in_memory=kind == "serial_mem")
+            cfg = pipeline_config(base(), fs.path, workers, key(c).replace(":", "-"))
+            return run_pipeline(cfg, n)
+
+        for rnd in range(repeats + (1 if warmup > 0 else 0)):
+            is_warmup = warmup > 0 and rnd == 0
+            for c in cases:
+                k = key(c)
+                if k in errors or (is_warmup and c[0] != "pipeline" and c[0] != "pool"):
+                    continue  # the serial loop warms up inside its own measurement
+                try:
+                    r = measure(c, warmup if is_warmup else frames, 0 if is_warmup else warmup)
+                except (RuntimeError, OSError, ValueError) as exc:
+                    errors[k] = "%s: %s" % (type(exc).__name__, exc)
+                    say("%-28s failed: %s" % (k, errors[k]))
+                    continue
+                if is_warmup:
+                    continue
+                r["round"] = rnd
+                runs.setdefault(k, []).append(r)
+                say("%-28s %7.1f FPS  %5.2f faces/frame  %6.1f faces/s  (round %d/%d, %.0f s)"
+                    % (k, r["fps"], r["faces_per_frame"], r["faces_per_s"], rnd + (0 if warmup > 0 else 1),
+                       repeats, time.monotonic() - t0))
+        sets_info = {n: dataclasses.asdict(fs) for n, fs in fsets.items()}
+    for fs in sets_info.values():
+        if fs["path"].startswith(tmp):
+            fs["path"] = os.path.basename(fs["path"]) + " (temporary)"
+
+    def med(k: str, field: str) -> Optional[float]:
+        return _median([r.get(field) for r in runs.get(k, [])])
+
+    def per_round(a: str, b: str, field: str) -> List[float]:
+        by_a = {r["round"]: r.get(field) for r in runs.get(a, [])}
+        return [v for v in (_ratio(by_a.get(r["round"]), r.get(field)) for r in runs.get(b, [])) if v]
+
+    compare = []
+    for name in sets:
+        p, s, m = "pipeline:%s" % name, "serial:%s" % name, "serial_mem:%s" % name
+        ratios = per_round(p, s, "fps")
+        ratios_mem = per_round(p, m, "fps")
+        pr, sr, mr = runs.get(p, []), runs.get(s, []), runs.get(m, [])
+        compare.append({
+            "frames": name, "pipeline_fps": med(p, "fps"), "serial_fps": med(s, "fps"),
+            "ratio": _median(ratios), "ratio_runs": ratios,
+            "pipeline_faces_per_frame": med(p, "faces_per_frame"), "serial_faces_per_frame": med(s, "faces_per_frame"),
+            "serial_in_memory_fps": med(m, "fps"), "ratio_vs_in_memory": _median(ratios_mem),
+            "ratio_vs_in_memory_runs": ratios_mem, "serial_in_memory_faces_per_frame": med(m, "faces_per_frame"),
+            "expected_faces": fsets[name].expected_faces,
+            "pipeline_fer_workers": cfg0.fer.workers, "pipeline_max_in_flight": cfg0.capture.max_in_flight,
+            "serial_in_flight": 1,
+            "same_frames": bool(pr and sr and all(r["frame_digests"] == [fsets[name].digest] for r in sr + mr)),
+            "pipeline_busy_ms_p50": pr[len(pr) // 2]["busy_ms_p50"] if pr else None,
+            "serial_ms_p50": sr[len(sr) // 2]["ms_p50"] if sr else None,
+            "serial_in_memory_ms_p50": mr[len(mr) // 2]["ms_p50"] if mr else None,
+            "goal": ">= 1.5x the serial loop, at least as many faces per frame",
+        })
+    pool_row: Dict[str, Any] = {}
+    if pool:
+        a, b = "pool:%s:w%d" % (POOL_SET, POOL_WORKERS[1]), "pool:%s:w%d" % (POOL_SET, POOL_WORKERS[0])
+        ratios = per_round(a, b, "faces_per_s")
+        pool_row = {"frames": POOL_SET, "workers": list(POOL_WORKERS),
+                    "faces_per_s": [med(b, "faces_per_s"), med(a, "faces_per_s")],
+                    "fps": [med(b, "fps"), med(a, "fps")],
+                    "faces_per_frame": [med(b, "faces_per_frame"), med(a, "faces_per_frame")],
+                    "ratio": _median(ratios), "ratio_runs": ratios, "goal": ">= 1.7x faces/s"}
+        a, b = "ferstage:%s:w%d" % (POOL_SET, POOL_WORKERS[1]), "ferstage:%s:w%d" % (POOL_SET, POOL_WORKERS[0])
+        ratios = per_round(a, b, "faces_per_s")
+        pool_row["stage_only"] = {"faces_per_s": [med(b, "faces_per_s"), med(a, "faces_per_s")],
+                                  "faces_per_frame": len(crops), "ratio": _median(ratios), "ratio_runs": ratios}
+    return {
+        "machine": machine_info(),
+        "settings": {"engine": "cpu", "profile": cfg0.pipeline.profile, "models": {"detector": names.detector,
+                                                                                   "fer": names.fer},
+                     "cpu_threads": cfg0.engine.cpu.threads, "litert": _dist_version("ai-edge-litert"),
+                     "frames": frames, "warmup": warmup,
+                     "repeats": repeats, "images": folder, "model_paths": cfg0.models.paths,
+                     "elapsed_s": round(time.monotonic() - t0, 1),
+                     "notes": ["pipeline: pipeline.runner.run, image-file source looping one image, inproc://, "
+                               "credit window capture.max_in_flight; fps = completed frames / (last result - go)",
+                               "serial: pipeline.serial_loop, a second process behind one REQ/REP hop over "
+                               "ipc://, one frame in flight; the front end reads the same source as the "
+                               "pipeline's capture (the same cost per read)",
+                               "serial_mem: the same loop, but the front end reads the image once and sends that "
+                               "frame every time (a camera hands over decoded frames); ratio_vs_in_memory",
+                               "ratio: median of the per-round ratios (both measured in the same round)",
+                               "pool: the pipeline on faces5 with 1 and 2 FER workers, faces/s",
+                               "ferstage: the FER workers alone (FerWorker actors, the config's depth and hwm) fed "
+                               "the real crops of faces5 by a PUSH socket; faces/s from the first job to the last "
+                               "expression"]},
+        "frame_sets": sets_info,
+        "runs": runs,
+        "pipeline_vs_serial": compare,
+        "fer_pool": pool_row,
+        "errors": errors,
+    }
+
+
+def render(result: Dict[str, Any]) -> str:
+    def f(v: Optional[float], fmt: str = "%.1f") -> str:
+        return fmt % v if v is not None else "n/a"
+
+    out = ["machine: %s, %s CPUs usable, Python %s, load %s"
+           % (result["machine"]["machine"], result["machine"]["cpus_usable"], result["machine"]["python"],
+              result["machine"]["load_avg"]),
+           "models: %(detector)s + %(fer)s on the CPU" % result["settings"]["models"]
+           + ", %d thread(s) per interpreter, ai-edge-litert %s" % (result["settings"]["cpu_threads"],
+                                                                    result["settings"]["litert"])]
+    for r in result["pipeline_vs_serial"]:
+        fs = result["frame_sets"].get(r["frames"], {})
+        out.append("%s (%s, %dx%d, %d faces in the photo): pipeline %s FPS (%d FER workers, %d frames in flight) "
+                   "vs serial two-process loop %s FPS (1 in flight) = x%s (per round %s); faces/frame "
+                   "pipeline %s, serial %s"
+                   % (r["frames"], fs.get("what", ""), fs.get("size", [0, 0])[0], fs.get("size", [0, 0])[1],
+                      r["expected_faces"], f(r["pipeline_fps"]), r["pipeline_fer_workers"],
+                      r["pipeline_max_in_flight"], f(r["serial_fps"]), f(r["ratio"], "%.2f"),
+                      "/".join("%.2f" % x for x in r["ratio_runs"]) or "n/a",
+                      f(r["pipeline_faces_per_frame"], "%.2f"), f(r["serial_faces_per_frame"], "%.2f")))
+        if r.get("pipeline_busy_ms_p50"):
+            out.append("    pipeline busy p50 ms: " + ", ".join("%s %.2f" % kv for kv in
+                                                               sorted(r["pipeline_busy_ms_p50"].items())))
+        out.append("    vs the serial loop sending a frame kept in memory (a camera's decoded frame, no per-frame "
+                   "decode): %s FPS = x%s (per round %s); faces/frame %s"
+                   % (f(r["serial_in_memory_fps"]), f(r["ratio_vs_in_memory"], "%.2f"),
+                      "/".join("%.2f" % x for x in r["ratio_vs_in_memory_runs"]) or "n/a",
+                      f(r["serial_in_memory_faces_per_frame"], "%.2f")))
+        for label, k in (("serial", "serial_ms_p50"), ("serial, in memory", "serial_in_memory_ms_p50")):
+            if r.get(k):
+                out.append("    %s p50 ms: " % label + ", ".join("%s %.2f" % kv for kv in r[k].items()))
+    p = result.get("fer_pool")
+    if p:
+        out.append("FER pool on %s (%s faces/frame found): 1 worker %s faces/s, 2 workers %s faces/s = x%s "
+                   "(per round %s; goal >= 1.7)"
+                   % (p["frames"], "/".join(f(x, "%.2f") for x in p["faces_per_frame"]), f(p["faces_per_s"][0]),
+                      f(p["faces_per_s"][1]), f(p["ratio"], "%.2f"),
+                      "/".join("%.2f" % x for x in p["ratio_runs"]) or "n/a"))
+    st = (p or {}).get("stage_only")
+    if st:
+        out.append("FER stage alone (the pool's FerWorker actors fed %d real face crops per frame over inproc://, no "
+                   "capture or detector): 1 worker %s faces/s, 2 workers %s faces/s = x%s (per round %s)"
+                   % (st["faces_per_frame"], f(st["faces_per_s"][0]), f(st["faces_per_s"][1]), f(st["ratio"], "%.2f"),
+                      "/".join("%.2f" % x for x in st["ratio_runs"]) or "n/a"))
+    if result.get("errors"):
+        out.append("failed: " + "; ".join("%s: %s" % kv for kv in result["errors"].items()))
+    return "\n".join(out)
+
+
+def main_cpu(args: argparse.Namespace, frames: int, warmup: int, repeats: int) -> int:
+    """``bench pipeline --engine cpu`` (called by ``pipeline.bench`` with its parsed options)."""
+    from .bench import _write_json
+
+    os.makedirs(args.out, exist_ok=True)
+    print("bench pipeline --engine cpu: real photos, %d frames per run after a %d-frame warm-up, %d repeat%s"
+          % (frames, warmup, repeats, "s" if repeats > 1 else ""), flush=True)
+    result = bench_cpu(images=getattr(args, "images", None), frames=frames, warmup=warmup, repeats=repeats,
+                       profile=args.profile, config_path=args.config,
+                       progress=(lambda s: print("  " + s, flush=True)) if args.progress else None)
+    print()
+    print(render(result))
+    path = os.path.join(args.out, OUT_NAME)
+    _write_json(path, result)
+    print("\nwrote %s" % path)
+    return 1 if result["errors"] else 0

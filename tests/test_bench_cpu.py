@@ -1,0 +1,115 @@
+"""``run.py bench pipeline --engine cpu``: the pipeline and the serial two-process loop on the same real frames.
+
+Structure only (a few frames): both sides ran on the same frames, ratios and faces per frame are recorded,
+the back-end process exited and left no socket file behind. No timing thresholds: the machines are noisy."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import pytest
+
+from pipeline import bench, bench_cpu
+
+from helpers import ASSETS
+
+IMAGES = ASSETS / "images"
+
+
+def _why_skip() -> str:
+    if not IMAGES.is_dir():
+        return "test assets not found at %s" % ASSETS
+    try:
+        import ai_edge_litert  # noqa: F401
+    except ImportError:
+        return "ai-edge-litert is not installed (the CPU engine)"
+    from models import manifest
+    from models.fetch import file_for, find_local
+
+    for name in ("blazeface-short", "fer64"):
+        spec = manifest.get(name)
+        if find_local(spec, file_for(spec, "cpu"), [str(ASSETS / "models")]) is None:
+            return "model %s not in the cache: python run.py models fetch blazeface-short fer64" % name
+    return ""
+
+
+needs_real = pytest.mark.skipif(bool(_why_skip()), reason=_why_skip() or "-")
+
+
+def _serial_files():
+    return set(glob.glob("/tmp/edgepipe-serial-*"))
+
+
+@needs_real
+def test_bench_cpu_quick_runs_both_sides_on_the_same_frames(tmp_path, capsys):
+    before = _serial_files()
+    out = tmp_path / "bench"
+    rc = bench.main(["pipeline", "--engine", "cpu", "--quick", "--frames", "4", "--warmup", "1",
+                     "--images", str(IMAGES), "--out", str(out), "--no-progress"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    data = json.loads((out / bench_cpu.OUT_NAME).read_text())
+    assert data["machine"]["cpus_usable"] and data["machine"]["python"]
+    assert not data["errors"]
+    assert data["settings"]["models"] == {"detector": "blazeface-short", "fer": "fer64"}
+
+    sets = data["frame_sets"]
+    assert sets["seed640"]["size"] == [640, 480]
+    assert set(sets) == {"seed640", "multi_face", "faces5"}
+    for row in data["pipeline_vs_serial"]:
+        name = row["frames"]
+        assert row["same_frames"], name
+        assert row["ratio"] and row["ratio"] > 0, name
+        assert row["pipeline_fps"] > 0 and row["serial_fps"] > 0, name
+        assert row["pipeline_faces_per_frame"] is not None and row["serial_faces_per_frame"] is not None
+        assert row["serial_in_flight"] == 1
+        assert row["ratio_vs_in_memory"] and row["serial_in_memory_faces_per_frame"] is not None, name
+        p = data["runs"]["pipeline:" + name]
+        s = data["runs"]["serial:" + name] + data["runs"]["serial_mem:" + name]
+        for r in p:
+            assert r["frames_captured"] == 4 and r["leaked_sockets"] == [] and r["drained"], name
+            assert r["faces_frames"] == r["frames_completed"] + r["frames_partial"] > 0, name
+        for r in s:
+            assert r["frames"] == 4, name
+            assert r["frame_digests"] == [sets[name]["digest"]], name  # the pipeline's source's frame
+            assert r["backend_exit_code"] == 0 and not r["ipc_dir_left"], name
+            assert r["endpoint_kind"] == "ipc" and r["in_flight"] == 1
+            pid = r["backend"]["pid"]
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)  # the back end is gone (and reaped)
+    assert {r["frames"] for r in data["pipeline_vs_serial"]} == {"seed640", "multi_face"}
+    pool = data["fer_pool"]
+    assert pool["workers"] == [1, 2] and pool["ratio"] and all(pool["faces_per_s"])
+    assert all(f is not None for f in pool["faces_per_frame"])
+    stage = pool["stage_only"]
+    assert stage["ratio"] and all(stage["faces_per_s"]) and stage["faces_per_frame"] >= 1
+    for w in (1, 2):
+        for r in data["runs"]["ferstage:faces5:w%d" % w]:
+            assert r["errors"] == 0 and r["leaked_sockets"] == []
+            assert sum(r["per_worker"].values()) == r["faces"] == 4 * stage["faces_per_frame"]
+    assert "pipeline" in printed and "serial" in printed and "FER pool" in printed and "FER stage" in printed
+    assert _serial_files() <= before  # no ipc folder or socket file left behind
+    assert not list(tmp_path.glob("**/*.ipc"))
+
+
+@needs_real
+def test_serial_loop_over_tcp_closes_cleanly():
+    from pipeline.serial_loop import SerialLoop
+
+    loop = SerialLoop("blazeface-short", "fer64", transport="tcp", model_paths=[str(ASSETS / "models")])
+    try:
+        loop.start()
+        r = loop.run(str(IMAGES / "single_face.jpg"), 2)
+    finally:
+        loop.close()
+    assert r["frames"] == 2 and r["faces_per_frame"] == 1.0 and r["endpoint_kind"] == "tcp"
+    assert loop.exit_code == 0 and loop.sock is None
+
+
+def test_missing_images_folder_is_a_clear_error(tmp_path, capsys):
+    rc = bench.main(["pipeline", "--engine", "cpu", "--quick", "--images", str(tmp_path / "nowhere"),
+                     "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "--images" in err and "does not exist" in err
