@@ -55,7 +55,7 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .config import Config, ConfigError, apply_overrides, load
+from .config import Config, ConfigError, apply_overrides, endpoint_names, load
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_IMAGES = os.path.join("..", "shared", "assets", "images")
@@ -152,8 +152,8 @@ def pipeline_config(base: Config, source: str, workers: Optional[int], tag: str)
     cfg.placement.detector = cfg.placement.fer = cfg.placement.classifier = ""
     if workers:
         cfg.fer.workers = workers
-    for f in dataclasses.fields(cfg.endpoints):
-        setattr(cfg.endpoints, f.name, "inproc://benchcpu-%s-%s" % (tag, f.name))
+    for name in endpoint_names():
+        setattr(cfg.endpoints, name, "inproc://benchcpu-%s-%s" % (tag, name))
     return cfg
 
 
