@@ -606,15 +606,15 @@ def report(cases: List[Case], runs: Dict[str, List[Dict[str, Any]]], errors: Dic
         "ids": ids,
         "cases": out_cases,
         "comparisons": comparisons({k: v for k, v in by_id.items() if k in base_ids}, ids, faces, workers),
-        "devices": device_rows(out_cases, engine, config_path_cfg=base_cfg) if engine == "fake" else [],
+        "devices": device_rows(out_cases, engine, base_cfg) if engine == "fake" else [],
         "profiles": list(profiles) or [profile],
         "errors": errors,
     }
 
 
-def device_rows(cases: List[Dict[str, Any]], engine: str, config_path_cfg: Config) -> List[Dict[str, Any]]:
+def device_rows(cases: List[Dict[str, Any]], engine: str, cfg: Config) -> List[Dict[str, Any]]:
     """Per pipeline run on the fake engine: the bounds of one device and of its placement, FPS / bound,
-    busy % per device, latency and memory; and the ratio to the same profile, faces and pool on one device."""
+    busy % per device and latency; and the ratio to the same profile, faces and pool on one device."""
     from .placement import device_bound
 
     one: Dict[Any, Dict[str, Any]] = {}
@@ -623,16 +623,16 @@ def device_rows(cases: List[Dict[str, Any]], engine: str, config_path_cfg: Confi
         if c["kind"] != "pipeline" or c["encoder"] != "raw" or c["transport"] != "inproc" or not c.get("fps"):
             continue
         placement = c.get("placement") or {}
-        b_case = device_bound(config_path_cfg, placement, c["faces"])
+        b_case = device_bound(cfg, placement, c["faces"])
         row = {"id": c["id"], "profile": c["profile"], "placement": c["placement_case"], "faces": c["faces"],
                "workers": c["workers"], "fps": c["fps"], "bound_fps": round(b_case, 1) if b_case else None,
                "eta": round(c["fps"] / b_case, 3) if b_case else None,
                "where": {r: ", ".join(p["devices"]) or p["engine"] for r, p in placement.items()},
                "busy_pct": {d: v.get("busy_pct") for d, v in (c.get("devices") or {}).items()},
                "switches": sum(int(v.get("switches", 0)) for v in (c.get("devices") or {}).values()),
-               "latency_ms": c.get("latency_ms"), "rss_mb": c.get("rss_mb")}
+               "latency_ms": c.get("latency_ms")}
         all_on_one = {r: {"engine": "fake", "model": p["model"], "devices": ["fake:0"]} for r, p in placement.items()}
-        b1 = device_bound(config_path_cfg, all_on_one, c["faces"])  # the same models, every one on one device
+        b1 = device_bound(cfg, all_on_one, c["faces"])  # the same models, every one on one device
         row["bound_one_fps"] = round(b1, 1) if b1 else None
         row["eta_one"] = round(c["fps"] / b1, 3) if b1 else None
         if c["placement_case"] == "one":
