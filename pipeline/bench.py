@@ -748,7 +748,7 @@ def render_devices(result: Dict[str, Any]) -> str:
 
 def render_pipeline(result: Dict[str, Any]) -> str:
     head = ["configuration", "FPS", "runs", "done/captured", "dropped", "p50 ms", "p99 ms", "busy p50 ms"]
-    lines = [head]
+    lines: List[List[str]] = []
     for e in result["cases"]:
         if e.get("fps") is None:
             lines.append([e["id"], "failed", "", "", "", "", "", e.get("error", "")])
@@ -757,12 +757,7 @@ def render_pipeline(result: Dict[str, Any]) -> str:
                       "%d/%d" % (e["frames_completed"], e["frames_captured"]),
                       "%d (%.0f%%)" % (e["dropped_total"], 100 * e["drop_rate"]),
                       "%.1f" % e["latency_ms"]["p50"], "%.1f" % e["latency_ms"]["p99"], _busy(e)])
-    widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
-    out = []
-    for i, r in enumerate(lines):
-        out.append("  ".join(c.ljust(widths[j]) for j, c in enumerate(r)).rstrip())
-        if i == 0:
-            out.append("  ".join("-" * w for w in widths))
+    out = _table(head, lines)
     comp = result["comparisons"]
     out.append("")
     by_faces: Dict[int, List[Dict[str, Any]]] = {}
