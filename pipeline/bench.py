@@ -522,7 +522,8 @@ def memory_check(profiles: Sequence[str], config_path: Optional[str] = None,
                     cfg_path = gcfg
                 cmd = [sys.executable, os.path.join(REPO, "run.py"), "--config", cfg_path, "--profile", prof,
                        "--engine", "fake", "--source", "synthetic:faces=3,fps=0", "--frames", str(frames),
-                       "--summary", summary]
+                       "--summary", summary,  # no TCP port: another pipeline may hold the default one
+                       "--metrics-endpoint", "ipc://%s" % os.path.join(tmp, "metrics")]
                 proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       universal_newlines=True, timeout=600)
                 row: Dict[str, Any] = {"profile": prof, "layout": layout}
