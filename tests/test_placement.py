@@ -92,3 +92,14 @@ def test_two_processes_on_one_fake_device_are_refused_at_config_time():
         config.from_dict(data)
     data["placement"] = {"fer": "cpu"}
     config.from_dict(data)  # FER on the CPU: only group a uses the device
+
+
+def test_looking_for_an_edge_tpu_never_raises_and_says_why_not():
+    from pipeline.placement import edgetpu_present
+
+    found, why = edgetpu_present()
+    assert found or why  # here: no libedgetpu or no Coral, and the reason in words
+    cfg = inproc_config(pipeline={"engine": "auto"})
+    p = place(cfg)  # the real check: a machine without a Coral runs every role on the CPU
+    if not found:
+        assert {pl.engine for pl in p.values()} == {"cpu"} and why in p["fer"].reason
