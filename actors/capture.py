@@ -117,7 +117,8 @@ class Capture(Actor):
                 if self.results is not None:
                     await self._credit(frame_id)
                 t_read = time.monotonic()
-                item = await in_thread(self.executor, src.read)
+                # a read that only hands over a kept frame costs less than a trip to a thread
+                item = src.read() if src.cheap else await in_thread(self.executor, src.read)
                 if self._finish:
                     break
                 if item is None:

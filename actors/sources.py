@@ -43,6 +43,7 @@ class SourceError(RuntimeError):
 class Source(abc.ABC):
     fps: float = 0.0  # pacing target; 0 = as fast as the source delivers
     live: bool = False  # a camera: frames keep coming whether or not we keep up
+    cheap: bool = False  # a read hands over a kept frame (no decode, no device): capture calls it inline
 
     def __init__(self, spec: str) -> None:
         self.spec = spec
@@ -159,6 +160,11 @@ class ImageSource(Source):
         if not self.files:
             raise SourceError("source %r: no images (%s) in %s" % (spec, ", ".join(IMAGE_EXTS), path))
         self.i = 0
+
+    @property
+    def cheap(self) -> bool:
+        """Every file is decoded and kept: a read only hands one over."""
+        return len(self.cache) == len(self.files)
 
     def read(self) -> Read:
         tried = 0
