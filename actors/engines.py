@@ -12,6 +12,7 @@ Python 3.9 compatible.
 from __future__ import annotations
 
 import asyncio
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -22,6 +23,8 @@ from models.fake import fake_pool
 from models.litert import edgetpu_pool
 from models.registry import make_engine
 from models.spec import ModelSpec
+
+log = logging.getLogger("edgepipe.engines")
 
 
 @dataclass
@@ -102,6 +105,28 @@ class EngineHost:
             await self._loaded.wait()
         return self.restarts, self.submit(fn, *args)
 
+    async def result(self, started: "Tuple[int, asyncio.Future[Any]]", fn: Callable[..., Any], *args: Any,
+                     timeout: float) -> Any:
+        """The result of ``fn(*args)`` started with ``start`` (which gave ``started``).
+
+        A call that failed because the watchdog replaced its engine meanwhile runs once more on the
+        new one. A call that takes over ``timeout`` seconds restarts the engine (the watchdog) and
+        raises ``asyncio.TimeoutError``.
+        """
+        generation, fut = started
+        try:
+            try:
+                return await asyncio.wait_for(fut, timeout)
+            except EngineError:
+                if self.restarts == generation:
+                    raise
+            log.info("%s: a call was in flight when the engine was restarted; running it again", self.actor)
+            generation, fut = await self.start(fn, *args)
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            await self.restart(generation)
+            raise
+
     async def call(self, fn: Callable[..., Any], *args: Any, timeout: Optional[float] = None) -> Any:
         """Run ``fn(*args)`` in the engine's thread; asyncio.TimeoutError after ``timeout`` seconds."""
         fut = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -129,7 +154,7 @@ class EngineHost:
         """Busy %, invokes and switches of the devices this engine runs on (none on the CPU)."""
         if self.engine is None:  # closed: what it last said
             return dict(self._last_gauges)
-        pool = getattr(self.engine, "pool", None)
+        pool = self.engine.pool
         if pool is None:
             return {"on.%s" % self.engine.kind: 1.0}  # where this actor's engine runs, for the metrics
         out: Dict[str, float] = {"on.%s" % d: 1.0 for d in pool.names}

@@ -78,28 +78,20 @@ class FerWorker(Actor):
         crops = job.image
         labels: List[FaceLabel] = []
         error = ""
-        generation = -1
         try:
-            for attempt in (1, 2):  # a job in flight when the engine was restarted runs again on the new one
-                generation, fut = await self.host.start(self.host.model.classify_batch, crops)
-                try:
-                    results = await asyncio.wait_for(fut, self.timeout_s)
-                    for r in results:
-                        if not 0.0 <= r.confidence <= 1.0 or not all(map(math.isfinite, r.scores or ())):
-                            # NaN included: the wire refuses it, so the faces are reported as failed instead
-                            raise ValueError("the model gave confidence %r, scores %r" % (r.confidence, r.scores))
-                    labels = [FaceLabel(r.label, r.confidence, r.scores) for r in results]
-                    break
-                except EngineError:
-                    if attempt == 2 or self.host.restarts == generation:
-                        raise
+            results = await self.host.result(await self.host.start(self._labels, crops), self._labels, crops,
+                                             timeout=self.timeout_s)
+            for r in results:
+                if not 0.0 <= r.confidence <= 1.0 or not all(map(math.isfinite, r.scores or ())):
+                    # NaN included: the wire refuses it, so the faces are reported as failed instead
+                    raise ValueError("the model gave confidence %r, scores %r" % (r.confidence, r.scores))
+            labels = [FaceLabel(r.label, r.confidence, r.scores) for r in results]
         except asyncio.TimeoutError:
             error = "invoke timed out after %.0f ms" % (self.timeout_s * 1000)
-            self.log.error("frame %d faces %d-%d: %s; restarting the engine", job.frame_id, job.face_index,
+            self.log.error("frame %d faces %d-%d: %s; the engine was restarted", job.frame_id, job.face_index,
                            job.face_index + len(crops) - 1, error)
             self.stats.count("timeouts")
             self.stats.count("restarts")
-            await self.host.restart(generation)
         except (EngineError, RuntimeError, ValueError) as exc:
             error = "%s: %s" % (type(exc).__name__, exc)
             self.log.warning("frame %d faces %d-%d: %s", job.frame_id, job.face_index,
@@ -115,6 +107,9 @@ class FerWorker(Actor):
         self.stats.count("faces", len(crops))
         if error:
             self.stats.count("faces_failed", len(crops))
+
+    def _labels(self, crops):  # in an engine thread; the model of the engine loaded now (after a restart too)
+        return self.host.model.classify_batch(crops)
 
     def gauges(self) -> Dict[str, float]:
         return self.host.device_gauges()

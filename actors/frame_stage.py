@@ -146,7 +146,7 @@ class FrameStage(Actor, abc.ABC):
                 await self._eos(msg)
                 continue
             try:
-                result = await self._outcome(msg, *started)
+                result = await self._outcome(msg, started)
                 if result is not None:
                     self.stats.busy(ms_since(t0))
                     await self.publish(msg, result[0])
@@ -154,26 +154,15 @@ class FrameStage(Actor, abc.ABC):
             finally:
                 slots.release()
 
-    async def _outcome(self, msg: EncodedFrame, generation: int, fut: "asyncio.Future[Any]") -> Optional[Tuple[Any]]:
-        """(result,) of a frame's work, or None when the frame is dropped (counted, logged).
-
-        A frame that was in flight on an engine the watchdog replaced runs again on the new one.
-        """
+    async def _outcome(self, msg: EncodedFrame, started: "Tuple[int, asyncio.Future[Any]]") -> Optional[Tuple[Any]]:
+        """(result,) of a frame's work, or None when the frame is dropped (counted, logged)."""
         try:
-            try:
-                return (await asyncio.wait_for(fut, self.timeout_s),)
-            except EngineError:
-                if self.host.restarts == generation:
-                    raise
-            self.log.info("frame %d: in flight when the engine was restarted; running it again", msg.frame_id)
-            generation, fut = await self.host.start(self.work, msg)
-            return (await asyncio.wait_for(fut, self.timeout_s),)
+            return (await self.host.result(started, self.work, msg, timeout=self.timeout_s),)
         except asyncio.TimeoutError:
-            self.log.error("frame %d dropped: the engine took over %.0f ms; restarting it",
+            self.log.error("frame %d dropped: the engine took over %.0f ms; it was restarted",
                            msg.frame_id, self.timeout_s * 1000)
             self.stats.drop("engine_timeout")
             self.stats.count("restarts")
-            await self.host.restart(generation)
         except ValueError as exc:
             self.log.error("frame %d dropped: %s", msg.frame_id, exc)
             self.stats.drop("bad_frame")

@@ -117,13 +117,19 @@ def render_table(rows: Sequence[Dict[str, object]]) -> str:
             cells.append("%.1f (%.2f)" % (c["fps"], c["median_ms"]) if c else "n/a")
         cells.append("%.1f (%.2f)" % (r["tpu_fps"], r["tpu_ms"]) if r.get("tpu_fps") is not None else "n/a")
         lines.append(cells)
-    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
+    return "\n".join(text_table(lines[0], lines[1:]))
+
+
+def text_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
+    """Left-aligned columns under a head and a dashed rule (the benchmarks' tables)."""
+    lines = [list(head)] + [list(r) for r in rows]
+    widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
     out = []
-    for i, row in enumerate(lines):
-        out.append("  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row)).rstrip())
+    for i, r in enumerate(lines):
+        out.append("  ".join(c.ljust(widths[j]) for j, c in enumerate(r)).rstrip())
         if i == 0:
             out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
+    return out
 
 
 def local_models(model_paths: Sequence[str] = ()) -> List[str]:

@@ -295,6 +295,19 @@ def open_devices() -> List[Device]:
         return [d for d, _ in _REGISTRY.values()]
 
 
+def open_pool(names: Sequence[str], kind: str, **options: Any) -> "DevicePool":
+    """This process's devices ``names``, claimed from other processes; none is kept when one fails."""
+    opened: List[Device] = []
+    try:
+        for name in names:
+            opened.append(open_device(name, kind, **options))
+    except BaseException:
+        for dev in opened:
+            release_device(dev)
+        raise
+    return DevicePool(opened)
+
+
 class DevicePool:
     """The devices one engine may run on; each invoke goes where it will finish first."""
 

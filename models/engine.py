@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-if TYPE_CHECKING:  # spec.py imports this module
+if TYPE_CHECKING:  # spec.py and devices.py import this module
+    from .devices import DevicePool
     from .spec import ModelSpec
 
 
@@ -88,6 +89,7 @@ class Engine(abc.ABC):
         self.invocations = 0
         self._inputs: List[TensorSpec] = []  # set by load()
         self._outputs: List[TensorSpec] = []
+        self.pool: Optional["DevicePool"] = None  # the accelerator devices it runs on (None: the CPU)
 
     @abc.abstractmethod
     def load(self) -> None:
@@ -119,6 +121,10 @@ class Engine(abc.ABC):
 
     def close(self) -> None:
         """Release the model; safe to call twice."""
+
+    @property
+    def device_names(self) -> List[str]:
+        return self.pool.names if self.pool is not None else []
 
     def describe(self) -> Dict[str, object]:
         return {"engine": self.kind, "model": getattr(self.model, "name", "?")}

@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from . import fake_scene
-from .devices import Device, DeviceModel, DevicePool
+from .devices import Device, DeviceModel, DevicePool, open_pool
 from .engine import Engine, EngineError, EngineFaults, TensorSpec
 from .labels import EXPRESSIONS, canonical
 from .spec import ModelSpec
@@ -57,11 +57,6 @@ class FakeEngine(Engine):
         self._lock = threading.Lock()
         self._open_pool = open_pool or (lambda: fake_pool(1))
         self.device_model = device_model or DeviceModel(model.name, model.tpu_param_mb, est_ms=ms)
-        self.pool: Optional[DevicePool] = None
-
-    @property
-    def device_names(self) -> List[str]:
-        return self.pool.names if self.pool is not None else []
 
     def load(self) -> None:
         m = self.model
@@ -168,17 +163,5 @@ class FakeEngine(Engine):
 
 
 def fake_pool(n: int = 1, **options: object) -> DevicePool:
-    """Fake devices ``fake:0`` .. ``fake:N-1`` of this process, claimed from other processes."""
-    from .devices import open_device, release_device
-
-    opts = {"emulated": True}
-    opts.update(options)
-    devices = []
-    try:
-        for i in range(max(1, n)):
-            devices.append(open_device("fake:%d" % i, "fake", **opts))
-    except BaseException:
-        for d in devices:
-            release_device(d)
-        raise
-    return DevicePool(devices)
+    """Fake devices ``fake:0`` .. ``fake:N-1`` of this process (emulated time), claimed from other processes."""
+    return open_pool(["fake:%d" % i for i in range(max(1, n))], "fake", emulated=True, **options)

@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from . import fetch
-from .devices import DeviceModel, DevicePool
+from .devices import DeviceModel, DevicePool, open_pool
 from .engine import Engine, EngineError, TensorSpec
 from .spec import ModelSpec
 
@@ -105,7 +105,6 @@ class LiteRTEngine(Engine):
         self.model_path: Optional[Path] = None
         self._interp: Any = None
         self._open_pool = open_pool or (lambda: edgetpu_pool([self.device]))
-        self.pool: Optional[DevicePool] = None
         self._interps: Dict[str, Any] = {}  # Edge TPU: device name -> its interpreter
         self.device_model = DeviceModel(model.name, model.tpu_param_mb, est_ms=model.tpu_ms or 5.0)
         self._batch = 1  # the batch size the interpreter's tensors are allocated for (CPU)
@@ -176,7 +175,6 @@ class LiteRTEngine(Engine):
 
     def _open_interpreter(self, path: Path, device: str) -> Any:
         """One interpreter on the Edge TPU ``device`` ("" = the first one, "usb:0", "pci:0")."""
-        self.device = device
         interp = None
         try:
             from pycoral.utils.edgetpu import make_interpreter  # type: ignore
@@ -184,10 +182,10 @@ class LiteRTEngine(Engine):
             make_interpreter = None
         try:
             if make_interpreter is not None:
-                interp = make_interpreter(str(path), device=self.device or None)
+                interp = make_interpreter(str(path), device=device or None)
             else:
                 interpreter_cls, mod = _interpreter_class()
-                options = {"device": self.device} if self.device else {}
+                options = {"device": device} if device else {}
                 # Open the library first: when it is missing, load_delegate leaves a half-built
                 # Delegate whose __del__ fails later, at garbage-collection time.
                 ctypes.CDLL(EDGETPU_LIBRARY)
@@ -196,7 +194,7 @@ class LiteRTEngine(Engine):
             interp.allocate_tensors()
         except (OSError, ValueError, RuntimeError) as exc:
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            where = (" %r" % self.device) if self.device else ""
+            where = (" %r" % device) if device else ""
             raise EngineError("model %r: cannot open the Edge TPU%s through %s (%s): %s"
                               % (self.model.name, where, EDGETPU_LIBRARY, detail, INSTALL_EDGETPU)) from None
         return interp
@@ -287,10 +285,6 @@ class LiteRTEngine(Engine):
         if pool is not None:
             pool.release()
 
-    @property
-    def device_names(self) -> List[str]:
-        return self.pool.names if self.pool is not None else []
-
     def describe(self) -> Dict[str, object]:
         d = super().describe()
         d.update({"engine": self.kind, "file": str(self.model_path) if self.model_path else None,
@@ -304,17 +298,7 @@ class LiteRTEngine(Engine):
 
 def edgetpu_pool(devices: Sequence[str]) -> DevicePool:
     """This process's Edge TPUs ``devices`` ("" = the first one found), claimed from other processes."""
-    from .devices import open_device, release_device
-
-    opened = []
-    try:
-        for d in (list(devices) or [""]):
-            opened.append(open_device("edgetpu:%s" % d, "edgetpu"))
-    except BaseException:
-        for dev in opened:
-            release_device(dev)
-        raise
-    return DevicePool(opened)
+    return open_pool(["edgetpu:%s" % d for d in (list(devices) or [""])], "edgetpu")
 
 
 def make_litert_engine(kind: str, spec: ModelSpec, *, threads: int = 1, device: str = "",

@@ -329,12 +329,9 @@ def run_serial_case(cfg: Config, frames: int, warmup: int) -> Dict[str, Any]:
     from actors.sources import make_source
     from bus.messages import EncodedFrame
     from models import manifest
-    from models.registry import expression_model, face_detector
 
-    try:
-        from .build import engine_settings
-    except ImportError:  # before the runner was split into build + runner
-        from .runner import engine_settings  # type: ignore[attr-defined,no-redef]
+    from .build import engine_settings
+    from .serial_loop import load_models
 
     names = cfg.profile().models(cfg.pipeline.engine)
     if not (names.detector and names.fer):
@@ -345,15 +342,8 @@ def run_serial_case(cfg: Config, frames: int, warmup: int) -> Dict[str, Any]:
     engines = []
     source = None
     try:
-        det_engine = settings.build(det_spec, "detector")
-        engines.append(det_engine)
-        det_engine.load()
-        fer_engine = settings.build(fer_spec, "fer-0")
-        engines.append(fer_engine)
-        fer_engine.load()
-        detector = face_detector(det_spec, det_engine, score_threshold=cfg.detector.score_threshold,
-                                 max_faces=cfg.detector.max_faces)
-        fer = expression_model(fer_spec, fer_engine)
+        detector, fer = load_models(settings, det_spec, fer_spec, engines, cfg.detector.score_threshold,
+                                    cfg.detector.max_faces)
         source = make_source(cfg.pipeline.source, loop=cfg.capture.loop)
         source.open()
         stages: Dict[str, List[float]] = {k: [] for k in ("read", "encode", "decode", "detect", "fer", "backend")}
@@ -432,7 +422,6 @@ def _record(case: Case, summary: Dict[str, Any]) -> Dict[str, Any]:
     rec["face_stats"] = summary.get("faces")
     rec["placement"] = summary.get("placement")
     rec["devices"] = summary.get("devices") or {}
-    rec["rss_mb"] = (summary.get("rss_mb") or {}).get("total")
     captured = summary.get("frames_captured") or 0
     rec["drop_rate"] = round(summary.get("dropped_total", 0) / captured, 4) if captured else 0.0
     if case.kind == "pipeline":
@@ -607,13 +596,13 @@ def report(cases: List[Case], runs: Dict[str, List[Dict[str, Any]]], errors: Dic
         "ids": ids,
         "cases": out_cases,
         "comparisons": comparisons({k: v for k, v in by_id.items() if k in base_ids}, ids, faces, workers),
-        "devices": device_rows(out_cases, engine, base_cfg) if engine == "fake" else [],
+        "devices": device_rows(out_cases, base_cfg) if engine == "fake" else [],
         "profiles": list(profiles) or [profile],
         "errors": errors,
     }
 
 
-def device_rows(cases: List[Dict[str, Any]], engine: str, cfg: Config) -> List[Dict[str, Any]]:
+def device_rows(cases: List[Dict[str, Any]], cfg: Config) -> List[Dict[str, Any]]:
     """Per pipeline run on the fake engine: the bounds of one device and of its placement, FPS / bound,
     busy % per device and latency; and the ratio to the same profile, faces and pool on one device."""
     from .placement import device_bound
@@ -709,19 +698,10 @@ def _busy(e: Dict[str, Any]) -> str:
     return " ".join("%s %.1f" % (k, v) for k, v in parts if v is not None)
 
 
-def _table(head: List[str], rows: List[List[str]]) -> List[str]:
-    lines = [head] + rows
-    widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
-    out = []
-    for i, r in enumerate(lines):
-        out.append("  ".join(c.ljust(widths[j]) for j, c in enumerate(r)).rstrip())
-        if i == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return out
-
-
 def render_devices(result: Dict[str, Any]) -> str:
     """The fake Edge TPU table: per profile, placement, faces and pool, FPS against the device bound."""
+    from models.bench import text_table
+
     out: List[str] = []
     for prof in result.get("profiles", []):
         rows = [r for r in result.get("devices", []) if r["profile"] == prof]
@@ -741,13 +721,15 @@ def render_devices(result: Dict[str, Any]) -> str:
                           "x%.2f" % r["vs_one_device"] if r.get("vs_one_device") else "n/a",
                           " ".join("%.0f" % v for _, v in sorted(r["busy_pct"].items())) or "-",
                           str(r["switches"]), "%.1f" % lat.get("p50", 0), "%.1f" % lat.get("p99", 0)])
-        out += _table(["placement", "faces", "FER", "where", "B", "bound", "FPS", "FPS/B", "FPS/bound",
+        out += text_table(["placement", "faces", "FER", "where", "B", "bound", "FPS", "FPS/B", "FPS/bound",
                        "vs one", "busy %", "switches", "p50 ms", "p99 ms"], cells)
         out.append("")
     return "\n".join(out)
 
 
 def render_pipeline(result: Dict[str, Any]) -> str:
+    from models.bench import text_table
+
     head = ["configuration", "FPS", "runs", "done/captured", "dropped", "p50 ms", "p99 ms", "busy p50 ms"]
     lines: List[List[str]] = []
     for e in result["cases"]:
@@ -758,7 +740,7 @@ def render_pipeline(result: Dict[str, Any]) -> str:
                       "%d/%d" % (e["frames_completed"], e["frames_captured"]),
                       "%d (%.0f%%)" % (e["dropped_total"], 100 * e["drop_rate"]),
                       "%.1f" % e["latency_ms"]["p50"], "%.1f" % e["latency_ms"]["p99"], _busy(e)])
-    out = _table(head, lines)
+    out = text_table(head, lines)
     comp = result["comparisons"]
     out.append("")
     by_faces: Dict[int, List[Dict[str, Any]]] = {}

@@ -50,7 +50,6 @@ import asyncio
 import dataclasses
 import os
 import statistics
-import sys
 import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple

@@ -81,17 +81,12 @@ def engine_settings(cfg: Config, kind: Optional[str] = None, group_tpu: str = ""
                           model_paths=list(cfg.models.paths))
 
 
-def model_names(cfg: Config, placement: Optional[Dict[str, RolePlacement]] = None) -> Dict[str, str]:
-    placement = placement if placement is not None else place(cfg, warn=False)
-    return {role: p.model for role, p in placement.items()}
-
-
 def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] = lambda role: True,
           group_tpu: str = "") -> Pipeline:
     """The actors whose role ``local(role)`` accepts, wired to the config's endpoints."""
     ep = cfg.endpoints
     placement = place(cfg, group_tpu=group_tpu, warn=any(local(r) for r in ENGINE_ROLES))
-    names = model_names(cfg, placement)
+    names = {role: pl.model for role, pl in placement.items()}
     settings = {role: engine_settings(cfg, pl.engine, group_tpu) for role, pl in placement.items()}
     mkw = {"metrics_endpoint": ep.metrics_in, "metrics_interval": cfg.bus.metrics_interval_s}
     p = Pipeline(cfg, models=dict(names), placement=placement)

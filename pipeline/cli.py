@@ -10,7 +10,7 @@ import signal
 import sys
 from typing import Any, Dict, List, Optional
 
-from .config import ConfigError, apply_overrides, load
+from .config import ConfigError, load
 
 log = logging.getLogger("edgepipe")
 

@@ -46,6 +46,24 @@ TRANSPORTS = ("ipc", "tcp")
 
 # ---------------------------------------------------------------- back end (the second process)
 
+def load_models(settings: Any, det_spec: Any, fer_spec: Any, engines: List[Any], score_threshold: float,
+                max_faces: int, actors: Sequence[str] = ("detector", "fer-0")) -> Any:
+    """(face detector, expression model) of a serial loop, on engines built and loaded one after the other.
+
+    Each engine joins ``engines`` as soon as it is built, so that the caller closes it whatever fails next.
+    """
+    from models.registry import expression_model, face_detector
+
+    loaded = []
+    for spec, actor in zip((det_spec, fer_spec), actors):
+        engine = settings.build(spec, actor)
+        engines.append(engine)
+        engine.load()
+        loaded.append(engine)
+    return (face_detector(det_spec, loaded[0], score_threshold=score_threshold, max_faces=max_faces),
+            expression_model(fer_spec, loaded[1]))
+
+
 def backend_main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.serial_loop",
                                  description="The serial loop's back end: detect, then FER per face, one frame "
@@ -68,7 +86,6 @@ def backend_main(argv: Optional[Sequence[str]] = None) -> int:
 
     from actors.engines import EngineSettings
     from models import manifest
-    from models.registry import expression_model, face_detector
 
     parent = os.getppid()
     ctx = zmq.Context()
@@ -82,15 +99,8 @@ def backend_main(argv: Optional[Sequence[str]] = None) -> int:
         det_spec, fer_spec = manifest.get(args.detector), manifest.get(args.fer)
         load_error = ""
         try:
-            det_engine = settings.build(det_spec, "serial-detector")
-            engines.append(det_engine)
-            det_engine.load()
-            fer_engine = settings.build(fer_spec, "serial-fer")
-            engines.append(fer_engine)
-            fer_engine.load()
-            detector = face_detector(det_spec, det_engine, score_threshold=args.score_threshold,
-                                     max_faces=args.max_faces)
-            fer = expression_model(fer_spec, fer_engine)
+            detector, fer = load_models(settings, det_spec, fer_spec, engines, args.score_threshold,
+                                        args.max_faces, ("serial-detector", "serial-fer"))
         except Exception as exc:  # reported to the front end, which raises it
             load_error = "%s: %s" % (type(exc).__name__, exc)
         poller = zmq.Poller()
