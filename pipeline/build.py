@@ -27,7 +27,7 @@ from .config import Config
 from .placement import ROLES as ENGINE_ROLES, RolePlacement, place
 
 # start-up order: consumers first, the source last
-ROLES = ("metrics", "recorder", "display", "aggregator", "fer", "detector", "classifier", "encoder", "capture")
+ROLES = ("metrics", "recorder", "mqtt", "display", "aggregator", "fer", "detector", "classifier", "encoder", "capture")
 
 
 @dataclass
@@ -63,8 +63,9 @@ class Pipeline:
         cfg = self.cfg
         display = cfg.pipeline.display != "none"
         lossless = not is_live(cfg.pipeline.source)
+        mqtt = bool(cfg.mqtt.host)
         want = {"capture": 1 + display, "encoder": 1, "detector": 1, "classifier": 1,
-                "aggregator": 1 + display + lossless}
+                "aggregator": 1 + display + lossless + mqtt}
         return [a.pub.wait_subscribers(want[role]) for role, n in want.items()
                 for a in self.roles.get(role, [])]
 
@@ -100,6 +101,10 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
     add("metrics", lambda: MetricsHub("metrics", bus, inbound_endpoint=ep.metrics_in, public_endpoint=ep.metrics))
     add("recorder", lambda: Recorder("recorder", bus, results_endpoint=ep.results, results_path=opts.results_path,
                                      **mkw))
+    if cfg.mqtt.host:
+        from actors.mqtt_sink import MqttSink
+        add("mqtt", lambda: MqttSink("mqtt", bus, mqtt=cfg.mqtt, results_endpoint=ep.results,
+                                     metrics_public_endpoint=ep.metrics, profile=cfg.pipeline.profile, **mkw))
     if cfg.pipeline.display != "none":
         add("display", lambda: Display("display", bus, sink=make_sink(cfg.pipeline.display, cfg.display.fps),
                                        frames_endpoint=ep.frames, results_endpoint=ep.results, hwm=cfg.display.hwm,

@@ -38,6 +38,12 @@ def human_summary(s: Dict[str, Any]) -> str:
     for name, d in s.get("devices", {}).items():
         lines.append("device %s: %d invokes, busy %.1f%% of %.1f s, %d model switches"
                      % (name, d["invokes"], d["busy_pct"], d.get("active_s", 0.0), d["switches"]))
+    mq = s["actors"].get("mqtt")
+    if mq is not None:
+        c = mq["counters"]
+        lines.append("mqtt: %d messages published, %d dropped from the queue (broker away), %d reconnects, "
+                     "%d connect failures" % (c.get("published", 0), c.get("queue_dropped", 0),
+                                              c.get("reconnects", 0), c.get("connect_failures", 0)))
     lines.append("actors: " + ", ".join("%s %.1f fps/%.2f ms" % (n, a["fps"], a["busy_ms_p50"])
                                         for n, a in s["actors"].items()))
     return "\n".join(lines)
@@ -59,6 +65,8 @@ def run_parser() -> argparse.ArgumentParser:
     ap.add_argument("--display", help="none | window | file:PATH.mp4 | web:[HOST:]PORT")
     ap.add_argument("--encoder", choices=("raw", "jpeg"), help="how frames cross into inference")
     ap.add_argument("--fer-workers", type=int, help="FER pool size")
+    ap.add_argument("--mqtt", metavar="URL", help="publish results, face events and metrics to an MQTT broker: "
+                    "mqtt://[USER:PASS@]HOST[:PORT] or mqtts://... (more in [mqtt] of the config)")
     ap.add_argument("--metrics-endpoint", help="where metrics subscribers attach (default from the config)")
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--frames", type=int, help="stop after N frames")
@@ -73,7 +81,7 @@ def load_config(args: argparse.Namespace):
     """The config file (overlaid on config.toml) with the command-line options, checked as one."""
     return load(args.config, profile=args.profile, engine=args.engine, source=args.source,
                 display=args.display, place=args.place, encoder=args.encoder,
-                fer_workers=args.fer_workers, metrics_endpoint=args.metrics_endpoint)
+                fer_workers=args.fer_workers, metrics_endpoint=args.metrics_endpoint, mqtt=args.mqtt)
 
 
 async def _run_with_signals(cfg, opts) -> Dict[str, Any]:

@@ -212,6 +212,29 @@ class SecurityConfig(Section):
     keys_dir: str = ""  # CURVE keys from `python run.py keys DIR`; required for non-loopback tcp://
 
 
+class MqttConfig(Section):
+    """MQTT out (``--mqtt mqtt://[USER:PASS@]HOST[:PORT]``): results, face events, metrics, HA discovery."""
+
+    host: str = ""  # "" = MQTT off
+    port: Annotated[int, Meta(ge=1, le=65535)] = 1883
+    user: str = ""
+    password: str = ""
+    tls: bool = False  # mqtts://
+    ca_file: str = ""  # CA bundle for the broker's certificate ("" = the system's)
+    tls_insecure: bool = False  # do not check the broker's certificate or host name
+    client_id: str = ""  # default edgepipe-NAME
+    name: str = ""  # this camera/pipeline; default the host name
+    topic_prefix: str = ""  # default edgepipe/NAME
+    qos: Annotated[int, Meta(ge=0, le=2)] = 1
+    results_hz: Annotated[float, Meta(ge=0, le=1000)] = 2.0  # per-frame results at most this often; 0 = none
+    summary_interval_s: Annotated[float, Meta(ge=0.1, le=86400)] = 10.0
+    discovery: bool = True  # Home Assistant MQTT discovery
+    discovery_prefix: str = "homeassistant"
+    queue: Annotated[int, Meta(ge=1, le=1000000)] = 1000  # messages held while the broker is away (oldest dropped)
+    reconnect_min_s: Annotated[float, Meta(ge=0.01, le=3600)] = 0.5
+    reconnect_max_s: Annotated[float, Meta(ge=0.01, le=3600)] = 30.0
+
+
 class Config(Section):
     pipeline: PipelineConfig = msgspec.field(default_factory=PipelineConfig)
     bus: BusConfig = msgspec.field(default_factory=BusConfig)
@@ -229,6 +252,7 @@ class Config(Section):
     profiles: Dict[str, ProfileConfig] = {}
     groups: Dict[str, GroupConfig] = {}
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
+    mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
 
     def profile(self) -> ProfileConfig:
         name = self.pipeline.profile
@@ -399,6 +423,47 @@ def _validate(cfg: Config) -> None:
     from .groups import assignment, check_security, check_tpus
     check_tpus(cfg, assignment(cfg))
     check_security(cfg)
+    check_mqtt(cfg.mqtt)
+
+
+_MQTT_NAME = re.compile(r"^[A-Za-z0-9_.-]*$")
+
+
+def check_mqtt(m: MqttConfig) -> None:
+    for key in ("name", "topic_prefix", "discovery_prefix"):
+        value = getattr(m, key)
+        if any(c in value for c in "+#\0") or value.startswith("/") or value.endswith("/"):
+            raise ConfigError("mqtt.%s: %r is not a topic (no +, #, NUL, leading or trailing /)" % (key, value))
+    if not _MQTT_NAME.match(m.name):
+        raise ConfigError("mqtt.name: %r: use letters, digits, '_', '-' and '.' only" % m.name)
+    if m.reconnect_min_s > m.reconnect_max_s:
+        raise ConfigError("mqtt.reconnect_min_s: %r is above mqtt.reconnect_max_s %r"
+                          % (m.reconnect_min_s, m.reconnect_max_s))
+    if m.ca_file and not os.path.isfile(m.ca_file):
+        raise ConfigError("mqtt.ca_file: %s is not a file" % m.ca_file)
+    if (m.ca_file or m.tls_insecure) and not m.tls:
+        raise ConfigError("mqtt.ca_file/tls_insecure: set mqtt.tls = true (or use an mqtts:// URL)")
+
+
+def parse_mqtt_url(url: str) -> Dict[str, Any]:
+    """``mqtt://[USER[:PASS]@]HOST[:PORT]`` or ``mqtts://...`` -> the [mqtt] keys it sets."""
+    from urllib.parse import unquote, urlsplit
+    try:
+        u = urlsplit(url)
+        port = u.port
+    except ValueError as exc:
+        raise ConfigError("%r is not an MQTT URL (%s)" % (url, exc)) from None
+    if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+        raise ConfigError("%r: expected mqtt://[USER:PASS@]HOST[:PORT] or mqtts://..." % url)
+    if u.path not in ("", "/") or u.query or u.fragment:
+        raise ConfigError("%r: an MQTT URL has no path or query; set the topic prefix with mqtt.topic_prefix" % url)
+    tls = u.scheme == "mqtts"
+    out: Dict[str, Any] = {"host": u.hostname, "port": port or (8883 if tls else 1883), "tls": tls}
+    if u.username is not None:
+        out["user"] = unquote(u.username)
+    if u.password is not None:
+        out["password"] = unquote(u.password)
+    return out
 
 
 # ---------------------------------------------------------------- command-line overrides
@@ -437,8 +502,12 @@ def apply_overrides(cfg: Config, **overrides: Any) -> Config:
                 data["placement"][role] = engine
                 given.append(("--place %s" % item, "placement." + role))
             continue
+        if key == "mqtt":
+            data["mqtt"].update(_option("--mqtt", parse_mqtt_url, value))
+            given.append(("--mqtt %s" % re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", value), "mqtt"))
+            continue
         if key not in OVERRIDES:
-            raise TypeError("apply_overrides: unknown override %r (known: place, %s)" % (key, ", ".join(OVERRIDES)))
+            raise TypeError("apply_overrides: unknown override %r (known: place, mqtt, %s)" % (key, ", ".join(OVERRIDES)))
         option, section, name = OVERRIDES[key]
         data[section][name] = value
         given.append(("%s %s" % (option, value), "%s.%s" % (section, name)))
@@ -451,6 +520,13 @@ def apply_overrides(cfg: Config, **overrides: Any) -> Config:
     for name in Config.__struct_fields__:
         setattr(cfg, name, getattr(new, name))
     return cfg
+
+
+def _option(option: str, parse: Any, value: Any) -> Any:
+    try:
+        return parse(value)
+    except ConfigError as exc:
+        raise ConfigError("%s: %s" % (option, exc)) from None
 
 
 def _blame(msg: str, given: List[Tuple[str, str]]) -> str:

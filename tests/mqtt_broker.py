@@ -1,0 +1,167 @@
+"""A real Mosquitto broker on a free loopback port, a subscriber that records
+what it receives, and a TCP relay whose connections a test can cut."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+from typing import Callable, List, Optional, Tuple
+
+import aiomqtt
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    """``/usr/sbin/mosquitto`` with a generated config; ``start()`` returns once it listens."""
+
+    def __init__(self, workdir: str) -> None:
+        self.port = free_port()
+        self.conf = os.path.join(workdir, "mosquitto.conf")
+        with open(self.conf, "w") as fh:
+            fh.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                     "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+                     % self.port)
+        self.proc: Optional[subprocess.Popen] = None
+        self.log: List[str] = []
+        self.reader: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        assert self.proc is None
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", self.conf], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:  # synchronise on the broker saying it listens
+            self.log.append(line)
+            if "Opening ipv4 listen socket on port %d" % self.port in line:
+                self.reader = threading.Thread(target=self._drain, args=(self.proc.stderr,), daemon=True)
+                self.reader.start()
+                return
+        self.stop()
+        raise RuntimeError("mosquitto did not start: %s" % "".join(self.log))
+
+    def _drain(self, out) -> None:
+        for line in out:  # the broker never blocks on a full pipe
+            self.log.append(line)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        try:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        finally:
+            if self.reader is not None:
+                self.reader.join()
+                self.reader = None
+            if proc.stderr is not None:
+                proc.stderr.close()
+
+
+class Recorder:
+    """A real MQTT client subscribed to ``#``: every message as (topic, payload, retain)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.messages: List[Tuple[str, bytes, bool]] = []
+        self.changed = asyncio.Event()
+        self.task: Optional["asyncio.Task[None]"] = None
+
+    async def __aenter__(self) -> "Recorder":
+        subscribed = asyncio.Event()
+        self.task = asyncio.ensure_future(self._run(subscribed))
+        waiter = asyncio.ensure_future(subscribed.wait())
+        done, _ = await asyncio.wait([self.task, waiter], return_when=asyncio.FIRST_COMPLETED)
+        if not waiter.done():
+            waiter.cancel()
+            await asyncio.wait([waiter])
+        if self.task in done:
+            self.task.result()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        await asyncio.wait([self.task])
+
+    async def _run(self, subscribed: asyncio.Event) -> None:
+        async with aiomqtt.Client("127.0.0.1", self.port, identifier="test-recorder") as client:
+            await client.subscribe("#", qos=1)
+            subscribed.set()
+            async for m in client.messages:
+                self.messages.append((str(m.topic), bytes(m.payload), bool(m.retain)))
+                ev, self.changed = self.changed, asyncio.Event()
+                ev.set()
+
+    async def wait_for(self, predicate: Callable[["Recorder"], bool]) -> None:
+        while not predicate(self):
+            await self.changed.wait()
+
+    def on(self, topic: str) -> List[bytes]:
+        return [p for t, p, _ in self.messages if t == topic]
+
+    def json(self, topic: str) -> list:
+        return [json.loads(p) for p in self.on(topic)]
+
+
+class Relay:
+    """A TCP relay to the broker; ``cut()`` drops every connection without an MQTT DISCONNECT."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.server: Optional[asyncio.base_events.Server] = None
+        self.port = 0
+        self.writers: List[asyncio.StreamWriter] = []
+        self.pipes: List["asyncio.Task[None]"] = []
+
+    async def __aenter__(self) -> "Relay":
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        assert self.server is not None
+        self.server.close()
+        self.cut()
+        await self.server.wait_closed()
+        if self.pipes:
+            await asyncio.wait(self.pipes)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers += [writer, up_w]
+        self.pipes += [asyncio.ensure_future(self._pipe(reader, up_w)), asyncio.ensure_future(self._pipe(up_r, writer))]
+
+    @staticmethod
+    async def _pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                data = await r.read(65536)
+                if not data:
+                    break
+                w.write(data)
+                await w.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            w.close()
+
+    def cut(self) -> None:
+        for w in self.writers:
+            w.transport.abort()
+        self.writers = []
