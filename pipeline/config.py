@@ -445,6 +445,11 @@ def check_mqtt(m: MqttConfig) -> None:
         raise ConfigError("mqtt.ca_file/tls_insecure: set mqtt.tls = true (or use an mqtts:// URL)")
 
 
+def mask_url(url: str) -> str:
+    """The URL with its password as ``***`` (for messages)."""
+    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)
+
+
 def parse_mqtt_url(url: str) -> Dict[str, Any]:
     """``mqtt://[USER[:PASS]@]HOST[:PORT]`` or ``mqtts://...`` -> the [mqtt] keys it sets."""
     from urllib.parse import unquote, urlsplit
@@ -452,13 +457,14 @@ def parse_mqtt_url(url: str) -> Dict[str, Any]:
         u = urlsplit(url)
         port = u.port
     except ValueError as exc:
-        raise ConfigError("%r is not an MQTT URL (%s)" % (url, exc)) from None
+        raise ConfigError("%r is not an MQTT URL (%s)" % (mask_url(url), exc)) from None
     if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-        raise ConfigError("%r: expected mqtt://[USER:PASS@]HOST[:PORT] or mqtts://..." % url)
+        raise ConfigError("%r: expected mqtt://[USER:PASS@]HOST[:PORT] or mqtts://..." % mask_url(url))
     if u.path not in ("", "/") or u.query or u.fragment:
-        raise ConfigError("%r: an MQTT URL has no path or query; set the topic prefix with mqtt.topic_prefix" % url)
+        raise ConfigError("%r: an MQTT URL has no path or query; set the topic prefix with mqtt.topic_prefix"
+                          % mask_url(url))
     tls = u.scheme == "mqtts"
-    out: Dict[str, Any] = {"host": u.hostname, "port": port or (8883 if tls else 1883), "tls": tls}
+    out: Dict[str, Any] = {"host": u.hostname, "port": port if port is not None else (8883 if tls else 1883), "tls": tls}
     if u.username is not None:
         out["user"] = unquote(u.username)
     if u.password is not None:
@@ -504,7 +510,7 @@ def apply_overrides(cfg: Config, **overrides: Any) -> Config:
             continue
         if key == "mqtt":
             data["mqtt"].update(_option("--mqtt", parse_mqtt_url, value))
-            given.append(("--mqtt %s" % re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", value), "mqtt"))
+            given.append(("--mqtt %s" % mask_url(value), "mqtt"))
             continue
         if key not in OVERRIDES:
             raise TypeError("apply_overrides: unknown override %r (known: place, mqtt, %s)" % (key, ", ".join(OVERRIDES)))

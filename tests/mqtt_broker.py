@@ -25,8 +25,8 @@ def free_port() -> int:
 class Broker:
     """``/usr/sbin/mosquitto`` with a generated config; ``start()`` returns once it listens."""
 
-    def __init__(self, workdir: str) -> None:
-        self.port = free_port()
+    def __init__(self, workdir: str, port: int = 0) -> None:
+        self.port = port or free_port()
         self.conf = os.path.join(workdir, "mosquitto.conf")
         with open(self.conf, "w") as fh:
             fh.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
@@ -100,7 +100,7 @@ class Recorder:
         await asyncio.wait([self.task])
 
     async def _run(self, subscribed: asyncio.Event) -> None:
-        async with aiomqtt.Client("127.0.0.1", self.port, identifier="test-recorder") as client:
+        async with aiomqtt.Client("127.0.0.1", self.port) as client:
             await client.subscribe("#", qos=1)
             subscribed.set()
             async for m in client.messages:
