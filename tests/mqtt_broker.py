@@ -41,9 +41,11 @@ class Broker:
         self.proc = subprocess.Popen([MOSQUITTO, "-c", self.conf], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
         assert self.proc.stderr is not None
-        for line in self.proc.stderr:  # synchronise on the broker saying it listens
+        opened = False
+        for line in self.proc.stderr:  # synchronise on the broker saying it listens, then runs
             self.log.append(line)
-            if "Opening ipv4 listen socket on port %d" % self.port in line:
+            opened = opened or "Opening ipv4 listen socket on port %d" % self.port in line
+            if opened and line.rstrip().endswith(" running"):
                 self.reader = threading.Thread(target=self._drain, args=(self.proc.stderr,), daemon=True)
                 self.reader.start()
                 return

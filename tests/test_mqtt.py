@@ -43,11 +43,10 @@ def test_discovery_is_retained_and_the_last_will_says_offline(broker, bus):
             await sink.start()
             try:
                 avail = "edgepipe/hall/availability"
-                await live.wait_for(lambda r: r.on(avail) == [b"online"])
+                configs = ("homeassistant/sensor/hall/faces/config", "homeassistant/sensor/hall/expression/config")
+                await live.wait_for(lambda r: r.on(avail) == [b"online"] and all(r.on(t) for t in configs))
                 # a client that subscribes later gets the retained discovery configs and availability
                 async with Recorder(broker.port) as late:
-                    configs = ("homeassistant/sensor/hall/faces/config",
-                               "homeassistant/sensor/hall/expression/config")
                     await late.wait_for(lambda r: all(r.on(t) for t in configs + (avail,)))
                     assert all(retain for t, _, retain in late.messages if t in configs + (avail,))
                     faces, expr = (json.loads(late.on(t)[0]) for t in configs)
