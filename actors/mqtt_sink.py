@@ -133,6 +133,7 @@ class MqttSink(Actor):
 
     def on_result(self, r: Result) -> None:
         self.stats.count("in")
+        self.stats.count("out")  # handled (the per-actor FPS); what reached the broker is "published"
         hz = self.cfg.results_hz
         now = time.monotonic()
         if hz > 0 and now - self._last_result >= 1.0 / hz:

@@ -42,8 +42,10 @@ def human_summary(s: Dict[str, Any]) -> str:
     if mq is not None:
         c = mq["counters"]
         lines.append("mqtt: %d messages published, %d dropped from the queue (broker away), %d reconnects, "
-                     "%d connect failures" % (c.get("published", 0), c.get("queue_dropped", 0),
-                                              c.get("reconnects", 0), c.get("connect_failures", 0)))
+                     "%d connect failures%s" % (c.get("published", 0), c.get("queue_dropped", 0),
+                                                c.get("reconnects", 0), c.get("connect_failures", 0),
+                                                ", %d unsent at stop" % c["unsent_at_stop"]
+                                                if c.get("unsent_at_stop") else ""))
     lines.append("actors: " + ", ".join("%s %.1f fps/%.2f ms" % (n, a["fps"], a["busy_ms_p50"])
                                         for n, a in s["actors"].items()))
     return "\n".join(lines)

@@ -3,6 +3,7 @@ what it receives, and a TCP relay whose connections a test can cut."""
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import os
 import shutil
@@ -25,13 +26,15 @@ def free_port() -> int:
 class Broker:
     """``/usr/sbin/mosquitto`` with a generated config; ``start()`` returns once it listens."""
 
-    def __init__(self, workdir: str, port: int = 0) -> None:
+    def __init__(self, workdir: str, port: int = 0, listener: str = "allow_anonymous true\n") -> None:
         self.port = port or free_port()
         self.conf = os.path.join(workdir, "mosquitto.conf")
         with open(self.conf, "w") as fh:
-            fh.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                     "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
-                     % self.port)
+            fh.write("listener %d 127.0.0.1\n" % self.port + listener)
+            fh.write("persistence false\n"
+                     "user %s\n"  # as root, stay root: the broker reads files of the test's private tmp dir
+                     % (getpass.getuser() if os.geteuid() == 0 else "mosquitto") +
+                     "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n")
         self.proc: Optional[subprocess.Popen] = None
         self.log: List[str] = []
         self.reader: Optional[threading.Thread] = None
@@ -75,11 +78,27 @@ class Broker:
                 proc.stderr.close()
 
 
+def tls_files(workdir: str) -> dict:
+    """A test CA and a server certificate for 127.0.0.1 (openssl), as paths."""
+    d = {k: os.path.join(workdir, k) for k in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem", "ext")}
+    with open(d["ext"], "w") as fh:
+        fh.write("subjectAltName=IP:127.0.0.1\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for cmd in (["req", "-x509"] + ec + ["-keyout", d["ca.key"], "-out", d["ca.pem"], "-days", "2",
+                                         "-subj", "/CN=edgepipe test CA"],
+                ["req"] + ec + ["-keyout", d["server.key"], "-out", d["server.csr"], "-subj", "/CN=127.0.0.1"],
+                ["x509", "-req", "-in", d["server.csr"], "-CA", d["ca.pem"], "-CAkey", d["ca.key"],
+                 "-CAcreateserial", "-out", d["server.pem"], "-days", "2", "-extfile", d["ext"]]):
+        subprocess.run(["openssl"] + cmd, check=True, capture_output=True)
+    return d
+
+
 class Recorder:
     """A real MQTT client subscribed to ``#``: every message as (topic, payload, retain)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, **client_kw) -> None:
         self.port = port
+        self.client_kw = client_kw
         self.messages: List[Tuple[str, bytes, bool]] = []
         self.changed = asyncio.Event()
         self.task: Optional["asyncio.Task[None]"] = None
@@ -102,7 +121,7 @@ class Recorder:
         await asyncio.wait([self.task])
 
     async def _run(self, subscribed: asyncio.Event) -> None:
-        async with aiomqtt.Client("127.0.0.1", self.port) as client:
+        async with aiomqtt.Client("127.0.0.1", self.port, **self.client_kw) as client:
             await client.subscribe("#", qos=1)
             subscribed.set()
             async for m in client.messages:

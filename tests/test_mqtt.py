@@ -4,17 +4,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from actors.mqtt_sink import MqttSink
+from pipeline import config
 from pipeline.config import MqttConfig
 from pipeline.runner import RunOptions, run
 
 from helpers import inproc_config, run_async
-from mqtt_broker import MOSQUITTO, Broker, Recorder, Relay, free_port
+from mqtt_broker import MOSQUITTO, Broker, Recorder, Relay, free_port, tls_files
 
 pytestmark = pytest.mark.skipif(not os.path.exists(MOSQUITTO), reason="needs Debian's mosquitto (CI installs it)")
 
@@ -91,6 +94,49 @@ def test_broker_down_at_start_is_retried_with_backoff(tmp_path, bus):
         finally:
             await sink.stop()
         assert sink.stats.counters["connects"] == 1 and sink.stats.counters["reconnects"] == 0
+    try:
+        run_async(main())
+    finally:
+        b.stop()
+
+
+@pytest.mark.skipif(not (shutil.which("openssl") and shutil.which("mosquitto_passwd")),
+                    reason="needs openssl and mosquitto_passwd")
+def test_tls_with_user_and_password(tmp_path, bus):
+    import ssl
+
+    import aiomqtt
+    t = tls_files(str(tmp_path))
+    pw = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pw), "cam", "s3cret"], check=True, capture_output=True)
+    b = Broker(str(tmp_path), listener="cafile %s\ncertfile %s\nkeyfile %s\nallow_anonymous false\npassword_file %s\n"
+               % (t["ca.pem"], t["server.pem"], t["server.key"], pw))
+
+    def sink(url, name):
+        cfg = config.load(mqtt=url)
+        cfg.mqtt.ca_file, cfg.mqtt.name = t["ca.pem"], name
+        cfg.mqtt.reconnect_min_s = cfg.mqtt.reconnect_max_s = 0.05
+        config.check_mqtt(cfg.mqtt)
+        return MqttSink("mqtt-" + name, bus, mqtt=cfg.mqtt, results_endpoint="inproc://results",
+                        metrics_public_endpoint="inproc://metrics")
+
+    async def main():
+        good = sink("mqtts://cam:s3cret@127.0.0.1:%d" % b.port, "tls")
+        bad = sink("mqtts://cam:wrong@127.0.0.1:%d" % b.port, "tls-bad")
+        async with Recorder(b.port, username="cam", password="s3cret",
+                            tls_params=aiomqtt.TLSParameters(ca_certs=t["ca.pem"], cert_reqs=ssl.CERT_REQUIRED)) as rec:
+            for s in (good, bad):
+                await s.start()
+            try:
+                await rec.wait_for(lambda r: r.on("edgepipe/tls/availability") == [b"online"])
+                await bad.wait_for(lambda s: s.stats.counters["connect_failures"] >= 2)
+                assert good.connected and not bad.connected and bad.stats.counters["connects"] == 0
+            finally:
+                for s in (good, bad):
+                    await s.stop()
+            await rec.wait_for(lambda r: r.on("edgepipe/tls/availability") == [b"online", b"offline"])
+        assert rec.on("edgepipe/tls-bad/availability") == []
+    b.start()
     try:
         run_async(main())
     finally:
