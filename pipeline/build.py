@@ -27,7 +27,8 @@ from .config import Config
 from .placement import ROLES as ENGINE_ROLES, RolePlacement, place
 
 # start-up order: consumers first, the source last
-ROLES = ("metrics", "recorder", "mqtt", "display", "aggregator", "fer", "detector", "classifier", "encoder", "capture")
+ROLES = ("metrics", "recorder", "mqtt", "display", "aggregator", "fer", "detector", "classifier", "encoder",
+         "capture")
 
 
 @dataclass
@@ -63,9 +64,10 @@ class Pipeline:
         cfg = self.cfg
         display = cfg.pipeline.display != "none"
         lossless = not is_live(cfg.pipeline.source)
-        mqtt = bool(cfg.mqtt.host)
+        # the mqtt actor is not waited for: it starts before the aggregator binds (in-process it is attached
+        # at the bind), and a bound XPUB counts subscriptions per topic, not per subscriber
         want = {"capture": 1 + display, "encoder": 1, "detector": 1, "classifier": 1,
-                "aggregator": 1 + display + lossless + mqtt}
+                "aggregator": 1 + display + lossless}
         return [a.pub.wait_subscribers(want[role]) for role, n in want.items()
                 for a in self.roles.get(role, [])]
 

@@ -184,6 +184,21 @@ def test_face_events_from_a_pipeline_run(broker):
     assert counters["events"] == len(events)
 
 
+def test_with_the_web_display_a_recorded_source_runs_to_its_end(broker):
+    # the start-up waits for the results' subscribers: MQTT beside the display and the recorder must not stall it
+    cfg = inproc_config(pipeline={"source": "synthetic:faces=1,fps=0", "display": "web:127.0.0.1:0"},
+                        mqtt={"host": "127.0.0.1", "port": broker.port, "name": "web"})
+
+    async def main():
+        async with Recorder(broker.port) as rec:
+            s = await run(cfg, RunOptions(frames=20))
+            await rec.wait_for(lambda r: r.on("edgepipe/web/availability")[-1:] == [b"offline"])
+            return s, rec
+    s, rec = run_async(main())
+    assert s["frames_completed"] == 20 and s["unaccounted"] == 0
+    assert [e["event"] for e in rec.json("edgepipe/web/events")] == ["appeared", "gone"]
+
+
 def test_broker_killed_and_restarted_mid_run(broker):
     # a live 30 FPS source; the broker dies mid-run and comes back on the same port
     cfg = inproc_config(pipeline={"source": "synthetic:faces=2,fps=30,size=320x240,change=7"},
