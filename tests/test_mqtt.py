@@ -14,6 +14,7 @@ import pytest
 from actors.mqtt_sink import MqttSink
 from pipeline import config
 from pipeline.config import MqttConfig
+from pipeline.mqtt_options import check_mqtt
 from pipeline.runner import RunOptions, run
 
 from helpers import inproc_config, run_async
@@ -116,7 +117,7 @@ def test_tls_with_user_and_password(tmp_path, bus):
         cfg = config.load(mqtt=url)
         cfg.mqtt.ca_file, cfg.mqtt.name = t["ca.pem"], name
         cfg.mqtt.reconnect_min_s = cfg.mqtt.reconnect_max_s = 0.05
-        config.check_mqtt(cfg.mqtt)
+        check_mqtt(cfg.mqtt)
         return MqttSink("mqtt-" + name, bus, mqtt=cfg.mqtt, results_endpoint="inproc://results",
                         metrics_public_endpoint="inproc://metrics")
 
