@@ -38,9 +38,25 @@ def human_summary(s: Dict[str, Any]) -> str:
     for name, d in s.get("devices", {}).items():
         lines.append("device %s: %d invokes, busy %.1f%% of %.1f s, %d model switches"
                      % (name, d["invokes"], d["busy_pct"], d.get("active_s", 0.0), d["switches"]))
+    from actors.resource_monitor import resource_lines
+    lines.extend(resource_lines(s.get("resources", {})))
+    if "source_reconnects" in s:
+        lines.append("source: %d reconnects" % s["source_reconnects"])
+    fake = fake_banner(s.get("engines", {}))
+    if fake:
+        lines.append(fake)
     lines.append("actors: " + ", ".join("%s %.1f fps/%.2f ms" % (n, a["fps"], a["busy_ms_p50"])
-                                        for n, a in s["actors"].items()))
+                                        for n, a in s["actors"].items() if n != "resources"))
     return "\n".join(lines)
+
+
+def fake_banner(engines: Dict[str, str]) -> str:
+    """One line when any role runs on the fake engine (nothing real ran there), else ""."""
+    fake = sorted(r for r, e in engines.items() if e == "fake")
+    if not fake:
+        return ""
+    return ("FAKE ENGINE: %s on a simulated Edge TPU; no model runs (it reads the synthetic source's drawn "
+            "faces; --engine cpu or auto runs real models)" % ", ".join(fake))
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -51,9 +67,11 @@ def run_parser() -> argparse.ArgumentParser:
     ap.add_argument("--profile", help="fd+fer64 | fd+fer112 | fd | cls (profiles of the config)")
     ap.add_argument("--config", help="a config file overlaid on config.toml beside run.py: its tables merge key "
                     "by key, its other values (lists too) replace")
-    ap.add_argument("--source", help="synthetic[:faces=N,fps=F,size=WxH] | dir:PATH | IMAGE | video:PATH | "
-                    "picamera2[:WxH] | v4l2:N | rtsp://... | demo")
-    ap.add_argument("--engine", help="auto | fake | cpu | edgetpu: every role's engine unless --place says")
+    ap.add_argument("--source", help="auto (default: the Pi camera, else a V4L2 camera, else demo) | demo | "
+                    "demo:unpaced | synthetic[:faces=N,fps=F,size=WxH] | dir:PATH | IMAGE | video:PATH | "
+                    "picamera2[:WxH] | v4l2:N | rtsp://... | http://... (MJPEG)")
+    ap.add_argument("--engine", help="auto (default: the Edge TPU, else the CPU when the models are there, else "
+                    "fake) | fake | cpu | edgetpu: every role's engine unless --place says")
     ap.add_argument("--place", action="append", metavar="ROLE=ENGINE",
                     help="one role's engine, e.g. --place fer=cpu (roles: detector, fer, classifier)")
     ap.add_argument("--display", help="none | window | file:PATH.mp4 | web:[HOST:]PORT")
@@ -119,10 +137,18 @@ def run_main(argv: List[str]) -> int:
         print("config error: %s" % exc, file=sys.stderr)
         return 2
     opts = RunOptions(frames=args.frames, duration_s=args.duration, results_path=args.results)
+    from actors.source_auto import resolve_source
+    cfg.pipeline.source, why = resolve_source(cfg.pipeline.source)
+    if why:
+        print("edgepipe: source auto: %s (%s)" % (cfg.pipeline.source, why), file=sys.stderr, flush=True)
     try:
         from .placement import place
-        for pl in place(cfg, warn=False).values():
+        placed = place(cfg, warn=False)
+        for pl in placed.values():
             print("edgepipe: %s" % pl.describe(), file=sys.stderr, flush=True)
+        banner = fake_banner({r: pl.engine for r, pl in placed.items()})
+        if banner:
+            print("edgepipe: %s" % banner, file=sys.stderr, flush=True)
     except (ConfigError, EngineError) as exc:
         print("config error: %s" % exc, file=sys.stderr)
         return 2
