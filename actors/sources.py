@@ -279,7 +279,8 @@ class Picamera2Source(Source):
             job = self.cam.capture_array("main", wait=False)
             return self.cam.wait(job, timeout=self.read_timeout_s), None
         except (FutureTimeout, TimeoutError):
-            raise SourceError("source %r: no frame from the camera within %.1f s" % (self.spec, self.read_timeout_s))
+            raise SourceError("source %r: no frame from the camera within %.1f s"
+                              % (self.spec, self.read_timeout_s)) from None
         except (RuntimeError, OSError) as exc:
             raise SourceError("source %r: the camera failed: %s" % (self.spec, exc)) from None
 
