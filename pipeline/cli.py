@@ -46,7 +46,7 @@ def human_summary(s: Dict[str, Any]) -> str:
 def run_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="run.py", description="Real-time face detection, expression recognition and classification "
-        "as asyncio actors over ZeroMQ. Subcommands: metrics, models, bench, group, keys, setup-tpu-venv "
+        "as asyncio actors over ZeroMQ. Subcommands: metrics, models, bench, group, keys, doctor, setup-tpu-venv "
         "(run.py SUBCOMMAND --help).")
     ap.add_argument("--profile", help="fd+fer64 | fd+fer112 | fd | cls (profiles of the config)")
     ap.add_argument("--config", help="a config file overlaid on config.toml beside run.py: its tables merge key "
@@ -200,6 +200,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv and argv[0] == "keys":
         from .keys import main as keys_main
         return keys_main(argv[1:])
+    if argv and argv[0] == "doctor":
+        from .doctor import main as doctor_main
+        return doctor_main(argv[1:])
     if argv and argv[0] == "setup-tpu-venv":
         from .tpu_venv import main as venv_main
         return venv_main(argv[1:])
