@@ -30,8 +30,8 @@ FIND_PYTHON = ("install one: `pyenv install 3.9` (then $(pyenv root)/versions/3.
 
 def find_python39() -> Optional[str]:
     """A Python 3.9 on this machine: uv's, pyenv's, or python3.9 on PATH."""
-    uv = shutil.which("uv")
-    if uv:
+    uv = shutil.which("uv") or os.path.join(os.path.dirname(sys.executable), "uv")  # PATH, or this venv's
+    if os.path.exists(uv):
         try:
             out = subprocess.run([uv, "python", "find", "3.9"], stdout=subprocess.PIPE,
                                  stderr=subprocess.DEVNULL, universal_newlines=True, timeout=60)
