@@ -114,3 +114,112 @@ def test_readme_pi_section_is_in_order_and_safe():
     where = [block.index(s) for s in steps]
     assert where == sorted(where), "the README's Pi steps are out of order"
     assert "constraints/pi-bookworm.txt" in section and "--system-site-packages" in section
+
+
+# -- model sources --------------------------------------------------------------------------------------
+import dataclasses  # noqa: E402
+import functools  # noqa: E402
+import http.server  # noqa: E402
+import io  # noqa: E402
+import logging  # noqa: E402
+import socket  # noqa: E402
+import threading  # noqa: E402
+
+from models import cli as models_cli, fetch, manifest  # noqa: E402
+from models.engine import EngineError  # noqa: E402
+
+ASSET_MODELS = ROOT.parent / "shared" / "assets" / "models"
+
+
+def test_every_model_says_where_its_authors_publish_it():
+    for name, spec in manifest.MODELS.items():
+        origin = str(spec.extra.get("origin") or "")
+        assert origin, name
+        files = {f for _, f in fetch.all_files(spec)}
+        assert set(spec.sha256) <= files, name
+        if not spec.sha256:
+            assert "NOT pinned" in origin, name  # an unpinned model says so
+        for src in spec.sources:
+            assert src["kind"] in ("wheel", "url"), name
+
+
+@pytest.mark.skipif(not ASSET_MODELS.is_dir(), reason="shared assets not found")
+def test_pins_match_the_shared_model_files():
+    checked = 0
+    for spec in manifest.MODELS.values():
+        for filename, pin in spec.sha256.items():
+            if (ASSET_MODELS / filename).is_file():
+                assert fetch.sha256_file(ASSET_MODELS / filename) == pin, filename
+                checked += 1
+    assert checked == 5  # fer112 (CPU and Edge TPU), retinaface, mobilenet-v2 and its labels
+
+
+def test_missing_model_names_the_file_and_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv(fetch.ENV_CACHE, str(tmp_path / "cache"))
+    monkeypatch.delenv(fetch.ENV_PATH, raising=False)
+    spec = manifest.get("retinaface")
+    with pytest.raises(EngineError) as err:
+        fetch.resolve(spec, "cpu")
+    msg = str(err.value)
+    assert "put retinaface_mnet025_320_int8.tflite in %s" % (tmp_path / "cache") in msg
+    assert "no public source publishes this file" in msg and "Pytorch_Retinaface" in msg
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # the test reads the fetch's log, not the server's
+        pass
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    """A real HTTP server on localhost serving tmp_path/www."""
+    www = tmp_path / "www"
+    www.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(www)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield www, "http://127.0.0.1:%d/" % server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.mark.skipif(not ASSET_MODELS.is_dir(), reason="shared assets not found")
+def test_models_fetch_shows_progress(tmp_path, monkeypatch, http_dir, caplog):
+    www, url = http_dir
+    name = "retinaface_mnet025_320_int8.tflite"
+    (www / name).write_bytes((ASSET_MODELS / name).read_bytes())
+    monkeypatch.setenv(fetch.ENV_CACHE, str(tmp_path / "cache"))
+    monkeypatch.delenv(fetch.ENV_PATH, raising=False)
+    spec = dataclasses.replace(manifest.get("retinaface"), sources=[{"kind": "url", "url": url + name}])
+    monkeypatch.setitem(manifest.MODELS, "retinaface", spec)
+    monkeypatch.setattr(models_cli, "MODELS", manifest.MODELS)
+    caplog.set_level(logging.INFO, logger="models.fetch")
+    out = io.StringIO()
+    assert models_cli.cmd_fetch(["retinaface"], [], out=out) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "[1/1] retinaface cpu: fetching %s from %s%s" % (name, url, name)
+    assert lines[1].startswith("[1/1] retinaface cpu: %s (sha256 %s)" % (tmp_path / "cache" / name, spec.sha256[name]))
+    steps = [r.getMessage() for r in caplog.records if re.search(r" \d+% \(", r.getMessage())]
+    pct = [int(re.search(r" (\d+)% \(", m).group(1)) for m in steps]
+    assert len(steps) >= 9 and pct == sorted(set(pct))  # about one line per 10 %, rising
+    assert steps[-1] == "model retinaface: %s 100%% (661616 of 661616 bytes)" % name
+
+
+def test_unreachable_source_says_where_to_put_the_file(tmp_path, monkeypatch):
+    with socket.socket() as s:  # a port with nothing listening: like a machine without internet
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv(fetch.ENV_CACHE, str(tmp_path / "cache"))
+    monkeypatch.delenv(fetch.ENV_PATH, raising=False)
+    name = "retinaface_mnet025_320_int8.tflite"
+    spec = dataclasses.replace(manifest.get("retinaface"),
+                               sources=[{"kind": "url", "url": "http://127.0.0.1:%d/%s" % (port, name)}])
+    with pytest.raises(EngineError) as err:
+        fetch.resolve(spec, "cpu")
+    msg = str(err.value)
+    assert "could not fetch %s" % name in msg
+    assert msg.endswith("without internet, put %s in %s (or in a folder listed in models.paths or "
+                        "$EDGEPIPE_MODEL_PATH)" % (name, tmp_path / "cache"))
