@@ -16,15 +16,15 @@ Python 3.9 compatible.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import glob
 import json
 import os
-import struct
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from .machine import (CSI_NODES, PICAMERA2_SCRIPT, RUNTIME_SCRIPT, V4L2_CAP_VIDEO_CAPTURE,
+                      V4L2_CAP_VIDEO_CAPTURE_MPLANE, dpkg_versions, querycap, read, run_json)
 
 ROOT = Path(__file__).resolve().parent.parent
 USB_TPUS = {("1a6e", "089a"): "Coral USB Accelerator, not yet initialised (its firmware loads when the "
@@ -34,11 +34,6 @@ PCI_TPU = ("0x1ac1", "0x089a")
 APT_CORAL = ("add Coral's apt repository with its signed-by keyring (README, Raspberry Pi set-up, step 1), "
              "then: sudo apt update && sudo apt install libedgetpu1-std")
 SETUP_TPU_VENV = "python run.py setup-tpu-venv   # finds a Python 3.9 from uv or pyenv; see README"
-CSI_NODES = ("rp1-cfe", "pispbe", "rpivid", "rpi-hevc", "bcm2835-codec", "bcm2835-isp", "unicam")
-V4L2_CAP_VIDEO_CAPTURE = 0x00000001
-V4L2_CAP_VIDEO_CAPTURE_MPLANE = 0x00001000
-V4L2_CAP_DEVICE_CAPS = 0x80000000
-VIDIOC_QUERYCAP = 0x80685600  # _IOR('V', 0, struct v4l2_capability), 104 bytes
 HOT_C = 80.0  # a Pi 5 starts to throttle at 80-85 C
 
 
@@ -48,70 +43,6 @@ class Finding:
 
     def as_dict(self) -> Dict[str, str]:
         return {"section": self.section, "status": self.status, "text": self.text, "fix": self.fix}
-
-
-def querycap(dev: Path) -> Optional[int]:
-    """The device capabilities of a V4L2 node (VIDIOC_QUERYCAP), or None when it does not answer."""
-    try:
-        fd = os.open(str(dev), os.O_RDWR | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        buf = fcntl.ioctl(fd, VIDIOC_QUERYCAP, bytes(104))
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    caps, device_caps = struct.unpack_from("<II", buf, 84)
-    return device_caps if caps & V4L2_CAP_DEVICE_CAPS else caps
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def _run_json(cmd: List[str], timeout_s: float = 60.0) -> Tuple[Optional[Any], str]:
-    try:
-        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                           timeout=timeout_s)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, str(exc)
-    if p.returncode != 0:
-        tail = [x for x in p.stderr.strip().splitlines() if x.strip()][-1:]
-        return None, tail[0] if tail else "exit status %d" % p.returncode
-    try:
-        return json.loads(p.stdout.strip().splitlines()[-1]), ""
-    except (ValueError, IndexError):
-        return None, "no answer"
-
-
-RUNTIME_SCRIPT = """import json, sys
-out = {"python": "%d.%d.%d" % sys.version_info[:3], "executable": sys.executable,
-       "venv": sys.prefix != getattr(sys, "base_prefix", sys.prefix)}
-try:
-    from importlib import metadata
-except ImportError:
-    metadata = None
-for dist in ("ai-edge-litert", "tflite-runtime", "numpy", "opencv-python-headless", "opencv-python", "pyzmq",
-             "msgspec", "pycoral"):
-    try:
-        out[dist] = metadata.version(dist)
-    except Exception:
-        out[dist] = None
-try:
-    import numpy
-    out["numpy_imported"] = numpy.__version__
-except Exception as exc:
-    out["numpy_imported"] = None
-print(json.dumps(out))
-"""
-PICAMERA2_SCRIPT = """import json
-from picamera2 import Picamera2
-print(json.dumps([{k: str(v) for k, v in c.items()} for c in Picamera2.global_camera_info()]))
-"""
 
 
 def _runtime_of(info: Dict[str, Any]) -> str:
@@ -153,7 +84,7 @@ class Doctor:
 
     # -- interpreters and runtimes ---------------------------------------------------------------
     def check_python(self) -> None:
-        info, err = _run_json([self.python, "-c", RUNTIME_SCRIPT])
+        info, err = run_json([self.python, "-c", RUNTIME_SCRIPT])
         if info is None:
             self.add("python", "fail", "cannot run %s: %s" % (self.python, err))
             return
@@ -190,7 +121,7 @@ class Doctor:
             self.add("tpu-venv", "warn", "no Python 3.9 TPU venv at %s (%s): the Edge TPU group has no "
                      "runtime pinned for libedgetpu 16.0" % (py, where), SETUP_TPU_VENV)
             return
-        info, err = _run_json([py, "-c", RUNTIME_SCRIPT])
+        info, err = run_json([py, "-c", RUNTIME_SCRIPT])
         if info is None:
             self.add("tpu-venv", "fail", "the TPU venv's Python %s does not run: %s" % (py, err), SETUP_TPU_VENV)
             return
@@ -208,22 +139,8 @@ class Doctor:
                      % info["numpy_imported"], SETUP_TPU_VENV)
 
     # -- libedgetpu ------------------------------------------------------------------------------
-    def dpkg_versions(self, names: Tuple[str, ...]) -> Dict[str, str]:
-        """Installed versions of ``names`` from the dpkg status file under ``root``."""
-        found: Dict[str, str] = {}
-        text = _read(self.p("var/lib/dpkg/status"))
-        for para in text.split("\n\n"):
-            fields = {}
-            for line in para.splitlines():
-                if ":" in line and not line.startswith(" "):
-                    k, v = line.split(":", 1)
-                    fields[k.strip()] = v.strip()
-            if fields.get("Package") in names and fields.get("Status", "").endswith(" installed"):
-                found[fields["Package"]] = fields.get("Version", "?")
-        return found
-
     def check_libedgetpu(self) -> None:
-        pkgs = self.dpkg_versions(("libedgetpu1-std", "libedgetpu1-max"))
+        pkgs = dpkg_versions(self.p("var/lib/dpkg/status"), ("libedgetpu1-std", "libedgetpu1-max"))
         files = sorted(set(glob.glob(str(self.p("usr/lib/*/libedgetpu.so.1*")))
                            + glob.glob(str(self.p("usr/lib/libedgetpu.so.1*")))
                            + glob.glob(str(self.p("usr/local/lib/libedgetpu.so.1*")))))
@@ -252,11 +169,11 @@ class Doctor:
         found = 0
         for dev in sorted(glob.glob(str(self.p("sys/bus/usb/devices/*")))):
             d = Path(dev)
-            ids = (_read(d / "idVendor").lower(), _read(d / "idProduct").lower())
+            ids = (read(d / "idVendor").lower(), read(d / "idProduct").lower())
             if ids not in USB_TPUS:
                 continue
             found += 1
-            speed = _read(d / "speed")
+            speed = read(d / "speed")
             text = "USB %s %s:%s: %s, %s Mb/s" % (d.name, ids[0], ids[1], USB_TPUS[ids], speed or "?")
             if speed and speed.isdigit() and int(speed) < 5000:
                 self.add("edgetpu", "warn", text + " (a USB 2 port: about 3x slower)",
@@ -269,7 +186,7 @@ class Doctor:
             self.add("edgetpu", "ok", "PCIe %s" % ("/" + str(Path(a).relative_to(self.root))))
         for dev in sorted(glob.glob(str(self.p("sys/bus/pci/devices/*")))):
             d = Path(dev)
-            if (_read(d / "vendor"), _read(d / "device")) == PCI_TPU and not apex:
+            if (read(d / "vendor"), read(d / "device")) == PCI_TPU and not apex:
                 found += 1
                 self.add("edgetpu", "fail", "PCIe Edge TPU %s has no /dev/apex_* node: the apex driver is not "
                          "loaded" % d.name, "install and load the gasket/apex driver (gasket-dkms), then reboot; "
@@ -281,7 +198,7 @@ class Doctor:
 
     # -- cameras -----------------------------------------------------------------------------------
     def _picameras(self) -> Tuple[Optional[List[Dict[str, str]]], str]:
-        return _run_json([self.python, "-c", PICAMERA2_SCRIPT], timeout_s=30)
+        return run_json([self.python, "-c", PICAMERA2_SCRIPT], timeout_s=30)
 
     def check_cameras(self) -> None:
         cams = 0
@@ -300,9 +217,9 @@ class Doctor:
         for node in sorted(glob.glob(str(self.p("sys/class/video4linux/video*"))),
                            key=lambda s: int("".join(ch for ch in Path(s).name if ch.isdigit()) or 0)):
             n = Path(node)
-            name = _read(n / "name")
+            name = read(n / "name")
             driver = ""
-            for line in _read(n / "device" / "uevent").splitlines():
+            for line in read(n / "device" / "uevent").splitlines():
                 if line.startswith("DRIVER="):
                     driver = line.split("=", 1)[1]
             label = "/dev/%s %r%s" % (n.name, name, (" (%s)" % driver) if driver else "")
@@ -316,7 +233,7 @@ class Doctor:
                 self.add("camera", "ok", "V4L2 capture node %s (--source v4l2:%s)"
                          % (label, n.name[len("video"):]))
         csi = [Path(x).name for x in glob.glob(str(self.p("sys/class/video4linux/video*")))
-               if _read(Path(x) / "name").startswith(CSI_NODES)]
+               if read(Path(x) / "name").startswith(CSI_NODES)]
         if csi and not cams:
             self.add("camera", "info", "%d Pi camera/ISP nodes (%s...): a CSI camera is read through Picamera2, "
                      "not V4L2" % (len(csi), sorted(csi)[0]))
@@ -366,7 +283,7 @@ class Doctor:
     # -- temperature -------------------------------------------------------------------------------
     def check_temperature(self) -> None:
         zone = self.p("sys/class/thermal/thermal_zone0")
-        raw = _read(zone / "temp")
+        raw = read(zone / "temp")
         if not raw:
             self.add("temperature", "info", "no SoC temperature sensor (/sys/class/thermal/thermal_zone0 absent)")
             return
@@ -375,7 +292,7 @@ class Doctor:
         except ValueError:
             self.add("temperature", "warn", "thermal_zone0 reads %r, not a temperature" % raw)
             return
-        what = _read(zone / "type") or "thermal_zone0"
+        what = read(zone / "type") or "thermal_zone0"
         if c >= HOT_C:
             self.add("temperature", "warn", "%s: %.1f C: a Pi 5 throttles from 80-85 C" % (what, c),
                      "fit the Raspberry Pi Active Cooler (or a fan and heatsink) and give the case air")

@@ -132,3 +132,9 @@ def test_numpy2_under_system_picamera2_is_a_problem(cfg, tmp_path):
     assert len(shadow) == (1 if numpy.__version__.startswith("2") else 0)
     for f in shadow:
         assert f.fix == "python -m pip install -c constraints/pi-bookworm.txt 'numpy<2'"
+
+
+def test_querycap_of_a_node_that_is_no_v4l2_device():
+    from pipeline.machine import querycap
+    assert querycap(Path("/dev/null")) is None  # ENOTTY: not a V4L2 device
+    assert querycap(Path("/dev/video-not-here")) is None
