@@ -10,7 +10,7 @@ a child with the same Python, which
 1. imports the runtime (ai-edge-litert, else tflite-runtime) and reports its version;
 2. opens the library with ctypes and reports ``edgetpu_version()``;
 3. loads the delegate (with the device option) and, given a model, builds an
-   interpreter with it and allocates its tensors.
+   interpreter with it, allocates its tensors and invokes it once.
 
 Each step is written to stdout as one JSON line before the next starts, so when
 the child dies the parent knows how far it got. A crash becomes one
@@ -237,6 +237,8 @@ def child_main(argv: List[str]) -> int:
             _say(stage="building an interpreter for %s with the delegate" % os.path.basename(args.model))
             interp = mod.Interpreter(model_path=args.model, experimental_delegates=[delegate])
             interp.allocate_tensors()
+            _say(stage="invoking %s once on the Edge TPU" % os.path.basename(args.model))
+            interp.invoke()  # zero inputs: a mismatched runtime may crash only here
     except (OSError, ValueError, RuntimeError) as exc:
         text = str(exc).strip().splitlines()
         _say(error="the delegate did not load%s: %s" % ((" on %r" % args.device) if args.device else "",
