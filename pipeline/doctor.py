@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .machine import (CSI_NODES, PICAMERA2_SCRIPT, RUNTIME_SCRIPT, V4L2_CAP_VIDEO_CAPTURE,
-                      V4L2_CAP_VIDEO_CAPTURE_MPLANE, dpkg_versions, querycap, read, run_json)
+                      V4L2_CAP_VIDEO_CAPTURE_MPLANE, dpkg_versions, ldconfig_paths, querycap, read, run_json)
 
 ROOT = Path(__file__).resolve().parent.parent
 USB_TPUS = {("1a6e", "089a"): "Coral USB Accelerator, not yet initialised (its firmware loads when the "
@@ -144,6 +144,8 @@ class Doctor:
         files = sorted(set(glob.glob(str(self.p("usr/lib/*/libedgetpu.so.1*")))
                            + glob.glob(str(self.p("usr/lib/libedgetpu.so.1*")))
                            + glob.glob(str(self.p("usr/local/lib/libedgetpu.so.1*")))))
+        if self.real:
+            files = sorted(set(files) | set(ldconfig_paths("libedgetpu.so")))
         if pkgs:
             self.add("libedgetpu", "ok", "installed: %s" % ", ".join("%s %s" % kv for kv in sorted(pkgs.items())))
         if files:

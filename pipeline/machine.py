@@ -96,3 +96,16 @@ def dpkg_versions(status_file: Path, names: Tuple[str, ...]) -> Dict[str, str]:
         if fields.get("Package") in names and fields.get("Status", "").endswith(" installed"):
             found[fields["Package"]] = fields.get("Version", "?")
     return found
+
+
+def ldconfig_paths(prefix: str) -> List[str]:
+    """Paths the dynamic linker's cache (``ldconfig -p``) has for libraries named ``prefix``*."""
+    for exe in ("ldconfig", "/sbin/ldconfig", "/usr/sbin/ldconfig"):
+        try:
+            out = subprocess.run([exe, "-p"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                 universal_newlines=True, timeout=30).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        return [line.split("=>", 1)[1].strip() for line in out.splitlines()
+                if line.strip().startswith(prefix) and "=>" in line]
+    return []

@@ -138,3 +138,10 @@ def test_querycap_of_a_node_that_is_no_v4l2_device():
     from pipeline.machine import querycap
     assert querycap(Path("/dev/null")) is None  # ENOTTY: not a V4L2 device
     assert querycap(Path("/dev/video-not-here")) is None
+
+
+def test_ldconfig_lists_libraries_by_name():
+    from pipeline.machine import ldconfig_paths
+    libc = ldconfig_paths("libc.so.6")
+    assert libc and all(Path(p).name == "libc.so.6" for p in libc)
+    assert ldconfig_paths("libedgetpu-not-here.so") == []
