@@ -16,6 +16,12 @@ A missing library, a missing Edge TPU and a wrong model file all raise
 and loads the model's CPU file instead (its ``kind`` then reads ``cpu`` and
 ``fell_back`` is True).
 
+Before an Edge TPU interpreter is opened, the delegate is loaded once in a
+throwaway subprocess (``models/delegate_probe.py``; ``EDGEPIPE_DELEGATE_PROBE=0``
+skips it): a runtime that crashes with this libedgetpu becomes an EngineError
+naming both versions, and the fallback above applies. ``EDGEPIPE_EDGETPU_LIBRARY``
+names another libedgetpu build (a path or a soname).
+
 Python 3.9 compatible.
 """
 from __future__ import annotations
@@ -42,6 +48,7 @@ ENV_LIBRARY = "EDGEPIPE_EDGETPU_LIBRARY"  # another libedgetpu build (a path or 
 
 def edgetpu_library() -> str:
     return os.environ.get(ENV_LIBRARY, "").strip() or EDGETPU_LIBRARY
+
 
 INSTALL_LITERT = ("no TFLite interpreter is installed: run `python -m pip install ai-edge-litert` "
                   "(or, on Python 3.9 with numpy<2, `python -m pip install tflite-runtime`)")
