@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import grp
 import json
 import os
 import sys
@@ -58,7 +59,8 @@ class Doctor:
     def __init__(self, root: str = "/", cfg: Any = None, repo: Path = ROOT,
                  querycap: Callable[[Path], Optional[int]] = querycap,
                  picameras: Optional[Callable[[], Tuple[Optional[List[Dict[str, str]]], str]]] = None,
-                 probe: Optional[Callable[[str], Any]] = None, python: str = sys.executable) -> None:
+                 probe: Optional[Callable[[str], Any]] = None, python: str = sys.executable,
+                 user_groups: Optional[List[str]] = None) -> None:
         self.root = Path(root)
         self.real = self.root.resolve() == Path("/")
         self.cfg = cfg
@@ -67,6 +69,9 @@ class Doctor:
         self.picameras = picameras if picameras is not None else (self._picameras if self.real else None)
         self.probe = probe if probe is not None else (self._probe if self.real else None)
         self.python = python
+        # the groups this user is in; None for root (every device node opens)
+        self.user_groups = user_groups if user_groups is not None else (
+            None if os.geteuid() == 0 else [g.gr_name for g in grp.getgrall() if g.gr_gid in os.getgroups()])
         self.findings: List[Finding] = []
         self.tpu_python = ""
 
@@ -182,6 +187,7 @@ class Doctor:
                          "plug the accelerator into a blue USB 3 port")
             else:
                 self.add("edgetpu", "ok", text)
+        usb_found = found
         apex = sorted(glob.glob(str(self.p("dev/apex_*"))))
         for a in apex:
             found += 1
@@ -193,6 +199,11 @@ class Doctor:
                 self.add("edgetpu", "fail", "PCIe Edge TPU %s has no /dev/apex_* node: the apex driver is not "
                          "loaded" % d.name, "install and load the gasket/apex driver (gasket-dkms), then reboot; "
                          "on a Pi 5 also set dtparam=pciex1 in /boot/firmware/config.txt")
+        need = (["plugdev"] if usb_found else []) + (["apex"] if apex else [])
+        for g in need:  # the groups Coral's udev rules give the device nodes to
+            if self.user_groups is not None and g not in self.user_groups:
+                self.add("edgetpu", "warn", "you are not in the %s group, which Coral's udev rules give the "
+                         "Edge TPU's device node to" % g, "sudo usermod -aG %s $USER   # then log in again" % g)
         if not found:
             self.add("edgetpu", "fail", "no Edge TPU: none on USB (ids 1a6e:089a, 18d1:9302) or PCIe (/dev/apex_*)",
                      "plug the Coral USB Accelerator into a USB 3 port (after installing libedgetpu1-std, unplug "

@@ -69,6 +69,14 @@ def test_pi5_tree_with_a_working_probe(cfg, tmp_path):
     assert venv[0].status == "warn" and "setup-tpu-venv" in venv[0].fix
 
 
+def test_user_outside_the_device_groups_is_told(cfg, tmp_path):
+    doctor = Doctor(str(PI5), cfg, repo=tmp_path, querycap=recorded_caps, picameras=lambda: ([], ""),
+                    probe=lambda python: ProbeResult(True), user_groups=["pi", "video"])
+    warns = [(f.text, f.fix) for f in by(doctor.run(), "edgetpu", "warn") if "group" in f.text]
+    assert [fix for _, fix in warns] == ["sudo usermod -aG plugdev $USER   # then log in again",
+                                         "sudo usermod -aG apex $USER   # then log in again"]
+
+
 def test_pi5_tree_with_a_crashing_probe(cfg, tmp_path):
     crash = ProbeResult(False, "ai-edge-litert", "2.1.0", LIBEDGETPU_16, "loading the delegate",
                         "the Edge TPU delegate crashed the probe process (SIGSEGV) ...", -11)
