@@ -9,7 +9,7 @@
   CSI camera is ``picamera2``); ``rtsp://...``, ``http://...`` (MJPEG): a stream.
   Cameras and streams recover: see ``live_sources``;
 - ``demo``: a real clip at its own frame rate, looping (``demo:unpaced``: as fast as the pipeline goes);
-- ``auto``: resolved before the run by ``source_auto``.
+- ``auto``: resolved before the run by ``pipeline.source_auto``.
 
 ``read()`` is blocking and runs in the capture actor's thread.
 

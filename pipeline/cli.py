@@ -137,7 +137,7 @@ def run_main(argv: List[str]) -> int:
         print("config error: %s" % exc, file=sys.stderr)
         return 2
     opts = RunOptions(frames=args.frames, duration_s=args.duration, results_path=args.results)
-    from actors.source_auto import resolve_source
+    from .source_auto import resolve_source
     cfg.pipeline.source, why = resolve_source(cfg.pipeline.source)
     if why:
         print("edgepipe: source auto: %s (%s)" % (cfg.pipeline.source, why), file=sys.stderr, flush=True)

@@ -73,7 +73,7 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
     """Run the pipeline to its end; return the summary (see ``summarize``)."""
     reset_peak()  # the summary's RSS is this run's peak, also when a benchmark runs many in one process
     if cfg.pipeline.source == "auto":
-        from actors.source_auto import resolve_source
+        from .source_auto import resolve_source
         cfg.pipeline.source, why = resolve_source(cfg.pipeline.source)
         log.info("source auto: %s (%s)", cfg.pipeline.source, why)
     run_dir = tempfile.mkdtemp(prefix="edgepipe-") if cfg.groups else None

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from actors.live_sources import LiveOpenCvSource, Reconnecting, SourceLost, SourceStalled
-from actors.source_auto import resolve_source, v4l2_nodes
+from pipeline.source_auto import resolve_source, v4l2_nodes
 from actors.sources import Picamera2Source, SourceError, is_live, make_source
 from pipeline import placement
 from pipeline.cli import human_summary
@@ -306,6 +306,10 @@ def test_v4l2_nodes_skip_the_pi_codec_isp_and_csi_receiver_nodes(tmp_path):
         d.mkdir(parents=True)
         (d / "name").write_text(name + "\n")
     assert v4l2_nodes(str(dev), str(sysfs)) == [(1, "USB 2.0 Camera: USB Camera")]
+    # a webcam's second node carries metadata only (V4L2_CAP_META_CAPTURE 0x00800000): not a camera
+    (dev / "video2").write_text("")
+    meta = lambda path: 0x00800000 if path.name == "video2" else 0x04200001  # noqa: E731
+    assert [n for n, _ in v4l2_nodes(str(dev), str(sysfs), caps_of=meta)] == [1]
 
 
 def test_demo_plays_at_its_frame_rate_and_loops_unless_unpaced(caplog):

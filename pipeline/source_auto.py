@@ -1,10 +1,11 @@
 """``--source auto``: the camera that is there, else the demo clip.
 
 In order: a Picamera2 camera (``Picamera2.global_camera_info()`` lists one),
-else the first V4L2 node that delivers a frame (nodes of the Pi's codecs, ISP
-and CSI receiver are skipped by name: on a Pi 5 a CSI camera is reached
-through Picamera2, not a ``/dev/video`` node), else ``demo``. Each probe is
-injectable for tests and never raises.
+else the first V4L2 node that delivers a frame, else ``demo``. Nodes of the
+Pi's codecs, ISP and CSI receiver are skipped by name (on a Pi 5 a CSI camera
+is reached through Picamera2, not a ``/dev/video`` node), and so are nodes
+whose VIDIOC_QUERYCAP says they do not capture video (a webcam's metadata
+node). Each probe is injectable for tests and never raises.
 
 Python 3.9 compatible.
 """
@@ -15,12 +16,12 @@ import logging
 import os
 import re
 import threading
+from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
-log = logging.getLogger("edgepipe.source")
+from .machine import CSI_NODES, V4L2_CAP_VIDEO_CAPTURE, V4L2_CAP_VIDEO_CAPTURE_MPLANE, querycap
 
-# V4L2 drivers that are not cameras (Raspberry Pi codecs, ISPs, the Pi 5 CSI receiver's raw nodes)
-NOT_CAMERAS = ("rp1-cfe", "pispbe", "rpi-hevc", "bcm2835-codec", "bcm2835-isp", "rpivid", "hevc", "isp")
+log = logging.getLogger("edgepipe.source")
 
 
 def picamera2_cameras() -> List[str]:
@@ -36,7 +37,8 @@ def picamera2_cameras() -> List[str]:
         return []
 
 
-def v4l2_nodes(dev_root: str = "/dev", sysfs_root: str = "/") -> List[Tuple[int, str]]:
+def v4l2_nodes(dev_root: str = "/dev", sysfs_root: str = "/",
+               caps_of: Callable[[Path], Optional[int]] = querycap) -> List[Tuple[int, str]]:
     """(index, driver name) of the ``videoN`` nodes that may be cameras, in number order."""
     out = []
     for path in glob.glob(os.path.join(dev_root, "video*")):
@@ -49,7 +51,10 @@ def v4l2_nodes(dev_root: str = "/dev", sysfs_root: str = "/") -> List[Tuple[int,
                 name = fh.read().strip()
         except OSError:
             name = ""
-        if any(bad in name.lower() for bad in NOT_CAMERAS):
+        if any(bad in name.lower() for bad in CSI_NODES):
+            continue
+        caps = caps_of(Path(path))  # None: it does not answer (permissions); opening it will tell
+        if caps is not None and not caps & (V4L2_CAP_VIDEO_CAPTURE | V4L2_CAP_VIDEO_CAPTURE_MPLANE):
             continue
         out.append((n, name))
     return sorted(out)
