@@ -135,6 +135,13 @@ _meter_lock = threading.Lock()
 _cached: Tuple[float, Dict[str, float]] = (0.0, {})
 
 
+def reset_process_meter() -> None:
+    """Start this process's CPU average afresh (a run starts; a benchmark runs many in one process)."""
+    global _meter, _cached
+    with _meter_lock:
+        _meter, _cached = None, (0.0, {})
+
+
 def process_gauges(min_interval_s: float = 0.5) -> Dict[str, float]:
     """This process's gauges; sampled at most every ``min_interval_s`` (every actor of the process asks)."""
     global _meter, _cached

@@ -21,6 +21,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from actors.base import Actor
+from actors.resources import reset_process_meter
 from actors.stats import percentile
 from bus.messages import Metric
 
@@ -72,6 +73,7 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
               on_ready: Optional[Any] = None) -> Dict[str, Any]:
     """Run the pipeline to its end; return the summary (see ``summarize``)."""
     reset_peak()  # the summary's RSS is this run's peak, also when a benchmark runs many in one process
+    reset_process_meter()  # and its CPU % this run's average
     if cfg.pipeline.source == "auto":
         from .source_auto import resolve_source
         cfg.pipeline.source, why = resolve_source(cfg.pipeline.source)
