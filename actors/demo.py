@@ -46,6 +46,8 @@ def demo_source(loop: bool = True, paced: bool = True):
     from .sources import OpenCvSource, SourceError
 
     class DemoSource(OpenCvSource):
+        loops = 0
+
         def open(self) -> None:
             super().open()
             assert self.cap is not None
@@ -53,6 +55,17 @@ def demo_source(loop: bool = True, paced: bool = True):
             self.fps = float(fps) if paced and fps and fps > 0 else 0.0
             self.frame_count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
             log.warning("%s", describe(self.frame_count, fps, loop, paced))
+
+        def read(self):
+            """The next frame; at the clip's end, the first again (looping) or None."""
+            assert self.cap is not None
+            ok, img = self.cap.read()
+            if not ok and self.loop:
+                self.loops += 1
+                log.info("source demo: the clip ended; starting it again (loop %d)", self.loops)
+                self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                ok, img = self.cap.read()
+            return (img, None) if ok else None
 
     try:
         path = demo_path()

@@ -323,6 +323,11 @@ def test_demo_plays_at_its_frame_rate_and_loops_unless_unpaced(caplog):
         assert paced.live and 20 < paced.fps < 30
         assert not unpaced.live and unpaced.fps == 0.0
         assert "looping" in caplog.text and "own frame rate" in caplog.text
+        frames = paced.frame_count
+        assert frames > 100
+        for i in range(frames + 2):  # past its end: it starts again, as a camera goes on
+            assert paced.read() is not None, "frame %d" % i
+        assert paced.loops == 1
     finally:
         paced.close()
         unpaced.close()
