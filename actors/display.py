@@ -17,14 +17,14 @@ import os
 import time
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 import zmq
 import zmq.asyncio
 
-from bus.messages import Frame, Result
+from bus.messages import Frame, Metric, Result
 from bus.sockets import Bus
 
 from .base import Actor, in_thread, ms_since
@@ -36,34 +36,108 @@ class DisplayError(RuntimeError):
     user_facing = True
 
 
-def annotate(image: np.ndarray, r: Result, fps: float) -> np.ndarray:
-    out = np.array(image, copy=True)
-    k = max(1.0, out.shape[1] / 640.0)  # text and lines grow with the frame
-    t = max(1, int(round(2 * k)))
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+Rect = Tuple[int, int, int, int]  # x1, y1, x2, y2
+
+
+def _overlaps(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+class TextLayout:
+    """Places text boxes on a frame so that none overlaps another (each tries a few spots, then moves down)."""
+
+    def __init__(self, width: int, height: int, scale: float, thickness: int) -> None:
+        self.width, self.height = width, height
+        self.scale, self.thickness = scale, thickness
+        self.placed: List[Tuple[str, Rect, Tuple[int, int, int]]] = []
+
+    def size(self, text: str) -> Tuple[int, int]:
+        (w, h), base = cv2.getTextSize(text, FONT, self.scale, self.thickness)
+        return w + 4, h + base + 4  # a 2-pixel margin around the glyphs
+
+    def _free(self, r: Rect) -> bool:
+        return all(not _overlaps(r, p[1]) for p in self.placed)
+
+    def place(self, text: str, spots: Sequence[Tuple[int, int]], color: Tuple[int, int, int]) -> Rect:
+        """Put ``text`` with its top-left at the first free spot, else below the first spot where it fits."""
+        w, h = self.size(text)
+
+        def rect(x: int, y: int) -> Rect:
+            x = max(0, min(x, self.width - w))
+            y = max(0, min(y, self.height - h))
+            return (x, y, x + w, y + h)
+
+        chosen = next((rect(x, y) for x, y in spots if self._free(rect(x, y))), None)
+        if chosen is None:
+            x, y = spots[0]
+            chosen = rect(x, y)
+            for step in range(1, 2 * len(self.placed) + 2):  # walk down, then up, one text height at a time
+                for dy in (step * h, -step * h):
+                    r = rect(x, y + dy)
+                    if self._free(r):
+                        chosen = r
+                        break
+                else:
+                    continue
+                break
+        self.placed.append((text, chosen, color))
+        return chosen
+
+    def draw(self, image: np.ndarray) -> None:
+        for text, (x1, y1, x2, y2), color in self.placed:
+            cv2.rectangle(image, (x1, y1), (x2 - 1, y2 - 1), (0, 0, 0), -1)  # a dark backing keeps it legible
+            _, base = cv2.getTextSize(text, FONT, self.scale, self.thickness)
+            cv2.putText(image, text, (x1 + 2, y2 - 2 - base), FONT, self.scale, color, self.thickness, cv2.LINE_AA)
+
+
+def overlay_layout(r: Result, fps: float, width: int, height: int) -> TextLayout:
+    """Where every text of a result's overlay goes: the status line, the labels, one per face."""
+    k = max(1.0, width / 640.0)  # text and lines grow with the frame
+    layout = TextLayout(width, height, 0.55 * k, max(1, int(round(1.5 * k))))
+    latency = (r.t_result - r.t_capture) * 1000.0
+    status = "%.1f FPS  %.0f ms%s" % (fps, latency, "  partial" if r.partial else "")
+    layout.place(status, [(4, height)], (255, 255, 255))
+    for i, (label, p) in enumerate((r.labels or [])[:3]):
+        layout.place("%s %.0f%%" % (label, 100 * p), [(4, 4 + i * layout.size("Ag")[1])], (0, 255, 255))
     for f in r.faces:
         x1, y1, x2, y2 = (int(round(v)) for v in f.box)
         label = f.smoothed or f.expression
-        color = (0, 200, 0) if label else (0, 160, 255)
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, t)
         text = label if label else "face %.2f" % f.score
         if label and f.smoothed and f.expression and f.smoothed != f.expression:
             text += " (%s)" % f.expression  # the vote, then this frame's own label
-        cv2.putText(out, text, (x1, max(int(20 * k), y1 - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * k, color, t,
-                    cv2.LINE_AA)
-    if r.labels:
-        for i, (label, p) in enumerate(r.labels[:3]):
-            cv2.putText(out, "%s %.0f%%" % (label, 100 * p), (8, int((22 + 24 * i) * k)), cv2.FONT_HERSHEY_SIMPLEX,
-                        0.6 * k, (0, 255, 255), t, cv2.LINE_AA)
-    latency = (r.t_result - r.t_capture) * 1000.0
-    status = "%.1f FPS  %.0f ms%s" % (fps, latency, "  partial" if r.partial else "")
-    cv2.putText(out, status, (8, out.shape[0] - int(20 * k)), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * k, (255, 255, 255),
-                t + 1, cv2.LINE_AA)
+        h = layout.size(text)[1]
+        layout.place(text, [(x1, y1 - h - 2), (x1, y2 + 2), (x1, y1 + 2)],
+                     (0, 200, 0) if label else (0, 160, 255))
+    return layout
+
+
+def annotate(image: np.ndarray, r: Result, fps: float) -> np.ndarray:
+    out = np.array(image, copy=True)
+    k = max(1.0, out.shape[1] / 640.0)
+    t = max(1, int(round(2 * k)))
+    for f in r.faces:
+        x1, y1, x2, y2 = (int(round(v)) for v in f.box)
+        color = (0, 200, 0) if (f.smoothed or f.expression) else (0, 160, 255)
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, t)
+    overlay_layout(r, fps, out.shape[1], out.shape[0]).draw(out)
     return out
 
 
 class Sink:
+    wants_metrics = False  # True: the display feeds it every actor's metrics (on_metric)
+
     def open(self) -> None:
         pass
+
+    def on_result(self, r: Result, fps: float) -> None:
+        """The result about to be shown (called on the event loop: must be quick)."""
+
+    def on_metric(self, m: Metric) -> None:
+        """An actor's metrics snapshot (only when ``wants_metrics``)."""
+
+    def set_roles(self, roles: Dict[str, str]) -> None:
+        """Where each role runs ("detector coral-ssd-face on fake:0")."""
 
     def write(self, image: np.ndarray) -> None:
         pass
@@ -136,7 +210,7 @@ def make_sink(spec: str, fps: float) -> Optional[Sink]:
         from .web_sink import WebSink
         host, _, port = spec[4:].rpartition(":")
         try:
-            return WebSink(host or "0.0.0.0", int(port))
+            return WebSink(host or "127.0.0.1", int(port))
         except ValueError:
             raise DisplayError("display %r: expected web:PORT or web:HOST:PORT" % spec) from None
     raise DisplayError("unknown display %r; use none, window, file:PATH.mp4 or web:[HOST:]PORT" % spec)
@@ -146,9 +220,13 @@ class Display(Actor):
     kind = "display"
 
     def __init__(self, name: str, bus: Bus, *, sink: Sink, frames_endpoint: str, results_endpoint: str,
-                 hwm: int = 4, frame_buffer: int = 64, **kw) -> None:
+                 hwm: int = 4, frame_buffer: int = 64, public_metrics_endpoint: str = "",
+                 roles: Optional[Dict[str, str]] = None, **kw) -> None:
         super().__init__(name, bus, **kw)
         self.sink = sink
+        self.public_metrics_endpoint = public_metrics_endpoint
+        self.metrics_sub: Any = None
+        sink.set_roles(dict(roles or {}))
         self.frames_endpoint = frames_endpoint
         self.results_endpoint = results_endpoint
         self.hwm = hwm
@@ -164,6 +242,9 @@ class Display(Actor):
                                                     topics=("frame",)))
         self.results_sub = self.channel(self.bus.sub(self.results_endpoint, hwm=self.hwm, name=self.name + ".results",
                                                      topics=("result",)))
+        if self.sink.wants_metrics and self.public_metrics_endpoint:
+            self.metrics_sub = self.channel(self.bus.sub(self.public_metrics_endpoint, hwm=1000,
+                                                         name=self.name + ".metrics", topics=("metric",)))
 
     def _fps(self) -> float:
         if len(self.shown) < 2:
@@ -174,8 +255,17 @@ class Display(Actor):
         poller = zmq.asyncio.Poller()
         poller.register(self.frames_sub.sock, zmq.POLLIN)
         poller.register(self.results_sub.sock, zmq.POLLIN)
+        if self.metrics_sub is not None:
+            poller.register(self.metrics_sub.sock, zmq.POLLIN)
         while True:
             events = dict(await poller.poll())
+            if self.metrics_sub is not None and self.metrics_sub.sock in events:
+                while True:
+                    m = self.metrics_sub.recv_nowait()
+                    if m is None:
+                        break
+                    if isinstance(m, Metric):
+                        self.sink.on_metric(m)
             if self.frames_sub.sock in events:
                 while True:
                     f = self.frames_sub.recv_nowait()
@@ -208,7 +298,9 @@ class Display(Actor):
             del self.frames[fid]
         t0 = time.monotonic()
         self.shown.append(t0)
-        annotated = annotate(image, r, self._fps())
+        fps = self._fps()
+        self.sink.on_result(r, fps)
+        annotated = annotate(image, r, fps)
         written = asyncio.get_running_loop().run_in_executor(self.executor, self.sink.write, annotated)
         self.stats.count("out")
         # shielded: cancelling us must not cancel a write still queued in the sink's thread,

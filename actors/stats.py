@@ -34,6 +34,9 @@ class Stats:
         self._rate_t = self.t_start
         self._rate_out = 0
         self.fps = 0.0
+        self.busy_total_ms = 0.0  # every busy() ever, for the busy share of the last window
+        self._rate_busy = 0.0
+        self.busy_pct = 0.0
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -46,6 +49,7 @@ class Stats:
 
     def busy(self, ms: float) -> None:
         self.busy_ms.append(ms)
+        self.busy_total_ms += ms
 
     def latency(self, ms: float) -> None:
         self.latency_ms.append(ms)
@@ -63,7 +67,8 @@ class Stats:
         dt = now - self._rate_t
         if dt >= 0.2 or final:
             self.fps = (out - self._rate_out) / dt if dt > 0 else 0.0
-            self._rate_t, self._rate_out = now, out
+            self.busy_pct = (self.busy_total_ms - self._rate_busy) / (10.0 * dt) if dt > 0 else 0.0
+            self._rate_t, self._rate_out, self._rate_busy = now, out, self.busy_total_ms
         counters = dict(self.counters)
         for reason, n in (rejected or {}).items():
             counters["rejected." + reason] = n
@@ -74,6 +79,7 @@ class Stats:
         gauges.update({
             "fps": self.fps,
             "fps_avg": out / elapsed if elapsed > 0 else 0.0,
+            "busy_pct": self.busy_pct,  # busy time over the last window (above 100 when work overlaps)
             "busy_ms_p50": percentile(self.busy_ms, 50),
             "busy_ms_p99": percentile(self.busy_ms, 99),
             "latency_ms_p50": percentile(self.latency_ms, 50),

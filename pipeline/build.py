@@ -103,7 +103,8 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
     if cfg.pipeline.display != "none":
         add("display", lambda: Display("display", bus, sink=make_sink(cfg.pipeline.display, cfg.display.fps),
                                        frames_endpoint=ep.frames, results_endpoint=ep.results, hwm=cfg.display.hwm,
-                                       frame_buffer=cfg.display.frame_buffer, **mkw))
+                                       frame_buffer=cfg.display.frame_buffer, public_metrics_endpoint=ep.metrics,
+                                       roles={r: pl.describe() for r, pl in placement.items()}, **mkw))
     add("aggregator", lambda: Aggregator("aggregator", bus, detections_endpoint=ep.detections,
                                          expressions_endpoint=ep.expressions, results_endpoint=ep.results,
                                          hwm=cfg.fer.hwm, deadline_ms=cfg.aggregator.deadline_ms,
