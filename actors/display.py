@@ -51,6 +51,7 @@ class TextLayout:
         self.width, self.height = width, height
         self.scale, self.thickness = scale, thickness
         self.placed: List[Tuple[str, Rect, Tuple[int, int, int]]] = []
+        self.left_out = 0  # texts for which the frame had no free room
 
     def size(self, text: str) -> Tuple[int, int]:
         (w, h), base = cv2.getTextSize(text, FONT, self.scale, self.thickness)
@@ -59,9 +60,12 @@ class TextLayout:
     def _free(self, r: Rect) -> bool:
         return all(not _overlaps(r, p[1]) for p in self.placed)
 
-    def place(self, text: str, spots: Sequence[Tuple[int, int]], color: Tuple[int, int, int]) -> Rect:
-        """Put ``text`` with its top-left at the first free spot, else below the first spot where it fits."""
+    def place(self, text: str, spots: Sequence[Tuple[int, int]], color: Tuple[int, int, int]) -> Optional[Rect]:
+        """Put ``text`` with its top-left at the first free spot, else at the free place nearest the first
+        spot; None (the text is left out) when the frame has no room left for it."""
         w, h = self.size(text)
+        if w > self.width or h > self.height:
+            return None
 
         def rect(x: int, y: int) -> Rect:
             x = max(0, min(x, self.width - w))
@@ -70,17 +74,14 @@ class TextLayout:
 
         chosen = next((rect(x, y) for x, y in spots if self._free(rect(x, y))), None)
         if chosen is None:
-            x, y = spots[0]
-            chosen = rect(x, y)
-            for step in range(1, 2 * len(self.placed) + 2):  # walk down, then up, one text height at a time
-                for dy in (step * h, -step * h):
-                    r = rect(x, y + dy)
-                    if self._free(r):
-                        chosen = r
-                        break
-                else:
-                    continue
-                break
+            x0, y0 = rect(*spots[0])[:2]
+            grid = [(x, y) for x in range(0, self.width - w + 1, max(1, w // 4))
+                    for y in range(0, self.height - h + 1, max(1, h // 2))]
+            grid.sort(key=lambda p: abs(p[0] - x0) + abs(p[1] - y0))
+            chosen = next((rect(x, y) for x, y in grid if self._free(rect(x, y))), None)
+        if chosen is None:
+            self.left_out += 1
+            return None
         self.placed.append((text, chosen, color))
         return chosen
 
@@ -206,14 +207,14 @@ def make_sink(spec: str, fps: float) -> Optional[Sink]:
         return WindowSink()
     if spec.startswith("file:") and len(spec) > 5:
         return FileSink(spec[5:], fps)
-    if spec.startswith("web:"):
-        from .web_sink import WebSink
-        host, _, port = spec[4:].rpartition(":")
+    if spec == "web" or spec.startswith("web:"):
+        from .web_sink import DEFAULT_PORT, WebSink
+        host, _, port = spec[4:].rpartition(":") if spec != "web" else ("", "", str(DEFAULT_PORT))
         try:
             return WebSink(host or "127.0.0.1", int(port))
         except ValueError:
-            raise DisplayError("display %r: expected web:PORT or web:HOST:PORT" % spec) from None
-    raise DisplayError("unknown display %r; use none, window, file:PATH.mp4 or web:[HOST:]PORT" % spec)
+            raise DisplayError("display %r: expected web, web:PORT or web:HOST:PORT" % spec) from None
+    raise DisplayError("unknown display %r; use none, window, file:PATH.mp4 or web[:[HOST:]PORT]" % spec)
 
 
 class Display(Actor):

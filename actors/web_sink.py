@@ -1,4 +1,4 @@
-"""``--display web:[HOST:]PORT``: the live view, a page a browser opens.
+"""``--display web[:[HOST:]PORT]``: the live view, a page a browser opens.
 
 ``http://HOST:PORT/`` shows the annotated stream, a live panel per actor
 (FPS, busy %, p50/p99 latency, queue, drops, restarts), the faces on screen
@@ -41,6 +41,7 @@ from .web_page import PAGE
 log = logging.getLogger("edgepipe.web")
 
 BOUNDARY = b"edgepipeframe"
+DEFAULT_PORT = 8080  # --display web
 STATUS_INTERVAL_S = 0.5  # the fastest the panels refresh
 KEEPALIVE_S = 15.0  # an event-stream comment when nothing changed, so proxies keep the connection
 STALE_S = 5.0  # an actor silent this long is shown as stale
