@@ -31,6 +31,9 @@ def human_summary(s: Dict[str, Any]) -> str:
         lines.append("truth: %d/%d faces found, %d/%d expressions right, %d false positives, %d/%d frames exact"
                      % (f["matched"], f["truth"], f["expression_correct"], f["truth"], f["false_positives"],
                         f["frames_exact"], f["frames_with_truth"]))
+    elif s.get("labels"):
+        lines.append("labels (top-1 of each frame): " + ", ".join(
+            "%s %d frames (p %.2f)" % (x["label"], x["frames"], x["mean_prob"]) for x in s["labels"]))
     else:
         lines.append("faces: %d in %d frames" % (f["faces"], f["frames"]))
     if s["dropped_total"]:
