@@ -64,7 +64,7 @@ HELP: Dict[str, str] = {
     "edgepipe_partial_total": "Frames that left the aggregator without every expression (deadline or error)",
     "edgepipe_fps": "Frames (or jobs) out per second over the last metrics window",
     "edgepipe_fps_average": "Frames (or jobs) out per second since the actor started",
-    "edgepipe_busy_ratio": "Share of the last metrics window the actor spent working (above 1 when work overlaps)",
+    "edgepipe_busy_ratio": "Share of the last metrics window in which the actor had work in hand",
     "edgepipe_busy_p50_seconds": "Median time the actor spent on one item",
     "edgepipe_busy_p99_seconds": "99th percentile of the time the actor spent on one item",
     "edgepipe_latency_p50_seconds": "Median latency from capture to this actor's output",

@@ -4,10 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import subprocess
-import sys
-import threading
 import urllib.request
 from itertools import combinations
 from pathlib import Path
@@ -19,6 +15,7 @@ import pytest
 from actors.display import make_sink, overlay_layout
 from bus.messages import FaceResult, Result
 from tools.chromium import Chromium, find_chromium
+from tools.screenshot import RunPy
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("EDGEPIPE_ARTIFACTS", ROOT / "test-artifacts"))
@@ -26,39 +23,10 @@ ARTIFACTS = Path(os.environ.get("EDGEPIPE_ARTIFACTS", ROOT / "test-artifacts"))
 needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="no chromium on PATH (apt-get install chromium)")
 
 
-class RunPy:
-    """``python run.py ...`` in the background, its stderr read line by line; stopped with Ctrl-C."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "run.py")] + list(args), cwd=str(ROOT),
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
-        self.lines = []
-        self.url = None
-        self.has_url = threading.Event()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip())
-            if self.url is None and "live view at http://" in line:
-                self.url = line.split("live view at ", 1)[1].strip()
-                self.has_url.set()
-        self.has_url.set()  # stderr closed: the run ended
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=120)
-        self.reader.join(timeout=30)
-        return self.proc.returncode, out
-
-
 @needs_chromium
 def test_live_view_in_chromium(tmp_path):
-    run = RunPy("--source", "synthetic:faces=3,fps=30", "--display", "web:127.0.0.1:0", "-v",
-                "--metrics-endpoint", "ipc://%s" % (tmp_path / "metrics"), "--duration", "600")
+    run = RunPy(["--source", "synthetic:faces=3,fps=30", "--display", "web:127.0.0.1:0", "-v",
+                 "--metrics-endpoint", "ipc://%s" % (tmp_path / "metrics"), "--duration", "600"])
     try:
         assert run.has_url.wait(120) and run.url, "no 'live view at' line:\n" + "\n".join(run.lines)
         assert any(" INFO edgepipe.web: live view at http://127.0.0.1:" in line for line in run.lines)
