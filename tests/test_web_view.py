@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import logging
 import os
 import urllib.request
@@ -15,7 +16,7 @@ import pytest
 from actors.display import make_sink, overlay_layout
 from bus.messages import FaceResult, Result
 from tools.chromium import Chromium, find_chromium
-from tools.screenshot import RunPy
+from tools.screenshot import WAIT_FOR_WORK, RunPy
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("EDGEPIPE_ARTIFACTS", ROOT / "test-artifacts"))
@@ -23,25 +24,27 @@ ARTIFACTS = Path(os.environ.get("EDGEPIPE_ARTIFACTS", ROOT / "test-artifacts"))
 needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="no chromium on PATH (apt-get install chromium)")
 
 
+CASES = {
+    # the fake Edge TPU and the synthetic camera: quick, and three faces in every frame
+    "synthetic-fake": ["--source", "synthetic:faces=3,fps=30"],
+    # the issue's command: the demo clip through the real models on the CPU
+    "demo-cpu": ["--profile", "fd+fer64", "--engine", "cpu", "--source", "demo"],
+}
+
+
 @needs_chromium
-def test_live_view_in_chromium(tmp_path):
-    run = RunPy(["--source", "synthetic:faces=3,fps=30", "--display", "web:127.0.0.1:0", "-v",
-                 "--metrics-endpoint", "ipc://%s" % (tmp_path / "metrics"), "--duration", "600"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_live_view_in_chromium(case, tmp_path):
+    run = RunPy(CASES[case] + ["--display", "web:127.0.0.1:0", "-v", "--metrics-endpoint",
+                               "ipc://%s" % (tmp_path / "metrics"), "--duration", "600"])
     try:
-        assert run.has_url.wait(120) and run.url, "no 'live view at' line:\n" + "\n".join(run.lines)
+        assert run.has_url.wait(300) and run.url, "no 'live view at' line:\n" + "\n".join(run.lines)
         assert any(" INFO edgepipe.web: live view at http://127.0.0.1:" in line for line in run.lines)
         with Chromium() as browser:
             page = browser.page()
             page.navigate(run.url)
-            # the panels: wait for an update in which the detector and every FER worker run
-            status = page.evaluate("""new Promise((ok) => {
-                const good = (s) => s && s.actors.some((a) => a.name === 'detector' && a.fps > 0)
-                    && s.actors.filter((a) => a.name.startsWith('fer-')).length > 0
-                    && s.actors.filter((a) => a.name.startsWith('fer-')).every((a) => a.fps > 0);
-                if (good(window.edgepipe.status)) { ok(window.edgepipe.status); return; }
-                window.addEventListener('edgepipe-status', function h(e) {
-                    if (good(e.detail)) { window.removeEventListener('edgepipe-status', h); ok(e.detail); } });
-            })""", await_promise=True)
+            # the panels: wait for an update in which the detector and every FER worker run and a face is listed
+            status = page.evaluate(WAIT_FOR_WORK % {"faces": "true", "updates": 1}, await_promise=True)
             # what the page shows, as a person reads it
             shown = page.evaluate("""(() => { const out = {};
                 for (const tr of document.querySelectorAll('#actors tbody tr'))
@@ -50,9 +53,11 @@ def test_live_view_in_chromium(tmp_path):
             fers = [a["name"] for a in status["actors"] if a["name"].startswith("fer-")]
             assert fers and shown["detector"] > 0 and all(shown[name] > 0 for name in fers), shown
             roles = page.evaluate("[...document.querySelectorAll('#roles li')].map((li) => li.textContent)")
-            assert any(r.startswith("detector coral-ssd-face on fake:0") for r in roles), roles
-            faces = page.evaluate("document.querySelectorAll('#faces .face').length")
-            assert faces >= 1  # the synthetic source draws three faces
+            engine = "fake:0" if case == "synthetic-fake" else "cpu"
+            assert any(r.startswith("detector ") and " on %s" % engine in r for r in roles), roles
+            assert any(r.startswith("fer fer64 on %s" % engine) for r in roles), roles
+            faces = page.evaluate("[...document.querySelectorAll('#faces .face')].map((e) => e.textContent)")
+            assert faces and all(f.startswith("#") for f in faces), faces
             # the stream: an image of non-zero size whose pixels change
             fingerprint = """new Promise((ok) => { const img = document.getElementById('stream');
                 const sum = () => { const c = document.createElement('canvas');
@@ -64,7 +69,7 @@ def test_live_view_in_chromium(tmp_path):
                     : setTimeout(first, 20);
                 first(); })"""
             w, h, first = page.evaluate(fingerprint, await_promise=True)
-            assert (w, h) == (640, 480)
+            assert (w, h) == (status["frame"]["width"], status["frame"]["height"]) and w > 0 and h > 0
             changed = page.evaluate("""new Promise((ok) => { const img = document.getElementById('stream');
                 const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
                 const g = c.getContext('2d');
@@ -74,16 +79,16 @@ def test_live_view_in_chromium(tmp_path):
                 again(); })""" % first, await_promise=True)
             assert changed != first
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            shot = page.screenshot(str(ARTIFACTS / "web-view.png"))
+            shot = page.screenshot(str(ARTIFACTS / ("web-view-%s.png" % case)))
             assert cv2.imread(shot) is not None
         with urllib.request.urlopen(run.url + "api/status", timeout=30) as r:
             doc = json.load(r)
         assert {a["name"] for a in doc["actors"]} >= {"capture", "detector", "aggregator", "fer-0"}
-        assert doc["frame"]["width"] == 640 and "detector" in doc["roles"]
+        assert doc["frame"]["width"] == w and "detector" in doc["roles"] and "fer" in doc["roles"]
         with urllib.request.urlopen(run.url + "snapshot.jpg", timeout=30) as r:
             assert r.headers["Content-Type"] == "image/jpeg"
             snap = cv2.imdecode(np.frombuffer(r.read(), np.uint8), cv2.IMREAD_COLOR)
-        assert snap.shape == (480, 640, 3)
+        assert snap.shape == (h, w, 3)
     finally:
         rc, out = run.stop()
     assert rc == 0, "\n".join(run.lines[-20:])
@@ -130,3 +135,30 @@ def test_overlay_texts_never_overlap():
             assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
         for _, (x1, y1, x2, y2), _ in placed:
             assert 0 <= x1 < x2 <= 640 and 0 <= y1 < y2 <= 480
+
+
+def test_status_document_shows_resources_devices_and_no_nan():
+    from actors.web_sink import LiveState
+    from bus.messages import Metric
+
+    state = LiveState()
+    state.roles = {"detector": "detector coral-ssd-face on fake:0"}
+    state.set_metric(Metric("fer-1", 9, 1.0, counters={"in": 5, "out": 5, "restarts": 1},
+                            gauges={"fps": 4.0, "busy_ms_p50": 2.0, "on.fake:0": 1.0}))
+    state.set_metric(Metric("detector", 9, 1.0, counters={"in": 5, "out": 4, "dropped": 1},
+                            gauges={"fps": math.nan, "device.fake:0.busy_pct": 55.0, "resources.soc_temp_c": 61.2,
+                                    "resources.power_w": 4.5, "on.fake:0": 1.0}))
+    state.set_result(Result(7, 1.0, 1.04, 640, 480, [FaceResult([1.0, 2.0, 30.0, 40.0], 0.9, "sad", 0.7, 3, "happy")],
+                            True, True), 25.0)
+    doc = json.loads(json.dumps(state.status(), allow_nan=False))  # strict JSON: no NaN anywhere
+    assert [a["name"] for a in doc["actors"]] == ["detector", "fer-1"]  # pipeline order
+    det, fer = doc["actors"]
+    assert det["fps"] is None and det["dropped"] == 1 and det["runs_on"] == ["fake:0"]
+    assert fer["restarts"] == 1 and fer["p50_ms"] == 2.0 and not fer["latency_measured"]
+    assert doc["devices"] == {"fake:0": 55.0}
+    assert doc["resources"] == {"soc_temp_c": 61.2, "power_w": 4.5}
+    assert doc["faces"] == [{"track": 3, "expression": "sad", "smoothed": "happy", "confidence": 0.7, "score": 0.9,
+                             "box": [1.0, 2.0, 30.0, 40.0]}]
+    assert doc["frame"]["partial"] and doc["frame"]["latency_ms"] == 40.0
+    state.set_metric(Metric("fer-1", 9, 2.0, final=True))  # an actor that ended leaves the panel
+    assert [a["name"] for a in state.status()["actors"]] == ["detector"]
