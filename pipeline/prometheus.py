@@ -159,7 +159,7 @@ def render(latest: Dict[str, Metric], up: Optional[bool] = None) -> str:
         kind = actor_kind(actor)
         a = (("actor", actor),)
         counters = {k: 0 for k in COUNTERS.get(kind, COMMON)}
-        counters.update({"dropped." + r: 0 for r in DROP_REASONS.get(kind, ("transport",))})
+        counters.update({"dropped." + r: 0 for r in DROP_REASONS.get(kind, ())})
         counters.update({"rejected." + r: 0 for r in REJECT_REASONS})
         counters.update(m.counters)
         for k, v in counters.items():
