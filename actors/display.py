@@ -17,14 +17,14 @@ import os
 import time
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 import zmq
 import zmq.asyncio
 
-from bus.messages import Frame, Metric, Result
+from bus.messages import Frame, Result
 from bus.sockets import Bus
 
 from .base import Actor, in_thread, ms_since
@@ -126,19 +126,8 @@ def annotate(image: np.ndarray, r: Result, fps: float) -> np.ndarray:
 
 
 class Sink:
-    wants_metrics = False  # True: the display feeds it every actor's metrics (on_metric)
-
     def open(self) -> None:
         pass
-
-    def on_result(self, r: Result, fps: float) -> None:
-        """The result about to be shown (called on the event loop: must be quick)."""
-
-    def on_metric(self, m: Metric) -> None:
-        """An actor's metrics snapshot (only when ``wants_metrics``)."""
-
-    def set_roles(self, roles: Dict[str, str]) -> None:
-        """Where each role runs ("detector coral-ssd-face on fake:0")."""
 
     def write(self, image: np.ndarray) -> None:
         pass
@@ -221,13 +210,9 @@ class Display(Actor):
     kind = "display"
 
     def __init__(self, name: str, bus: Bus, *, sink: Sink, frames_endpoint: str, results_endpoint: str,
-                 hwm: int = 4, frame_buffer: int = 64, public_metrics_endpoint: str = "",
-                 roles: Optional[Dict[str, str]] = None, **kw) -> None:
+                 hwm: int = 4, frame_buffer: int = 64, **kw) -> None:
         super().__init__(name, bus, **kw)
         self.sink = sink
-        self.public_metrics_endpoint = public_metrics_endpoint
-        self.metrics_sub: Any = None
-        sink.set_roles(dict(roles or {}))
         self.frames_endpoint = frames_endpoint
         self.results_endpoint = results_endpoint
         self.hwm = hwm
@@ -243,9 +228,6 @@ class Display(Actor):
                                                     topics=("frame",)))
         self.results_sub = self.channel(self.bus.sub(self.results_endpoint, hwm=self.hwm, name=self.name + ".results",
                                                      topics=("result",)))
-        if self.sink.wants_metrics and self.public_metrics_endpoint:
-            self.metrics_sub = self.channel(self.bus.sub(self.public_metrics_endpoint, hwm=1000,
-                                                         name=self.name + ".metrics", topics=("metric",)))
 
     def _fps(self) -> float:
         if len(self.shown) < 2:
@@ -256,17 +238,8 @@ class Display(Actor):
         poller = zmq.asyncio.Poller()
         poller.register(self.frames_sub.sock, zmq.POLLIN)
         poller.register(self.results_sub.sock, zmq.POLLIN)
-        if self.metrics_sub is not None:
-            poller.register(self.metrics_sub.sock, zmq.POLLIN)
         while True:
             events = dict(await poller.poll())
-            if self.metrics_sub is not None and self.metrics_sub.sock in events:
-                while True:
-                    m = self.metrics_sub.recv_nowait()
-                    if m is None:
-                        break
-                    if isinstance(m, Metric):
-                        self.sink.on_metric(m)
             if self.frames_sub.sock in events:
                 while True:
                     f = self.frames_sub.recv_nowait()
@@ -299,9 +272,7 @@ class Display(Actor):
             del self.frames[fid]
         t0 = time.monotonic()
         self.shown.append(t0)
-        fps = self._fps()
-        self.sink.on_result(r, fps)
-        annotated = annotate(image, r, fps)
+        annotated = annotate(image, r, self._fps())
         written = asyncio.get_running_loop().run_in_executor(self.executor, self.sink.write, annotated)
         self.stats.count("out")
         # shielded: cancelling us must not cancel a write still queued in the sink's thread,

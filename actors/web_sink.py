@@ -248,9 +248,7 @@ def _handler(latest: _Latest, state: LiveState):
 
 
 class WebSink(Sink):
-    """A display sink serving the live view over HTTP."""
-
-    wants_metrics = True
+    """A display sink serving the live view over HTTP; ``LiveView`` feeds it results and metrics."""
 
     def __init__(self, host: str, port: int, quality: int = 80) -> None:
         self.host = host
