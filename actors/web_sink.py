@@ -3,7 +3,8 @@
 ``http://HOST:PORT/`` shows the annotated stream, a live panel per actor
 (FPS, busy %, p50/p99 latency, queue, drops, restarts), the faces on screen
 with their smoothed expressions, where each role runs and, when the metrics
-carry ``resources.*`` gauges, temperature and power. Other paths:
+carry them (gauges named ``resources.*``, or those of a ``resources`` actor),
+temperature and power. Other paths:
 
 - ``/stream.mjpg``: the bare MJPEG stream, for other players;
 - ``/snapshot.jpg``: the newest annotated frame;
@@ -46,6 +47,9 @@ STATUS_INTERVAL_S = 0.5  # the fastest the panels refresh
 KEEPALIVE_S = 15.0  # an event-stream comment when nothing changed, so proxies keep the connection
 STALE_S = 5.0  # an actor silent this long is shown as stale
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+RESOURCES_ACTOR = "resources"  # an actor whose gauges are temperatures, power and the like
+STATS_GAUGES = frozenset(("fps", "fps_avg", "busy_pct", "busy_ms_p50", "busy_ms_p99", "latency_ms_p50",
+                          "latency_ms_p99", "uptime_s"))  # what every actor's Stats reports
 _ORDER = ("capture", "encoder", "detector", "classifier", "fer", "aggregator", "recorder", "display")
 
 
@@ -142,6 +146,10 @@ class LiveState:
         for name in sorted(metrics, key=_actor_key):
             m = metrics[name]
             c, g = m.counters, m.gauges
+            if name == RESOURCES_ACTOR:  # the machine's sensors (on a Pi): not a stage of the pipeline
+                resources.update((k, _num(v, 2)) for k, v in g.items()
+                                 if k not in STATS_GAUGES and not k.startswith(("engine.", "on.")))
+                continue
             lat = g.get("latency_ms_p50", 0.0) > 0
             actors.append({
                 "name": name, "pid": m.pid,

@@ -77,6 +77,8 @@ HELP: Dict[str, str] = {
     "edgepipe_device_switches_total": "Model switches on the accelerator device (parameter reloads)",
     "edgepipe_device_busy_seconds_total": "Seconds the accelerator device spent running invokes",
     "edgepipe_device_active_seconds_total": "Seconds from the device's first invoke to its last",
+    "edgepipe_soc_temp_celsius": "Temperature of the system on chip (a Pi's sensors)",
+    "edgepipe_power_watts": "Power the board draws (a Pi's sensors)",
 }
 _GAUGES = {"fps": "edgepipe_fps", "fps_avg": "edgepipe_fps_average", "uptime_s": "edgepipe_uptime_seconds",
            "pending": "edgepipe_queue_depth", "queue": "edgepipe_queue_depth"}
@@ -85,6 +87,8 @@ _DEVICE = {"busy_pct": ("edgepipe_device_busy_ratio", "gauge", 0.01),
            "switches": ("edgepipe_device_switches_total", "counter", 1.0),
            "busy_s": ("edgepipe_device_busy_seconds_total", "counter", 1.0),
            "active_s": ("edgepipe_device_active_seconds_total", "counter", 1.0)}
+
+_UNITS = (("_c", "_celsius"), ("_w", "_watts"), ("_v", "_volts"), ("_a", "_amperes"), ("_hz", "_hertz"))
 
 Labels = Tuple[Tuple[str, str], ...]
 
@@ -112,6 +116,9 @@ def _gauge(key: str, value: float) -> Tuple[str, float]:
         return metric_name(key[:-2] + "_seconds"), value
     if key.endswith("_pct"):
         return metric_name(key[:-4] + "_ratio"), value / 100.0
+    for short, unit in _UNITS:
+        if key.endswith(short):
+            return metric_name(key[:-len(short)] + unit), value
     return metric_name(key), value
 
 

@@ -44,7 +44,7 @@ def test_render_documents_every_family_in_base_units():
     assert samples(fams, "edgepipe_device_busy_ratio", actor="fer-0", device="fake:0")[0].value == 0.4
     assert samples(fams, "edgepipe_device_invokes_total", device="fake:0")[0].value == 99.0
     assert samples(fams, "edgepipe_runs_on", device="fake:0")[0].value == 1.0
-    assert samples(fams, "edgepipe_resources_temp_c", actor="fer-0")[0].value == 51.5
+    assert samples(fams, "edgepipe_resources_temp_celsius", actor="fer-0")[0].value == 51.5
     assert math.isnan(samples(fams, "edgepipe_odd", actor="fer-0")[0].value)
     # every counter a FER worker keeps is there, at 0 until it counts; drops and rejects by reason too
     for name in COUNTERS["fer"]:

@@ -150,13 +150,15 @@ def test_status_document_shows_resources_devices_and_no_nan():
                                     "resources.power_w": 4.5, "on.fake:0": 1.0}))
     state.set_result(Result(7, 1.0, 1.04, 640, 480, [FaceResult([1.0, 2.0, 30.0, 40.0], 0.9, "sad", 0.7, 3, "happy")],
                             True, True), 25.0)
+    state.set_metric(Metric("resources", 9, 1.0, gauges={"fps": 0.0, "fan_rpm": 2900.0, "engine.fer.cpu": 1.0}))
     doc = json.loads(json.dumps(state.status(), allow_nan=False))  # strict JSON: no NaN anywhere
     assert [a["name"] for a in doc["actors"]] == ["detector", "fer-1"]  # pipeline order
     det, fer = doc["actors"]
     assert det["fps"] is None and det["dropped"] == 1 and det["runs_on"] == ["fake:0"]
     assert fer["restarts"] == 1 and fer["p50_ms"] == 2.0 and not fer["latency_measured"]
     assert doc["devices"] == {"fake:0": 55.0}
-    assert doc["resources"] == {"soc_temp_c": 61.2, "power_w": 4.5}
+    assert doc["resources"] == {"soc_temp_c": 61.2, "power_w": 4.5, "fan_rpm": 2900.0}  # the sensors' actor is
+    # not a stage: its gauges are in the resources panel, not among the actors
     assert doc["faces"] == [{"track": 3, "expression": "sad", "smoothed": "happy", "confidence": 0.7, "score": 0.9,
                              "box": [1.0, 2.0, 30.0, 40.0]}]
     assert doc["frame"]["partial"] and doc["frame"]["latency_ms"] == 40.0
