@@ -7,8 +7,8 @@ docs/wire.md.
 
     python examples/subscribe.py --results ipc:///tmp/edgepipe-results --metrics tcp://127.0.0.1:5590
 
-The pipeline's results endpoint must be ipc:// or tcp:// (set endpoints.results
-in a --config file); the metrics endpoint is endpoints.metrics.
+Give the endpoints the pipeline uses (its config's [endpoints] results and
+metrics); results must be ipc:// or tcp:// for another process to reach them.
 """
 import argparse
 import sys
@@ -54,7 +54,7 @@ def describe_metric(m):
 def main(argv=None):
     ap = argparse.ArgumentParser(description="print a running edgepipe's results and metrics")
     ap.add_argument("--results", help="the pipeline's results endpoint (ipc://PATH or tcp://HOST:PORT)")
-    ap.add_argument("--metrics", default="tcp://127.0.0.1:5590", help="its metrics endpoint ('' for none)")
+    ap.add_argument("--metrics", help="its metrics endpoint (endpoints.metrics)")
     ap.add_argument("--count", type=int, default=0,
                     help="exit once N results and N metric snapshots were printed (0: run until Ctrl-C)")
     ap.add_argument("--timeout", type=float, default=30.0, help="exit 1 when nothing arrives for this many seconds")
