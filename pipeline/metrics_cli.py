@@ -52,6 +52,9 @@ async def export(endpoint: str, host: str, port: int, stop: "asyncio.Event", on_
         sub = bus.sub(endpoint, hwm=1000, name="prometheus", topics=("metric",))
         print("serving http://%s:%d/metrics from %s" % (exporter.address[0], exporter.address[1], endpoint),
               file=sys.stderr)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            print("warning: serving on %s, not loopback: anyone who can reach port %d reads the metrics"
+                  % (host or "every interface", exporter.address[1]), file=sys.stderr)
         if on_ready is not None:
             on_ready(exporter)
         stopping = asyncio.ensure_future(stop.wait())
@@ -112,7 +115,8 @@ def main(argv: List[str]) -> int:
     ap.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     ap.add_argument("--timeout", type=float, default=10.0, help="give up when nothing arrives for this long")
     ap.add_argument("--prometheus", metavar="[HOST:]PORT",
-                    help="serve the metrics at http://HOST:PORT/metrics for Prometheus instead of printing")
+                    help="serve the metrics at http://HOST:PORT/metrics for Prometheus instead of printing "
+                    "(HOST defaults to 127.0.0.1; 0.0.0.0 for a Prometheus on another machine)")
     ap.add_argument("--stale-after", type=float, default=None, metavar="S",
                     help="with --prometheus: drop an actor's series when it has been silent for S seconds "
                     "(default 5); edgepipe_up is 0 when every actor is gone")
@@ -128,7 +132,7 @@ def main(argv: List[str]) -> int:
         except ValueError:
             print("--prometheus: expected PORT or HOST:PORT, got %r" % args.prometheus, file=sys.stderr)
             return 2
-        return asyncio.run(_export_until_signal(endpoint, host or "0.0.0.0", port_n, args.stale_after))
+        return asyncio.run(_export_until_signal(endpoint, host or "127.0.0.1", port_n, args.stale_after))
     try:
         return asyncio.run(watch(endpoint, args.once, args.interval, args.timeout))
     except KeyboardInterrupt:
