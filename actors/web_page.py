@@ -23,7 +23,7 @@ h2{font-size:13px;text-transform:uppercase;letter-spacing:.05em;color:#9ab;margi
 table{border-collapse:collapse;width:100%;font-size:13px;font-variant-numeric:tabular-nums}
 th,td{padding:2px 6px;text-align:right;border-bottom:1px solid #262626;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}th{color:#9ab;font-weight:normal}
-td.warn{color:#fb4}ul{margin:0;padding-left:18px}.muted{color:#777}
+td.warn{color:#fb4}a{color:#8bd}ul{margin:0;padding-left:18px}.muted{color:#777}
 .face{color:#dfe;display:inline-block;margin:2px 8px 2px 0;padding:2px 8px;border-radius:10px;background:#233}
 </style></head>
 <body>
@@ -45,6 +45,8 @@ td.warn{color:#fb4}ul{margin:0;padding-left:18px}.muted{color:#777}
 <h2>Where each role runs</h2><ul id="roles"></ul>
 <div id="devices-box" hidden><h2>Devices</h2><ul id="devices"></ul></div>
 <div id="resources-box" hidden><h2>Temperature and power</h2><ul id="resources"></ul></div>
+<p class="muted"><a href="/snapshot.jpg">snapshot</a> &middot; <a href="/api/status">status JSON</a>
+&middot; <a href="/stream.mjpg">bare stream</a></p>
 </section>
 </main>
 <script>
