@@ -144,6 +144,8 @@ class Chromium:
         url = next(t["webSocketDebuggerUrl"] for t in targets if t.get("type") == "page")
         p = Page(url, self.timeout)
         self.pages.append(p)
+        w, h = self.size  # the viewport itself, whatever the window's frame takes
+        p.send("Emulation.setDeviceMetricsOverride", width=w, height=h, deviceScaleFactor=1, mobile=False)
         return p
 
     def __exit__(self, *exc: Any) -> None:

@@ -74,7 +74,7 @@ def shoot(run_args: List[str], out: Path, updates: int = 4, faces: bool = True) 
     try:
         if not run.has_url.wait(300) or not run.url:
             raise SystemExit("run.py did not start the live view:\n" + "\n".join(run.lines[-20:]))
-        with Chromium(width=1280, height=520) as browser:
+        with Chromium(width=1280, height=560) as browser:
             page = browser.page()
             page.navigate(run.url)
             page.evaluate(WAIT_FOR_WORK % {"faces": "true" if faces else "false", "updates": updates},
