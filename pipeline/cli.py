@@ -59,7 +59,8 @@ def run_parser() -> argparse.ArgumentParser:
     ap.add_argument("--engine", help="auto | fake | cpu | edgetpu: every role's engine unless --place says")
     ap.add_argument("--place", action="append", metavar="ROLE=ENGINE",
                     help="one role's engine, e.g. --place fer=cpu (roles: detector, fer, classifier)")
-    ap.add_argument("--display", help="none | window | file:PATH.mp4 | web:[HOST:]PORT")
+    ap.add_argument("--display", help="none | window | file:PATH.mp4 | web | web:[HOST:]PORT (the live view; web: "
+                    "127.0.0.1:8080)")
     ap.add_argument("--encoder", choices=("raw", "jpeg"), help="how frames cross into inference")
     ap.add_argument("--fer-workers", type=int, help="FER pool size")
     ap.add_argument("--metrics-endpoint", help="where metrics subscribers attach (default from the config)")
