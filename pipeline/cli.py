@@ -49,8 +49,8 @@ def human_summary(s: Dict[str, Any]) -> str:
 def run_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="run.py", description="Real-time face detection, expression recognition and classification "
-        "as asyncio actors over ZeroMQ. Subcommands: metrics, models, bench, group, keys, setup-tpu-venv "
-        "(run.py SUBCOMMAND --help).")
+        "as asyncio actors over ZeroMQ. Subcommands: metrics, models, bench, group, keys, doctor, setup-tpu-venv, "
+        "install-service (run.py SUBCOMMAND --help).")
     ap.add_argument("--profile", help="fd+fer64 | fd+fer112 | fd | cls (profiles of the config)")
     ap.add_argument("--config", help="a config file overlaid on config.toml beside run.py: its tables merge key "
                     "by key, its other values (lists too) replace")
@@ -204,6 +204,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv and argv[0] == "keys":
         from .keys import main as keys_main
         return keys_main(argv[1:])
+    if argv and argv[0] == "install-service":
+        from .service import main as service_main
+        return service_main(argv[1:])
+    if argv and argv[0] == "doctor":
+        from .doctor import main as doctor_main
+        return doctor_main(argv[1:])
     if argv and argv[0] == "setup-tpu-venv":
         from .tpu_venv import main as venv_main
         return venv_main(argv[1:])
