@@ -78,6 +78,7 @@ def test_live_view_in_chromium(case, tmp_path):
                 const again = () => { const now = sum(); now !== %d ? ok(now) : setTimeout(again, 20); };
                 again(); })""" % first, await_promise=True)
             assert changed != first
+            assert page.errors() == []  # the page's script ran without an uncaught exception
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             shot = page.screenshot(str(ARTIFACTS / ("web-view-%s.png" % case)))
             assert cv2.imread(shot) is not None

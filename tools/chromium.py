@@ -76,11 +76,18 @@ class Page:
     def navigate(self, url: str) -> None:
         """Open ``url`` and wait until its document is parsed (a live MJPEG image never finishes loading)."""
         self.send("Page.enable")
+        self.send("Runtime.enable")  # its exceptionThrown events land in ``events`` (see ``errors``)
         r = self.send("Page.navigate", url=url)
         if r.get("errorText"):
             raise BrowserError("cannot open %s: %s" % (url, r["errorText"]))
         self.evaluate("new Promise((ok) => document.readyState !== 'loading' ? ok(true) :"
                       " document.addEventListener('DOMContentLoaded', () => ok(true)))", await_promise=True)
+
+    def errors(self) -> List[str]:
+        """The page's uncaught JavaScript exceptions seen so far."""
+        return [e["params"]["exceptionDetails"].get("exception", {}).get("description")
+                or e["params"]["exceptionDetails"].get("text", "") for e in self.events
+                if e.get("method") == "Runtime.exceptionThrown"]
 
     def screenshot(self, path: str) -> str:
         data = self.send("Page.captureScreenshot", format="png")["data"]
