@@ -35,7 +35,7 @@ class Stats:
         self._rate_out = 0
         self.fps = 0.0
         self.busy_total_ms = 0.0  # time with at least one item in work, for the busy share of the last window
-        self._busy_until = 0.0
+        self._busy_until = self.t_start  # work before the first window does not count in it
         self._rate_busy = 0.0
         self.busy_pct = 0.0
 

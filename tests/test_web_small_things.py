@@ -57,3 +57,23 @@ def test_the_banner_filter_keeps_everything_else():
 def test_config_toml_display_comment_lists_web():
     line = next(x for x in (ROOT / "config.toml").read_text().splitlines() if x.startswith("display ="))
     assert "web:" in line and "file:PATH.mp4" in line and "window" in line
+
+
+def test_busy_share_counts_overlapping_work_once(monkeypatch):
+    import time as time_module
+
+    from actors.stats import Stats
+
+    now = [1000.0]
+    monkeypatch.setattr(time_module, "monotonic", lambda: now[0])  # a clock the test moves
+    s = Stats("detector")
+    now[0] += 1.0
+    s.busy(400.0)  # two items that both took the last 400 ms (depth 2): 400 ms with work in hand, not 800
+    s.busy(400.0)
+    now[0] += 1.0  # an idle second
+    g = s.snapshot().gauges
+    assert s.busy_total_ms == pytest.approx(400.0) and g["busy_pct"] == pytest.approx(20.0)  # of the 2 s window
+    now[0] += 0.5
+    s.busy(1000.0)  # an item that began before this window: only its part in the window counts
+    now[0] += 0.5
+    assert s.snapshot().gauges["busy_pct"] == pytest.approx(50.0)
