@@ -75,7 +75,10 @@ function render(s) {
   if (!s.faces.length) faces.textContent = "none";
   for (const x of s.faces) {
     const label = x.smoothed || x.expression || "no expression yet";
-    faces.appendChild(el("span", "#" + x.track + " " + label + (x.confidence !== null ? " " + num(100 * x.confidence, 0) + "%" : ""), "face"));
+    // this frame's confidence belongs to this frame's label; when the vote differs, say what the frame read
+    const now = x.expression && x.expression !== label ? " (now " + x.expression + ")"
+      : (x.confidence !== null ? " " + num(100 * x.confidence, 0) + "%" : "");
+    faces.appendChild(el("span", (x.track >= 0 ? "#" + x.track + " " : "") + label + now, "face"));
   }
   $("labels-box").hidden = !s.labels.length; $("labels").textContent = s.labels.map((l) => l[0] + " " + num(100 * l[1], 0) + "%").join(", ");
   const roles = $("roles"); roles.replaceChildren();

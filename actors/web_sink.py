@@ -61,9 +61,11 @@ def _num(v: Any, digits: int = 3) -> Optional[float]:
     return round(v, digits) if math.isfinite(v) else None
 
 
-def _actor_key(name: str) -> Tuple[int, str]:
-    base = re.sub(r"-\d+$", "", name)
-    return (_ORDER.index(base) if base in _ORDER else len(_ORDER), name)
+def _actor_key(name: str) -> Tuple[int, str, int]:
+    """Pipeline order, then workers by number (fer-2 before fer-10)."""
+    m = re.match(r"(.*)-(\d+)$", name)
+    base, n = (m.group(1), int(m.group(2))) if m else (name, -1)
+    return (_ORDER.index(base) if base in _ORDER else len(_ORDER), base, n)
 
 
 class _Latest:
