@@ -26,12 +26,15 @@ Python 3.9 compatible.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
+import sys
+import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -57,6 +60,45 @@ INSTALL_EDGETPU = (
     "see coral.ai/software), plug in the Coral USB accelerator (a USB 3 port, then unplug and "
     "re-plug it once after installing), or run with --engine cpu, or allow fallback = \"cpu\" "
     "in the config")
+
+
+XNNPACK_BANNER = b"Created TensorFlow Lite XNNPACK delegate for CPU."
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def without_xnnpack_banner() -> Iterator[None]:
+    """Hold back LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." line.
+
+    The C++ runtime writes it straight to file descriptor 2 on every interpreter it creates, and no
+    environment variable or Python call silences it (TF_CPP_MIN_LOG_LEVEL does not). For the time of
+    the call, fd 2 goes to a temporary file; whatever else was written there meanwhile (another thread's
+    log, a real error) is written back to stderr afterwards.
+    """
+    with _STDERR_LOCK:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):  # no stderr to redirect
+            yield
+            return
+        try:
+            with tempfile.TemporaryFile() as tmp:
+                os.dup2(tmp.fileno(), 2)
+                try:
+                    yield
+                finally:
+                    try:
+                        sys.stderr.flush()
+                    except (OSError, ValueError):
+                        pass
+                    os.dup2(saved, 2)
+                    tmp.seek(0)
+                    kept = b"".join(line for line in tmp.read().splitlines(True) if XNNPACK_BANNER not in line)
+                    if kept:
+                        os.write(2, kept)
+        finally:
+            os.close(saved)
 
 
 def _interpreter_class():
@@ -157,8 +199,9 @@ class LiteRTEngine(Engine):
         interpreter_cls, _ = _interpreter_class()
         path = self._resolve("cpu")
         try:
-            interp = interpreter_cls(model_path=str(path), num_threads=self.threads)
-            interp.allocate_tensors()
+            with without_xnnpack_banner():
+                interp = interpreter_cls(model_path=str(path), num_threads=self.threads)
+                interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             hint = ""

@@ -31,6 +31,9 @@ def human_summary(s: Dict[str, Any]) -> str:
         lines.append("truth: %d/%d faces found, %d/%d expressions right, %d false positives, %d/%d frames exact"
                      % (f["matched"], f["truth"], f["expression_correct"], f["truth"], f["false_positives"],
                         f["frames_exact"], f["frames_with_truth"]))
+    elif s.get("labels"):
+        lines.append("labels (top-1 of each frame): " + ", ".join(
+            "%s %d frames (p %.2f)" % (x["label"], x["frames"], x["mean_prob"]) for x in s["labels"]))
     else:
         lines.append("faces: %d in %d frames" % (f["faces"], f["frames"]))
     if s["dropped_total"]:
@@ -74,7 +77,8 @@ def run_parser() -> argparse.ArgumentParser:
                     "fake) | fake | cpu | edgetpu: every role's engine unless --place says")
     ap.add_argument("--place", action="append", metavar="ROLE=ENGINE",
                     help="one role's engine, e.g. --place fer=cpu (roles: detector, fer, classifier)")
-    ap.add_argument("--display", help="none | window | file:PATH.mp4 | web:[HOST:]PORT")
+    ap.add_argument("--display", help="none | window | file:PATH.mp4 | web | web:[HOST:]PORT (the live view; web: "
+                    "127.0.0.1:8080)")
     ap.add_argument("--encoder", choices=("raw", "jpeg"), help="how frames cross into inference")
     ap.add_argument("--fer-workers", type=int, help="FER pool size")
     ap.add_argument("--metrics-endpoint", help="where metrics subscribers attach (default from the config)")
