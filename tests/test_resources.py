@@ -122,7 +122,8 @@ def test_monitor_publishes_gauges_on_the_metrics_bus():
     assert m.gauges["engine.detector.cpu"] == 1.0 and m.gauges["engine.fer.fake"] == 1.0
     assert "process.rss_mb" in m.gauges
     text = render({"resources": m})
-    assert 'edgepipe_power_w{actor="resources"}' in text
+    assert 'edgepipe_power_watts{actor="resources"} 7.' in text
+    assert 'edgepipe_soc_temp_celsius{actor="resources"} 39.5' in text
     assert 'edgepipe_throttle_now_under_voltage{actor="resources"} 0.0' in text
 
 
