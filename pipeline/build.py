@@ -16,8 +16,11 @@ from actors.display import Display, make_sink
 from actors.encoder import Encoder
 from actors.engines import EngineSettings
 from actors.fer import FerWorker
+from actors.live_view import LiveView, is_web
 from actors.metrics_hub import MetricsHub
 from actors.recorder import Recorder
+from actors.resource_monitor import ResourceMonitor
+from actors.resources import PiSensors
 from actors.sources import is_live
 from bus.sockets import Bus
 from models import manifest
@@ -27,8 +30,8 @@ from .config import Config
 from .placement import ROLES as ENGINE_ROLES, RolePlacement, place
 
 # start-up order: consumers first, the source last
-ROLES = ("metrics", "recorder", "mqtt", "display", "aggregator", "fer", "detector", "classifier", "encoder",
-         "capture")
+ROLES = ("metrics", "resources", "recorder", "mqtt", "display", "aggregator", "fer", "detector", "classifier",
+         "encoder", "capture")
 
 
 @dataclass
@@ -101,6 +104,9 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
             p.roles[role] = list(made) if isinstance(made, list) else [made]
 
     add("metrics", lambda: MetricsHub("metrics", bus, inbound_endpoint=ep.metrics_in, public_endpoint=ep.metrics))
+    add("resources", lambda: ResourceMonitor("resources", bus, interval=cfg.bus.metrics_interval_s,
+                                             sensors=PiSensors(cfg.resources.sysfs_root, cfg.resources.vcgencmd),
+                                             **mkw))
     add("recorder", lambda: Recorder("recorder", bus, results_endpoint=ep.results, results_path=opts.results_path,
                                      **mkw))
     if cfg.mqtt.host:
@@ -108,9 +114,13 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
         add("mqtt", lambda: MqttSink("mqtt", bus, mqtt=cfg.mqtt, results_endpoint=ep.results,
                                      metrics_public_endpoint=ep.metrics, profile=cfg.pipeline.profile, **mkw))
     if cfg.pipeline.display != "none":
-        add("display", lambda: Display("display", bus, sink=make_sink(cfg.pipeline.display, cfg.display.fps),
-                                       frames_endpoint=ep.frames, results_endpoint=ep.results, hwm=cfg.display.hwm,
-                                       frame_buffer=cfg.display.frame_buffer, **mkw))
+        display_cls, web = Display, {}
+        if is_web(cfg.pipeline.display):  # the live view: every actor's metrics, where each role runs
+            display_cls, web = LiveView, {"public_metrics_endpoint": ep.metrics,
+                                          "roles": {r: pl.describe() for r, pl in placement.items()}}
+        add("display", lambda: display_cls("display", bus, sink=make_sink(cfg.pipeline.display, cfg.display.fps),
+                                           frames_endpoint=ep.frames, results_endpoint=ep.results,
+                                           hwm=cfg.display.hwm, frame_buffer=cfg.display.frame_buffer, **web, **mkw))
     add("aggregator", lambda: Aggregator("aggregator", bus, detections_endpoint=ep.detections,
                                          expressions_endpoint=ep.expressions, results_endpoint=ep.results,
                                          hwm=cfg.fer.hwm, deadline_ms=cfg.aggregator.deadline_ms,
@@ -148,10 +158,17 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
     add("capture", lambda: Capture("capture", bus, source=cfg.pipeline.source, frames_endpoint=ep.frames,
                                    hwm=cfg.capture.hwm, max_frames=opts.frames, duration_s=opts.duration_s,
                                    loop=cfg.capture.loop, results_endpoint=ep.results,
-                                   max_in_flight=cfg.capture.max_in_flight, **mkw))
+                                   max_in_flight=cfg.capture.max_in_flight,
+                                   read_timeout_s=cfg.capture.read_timeout_s,
+                                   reconnect_max_s=cfg.capture.reconnect_max_s, **mkw))
     capture, recorder = p.one("capture"), p.one("recorder")
     if capture is not None and recorder is not None:
         capture.truth_sink = recorder.expect_truth  # the answer key never crosses the bus
+    monitor = p.one("resources")
+    if monitor is not None:
+        monitor.engines = {role: pl.engine for role, pl in placement.items()}
+        if recorder is not None:
+            monitor.frames_done = lambda: recorder.stats.counters.get("out", 0)  # for FPS per W
     return p
 
 

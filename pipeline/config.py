@@ -54,8 +54,8 @@ class Section(msgspec.Struct, forbid_unknown_fields=True):
 
 class PipelineConfig(Section):
     profile: str = "fd+fer64"
-    engine: Engine = "fake"
-    source: str = "synthetic:faces=3,fps=30,size=640x480"
+    engine: Engine = "auto"  # Edge TPU when found, else the CPU when the models are there, else fake
+    source: str = "auto"  # Picamera2 when a camera is attached, else the first V4L2 node that captures, else demo
     display: str = "none"
     drain_timeout_s: Annotated[float, Meta(ge=0.1, le=600)] = 5.0
 
@@ -87,6 +87,8 @@ class CaptureConfig(Section):
     hwm: Hwm = 16
     loop: bool = True  # image folders and files loop; videos stop at their end
     max_in_flight: Annotated[int, Meta(ge=1, le=1000)] = 4  # recorded sources: frames between capture and result
+    read_timeout_s: Annotated[float, Meta(ge=0.05, le=600)] = 5.0  # a camera or stream silent this long reconnects
+    reconnect_max_s: Annotated[float, Meta(ge=0.05, le=3600)] = 10.0  # longest wait between reconnect attempts
 
 
 class EncoderConfig(Section):
@@ -96,7 +98,8 @@ class EncoderConfig(Section):
 
 
 class DetectorConfig(Section):
-    score_threshold: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.5
+    # None: each model's own threshold (manifest ``min_score``, set from ``run.py bench detectors``)
+    score_threshold: Optional[Annotated[float, Meta(ge=0.0, le=1.0)]] = None
     max_faces: Annotated[int, Meta(ge=1, le=256)] = 16
     hwm: Hwm = 4
     freshest: bool = True  # drop stale frames (counted) and work on the newest
@@ -208,6 +211,13 @@ class GroupConfig(Section):
     startup_timeout_s: Annotated[float, Meta(ge=1, le=3600)] = 60.0
 
 
+class ResourcesConfig(Section):
+    """Where the Raspberry Pi's sensors are read (a sensor the machine lacks is left out)."""
+
+    sysfs_root: str = "/"  # thermal_zone0 is read under SYSFS_ROOT/sys/class/thermal
+    vcgencmd: List[str] = msgspec.field(default_factory=lambda: ["vcgencmd"])  # get_throttled, pmic_read_adc
+
+
 class SecurityConfig(Section):
     keys_dir: str = ""  # CURVE keys from `python run.py keys DIR`; required for non-loopback tcp://
 
@@ -252,6 +262,7 @@ class Config(Section):
     profiles: Dict[str, ProfileConfig] = {}
     groups: Dict[str, GroupConfig] = {}
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
+    resources: ResourcesConfig = msgspec.field(default_factory=ResourcesConfig)
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
 
     def profile(self) -> ProfileConfig:

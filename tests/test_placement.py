@@ -49,7 +49,7 @@ def test_auto_reads_the_table_bench_models_writes(tmp_path):
 def test_auto_without_an_edge_tpu_runs_on_the_cpu_and_says_why():
     cfg = inproc_config(pipeline={"engine": "auto"})
     p = place(cfg, tpu_check=lambda: (False, "no Coral on USB"))
-    assert p["detector"].engine == "cpu" and p["detector"].model == "blazeface-short"
+    assert p["detector"].engine == "cpu" and p["detector"].model == "blazeface-full"
     assert p["fer"].engine == "cpu" and "no Coral on USB" in p["fer"].reason
 
 
@@ -86,7 +86,7 @@ def test_the_summary_says_where_each_role_ran():
 
 
 def test_two_processes_on_one_fake_device_are_refused_at_config_time():
-    data = {"groups": {"a": {"actors": ["detector"]}, "b": {"actors": ["fer"]}},
+    data = {"pipeline": {"engine": "fake"}, "groups": {"a": {"actors": ["detector"]}, "b": {"actors": ["fer"]}},
             "profiles": {"fd+fer64": {"detector": "coral-ssd-face", "fer": "fer64"}}}
     with pytest.raises(ConfigError, match="both claim fake device 'fake:0'"):
         config.from_dict(data)
