@@ -266,3 +266,32 @@ def test_run_py_with_mqtt_publishes_discovery_and_events(broker, tmp_path):
     assert rec.on("edgepipe/cli/results") == []  # results_hz = 0: no per-frame results
     assert "mqtt: %d messages published, 0 dropped from the queue" % len(
         [m for m in rec.messages if m[0].split("/")[-1] in ("events", "state", "metrics")]) in out
+
+
+def test_demo_clip_on_the_cpu_with_the_web_view_sends_a_real_face(broker, tmp_path):
+    # the command (python run.py --profile fd+fer64 --source demo --display web --mqtt ...) on real models:
+    # the demo clip has one face; Home Assistant's discovery and that face's events reach the broker
+    conf = tmp_path / "cam.toml"
+    conf.write_text('[mqtt]\nname = "demo"\n')
+
+    async def main():
+        async with Recorder(broker.port) as rec:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(ROOT / "run.py"), "--config", str(conf), "--profile", "fd+fer64",
+                "--engine", "cpu", "--source", "demo:unpaced", "--display", "web:127.0.0.1:0", "--frames", "40",
+                "--metrics-endpoint", "ipc://%s" % (tmp_path / "metrics"),
+                "--mqtt", "mqtt://127.0.0.1:%d" % broker.port,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(tmp_path))
+            out, err = await proc.communicate()
+            assert proc.returncode == 0, err.decode()
+            await rec.wait_for(lambda r: r.on("edgepipe/demo/availability")[-1:] == [b"offline"])
+            return out.decode(), rec
+    out, rec = run_async(main(), timeout=240)
+    assert "frames: 40 captured, 40 completed" in out
+    configs = [json.loads(p) for t, p, _ in rec.messages if t.startswith("homeassistant/sensor/demo/")]
+    assert sorted(c["name"] for c in configs) == ["Dominant expression", "Faces"]
+    events = rec.json("edgepipe/demo/events")
+    appeared = [e for e in events if e["event"] == "appeared"]
+    assert appeared and appeared[0]["expression"] and len(appeared[0]["box"]) == 4
+    assert {e["track"] for e in events if e["event"] == "gone"} == {e["track"] for e in appeared}
+    assert rec.json("edgepipe/demo/state")[0]["faces"] == 1
