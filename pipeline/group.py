@@ -5,7 +5,8 @@ with the group's interpreter, or by hand as ``python run.py group NAME --config
 PATH`` (on another host, or in another venv). It reports ``ready`` on the
 control endpoint once its actors run and its publishers have their
 subscribers, and every actor's final metrics then ``stopped`` when it ends:
-on SIGTERM/SIGINT, when its parent dies, or when one of its actors fails
+on SIGTERM, on SIGINT when started by hand (a child of run.py ignores SIGINT:
+Ctrl-C reaches the whole process group, and the main process drains first), when its parent dies, or when one of its actors fails
 (exit code 1).
 
 Python 3.9 compatible: this is what runs in the PyCoral venv.
@@ -110,13 +111,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     if args.child:
         _die_with_parent()
-    return asyncio.run(_main(cfg, args.name))
+        # Ctrl-C on a terminal reaches every process of its process group: the main process drains the
+        # pipeline and then stops this group with SIGTERM, so a child ignores SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return asyncio.run(_main(cfg, args.name, child=args.child))
 
 
-async def _main(cfg: Config, name: str) -> int:
+async def _main(cfg: Config, name: str, child: bool = False) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in ((signal.SIGTERM,) if child else (signal.SIGINT, signal.SIGTERM)):
         loop.add_signal_handler(sig, stop.set)
     try:
         return await serve(cfg, name, stop)

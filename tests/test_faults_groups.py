@@ -1,0 +1,72 @@
+"""Process groups under faults: Ctrl-C to the whole process group, a group that dies mid-run."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dual_python_config(tmp_path):
+    """examples/dual-python.toml with this interpreter as the group's Python (no TPU venv here)."""
+    text = (ROOT / "examples" / "dual-python.toml").read_text()
+    text, n = re.subn(r'(?m)^python = "[^"]*"', 'python = "%s"' % sys.executable, text)
+    assert n == 1
+    path = tmp_path / "dual.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def start_in_new_session(args, tmp_path):
+    """run.py as a terminal runs it: the leader of its own process group. Returns (proc, group pids)."""
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args, "-v",
+                             "--metrics-endpoint", "ipc://%s/metrics" % tmp_path],
+                            cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    pids = {}
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        m = re.search(r"group (\S+) ready: pid (\d+)", line)
+        if m:
+            pids[m.group(1)] = int(m.group(2))
+        if "pipeline ready" in line:
+            return proc, pids
+    proc.wait()
+    pytest.fail("pipeline never became ready (exit %s):\n%s" % (proc.returncode, "".join(seen[-30:])))
+
+
+def finish(proc):
+    try:
+        return proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_ctrl_c_to_the_process_group_drains_and_writes_the_summary(tmp_path):
+    summary = tmp_path / "s.json"
+    proc, pids = start_in_new_session(["--config", dual_python_config(tmp_path), "--source",
+                                       "synthetic:faces=2,fps=30", "--duration", "60", "--summary", str(summary)],
+                                      tmp_path)
+    assert "tpu" in pids
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C: every process of the group
+    out, err = finish(proc)
+    assert proc.returncode == 0, err[-3000:]
+    s = json.loads(summary.read_text())
+    assert s["interrupted"] and s["drained"]
+    assert s["unaccounted"] == 0
+    assert s["frames_captured"] == s["frames_completed"] + s["frames_partial"] + s["dropped_total"]
+    groups = {g["name"]: g for g in s["groups"]}
+    assert groups["tpu"]["exit_code"] == 0
+    assert {"detector", "fer-0", "fer-1"} <= set(s["actors"])
+    assert not list(tmp_path.glob("edgepipe-*")), "run folder with ipc files left behind"
