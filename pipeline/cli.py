@@ -33,6 +33,11 @@ def human_summary(s: Dict[str, Any]) -> str:
                         f["frames_exact"], f["frames_with_truth"]))
     else:
         lines.append("faces: %d in %d frames" % (f["faces"], f["frames"]))
+    fail = s.get("failure")
+    if fail:
+        lines.append("FAILED: %s; lost: %s and %d frames in flight"
+                     % (fail["error"], "actors " + ", ".join(fail["actors_lost"]) if fail["actors_lost"]
+                        else "no actor", fail["frames_lost"]))
     if s["dropped_total"]:
         lines.append("drops: " + ", ".join("%s %d" % kv for kv in sorted(s["dropped_by_reason"].items())))
     for name, d in s.get("devices", {}).items():
@@ -131,17 +136,25 @@ def run_main(argv: List[str]) -> int:
     except (SourceError, DisplayError, BusError, EngineError, ConfigError, OSError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 1
-    except RuntimeError as exc:  # an actor died: its error was logged with the actor's name
+    except RuntimeError as exc:  # an actor or a group died: its error was logged with its name
+        summary = getattr(exc, "summary", None)
+        if summary is not None:  # it died mid-run: what was done and what was lost
+            print(human_summary(summary))
+            write_summary(args.summary, summary)
         print("error: %s" % exc, file=sys.stderr)
         return 1
     except asyncio.CancelledError:
         print("aborted", file=sys.stderr)
         return 130
     print(human_summary(summary))
-    if args.summary:
-        with open(args.summary, "w", encoding="utf-8") as fh:
-            json.dump(summary, fh, indent=2)
+    write_summary(args.summary, summary)
     return 0
+
+
+def write_summary(path: Optional[str], summary: Dict[str, Any]) -> None:
+    if path:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(summary, fh, indent=2)
 
 
 def event_loop_run(coro) -> Any:

@@ -18,7 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from actors.base import Actor
 from actors.stats import percentile
@@ -39,6 +39,18 @@ class ActorDied(RuntimeError):
     pass
 
 
+def _failure_report(exc: Exception, summary: Dict[str, Any], groups: List[GroupProcess]) -> Dict[str, Any]:
+    """What a run that an actor's or a group's death ended lost: the process, its actors, the frames."""
+    name = getattr(exc, "group", None)
+    g = next((g for g in groups if g.name == name), None)
+    actors = list(g.ready.actors) if g is not None and g.ready is not None else []
+    if isinstance(exc, ActorDied):
+        actors = [getattr(exc, "actor", "")]
+    return {"group": name or MAIN, "error": str(exc).split("\n")[0], "actors_lost": actors,
+            "final_metrics_missing": [a for a in actors if g is not None and a not in g.final],
+            "frames_lost": summary["unaccounted"]}
+
+
 def _failure(actors: List[Actor], groups: List[GroupProcess]) -> List["asyncio.Future[Any]"]:
     """Futures that finish when an actor or a group dies."""
     futs: List["asyncio.Future[Any]"] = [a.task for a in actors if a.task is not None]
@@ -49,12 +61,16 @@ def _failure(actors: List[Actor], groups: List[GroupProcess]) -> List["asyncio.F
 def _raise_failure(done, actors: List[Actor], groups: List[GroupProcess]) -> None:
     for g in groups:
         if g.exited in done and not g.stopping:
-            raise GroupFailed(g.describe_exit(g.exited.result()))
+            exc = GroupFailed(g.describe_exit(g.exited.result()))
+            exc.group = g.name  # type: ignore[attr-defined]
+            raise exc
     for a in actors:
         if a.task in done:
             t = a.task
             why = "cancelled" if t.cancelled() else (t.exception() or "returned early")
-            raise ActorDied("actor %s stopped: %s" % (a.name, why))
+            died = ActorDied("actor %s stopped: %s" % (a.name, why))
+            died.actor = a.name  # type: ignore[attr-defined]
+            raise died
 
 
 async def _until(fut: "asyncio.Future[Any]", actors: List[Actor], groups: List[GroupProcess]) -> Any:
@@ -84,6 +100,7 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
     t_go = time.monotonic()
     drained = interrupted = False
     leaked: List[str] = []
+    died: Optional[Exception] = None  # a group or an actor that died once the pipeline ran
     try:
         p = build(cfg, bus, opts, local=lambda role: group_of(role, assign) == MAIN)
         if cfg.groups:
@@ -110,25 +127,11 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
         capture, recorder = p.one("capture"), p.one("recorder")
         t_go = time.monotonic()
         capture.go()
-        ends = [asyncio.ensure_future(capture.done.wait())]
-        if stop is not None:
-            ends.append(asyncio.ensure_future(stop.wait()))
         try:
-            await _until(asyncio.ensure_future(asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)),
-                         started, groups)
-        finally:
-            interrupted = len(ends) > 1 and ends[1].done() and not ends[0].done()
-            for f in ends:
-                f.cancel()
-        if interrupted:
-            capture.finish()  # no new frames; what is in flight drains below
-        timeout = cfg.pipeline.drain_timeout_s if not interrupted else min(1.5, cfg.pipeline.drain_timeout_s)
-        try:
-            await asyncio.wait_for(_until(asyncio.ensure_future(recorder.drained.wait()), started, groups), timeout)
-            drained = True
-        except asyncio.TimeoutError:
-            log.warning("pipeline did not drain within %.1f s; frames still in flight are reported as unaccounted",
-                        timeout)
+            drained, interrupted = await _run_and_drain(cfg, capture, recorder, stop, started, groups)
+        except (GroupFailed, ActorDied) as exc:  # the summary is still written, naming what died
+            log.error("%s", exc)
+            died = exc
     finally:
         try:
             for g in groups:
@@ -149,7 +152,36 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
                 shutil.rmtree(run_dir, ignore_errors=True)
     summary = summarize(p, t_go, drained, interrupted, groups)
     summary["leaked_sockets"] = leaked
+    if died is not None:
+        summary["failure"] = _failure_report(died, summary, groups)
+        died.summary = summary  # type: ignore[attr-defined]
+        raise died
     return summary
+
+
+async def _run_and_drain(cfg: Config, capture: Any, recorder: Any, stop: Optional[asyncio.Event],
+                         started: List[Actor], groups: List[GroupProcess]) -> Tuple[bool, bool]:
+    """Run until the source ends or ``stop``; drain. (drained, interrupted)."""
+    ends = [asyncio.ensure_future(capture.done.wait())]
+    if stop is not None:
+        ends.append(asyncio.ensure_future(stop.wait()))
+    try:
+        await _until(asyncio.ensure_future(asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)),
+                     started, groups)
+    finally:
+        interrupted = len(ends) > 1 and ends[1].done() and not ends[0].done()
+        for f in ends:
+            f.cancel()
+    if interrupted:
+        capture.finish()  # no new frames; what is in flight drains below
+    timeout = cfg.pipeline.drain_timeout_s if not interrupted else min(1.5, cfg.pipeline.drain_timeout_s)
+    try:
+        await asyncio.wait_for(_until(asyncio.ensure_future(recorder.drained.wait()), started, groups), timeout)
+        return True, interrupted
+    except asyncio.TimeoutError:
+        log.warning("pipeline did not drain within %.1f s; frames still in flight are reported as unaccounted",
+                    timeout)
+        return False, interrupted
 
 
 def _collect_reports(control, groups: List[GroupProcess]) -> None:

@@ -70,3 +70,24 @@ def test_ctrl_c_to_the_process_group_drains_and_writes_the_summary(tmp_path):
     assert groups["tpu"]["exit_code"] == 0
     assert {"detector", "fer-0", "fer-1"} <= set(s["actors"])
     assert not list(tmp_path.glob("edgepipe-*")), "run folder with ipc files left behind"
+
+
+def test_a_group_that_dies_mid_run_still_gets_a_summary_naming_it(tmp_path):
+    summary = tmp_path / "s.json"
+    proc, pids = start_in_new_session(["--config", dual_python_config(tmp_path), "--source",
+                                       "synthetic:faces=2,fps=30", "--duration", "60", "--summary", str(summary)],
+                                      tmp_path)
+    os.kill(pids["tpu"], signal.SIGKILL)
+    out, err = finish(proc)
+    assert proc.returncode == 1
+    assert "group tpu" in err and "killed by signal 9" in err
+    s = json.loads(summary.read_text())
+    fail = s["failure"]
+    assert fail["group"] == "tpu"
+    assert "killed by signal 9" in fail["error"]
+    assert set(fail["actors_lost"]) == {"detector", "fer-0", "fer-1"}
+    assert fail["frames_lost"] == s["unaccounted"]
+    assert s["frames_captured"] == (s["frames_completed"] + s["frames_partial"] + s["dropped_total"]
+                                    + s["unaccounted"])
+    assert "FAILED: group tpu" in out
+    assert not list(tmp_path.glob("edgepipe-*")), "run folder with ipc files left behind"
