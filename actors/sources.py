@@ -17,7 +17,7 @@ import abc
 import logging
 import math
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import cv2
 import numpy as np
@@ -160,6 +160,7 @@ class ImageSource(Source):
         if not self.files:
             raise SourceError("source %r: no images (%s) in %s" % (spec, ", ".join(IMAGE_EXTS), path))
         self.i = 0
+        self.bad: Set[str] = set()  # files that could not be decoded: logged once, counted on every pass
 
     @property
     def cheap(self) -> bool:
@@ -186,7 +187,10 @@ class ImageSource(Source):
             if img is not None:
                 return img, None
             self.errors += 1
-            log.error("source %s: cannot decode image %s (corrupt or not an image); skipped", self.spec, path)
+            if path not in self.bad:
+                self.bad.add(path)
+                log.error("source %s: cannot decode image %s (corrupt or not an image); skipped%s", self.spec, path,
+                          " on every pass (counted in source_errors, not logged again)" if self.loop else "")
         raise SourceError("source %r: none of the %d images can be decoded" % (self.spec, len(self.files)))
 
 
@@ -201,6 +205,8 @@ class OpenCvSource(Source):
         self.loop = loop
         self.size = size
         self.cap = None
+        self.read_frames = 0  # of a file: frames read, to tell a truncated file from one that ended
+        self.expected_frames = 0  # what the file's header announces (0: unknown)
 
     def open(self) -> None:
         if isinstance(self.target, str) and not self.live and not os.path.isfile(self.target):
@@ -216,6 +222,8 @@ class OpenCvSource(Source):
         if self.size:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[0])
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
+        if not self.live:
+            self.expected_frames = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
         self.cap = cap
 
     def read(self) -> Read:
@@ -227,8 +235,20 @@ class OpenCvSource(Source):
         if not ok:
             if self.live:
                 raise SourceError("source %r: the camera stopped delivering frames" % self.spec)
+            self._check_end()
             return None
+        self.read_frames += 1
         return img, None
+
+    def _check_end(self) -> None:
+        """A file that ends well before the frame count its header announces is truncated or corrupt: warn."""
+        n, expected = self.read_frames, self.expected_frames
+        # the header's count is an estimate for some files (variable frame rate): a few frames of slack
+        if expected and n < expected - max(5, expected // 50):
+            self.errors += 1
+            log.warning("source %s: the video ended at frame %d of the %d its header announces "
+                        "(a truncated or corrupt file?)", self.spec, n, expected)
+        self.expected_frames = 0  # warn once
 
     def close(self) -> None:
         if self.cap is not None:
