@@ -51,6 +51,12 @@ def decode_image(msg: EncodedFrame) -> np.ndarray:
     raise ValueError("unknown frame format %r" % msg.format)
 
 
+def _forget(fut: "asyncio.Future[Any]") -> None:
+    """Retrieve the outcome of a call whose frame was abandoned (no "exception never retrieved")."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 class FrameStage(Actor, abc.ABC):
     def __init__(self, name: str, bus: Bus, *, encoded_endpoint: str, detections_endpoint: str, hwm: int,
                  host: EngineHost, freshest: bool = True, invoke_timeout_ms: float = 2000.0, depth: int = 1,
@@ -112,6 +118,10 @@ class FrameStage(Actor, abc.ABC):
         finally:
             reader.cancel()
             await asyncio.wait([reader])
+            while not queue.empty():  # stopped with work in flight: its outcome no longer matters
+                started = queue.get_nowait()[2]
+                if started is not None:
+                    started[1].add_done_callback(_forget)
 
     async def _read(self, slots: asyncio.Semaphore, queue: "asyncio.Queue[Any]") -> None:
         """Take frames and start their work, at most ``depth`` at once."""

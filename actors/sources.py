@@ -305,6 +305,25 @@ def is_live(spec: str) -> bool:
     return spec.startswith(("rtsp://", "rtsps://", "http://", "https://", "v4l2:", "camera:", "picamera2"))
 
 
+def source_rate(spec: str) -> float:
+    """The frame rate a source was recorded at or runs at (a video file's header, a synthetic source's
+    fps), or 0.0 when it has none of its own (images, a camera that sets its own pace)."""
+    try:
+        src = make_source(spec, loop=False)
+    except SourceError:
+        return 0.0
+    if isinstance(src, SyntheticSource):
+        return src.fps
+    if not isinstance(src, OpenCvSource) or src.live or not isinstance(src.target, str):
+        return 0.0
+    cap = cv2.VideoCapture(src.target)
+    try:
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) if cap.isOpened() else 0.0
+    finally:
+        cap.release()
+    return fps if 0.0 < fps <= 1000.0 else 0.0
+
+
 def make_source(spec: str, loop: bool = True) -> Source:
     """A source from its spec string; raises SourceError naming the problem."""
     if spec == "synthetic" or spec.startswith("synthetic:"):

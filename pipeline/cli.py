@@ -40,6 +40,11 @@ def human_summary(s: Dict[str, Any]) -> str:
                         else "no actor", fail["frames_lost"]))
     if s["dropped_total"]:
         lines.append("drops: " + ", ".join("%s %d" % kv for kv in sorted(s["dropped_by_reason"].items())))
+    d = s.get("display", {})
+    if d.get("results") is not None:
+        lines.append("display %s: %d of %d results written%s" % (
+            d["sink"], d["written"], d["results"], "; dropped: " + ", ".join(
+                "%s %d" % kv for kv in sorted(d["dropped_by_reason"].items())) if d["dropped"] else ""))
     for name, d in s.get("devices", {}).items():
         lines.append("device %s: %d invokes, busy %.1f%% of %.1f s, %d model switches"
                      % (name, d["invokes"], d["busy_pct"], d.get("active_s", 0.0), d["switches"]))

@@ -177,11 +177,17 @@ async def _run_and_drain(cfg: Config, capture: Any, recorder: Any, stop: Optiona
     timeout = cfg.pipeline.drain_timeout_s if not interrupted else min(1.5, cfg.pipeline.drain_timeout_s)
     try:
         await asyncio.wait_for(_until(asyncio.ensure_future(recorder.drained.wait()), started, groups), timeout)
-        return True, interrupted
     except asyncio.TimeoutError:
         log.warning("pipeline did not drain within %.1f s; frames still in flight are reported as unaccounted",
                     timeout)
         return False, interrupted
+    display = next((a for a in started if a.name == "display"), None)
+    if display is not None and getattr(display, "every_frame", False):
+        try:  # a video file: let it write the last results (what it cannot is counted as dropped)
+            await asyncio.wait_for(_until(asyncio.ensure_future(display.drained.wait()), started, groups), timeout)
+        except asyncio.TimeoutError:
+            log.warning("the display did not write its last results within %.1f s", timeout)
+    return True, interrupted
 
 
 def _collect_reports(control, groups: List[GroupProcess]) -> None:
@@ -222,6 +228,20 @@ def rss_summary(groups: List[GroupProcess] = ()) -> Dict[str, Any]:
     return {"total": round(sum(per.values()), 1), "by_process": per}
 
 
+def sink_summary(spec: str, m: Optional[Metric], results: int) -> Dict[str, Any]:
+    """What the display did with the pipeline's results: written (shown), or dropped with a reason."""
+    if m is None:
+        return {"sink": spec}
+    c = m.counters
+    by_reason = {k[8:]: v for k, v in c.items() if k.startswith("dropped.")}
+    written = c.get("out", 0)
+    left = results - written - sum(by_reason.values())
+    if left > 0:
+        by_reason["not_reached"] = left  # still on the way when the run stopped
+    return {"sink": spec, "results": results, "written": written, "dropped": sum(by_reason.values()),
+            "dropped_by_reason": by_reason}
+
+
 def summarize(p: Optional[Pipeline], t_go: float, drained: bool, interrupted: bool,
               groups: List[GroupProcess] = ()) -> Dict[str, Any]:
     assert p is not None
@@ -243,7 +263,9 @@ def summarize(p: Optional[Pipeline], t_go: float, drained: bool, interrupted: bo
     partial = agg.get("partial", 0)
     dropped = {name: m.counters.get("dropped", 0) for name, m in snaps.items() if name not in ("recorder", "display")}
     by_reason: Dict[str, int] = {}
-    for m in snaps.values():
+    for name, m in snaps.items():
+        if name not in dropped:
+            continue  # the sinks' own drops are theirs (see ``sink_summary``): those frames were completed
         for k, v in m.counters.items():
             if k.startswith("dropped."):
                 by_reason[k[8:]] = by_reason.get(k[8:], 0) + v
@@ -295,6 +317,7 @@ def summarize(p: Optional[Pipeline], t_go: float, drained: bool, interrupted: bo
         "dropped_total": total_dropped,
         "dropped_by_reason": by_reason,
         "unaccounted": captured - completed - partial - total_dropped,
+        "display": sink_summary(cfg.pipeline.display, snaps.get("display"), completed + partial),
         "faces": dict(rec.totals),
         "duration_s": round(elapsed, 3),
         "fps": round((completed + partial) / elapsed, 2) if elapsed > 0 else 0.0,
