@@ -53,6 +53,20 @@ def human_summary(s: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _positive(kind):
+    """An argparse type: a number of ``kind`` above 0."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("expected a number, got %r" % text) from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError("must be above 0, got %s" % text)
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def run_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="run.py", description="Real-time face detection, expression recognition and classification "
@@ -71,8 +85,8 @@ def run_parser() -> argparse.ArgumentParser:
     ap.add_argument("--fer-workers", type=int, help="FER pool size")
     ap.add_argument("--metrics-endpoint", help="where metrics subscribers attach (default from the config)")
     g = ap.add_mutually_exclusive_group()
-    g.add_argument("--frames", type=int, help="stop after N frames")
-    g.add_argument("--duration", type=float, help="stop after S seconds")
+    g.add_argument("--frames", type=_positive(int), help="stop after N frames")
+    g.add_argument("--duration", type=_positive(float), help="stop after S seconds")
     ap.add_argument("--summary", help="write the run summary as JSON to PATH")
     ap.add_argument("--results", help="write one JSON line per finished frame to PATH")
     ap.add_argument("-v", "--verbose", action="count", default=0)

@@ -22,7 +22,7 @@ import signal
 import sys
 from typing import List, Optional
 
-from actors.base import Actor
+from actors.base import Actor, ActorFailed
 from bus.messages import Ready, Stopped
 
 from .build import RunOptions, build, make_bus
@@ -125,7 +125,7 @@ async def _main(cfg: Config, name: str, child: bool = False) -> int:
     try:
         return await serve(cfg, name, stop)
     except Exception as exc:
-        if getattr(exc, "user_facing", False) or isinstance(exc, ConfigError):
+        if getattr(exc, "user_facing", False) or isinstance(exc, (ConfigError, ActorFailed)):
             log.error("group %s: %s", name, exc)
             return 1
         raise

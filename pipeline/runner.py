@@ -130,7 +130,6 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
         try:
             drained, interrupted = await _run_and_drain(cfg, capture, recorder, stop, started, groups)
         except (GroupFailed, ActorDied) as exc:  # the summary is still written, naming what died
-            log.error("%s", exc)
             died = exc
     finally:
         try:
