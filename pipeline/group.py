@@ -27,7 +27,8 @@ from bus.messages import Ready, Stopped
 
 from .build import RunOptions, build, make_bus
 from .config import Config, ConfigError, from_dict, load
-from .groups import assignment, group_of
+from .control import open_client, watch_main
+from .groups import assignment, check_by_hand, group_of
 
 log = logging.getLogger("edgepipe.group")
 
@@ -43,19 +44,24 @@ def _die_with_parent() -> None:
         log.debug("prctl is not available; relying on the parent to stop this group")
 
 
-async def serve(cfg: Config, name: str, stop: asyncio.Event, parent_pid: Optional[int] = None) -> int:
-    """Run the group until ``stop`` is set or an actor fails; 0 on a clean stop."""
+async def serve(cfg: Config, name: str, stop: asyncio.Event, by_hand: bool = False) -> int:
+    """Run the group until ``stop`` is set, the main process asks it to stop, or an actor fails; 0 on a
+    clean stop. ``by_hand``: started by hand (not by run.py), so it also stops when the main process goes."""
     assign = assignment(cfg)
     if name not in cfg.groups:
         raise ConfigError("group %r is not in the config (groups: %s)" % (name, ", ".join(cfg.groups) or "none"))
+    if by_hand:
+        check_by_hand(cfg, assign)
     bus = make_bus(cfg)
     started: List[Actor] = []
     ctl = None
+    watcher: Optional["asyncio.Future[None]"] = None
     rc = 0
     try:
         p = build(cfg, bus, RunOptions(), local=lambda role: group_of(role, assign) == name,
                   group_tpu=cfg.groups[name].tpu)
-        ctl = bus.push(cfg.endpoints.control, hwm=100, bind=False, name=name + ".control")
+        ctl = open_client(bus, cfg.endpoints.control, name)
+        watcher = asyncio.ensure_future(watch_main(ctl, stop, by_hand))
         for actor in p.actors:
             await actor.start()
             started.append(actor)
@@ -79,6 +85,9 @@ async def serve(cfg: Config, name: str, stop: asyncio.Event, parent_pid: Optiona
                           "cancelled" if a.task.cancelled() else a.task.exception())
                 rc = 1
     finally:
+        if watcher is not None:
+            watcher.cancel()  # it cleans up also when cancelled after it set ``stop``
+            await asyncio.wait([watcher])
         for actor in reversed(started):
             await actor.stop()
         if ctl is not None:
@@ -123,7 +132,7 @@ async def _main(cfg: Config, name: str, child: bool = False) -> int:
     for sig in ((signal.SIGTERM,) if child else (signal.SIGINT, signal.SIGTERM)):
         loop.add_signal_handler(sig, stop.set)
     try:
-        return await serve(cfg, name, stop)
+        return await serve(cfg, name, stop, by_hand=not child)
     except Exception as exc:
         if getattr(exc, "user_facing", False) or isinstance(exc, (ConfigError, ActorFailed)):
             log.error("group %s: %s", name, exc)

@@ -28,7 +28,8 @@ from .build import Pipeline, RunOptions, build, make_bus
 from .config import Config
 from .groups import MAIN, assignment, group_of, plan
 from .rss import peak_rss_mb, reset_peak
-from .supervisor import GroupFailed, GroupProcess, handle_control, wait_ready, write_config
+from .control import ControlServer
+from .supervisor import GroupFailed, GroupProcess, handle_control, stop_by_hand, wait_ready, write_config
 
 __all__ = ["RunOptions", "run", "summarize"]
 
@@ -104,7 +105,7 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
     try:
         p = build(cfg, bus, opts, local=lambda role: group_of(role, assign) == MAIN)
         if cfg.groups:
-            control = bus.pull(cfg.endpoints.control, hwm=1000, bind=True, name="runner.control")
+            control = ControlServer(bus, cfg.endpoints.control)
         for actor in p.actors:
             await actor.start()
             started.append(actor)
@@ -136,6 +137,7 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
             for g in groups:
                 await g.stop()
             if control is not None:
+                await stop_by_hand(groups, control)
                 _collect_reports(control, groups)
         finally:
             for actor in reversed(started):

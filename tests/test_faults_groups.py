@@ -91,3 +91,92 @@ def test_a_group_that_dies_mid_run_still_gets_a_summary_naming_it(tmp_path):
                                     + s["unaccounted"])
     assert "FAILED: group tpu" in out
     assert not list(tmp_path.glob("edgepipe-*")), "run folder with ipc files left behind"
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def by_hand_config(tmp_path, links=("encoded", "detections", "expressions", "metrics_in", "control")):
+    """A group started by hand, over loopback tcp with CURVE keys."""
+    from pipeline.keys import generate
+    keys = tmp_path / "keys"
+    generate(str(keys))
+    eps = "\n".join('%s = "tcp://127.0.0.1:%d"' % (link, free_port()) for link in links)
+    path = tmp_path / "by-hand.toml"
+    path.write_text('[endpoints]\n%s\nmetrics = "ipc://%s/metrics"\n\n[security]\nkeys_dir = "%s"\n\n'
+                    '[groups.tpu]\nactors = ["detector", "fer"]\nspawn = false\n' % (eps, tmp_path, keys))
+    return str(path)
+
+
+def start_group_by_hand(cfg, tmp_path):
+    log = open(tmp_path / "group.log", "w")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "group", "tpu", "--config", cfg, "-v"],
+                            cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    log.close()
+    return proc
+
+
+def stop_quietly(proc):
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_a_group_started_by_hand_over_curve_tcp(tmp_path):
+    cfg = by_hand_config(tmp_path)
+    group = start_group_by_hand(cfg, tmp_path)
+    summary = tmp_path / "s.json"
+    try:
+        main = subprocess.run([sys.executable, str(ROOT / "run.py"), "--config", cfg, "--source",
+                               "synthetic:faces=2,fps=60", "--frames", "100", "--summary", str(summary)],
+                              cwd=str(ROOT), capture_output=True, text=True, timeout=120)
+        assert main.returncode == 0, main.stderr[-3000:]
+        rc = group.wait(timeout=30)  # the main process ended the run: the group reports and stops
+    finally:
+        stop_quietly(group)
+    glog = (tmp_path / "group.log").read_text()
+    assert rc == 0, glog[-3000:]
+    assert "the main process ended the run" in glog
+    s = json.loads(summary.read_text())
+    assert s["frames_captured"] == 100
+    assert s["unaccounted"] == 0, s["dropped_by_reason"]
+    assert s["frames_captured"] == s["frames_completed"] + s["frames_partial"] + s["dropped_total"]
+    groups = {g["name"]: g for g in s["groups"]}
+    assert set(groups["tpu"]["actors"]) == {"detector", "fer-0", "fer-1"}
+    for a in ("detector", "fer-0", "fer-1"):  # the remote actors' final metrics are in the summary
+        assert s["actors"][a]["pid"] == groups["tpu"]["pid"] != groups["main"]["pid"]
+    assert s["actors"]["detector"]["in"] == s["actors"]["encoder"]["out"] - s["actors"]["detector"]["dropped"] \
+        + s["actors"]["detector"]["counters"].get("dropped.stale", 0)
+
+
+def test_a_group_started_by_hand_stops_when_the_main_process_dies(tmp_path):
+    cfg = by_hand_config(tmp_path)
+    group = start_group_by_hand(cfg, tmp_path)
+    try:
+        main, _ = start_in_new_session(["--config", cfg, "--source", "synthetic:faces=1,fps=30", "--duration", "60"],
+                                       tmp_path)
+        os.killpg(main.pid, signal.SIGKILL)
+        main.communicate()
+        rc = group.wait(timeout=30)
+    finally:
+        stop_quietly(group)
+    glog = (tmp_path / "group.log").read_text()
+    assert "the main process went away" in glog, glog[-3000:]
+    assert rc == 0
+
+
+def test_a_group_started_by_hand_needs_addresses_it_can_reach(tmp_path):
+    cfg = by_hand_config(tmp_path, links=("encoded", "detections", "expressions", "metrics_in"))  # no control
+    p = subprocess.run([sys.executable, str(ROOT / "run.py"), "--config", cfg, "--frames", "5"],
+                       cwd=str(ROOT), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2
+    assert "groups.tpu.spawn = false: endpoints.control is inproc://" in p.stderr
+    g = subprocess.run([sys.executable, str(ROOT / "run.py"), "group", "tpu", "--config", cfg],
+                       cwd=str(ROOT), capture_output=True, text=True, timeout=60)
+    assert g.returncode != 0
+    assert "endpoints.control is inproc://" in g.stderr
