@@ -1,7 +1,9 @@
 """Frame sources for the capture actor, chosen by a spec string.
 
-- ``synthetic[:faces=3,fps=30,size=640x480,seed=0,change=60]``: moving drawn
-  faces with known boxes and expressions (the truth travels with each frame);
+- ``synthetic[:faces=3,fps=30,size=640x480,seed=0,change=60,stall_at=N,stall_ms=MS]``:
+  moving drawn faces with known boxes and expressions (the truth travels with
+  each frame); ``stall_at`` makes it a camera that stops delivering for
+  ``stall_ms`` before frame N (a fault test);
 - ``dir:PATH`` or an image file: images, looping;
 - ``video:PATH``: a video file through OpenCV;
 - ``picamera2[:WxH]``: the Raspberry Pi camera (Picamera2, RGB888 = BGR in memory);
@@ -17,6 +19,7 @@ import abc
 import logging
 import math
 import os
+import threading
 from typing import Dict, List, Optional, Set, Tuple
 
 import cv2
@@ -85,7 +88,7 @@ class SyntheticSource(Source):
 
     def __init__(self, spec: str, options: Dict[str, str]) -> None:
         super().__init__(spec)
-        known = {"faces", "fps", "size", "seed", "change"}
+        known = {"faces", "fps", "size", "seed", "change", "stall_at", "stall_ms"}
         bad = sorted(set(options) - known)
         if bad:
             raise SourceError("source %r: unknown option(s) %s (known: %s)" % (spec, ", ".join(bad), ", ".join(sorted(known))))
@@ -94,6 +97,8 @@ class SyntheticSource(Source):
             self.fps = float(options.get("fps", "30"))
             self.seed = int(options.get("seed", "0"))
             self.change = int(options.get("change", "60"))
+            self.stall_at = int(options.get("stall_at", "-1"))
+            self.stall_s = float(options.get("stall_ms", "0")) / 1000.0
         except ValueError as exc:
             raise SourceError("source %r: %s" % (spec, exc)) from None
         self.live = self.fps > 0  # paced like a camera; unpaced: every frame is processed
@@ -115,9 +120,15 @@ class SyntheticSource(Source):
         yy, xx = np.mgrid[0:self.height, 0:self.width]
         self.background = ((xx * 60 // self.width + yy * 60 // self.height + 60)[:, :, None]
                            * np.ones(3, np.int32)).astype(np.uint8)
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        self._closed.set()
 
     def read(self) -> Read:
         n = self.n
+        if n == self.stall_at and self.stall_s > 0:
+            self._closed.wait(self.stall_s)  # a camera that stops delivering for a while (close() ends it)
         self.n += 1
         img = self.background.copy()
         truth = []
