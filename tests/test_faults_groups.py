@@ -7,9 +7,12 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from faults_report import record
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,8 +62,10 @@ def test_ctrl_c_to_the_process_group_drains_and_writes_the_summary(tmp_path):
                                        "synthetic:faces=2,fps=30", "--duration", "60", "--summary", str(summary)],
                                       tmp_path)
     assert "tpu" in pids
+    t0 = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C: every process of the group
     out, err = finish(proc)
+    stop_ms = (time.monotonic() - t0) * 1000.0
     assert proc.returncode == 0, err[-3000:]
     s = json.loads(summary.read_text())
     assert s["interrupted"] and s["drained"]
@@ -70,6 +75,9 @@ def test_ctrl_c_to_the_process_group_drains_and_writes_the_summary(tmp_path):
     assert groups["tpu"]["exit_code"] == 0
     assert {"detector", "fer-0", "fer-1"} <= set(s["actors"])
     assert not list(tmp_path.glob("edgepipe-*")), "run folder with ipc files left behind"
+    record("injected", "ctrl-c-to-the-process-group", {
+        "survived": True, "rc": proc.returncode, "drained": s["drained"], "unaccounted": s["unaccounted"],
+        "timing": {"signal_to_exit_ms": round(stop_ms, 1)}})
 
 
 def test_a_group_that_dies_mid_run_still_gets_a_summary_naming_it(tmp_path):
@@ -77,8 +85,10 @@ def test_a_group_that_dies_mid_run_still_gets_a_summary_naming_it(tmp_path):
     proc, pids = start_in_new_session(["--config", dual_python_config(tmp_path), "--source",
                                        "synthetic:faces=2,fps=30", "--duration", "60", "--summary", str(summary)],
                                       tmp_path)
+    t0 = time.monotonic()
     os.kill(pids["tpu"], signal.SIGKILL)
     out, err = finish(proc)
+    stop_ms = (time.monotonic() - t0) * 1000.0
     assert proc.returncode == 1
     assert "group tpu" in err and "killed by signal 9" in err
     s = json.loads(summary.read_text())
@@ -91,6 +101,11 @@ def test_a_group_that_dies_mid_run_still_gets_a_summary_naming_it(tmp_path):
                                     + s["unaccounted"])
     assert "FAILED: group tpu" in out
     assert not list(tmp_path.glob("edgepipe-*")), "run folder with ipc files left behind"
+    record("injected", "killed-group", {
+        "survived": False, "stops_with": fail["error"], "rc": proc.returncode, "lost": fail,
+        "frames": {k: s[k] for k in ("frames_captured", "frames_completed", "frames_partial", "dropped_total",
+                                     "unaccounted")},
+        "timing": {"kill_to_exit_with_summary_ms": round(stop_ms, 1)}})
 
 
 def free_port():
