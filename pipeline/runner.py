@@ -47,7 +47,7 @@ def _failure_report(exc: Exception, summary: Dict[str, Any], groups: List[GroupP
     actors = list(g.ready.actors) if g is not None and g.ready is not None else []
     if isinstance(exc, ActorDied):
         actors = [getattr(exc, "actor", "")]
-    return {"group": name or MAIN, "error": str(exc).split("\n")[0], "actors_lost": actors,
+    return {"group": name or MAIN, "error": str(exc).split("; last lines:")[0].split("\n")[0], "actors_lost": actors,
             "final_metrics_missing": [a for a in actors if g is not None and a not in g.final],
             "frames_lost": summary["unaccounted"]}
 

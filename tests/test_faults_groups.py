@@ -80,11 +80,23 @@ def test_ctrl_c_to_the_process_group_drains_and_writes_the_summary(tmp_path):
         "timing": {"signal_to_exit_ms": round(stop_ms, 1)}})
 
 
+def wait_for_results(path, n, proc):
+    """Until the run has written ``n`` results (polling the file the run writes), or it ended."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if path.exists() and path.read_text().count("\n") >= n:
+            return
+        time.sleep(0.05)
+    pytest.fail("the run wrote fewer than %d results" % n)
+
+
 def test_a_group_that_dies_mid_run_still_gets_a_summary_naming_it(tmp_path):
     summary = tmp_path / "s.json"
+    results = tmp_path / "r.jsonl"
     proc, pids = start_in_new_session(["--config", dual_python_config(tmp_path), "--source",
-                                       "synthetic:faces=2,fps=30", "--duration", "60", "--summary", str(summary)],
-                                      tmp_path)
+                                       "synthetic:faces=2,fps=30", "--duration", "60", "--summary", str(summary),
+                                       "--results", str(results)], tmp_path)
+    wait_for_results(results, 20, proc)  # frames are flowing through the group
     t0 = time.monotonic()
     os.kill(pids["tpu"], signal.SIGKILL)
     out, err = finish(proc)
@@ -99,6 +111,7 @@ def test_a_group_that_dies_mid_run_still_gets_a_summary_naming_it(tmp_path):
     assert fail["frames_lost"] == s["unaccounted"]
     assert s["frames_captured"] == (s["frames_completed"] + s["frames_partial"] + s["dropped_total"]
                                     + s["unaccounted"])
+    assert s["frames_completed"] >= 20
     assert "FAILED: group tpu" in out
     assert not list(tmp_path.glob("edgepipe-*")), "run folder with ipc files left behind"
     record("injected", "killed-group", {
