@@ -40,6 +40,9 @@ def human_summary(s: Dict[str, Any]) -> str:
                         else "no actor", fail["frames_lost"]))
     if s["dropped_total"]:
         lines.append("drops: " + ", ".join("%s %d" % kv for kv in sorted(s["dropped_by_reason"].items())))
+    errors = s["actors"].get("capture", {}).get("counters", {}).get("source_errors", 0)
+    if errors:
+        lines.append("source: %d unreadable inputs skipped or cut short (see the log)" % errors)
     d = s.get("display", {})
     if d.get("results") is not None:
         lines.append("display %s: %d of %d results written%s" % (
