@@ -21,7 +21,7 @@ from typing import Dict, List, NamedTuple, Optional
 import zmq
 import zmq.asyncio
 
-from bus.messages import Detections, Eos, Expression, FaceLabel, FaceResult, Result
+from bus.messages import Detections, Done, Eos, Expression, FaceLabel, FaceResult, Result
 from bus.sockets import Bus
 
 from .base import Actor
@@ -197,6 +197,7 @@ class Aggregator(Actor):
         t_result = time.monotonic()
         await self.pub.send(Result(det.frame_id, det.t_capture, t_result, det.width, det.height, faces,
                                    partial, in_order, det.labels))
+        await self.pub.send(Done(det.frame_id))  # capture's credit: a tiny message it decodes instead of the Result
         self.stats.count("out")
         self.stats.count("partial" if partial else "completed")
         if not in_order:

@@ -56,7 +56,7 @@ class Capture(Actor):
         self.results = None
         # the recorder's hook for what a test source knows of each frame (both run in the main process)
         self.truth_sink: Optional[Callable[[int, List[TruthFace]], None]] = None
-        self.done_through = -1  # highest frame id seen in results
+        self.done_through = -1  # highest frame id seen in the aggregator's Done messages
 
     async def setup(self) -> None:
         self._go = asyncio.Event()
@@ -67,7 +67,7 @@ class Capture(Actor):
         self.pub = self.channel(self.bus.pub(self.frames_endpoint, hwm=self.hwm, name=self.name))
         if self.lossless:
             self.results = self.channel(self.bus.sub(self.results_endpoint, hwm=1000, name=self.name + ".credits",
-                                                     topics=("result",)))
+                                                     topics=("done",)))
 
     @property
     def lossless(self) -> bool:

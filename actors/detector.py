@@ -27,7 +27,7 @@ class Detector(FrameStage):
 
     def __init__(self, name: str, bus: Bus, *, facejobs_endpoint: Optional[str], jobs_hwm: int,
                  engine: EngineSettings, model: ModelSpec, fer_model: Optional[ModelSpec],
-                 score_threshold: float = 0.5, max_faces: int = 16, **kw) -> None:
+                 score_threshold: Optional[float] = None, max_faces: int = 16, **kw) -> None:
         host = EngineHost(engine, model, name, lambda e: face_detector(
             model, e, score_threshold=score_threshold, max_faces=max_faces))
         super().__init__(name, bus, host=host, **kw)

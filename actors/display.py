@@ -22,7 +22,7 @@ import os
 import time
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -42,28 +42,92 @@ class DisplayError(RuntimeError):
     user_facing = True
 
 
-def annotate(image: np.ndarray, r: Result, fps: float) -> np.ndarray:
-    out = np.array(image, copy=True)
-    k = max(1.0, out.shape[1] / 640.0)  # text and lines grow with the frame
-    t = max(1, int(round(2 * k)))
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+Rect = Tuple[int, int, int, int]  # x1, y1, x2, y2
+
+
+def _overlaps(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+class TextLayout:
+    """Places text boxes on a frame so that none overlaps another (each tries a few spots, then moves down)."""
+
+    def __init__(self, width: int, height: int, scale: float, thickness: int) -> None:
+        self.width, self.height = width, height
+        self.scale, self.thickness = scale, thickness
+        self.placed: List[Tuple[str, Rect, Tuple[int, int, int]]] = []
+        self.left_out = 0  # texts for which the frame had no free room
+
+    def size(self, text: str) -> Tuple[int, int]:
+        (w, h), base = cv2.getTextSize(text, FONT, self.scale, self.thickness)
+        return w + 4, h + base + 4  # a 2-pixel margin around the glyphs
+
+    def _free(self, r: Rect) -> bool:
+        return all(not _overlaps(r, p[1]) for p in self.placed)
+
+    def place(self, text: str, spots: Sequence[Tuple[int, int]], color: Tuple[int, int, int]) -> Optional[Rect]:
+        """Put ``text`` with its top-left at the first free spot, else at the free place nearest the first
+        spot; None (the text is left out) when the frame has no room left for it."""
+        w, h = self.size(text)
+        if w > self.width or h > self.height:
+            return None
+
+        def rect(x: int, y: int) -> Rect:
+            x = max(0, min(x, self.width - w))
+            y = max(0, min(y, self.height - h))
+            return (x, y, x + w, y + h)
+
+        chosen = next((rect(x, y) for x, y in spots if self._free(rect(x, y))), None)
+        if chosen is None:
+            x0, y0 = rect(*spots[0])[:2]
+            grid = [(x, y) for x in range(0, self.width - w + 1, max(1, w // 4))
+                    for y in range(0, self.height - h + 1, max(1, h // 2))]
+            grid.sort(key=lambda p: abs(p[0] - x0) + abs(p[1] - y0))
+            chosen = next((rect(x, y) for x, y in grid if self._free(rect(x, y))), None)
+        if chosen is None:
+            self.left_out += 1
+            return None
+        self.placed.append((text, chosen, color))
+        return chosen
+
+    def draw(self, image: np.ndarray) -> None:
+        for text, (x1, y1, x2, y2), color in self.placed:
+            cv2.rectangle(image, (x1, y1), (x2 - 1, y2 - 1), (0, 0, 0), -1)  # a dark backing keeps it legible
+            _, base = cv2.getTextSize(text, FONT, self.scale, self.thickness)
+            cv2.putText(image, text, (x1 + 2, y2 - 2 - base), FONT, self.scale, color, self.thickness, cv2.LINE_AA)
+
+
+def overlay_layout(r: Result, fps: float, width: int, height: int) -> TextLayout:
+    """Where every text of a result's overlay goes: the status line, the labels, one per face."""
+    k = max(1.0, width / 640.0)  # text and lines grow with the frame
+    layout = TextLayout(width, height, 0.55 * k, max(1, int(round(1.5 * k))))
+    latency = (r.t_result - r.t_capture) * 1000.0
+    status = "%.1f FPS  %.0f ms%s" % (fps, latency, "  partial" if r.partial else "")
+    layout.place(status, [(4, height)], (255, 255, 255))
+    for i, (label, p) in enumerate((r.labels or [])[:3]):
+        layout.place("%s %.0f%%" % (label, 100 * p), [(4, 4 + i * layout.size("Ag")[1])], (0, 255, 255))
     for f in r.faces:
         x1, y1, x2, y2 = (int(round(v)) for v in f.box)
         label = f.smoothed or f.expression
-        color = (0, 200, 0) if label else (0, 160, 255)
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, t)
         text = label if label else "face %.2f" % f.score
         if label and f.smoothed and f.expression and f.smoothed != f.expression:
             text += " (%s)" % f.expression  # the vote, then this frame's own label
-        cv2.putText(out, text, (x1, max(int(20 * k), y1 - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * k, color, t,
-                    cv2.LINE_AA)
-    if r.labels:
-        for i, (label, p) in enumerate(r.labels[:3]):
-            cv2.putText(out, "%s %.0f%%" % (label, 100 * p), (8, int((22 + 24 * i) * k)), cv2.FONT_HERSHEY_SIMPLEX,
-                        0.6 * k, (0, 255, 255), t, cv2.LINE_AA)
-    latency = (r.t_result - r.t_capture) * 1000.0
-    status = "%.1f FPS  %.0f ms%s" % (fps, latency, "  partial" if r.partial else "")
-    cv2.putText(out, status, (8, out.shape[0] - int(20 * k)), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * k, (255, 255, 255),
-                t + 1, cv2.LINE_AA)
+        h = layout.size(text)[1]
+        layout.place(text, [(x1, y1 - h - 2), (x1, y2 + 2), (x1, y1 + 2)],
+                     (0, 200, 0) if label else (0, 160, 255))
+    return layout
+
+
+def annotate(image: np.ndarray, r: Result, fps: float) -> np.ndarray:
+    out = np.array(image, copy=True)
+    k = max(1.0, out.shape[1] / 640.0)
+    t = max(1, int(round(2 * k)))
+    for f in r.faces:
+        x1, y1, x2, y2 = (int(round(v)) for v in f.box)
+        color = (0, 200, 0) if (f.smoothed or f.expression) else (0, 160, 255)
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, t)
+    overlay_layout(r, fps, out.shape[1], out.shape[0]).draw(out)
     return out
 
 
@@ -142,14 +206,14 @@ def make_sink(spec: str, fps: float) -> Optional[Sink]:
         return WindowSink()
     if spec.startswith("file:") and len(spec) > 5:
         return FileSink(spec[5:], fps)
-    if spec.startswith("web:"):
-        from .web_sink import WebSink
-        host, _, port = spec[4:].rpartition(":")
+    if spec == "web" or spec.startswith("web:"):
+        from .web_sink import DEFAULT_PORT, WebSink
+        host, _, port = spec[4:].rpartition(":") if spec != "web" else ("", "", str(DEFAULT_PORT))
         try:
-            return WebSink(host or "0.0.0.0", int(port))
+            return WebSink(host or "127.0.0.1", int(port))
         except ValueError:
-            raise DisplayError("display %r: expected web:PORT or web:HOST:PORT" % spec) from None
-    raise DisplayError("unknown display %r; use none, window, file:PATH.mp4 or web:[HOST:]PORT" % spec)
+            raise DisplayError("display %r: expected web, web:PORT or web:HOST:PORT" % spec) from None
+    raise DisplayError("unknown display %r; use none, window, file:PATH.mp4 or web[:[HOST:]PORT]" % spec)
 
 
 class Display(Actor):

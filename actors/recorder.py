@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import OrderedDict
-from typing import IO, List, Optional
+from typing import IO, Any, Dict, List, Optional
 
 from bus.messages import Eos, Result, TruthFace
 from bus.sockets import Bus
@@ -57,6 +57,7 @@ class Recorder(Actor):
         self.totals = {"frames": 0, "faces": 0, "truth": 0, "matched": 0, "expression_correct": 0,
                        "false_positives": 0, "frames_with_truth": 0, "frames_exact": 0}
         self.latency_ms: list = []  # capture -> result, every frame of the run
+        self.top_labels: Dict[str, List[float]] = {}  # classification: label -> its probability, per frame it led
         self.truth: "OrderedDict[int, List[TruthFace]]" = OrderedDict()  # frame id -> what the source drew
         self.first_t: Optional[float] = None
         self.last_t: Optional[float] = None
@@ -94,6 +95,9 @@ class Recorder(Actor):
         self.first_t = r.t_result if self.first_t is None else self.first_t
         self.last_t = r.t_result
         self.latency_ms.append((r.t_result - r.t_capture) * 1000.0)
+        if r.labels:
+            label, p = r.labels[0]
+            self.top_labels.setdefault(label, []).append(p)
         check = None
         truth = self.truth.pop(r.frame_id, None)
         if truth is not None:
@@ -123,6 +127,11 @@ class Recorder(Actor):
                 line["truth"] = [{"box": tf.box, "expression": tf.expression} for tf in truth]
             self.fh.write(json.dumps(line) + "\n")
         self.stats.count("out")
+
+    def label_summary(self, n: int = 5) -> List[Dict[str, Any]]:
+        """The classifier's most frequent top-1 labels: label, frames it led, its mean probability there."""
+        ranked = sorted(self.top_labels.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:n]
+        return [{"label": label, "frames": len(ps), "mean_prob": round(sum(ps) / len(ps), 4)} for label, ps in ranked]
 
     async def cleanup(self) -> None:
         if self.fh is not None:

@@ -34,6 +34,10 @@ class Stats:
         self._rate_t = self.t_start
         self._rate_out = 0
         self.fps = 0.0
+        self.busy_total_ms = 0.0  # time with at least one item in work, for the busy share of the last window
+        self._busy_until = self.t_start  # work before the first window does not count in it
+        self._rate_busy = 0.0
+        self.busy_pct = 0.0
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -45,7 +49,11 @@ class Stats:
             self.count("dropped." + reason, n)
 
     def busy(self, ms: float) -> None:
+        """Time spent on one item, reported when it ends; overlapping items count their overlap once."""
         self.busy_ms.append(ms)
+        now = time.monotonic()
+        self.busy_total_ms += max(0.0, now - max(now - ms / 1000.0, self._busy_until)) * 1000.0
+        self._busy_until = max(self._busy_until, now)
 
     def latency(self, ms: float) -> None:
         self.latency_ms.append(ms)
@@ -63,7 +71,9 @@ class Stats:
         dt = now - self._rate_t
         if dt >= 0.2 or final:
             self.fps = (out - self._rate_out) / dt if dt > 0 else 0.0
-            self._rate_t, self._rate_out = now, out
+            self.busy_pct = (self.busy_total_ms - self._rate_busy) / (10.0 * dt) if dt > 0 else 0.0
+            self._rate_t, self._rate_out, self._rate_busy = now, out, self.busy_total_ms
+            self._busy_until = max(self._busy_until, now)  # an item in work now counts from here on: <= 100 %
         counters = dict(self.counters)
         for reason, n in (rejected or {}).items():
             counters["rejected." + reason] = n
@@ -74,6 +84,7 @@ class Stats:
         gauges.update({
             "fps": self.fps,
             "fps_avg": out / elapsed if elapsed > 0 else 0.0,
+            "busy_pct": self.busy_pct,  # share of the last window with at least one item in work
             "busy_ms_p50": percentile(self.busy_ms, 50),
             "busy_ms_p99": percentile(self.busy_ms, 99),
             "latency_ms_p50": percentile(self.latency_ms, 50),

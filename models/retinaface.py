@@ -15,7 +15,7 @@ Python 3.9 compatible.
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -61,7 +61,7 @@ def decode(loc: np.ndarray, conf: np.ndarray, landms: np.ndarray, prior: np.ndar
 
 
 class RetinaFaceDetector(FaceDetectorModel):
-    def __init__(self, spec: ModelSpec, engine, score_threshold: float = 0.5, max_faces: int = 16) -> None:
+    def __init__(self, spec: ModelSpec, engine, score_threshold: Optional[float] = None, max_faces: int = 16) -> None:
         super().__init__(spec, engine, score_threshold=score_threshold, max_faces=max_faces)
         h, w, _ = spec.input_shape
         if h != w:

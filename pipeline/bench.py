@@ -819,7 +819,7 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="run.py bench", description="Measure models alone and the whole pipeline; "
                                  "write JSON and PNG charts.")
     ap.add_argument("-v", "--verbose", action="count", default=0)
-    sub = ap.add_subparsers(dest="what", metavar="models|pipeline|bus")
+    sub = ap.add_subparsers(dest="what", metavar="models|pipeline|bus|detectors")
     sub.required = True
     m = sub.add_parser("models", help="invoke FPS of each model on the CPU (1 and N threads) and the Edge TPU",
                        description="Model files come from models.paths, $EDGEPIPE_MODEL_PATH, then the cache; "
@@ -860,6 +860,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=DEFAULT_OUT, help="output folder (default ./%s)" % DEFAULT_OUT)
     from . import bench_bus
     bench_bus.add_parser(sub)
+    from . import bench_detectors
+    bench_detectors.add_parser(sub)
     return ap
 
 
@@ -876,6 +878,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.what == "bus":
             from .bench_bus import main_args
             return main_args(args)
+        if args.what == "detectors":
+            from .bench_detectors import main_args as detectors_main
+            return detectors_main(args)
         return bench_pipeline_main(args)
     except (ConfigError, EngineError) as exc:
         print("error: %s" % exc, file=sys.stderr)

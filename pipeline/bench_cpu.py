@@ -1,6 +1,6 @@
 """``python run.py bench pipeline --engine cpu``: the pipeline against the serial loop, on real faces.
 
-Real CPU models (the profile's CPU models: BlazeFace short + FER64 for
+Real CPU models (the profile's CPU models: BlazeFace full range + FER64 for
 ``fd+fer64``) on real photographs from the shared assets (``--images``,
 default ``../shared/assets/images`` beside the repository, or
 ``$EDGEPIPE_ASSETS/images``):

@@ -16,6 +16,7 @@ from actors.display import Display, make_sink
 from actors.encoder import Encoder
 from actors.engines import EngineSettings
 from actors.fer import FerWorker
+from actors.live_view import LiveView, is_web
 from actors.metrics_hub import MetricsHub
 from actors.recorder import Recorder
 from actors.sources import is_live
@@ -101,9 +102,13 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
     add("recorder", lambda: Recorder("recorder", bus, results_endpoint=ep.results, results_path=opts.results_path,
                                      **mkw))
     if cfg.pipeline.display != "none":
-        add("display", lambda: Display("display", bus, sink=make_sink(cfg.pipeline.display, cfg.display.fps),
-                                       frames_endpoint=ep.frames, results_endpoint=ep.results, hwm=cfg.display.hwm,
-                                       frame_buffer=cfg.display.frame_buffer, **mkw))
+        display_cls, web = Display, {}
+        if is_web(cfg.pipeline.display):  # the live view: every actor's metrics, where each role runs
+            display_cls, web = LiveView, {"public_metrics_endpoint": ep.metrics,
+                                          "roles": {r: pl.describe() for r, pl in placement.items()}}
+        add("display", lambda: display_cls("display", bus, sink=make_sink(cfg.pipeline.display, cfg.display.fps),
+                                           frames_endpoint=ep.frames, results_endpoint=ep.results,
+                                           hwm=cfg.display.hwm, frame_buffer=cfg.display.frame_buffer, **web, **mkw))
     add("aggregator", lambda: Aggregator("aggregator", bus, detections_endpoint=ep.detections,
                                          expressions_endpoint=ep.expressions, results_endpoint=ep.results,
                                          hwm=cfg.fer.hwm, deadline_ms=cfg.aggregator.deadline_ms,

@@ -31,6 +31,9 @@ def human_summary(s: Dict[str, Any]) -> str:
         lines.append("truth: %d/%d faces found, %d/%d expressions right, %d false positives, %d/%d frames exact"
                      % (f["matched"], f["truth"], f["expression_correct"], f["truth"], f["false_positives"],
                         f["frames_exact"], f["frames_with_truth"]))
+    elif s.get("labels"):
+        lines.append("labels (top-1 of each frame): " + ", ".join(
+            "%s %d frames (p %.2f)" % (x["label"], x["frames"], x["mean_prob"]) for x in s["labels"]))
     else:
         lines.append("faces: %d in %d frames" % (f["faces"], f["frames"]))
     fail = s.get("failure")
@@ -73,8 +76,8 @@ def _positive(kind):
 def run_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="run.py", description="Real-time face detection, expression recognition and classification "
-        "as asyncio actors over ZeroMQ. Subcommands: metrics, models, bench, group, keys, setup-tpu-venv "
-        "(run.py SUBCOMMAND --help).")
+        "as asyncio actors over ZeroMQ. Subcommands: metrics, models, bench, group, keys, doctor, setup-tpu-venv, "
+        "install-service (run.py SUBCOMMAND --help).")
     ap.add_argument("--profile", help="fd+fer64 | fd+fer112 | fd | cls (profiles of the config)")
     ap.add_argument("--config", help="a config file overlaid on config.toml beside run.py: its tables merge key "
                     "by key, its other values (lists too) replace")
@@ -83,7 +86,8 @@ def run_parser() -> argparse.ArgumentParser:
     ap.add_argument("--engine", help="auto | fake | cpu | edgetpu: every role's engine unless --place says")
     ap.add_argument("--place", action="append", metavar="ROLE=ENGINE",
                     help="one role's engine, e.g. --place fer=cpu (roles: detector, fer, classifier)")
-    ap.add_argument("--display", help="none | window | file:PATH.mp4 | web:[HOST:]PORT")
+    ap.add_argument("--display", help="none | window | file:PATH.mp4 | web | web:[HOST:]PORT (the live view; web: "
+                    "127.0.0.1:8080)")
     ap.add_argument("--encoder", choices=("raw", "jpeg"), help="how frames cross into inference")
     ap.add_argument("--fer-workers", type=int, help="FER pool size")
     ap.add_argument("--metrics-endpoint", help="where metrics subscribers attach (default from the config)")
@@ -235,6 +239,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv and argv[0] == "keys":
         from .keys import main as keys_main
         return keys_main(argv[1:])
+    if argv and argv[0] == "install-service":
+        from .service import main as service_main
+        return service_main(argv[1:])
+    if argv and argv[0] == "doctor":
+        from .doctor import main as doctor_main
+        return doctor_main(argv[1:])
     if argv and argv[0] == "setup-tpu-venv":
         from .tpu_venv import main as venv_main
         return venv_main(argv[1:])

@@ -96,7 +96,8 @@ class EncoderConfig(Section):
 
 
 class DetectorConfig(Section):
-    score_threshold: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.5
+    # None: each model's own threshold (manifest ``min_score``, set from ``run.py bench detectors``)
+    score_threshold: Optional[Annotated[float, Meta(ge=0.0, le=1.0)]] = None
     max_faces: Annotated[int, Meta(ge=1, le=256)] = 16
     hwm: Hwm = 4
     freshest: bool = True  # drop stale frames (counted) and work on the newest

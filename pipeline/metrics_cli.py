@@ -5,7 +5,7 @@ import argparse
 import asyncio
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from bus.messages import Metric
 from bus.sockets import Bus
@@ -37,11 +37,12 @@ def table(latest: Dict[str, Metric]) -> str:
     return "\n".join(lines)
 
 
-async def export(endpoint: str, host: str, port: int, stop: "asyncio.Event", on_ready=None) -> int:
+async def export(endpoint: str, host: str, port: int, stop: "asyncio.Event", on_ready=None,
+                 stale_after: Optional[float] = None) -> int:
     """Serve the latest metrics of the pipeline at ``endpoint`` for Prometheus until ``stop``."""
-    from .prometheus import Exporter
+    from .prometheus import DEFAULT_STALE_S, Exporter
     try:
-        exporter = Exporter(host, port)
+        exporter = Exporter(host, port, stale_after=stale_after or DEFAULT_STALE_S, source=endpoint)
     except OSError as exc:
         print("metrics --prometheus: cannot listen on %s:%d (%s)" % (host, port, exc), file=sys.stderr)
         return 1
@@ -51,6 +52,9 @@ async def export(endpoint: str, host: str, port: int, stop: "asyncio.Event", on_
         sub = bus.sub(endpoint, hwm=1000, name="prometheus", topics=("metric",))
         print("serving http://%s:%d/metrics from %s" % (exporter.address[0], exporter.address[1], endpoint),
               file=sys.stderr)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            print("warning: serving on %s, not loopback: anyone who can reach port %d reads the metrics"
+                  % (host or "every interface", exporter.address[1]), file=sys.stderr)
         if on_ready is not None:
             on_ready(exporter)
         stopping = asyncio.ensure_future(stop.wait())
@@ -111,7 +115,11 @@ def main(argv: List[str]) -> int:
     ap.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     ap.add_argument("--timeout", type=float, default=10.0, help="give up when nothing arrives for this long")
     ap.add_argument("--prometheus", metavar="[HOST:]PORT",
-                    help="serve the metrics at http://HOST:PORT/metrics for Prometheus instead of printing")
+                    help="serve the metrics at http://HOST:PORT/metrics for Prometheus instead of printing "
+                    "(HOST defaults to 127.0.0.1; 0.0.0.0 for a Prometheus on another machine)")
+    ap.add_argument("--stale-after", type=float, default=None, metavar="S",
+                    help="with --prometheus: drop an actor's series when it has been silent for S seconds "
+                    "(default 5); edgepipe_up is 0 when every actor is gone")
     args = ap.parse_args(argv)
     endpoint = args.endpoint
     if endpoint is None:
@@ -124,17 +132,17 @@ def main(argv: List[str]) -> int:
         except ValueError:
             print("--prometheus: expected PORT or HOST:PORT, got %r" % args.prometheus, file=sys.stderr)
             return 2
-        return asyncio.run(_export_until_signal(endpoint, host or "0.0.0.0", port_n))
+        return asyncio.run(_export_until_signal(endpoint, host or "127.0.0.1", port_n, args.stale_after))
     try:
         return asyncio.run(watch(endpoint, args.once, args.interval, args.timeout))
     except KeyboardInterrupt:
         return 130
 
 
-async def _export_until_signal(endpoint: str, host: str, port: int) -> int:
+async def _export_until_signal(endpoint: str, host: str, port: int, stale_after: Optional[float] = None) -> int:
     import signal
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    return await export(endpoint, host, port, stop)
+    return await export(endpoint, host, port, stop, stale_after=stale_after)

@@ -320,6 +320,7 @@ def summarize(p: Optional[Pipeline], t_go: float, drained: bool, interrupted: bo
         "unaccounted": captured - completed - partial - total_dropped,
         "display": sink_summary(cfg.pipeline.display, snaps.get("display"), completed + partial),
         "faces": dict(rec.totals),
+        "labels": rec.label_summary(),  # classification profiles: the most frequent top-1 labels
         "duration_s": round(elapsed, 3),
         "fps": round((completed + partial) / elapsed, 2) if elapsed > 0 else 0.0,
         "latency_ms": {"p50": round(percentile(lat, 50), 3), "p99": round(percentile(lat, 99), 3),

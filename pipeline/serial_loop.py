@@ -46,7 +46,7 @@ TRANSPORTS = ("ipc", "tcp")
 
 # ---------------------------------------------------------------- back end (the second process)
 
-def load_models(settings: Any, det_spec: Any, fer_spec: Any, engines: List[Any], score_threshold: float,
+def load_models(settings: Any, det_spec: Any, fer_spec: Any, engines: List[Any], score_threshold: Optional[float],
                 max_faces: int, actors: Sequence[str] = ("detector", "fer-0")) -> Any:
     """(face detector, expression model) of a serial loop, on engines built and loaded one after the other.
 
@@ -74,7 +74,7 @@ def backend_main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--engine", default="cpu", help="engine kind (default cpu)")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads per interpreter")
     ap.add_argument("--model-path", action="append", default=[], help="folder searched for model files")
-    ap.add_argument("--score-threshold", type=float, default=0.5)
+    ap.add_argument("--score-threshold", type=float, default=None, help="default: the model's own")
     ap.add_argument("--max-faces", type=int, default=16)
     ap.add_argument("--idle-timeout", type=float, default=120.0, help="exit after this many seconds without a "
                     "message (default 120)")
@@ -174,7 +174,7 @@ class SerialLoop:
     """The front end: spawns the back end, sends one frame at a time and waits for its result."""
 
     def __init__(self, detector: str, fer: str, *, threads: int = 1, model_paths: Sequence[str] = (),
-                 score_threshold: float = 0.5, max_faces: int = 16, transport: str = "ipc",
+                 score_threshold: Optional[float] = None, max_faces: int = 16, transport: str = "ipc",
                  python: Optional[str] = None, engine: str = "cpu", timeout_s: float = 60.0) -> None:
         if transport not in TRANSPORTS:
             raise ValueError("transport must be one of %s" % ", ".join(TRANSPORTS))
@@ -209,7 +209,9 @@ class SerialLoop:
             self.endpoint = "tcp://127.0.0.1:%d" % port
         cmd = [self.python, "-m", "pipeline.serial_loop", "--connect", self.endpoint, "--detector", self.detector,
                "--fer", self.fer, "--engine", self.engine, "--threads", str(self.threads),
-               "--score-threshold", repr(float(self.score_threshold)), "--max-faces", str(self.max_faces)]
+               "--max-faces", str(self.max_faces)]
+        if self.score_threshold is not None:
+            cmd += ["--score-threshold", repr(float(self.score_threshold))]
         for p in self.model_paths:
             cmd += ["--model-path", p]
         env = dict(os.environ)

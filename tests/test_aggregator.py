@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from actors.aggregator import Aggregator
-from bus.messages import Box, Detections, Eos, Expression, FaceLabel, Result
+from bus.messages import Box, Detections, Done, Eos, Expression, FaceLabel, Result
 
 from helpers import run_async
 
@@ -15,12 +15,12 @@ def expr(fid, i, label="happy", error="", count=1):
     return Expression(fid, i, count, "test", 1.0, [] if error else [FaceLabel(label, 0.9)] * count, error)
 
 
-async def harness(bus, deadline_ms, ordered, feed):
+async def harness(bus, deadline_ms, ordered, feed, topics=("result", "eos")):
     agg = Aggregator("aggregator", bus, detections_endpoint="inproc://d", expressions_endpoint="inproc://e",
                      results_endpoint="inproc://r", hwm=100, deadline_ms=deadline_ms, ordered=ordered)
     dpub = bus.pub("inproc://d", hwm=100, name="test.det")
     epush = bus.push("inproc://e", hwm=100, bind=False, name="test.expr")
-    rsub = bus.sub("inproc://r", hwm=100, name="test.results")
+    rsub = bus.sub("inproc://r", hwm=100, name="test.results", topics=topics)
     try:
         await agg.start()
         await dpub.wait_subscribers(1)
@@ -59,6 +59,18 @@ def test_join_out_of_order_early_late_and_strays(bus):
     c = agg.stats.counters
     assert c["duplicate_expressions"] == 1 and c["bad_expressions"] == 1
     assert c["completed"] == 3
+
+
+def test_each_result_is_followed_by_a_done_message_for_capture_credits(bus):
+    async def feed(dpub, epush, rsub, out):
+        await dpub.send(det(0, 1))
+        await dpub.send(det(1, 0))
+        await epush.send(expr(0, 0, "sad"))
+
+    _, out = run_async(harness(bus, 2000.0, True, feed, topics=("result", "done", "eos")))
+    assert [(type(m).__name__, m.frame_id) for m in out] == [("Result", 0), ("Done", 0), ("Result", 1), ("Done", 1)]
+    _, out = run_async(harness(bus, 2000.0, True, feed, topics=("done", "eos")))  # what capture takes
+    assert all(isinstance(m, Done) for m in out) and [m.frame_id for m in out] == [0, 1]
 
 
 def test_deadline_makes_partial_and_late_expressions_are_not_joined(bus):

@@ -27,10 +27,10 @@ def _why_skip() -> str:
     from models import manifest
     from models.fetch import file_for, find_local
 
-    for name in ("blazeface-short", "fer64"):
+    for name in ("blazeface-full", "fer64"):
         spec = manifest.get(name)
         if find_local(spec, file_for(spec, "cpu"), [str(ASSETS / "models")]) is None:
-            return "model %s not in the cache: python run.py models fetch blazeface-short fer64" % name
+            return "model %s not in the cache: python run.py models fetch blazeface-full fer64" % name
     return ""
 
 
@@ -52,7 +52,7 @@ def test_bench_cpu_quick_runs_both_sides_on_the_same_frames(tmp_path, capsys):
     data = json.loads((out / bench_cpu.OUT_NAME).read_text())
     assert data["machine"]["cpus_usable"] and data["machine"]["python"]
     assert not data["errors"]
-    assert data["settings"]["models"] == {"detector": "blazeface-short", "fer": "fer64"}
+    assert data["settings"]["models"] == {"detector": "blazeface-full", "fer": "fer64"}
 
     sets = data["frame_sets"]
     assert sets["seed640"]["size"] == [640, 480]

@@ -101,6 +101,7 @@ STRATEGIES = {
     m.FaceJob: facejobs(),
     m.Expression: expressions(),
     m.Result: results(),
+    m.Done: st.builds(m.Done, st.integers(0, 2 ** 40)),
     m.Metric: st.builds(m.Metric, text, st.integers(0, 2 ** 31), times,
                         st.dictionaries(text, st.integers(-(2 ** 62), 2 ** 62), max_size=4),
                         st.dictionaries(text, finite, max_size=4), st.booleans()),
@@ -126,8 +127,8 @@ def same(a, b) -> bool:
 
 def test_every_kind_has_a_strategy():
     assert set(STRATEGIES) == set(m.MESSAGE_TYPES)
-    assert set(m.BY_KIND) == {"frame", "encoded", "detections", "facejob", "expression", "result", "metric",
-                              "eos", "ready", "stopped"}
+    assert set(m.BY_KIND) == {"frame", "encoded", "detections", "facejob", "expression", "result", "done",
+                              "metric", "eos", "ready", "stopped"}
 
 
 @pytest.mark.parametrize("cls", m.MESSAGE_TYPES, ids=lambda c: c.KIND)

@@ -18,7 +18,8 @@ def test_repository_config_loads_with_four_profiles():
     cfg = config.load()
     assert set(cfg.profiles) >= {"fd+fer64", "fd+fer112", "fd", "cls"}
     assert cfg.profile().models("fake").detector == "coral-ssd-face"
-    assert cfg.profile().models("cpu").detector == "blazeface-short"
+    assert cfg.profile().models("cpu").detector == "blazeface-full"
+    assert cfg.profiles["fd+fer64-fast"].models("cpu").detector == "blazeface-short"
 
 
 @pytest.mark.parametrize("data, where", [

@@ -49,7 +49,7 @@ def test_auto_reads_the_table_bench_models_writes(tmp_path):
 def test_auto_without_an_edge_tpu_runs_on_the_cpu_and_says_why():
     cfg = inproc_config(pipeline={"engine": "auto"})
     p = place(cfg, tpu_check=lambda: (False, "no Coral on USB"))
-    assert p["detector"].engine == "cpu" and p["detector"].model == "blazeface-short"
+    assert p["detector"].engine == "cpu" and p["detector"].model == "blazeface-full"
     assert p["fer"].engine == "cpu" and "no Coral on USB" in p["fer"].reason
 
 

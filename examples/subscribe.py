@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Listen to a running edgepipe: print its results and its metrics.
+
+Needs only pyzmq and msgpack (pip install pyzmq msgpack) and imports nothing
+from edgepipe: it is an example of a client in any language, following
+docs/wire.md.
+
+    python examples/subscribe.py --results ipc:///tmp/edgepipe-results --metrics tcp://127.0.0.1:5590
+
+Give the endpoints the pipeline uses (its config's [endpoints] results and
+metrics); results must be ipc:// or tcp:// for another process to reach them.
+"""
+import argparse
+import sys
+
+import msgpack
+import zmq
+
+SCHEMA_VERSION = 2  # the wire this client reads (docs/wire.md)
+
+
+def decode(frames):
+    """Frames of one message -> (kind, sequence number, fields); the image frame, if any, is not needed here."""
+    kind = frames[0].decode("ascii")
+    version, seq, _image, fields = msgpack.unpackb(frames[1], raw=False)
+    if version != SCHEMA_VERSION:
+        raise ValueError("%s message of schema version %r; this client reads %d" % (kind, version, SCHEMA_VERSION))
+    return kind, seq, fields
+
+
+def describe_result(r):
+    faces = []
+    for f in r.get("faces", []):
+        x1, y1, x2, y2 = f["box"]
+        label = f.get("smoothed") or f.get("expression") or "?"
+        conf = f.get("confidence")
+        faces.append("%s%s track %d at (%.0f,%.0f)-(%.0f,%.0f)" % (
+            label, " %.2f" % conf if conf is not None else "", f.get("track", -1), x1, y1, x2, y2))
+    text = "result frame %d: %d face(s)%s, %.1f ms capture to result%s" % (
+        r["frame_id"], len(faces), (" [" + "; ".join(faces) + "]") if faces else "",
+        (r["t_result"] - r["t_capture"]) * 1000.0, ", partial" if r.get("partial") else "")
+    if r.get("labels"):
+        text += ", labels " + ", ".join("%s %.2f" % (label, p) for label, p in r["labels"][:3])
+    return text
+
+
+def describe_metric(m):
+    c, g = m.get("counters", {}), m.get("gauges", {})
+    return "metric %s: %.1f fps, busy %.0f%%, in %d, out %d, dropped %d, rejected %d%s" % (
+        m["actor"], g.get("fps", 0.0), g.get("busy_pct", 0.0), c.get("in", 0), c.get("out", 0),
+        c.get("dropped", 0), c.get("rejected", 0), " (final)" if m.get("final") else "")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="print a running edgepipe's results and metrics")
+    ap.add_argument("--results", help="the pipeline's results endpoint (ipc://PATH or tcp://HOST:PORT)")
+    ap.add_argument("--metrics", help="its metrics endpoint (endpoints.metrics)")
+    ap.add_argument("--count", type=int, default=0,
+                    help="exit once N results and N metric snapshots were printed (0: run until Ctrl-C)")
+    ap.add_argument("--timeout", type=float, default=30.0, help="exit 1 when nothing arrives for this many seconds")
+    args = ap.parse_args(argv)
+    if not args.results and not args.metrics:
+        ap.error("give --results, --metrics or both")
+
+    ctx = zmq.Context()
+    poller = zmq.Poller()
+    socks = {}
+    for name, endpoint, topics in (("results", args.results, ("result", "eos")),
+                                   ("metrics", args.metrics, ("metric",))):
+        if endpoint:
+            s = ctx.socket(zmq.SUB)
+            s.setsockopt(zmq.LINGER, 0)
+            for t in topics:
+                s.setsockopt(zmq.SUBSCRIBE, t.encode("ascii"))
+            s.connect(endpoint)
+            poller.register(s, zmq.POLLIN)
+            socks[s] = name
+    print("listening: %s" % ", ".join("%s at %s" % (n, e) for n, e in (("results", args.results),
+                                                                           ("metrics", args.metrics)) if e),
+          flush=True)
+    printed = {name: 0 for name in socks.values()}
+    last_seq = {}  # (stream, kind) -> the sender's last sequence number
+    try:
+        while True:
+            events = dict(poller.poll(int(args.timeout * 1000)))
+            if not events:
+                print("nothing for %.0f s: is the pipeline running, with these endpoints?" % args.timeout,
+                      file=sys.stderr)
+                return 1
+            for s in events:
+                stream = socks[s]
+                frames = s.recv_multipart()
+                try:
+                    kind, seq, fields = decode(frames)
+                except (ValueError, msgpack.UnpackException) as exc:
+                    print("skipped a message: %s" % exc, file=sys.stderr)
+                    continue
+                key = (stream, kind)  # one sender per kind on each socket (the hub re-sends every metric)
+                if key in last_seq and seq > last_seq[key] + 1:
+                    print("lost %d %s message(s) (this client fell behind)" % (seq - last_seq[key] - 1, kind))
+                last_seq[key] = seq
+                if kind == "result":
+                    print(describe_result(fields), flush=True)
+                elif kind == "metric":
+                    print(describe_metric(fields), flush=True)
+                elif kind == "eos":
+                    print("end of stream: %s sent %d, last frame %d" % (fields["sender"], fields["sent"],
+                                                                        fields["last_frame_id"]), flush=True)
+                    return 0
+                else:
+                    continue
+                printed[stream] += 1
+            if args.count and all(n >= args.count for n in printed.values()):
+                return 0
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        for s in socks:
+            s.close()
+        ctx.term()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""The Prometheus exporter, read back with prometheus_client's own parser."""
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from bus.messages import Metric
+from pipeline.metrics_cli import export
+from pipeline.prometheus import COUNTERS, REJECT_REASONS, render
+from pipeline.runner import RunOptions, run
+
+from helpers import inproc_config, run_async
+
+
+def families(text):
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def samples(fams, name, **labels):
+    """The samples of family ``name`` whose labels include ``labels``."""
+    return [s for f in fams.values() for s in f.samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+
+
+def test_render_documents_every_family_in_base_units():
+    m = Metric("fer-0", 42, 10.0, counters={"in": 7, "out": 7, "dropped.transport": 2, "dropped": 2},
+               gauges={"fps": 12.5, "busy_pct": 50.0, "busy_ms_p50": 4.0, "busy_ms_p99": 9.0, "uptime_s": 3.0,
+                       "on.fake:0": 1.0, "device.fake:0.busy_pct": 40.0, "device.fake:0.invokes": 99.0,
+                       "resources.temp_c": 51.5, "odd": math.nan})
+    text = render({"fer-0": m})
+    fams = families(text)
+    for f in fams.values():
+        assert f.documentation and f.type in ("counter", "gauge"), f
+        if f.type == "counter":
+            assert all(s.name.endswith("_total") for s in f.samples), f
+    assert samples(fams, "edgepipe_up")[0].value == 1.0
+    assert samples(fams, "edgepipe_busy_p50_seconds", actor="fer-0")[0].value == 0.004
+    assert samples(fams, "edgepipe_busy_ratio", actor="fer-0")[0].value == 0.5
+    assert samples(fams, "edgepipe_uptime_seconds", actor="fer-0")[0].value == 3.0
+    assert samples(fams, "edgepipe_device_busy_ratio", actor="fer-0", device="fake:0")[0].value == 0.4
+    assert samples(fams, "edgepipe_device_invokes_total", device="fake:0")[0].value == 99.0
+    assert samples(fams, "edgepipe_runs_on", device="fake:0")[0].value == 1.0
+    assert samples(fams, "edgepipe_resources_temp_celsius", actor="fer-0")[0].value == 51.5
+    assert math.isnan(samples(fams, "edgepipe_odd", actor="fer-0")[0].value)
+    # every counter a FER worker keeps is there, at 0 until it counts; drops and rejects by reason too
+    for name in COUNTERS["fer"]:
+        assert samples(fams, "edgepipe_%s_total" % name, actor="fer-0"), name
+    assert samples(fams, "edgepipe_restarts_total", actor="fer-0")[0].value == 0.0
+    assert samples(fams, "edgepipe_dropped_by_reason_total", actor="fer-0", reason="transport")[0].value == 2.0
+    for reason in REJECT_REASONS:
+        assert samples(fams, "edgepipe_rejected_by_reason_total", actor="fer-0", reason=reason)[0].value == 0.0
+    assert not any("_ms" in name for name in fams)
+    # nothing: only edgepipe_up, at 0
+    fams = families(render({}))
+    assert list(fams) == ["edgepipe_up"] and samples(fams, "edgepipe_up")[0].value == 0.0
+
+
+def test_exporter_serves_a_pipeline_and_forgets_it_when_it_goes(tmp_path):
+    cfg = inproc_config(pipeline={"source": "synthetic:faces=2,fps=60"}, bus={"metrics_interval_s": 0.1})
+    cfg.endpoints.metrics = "ipc://%s" % (tmp_path / "metrics")
+    got = {}
+    paced = threading.Event()  # never set: its wait paces the polling below
+
+    def get(url):
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.headers["Content-Type"], r.read().decode()
+
+    def scrape_running(base):
+        got["index"] = get(base + "/")
+        while True:  # until the exporter has heard from every stage, with work done
+            ctype, text = get(base + "/metrics")
+            fams = families(text)
+            outs = {s.labels["actor"]: s.value for s in samples(fams, "edgepipe_out_total")}
+            if all(outs.get(a, 0) > 0 for a in ("capture", "detector", "fer-0", "fer-1", "aggregator")):
+                got["running"], got["ctype"] = fams, ctype
+                return
+            paced.wait(0.05)
+
+    def scrape_gone(base):
+        while True:  # until the pipeline's series are gone (final snapshots, or silence past stale_after)
+            fams = families(get(base + "/metrics")[1])
+            if not any("actor" in s.labels for f in fams.values() for s in f.samples):
+                got["gone"] = fams
+                return
+            paced.wait(0.05)
+
+    async def main():
+        stop, exporter_stop = asyncio.Event(), asyncio.Event()
+        ready, exporter_ready = asyncio.Event(), asyncio.Event()
+        holder = {}
+        loop = asyncio.get_running_loop()
+        runner = asyncio.ensure_future(run(cfg, RunOptions(frames=100000), stop, on_ready=lambda p: ready.set()))
+        exporter = None
+        try:
+            await ready.wait()
+            exporter = asyncio.ensure_future(export(cfg.endpoints.metrics, "127.0.0.1", 0, exporter_stop,
+                                                    on_ready=lambda e: (holder.update(e=e), exporter_ready.set()),
+                                                    stale_after=1.0))
+            await exporter_ready.wait()
+            base = "http://%s:%d" % holder["e"].address
+            await loop.run_in_executor(None, scrape_running, base)
+            stop.set()
+            await runner
+            await loop.run_in_executor(None, scrape_gone, base)
+        finally:
+            stop.set()
+            await runner
+            exporter_stop.set()
+            if exporter is not None:
+                assert await exporter == 0
+
+    run_async(main())
+    fams = got["running"]
+    assert got["ctype"].startswith("text/plain; version=0.0.4")
+    assert "/metrics" in got["index"][1] and got["index"][0].startswith("text/html")
+    assert samples(fams, "edgepipe_up")[0].value == 1.0
+    for f in fams.values():
+        assert f.documentation, f.name
+    assert samples(fams, "edgepipe_fps", actor="detector")[0].value > 0
+    assert samples(fams, "edgepipe_restarts_total", actor="detector")[0].value == 0.0  # there from the start
+    assert samples(fams, "edgepipe_dropped_by_reason_total", actor="detector", reason="engine_timeout")
+    assert samples(fams, "edgepipe_latency_p50_seconds", actor="aggregator")[0].value > 0
+    assert samples(fams, "edgepipe_runs_on", actor="detector", device="fake:0")
+    gone = got["gone"]
+    assert list(gone) == ["edgepipe_up"] and samples(gone, "edgepipe_up")[0].value == 0.0
