@@ -1,6 +1,8 @@
 """An engine error of any type costs one frame (or one FER job); a run of them reloads the engine."""
 from __future__ import annotations
 
+import logging
+
 from pipeline.config import FaultsConfig
 from pipeline.runner import RunOptions, run
 
@@ -29,11 +31,14 @@ def test_detector_runtime_error_costs_that_frame_only():
     assert f["matched"] == f["expression_correct"] == 30
 
 
-def test_detector_reloads_engine_after_consecutive_errors():
-    # every invoke from the 5th to the 12th fails: 3 in a row reload the engine, the run goes on after
+def test_detector_reloads_engine_after_consecutive_errors(caplog):
+    # every invoke fails: one burst, logged once; every 3 in a row reload the engine
     cfg = inproc_config(pipeline={"source": "synthetic:faces=1,fps=0"}, detector={"invoke_timeout_ms": 5000.0})
     cfg.engine.fake.faults = {"detector": FaultsConfig(raise_every=1)}
-    s = run_async(run(cfg, RunOptions(frames=12)))
+    with caplog.at_level(logging.INFO, logger="edgepipe"):
+        s = run_async(run(cfg, RunOptions(frames=12)))
+    said = [r.getMessage() for r in caplog.records if "dropped: engine error" in r.getMessage()]
+    assert len(said) == 1, said
     check_accounting(s)
     det = s["actors"]["detector"]["counters"]
     assert det["dropped.engine_error"] == 12
