@@ -104,6 +104,7 @@ def test_soak_short(tmp_path):
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(1800 + 600)
 def test_soak_long(tmp_path):
     results = tmp_path / "r.jsonl"
     s, samples = soak(1800.0, str(results), samples_wanted=180)
