@@ -149,7 +149,9 @@ class Actor:
             raise
         except Exception as exc:
             if getattr(exc, "user_facing", False):
-                self.log.error("%s", exc)  # a problem with the input or the set-up, not a bug: no traceback
+                # a problem with the input or the set-up, not a bug: no traceback, and said once, by whoever
+                # reports the failure (start() raises it as ActorFailed; the runner or the group names the actor)
+                self.log.debug("%s", exc)
             else:
                 self.log.exception("failed")
             raise

@@ -29,6 +29,11 @@ class Classifier(FrameStage):
         super().__init__(name, bus, host=host, **kw)
         self.model = model
 
+    async def setup(self) -> None:
+        await super().setup()
+        # its labels now: a labels file that is missing can never work, and must stop the start, not each frame
+        await self.host.call(lambda: getattr(self.host.model, "labels", None))
+
     def work(self, msg: EncodedFrame) -> List[Tuple[str, float]]:
         return self.host.model.classify(decode_image(msg))
 

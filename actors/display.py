@@ -4,9 +4,14 @@ shows them in a window, writes them to a video file, or does nothing.
 Sinks: ``none``, ``window`` (OpenCV HighGUI; needs opencv-python, not the
 headless build, and a screen), ``file:PATH.mp4`` and ``web:[HOST:]PORT`` (an
 MJPEG page a browser on another machine can open). The display subscribes
-to the capture's frames and to results and keeps the last frames by id; it
-works on the newest result and skips older ones (counted as ``skipped``),
-so a slow display never slows inference.
+to the capture's frames and to results and keeps the last frames by id.
+A window or a web page works on the newest result and skips older ones, so
+a slow display never slows inference; a video file is a record and writes
+every result, in order, at the source's own frame rate (a video file's,
+a synthetic source's; ``display.fps`` for a camera). Every result the sink
+does not show counts as dropped, with its reason (``skipped`` for a newer
+one, ``no_frame`` when its frame has left the buffer, ``transport`` when it
+never arrived).
 
 Python 3.9 compatible.
 """
@@ -24,10 +29,11 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
-from bus.messages import Frame, Result
+from bus.messages import Eos, Frame, Result
 from bus.sockets import Bus
 
 from .base import Actor, in_thread, ms_since
+from .sources import source_rate
 
 
 class DisplayError(RuntimeError):
@@ -126,6 +132,8 @@ def annotate(image: np.ndarray, r: Result, fps: float) -> np.ndarray:
 
 
 class Sink:
+    every_frame = False  # a record: write every result in order, do not skip to the newest
+
     def open(self) -> None:
         pass
 
@@ -163,9 +171,11 @@ class WindowSink(Sink):
 
 
 class FileSink(Sink):
+    every_frame = True
+
     def __init__(self, path: str, fps: float) -> None:
         self.path = path
-        self.fps = fps
+        self.fps = fps  # until the source's own rate is known (``Display`` sets it from the first frame)
         self.writer = None
 
     def open(self) -> None:
@@ -220,14 +230,23 @@ class Display(Actor):
         self.frames: "OrderedDict[int, np.ndarray]" = OrderedDict()
         self.shown = deque(maxlen=30)
         self.executor: Optional[ThreadPoolExecutor] = None
+        self.every_frame = getattr(sink, "every_frame", False)
+        self._rate_known = not isinstance(sink, FileSink)
+        self.waiting: "deque[Result]" = deque()  # a record's results whose frame has not come yet
+        self.last_frame_seen = -1
+        self.results_expected: Optional[int] = None  # results the aggregator sent, once its end of stream came
+        self.drained: Optional[asyncio.Event] = None  # every result the aggregator sent is written or counted
 
     async def setup(self) -> None:
+        self.drained = asyncio.Event()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=self.name)
         await in_thread(self.executor, self.sink.open)
         self.frames_sub = self.channel(self.bus.sub(self.frames_endpoint, hwm=self.frame_buffer, name=self.name,
                                                     topics=("frame",)))
-        self.results_sub = self.channel(self.bus.sub(self.results_endpoint, hwm=self.hwm, name=self.name + ".results",
-                                                     topics=("result",)))
+        # a record keeps as many results queued as frames, so that a slow write loses none
+        hwm = max(self.hwm, self.frame_buffer) if self.every_frame else self.hwm
+        self.results_sub = self.channel(self.bus.sub(self.results_endpoint, hwm=hwm, name=self.name + ".results",
+                                                     topics=("result", "eos")))
 
     def _fps(self) -> float:
         if len(self.shown) < 2:
@@ -239,34 +258,67 @@ class Display(Actor):
         poller.register(self.frames_sub.sock, zmq.POLLIN)
         poller.register(self.results_sub.sock, zmq.POLLIN)
         while True:
-            events = dict(await poller.poll())
-            if self.frames_sub.sock in events:
-                while True:
-                    f = self.frames_sub.recv_nowait()
-                    if f is None:
-                        break
-                    if isinstance(f, Frame) and f.image is not None:
-                        self.frames[f.frame_id] = f.image
-                        while len(self.frames) > self.frame_buffer:
-                            self.frames.popitem(last=False)
-            if self.results_sub.sock in events:
-                latest = None
-                while True:
-                    r = self.results_sub.recv_nowait()
-                    if r is None:
-                        break
-                    if isinstance(r, Result):
-                        if latest is not None:
-                            self.stats.count("skipped")
-                        latest = r
-                if latest is not None:
-                    await self._show(latest)
+            await poller.poll()
+            # frames first, and always: a frame may land between the poll and its result
+            await self._take_frames()
+            latest = None
+            while True:
+                r = self.results_sub.recv_nowait()
+                if r is None:
+                    break
+                if isinstance(r, Eos):
+                    if self.end_of_stream(self.results_sub, "result", r):
+                        self.results_expected = r.sent
+                elif isinstance(r, Result):
+                    self.stats.count("in")
+                    if self.every_frame:
+                        self.waiting.append(r)
+                        continue
+                    if latest is not None:
+                        self.stats.drop("skipped")  # a newer result is here: show that one
+                    latest = r
+            if latest is not None:
+                await self._show(latest)
+            while self.waiting:  # a record: in order; a result whose frame has not come yet waits for it
+                await self._take_frames()
+                if self.waiting[0].frame_id > self.last_frame_seen:
+                    break
+                await self._show(self.waiting.popleft())
+            self.account_lost(self.results_sub, "result")
+            self._check_drained()
+
+    async def _take_frames(self) -> None:
+        while True:
+            f = self.frames_sub.recv_nowait()
+            if f is None:
+                return
+            if isinstance(f, Frame) and f.image is not None:
+                if not self._rate_known:
+                    await self._take_source_rate(f.source)
+                self.frames[f.frame_id] = f.image
+                self.last_frame_seen = max(self.last_frame_seen, f.frame_id)
+                while len(self.frames) > self.frame_buffer:
+                    self.frames.popitem(last=False)
+
+    def _check_drained(self) -> None:
+        done = self.stats.counters.get("out", 0) + self.stats.dropped
+        if self.results_expected is not None and done >= self.results_expected and self.drained is not None:
+            self.drained.set()
+
+    async def _take_source_rate(self, spec: str) -> None:
+        """A video file is written at the source's frame rate when the source has one."""
+        self._rate_known = True
+        rate = await in_thread(self.executor, source_rate, spec)
+        if rate > 0 and isinstance(self.sink, FileSink):
+            self.sink.fps = rate
+        self.log.info("writing %s at %.3f fps (%s)", getattr(self.sink, "path", "the video"),
+                      getattr(self.sink, "fps", 0.0), "the source's rate" if rate > 0 else "display.fps")
 
     async def _show(self, r: Result) -> None:
-        self.stats.count("in")
         image = self.frames.get(r.frame_id)
         if image is None:
-            self.stats.count("no_frame")
+            self.log.debug("no frame for result %d; have %s", r.frame_id, list(self.frames)[:5])
+            self.stats.drop("no_frame")  # its frame left the buffer (or never came): nothing to draw on
             return
         for fid in [k for k in self.frames if k <= r.frame_id]:
             del self.frames[fid]

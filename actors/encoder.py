@@ -4,18 +4,26 @@ JPEG costs CPU here and saves bandwidth where the frame leaves the host or
 crosses into another interpreter over TCP; raw is cheapest in one process or
 over ipc. Which one is a config choice (``encoder.format``).
 
+A frame that fails to encode is dropped (counted); an encode that hangs past
+``timeout_ms`` is dropped and the encoding thread replaced. Tests inject
+faults (raise, hang, slow) with ``engine.fake.faults.encoder``.
+
 Python 3.9 compatible.
 """
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
+from typing import Any, Optional
 
 import cv2
 
 from bus.messages import EncodedFrame, Eos, Frame
 from bus.sockets import Bus
+from models.engine import EngineFaults
+from models.fake import InjectedFault
 
 from .base import Actor, in_thread, ms_since
 
@@ -24,8 +32,12 @@ class Encoder(Actor):
     kind = "encoder"
 
     def __init__(self, name: str, bus: Bus, *, frames_endpoint: str, encoded_endpoint: str, hwm: int,
-                 format: str = "raw", jpeg_quality: int = 85, **kw) -> None:
+                 format: str = "raw", jpeg_quality: int = 85, faults: Optional[EngineFaults] = None,
+                 timeout_ms: float = 2000.0, **kw) -> None:
         super().__init__(name, bus, **kw)
+        self.faults = faults
+        self.timeout_s = timeout_ms / 1000.0
+        self._released = threading.Event()  # frees a hung (injected) encode at the end
         self.frames_endpoint = frames_endpoint
         self.encoded_endpoint = encoded_endpoint
         self.hwm = hwm
@@ -38,6 +50,20 @@ class Encoder(Actor):
         self.sub = self.channel(self.bus.sub(self.frames_endpoint, hwm=self.hwm, name=self.name,
                                              topics=("frame", "eos")))
         self.pub = self.channel(self.bus.pub(self.encoded_endpoint, hwm=self.hwm, name=self.name))
+
+    def _encode(self, image: Any) -> Any:
+        """In the encoding thread: the payload for one frame (injected faults first, when a test asked)."""
+        f = self.faults
+        if f is not None:
+            n = f.next_call()
+            if f.raise_every and n % f.raise_every == 0:
+                raise InjectedFault("injected fault on encode %d" % n)
+            if f.hangs(n):
+                self._released.wait()
+                raise InjectedFault("encode %d was hung" % n)
+            if f.slow_every and n % f.slow_every == 0:
+                self._released.wait(f.slow_ms / 1000.0)
+        return self._jpeg(image) if self.format == "jpeg" else image
 
     def _jpeg(self, image) -> bytes:
         ok, buf = cv2.imencode(".jpg", image, self.params)
@@ -59,11 +85,21 @@ class Encoder(Actor):
             self.stats.count("in")
             t0 = time.monotonic()
             h, w = msg.image.shape[:2]
-            if self.format == "jpeg":
+            if self.format == "jpeg" or self.faults is not None:
                 try:
-                    payload = await in_thread(self.executor, self._jpeg, msg.image)
-                except (ValueError, cv2.error) as exc:
-                    self.log.error("frame %d: %s", msg.frame_id, exc)
+                    payload = await asyncio.wait_for(in_thread(self.executor, self._encode, msg.image),
+                                                     self.timeout_s)
+                except asyncio.TimeoutError:
+                    self.log.error("frame %d dropped: encoding took over %.0f ms; the encoding thread was replaced",
+                                   msg.frame_id, self.timeout_s * 1000)
+                    self.stats.drop("encode_timeout")
+                    self.stats.count("restarts")
+                    if self.executor is not None:
+                        self.executor.shutdown(wait=False)  # the hung thread is left behind, freed at the end
+                    self.executor = ThreadPoolExecutor(1, thread_name_prefix=self.name)
+                    continue
+                except Exception as exc:  # this frame only
+                    self.log.error("frame %d dropped: %s: %s", msg.frame_id, type(exc).__name__, exc)
                     self.stats.drop("encode_error")
                     continue
             else:
@@ -73,5 +109,6 @@ class Encoder(Actor):
             self.stats.busy(ms_since(t0))
 
     async def cleanup(self) -> None:
+        self._released.set()
         if self.executor is not None:
             self.executor.shutdown(wait=False)

@@ -67,6 +67,35 @@ def load_engine(settings: EngineSettings, spec: ModelSpec, actor: str) -> Engine
     return engine
 
 
+RELOAD_AFTER_ERRORS = 3  # engine calls that fail in a row before the engine is reloaded
+
+
+class ErrorBursts:
+    """Engine errors of one actor: the first of a burst is logged, the rest counted; every
+    ``reload_after`` in a row ask for a reload of the engine (as the watchdog does for a hang)."""
+
+    def __init__(self, log: Any, reload_after: int = RELOAD_AFTER_ERRORS) -> None:
+        self.log = log
+        self.reload_after = max(1, reload_after)
+        self.in_a_row = 0
+
+    def failed(self, what: str, exc: BaseException) -> bool:
+        """Note one failed call (``what`` names the frame or job); True when the engine should be reloaded."""
+        self.in_a_row += 1
+        if self.in_a_row == 1:
+            self.log.error("%s dropped: engine error: %s: %s (the next errors in a row are counted, not logged)",
+                           what, type(exc).__name__, exc)
+        reload = self.in_a_row % self.reload_after == 0
+        if reload:
+            self.log.error("%d engine errors in a row: reloading the engine", self.in_a_row)
+        return reload
+
+    def ok(self) -> None:
+        if self.in_a_row > 1:
+            self.log.warning("engine errors ended after %d in a row", self.in_a_row)
+        self.in_a_row = 0
+
+
 class EngineHost:
     """One engine, its thread, and a restart for when it hangs."""
 

@@ -22,12 +22,11 @@ from typing import Dict, List, Set
 
 from bus.messages import Expression, FaceJob, FaceLabel
 from bus.sockets import Bus
-from models.engine import EngineError
 from models.registry import expression_model
 from models.spec import ModelSpec
 
 from .base import Actor, ms_since
-from .engines import EngineHost, EngineSettings
+from .engines import EngineHost, EngineSettings, ErrorBursts
 
 
 class FerWorker(Actor):
@@ -43,6 +42,7 @@ class FerWorker(Actor):
         self.hwm = hwm
         self.host = EngineHost(engine, model, name, lambda e: expression_model(model, e), threads=self.depth)
         self.timeout_s = invoke_timeout_ms / 1000.0
+        self.errors = ErrorBursts(self.log)
 
     async def setup(self) -> None:
         await self.host.load()
@@ -78,25 +78,29 @@ class FerWorker(Actor):
         crops = job.image
         labels: List[FaceLabel] = []
         error = ""
+        started = None
         try:
-            results = await self.host.result(await self.host.start(self._labels, crops), self._labels, crops,
-                                             timeout=self.timeout_s)
+            started = await self.host.start(self._labels, crops)
+            results = await self.host.result(started, self._labels, crops, timeout=self.timeout_s)
             for r in results:
                 if not 0.0 <= r.confidence <= 1.0 or not all(map(math.isfinite, r.scores or ())):
                     # NaN included: the wire refuses it, so the faces are reported as failed instead
                     raise ValueError("the model gave confidence %r, scores %r" % (r.confidence, r.scores))
             labels = [FaceLabel(r.label, r.confidence, r.scores) for r in results]
+            self.errors.ok()
         except asyncio.TimeoutError:
             error = "invoke timed out after %.0f ms" % (self.timeout_s * 1000)
             self.log.error("frame %d faces %d-%d: %s; the engine was restarted", job.frame_id, job.face_index,
                            job.face_index + len(crops) - 1, error)
             self.stats.count("timeouts")
             self.stats.count("restarts")
-        except (EngineError, RuntimeError, ValueError) as exc:
+        except Exception as exc:  # any engine failure fails this job's faces only
             error = "%s: %s" % (type(exc).__name__, exc)
-            self.log.warning("frame %d faces %d-%d: %s", job.frame_id, job.face_index,
-                             job.face_index + len(crops) - 1, error)
             self.stats.count("errors")
+            what = "frame %d faces %d-%d" % (job.frame_id, job.face_index, job.face_index + len(crops) - 1)
+            if self.errors.failed(what, exc) and started is not None:
+                await self.host.restart(started[0])
+                self.stats.count("restarts")
         finally:
             slots.release()
         busy = ms_since(t0)

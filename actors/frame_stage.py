@@ -5,7 +5,8 @@ The freshest frame wins when ``freshest`` is set (live sources): frames that
 queued up while the engine was busy are dropped and counted
 (``dropped.stale``). An end of stream met while skipping is held back so
 that an end of stream never overtakes the frame before it. A corrupt frame or
-an engine error drops that frame (counted); an engine call that hangs past
+an engine error of any type drops that frame (counted; the first of a burst
+logged), and a few in a row reload the engine; an engine call that hangs past
 ``invoke_timeout_ms`` drops it and reloads the engine (watchdog).
 
 Up to ``depth`` frames are worked on at once, in as many engine threads, and
@@ -27,10 +28,9 @@ import numpy as np
 
 from bus.messages import EncodedFrame, Eos
 from bus.sockets import Bus
-from models.engine import EngineError
 
 from .base import Actor, ms_since
-from .engines import EngineHost
+from .engines import EngineHost, ErrorBursts
 
 
 def decode_image(msg: EncodedFrame) -> np.ndarray:
@@ -51,6 +51,12 @@ def decode_image(msg: EncodedFrame) -> np.ndarray:
     raise ValueError("unknown frame format %r" % msg.format)
 
 
+def _forget(fut: "asyncio.Future[Any]") -> None:
+    """Retrieve the outcome of a call whose frame was abandoned (no "exception never retrieved")."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 class FrameStage(Actor, abc.ABC):
     def __init__(self, name: str, bus: Bus, *, encoded_endpoint: str, detections_endpoint: str, hwm: int,
                  host: EngineHost, freshest: bool = True, invoke_timeout_ms: float = 2000.0, depth: int = 1,
@@ -65,6 +71,7 @@ class FrameStage(Actor, abc.ABC):
         self.freshest = freshest
         self.timeout_s = invoke_timeout_ms / 1000.0
         self._held: Any = None
+        self.errors = ErrorBursts(self.log)
 
     @abc.abstractmethod
     def work(self, msg: EncodedFrame) -> Any:
@@ -111,6 +118,10 @@ class FrameStage(Actor, abc.ABC):
         finally:
             reader.cancel()
             await asyncio.wait([reader])
+            while not queue.empty():  # stopped with work in flight: its outcome no longer matters
+                started = queue.get_nowait()[2]
+                if started is not None:
+                    started[1].add_done_callback(_forget)
 
     async def _read(self, slots: asyncio.Semaphore, queue: "asyncio.Queue[Any]") -> None:
         """Take frames and start their work, at most ``depth`` at once."""
@@ -157,7 +168,9 @@ class FrameStage(Actor, abc.ABC):
     async def _outcome(self, msg: EncodedFrame, started: "Tuple[int, asyncio.Future[Any]]") -> Optional[Tuple[Any]]:
         """(result,) of a frame's work, or None when the frame is dropped (counted, logged)."""
         try:
-            return (await self.host.result(started, self.work, msg, timeout=self.timeout_s),)
+            result = (await self.host.result(started, self.work, msg, timeout=self.timeout_s),)
+            self.errors.ok()
+            return result
         except asyncio.TimeoutError:
             self.log.error("frame %d dropped: the engine took over %.0f ms; it was restarted",
                            msg.frame_id, self.timeout_s * 1000)
@@ -166,9 +179,11 @@ class FrameStage(Actor, abc.ABC):
         except ValueError as exc:
             self.log.error("frame %d dropped: %s", msg.frame_id, exc)
             self.stats.drop("bad_frame")
-        except EngineError as exc:
-            self.log.error("frame %d dropped: engine error: %s", msg.frame_id, exc)
+        except Exception as exc:  # any engine failure (EngineError, LiteRT's RuntimeError, ...) costs this frame
             self.stats.drop("engine_error")
+            if self.errors.failed("frame %d" % msg.frame_id, exc):
+                await self.host.restart(started[0])
+                self.stats.count("restarts")
         return None
 
     def gauges(self) -> Dict[str, float]:

@@ -114,6 +114,7 @@ class Recorder(Actor):
                 "partial": r.partial,
                 "in_order": r.in_order,
                 "latency_ms": round((r.t_result - r.t_capture) * 1000.0, 3),
+                "t_ms": round((r.t_result - self.first_t) * 1000.0, 3),  # since the first result
                 "faces": [{"box": [round(v, 1) for v in f.box], "score": round(f.score, 4),
                            "expression": f.expression,
                            "confidence": None if f.confidence is None else round(f.confidence, 4),

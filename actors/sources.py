@@ -1,7 +1,9 @@
 """Frame sources for the capture actor, chosen by a spec string.
 
-- ``synthetic[:faces=3,fps=30,size=640x480,seed=0,change=60]``: moving drawn
-  faces with known boxes and expressions (the truth travels with each frame);
+- ``synthetic[:faces=3,fps=30,size=640x480,seed=0,change=60,stall_at=N,stall_ms=MS]``:
+  moving drawn faces with known boxes and expressions (the truth travels with
+  each frame); ``stall_at`` makes it a camera that stops delivering for
+  ``stall_ms`` before frame N (a fault test);
 - ``dir:PATH`` or an image file: images, looping;
 - ``video:PATH``: a video file through OpenCV;
 - ``picamera2[:WxH]``: the Raspberry Pi camera (Picamera2, RGB888 = BGR in memory);
@@ -21,7 +23,8 @@ import abc
 import logging
 import math
 import os
-from typing import Dict, List, Optional, Tuple
+import threading
+from typing import Dict, List, Optional, Set, Tuple
 
 import cv2
 import numpy as np
@@ -89,7 +92,7 @@ class SyntheticSource(Source):
 
     def __init__(self, spec: str, options: Dict[str, str]) -> None:
         super().__init__(spec)
-        known = {"faces", "fps", "size", "seed", "change"}
+        known = {"faces", "fps", "size", "seed", "change", "stall_at", "stall_ms"}
         bad = sorted(set(options) - known)
         if bad:
             raise SourceError("source %r: unknown option(s) %s (known: %s)" % (spec, ", ".join(bad), ", ".join(sorted(known))))
@@ -98,6 +101,8 @@ class SyntheticSource(Source):
             self.fps = float(options.get("fps", "30"))
             self.seed = int(options.get("seed", "0"))
             self.change = int(options.get("change", "60"))
+            self.stall_at = int(options.get("stall_at", "-1"))
+            self.stall_s = float(options.get("stall_ms", "0")) / 1000.0
         except ValueError as exc:
             raise SourceError("source %r: %s" % (spec, exc)) from None
         self.live = self.fps > 0  # paced like a camera; unpaced: every frame is processed
@@ -119,9 +124,15 @@ class SyntheticSource(Source):
         yy, xx = np.mgrid[0:self.height, 0:self.width]
         self.background = ((xx * 60 // self.width + yy * 60 // self.height + 60)[:, :, None]
                            * np.ones(3, np.int32)).astype(np.uint8)
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        self._closed.set()
 
     def read(self) -> Read:
         n = self.n
+        if n == self.stall_at and self.stall_s > 0:
+            self._closed.wait(self.stall_s)  # a camera that stops delivering for a while (close() ends it)
         self.n += 1
         img = self.background.copy()
         truth = []
@@ -164,6 +175,7 @@ class ImageSource(Source):
         if not self.files:
             raise SourceError("source %r: no images (%s) in %s" % (spec, ", ".join(IMAGE_EXTS), path))
         self.i = 0
+        self.bad: Set[str] = set()  # files that could not be decoded: logged once, counted on every pass
 
     @property
     def cheap(self) -> bool:
@@ -190,7 +202,10 @@ class ImageSource(Source):
             if img is not None:
                 return img, None
             self.errors += 1
-            log.error("source %s: cannot decode image %s (corrupt or not an image); skipped", self.spec, path)
+            if path not in self.bad:
+                self.bad.add(path)
+                log.error("source %s: cannot decode image %s (corrupt or not an image); skipped%s", self.spec, path,
+                          " on every pass (counted in source_errors, not logged again)" if self.loop else "")
         raise SourceError("source %r: none of the %d images can be decoded" % (self.spec, len(self.files)))
 
 
@@ -205,6 +220,8 @@ class OpenCvSource(Source):
         self.loop = loop
         self.size = size
         self.cap = None
+        self.read_frames = 0  # of a file: frames read, to tell a truncated file from one that ended
+        self.expected_frames = 0  # what the file's header announces (0: unknown)
 
     def open(self) -> None:
         if isinstance(self.target, str) and not self.live and not os.path.isfile(self.target):
@@ -220,6 +237,8 @@ class OpenCvSource(Source):
         if self.size:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[0])
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
+        if not self.live:
+            self.expected_frames = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
         self.cap = cap
 
     def read(self) -> Read:
@@ -231,8 +250,20 @@ class OpenCvSource(Source):
         if not ok:
             if self.live:
                 raise SourceError("source %r: the camera stopped delivering frames" % self.spec)
+            self._check_end()
             return None
+        self.read_frames += 1
         return img, None
+
+    def _check_end(self) -> None:
+        """A file that ends well before the frame count its header announces is truncated or corrupt: warn."""
+        n, expected = self.read_frames, self.expected_frames
+        # the header's count is an estimate for some files (variable frame rate): a few frames of slack
+        if expected and n < expected - max(5, expected // 50):
+            self.errors += 1
+            log.warning("source %s: the video ended at frame %d of the %d its header announces "
+                        "(a truncated or corrupt file?)", self.spec, n, expected)
+        self.expected_frames = 0  # warn once
 
     def close(self) -> None:
         if self.cap is not None:
@@ -302,6 +333,25 @@ def is_live(spec: str) -> bool:
             return True  # a bad fps is reported when the source is made
     return spec == "demo" or spec.startswith(("rtsp://", "rtsps://", "http://", "https://", "v4l2:", "camera:",
                                               "picamera2"))
+
+
+def source_rate(spec: str) -> float:
+    """The frame rate a source was recorded at or runs at (a video file's header, a synthetic source's
+    fps), or 0.0 when it has none of its own (images, a camera that sets its own pace)."""
+    try:
+        src = make_source(spec, loop=False)
+    except SourceError:
+        return 0.0
+    if isinstance(src, SyntheticSource):
+        return src.fps
+    if not isinstance(src, OpenCvSource) or src.live or not isinstance(src.target, str):
+        return 0.0
+    cap = cv2.VideoCapture(src.target)
+    try:
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) if cap.isOpened() else 0.0
+    finally:
+        cap.release()
+    return fps if 0.0 < fps <= 1000.0 else 0.0
 
 
 def make_source(spec: str, loop: bool = True, read_timeout_s: float = 5.0, reconnect_max_s: float = 10.0) -> Source:

@@ -154,7 +154,8 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
                                          invoke_timeout_ms=cfg.detector.invoke_timeout_ms, **mkw))
     add("encoder", lambda: Encoder("encoder", bus, frames_endpoint=ep.frames, encoded_endpoint=ep.encoded,
                                    hwm=cfg.encoder.hwm, format=cfg.encoder.format,
-                                   jpeg_quality=cfg.encoder.jpeg_quality, **mkw))
+                                   jpeg_quality=cfg.encoder.jpeg_quality,
+                                   faults=engine_settings(cfg).faults.get("encoder"), **mkw))
     add("capture", lambda: Capture("capture", bus, source=cfg.pipeline.source, frames_endpoint=ep.frames,
                                    hwm=cfg.capture.hwm, max_frames=opts.frames, duration_s=opts.duration_s,
                                    loop=cfg.capture.loop, results_endpoint=ep.results,

@@ -36,8 +36,21 @@ def human_summary(s: Dict[str, Any]) -> str:
             "%s %d frames (p %.2f)" % (x["label"], x["frames"], x["mean_prob"]) for x in s["labels"]))
     else:
         lines.append("faces: %d in %d frames" % (f["faces"], f["frames"]))
+    fail = s.get("failure")
+    if fail:
+        lines.append("FAILED: %s; lost: %s and %d frames in flight"
+                     % (fail["error"], "actors " + ", ".join(fail["actors_lost"]) if fail["actors_lost"]
+                        else "no actor", fail["frames_lost"]))
     if s["dropped_total"]:
         lines.append("drops: " + ", ".join("%s %d" % kv for kv in sorted(s["dropped_by_reason"].items())))
+    errors = s["actors"].get("capture", {}).get("counters", {}).get("source_errors", 0)
+    if errors:
+        lines.append("source: %d unreadable inputs skipped or cut short (see the log)" % errors)
+    d = s.get("display", {})
+    if d.get("results") is not None:
+        lines.append("display %s: %d of %d results written%s" % (
+            d["sink"], d["written"], d["results"], "; dropped: " + ", ".join(
+                "%s %d" % kv for kv in sorted(d["dropped_by_reason"].items())) if d["dropped"] else ""))
     for name, d in s.get("devices", {}).items():
         lines.append("device %s: %d invokes, busy %.1f%% of %.1f s, %d model switches"
                      % (name, d["invokes"], d["busy_pct"], d.get("active_s", 0.0), d["switches"]))
@@ -70,6 +83,20 @@ def fake_banner(engines: Dict[str, str]) -> str:
             "faces; --engine cpu or auto runs real models)" % ", ".join(fake))
 
 
+def _positive(kind):
+    """An argparse type: a number of ``kind`` above 0."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("expected a number, got %r" % text) from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError("must be above 0, got %s" % text)
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def run_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="run.py", description="Real-time face detection, expression recognition and classification "
@@ -93,8 +120,8 @@ def run_parser() -> argparse.ArgumentParser:
                     "mqtt://[USER:PASS@]HOST[:PORT] or mqtts://... (more in [mqtt] of the config)")
     ap.add_argument("--metrics-endpoint", help="where metrics subscribers attach (default from the config)")
     g = ap.add_mutually_exclusive_group()
-    g.add_argument("--frames", type=int, help="stop after N frames")
-    g.add_argument("--duration", type=float, help="stop after S seconds")
+    g.add_argument("--frames", type=_positive(int), help="stop after N frames")
+    g.add_argument("--duration", type=_positive(float), help="stop after S seconds")
     ap.add_argument("--summary", help="write the run summary as JSON to PATH")
     ap.add_argument("--results", help="write one JSON line per finished frame to PATH")
     ap.add_argument("-v", "--verbose", action="count", default=0)
@@ -171,17 +198,25 @@ def run_main(argv: List[str]) -> int:
     except (SourceError, DisplayError, BusError, EngineError, ConfigError, OSError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 1
-    except RuntimeError as exc:  # an actor died: its error was logged with the actor's name
+    except RuntimeError as exc:  # an actor or a group died: its error was logged with its name
+        summary = getattr(exc, "summary", None)
+        if summary is not None:  # it died mid-run: what was done and what was lost
+            print(human_summary(summary))
+            write_summary(args.summary, summary)
         print("error: %s" % exc, file=sys.stderr)
         return 1
     except asyncio.CancelledError:
         print("aborted", file=sys.stderr)
         return 130
     print(human_summary(summary))
-    if args.summary:
-        with open(args.summary, "w", encoding="utf-8") as fh:
-            json.dump(summary, fh, indent=2)
+    write_summary(args.summary, summary)
     return 0
+
+
+def write_summary(path: Optional[str], summary: Dict[str, Any]) -> None:
+    if path:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(summary, fh, indent=2)
 
 
 def event_loop_run(coro) -> Any:

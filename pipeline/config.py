@@ -431,8 +431,9 @@ def _validate(cfg: Config) -> None:
             raise ConfigError("profiles.%s: a profile has a detector or a classifier, not both" % name)
     if cfg.profiles:
         cfg.profile()
-    from .groups import assignment, check_security, check_tpus
+    from .groups import assignment, check_by_hand, check_security, check_tpus
     check_tpus(cfg, assignment(cfg))
+    check_by_hand(cfg, assignment(cfg))
     check_security(cfg)
     from .mqtt_options import check_mqtt
     check_mqtt(cfg.mqtt)

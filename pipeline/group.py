@@ -5,7 +5,8 @@ with the group's interpreter, or by hand as ``python run.py group NAME --config
 PATH`` (on another host, or in another venv). It reports ``ready`` on the
 control endpoint once its actors run and its publishers have their
 subscribers, and every actor's final metrics then ``stopped`` when it ends:
-on SIGTERM/SIGINT, when its parent dies, or when one of its actors fails
+on SIGTERM, on SIGINT when started by hand (a child of run.py ignores SIGINT:
+Ctrl-C reaches the whole process group, and the main process drains first), when its parent dies, or when one of its actors fails
 (exit code 1).
 
 Python 3.9 compatible: this is what runs in the PyCoral venv.
@@ -21,12 +22,13 @@ import signal
 import sys
 from typing import List, Optional
 
-from actors.base import Actor
+from actors.base import Actor, ActorFailed
 from bus.messages import Ready, Stopped
 
 from .build import RunOptions, build, make_bus
 from .config import Config, ConfigError, from_dict, load
-from .groups import assignment, group_of
+from .control import open_client, watch_main
+from .groups import assignment, check_by_hand, group_of
 
 log = logging.getLogger("edgepipe.group")
 
@@ -42,19 +44,24 @@ def _die_with_parent() -> None:
         log.debug("prctl is not available; relying on the parent to stop this group")
 
 
-async def serve(cfg: Config, name: str, stop: asyncio.Event, parent_pid: Optional[int] = None) -> int:
-    """Run the group until ``stop`` is set or an actor fails; 0 on a clean stop."""
+async def serve(cfg: Config, name: str, stop: asyncio.Event, by_hand: bool = False) -> int:
+    """Run the group until ``stop`` is set, the main process asks it to stop, or an actor fails; 0 on a
+    clean stop. ``by_hand``: started by hand (not by run.py), so it also stops when the main process goes."""
     assign = assignment(cfg)
     if name not in cfg.groups:
         raise ConfigError("group %r is not in the config (groups: %s)" % (name, ", ".join(cfg.groups) or "none"))
+    if by_hand:
+        check_by_hand(cfg, assign)
     bus = make_bus(cfg)
     started: List[Actor] = []
     ctl = None
+    watcher: Optional["asyncio.Future[None]"] = None
     rc = 0
     try:
         p = build(cfg, bus, RunOptions(), local=lambda role: group_of(role, assign) == name,
                   group_tpu=cfg.groups[name].tpu)
-        ctl = bus.push(cfg.endpoints.control, hwm=100, bind=False, name=name + ".control")
+        ctl = open_client(bus, cfg.endpoints.control, name)
+        watcher = asyncio.ensure_future(watch_main(ctl, stop, by_hand))
         for actor in p.actors:
             await actor.start()
             started.append(actor)
@@ -78,6 +85,9 @@ async def serve(cfg: Config, name: str, stop: asyncio.Event, parent_pid: Optiona
                           "cancelled" if a.task.cancelled() else a.task.exception())
                 rc = 1
     finally:
+        if watcher is not None:
+            watcher.cancel()  # it cleans up also when cancelled after it set ``stop``
+            await asyncio.wait([watcher])
         for actor in reversed(started):
             await actor.stop()
         if ctl is not None:
@@ -110,18 +120,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     if args.child:
         _die_with_parent()
-    return asyncio.run(_main(cfg, args.name))
+        # Ctrl-C on a terminal reaches every process of its process group: the main process drains the
+        # pipeline and then stops this group with SIGTERM, so a child ignores SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return asyncio.run(_main(cfg, args.name, child=args.child))
 
 
-async def _main(cfg: Config, name: str) -> int:
+async def _main(cfg: Config, name: str, child: bool = False) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in ((signal.SIGTERM,) if child else (signal.SIGINT, signal.SIGTERM)):
         loop.add_signal_handler(sig, stop.set)
     try:
-        return await serve(cfg, name, stop)
+        return await serve(cfg, name, stop, by_hand=not child)
     except Exception as exc:
-        if getattr(exc, "user_facing", False) or isinstance(exc, ConfigError):
+        if getattr(exc, "user_facing", False) or isinstance(exc, (ConfigError, ActorFailed)):
             log.error("group %s: %s", name, exc)
             return 1
         raise

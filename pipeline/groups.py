@@ -104,10 +104,27 @@ def processes_using(link: str, assign: Dict[str, str], cfg: Config) -> Set[str]:
     return {group_of(r, assign) for r in roles}
 
 
+def check_by_hand(cfg: Config, assign: Dict[str, str]) -> None:
+    """A group started by hand (``spawn = false``) cannot reach an ``inproc://`` endpoint of another process:
+    every link it shares with another process needs an ipc:// (same host) or tcp:// address."""
+    for name, g in cfg.groups.items():
+        if g.spawn:
+            continue
+        bad = ["endpoints.%s" % link for link in LINKS
+               if name in processes_using(link, assign, cfg) and len(processes_using(link, assign, cfg)) > 1
+               and getattr(cfg.endpoints, link).startswith("inproc://")]
+        if bad:
+            raise ConfigError("groups.%s.spawn = false: %s %s inproc://, which a group started by hand cannot "
+                              "reach; give %s an ipc:// (same host) or tcp://HOST:PORT address in the config both "
+                              "processes load" % (name, ", ".join(bad), "is" if len(bad) == 1 else "are",
+                                                  "it" if len(bad) == 1 else "them"))
+
+
 def plan(cfg: Config, run_dir: str) -> Config:
     """A copy of ``cfg`` whose cross-process ``inproc://`` endpoints are ``ipc://`` under ``run_dir``."""
     assign = assignment(cfg)
     check_tpus(cfg, assign)
+    check_by_hand(cfg, assign)
     out = msgspec.structs.replace(cfg, endpoints=msgspec.structs.replace(cfg.endpoints))
     for link in LINKS:
         ep = getattr(out.endpoints, link)

@@ -30,7 +30,7 @@ COMMON = ("in", "out", "dropped", "rejected")
 STAGE = COMMON + ("ignored", "restarts")
 COUNTERS: Dict[str, Tuple[str, ...]] = {  # per kind of actor (its name without "-N")
     "capture": COMMON + ("source_errors", "credit_timeouts"),
-    "encoder": COMMON + ("ignored",),
+    "encoder": COMMON + ("ignored", "restarts"),
     "detector": STAGE + ("faces", "jobs"),
     "classifier": STAGE,
     "fer": STAGE + ("errors", "timeouts", "faces", "faces_failed"),
@@ -38,15 +38,15 @@ COUNTERS: Dict[str, Tuple[str, ...]] = {  # per kind of actor (its name without 
                             "orphan_expressions", "duplicate_detections", "duplicate_expressions", "bad_expressions",
                             "ignored"),
     "recorder": COMMON,
-    "display": COMMON + ("skipped", "no_frame"),
+    "display": COMMON,
 }
 DROP_REASONS: Dict[str, Tuple[str, ...]] = {
-    "encoder": ("transport", "encode_error"),
+    "encoder": ("transport", "encode_error", "encode_timeout"),
     "detector": ("transport", "stale", "bad_frame", "engine_error", "engine_timeout"),
     "classifier": ("transport", "stale", "bad_frame", "engine_error", "engine_timeout"),
     "aggregator": ("transport",),
     "recorder": ("transport",),
-    "display": ("transport",),
+    "display": ("transport", "skipped", "no_frame"),  # results the display did not show
 }
 REJECT_REASONS = ("bad_frames", "unknown_kind", "oversized", "malformed", "wrong_version", "wrong_kind",
                   "bad_field", "bad_image", "bad_value", "missing_field", "unknown_field")  # bus.codec's

@@ -18,7 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from actors.base import Actor
 from actors.resources import reset_process_meter
@@ -29,7 +29,8 @@ from .build import Pipeline, RunOptions, build, make_bus
 from .config import Config
 from .groups import MAIN, assignment, group_of, plan
 from .rss import peak_rss_mb, reset_peak
-from .supervisor import GroupFailed, GroupProcess, handle_control, wait_ready, write_config
+from .control import ControlServer
+from .supervisor import GroupFailed, GroupProcess, handle_control, stop_by_hand, wait_ready, write_config
 
 __all__ = ["RunOptions", "run", "summarize"]
 
@@ -38,6 +39,18 @@ log = logging.getLogger("edgepipe.runner")
 
 class ActorDied(RuntimeError):
     pass
+
+
+def _failure_report(exc: Exception, summary: Dict[str, Any], groups: List[GroupProcess]) -> Dict[str, Any]:
+    """What a run that an actor's or a group's death ended lost: the process, its actors, the frames."""
+    name = getattr(exc, "group", None)
+    g = next((g for g in groups if g.name == name), None)
+    actors = list(g.ready.actors) if g is not None and g.ready is not None else []
+    if isinstance(exc, ActorDied):
+        actors = [getattr(exc, "actor", "")]
+    return {"group": name or MAIN, "error": str(exc).split("; last lines:")[0].split("\n")[0], "actors_lost": actors,
+            "final_metrics_missing": [a for a in actors if g is not None and a not in g.final],
+            "frames_lost": summary["unaccounted"]}
 
 
 def _failure(actors: List[Actor], groups: List[GroupProcess]) -> List["asyncio.Future[Any]"]:
@@ -50,12 +63,16 @@ def _failure(actors: List[Actor], groups: List[GroupProcess]) -> List["asyncio.F
 def _raise_failure(done, actors: List[Actor], groups: List[GroupProcess]) -> None:
     for g in groups:
         if g.exited in done and not g.stopping:
-            raise GroupFailed(g.describe_exit(g.exited.result()))
+            exc = GroupFailed(g.describe_exit(g.exited.result()))
+            exc.group = g.name  # type: ignore[attr-defined]
+            raise exc
     for a in actors:
         if a.task in done:
             t = a.task
             why = "cancelled" if t.cancelled() else (t.exception() or "returned early")
-            raise ActorDied("actor %s stopped: %s" % (a.name, why))
+            died = ActorDied("actor %s stopped: %s" % (a.name, why))
+            died.actor = a.name  # type: ignore[attr-defined]
+            raise died
 
 
 async def _until(fut: "asyncio.Future[Any]", actors: List[Actor], groups: List[GroupProcess]) -> Any:
@@ -90,10 +107,11 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
     t_go = time.monotonic()
     drained = interrupted = False
     leaked: List[str] = []
+    died: Optional[Exception] = None  # a group or an actor that died once the pipeline ran
     try:
         p = build(cfg, bus, opts, local=lambda role: group_of(role, assign) == MAIN)
         if cfg.groups:
-            control = bus.pull(cfg.endpoints.control, hwm=1000, bind=True, name="runner.control")
+            control = ControlServer(bus, cfg.endpoints.control)
         for actor in p.actors:
             await actor.start()
             started.append(actor)
@@ -116,30 +134,16 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
         capture, recorder = p.one("capture"), p.one("recorder")
         t_go = time.monotonic()
         capture.go()
-        ends = [asyncio.ensure_future(capture.done.wait())]
-        if stop is not None:
-            ends.append(asyncio.ensure_future(stop.wait()))
         try:
-            await _until(asyncio.ensure_future(asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)),
-                         started, groups)
-        finally:
-            interrupted = len(ends) > 1 and ends[1].done() and not ends[0].done()
-            for f in ends:
-                f.cancel()
-        if interrupted:
-            capture.finish()  # no new frames; what is in flight drains below
-        timeout = cfg.pipeline.drain_timeout_s if not interrupted else min(1.5, cfg.pipeline.drain_timeout_s)
-        try:
-            await asyncio.wait_for(_until(asyncio.ensure_future(recorder.drained.wait()), started, groups), timeout)
-            drained = True
-        except asyncio.TimeoutError:
-            log.warning("pipeline did not drain within %.1f s; frames still in flight are reported as unaccounted",
-                        timeout)
+            drained, interrupted = await _run_and_drain(cfg, capture, recorder, stop, started, groups)
+        except (GroupFailed, ActorDied) as exc:  # the summary is still written, naming what died
+            died = exc
     finally:
         try:
             for g in groups:
                 await g.stop()
             if control is not None:
+                await stop_by_hand(groups, control)
                 _collect_reports(control, groups)
         finally:
             for actor in reversed(started):
@@ -155,7 +159,42 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
                 shutil.rmtree(run_dir, ignore_errors=True)
     summary = summarize(p, t_go, drained, interrupted, groups)
     summary["leaked_sockets"] = leaked
+    if died is not None:
+        summary["failure"] = _failure_report(died, summary, groups)
+        died.summary = summary  # type: ignore[attr-defined]
+        raise died
     return summary
+
+
+async def _run_and_drain(cfg: Config, capture: Any, recorder: Any, stop: Optional[asyncio.Event],
+                         started: List[Actor], groups: List[GroupProcess]) -> Tuple[bool, bool]:
+    """Run until the source ends or ``stop``; drain. (drained, interrupted)."""
+    ends = [asyncio.ensure_future(capture.done.wait())]
+    if stop is not None:
+        ends.append(asyncio.ensure_future(stop.wait()))
+    try:
+        await _until(asyncio.ensure_future(asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)),
+                     started, groups)
+    finally:
+        interrupted = len(ends) > 1 and ends[1].done() and not ends[0].done()
+        for f in ends:
+            f.cancel()
+    if interrupted:
+        capture.finish()  # no new frames; what is in flight drains below
+    timeout = cfg.pipeline.drain_timeout_s if not interrupted else min(1.5, cfg.pipeline.drain_timeout_s)
+    try:
+        await asyncio.wait_for(_until(asyncio.ensure_future(recorder.drained.wait()), started, groups), timeout)
+    except asyncio.TimeoutError:
+        log.warning("pipeline did not drain within %.1f s; frames still in flight are reported as unaccounted",
+                    timeout)
+        return False, interrupted
+    display = next((a for a in started if a.name == "display"), None)
+    if display is not None and getattr(display, "every_frame", False):
+        try:  # a video file: let it write the last results (what it cannot is counted as dropped)
+            await asyncio.wait_for(_until(asyncio.ensure_future(display.drained.wait()), started, groups), timeout)
+        except asyncio.TimeoutError:
+            log.warning("the display did not write its last results within %.1f s", timeout)
+    return True, interrupted
 
 
 def _collect_reports(control, groups: List[GroupProcess]) -> None:
@@ -196,6 +235,20 @@ def rss_summary(groups: List[GroupProcess] = ()) -> Dict[str, Any]:
     return {"total": round(sum(per.values()), 1), "by_process": per}
 
 
+def sink_summary(spec: str, m: Optional[Metric], results: int) -> Dict[str, Any]:
+    """What the display did with the pipeline's results: written (shown), or dropped with a reason."""
+    if m is None:
+        return {"sink": spec}
+    c = m.counters
+    by_reason = {k[8:]: v for k, v in c.items() if k.startswith("dropped.")}
+    written = c.get("out", 0)
+    left = results - written - sum(by_reason.values())
+    if left > 0:
+        by_reason["not_reached"] = left  # still on the way when the run stopped
+    return {"sink": spec, "results": results, "written": written, "dropped": sum(by_reason.values()),
+            "dropped_by_reason": by_reason}
+
+
 def summarize(p: Optional[Pipeline], t_go: float, drained: bool, interrupted: bool,
               groups: List[GroupProcess] = ()) -> Dict[str, Any]:
     assert p is not None
@@ -217,7 +270,9 @@ def summarize(p: Optional[Pipeline], t_go: float, drained: bool, interrupted: bo
     partial = agg.get("partial", 0)
     dropped = {name: m.counters.get("dropped", 0) for name, m in snaps.items() if name not in ("recorder", "display")}
     by_reason: Dict[str, int] = {}
-    for m in snaps.values():
+    for name, m in snaps.items():
+        if name not in dropped:
+            continue  # the sinks' own drops are theirs (see ``sink_summary``): those frames were completed
         for k, v in m.counters.items():
             if k.startswith("dropped."):
                 by_reason[k[8:]] = by_reason.get(k[8:], 0) + v
@@ -269,6 +324,7 @@ def summarize(p: Optional[Pipeline], t_go: float, drained: bool, interrupted: bo
         "dropped_total": total_dropped,
         "dropped_by_reason": by_reason,
         "unaccounted": captured - completed - partial - total_dropped,
+        "display": sink_summary(cfg.pipeline.display, snaps.get("display"), completed + partial),
         "faces": dict(rec.totals),
         "labels": rec.label_summary(),  # classification profiles: the most frequent top-1 labels
         "duration_s": round(elapsed, 3),

@@ -18,7 +18,6 @@ from collections import deque
 from typing import Any, Deque, Dict, List, Optional
 
 from bus.messages import Metric, Ready, Stopped
-from bus.sockets import Channel
 
 from .rss import peak_rss_mb
 from .config import Config, to_dict
@@ -93,7 +92,8 @@ class GroupProcess:
         return "group %s (%s) %s%s" % (self.name, self.python, how, ("; last lines:\n" + tail) if tail else "")
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout``; wait for the exit. Safe twice."""
+        """SIGTERM, then SIGKILL after ``timeout``; wait for the exit. Safe twice. (A group started by hand is
+        asked over the control link instead: ``stop_by_hand``.)"""
         self.stopping = True
         if self.proc is None or self.exited is None:
             return
@@ -117,7 +117,7 @@ def write_config(cfg: Config, run_dir: str) -> str:
     return path
 
 
-async def wait_ready(groups: List[GroupProcess], control: Channel, watch: List["asyncio.Future[Any]"]) -> None:
+async def wait_ready(groups: List[GroupProcess], control: Any, watch: List["asyncio.Future[Any]"]) -> None:
     """Wait until every group said ready; raise GroupFailed naming a group that died or timed out."""
     loop = asyncio.get_running_loop()
     deadline = {g.name: loop.time() + g.gcfg.startup_timeout_s for g in groups}
@@ -149,6 +149,32 @@ async def wait_ready(groups: List[GroupProcess], control: Channel, watch: List["
             handle_control(recv.result(), {g.name: g for g in groups})
         for n in [n for n, g in pending.items() if g.ready is not None]:
             del pending[n]
+
+
+async def stop_by_hand(groups: List[GroupProcess], control: Any, timeout: float = 5.0) -> None:
+    """Ask the groups started by hand that said ready to stop; wait for their final reports."""
+    waiting = []
+    for g in groups:
+        if g.spawned or g.stopped is not None:
+            continue
+        g.stopping = True
+        if g.ready is not None and await control.ask_to_stop(g.name):
+            waiting.append(g)
+    by_name = {g.name: g for g in groups}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while any(g.stopped is None for g in waiting):
+        left = deadline - loop.time()
+        if left <= 0:
+            for g in waiting:
+                if g.stopped is None:
+                    log.warning("group %s (started by hand) sent no final report within %.0f s; its actors' last "
+                                "metrics stand in", g.name, timeout)
+            return
+        if await control.poll(int(left * 1000) + 1):
+            msg = control.recv_nowait()
+            if msg is not None:
+                handle_control(msg, by_name)
 
 
 def handle_control(msg: Any, groups: Dict[str, GroupProcess]) -> None:
