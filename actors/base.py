@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional
 from bus.messages import Eos
 from bus.sockets import Bus, Channel
 
+from .resources import process_gauges
 from .stats import Stats
 
 
@@ -171,6 +172,8 @@ class Actor:
 
     def snapshot(self, final: bool = False):
         for k, v in self.gauges().items():
+            self.stats.gauge(k, v)
+        for k, v in process_gauges().items():  # this process's CPU % and RSS
             self.stats.gauge(k, v)
         return self.stats.snapshot(self.rejected(), final=final)
 

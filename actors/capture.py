@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from bus.messages import Eos, Frame, TruthFace
 from bus.sockets import Bus
@@ -34,7 +34,8 @@ class Capture(Actor):
     def __init__(self, name: str, bus: Bus, *, source: str, frames_endpoint: str, hwm: int,
                  max_frames: Optional[int] = None, duration_s: Optional[float] = None,
                  loop: bool = True, eos_interval: float = 0.25, results_endpoint: Optional[str] = None,
-                 max_in_flight: int = 4, credit_timeout_s: float = 2.0, **kw) -> None:
+                 max_in_flight: int = 4, credit_timeout_s: float = 2.0, read_timeout_s: float = 5.0,
+                 reconnect_max_s: float = 10.0, **kw) -> None:
         super().__init__(name, bus, **kw)
         self.spec = source
         self.frames_endpoint = frames_endpoint
@@ -57,17 +58,28 @@ class Capture(Actor):
         # the recorder's hook for what a test source knows of each frame (both run in the main process)
         self.truth_sink: Optional[Callable[[int, List[TruthFace]], None]] = None
         self.done_through = -1  # highest frame id seen in the aggregator's Done messages
+        self.read_timeout_s = read_timeout_s
+        self.reconnect_max_s = reconnect_max_s
 
     async def setup(self) -> None:
         self._go = asyncio.Event()
         self.done = asyncio.Event()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=self.name)
-        self.source = make_source(self.spec, loop=self.loop_source)
+        self.source = make_source(self.spec, loop=self.loop_source, read_timeout_s=self.read_timeout_s,
+                                  reconnect_max_s=self.reconnect_max_s)
         await in_thread(self.executor, self.source.open)
         self.pub = self.channel(self.bus.pub(self.frames_endpoint, hwm=self.hwm, name=self.name))
         if self.lossless:
             self.results = self.channel(self.bus.sub(self.results_endpoint, hwm=1000, name=self.name + ".credits",
                                                      topics=("done",)))
+
+    def gauges(self) -> Dict[str, float]:
+        """A camera's or a stream's reconnects (a counter, kept current) and whether it delivers now."""
+        src = self.source
+        if src is None or not hasattr(src, "reconnects"):
+            return {}
+        self.stats.counters["source_reconnects"] = src.reconnects
+        return {"source_up": 1.0 if getattr(src, "up", True) else 0.0}
 
     @property
     def lossless(self) -> bool:
@@ -138,6 +150,8 @@ class Capture(Actor):
             self.log.error("%s", exc)
         finally:
             self.stats.count("source_errors", src.errors)
+            if hasattr(src, "reconnects"):
+                self.stats.counters["source_reconnects"] = src.reconnects
             self.done.set()
         eos = Eos(self.name, self.last_frame_id, self.pub.sent("frame"))
         while True:

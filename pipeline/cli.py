@@ -54,9 +54,33 @@ def human_summary(s: Dict[str, Any]) -> str:
     for name, d in s.get("devices", {}).items():
         lines.append("device %s: %d invokes, busy %.1f%% of %.1f s, %d model switches"
                      % (name, d["invokes"], d["busy_pct"], d.get("active_s", 0.0), d["switches"]))
+    from actors.resource_monitor import resource_lines
+    lines.extend(resource_lines(s.get("resources", {})))
+    if "source_reconnects" in s:
+        lines.append("source: %d reconnects" % s["source_reconnects"])
+    fake = fake_banner(s.get("engines", {}))
+    if fake:
+        lines.append(fake)
+    mq = s["actors"].get("mqtt")
+    if mq is not None:
+        c = mq["counters"]
+        lines.append("mqtt: %d messages published, %d dropped from the queue (broker away), %d reconnects, "
+                     "%d connect failures%s" % (c.get("published", 0), c.get("queue_dropped", 0),
+                                                c.get("reconnects", 0), c.get("connect_failures", 0),
+                                                ", %d unsent at stop" % c["unsent_at_stop"]
+                                                if c.get("unsent_at_stop") else ""))
     lines.append("actors: " + ", ".join("%s %.1f fps/%.2f ms" % (n, a["fps"], a["busy_ms_p50"])
-                                        for n, a in s["actors"].items()))
+                                        for n, a in s["actors"].items() if n != "resources"))
     return "\n".join(lines)
+
+
+def fake_banner(engines: Dict[str, str]) -> str:
+    """One line when any role runs on the fake engine (nothing real ran there), else ""."""
+    fake = sorted(r for r, e in engines.items() if e == "fake")
+    if not fake:
+        return ""
+    return ("FAKE ENGINE: %s on a simulated Edge TPU; no model runs (it reads the synthetic source's drawn "
+            "faces; --engine cpu or auto runs real models)" % ", ".join(fake))
 
 
 def _positive(kind):
@@ -81,15 +105,19 @@ def run_parser() -> argparse.ArgumentParser:
     ap.add_argument("--profile", help="fd+fer64 | fd+fer112 | fd | cls (profiles of the config)")
     ap.add_argument("--config", help="a config file overlaid on config.toml beside run.py: its tables merge key "
                     "by key, its other values (lists too) replace")
-    ap.add_argument("--source", help="synthetic[:faces=N,fps=F,size=WxH] | dir:PATH | IMAGE | video:PATH | "
-                    "picamera2[:WxH] | v4l2:N | rtsp://... | demo")
-    ap.add_argument("--engine", help="auto | fake | cpu | edgetpu: every role's engine unless --place says")
+    ap.add_argument("--source", help="auto (default: the Pi camera, else a V4L2 camera, else demo) | demo | "
+                    "demo:unpaced | synthetic[:faces=N,fps=F,size=WxH] | dir:PATH | IMAGE | video:PATH | "
+                    "picamera2[:WxH] | v4l2:N | rtsp://... | http://... (MJPEG)")
+    ap.add_argument("--engine", help="auto (default: the Edge TPU, else the CPU when the models are there, else "
+                    "fake) | fake | cpu | edgetpu: every role's engine unless --place says")
     ap.add_argument("--place", action="append", metavar="ROLE=ENGINE",
                     help="one role's engine, e.g. --place fer=cpu (roles: detector, fer, classifier)")
     ap.add_argument("--display", help="none | window | file:PATH.mp4 | web | web:[HOST:]PORT (the live view; web: "
                     "127.0.0.1:8080)")
     ap.add_argument("--encoder", choices=("raw", "jpeg"), help="how frames cross into inference")
     ap.add_argument("--fer-workers", type=int, help="FER pool size")
+    ap.add_argument("--mqtt", metavar="URL", help="publish results, face events and metrics to an MQTT broker: "
+                    "mqtt://[USER:PASS@]HOST[:PORT] or mqtts://... (more in [mqtt] of the config)")
     ap.add_argument("--metrics-endpoint", help="where metrics subscribers attach (default from the config)")
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--frames", type=_positive(int), help="stop after N frames")
@@ -104,7 +132,7 @@ def load_config(args: argparse.Namespace):
     """The config file (overlaid on config.toml) with the command-line options, checked as one."""
     return load(args.config, profile=args.profile, engine=args.engine, source=args.source,
                 display=args.display, place=args.place, encoder=args.encoder,
-                fer_workers=args.fer_workers, metrics_endpoint=args.metrics_endpoint)
+                fer_workers=args.fer_workers, metrics_endpoint=args.metrics_endpoint, mqtt=args.mqtt)
 
 
 async def _run_with_signals(cfg, opts) -> Dict[str, Any]:
@@ -150,10 +178,18 @@ def run_main(argv: List[str]) -> int:
         print("config error: %s" % exc, file=sys.stderr)
         return 2
     opts = RunOptions(frames=args.frames, duration_s=args.duration, results_path=args.results)
+    from .source_auto import resolve_source
+    cfg.pipeline.source, why = resolve_source(cfg.pipeline.source)
+    if why:
+        print("edgepipe: source auto: %s (%s)" % (cfg.pipeline.source, why), file=sys.stderr, flush=True)
     try:
         from .placement import place
-        for pl in place(cfg, warn=False).values():
+        placed = place(cfg, warn=False)
+        for pl in placed.values():
             print("edgepipe: %s" % pl.describe(), file=sys.stderr, flush=True)
+        banner = fake_banner({r: pl.engine for r, pl in placed.items()})
+        if banner:
+            print("edgepipe: %s" % banner, file=sys.stderr, flush=True)
     except (ConfigError, EngineError) as exc:
         print("config error: %s" % exc, file=sys.stderr)
         return 2

@@ -54,8 +54,8 @@ class Section(msgspec.Struct, forbid_unknown_fields=True):
 
 class PipelineConfig(Section):
     profile: str = "fd+fer64"
-    engine: Engine = "fake"
-    source: str = "synthetic:faces=3,fps=30,size=640x480"
+    engine: Engine = "auto"  # Edge TPU when found, else the CPU when the models are there, else fake
+    source: str = "auto"  # Picamera2 when a camera is attached, else the first V4L2 node that captures, else demo
     display: str = "none"
     drain_timeout_s: Annotated[float, Meta(ge=0.1, le=600)] = 5.0
 
@@ -87,6 +87,8 @@ class CaptureConfig(Section):
     hwm: Hwm = 16
     loop: bool = True  # image folders and files loop; videos stop at their end
     max_in_flight: Annotated[int, Meta(ge=1, le=1000)] = 4  # recorded sources: frames between capture and result
+    read_timeout_s: Annotated[float, Meta(ge=0.05, le=600)] = 5.0  # a camera or stream silent this long reconnects
+    reconnect_max_s: Annotated[float, Meta(ge=0.05, le=3600)] = 10.0  # longest wait between reconnect attempts
 
 
 class EncoderConfig(Section):
@@ -209,8 +211,38 @@ class GroupConfig(Section):
     startup_timeout_s: Annotated[float, Meta(ge=1, le=3600)] = 60.0
 
 
+class ResourcesConfig(Section):
+    """Where the Raspberry Pi's sensors are read (a sensor the machine lacks is left out)."""
+
+    sysfs_root: str = "/"  # thermal_zone0 is read under SYSFS_ROOT/sys/class/thermal
+    vcgencmd: List[str] = msgspec.field(default_factory=lambda: ["vcgencmd"])  # get_throttled, pmic_read_adc
+
+
 class SecurityConfig(Section):
     keys_dir: str = ""  # CURVE keys from `python run.py keys DIR`; required for non-loopback tcp://
+
+
+class MqttConfig(Section):
+    """MQTT out (``--mqtt mqtt://[USER:PASS@]HOST[:PORT]``): results, face events, metrics, HA discovery."""
+
+    host: str = ""  # "" = MQTT off
+    port: Annotated[int, Meta(ge=1, le=65535)] = 1883
+    user: str = ""
+    password: str = ""
+    tls: bool = False  # mqtts://
+    ca_file: str = ""  # CA bundle for the broker's certificate ("" = the system's)
+    tls_insecure: bool = False  # do not check the broker's certificate or host name
+    client_id: str = ""  # default edgepipe-NAME
+    name: str = ""  # this camera/pipeline; default the host name
+    topic_prefix: str = ""  # default edgepipe/NAME
+    qos: Annotated[int, Meta(ge=0, le=2)] = 1
+    results_hz: Annotated[float, Meta(ge=0, le=1000)] = 2.0  # per-frame results at most this often; 0 = none
+    summary_interval_s: Annotated[float, Meta(ge=0.1, le=86400)] = 10.0
+    discovery: bool = True  # Home Assistant MQTT discovery
+    discovery_prefix: str = "homeassistant"
+    queue: Annotated[int, Meta(ge=1, le=1000000)] = 1000  # messages held while the broker is away (oldest dropped)
+    reconnect_min_s: Annotated[float, Meta(ge=0.01, le=3600)] = 0.5
+    reconnect_max_s: Annotated[float, Meta(ge=0.01, le=3600)] = 30.0
 
 
 class Config(Section):
@@ -230,6 +262,8 @@ class Config(Section):
     profiles: Dict[str, ProfileConfig] = {}
     groups: Dict[str, GroupConfig] = {}
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
+    resources: ResourcesConfig = msgspec.field(default_factory=ResourcesConfig)
+    mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
 
     def profile(self) -> ProfileConfig:
         name = self.pipeline.profile
@@ -401,6 +435,8 @@ def _validate(cfg: Config) -> None:
     check_tpus(cfg, assignment(cfg))
     check_by_hand(cfg, assignment(cfg))
     check_security(cfg)
+    from .mqtt_options import check_mqtt
+    check_mqtt(cfg.mqtt)
 
 
 # ---------------------------------------------------------------- command-line overrides
@@ -439,8 +475,13 @@ def apply_overrides(cfg: Config, **overrides: Any) -> Config:
                 data["placement"][role] = engine
                 given.append(("--place %s" % item, "placement." + role))
             continue
+        if key == "mqtt":
+            from .mqtt_options import mask_url, parse_mqtt_url
+            data["mqtt"].update(_option("--mqtt", parse_mqtt_url, value))
+            given.append(("--mqtt %s" % mask_url(value), "mqtt"))
+            continue
         if key not in OVERRIDES:
-            raise TypeError("apply_overrides: unknown override %r (known: place, %s)" % (key, ", ".join(OVERRIDES)))
+            raise TypeError("apply_overrides: unknown override %r (known: place, mqtt, %s)" % (key, ", ".join(OVERRIDES)))
         option, section, name = OVERRIDES[key]
         data[section][name] = value
         given.append(("%s %s" % (option, value), "%s.%s" % (section, name)))
@@ -453,6 +494,13 @@ def apply_overrides(cfg: Config, **overrides: Any) -> Config:
     for name in Config.__struct_fields__:
         setattr(cfg, name, getattr(new, name))
     return cfg
+
+
+def _option(option: str, parse: Any, value: Any) -> Any:
+    try:
+        return parse(value)
+    except ConfigError as exc:
+        raise ConfigError("%s: %s" % (option, exc)) from None
 
 
 def _blame(msg: str, given: List[Tuple[str, str]]) -> str:

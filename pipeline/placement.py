@@ -13,6 +13,10 @@ choices (``predict_fps``) from a per-model table of invoke times:
 - otherwise the manifest's defaults (``tpu_ms``: the reference project's Edge
   TPU times; ``cpu_ms``: measured on the developers' machine).
 
+When neither the accelerator nor the CPU model is there (not in the search
+folders or the cache, and no source to fetch it from), ``auto`` runs the role
+on the fake engine, and the reason says so (the run prints a banner).
+
 When the profile names another model for the accelerator than for the CPU
 (Coral's SSD face detector on the TPU, BlazeFace on the CPU), ``auto`` keeps
 the accelerator's, which is the profile's choice for machines that have one.
@@ -280,6 +284,13 @@ def place(cfg: Config, table: Optional[Dict[str, Dict[str, float]]] = None, grou
             options.append((accel, acc_spec))
         if "cpu" in cpu_spec.files and not (acc_runs and cpu_spec.name != acc_spec.name):
             options.append(("cpu", cpu_spec))
+        if not acc_runs and not cpu_model_available(cpu_spec, cfg.models.paths):
+            # neither the accelerator nor the CPU model: the fake engine, and the run says so
+            fake_spec = _spec(model_for(cfg, role, "fake"), role)
+            cands[role] = [("fake", fake_spec)]
+            notes[role] = "auto: %s; %s: the fake engine" % (
+                accel_why or "no Edge TPU file for %s" % acc_spec.name, _missing(cpu_spec))
+            continue
         if not options:
             options.append(("cpu", cpu_spec))
         if not accel_ok:
@@ -308,6 +319,20 @@ def place(cfg: Config, table: Optional[Dict[str, Dict[str, float]]] = None, grou
         note = notes.get(role) or "auto: %.0f FPS predicted at %d faces (%s)" % (fps, cfg.engine.auto.faces, src)
         out[role] = RolePlacement(role, engine, spec.name, _devices(cfg, engine, group_tpu), note)
     return out
+
+
+def cpu_model_available(spec: ModelSpec, model_paths: Sequence[str] = ()) -> bool:
+    """Whether the CPU model file is present (search folders, cache) or has a source to fetch it from."""
+    from models.fetch import locate, sources_for
+
+    name = spec.files.get("cpu")
+    if not name:
+        return False
+    return locate(spec, name, model_paths) is not None or bool(sources_for(spec, name))
+
+
+def _missing(spec: ModelSpec) -> str:
+    return "model %s (%s) is not present and has no download source" % (spec.name, spec.files.get("cpu", "no CPU file"))
 
 
 def _spec(name: str, role: str) -> ModelSpec:

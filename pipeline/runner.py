@@ -21,6 +21,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from actors.base import Actor
+from actors.resources import reset_process_meter
 from actors.stats import percentile
 from bus.messages import Metric
 
@@ -89,6 +90,11 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
               on_ready: Optional[Any] = None) -> Dict[str, Any]:
     """Run the pipeline to its end; return the summary (see ``summarize``)."""
     reset_peak()  # the summary's RSS is this run's peak, also when a benchmark runs many in one process
+    reset_process_meter()  # and its CPU % this run's average
+    if cfg.pipeline.source == "auto":
+        from .source_auto import resolve_source
+        cfg.pipeline.source, why = resolve_source(cfg.pipeline.source)
+        log.info("source auto: %s (%s)", cfg.pipeline.source, why)
     run_dir = tempfile.mkdtemp(prefix="edgepipe-") if cfg.groups else None
     if run_dir is not None:
         cfg = plan(cfg, run_dir)
@@ -294,7 +300,7 @@ def summarize(p: Optional[Pipeline], t_go: float, drained: bool, interrupted: bo
         procs.append({"name": g.name, "pid": r.pid if r else None, "python": r.python if r else g.python,
                       "version": r.version if r else None, "actors": list(r.actors) if r else [],
                       "exit_code": g.proc.returncode if g.proc is not None else None})
-    return {
+    out = {
         "profile": cfg.pipeline.profile,
         "engine": cfg.pipeline.engine,
         "source": cfg.pipeline.source,
@@ -327,3 +333,19 @@ def summarize(p: Optional[Pipeline], t_go: float, drained: bool, interrupted: bo
                        "max": round(max(lat), 3) if lat else 0.0},
         "actors": per_actor,
     }
+    out.update(_resources_and_source(p, snaps, procs, out["fps"]))
+    return out
+
+
+def _resources_and_source(p: Pipeline, snaps: Dict[str, Metric], procs: List[Dict[str, Any]],
+                          fps: float) -> Dict[str, Any]:
+    """The summary's ``resources`` (absent sensors absent), ``engines`` per role and ``source`` (reconnects)."""
+    out: Dict[str, Any] = {"engines": {r: pl.engine for r, pl in p.placement.items()}}
+    monitor = p.one("resources")
+    if monitor is not None:
+        names = {g["pid"]: g["name"] for g in procs if g.get("pid")}
+        out["resources"] = monitor.summary(fps, snaps, names)
+    cap = snaps["capture"].counters
+    if "source_reconnects" in cap:  # a camera or a stream (they reconnect)
+        out["source_reconnects"] = cap["source_reconnects"]
+    return out

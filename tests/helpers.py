@@ -29,10 +29,14 @@ def run_async(coro, timeout: float = 60.0):
 def inproc_config(**sections) -> config.Config:
     """The repository's config with every endpoint in-process (no TCP port) and overrides applied.
 
-    ``sections`` maps a section name to a dict of field values, e.g. fer={"workers": 3}.
+    ``sections`` maps a section name to a dict of field values, e.g. fer={"workers": 3}. Tests ask for
+    the fake engine and the synthetic source unless they say otherwise (the repository's defaults are
+    auto, which depend on the machine).
     """
     cfg = config.load()
     cfg.endpoints.metrics = "inproc://metrics-public"
+    cfg.pipeline.engine = "fake"
+    cfg.pipeline.source = "synthetic:faces=3,fps=30,size=640x480"
     for name, values in sections.items():
         section = getattr(cfg, name)
         for key, value in values.items():

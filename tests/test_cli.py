@@ -50,7 +50,8 @@ def test_frames_and_summary(tmp_path):
 
 def test_sigint_mid_run_exits_cleanly(tmp_path):
     summary = tmp_path / "s.json"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--source", "synthetic:faces=2,fps=30",
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--engine", "fake",
+                             "--source", "synthetic:faces=2,fps=30",
                              "--duration", "60", "-v", "--summary", str(summary),
                              "--metrics-endpoint", free_endpoint(tmp_path)],
                             cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -86,7 +87,8 @@ def test_sigint_mid_run_exits_cleanly(tmp_path):
     (["--source", "synthetic:faces=3,color=red"], "unknown option(s) color"),
 ])
 def test_bad_input_gives_a_clear_error(args, message, tmp_path):
-    p = run_py(*args, "--frames", "5", "--metrics-endpoint", free_endpoint(tmp_path))
+    p = run_py("--engine", "fake", "--source", "synthetic:faces=1", *args, "--frames", "5",
+               "--metrics-endpoint", free_endpoint(tmp_path))
     assert p.returncode != 0
     assert message in p.stderr
     assert "Traceback" not in p.stderr
@@ -117,7 +119,8 @@ def test_a_partial_config_overlays_config_toml(tmp_path):
     cfg = tmp_path / "mine.toml"
     cfg.write_text("[capture]\nmax_in_flight = 8\n")
     summary = tmp_path / "s.json"
-    p = run_py("--config", str(cfg), "--source", "synthetic:faces=1", "--frames", "5", "--summary", str(summary),
+    p = run_py("--config", str(cfg), "--engine", "fake", "--source", "synthetic:faces=1", "--frames", "5",
+               "--summary", str(summary),
                "--metrics-endpoint", free_endpoint(tmp_path))
     assert p.returncode == 0, p.stderr
     s = json.loads(summary.read_text())

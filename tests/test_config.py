@@ -112,6 +112,7 @@ def test_command_line_values_are_checked_like_the_file(overrides, message):
 
 def test_a_cross_key_error_lists_the_options_that_led_to_it():
     cfg = config.load()
+    cfg.pipeline.engine = "fake"  # group a's detector on the fake device
     cfg.groups = {"a": GroupConfig(actors=["detector"]), "b": GroupConfig(actors=["fer"])}
     cfg.placement.fer = "cpu"  # as the file would have it: only group a uses the fake device
     config.from_dict(config.to_dict(cfg))

@@ -98,7 +98,7 @@ def write_groups_config(tmp_path, groups_toml, extra=""):
 
 def test_tpu_group_runs_under_python39_with_real_models(tpu_python, tmp_path):
     video = ASSETS / "video" / "WolfgangLanger_Pexels.mp4"
-    source = "video:%s" % video if video.exists() else "demo"
+    source = "video:%s" % video if video.exists() else "demo:unpaced"
     cfg = write_groups_config(tmp_path, '[groups.tpu]\nactors = ["detector", "fer"]\npython = "%s"\n' % tpu_python)
     summary = tmp_path / "s.json"
     p = subprocess.run([sys.executable, str(ROOT / "run.py"), "--config", cfg, "--profile", "fd+fer64", "--engine",
@@ -120,7 +120,8 @@ def test_tpu_group_runs_under_python39_with_real_models(tpu_python, tmp_path):
 
 def test_killing_the_tpu_group_stops_everything(tmp_path):
     cfg = write_groups_config(tmp_path, '[groups.tpu]\nactors = ["detector", "fer"]\n')
-    proc, pids = ready_pipeline_proc(["--config", cfg, "--source", "synthetic:faces=2,fps=30", "--duration", "60"],
+    proc, pids = ready_pipeline_proc(["--config", cfg, "--engine", "fake", "--source", "synthetic:faces=2,fps=30",
+                                      "--duration", "60"],
                                      tmp_path)
     try:
         assert "tpu" in pids

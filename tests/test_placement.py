@@ -86,7 +86,7 @@ def test_the_summary_says_where_each_role_ran():
 
 
 def test_two_processes_on_one_fake_device_are_refused_at_config_time():
-    data = {"groups": {"a": {"actors": ["detector"]}, "b": {"actors": ["fer"]}},
+    data = {"pipeline": {"engine": "fake"}, "groups": {"a": {"actors": ["detector"]}, "b": {"actors": ["fer"]}},
             "profiles": {"fd+fer64": {"detector": "coral-ssd-face", "fer": "fer64"}}}
     with pytest.raises(ConfigError, match="both claim fake device 'fake:0'"):
         config.from_dict(data)

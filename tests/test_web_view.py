@@ -26,7 +26,7 @@ needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="no chromium
 
 CASES = {
     # the fake Edge TPU and the synthetic camera: quick, and three faces in every frame
-    "synthetic-fake": ["--source", "synthetic:faces=3,fps=30"],
+    "synthetic-fake": ["--engine", "fake", "--source", "synthetic:faces=3,fps=30"],
     # the issue's command: the demo clip through the real models on the CPU
     "demo-cpu": ["--profile", "fd+fer64", "--engine", "cpu", "--source", "demo"],
 }

@@ -1,0 +1,297 @@
+"""MQTT out against a real Mosquitto broker (Debian's ``mosquitto``), read by a real client."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from actors.mqtt_sink import MqttSink
+from pipeline import config
+from pipeline.config import MqttConfig
+from pipeline.mqtt_options import check_mqtt
+from pipeline.runner import RunOptions, run
+
+from helpers import inproc_config, run_async
+from mqtt_broker import MOSQUITTO, Broker, Recorder, Relay, free_port, tls_files
+
+pytestmark = pytest.mark.skipif(not os.path.exists(MOSQUITTO), reason="needs Debian's mosquitto (CI installs it)")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Broker(str(tmp_path))
+    try:
+        b.start()
+        yield b
+    finally:
+        b.stop()
+
+
+def sink_config(port, name, **kw):
+    return MqttConfig(host="127.0.0.1", port=port, name=name, reconnect_min_s=0.05, reconnect_max_s=0.5, **kw)
+
+
+def test_discovery_is_retained_and_the_last_will_says_offline(broker, bus):
+    async def main():
+        async with Relay(broker.port) as relay, Recorder(broker.port) as live:
+            sink = MqttSink("mqtt", bus, mqtt=sink_config(relay.port, "hall"), results_endpoint="inproc://results",
+                            metrics_public_endpoint="inproc://metrics", profile="fd+fer64")
+            await sink.start()
+            try:
+                avail = "edgepipe/hall/availability"
+                configs = ("homeassistant/sensor/hall/faces/config", "homeassistant/sensor/hall/expression/config")
+                await live.wait_for(lambda r: r.on(avail) == [b"online"] and all(r.on(t) for t in configs))
+                # a client that subscribes later gets the retained discovery configs and availability
+                async with Recorder(broker.port) as late:
+                    await late.wait_for(lambda r: all(r.on(t) for t in configs + (avail,)))
+                    assert all(retain for t, _, retain in late.messages if t in configs + (avail,))
+                    faces, expr = (json.loads(late.on(t)[0]) for t in configs)
+                    assert faces["state_topic"] == expr["state_topic"] == "edgepipe/hall/state"
+                    assert faces["availability_topic"] == avail
+                    assert faces["device"]["identifiers"] == ["edgepipe_hall"] == expr["device"]["identifiers"]
+                    assert faces["device"]["model"] == "profile fd+fer64"
+                    assert late.on(avail) == [b"online"]
+                # the publisher's connection dies without a DISCONNECT: the broker sends its last will
+                relay.cut()
+                await live.wait_for(lambda r: r.on(avail)[-1:] == [b"offline"])
+                await sink.wait_for(lambda s: s.connected and s.stats.counters["reconnects"] == 1)
+                await live.wait_for(lambda r: r.on(avail) == [b"online", b"offline", b"online"])
+            finally:
+                await sink.stop()
+            await live.wait_for(lambda r: r.on(avail) == [b"online", b"offline", b"online", b"offline"])
+            assert not sink.connected
+    run_async(main())
+
+
+def test_broker_down_at_start_is_retried_with_backoff(tmp_path, bus):
+    port = free_port()
+    b = Broker(str(tmp_path), port=port)
+
+    async def main():
+        sink = MqttSink("mqtt", bus, mqtt=sink_config(port, "porch", queue=3), results_endpoint="inproc://results",
+                        metrics_public_endpoint="inproc://metrics")
+        await sink.start()
+        try:
+            await sink.wait_for(lambda s: s.stats.counters["connect_failures"] >= 2)
+            assert not sink.connected
+            for i in range(5):  # held while the broker is away; the queue keeps the newest 3
+                sink.enqueue("edgepipe/porch/test", b"%d" % i)
+            assert sink.stats.counters["queue_dropped"] == 2
+            await asyncio.get_running_loop().run_in_executor(None, b.start)
+            async with Recorder(port) as rec:
+                await sink.wait_for(lambda s: s.connected)
+                sink.enqueue("edgepipe/porch/test", b"5")
+                await rec.wait_for(lambda r: b"5" in r.on("edgepipe/porch/test"))
+                assert rec.on("edgepipe/porch/test")[-1:] == [b"5"]
+                assert set(rec.on("edgepipe/porch/test")) <= {b"2", b"3", b"4", b"5"}
+        finally:
+            await sink.stop()
+        assert sink.stats.counters["connects"] == 1 and sink.stats.counters["reconnects"] == 0
+    try:
+        run_async(main())
+    finally:
+        b.stop()
+
+
+@pytest.mark.skipif(not (shutil.which("openssl") and shutil.which("mosquitto_passwd")),
+                    reason="needs openssl and mosquitto_passwd")
+def test_tls_with_user_and_password(tmp_path, bus):
+    import ssl
+
+    import aiomqtt
+    t = tls_files(str(tmp_path))
+    pw = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pw), "cam", "s3cret"], check=True, capture_output=True)
+    b = Broker(str(tmp_path), listener="cafile %s\ncertfile %s\nkeyfile %s\nallow_anonymous false\npassword_file %s\n"
+               % (t["ca.pem"], t["server.pem"], t["server.key"], pw))
+
+    def sink(url, name):
+        cfg = config.load(mqtt=url)
+        cfg.mqtt.ca_file, cfg.mqtt.name = t["ca.pem"], name
+        cfg.mqtt.reconnect_min_s = cfg.mqtt.reconnect_max_s = 0.05
+        check_mqtt(cfg.mqtt)
+        return MqttSink("mqtt-" + name, bus, mqtt=cfg.mqtt, results_endpoint="inproc://results",
+                        metrics_public_endpoint="inproc://metrics")
+
+    async def main():
+        good = sink("mqtts://cam:s3cret@127.0.0.1:%d" % b.port, "tls")
+        bad = sink("mqtts://cam:wrong@127.0.0.1:%d" % b.port, "tls-bad")
+        async with Recorder(b.port, username="cam", password="s3cret",
+                            tls_params=aiomqtt.TLSParameters(ca_certs=t["ca.pem"], cert_reqs=ssl.CERT_REQUIRED)) as rec:
+            for s in (good, bad):
+                await s.start()
+            try:
+                await rec.wait_for(lambda r: r.on("edgepipe/tls/availability") == [b"online"])
+                await bad.wait_for(lambda s: s.stats.counters["connect_failures"] >= 2)
+                assert good.connected and not bad.connected and bad.stats.counters["connects"] == 0
+            finally:
+                for s in (good, bad):
+                    await s.stop()
+            await rec.wait_for(lambda r: r.on("edgepipe/tls/availability") == [b"online", b"offline"])
+        assert rec.on("edgepipe/tls-bad/availability") == []
+    b.start()
+    try:
+        run_async(main())
+    finally:
+        b.stop()
+
+
+def test_face_events_from_a_pipeline_run(broker):
+    cfg = inproc_config(pipeline={"source": "synthetic:faces=2,fps=0,size=640x480,change=7"},
+                        mqtt={"host": "127.0.0.1", "port": broker.port, "name": "desk", "results_hz": 1000.0})
+
+    async def main():
+        async with Recorder(broker.port) as rec:
+            s = await run(cfg, RunOptions(frames=60))
+            await rec.wait_for(lambda r: r.on("edgepipe/desk/availability")[-1:] == [b"offline"])
+            return s, rec
+    s, rec = run_async(main())
+    assert s["unaccounted"] == 0 and s["leaked_sockets"] == [] and s["frames_completed"] == 60
+    counters = s["actors"]["mqtt"]["counters"]
+    assert counters["queue_dropped"] == 0 and counters["results_lost"] == 0
+    events = rec.json("edgepipe/desk/events")
+    by_kind = {k: [e for e in events if e["event"] == k] for k in ("appeared", "expression", "gone")}
+    # the synthetic source draws two faces all along: two tracks, each appears once and goes at the end
+    assert sorted(e["track"] for e in by_kind["appeared"]) == [0, 1]
+    assert sorted((e["track"], e["reason"], e["last_frame_id"]) for e in by_kind["gone"]) == [(0, "end", 59),
+                                                                                              (1, "end", 59)]
+    # their expressions change every 7 frames: the smoothed label follows, one event per change
+    assert by_kind["expression"], events
+    for tid in (0, 1):
+        seq = [e for e in events if e["track"] == tid]
+        assert seq[0]["event"] == "appeared" and seq[-1]["event"] == "gone"
+        labels = [seq[0]["expression"]] + [e["expression"] for e in seq if e["event"] == "expression"]
+        assert all(a != b for a, b in zip(labels, labels[1:]))
+        assert [e["previous"] for e in seq if e["event"] == "expression"] == labels[:-1]
+    results = rec.json("edgepipe/desk/results")
+    assert results and all(len(r["faces"]) == 2 and len(r["faces"][0]["box"]) == 4 for r in results)
+    assert [r["frame_id"] for r in results] == sorted({r["frame_id"] for r in results})
+    state = rec.json("edgepipe/desk/state")
+    assert state[-1]["faces"] == 2 and state[-1]["expression"] is not None
+    summary = rec.json("edgepipe/desk/metrics")[-1]
+    assert summary["mqtt"]["queue_dropped"] == 0 and "aggregator" in summary["actors"]
+    # every queued message reached the subscriber (QoS 1 both ways)
+    queued_topics = ("events", "results", "state", "metrics")
+    got = sum(len(rec.on("edgepipe/desk/" + t)) for t in queued_topics)
+    assert got == counters["published"] == counters["queued"]
+    assert counters["events"] == len(events)
+
+
+def test_with_the_web_display_a_recorded_source_runs_to_its_end(broker):
+    # the start-up waits for the results' subscribers: MQTT beside the display and the recorder must not stall it
+    cfg = inproc_config(pipeline={"source": "synthetic:faces=1,fps=0", "display": "web:127.0.0.1:0"},
+                        mqtt={"host": "127.0.0.1", "port": broker.port, "name": "web"})
+
+    async def main():
+        async with Recorder(broker.port) as rec:
+            s = await run(cfg, RunOptions(frames=20))
+            await rec.wait_for(lambda r: r.on("edgepipe/web/availability")[-1:] == [b"offline"])
+            return s, rec
+    s, rec = run_async(main())
+    assert s["frames_completed"] == 20 and s["unaccounted"] == 0
+    assert [e["event"] for e in rec.json("edgepipe/web/events")] == ["appeared", "gone"]
+
+
+def test_broker_killed_and_restarted_mid_run(broker):
+    # a live 30 FPS source; the broker dies mid-run and comes back on the same port
+    cfg = inproc_config(pipeline={"source": "synthetic:faces=2,fps=30,size=320x240,change=7"},
+                        mqtt={"host": "127.0.0.1", "port": broker.port, "name": "lab", "results_hz": 1000.0,
+                              "queue": 8, "reconnect_min_s": 0.05, "reconnect_max_s": 0.5})
+    seen = {}
+
+    async def main():
+        stop = asyncio.Event()
+        ready = asyncio.get_running_loop().create_future()
+        runner = asyncio.ensure_future(run(cfg, RunOptions(), stop, on_ready=ready.set_result))
+        try:
+            p = await asyncio.wait_for(asyncio.shield(ready), 60)
+            sink = p.one("mqtt")
+            await sink.wait_for(lambda s: s.stats.counters["published"] >= 10)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, broker.stop)
+            await sink.wait_for(lambda s: not s.connected)
+            seen["in_at_kill"] = sink.stats.counters["in"]
+            # inference goes on while the broker is away; the queue keeps the newest 8 messages
+            await sink.wait_for(lambda s: s.stats.counters["in"] >= seen["in_at_kill"] + 30
+                                and s.stats.counters["queue_dropped"] > 0)
+            assert len(sink.queue) == 8 and not sink.connected
+            await loop.run_in_executor(None, broker.start)
+            async with Recorder(broker.port) as rec:  # a broker without persistence: discovery comes again
+                await sink.wait_for(lambda s: s.connected and s.stats.counters["reconnects"] >= 1)
+                await rec.wait_for(lambda r: bool(r.on("homeassistant/sensor/lab/faces/config"))
+                                   and bool(r.on("edgepipe/lab/events") or r.on("edgepipe/lab/results")))
+                assert rec.on("edgepipe/lab/availability")[:1] == [b"online"]
+            seen["dropped_mid_run"] = sink.stats.counters["queue_dropped"]
+            stop.set()
+            return await runner
+        finally:
+            stop.set()
+            if not runner.done():
+                await asyncio.wait([runner])
+    s = run_async(main(), timeout=120)
+    assert s["unaccounted"] == 0 and s["leaked_sockets"] == []
+    c = s["actors"]["mqtt"]["counters"]
+    assert c["reconnects"] >= 1 and c["queue_dropped"] >= seen["dropped_mid_run"] > 0
+    assert s["actors"]["mqtt"]["in"] >= seen["in_at_kill"] + 30
+
+
+def test_run_py_with_mqtt_publishes_discovery_and_events(broker, tmp_path):
+    conf = tmp_path / "cam.toml"
+    conf.write_text('[mqtt]\nname = "cli"\nresults_hz = 0\n')
+
+    async def main():
+        async with Recorder(broker.port) as rec:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(ROOT / "run.py"), "--config", str(conf), "--engine", "fake",
+                "--source", "synthetic:faces=1,fps=0,change=5", "--frames", "30",
+                "--metrics-endpoint", "ipc://%s" % (tmp_path / "metrics"),
+                "--mqtt", "mqtt://127.0.0.1:%d" % broker.port,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(tmp_path))
+            out, err = await proc.communicate()
+            assert proc.returncode == 0, err.decode()
+            await rec.wait_for(lambda r: r.on("edgepipe/cli/availability")[-1:] == [b"offline"])
+            return out.decode(), rec
+    out, rec = run_async(main(), timeout=120)
+    assert rec.on("homeassistant/sensor/cli/faces/config") and rec.on("homeassistant/sensor/cli/expression/config")
+    events = rec.json("edgepipe/cli/events")
+    assert [e["event"] for e in events][:1] == ["appeared"] and events[-1]["event"] == "gone"
+    assert rec.on("edgepipe/cli/results") == []  # results_hz = 0: no per-frame results
+    assert "mqtt: %d messages published, 0 dropped from the queue" % len(
+        [m for m in rec.messages if m[0].split("/")[-1] in ("events", "state", "metrics")]) in out
+
+
+def test_demo_clip_on_the_cpu_with_the_web_view_sends_a_real_face(broker, tmp_path):
+    # the issue's command (python run.py --profile fd+fer64 --source demo --display web --mqtt ...) on real models:
+    # the demo clip has one face; Home Assistant's discovery and that face's events reach the broker
+    conf = tmp_path / "cam.toml"
+    conf.write_text('[mqtt]\nname = "demo"\n')
+
+    async def main():
+        async with Recorder(broker.port) as rec:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(ROOT / "run.py"), "--config", str(conf), "--profile", "fd+fer64",
+                "--engine", "cpu", "--source", "demo:unpaced", "--display", "web:127.0.0.1:0", "--frames", "40",
+                "--metrics-endpoint", "ipc://%s" % (tmp_path / "metrics"),
+                "--mqtt", "mqtt://127.0.0.1:%d" % broker.port,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(tmp_path))
+            out, err = await proc.communicate()
+            assert proc.returncode == 0, err.decode()
+            await rec.wait_for(lambda r: r.on("edgepipe/demo/availability")[-1:] == [b"offline"])
+            return out.decode(), rec
+    out, rec = run_async(main(), timeout=240)
+    assert "frames: 40 captured, 40 completed" in out
+    configs = [json.loads(p) for t, p, _ in rec.messages if t.startswith("homeassistant/sensor/demo/")]
+    assert sorted(c["name"] for c in configs) == ["Dominant expression", "Faces"]
+    events = rec.json("edgepipe/demo/events")
+    appeared = [e for e in events if e["event"] == "appeared"]
+    assert appeared and appeared[0]["expression"] and len(appeared[0]["box"]) == 4
+    assert {e["track"] for e in events if e["event"] == "gone"} == {e["track"] for e in appeared}
+    assert rec.json("edgepipe/demo/state")[0]["faces"] == 1

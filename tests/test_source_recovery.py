@@ -1,0 +1,345 @@
+"""Sources that recover: a real MJPEG stream over a local socket that stalls, drops and comes back.
+
+The server is a thread of the test serving multipart JPEG over HTTP on
+127.0.0.1, as an IP camera does; OpenCV (FFmpeg) reads it. Each connection's
+frames carry the connection's number in their grey level, so a frame says
+which connection it came from. The test drives the server with events.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from typing import List, Optional
+
+import cv2
+import numpy as np
+import pytest
+
+from actors.live_sources import LiveOpenCvSource, Reconnecting, SourceLost, SourceStalled
+from pipeline.source_auto import resolve_source, v4l2_nodes
+from actors.sources import Picamera2Source, SourceError, is_live, make_source
+from pipeline import placement
+from pipeline.cli import human_summary
+from pipeline.runner import RunOptions, run
+
+from helpers import inproc_config, run_async
+
+
+def jpeg(level: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", np.full((96, 128, 3), level, np.uint8))
+    assert ok
+    return buf.tobytes()
+
+
+class MjpegServer:
+    """Serves connection N with frames of grey level 40*N.
+
+    ``plan[N]`` says what connection N does after ``frames`` frames: "stall" (keep the socket open and
+    silent until the next connection arrives), "close" (hang up), "refuse" (hang up before any reply),
+    or "stream" (send until the client goes away).
+    """
+
+    def __init__(self, plan: List[str], frames: int = 5) -> None:
+        self.plan = plan
+        self.frames = frames
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = "http://127.0.0.1:%d/stream.mjpg" % self.sock.getsockname()[1]
+        self.connections = 0
+        self.arrived = threading.Condition()
+        self.next_connection = threading.Event()
+        self.closing = threading.Event()
+        self.threads: List[threading.Thread] = []
+        self.acceptor = threading.Thread(target=self._accept, name="mjpeg-accept", daemon=True)
+        self.acceptor.start()
+
+    def _accept(self) -> None:
+        while not self.closing.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.arrived:
+                self.connections += 1
+                self.arrived.notify_all()
+            self.next_connection.set()
+            self.next_connection = threading.Event()
+            n = self.connections
+            what = self.plan[n - 1] if n <= len(self.plan) else "stream"
+            t = threading.Thread(target=self._serve, args=(conn, n, what, self.next_connection),
+                                 name="mjpeg-%d" % n, daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _serve(self, conn: socket.socket, n: int, what: str, next_conn: threading.Event) -> None:
+        try:
+            conn.recv(4096)
+            if what == "refuse":
+                return
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n")
+            body = jpeg(40 * n)
+            part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(body) + body + b"\r\n"
+            sent = 0
+            while not self.closing.is_set():
+                if sent >= self.frames and what == "stall":
+                    next_conn.wait()  # silent until the client gives up on us and reconnects
+                    return
+                if sent >= self.frames and what == "close":
+                    return
+                conn.sendall(part)
+                sent += 1
+        except OSError:
+            pass  # the client went away
+        finally:
+            conn.close()
+
+    def wait_connections(self, n: int) -> None:
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: self.connections >= n, 60), "no connection %d" % n
+
+    def close(self) -> None:
+        self.closing.set()
+        self.next_connection.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        except OSError:
+            pass
+        self.sock.close()
+        for t in [self.acceptor] + self.threads:
+            t.join(10)
+
+
+@pytest.fixture
+def server_factory():
+    made: List[MjpegServer] = []
+
+    def make(plan, frames=5):
+        made.append(MjpegServer(plan, frames))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def level(item) -> int:
+    img, truth = item
+    assert truth is None
+    return int(round(float(img.mean()) / 40.0))  # the connection the frame came from
+
+
+def stream(url: str, timeout_s: float = 0.5, backoff_s: float = 0.05) -> Reconnecting:
+    src = Reconnecting(url, lambda: LiveOpenCvSource(url, url, read_timeout_s=timeout_s), backoff_s=backoff_s,
+                       backoff_max_s=0.4)
+    src.open()
+    return src
+
+
+@pytest.mark.parametrize("what", ["stall", "close"])
+def test_a_stream_that_stalls_or_drops_is_reconnected(what, server_factory, caplog):
+    server = server_factory([what, "stream"])
+    src = stream(server.url)
+    try:
+        with caplog.at_level(logging.WARNING, logger="edgepipe.source"):
+            seen = [level(src.read())]
+            while seen[-1] == 1 and len(seen) <= 6:  # the newest frame wins: up to 5 frames of the first
+                seen.append(level(src.read()))
+            assert seen[0] == 1 and seen[-1] == 2  # then a frame of the second connection
+            assert src.reconnects == 1 and src.up
+            for _ in range(3):
+                assert level(src.read()) == 2
+    finally:
+        src.close()
+    lost = [r for r in caplog.records if "lost" in r.getMessage()]
+    back = [r for r in caplog.records if "back after" in r.getMessage()]
+    assert len(lost) == 1 and len(back) == 1  # once per change of state
+
+
+def test_a_server_that_is_down_is_retried_with_backoff(server_factory, caplog):
+    server = server_factory(["close", "refuse", "refuse", "refuse", "stream"])
+    src = stream(server.url)
+    try:
+        with caplog.at_level(logging.WARNING, logger="edgepipe.source"):
+            seen = [level(src.read())]
+            while seen[-1] == 1 and len(seen) <= 6:
+                seen.append(level(src.read()))
+            assert seen[0] == 1 and seen[-1] == 5  # connections 2-4 were refused
+    finally:
+        src.close()
+    assert src.reconnects == 1 and server.connections == 5
+    assert len([r for r in caplog.records if "lost" in r.getMessage()]) == 1  # not once per attempt
+    assert "4 attempts" in [r for r in caplog.records if "back after" in r.getMessage()][0].getMessage()
+
+
+def test_live_source_read_times_out(server_factory):
+    server = server_factory(["stall"], frames=5)
+    src = LiveOpenCvSource(server.url, server.url, read_timeout_s=0.5)
+    src.open()
+    try:
+        assert level(src.read()) == 1
+        with pytest.raises(SourceStalled):
+            for _ in range(5):  # the newest frame wins: fewer reads than frames sent may return
+                src.read()
+    finally:
+        src.close()
+    server.close()  # the stalled connection ends; the grabber's read returns and it releases the capture
+
+
+def test_close_ends_a_backoff_at_once(server_factory):
+    server = server_factory(["close"] + ["refuse"] * 1000, frames=5)
+    src = Reconnecting(server.url, lambda: LiveOpenCvSource(server.url, server.url, read_timeout_s=0.5),
+                       backoff_s=3600.0, backoff_max_s=3600.0)
+    src.open()
+    assert level(src.read()) == 1
+    result: List[Optional[object]] = []
+
+    def read_to_the_end() -> None:
+        while True:
+            item = src.read()
+            result.append(item)
+            if item is None:
+                return
+
+    reader = threading.Thread(target=read_to_the_end)
+    reader.start()
+    server.wait_connections(2)  # the first reconnect attempt was refused: now it waits an hour
+    src.close()
+    reader.join(30)
+    assert not reader.is_alive() and result[-1] is None
+
+
+def test_pipeline_summary_counts_the_reconnect(server_factory):
+    server = server_factory(["stall", "stream"], frames=10)
+    cfg = inproc_config(pipeline={"source": server.url}, capture={"read_timeout_s": 0.5})
+    s = run_async(run(cfg, RunOptions(frames=40)))
+    assert s["source_reconnects"] == 1
+    assert s["frames_captured"] == 40 and s["unaccounted"] == 0
+    assert "source: 1 reconnects" in human_summary(s)
+
+
+def test_a_video_file_ends_the_run_cleanly(tmp_path):
+    path = str(tmp_path / "clip.mp4")
+    out = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (128, 96))
+    for i in range(12):
+        out.write(np.full((96, 128, 3), 10 * i, np.uint8))
+    out.release()
+    s = run_async(run(inproc_config(pipeline={"source": "video:" + path}), RunOptions()))
+    assert s["frames_captured"] == 12 and s["drained"] and s["unaccounted"] == 0
+    assert "source_reconnects" not in s and "source:" not in human_summary(s)
+
+
+# ------------------------------------------------------------------ cameras that are not there
+
+def test_a_missing_v4l2_camera_names_the_fix():
+    with pytest.raises(SourceError) as err:
+        make_source("v4l2:63").open()
+    msg = str(err.value)
+    assert "v4l2-ctl --list-devices" in msg and "'video' group" in msg
+    assert "--source picamera2" in msg  # a Pi 5 CSI camera is no V4L2 capture node
+
+
+def test_picamera2_without_the_package_names_the_fix():
+    pytest.importorskip("cv2")
+    try:
+        import picamera2  # noqa: F401
+        pytest.skip("Picamera2 is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(SourceError) as err:
+        make_source("picamera2:640x480").open()
+    assert "sudo apt install python3-picamera2" in str(err.value) and "--system-site-packages" in str(err.value)
+    assert "v4l2:0" not in str(err.value)
+
+
+class StalledCamera:
+    """A camera behind Picamera2's interface whose capture job never completes."""
+
+    def __init__(self) -> None:
+        self.timeouts: List[float] = []
+
+    def capture_array(self, name="main", wait=None):
+        assert wait is False
+        return object()
+
+    def wait(self, job, timeout=None):
+        self.timeouts.append(timeout)
+        from concurrent.futures import TimeoutError as FutureTimeout
+        raise FutureTimeout()
+
+    def stop(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_picamera2_capture_has_a_timeout():
+    src = Picamera2Source("picamera2", (640, 480), read_timeout_s=1.5)
+    src.cam = StalledCamera()
+    with pytest.raises(SourceError, match="no frame from the camera within 1.5 s"):
+        src.read()
+    assert src.cam.timeouts == [1.5]
+    src.close()
+
+
+# ------------------------------------------------------------------ defaults
+
+def test_source_auto_prefers_the_pi_camera_then_v4l2_then_the_demo():
+    assert resolve_source("auto", cameras=lambda: ["imx708"])[0] == "picamera2"
+    assert resolve_source("auto", cameras=lambda: [], nodes=lambda: [(0, "USB Camera"), (2, "UVC")],
+                          captures=lambda i: i == 2)[0] == "v4l2:2"
+    spec, why = resolve_source("auto", cameras=lambda: [], nodes=lambda: [(0, "dummy")], captures=lambda i: False)
+    assert spec == "demo" and "/dev/video0" in why
+    assert resolve_source("synthetic:fps=0") == ("synthetic:fps=0", "")
+    assert resolve_source("auto")[0] == "demo"  # this machine: no camera
+
+
+def test_v4l2_nodes_skip_the_pi_codec_isp_and_csi_receiver_nodes(tmp_path):
+    dev, sysfs = tmp_path / "dev", tmp_path / "sys-root"
+    dev.mkdir()
+    for n, name in ((0, "rp1-cfe"), (1, "USB 2.0 Camera: USB Camera"), (19, "rpi-hevc-dec"), (20, "pispbe")):
+        (dev / ("video%d" % n)).write_text("")
+        d = sysfs / "sys" / "class" / "video4linux" / ("video%d" % n)
+        d.mkdir(parents=True)
+        (d / "name").write_text(name + "\n")
+    assert v4l2_nodes(str(dev), str(sysfs)) == [(1, "USB 2.0 Camera: USB Camera")]
+    # a webcam's second node carries metadata only (V4L2_CAP_META_CAPTURE 0x00800000): not a camera
+    (dev / "video2").write_text("")
+    meta = lambda path: 0x00800000 if path.name == "video2" else 0x04200001  # noqa: E731
+    assert [n for n, _ in v4l2_nodes(str(dev), str(sysfs), caps_of=meta)] == [1]
+
+
+def test_demo_plays_at_its_frame_rate_and_loops_unless_unpaced(caplog):
+    assert is_live("demo") and not is_live("demo:unpaced")
+    with caplog.at_level(logging.WARNING, logger="edgepipe.source"):
+        paced = make_source("demo")
+        paced.open()
+    unpaced = make_source("demo:unpaced")
+    unpaced.open()
+    try:
+        assert paced.live and 20 < paced.fps < 30
+        assert not unpaced.live and unpaced.fps == 0.0
+        assert "looping" in caplog.text and "own frame rate" in caplog.text
+        frames = paced.frame_count
+        assert frames > 100
+        for i in range(frames + 2):  # past its end: it starts again, as a camera goes on
+            assert paced.read() is not None, "frame %d" % i
+        assert paced.loops == 1
+    finally:
+        paced.close()
+        unpaced.close()
+
+
+def test_engine_auto_falls_back_to_fake_only_without_models(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEPIPE_CACHE", str(tmp_path / "empty-cache"))
+    no_tpu = lambda: (False, "no Coral here")  # noqa: E731
+    cfg = inproc_config(pipeline={"engine": "auto", "profile": "fd+fer112"})
+    placed = placement.place(cfg, tpu_check=no_tpu, warn=False)
+    assert {p.engine for p in placed.values()} == {"fake"}
+    assert "the fake engine" in placed["detector"].reason and "no Coral here" in placed["detector"].reason
+    cfg = inproc_config(pipeline={"engine": "auto", "profile": "fd+fer64"})
+    placed = placement.place(cfg, tpu_check=no_tpu, warn=False)
+    assert {p.engine for p in placed.values()} == {"cpu"}  # fetchable from the package index: real models
