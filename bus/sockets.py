@@ -11,6 +11,7 @@ Python 3.9 compatible.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 from typing import Any, Iterable, List, Optional, Set
@@ -20,6 +21,7 @@ import zmq.asyncio
 
 from .codec import Codec, DecodeError, encode
 from .messages import BY_KIND
+from .rundir import RUN, ipc_in_use
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ TRACKED_KINDS = ("frame", "encoded", "detections", "result")
 # A subscription is one byte (1 subscribe, 0 cancel) and a topic, a prefix of a kind name: a publisher
 # takes no message longer than this (ZMQ_MAXMSGSIZE: libzmq drops a peer that sends one).
 MAX_SUBSCRIPTION = 64
+MAX_SUBSCRIPTION_CURVE = 1024  # the same over CURVE, whose handshake commands go through the same limit
 _TOPIC_PREFIXES = frozenset(k.encode("ascii")[:i] for k in BY_KIND for i in range(len(k) + 1))
 
 
@@ -252,8 +255,9 @@ class Bus:
         sock.setsockopt(zmq.RCVHWM, hwm)
         if kind in (zmq.SUB, zmq.PULL):  # libzmq refuses a larger frame from another process or host
             sock.setsockopt(zmq.MAXMSGSIZE, self.max_frame)
-        elif kind in (zmq.XPUB, zmq.PUB):  # they receive subscriptions only
-            sock.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION)
+        elif kind in (zmq.XPUB, zmq.PUB):  # they receive subscriptions only (and CURVE's handshake, ~300 bytes)
+            curve = endpoint.startswith("tcp://") and (self.curve_server if bind else self.curve_client)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_CURVE if curve else MAX_SUBSCRIPTION)
         if kind == zmq.XPUB:
             sock.setsockopt(zmq.XPUB_MANUAL, 1)  # see Channel.serve_subscriptions
         if endpoint.startswith("tcp://"):
@@ -266,16 +270,29 @@ class Bus:
                     raise BusError("unknown topic %r" % t)
                 sock.setsockopt(zmq.SUBSCRIBE, t.encode("ascii"))
         try:
+            if RUN in endpoint:
+                raise BusError("%s: %s names %s, the run directory that `python run.py` makes; a process started "
+                               "alone needs an explicit endpoint" % (name, endpoint, RUN))
             if bind:
                 if endpoint.startswith("ipc://"):
-                    d = os.path.dirname(endpoint[len("ipc://"):])
+                    path = endpoint[len("ipc://"):]
+                    if ipc_in_use(path):  # libzmq would take the path over from its owner without a word
+                        raise zmq.ZMQError(errno.EADDRINUSE)
+                    d = os.path.dirname(path)
                     if d:
-                        os.makedirs(d, exist_ok=True)
+                        os.makedirs(d, mode=0o700, exist_ok=True)
                 sock.bind(endpoint)
             else:
                 sock.connect(endpoint)
-        except zmq.ZMQError as exc:
+        except (zmq.ZMQError, BusError) as exc:
             sock.close(linger=0)
+            if isinstance(exc, BusError):
+                raise
+            if exc.errno == errno.EADDRINUSE:
+                raise BusError("%s: cannot bind %s: it is in use (another pipeline on this host?); choose another "
+                               "endpoint (the metrics: --metrics-endpoint tcp://127.0.0.1:PORT or ipc://PATH; the "
+                               "others: [endpoints] in a --config file); the default ipc://%s/... endpoints never "
+                               "collide" % (name, endpoint, RUN)) from None
             raise BusError("%s: cannot %s %s: %s" % (name, "bind" if bind else "connect", endpoint, exc)) from None
         ch = Channel(self, sock, kind, endpoint, bind, name)
         self.channels.add(ch)

@@ -14,18 +14,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
 from actors.base import Actor
 from actors.stats import percentile
 from bus.messages import Metric
+from bus.rundir import RunDir
 
 from .build import Pipeline, RunOptions, build, make_bus
-from .config import Config
+from .config import Config, expand_endpoints
 from .groups import MAIN, assignment, group_of, plan
 from .rss import peak_rss_mb, reset_peak
 from .supervisor import GroupFailed, GroupProcess, handle_control, wait_ready, write_config
@@ -72,9 +71,16 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
               on_ready: Optional[Any] = None) -> Dict[str, Any]:
     """Run the pipeline to its end; return the summary (see ``summarize``)."""
     reset_peak()  # the summary's RSS is this run's peak, also when a benchmark runs many in one process
-    run_dir = tempfile.mkdtemp(prefix="edgepipe-") if cfg.groups else None
-    if run_dir is not None:
-        cfg = plan(cfg, run_dir)
+    rundir = RunDir.create()  # mode 0700; ipc://{run}/NAME endpoints live there
+    run_dir = rundir.path
+    try:
+        cfg = expand_endpoints(cfg, rundir)
+        if cfg.groups:
+            cfg = plan(cfg, run_dir)
+    except BaseException:
+        rundir.remove()
+        raise
+    log.info("results at %s, metrics at %s", cfg.endpoints.results, cfg.endpoints.metrics)
     assign = assignment(cfg)
     bus = make_bus(cfg)
     p: Optional[Pipeline] = None
@@ -92,7 +98,7 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
             await actor.start()
             started.append(actor)
         if cfg.groups:
-            path = write_config(cfg, run_dir or ".")
+            path = write_config(cfg, run_dir)
             groups = [GroupProcess(name, cfg, path) for name in cfg.groups]
             for g in groups:
                 if g.spawned:
@@ -145,8 +151,7 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
             if leaked:
                 log.error("sockets left open by actors: %s", leaked)
             bus.close()
-            if run_dir is not None:
-                shutil.rmtree(run_dir, ignore_errors=True)
+            rundir.remove()
     summary = summarize(p, t_go, drained, interrupted, groups)
     summary["leaked_sockets"] = leaked
     return summary

@@ -33,6 +33,7 @@ def inproc_config(**sections) -> config.Config:
     """
     cfg = config.load()
     cfg.endpoints.metrics = "inproc://metrics-public"
+    cfg.endpoints.results = "inproc://results"
     for name, values in sections.items():
         section = getattr(cfg, name)
         for key, value in values.items():
