@@ -194,6 +194,8 @@ class Channel:
 
     def _on_subscription(self, event: bytes) -> None:
         topic = event[1:]
+        if event[:1] == b"\x00" and topic not in _TOPIC_PREFIXES:
+            return  # the cancel of a refused topic (libzmq sends one for each when its peer goes): nothing to do
         if event[:1] not in (b"\x00", b"\x01") or topic not in _TOPIC_PREFIXES:
             n = self.rejected.get("bad_subscription", 0) + 1
             self.rejected["bad_subscription"] = n
