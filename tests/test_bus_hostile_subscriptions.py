@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import zmq
 
 from bus import messages as m
@@ -133,3 +134,44 @@ def test_a_subscription_flood_does_not_grow_the_pipeline(tmp_path):
     assert rc == 0, err[-2000:]
     assert json.loads(summary.read_text())["unaccounted"] == 0
     assert MAX_SUBSCRIPTION < 10 * 1024
+
+
+def test_short_unknown_topics_are_refused_and_counted(tmp_path):
+    """20,000 distinct short topics that name no kind: each refused and counted. libzmq still keeps each one
+    (about 2 KB) until the peer disconnects: this measures that, the limit README states."""
+    endpoint = "ipc://%s/metrics" % tmp_path
+    proc, summary = _start_pipeline(tmp_path, endpoint)
+    ctx = zmq.Context()
+    legit = flood = None
+    try:
+        legit = ctx.socket(zmq.SUB)
+        legit.linger = 0
+        legit.subscribe(b"metric")
+        legit.connect(endpoint)
+        _next_metric(legit)
+        before = rss_mb(proc.pid)
+        flood = ctx.socket(zmq.SUB)
+        flood.linger = 0
+        flood.sndhwm = 0
+        flood.connect(endpoint)
+        for i in range(20000):
+            flood.subscribe(b"not-a-kind-%08d" % i + b"y" * 30)
+        flood.subscribe(b"metric")
+        _next_metric(flood)  # taken last: every one before it was read
+        decoder = msgspec.msgpack.Decoder()
+        while True:  # the hub's own report counts them
+            assert legit.poll(WAIT_MS)
+            doc = decoder.decode(legit.recv_multipart()[1])[3]
+            if doc["actor"] == "metrics" and doc["counters"].get("rejected.bad_subscription", 0) >= 20000:
+                break
+        after = rss_mb(proc.pid)
+        print(json.dumps({"short_unknown_topics": 20000, "rss_before_mb": before, "rss_after_mb": after}))
+        assert doc["counters"]["rejected.bad_subscription"] == 20000
+        assert after - before < 150
+    finally:
+        for s in (flood, legit):
+            if s is not None:
+                s.close(linger=0)
+        ctx.term()
+        rc, err = _stop_pipeline(proc)
+    assert rc == 0, err[-2000:]
