@@ -63,14 +63,11 @@ class RunDir:
 
     @classmethod
     def create(cls, base: Optional[str] = None) -> "RunDir":
-        for attempt in (1, 2):
-            parent = _private_base(base or base_dir())
-            try:
-                return cls(tempfile.mkdtemp(prefix="%d-" % os.getpid(), dir=parent))  # mode 0700
-            except FileNotFoundError:  # another run's ``remove`` took the empty base away just now
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        parent = _private_base(base or base_dir())
+        try:
+            return cls(tempfile.mkdtemp(prefix="%d-" % os.getpid(), dir=parent))  # mode 0700
+        except FileNotFoundError:  # another run's ``remove`` took the empty base away just now: once more
+            return cls(tempfile.mkdtemp(prefix="%d-" % os.getpid(), dir=_private_base(parent)))
 
     def expand(self, endpoint: str) -> str:
         return endpoint.replace(RUN, self.path)

@@ -125,7 +125,10 @@ def test_an_oversized_message_is_refused_by_libzmq_and_the_pipeline_goes_on(tmp_
 
         runner = asyncio.ensure_future(run(cfg, RunOptions(), stop=stop, on_ready=on_ready))
         try:
-            await ready.wait()
+            started = asyncio.ensure_future(ready.wait())
+            await asyncio.wait([started, runner], return_when=asyncio.FIRST_COMPLETED)
+            started.cancel()
+            assert ready.is_set(), "the pipeline ended before it was ready"
             holder["event"] = await attack()
             # the pipeline goes on: 10 more results come out
             sub = holder["bus"].sub(cfg.endpoints.results, hwm=100, name="test.results", topics=("result",))
