@@ -28,6 +28,12 @@ from .base import Actor
 from .tracks import Tracker
 
 
+BATCH = 64
+"""Messages taken from one input before the other input gets its turn."""
+MAX_EARLY = 1024
+"""Expressions held for frames whose detections have not come (yet): beyond this the oldest frame's go."""
+
+
 class FaceOutcome(NamedTuple):
     """One face's FER outcome: its label, or the error of the job it was in."""
 
@@ -66,6 +72,7 @@ class Aggregator(Actor):
         self.pending: "OrderedDict[int, Pending]" = OrderedDict()
         self.early: Dict[int, Dict[int, Expression]] = {}  # expressions that beat their detections
         self.early_t: Dict[int, float] = {}
+        self.early_n = 0  # expressions in ``early``, at most MAX_EARLY
         self.last_emitted = -1
         self.emitted: "OrderedDict[int, None]" = OrderedDict()  # recent frame ids, to spot late expressions
         self.drained: Optional[asyncio.Event] = None
@@ -86,14 +93,17 @@ class Aggregator(Actor):
         while True:
             timeout = self._next_timeout_ms()
             events = dict(await poller.poll(timeout))
+            # Fair between the inputs: at most BATCH messages of each per turn, so that a flood on one
+            # (expressions come from a bound socket any local peer can reach) never starves the other;
+            # what is left waits in the socket's queue, bounded by its high-water mark.
             if self.expr.sock in events:
-                while True:
+                for _ in range(BATCH):
                     msg = self.expr.recv_nowait()
                     if msg is None:
                         break
                     self._on_expression(msg)
             if self.det.sock in events:
-                while True:
+                for _ in range(BATCH):
                     msg = self.det.recv_nowait()
                     if msg is None:
                         break
@@ -101,6 +111,7 @@ class Aggregator(Actor):
             self.account_lost(self.det, "detections")
             await self._release(time.monotonic())
             self.stats.gauge("pending", len(self.pending))
+            self.stats.gauge("early", self.early_n)
             await self._check_drained()
 
     def _next_timeout_ms(self) -> Optional[int]:
@@ -125,7 +136,9 @@ class Aggregator(Actor):
             self.stats.count("duplicate_detections")
             return
         p = Pending(msg, time.monotonic() + self.deadline_s)
-        for i, e in self.early.pop(fid, {}).items():
+        early = self.early.pop(fid, {})
+        self.early_n -= len(early)
+        for i, e in early.items():
             self._attach(p, e)
         self.early_t.pop(fid, None)
         self.pending[fid] = p
@@ -159,13 +172,21 @@ class Aggregator(Actor):
                 self.stats.count("duplicate_expressions")
                 return
             early[e.face_index] = e  # a job's message, by its first face
+            self.early_n += 1
             self.early_t.setdefault(e.frame_id, time.monotonic())
+            while self.early_n > MAX_EARLY:  # a flood of expressions for frames that never come
+                self._forget_early(next(iter(self.early_t)), "early_overflow")
+
+    def _forget_early(self, fid: int, counter: str) -> None:
+        self.early_t.pop(fid, None)
+        gone = len(self.early.pop(fid, {}))
+        self.early_n -= gone
+        self.stats.count(counter, gone)
 
     async def _release(self, now: float) -> None:
         # expressions whose detections never came (lost upstream): forget them after a deadline
         for fid in [f for f, t in self.early_t.items() if now - t > self.deadline_s]:
-            self.early_t.pop(fid)
-            self.stats.count("orphan_expressions", len(self.early.pop(fid, {})))
+            self._forget_early(fid, "orphan_expressions")
         if self.ordered:
             while self.pending:
                 fid, p = next(iter(self.pending.items()))

@@ -17,6 +17,8 @@ import logging
 import time
 from typing import Any, Dict, List, Optional
 
+import zmq
+
 from bus.messages import Eos
 from bus.sockets import Bus, Channel
 
@@ -137,14 +139,18 @@ class Actor:
             self.log.debug("ready")
             assert self._ready is not None
             self._ready.set()
-            ticker = asyncio.ensure_future(self._tick()) if pub is not None else None
+            helpers = [asyncio.ensure_future(self._tick())] if pub is not None else []
+            # a bound publisher takes subscriptions only when they are read (bus.sockets: XPUB_MANUAL)
+            helpers += [asyncio.ensure_future(ch.serve_subscriptions()) for ch in self._channels
+                        if ch.kind == zmq.XPUB]
             try:
                 await self.run()
                 self.finished = True
             finally:
-                if ticker is not None:
-                    ticker.cancel()
-                    await asyncio.wait([ticker])
+                for h in helpers:
+                    h.cancel()
+                if helpers:
+                    await asyncio.wait(helpers)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -10,6 +10,8 @@ Python 3.9 compatible.
 """
 from __future__ import annotations
 
+import asyncio
+import errno
 import logging
 import os
 from typing import Any, Iterable, List, Optional, Set
@@ -19,6 +21,7 @@ import zmq.asyncio
 
 from .codec import Codec, DecodeError, encode
 from .messages import BY_KIND
+from .rundir import RUN, ipc_in_use
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,12 @@ def check_endpoint(endpoint: str) -> str:
 
 # Kinds whose loss on a PUB/SUB link is detected from the sender's sequence numbers.
 TRACKED_KINDS = ("frame", "encoded", "detections", "result")
+
+# A subscription is one byte (1 subscribe, 0 cancel) and a topic, a prefix of a kind name: a publisher
+# takes no message longer than this (ZMQ_MAXMSGSIZE: libzmq drops a peer that sends one).
+MAX_SUBSCRIPTION = 64
+MAX_SUBSCRIPTION_CURVE = 1024  # the same over CURVE, whose handshake commands go through the same limit
+_TOPIC_PREFIXES = frozenset(k.encode("ascii")[:i] for k in BY_KIND for i in range(len(k) + 1))
 
 
 class Channel:
@@ -68,6 +77,8 @@ class Channel:
         self._seen: dict = {}
         self.subscribers = 0
         self.closed = False
+        self._serving = False  # an actor's task reads this publisher's subscriptions (serve_subscriptions)
+        self._subs_changed: Optional[asyncio.Event] = None
 
     async def send(self, msg: Any, nowait: bool = False) -> bool:
         """Send a message. ``nowait``: return False instead of waiting when the peer is full.
@@ -145,11 +156,61 @@ class Channel:
         if self.kind != zmq.XPUB:
             raise BusError("%s: only a bound publisher can wait for subscribers" % self.name)
         while self.subscribers < n:
-            event = await self.sock.recv()
-            if event[:1] == b"\x01":
-                self.subscribers += 1
-            elif event[:1] == b"\x00":
-                self.subscribers -= 1
+            if self._serving:  # the actor's task reads them: wait for it
+                self._subs_changed = changed = asyncio.Event()
+                await changed.wait()
+            else:
+                await self.sock.poll(None, zmq.POLLIN)
+                self._drain_subscriptions()
+
+    async def serve_subscriptions(self) -> None:
+        """Read this bound publisher's subscriptions for as long as it lives (an actor runs it as a task).
+
+        The socket is an XPUB with ZMQ_XPUB_MANUAL: a subscription takes effect only when it is read
+        here and is a kind name or a prefix of one; any other is refused and counted in
+        ``rejected["bad_subscription"]``. ZMQ_MAXMSGSIZE (``MAX_SUBSCRIPTION``) makes libzmq drop a
+        peer that sends a longer one. So subscriptions cannot pile up unread, and a peer cannot grow
+        the publisher's table of topics beyond the kinds' prefixes.
+        """
+        self._serving = True
+        try:
+            while True:
+                await self.sock.poll(None, zmq.POLLIN)
+                self._drain_subscriptions()
+        finally:
+            self._serving = False
+
+    def _drain_subscriptions(self) -> None:
+        # Synchronous on purpose: XPUB_MANUAL applies a SUBSCRIBE to the peer of the last message read,
+        # so nothing may read in between.
+        while True:
+            try:
+                event = self.sock.recv(flags=zmq.NOBLOCK)
+                if hasattr(event, "result"):  # zmq.asyncio returns a done future
+                    event = event.result()
+            except zmq.Again:
+                return
+            self._on_subscription(event)
+
+    def _on_subscription(self, event: bytes) -> None:
+        topic = event[1:]
+        if event[:1] == b"\x00" and topic not in _TOPIC_PREFIXES:
+            return  # the cancel of a refused topic (libzmq sends one for each when its peer goes): nothing to do
+        if event[:1] not in (b"\x00", b"\x01") or topic not in _TOPIC_PREFIXES:
+            n = self.rejected.get("bad_subscription", 0) + 1
+            self.rejected["bad_subscription"] = n
+            if n <= 3 or n % 1000 == 0:
+                log.warning("%s: refused subscription on %s (%d so far): %r%s", self.name, self.endpoint, n,
+                            event[:40], "..." if len(event) > 40 else "")
+            return
+        if event[:1] == b"\x01":
+            self.sock.setsockopt(zmq.SUBSCRIBE, topic)
+            self.subscribers += 1
+        else:
+            self.sock.setsockopt(zmq.UNSUBSCRIBE, topic)
+            self.subscribers -= 1
+        if self._subs_changed is not None:
+            self._subs_changed.set()
 
     async def poll(self, timeout_ms: int) -> bool:
         """True when a message is waiting (or arrives within ``timeout_ms``)."""
@@ -180,6 +241,8 @@ class Bus:
         self.ctx = context or zmq.asyncio.Context()
         self.max_header = max_header
         self.max_image = max_image
+        # ZMQ_MAXMSGSIZE of a receiving socket: the size caps apply to each frame (header, image)
+        self.max_frame = max(max_header, max_image)
         self.channels: Set[Channel] = set()
         self.curve_server: Optional[tuple] = None  # (public, secret) for tcp binds
         self.curve_client: Optional[tuple] = None  # (public, secret, server_public) for tcp connects
@@ -192,6 +255,13 @@ class Bus:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, hwm)
         sock.setsockopt(zmq.RCVHWM, hwm)
+        if kind in (zmq.SUB, zmq.PULL):  # libzmq refuses a larger frame from another process or host
+            sock.setsockopt(zmq.MAXMSGSIZE, self.max_frame)
+        elif kind in (zmq.XPUB, zmq.PUB):  # they receive subscriptions only (and CURVE's handshake, ~300 bytes)
+            curve = endpoint.startswith("tcp://") and (self.curve_server if bind else self.curve_client)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_CURVE if curve else MAX_SUBSCRIPTION)
+        if kind == zmq.XPUB:
+            sock.setsockopt(zmq.XPUB_MANUAL, 1)  # see Channel.serve_subscriptions
         if endpoint.startswith("tcp://"):
             self._secure(sock, bind)
         if kind == zmq.SUB:
@@ -202,16 +272,29 @@ class Bus:
                     raise BusError("unknown topic %r" % t)
                 sock.setsockopt(zmq.SUBSCRIBE, t.encode("ascii"))
         try:
+            if RUN in endpoint:
+                raise BusError("%s: %s names %s, the run directory that `python run.py` makes; a process started "
+                               "alone needs an explicit endpoint" % (name, endpoint, RUN))
             if bind:
                 if endpoint.startswith("ipc://"):
-                    d = os.path.dirname(endpoint[len("ipc://"):])
+                    path = endpoint[len("ipc://"):]
+                    if ipc_in_use(path):  # libzmq would take the path over from its owner without a word
+                        raise zmq.ZMQError(errno.EADDRINUSE)
+                    d = os.path.dirname(path)
                     if d:
-                        os.makedirs(d, exist_ok=True)
+                        os.makedirs(d, mode=0o700, exist_ok=True)
                 sock.bind(endpoint)
             else:
                 sock.connect(endpoint)
-        except zmq.ZMQError as exc:
+        except (zmq.ZMQError, BusError) as exc:
             sock.close(linger=0)
+            if isinstance(exc, BusError):
+                raise
+            if exc.errno == errno.EADDRINUSE:
+                raise BusError("%s: cannot bind %s: it is in use (another pipeline on this host?); choose another "
+                               "endpoint (the metrics: --metrics-endpoint tcp://127.0.0.1:PORT or ipc://PATH; the "
+                               "others: [endpoints] in a --config file); the default ipc://%s/... endpoints never "
+                               "collide" % (name, endpoint, RUN)) from None
             raise BusError("%s: cannot %s %s: %s" % (name, "bind" if bind else "connect", endpoint, exc)) from None
         ch = Channel(self, sock, kind, endpoint, bind, name)
         self.channels.add(ch)
@@ -229,11 +312,9 @@ class Bus:
 
     # typed shortcuts -------------------------------------------------------
     def pub(self, endpoint: str, *, hwm: int, name: str, bind: bool = True) -> Channel:
-        """A publisher. A bound one is an XPUB, so that it can wait for its subscribers."""
-        ch = self.open(zmq.XPUB if bind else zmq.PUB, endpoint, bind=bind, hwm=hwm, name=name)
-        if bind:
-            ch.sock.setsockopt(zmq.XPUB_VERBOSE, 1)
-        return ch
+        """A publisher. A bound one is an XPUB (manual subscriptions, see ``Channel.serve_subscriptions``),
+        so that it can wait for its subscribers and refuse topics that are no kind."""
+        return self.open(zmq.XPUB if bind else zmq.PUB, endpoint, bind=bind, hwm=hwm, name=name)
 
     def sub(self, endpoint: str, *, hwm: int, name: str, topics: Iterable[str] = (), bind: bool = False) -> Channel:
         return self.open(zmq.SUB, endpoint, bind=bind, hwm=hwm, name=name, topics=topics)

@@ -5,10 +5,10 @@ Needs only pyzmq and msgpack (pip install pyzmq msgpack) and imports nothing
 from edgepipe: it is an example of a client in any language, following
 docs/wire.md.
 
-    python examples/subscribe.py --results ipc:///tmp/edgepipe-results --metrics tcp://127.0.0.1:5590
+    python examples/subscribe.py --results ipc://RUN/results --metrics ipc://RUN/metrics
 
-Give the endpoints the pipeline uses (its config's [endpoints] results and
-metrics); results must be ipc:// or tcp:// for another process to reach them.
+Give the two endpoints the pipeline prints when it is ready (by default in a
+private per-run folder; or the tcp:// ones of its config's [endpoints]).
 """
 import argparse
 import sys

@@ -152,8 +152,12 @@ async def _run_with_signals(cfg, opts) -> Dict[str, Any]:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig.name)
+    def announce(p) -> None:  # where outside clients attach (the run's ipc folder is new every run)
+        print("edgepipe: results at %s, metrics at %s" % (p.cfg.endpoints.results, p.cfg.endpoints.metrics),
+              file=sys.stderr, flush=True)
+
     try:
-        return await run(cfg, opts, stop)
+        return await run(cfg, opts, stop, on_ready=announce)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

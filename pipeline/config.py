@@ -72,15 +72,23 @@ class EndpointsConfig(Section):
     detections: str = "inproc://detections"
     facejobs: str = "inproc://facejobs"
     expressions: str = "inproc://expressions"
-    results: str = "inproc://results"
+    results: str = "ipc://{run}/results"  # public: outside clients subscribe here
     metrics_in: str = "inproc://metrics-in"
-    metrics: str = "tcp://127.0.0.1:5590"
+    metrics: str = "ipc://{run}/metrics"  # public: `python run.py metrics` attaches here
     control: str = "inproc://control"  # groups report ready / stopped here
 
 
 def endpoint_names() -> Tuple[str, ...]:
     """The endpoint keys (``frames``, ``encoded``, ... ``control``), in declaration order."""
     return EndpointsConfig.__struct_fields__
+
+
+def expand_endpoints(cfg: "Config", rundir: Any) -> "Config":
+    """A copy of ``cfg`` whose ``ipc://{run}/...`` endpoints are in the run's folder (``bus.rundir.RunDir``)."""
+    eps = msgspec.structs.replace(cfg.endpoints)
+    for name in endpoint_names():
+        setattr(eps, name, rundir.expand(getattr(eps, name)))
+    return msgspec.structs.replace(cfg, endpoints=eps)
 
 
 class CaptureConfig(Section):

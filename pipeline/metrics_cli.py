@@ -109,7 +109,8 @@ async def watch(endpoint: str, once: bool, interval: float, timeout: float) -> i
 
 def main(argv: List[str]) -> int:
     ap = argparse.ArgumentParser(prog="run.py metrics", description="live per-actor metrics of a running pipeline")
-    ap.add_argument("--endpoint", default=None, help="metrics endpoint (default: endpoints.metrics of the config)")
+    ap.add_argument("--endpoint", default=None, help="metrics endpoint (default: endpoints.metrics of the config; "
+                    "ipc://{run}/metrics: that of the pipeline running on this host)")
     ap.add_argument("--config", default=None)
     ap.add_argument("--once", action="store_true", help="print one snapshot and exit")
     ap.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
@@ -125,6 +126,12 @@ def main(argv: List[str]) -> int:
     if endpoint is None:
         from .config import load
         endpoint = load(args.config).endpoints.metrics
+    from bus.rundir import RunDirError, resolve
+    try:
+        endpoint = resolve(endpoint)  # ipc://{run}/metrics: the running pipeline's
+    except RunDirError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 1
     if args.prometheus:
         host, _, port = args.prometheus.rpartition(":")
         try:

@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -24,9 +22,10 @@ from actors.base import Actor
 from actors.resources import reset_process_meter
 from actors.stats import percentile
 from bus.messages import Metric
+from bus.rundir import RunDir
 
 from .build import Pipeline, RunOptions, build, make_bus
-from .config import Config
+from .config import Config, expand_endpoints
 from .groups import MAIN, assignment, group_of, plan
 from .rss import peak_rss_mb, reset_peak
 from .control import ControlServer
@@ -95,9 +94,16 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
         from .source_auto import resolve_source
         cfg.pipeline.source, why = resolve_source(cfg.pipeline.source)
         log.info("source auto: %s (%s)", cfg.pipeline.source, why)
-    run_dir = tempfile.mkdtemp(prefix="edgepipe-") if cfg.groups else None
-    if run_dir is not None:
-        cfg = plan(cfg, run_dir)
+    rundir = RunDir.create()  # mode 0700; ipc://{run}/NAME endpoints live there
+    run_dir = rundir.path
+    try:
+        cfg = expand_endpoints(cfg, rundir)
+        if cfg.groups:
+            cfg = plan(cfg, run_dir)
+    except BaseException:
+        rundir.remove()
+        raise
+    log.info("results at %s, metrics at %s", cfg.endpoints.results, cfg.endpoints.metrics)
     assign = assignment(cfg)
     bus = make_bus(cfg)
     p: Optional[Pipeline] = None
@@ -116,7 +122,7 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
             await actor.start()
             started.append(actor)
         if cfg.groups:
-            path = write_config(cfg, run_dir or ".")
+            path = write_config(cfg, run_dir)
             groups = [GroupProcess(name, cfg, path) for name in cfg.groups]
             for g in groups:
                 if g.spawned:
@@ -155,8 +161,7 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
             if leaked:
                 log.error("sockets left open by actors: %s", leaked)
             bus.close()
-            if run_dir is not None:
-                shutil.rmtree(run_dir, ignore_errors=True)
+            rundir.remove()
     summary = summarize(p, t_go, drained, interrupted, groups)
     summary["leaked_sockets"] = leaked
     if died is not None:

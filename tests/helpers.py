@@ -37,6 +37,7 @@ def inproc_config(**sections) -> config.Config:
     cfg.endpoints.metrics = "inproc://metrics-public"
     cfg.pipeline.engine = "fake"
     cfg.pipeline.source = "synthetic:faces=3,fps=30,size=640x480"
+    cfg.endpoints.results = "inproc://results"
     for name, values in sections.items():
         section = getattr(cfg, name)
         for key, value in values.items():
