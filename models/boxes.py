@@ -20,8 +20,9 @@ def letterbox(image: np.ndarray, size: Tuple[int, int]) -> Tuple[np.ndarray, flo
     h, w = image.shape[:2]
     scale = min(out_w / float(w), out_h / float(h))
     nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
-    interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (nw, nh), interpolation=interp)
+    # bilinear, as MediaPipe's and Coral's own pre-processing do: INTER_AREA's anti-aliasing costs 15x more
+    # (1.8 ms against 0.12 ms for 640x480 -> 192x144 here) and found the same faces (`run.py bench detectors`)
+    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
     canvas = np.zeros((out_h, out_w) + image.shape[2:], dtype=image.dtype)
     px, py = (out_w - nw) // 2, (out_h - nh) // 2
     canvas[py:py + nh, px:px + nw] = resized
