@@ -153,7 +153,7 @@ _add(ModelSpec(
     cpu_ms=4.80,
     licence="Apache-2.0 (MediaPipe)",
     extra={"strides": [4], "interpolated_anchor": False, "num_anchors": 2304,
-           # 0.6, not MediaPipe's 0.5: at 0.5 it sees a face in 12% of a face-free clip's frames
+           # 0.6, not MediaPipe's 0.5: at 0.5 it sees a face in 8% of a face-free clip's frames
            # (`python run.py bench detectors`); 0.6 keeps 11 of 12 group-photo faces at 640x480
            "min_score": 0.6, "nms_threshold": 0.3, "origin": _MEDIAPIPE_ORIGIN},
 ))
