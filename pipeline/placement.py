@@ -43,6 +43,8 @@ from models.spec import ModelSpec
 
 from .config import Config, ConfigError
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 log = logging.getLogger("edgepipe.placement")
 
 ROLES = ("detector", "fer", "classifier")
@@ -113,22 +115,46 @@ def save_table(report: Dict[str, Any], path: str = "") -> str:
 
 # ---------------------------------------------------------------- is there an Edge TPU?
 
-def edgetpu_present() -> Tuple[bool, str]:
-    """(found, why not): libedgetpu loads and a Coral shows on USB or PCIe. Never raises."""
+def edgetpu_present(python: str = "") -> Tuple[bool, str]:
+    """(found, why not): libedgetpu loads, a Coral shows on USB or PCIe, and the delegate loads in a
+    throwaway probe process run by ``python`` (the TPU group's interpreter; default this one), so that a
+    runtime that crashes with libedgetpu makes ``auto`` choose the CPU instead. Never raises."""
+    from models.litert import edgetpu_library
+
+    library = edgetpu_library()
     try:
-        ctypes.CDLL("libedgetpu.so.1")
+        ctypes.CDLL(library)
     except OSError:
-        return False, "the Edge TPU runtime (libedgetpu.so.1) is not installed"
+        return False, "the Edge TPU runtime (%s) is not installed" % library
+    if not _coral_attached():
+        return False, "no Coral on USB (1a6e:089a, 18d1:9302) or PCIe (/dev/apex_*)"
+    from models.delegate_probe import probe_once  # runs a child process: only once a Coral is there
+
+    res = probe_once(library=library, python=python)
+    if not res.ok:
+        return False, "the Edge TPU delegate does not load: %s" % res.error
+    return True, ""
+
+
+def _coral_attached() -> bool:
     if glob.glob("/dev/apex_*"):
-        return True, ""
+        return True
     for d in glob.glob("/sys/bus/usb/devices/*"):
         try:
             with open(os.path.join(d, "idVendor")) as v, open(os.path.join(d, "idProduct")) as p:
                 if (v.read().strip(), p.read().strip()) in CORAL_USB_IDS:
-                    return True, ""
+                    return True
         except OSError:
             continue
-    return False, "no Coral on USB (1a6e:089a, 18d1:9302) or PCIe (/dev/apex_*)"
+    return False
+
+
+def tpu_python(cfg: Config) -> str:
+    """The interpreter of the group that runs the detector or the FER pool ("" = this one)."""
+    for g in cfg.groups.values():
+        if g.python and g.spawn and ({"detector", "fer"} & set(g.actors)):
+            return g.python if os.path.isabs(g.python) else os.path.join(REPO, g.python)
+    return ""
 
 
 # ---------------------------------------------------------------- prediction
@@ -271,7 +297,7 @@ def place(cfg: Config, table: Optional[Dict[str, Dict[str, float]]] = None, grou
     if not auto_roles:
         return out
     if accel_ok is None:
-        accel_ok, accel_why = tpu_check()
+        accel_ok, accel_why = edgetpu_present(tpu_python(cfg)) if tpu_check is edgetpu_present else tpu_check()
     # candidates per auto role: (engine, model)
     cands: Dict[str, List[Tuple[str, ModelSpec]]] = {}
     notes: Dict[str, str] = {}

@@ -103,3 +103,25 @@ def test_looking_for_an_edge_tpu_never_raises_and_says_why_not():
     p = place(cfg)  # the real check: a machine without a Coral runs every role on the CPU
     if not found:
         assert {pl.engine for pl in p.values()} == {"cpu"} and why in p["fer"].reason
+
+
+def test_auto_uses_the_cpu_when_the_edge_tpu_delegate_crashes_its_probe(monkeypatch):
+    """A Coral is attached and libedgetpu loads, but the runtime dies loading the delegate (a stand-in
+    loader that really segfaults the probe child): auto says so and runs every role on the CPU."""
+    import ctypes.util
+    from pathlib import Path
+
+    from models import delegate_probe, litert
+    from pipeline import placement
+
+    standins = str(Path(__file__).resolve().parent / "delegate_standins.py")
+    monkeypatch.setenv(delegate_probe.ENV_LOADER, standins + ":crash_segv")
+    monkeypatch.setenv(litert.ENV_LIBRARY, ctypes.util.find_library("c") or "libc.so.6")
+    monkeypatch.setattr(placement, "_coral_attached", lambda: True)
+    found, why = placement.edgetpu_present()
+    assert not found
+    assert why.startswith("the Edge TPU delegate does not load") and "SIGSEGV" in why
+    cfg = inproc_config(pipeline={"engine": "auto"})
+    p = place(cfg)
+    assert {r.engine for r in p.values()} == {"cpu"}
+    assert "SIGSEGV" in p["detector"].reason
