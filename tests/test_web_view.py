@@ -5,6 +5,7 @@ import json
 import math
 import logging
 import os
+import re
 import urllib.request
 from itertools import combinations
 from pathlib import Path
@@ -16,6 +17,8 @@ import pytest
 from actors.display import make_sink, overlay_layout
 from bus.messages import FaceResult, Result
 from tools.chromium import Chromium, find_chromium
+
+from mqtt_broker import MOSQUITTO, Broker
 from tools.screenshot import WAIT_FOR_WORK, RunPy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,8 +38,22 @@ CASES = {
 @needs_chromium
 @pytest.mark.parametrize("case", list(CASES))
 def test_live_view_in_chromium(case, tmp_path):
-    run = RunPy(CASES[case] + ["--display", "web:127.0.0.1:0", "-v", "--metrics-endpoint",
-                               "ipc://%s" % (tmp_path / "metrics"), "--duration", "600"])
+    extra = []
+    broker = None
+    if case == "demo-cpu" and os.path.exists(MOSQUITTO):  # the command, --mqtt included
+        broker = Broker(str(tmp_path))
+        broker.start()
+        extra = ["--mqtt", "mqtt://127.0.0.1:%d" % broker.port]
+    try:
+        _live_view_in_chromium(case, tmp_path, extra)
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def _live_view_in_chromium(case, tmp_path, extra):
+    run = RunPy(CASES[case] + extra + ["--display", "web:127.0.0.1:0", "-v", "--metrics-endpoint",
+                                       "ipc://%s" % (tmp_path / "metrics"), "--duration", "600"])
     try:
         assert run.has_url.wait(300) and run.url, "no 'live view at' line:\n" + "\n".join(run.lines)
         assert any(" INFO edgepipe.web: live view at http://127.0.0.1:" in line for line in run.lines)
@@ -94,6 +111,9 @@ def test_live_view_in_chromium(case, tmp_path):
         rc, out = run.stop()
     assert rc == 0, "\n".join(run.lines[-20:])
     assert "frames:" in out and "0 unaccounted" in out
+    if extra:  # results, events and discovery went to the broker while the page showed the run
+        m = re.search(r"mqtt: (\d+) messages published", out)
+        assert m and int(m.group(1)) > 0, out
 
 
 def test_web_binds_loopback_unless_asked(caplog):
