@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from pipeline import bench, charts
+from pipeline import bench, bench_cases, bench_common, charts
 
 SHARED_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "assets",
                              "models")
@@ -21,7 +21,7 @@ def test_bench_pipeline_quick(tmp_path, capsys):
     assert rc == 0, printed
     data = json.loads((out / "bench_pipeline.json").read_text())
 
-    planned = {c.id for c in bench.plan(engine="fake")}
+    planned = {c.id for c in bench_cases.plan(engine="fake")}
     got = {c["id"]: c for c in data["cases"]}
     assert set(got) == planned
     assert not data["errors"]
@@ -72,7 +72,7 @@ def test_bench_pipeline_quick(tmp_path, capsys):
     for key in ("cpu_count", "python", "platform", "date", "git_commit"):
         assert key in m
     assert "times" in printed and "(a) FER pool" in printed
-    assert not os.path.exists(bench.ipc_dir()), "ipc socket folder left behind"
+    assert not os.path.exists(bench_cases.ipc_dir()), "ipc socket folder left behind"
     if charts.available():
         for name in ("fer", "encoder", "transport", "serial"):
             assert (out / ("bench_pipeline_%s.png" % name)).stat().st_size > 1000
@@ -81,7 +81,7 @@ def test_bench_pipeline_quick(tmp_path, capsys):
 def test_no_matplotlib_note(monkeypatch, capsys):
     monkeypatch.setattr(charts, "available", lambda: False)
     drawn = []
-    assert bench._charts(lambda: drawn.append(1) or ["x.png"]) == []
+    assert bench_common.with_charts(lambda: drawn.append(1) or ["x.png"]) == []
     assert not drawn
     assert "pip install matplotlib" in capsys.readouterr().out
 
