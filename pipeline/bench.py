@@ -28,6 +28,12 @@ configurations so that drift on a noisy machine hits them all alike; the run
 with the median FPS is reported. Results: ``bench_pipeline.json`` (with the
 machine's description) and PNG charts in ``--out`` (default ``./bench-out``).
 
+This module is the command line and the runs; the parts live beside it:
+``bench_cases`` (configurations), ``bench_serial`` (the serial loop, d),
+``bench_report`` and ``bench_render`` (the report and its tables),
+``bench_common`` (machine description, output files), ``bench_cpu``,
+``bench_bus`` and ``bench_detectors`` (the other benchmarks).
+
 Python 3.9 compatible.
 """
 from __future__ import annotations
@@ -92,18 +98,18 @@ def bench_models_main(args: argparse.Namespace) -> int:
         print("%s: not measured: %s" % (name, err))
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "bench_models.json")
-    report = {"machine": machine_info(),
-              "settings": {"runs": args.runs, "warmup": args.warmup, "threads": threads,
-                           "engines": kinds, "model_paths": paths, ENV_PATH: os.environ.get(ENV_PATH, "")},
-              "rows": rows, "errors": errors}
-    write_json(path, report)
+    models_report = {"machine": machine_info(),
+                     "settings": {"runs": args.runs, "warmup": args.warmup, "threads": threads,
+                                  "engines": kinds, "model_paths": paths, ENV_PATH: os.environ.get(ENV_PATH, "")},
+                     "rows": rows, "errors": errors}
+    write_json(path, models_report)
     print("wrote %s" % path)
     if rows and args.cache:
         merged = {r["model"]: r for r in (read_json(table_path()).get("rows", []))}
         merged.update({r["model"]: r for r in rows})  # a run of some models keeps the others' rows
-        report["rows"] = list(merged.values())
+        models_report["rows"] = list(merged.values())
         print("wrote %s (the table `auto` placement reads: %d models)"
-              % (save_table(report), len(load_table())))
+              % (save_table(models_report), len(load_table())))
     if rows:
         for p in with_charts(lambda: [charts.models_chart(rows, os.path.join(args.out, "bench_models.png"))]):
             print("wrote %s" % p)
