@@ -23,7 +23,7 @@ class ChartsUnavailable(RuntimeError):
 
 def _pyplot() -> Any:
     try:
-        import matplotlib
+        import matplotlib  # optional and heavy: only when a chart is drawn
     except ImportError:
         raise ChartsUnavailable(INSTALL_HINT) from None
     matplotlib.use("Agg", force=True)  # no display needed, safe in threads and on headless machines
