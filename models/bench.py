@@ -20,8 +20,9 @@ import numpy as np
 
 from . import fetch
 from .engine import Engine, EngineError
-from .manifest import get
+from .manifest import MODELS, get
 from .registry import make_engine
+from .table import text_table
 
 log = logging.getLogger(__name__)
 
@@ -120,21 +121,7 @@ def render_table(rows: Sequence[Dict[str, object]]) -> str:
     return "\n".join(text_table(lines[0], lines[1:]))
 
 
-def text_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
-    """Left-aligned columns under a head and a dashed rule (the benchmarks' tables)."""
-    lines = [list(head)] + [list(r) for r in rows]
-    widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
-    out = []
-    for i, r in enumerate(lines):
-        out.append("  ".join(c.ljust(widths[j]) for j, c in enumerate(r)).rstrip())
-        if i == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return out
-
-
 def local_models(model_paths: Sequence[str] = ()) -> List[str]:
     """Names of the manifest models whose CPU file is already here (search folders or cache)."""
-    from .manifest import MODELS
-
     return [n for n, s in MODELS.items() if "cpu" in s.files
             and fetch.locate(s, s.files["cpu"], model_paths) is not None]

@@ -51,6 +51,9 @@ from bus import messages as m
 from bus.codec import Codec, encode
 from bus.sockets import Bus
 
+from .bench_common import DEFAULT_OUT, machine_info, write_json
+from .loop import event_loop_run
+
 TRANSPORTS = ("inproc", "ipc", "tcp")
 FACES = 5
 CODEC_GOAL_US = 10.0
@@ -260,8 +263,6 @@ async def bench_hops(counts: Dict[str, int], transports=TRANSPORTS, modes=("stre
 # ---------------------------------------------------------------- report
 
 def bench_bus(counts: Dict[str, int], progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
-    from .bench import machine_info
-    from .cli import event_loop_run
 
     codec = {"detections_5_faces": bench_codec(five_face_detections(), counts["codec"], counts["repeats"]),
              "detections_5_faces_landmarks": bench_codec(five_face_detections(True), counts["codec"],
@@ -320,8 +321,6 @@ def render(result: Dict[str, Any]) -> str:
 
 def add_parser(sub: Any) -> None:
     """``bench bus`` in ``run.py bench``'s sub-commands."""
-    from .bench import DEFAULT_OUT
-
     b = sub.add_parser("bus", help="codec time of a 5-face header; one hop of a frame and a header through "
                        "the bus vs raw pyzmq (inproc, ipc, tcp)")
     b.add_argument("--quick", action="store_true", help="fewer messages and repeats (%s)"
@@ -336,8 +335,6 @@ def add_parser(sub: Any) -> None:
 
 
 def main_args(args: argparse.Namespace) -> int:
-    from .bench import _write_json
-
     counts = dict(QUICK if args.quick else DEFAULTS)
     for key in counts:
         if getattr(args, key) is not None:
@@ -352,6 +349,6 @@ def main_args(args: argparse.Namespace) -> int:
     print()
     print(render(result))
     path = os.path.join(args.out, "bench_bus.json")
-    _write_json(path, result)
+    write_json(path, result)
     print("\nwrote %s" % path)
     return 0

@@ -46,7 +46,6 @@ Python 3.9 compatible.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import os
 import statistics
@@ -54,90 +53,20 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from importlib.metadata import PackageNotFoundError, version
+
+from .bench_cases import run_pipeline_case
+from .bench_common import machine_info, ratio, write_json
+from .bench_fer_stage import real_crops, run_fer_stage
+from .bench_frames import check_images_dir, prepare_frames
+from .build import engine_settings
 from .config import Config, ConfigError, apply_overrides, endpoint_names, load
+from .serial_loop import SerialLoop
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_IMAGES = os.path.join("..", "shared", "assets", "images")
-ENV_ASSETS = "EDGEPIPE_ASSETS"
 OUT_NAME = "bench_pipeline_cpu.json"
-
-SEED = "seed_image00.png"
-MULTI = "multi_face.jpg"
-FACES5 = ("0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg", "single_face.jpg")
-TILE = 240
 COMPARE_SETS = ("seed640", "multi_face")  # pipeline vs serial
 POOL_SET = "faces5"  # FER pool 2 vs 1
 POOL_WORKERS = (1, 2)
-
-
-def default_images_dir() -> str:
-    env = os.environ.get(ENV_ASSETS, "").strip()
-    if env:
-        return os.path.join(env, "images")
-    return os.path.normpath(os.path.join(REPO, DEFAULT_IMAGES))
-
-
-def check_images_dir(path: Optional[str]) -> str:
-    """The images folder, or a ConfigError that says what is missing and how to point at it."""
-    folder = os.path.abspath(path or default_images_dir())
-    need = (SEED, MULTI) + FACES5
-    if not os.path.isdir(folder):
-        raise ConfigError("bench pipeline --engine cpu needs real photos with faces: %s does not exist; pass "
-                          "--images DIR (the shared assets' images folder, ../shared/assets/images beside the "
-                          "repository) or set $%s" % (folder, ENV_ASSETS))
-    missing = [n for n in need if not os.path.isfile(os.path.join(folder, n))]
-    if missing:
-        raise ConfigError("--images %s: missing %s (expected the shared assets' images folder)"
-                          % (folder, ", ".join(missing)))
-    return folder
-
-
-@dataclasses.dataclass
-class FrameSet:
-    name: str
-    path: str  # the image file the source loops
-    what: str
-    size: Tuple[int, int]  # width, height
-    digest: str  # of the frame the source decodes
-    expected_faces: int  # faces in the photo(s)
-
-
-def prepare_frames(images: str, tmp: str) -> Dict[str, FrameSet]:
-    """The benchmark's frames: derived images go to ``tmp`` (never the repository)."""
-    import cv2
-    import numpy as np
-
-    from actors.sources import make_source
-    from .serial_loop import frame_digest
-
-    seed = cv2.imread(os.path.join(images, SEED), cv2.IMREAD_COLOR)
-    seed640 = cv2.resize(seed, (640, 480), interpolation=cv2.INTER_AREA)
-    seed_path = os.path.join(tmp, "seed_image00_640x480.png")
-    tiles = [cv2.resize(cv2.imread(os.path.join(images, f), cv2.IMREAD_COLOR), (TILE, TILE),
-                        interpolation=cv2.INTER_AREA) for f in FACES5]
-    tiles.append(np.zeros_like(tiles[0]))
-    grid = np.vstack([np.hstack(tiles[0:3]), np.hstack(tiles[3:6])])
-    grid_path = os.path.join(tmp, "faces5_720x480.png")
-    for path, img in ((seed_path, seed640), (grid_path, grid)):
-        if not cv2.imwrite(path, img):
-            raise OSError("cannot write %s" % path)
-    out = {}
-    for name, path, what, n in (
-            ("seed640", seed_path, "%s resized to 640x480 (PNG)" % SEED, 4),
-            ("multi_face", os.path.join(images, MULTI), MULTI, 5),
-            ("faces5", grid_path, "5 labelled faces in a 3x2 grid of %dpx tiles (PNG): %s" % (TILE, ", ".join(FACES5)),
-             5)):
-        src = make_source(path, loop=True)  # what the pipeline's capture and the serial front end will read
-        src.open()
-        try:
-            item = src.read()
-        finally:
-            src.close()
-        if item is None:
-            raise ConfigError("cannot read %s" % path)
-        img = item[0]
-        out[name] = FrameSet(name, path, what, (int(img.shape[1]), int(img.shape[0])), frame_digest(img), n)
-    return out
 
 
 # ---------------------------------------------------------------- one measurement of each kind
@@ -157,8 +86,6 @@ def pipeline_config(base: Config, source: str, workers: Optional[int], tag: str)
 
 
 def run_pipeline(cfg: Config, frames: int) -> Dict[str, Any]:
-    from .bench import run_pipeline_case
-
     s = run_pipeline_case(cfg, frames)
     faces = s.get("faces") or {}
     done = (s.get("frames_completed") or 0) + (s.get("frames_partial") or 0)
@@ -179,9 +106,6 @@ def run_pipeline(cfg: Config, frames: int) -> Dict[str, Any]:
 
 
 def run_serial(cfg: Config, source: str, frames: int, warmup: int, in_memory: bool = False) -> Dict[str, Any]:
-    from .build import engine_settings
-    from .serial_loop import SerialLoop
-
     names = cfg.profile().models("cpu")
     settings = engine_settings(cfg, "cpu")
     loop = SerialLoop(names.detector, names.fer, threads=settings.threads, model_paths=settings.model_paths,
@@ -198,103 +122,9 @@ def run_serial(cfg: Config, source: str, frames: int, warmup: int, in_memory: bo
     return r
 
 
-def real_crops(cfg: Config, path: str) -> List[Any]:
-    """The FER model's inputs for every face the profile's CPU detector finds in the image at ``path``."""
-    import cv2
-
-    from models import manifest
-    from models.registry import expression_model, face_detector
-    from .build import engine_settings
-
-    names = cfg.profile().models("cpu")
-    settings = engine_settings(cfg, "cpu")
-    det_spec, fer_spec = manifest.get(names.detector), manifest.get(names.fer)
-    det_engine, fer_engine = settings.build(det_spec, "bench-detector"), settings.build(fer_spec, "bench-fer")
-    try:
-        det_engine.load()
-        fer_engine.load()
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
-        detector = face_detector(det_spec, det_engine, score_threshold=cfg.detector.score_threshold,
-                                 max_faces=cfg.detector.max_faces)
-        fer = expression_model(fer_spec, fer_engine)
-        return [fer.prepare(img, f) for f in detector.detect(img)]
-    finally:
-        det_engine.close()
-        fer_engine.close()
-
-
-async def _fer_stage(cfg: Config, crops: List[Any], workers: int, frames: int) -> Dict[str, Any]:
-    import numpy as np
-
-    from actors.fer import FerWorker
-    from bus.messages import FaceJob
-    from models import manifest
-    from .build import engine_settings, make_bus
-
-    bus = make_bus(cfg)
-    tag = "inproc://benchcpu-ferstage-w%d" % workers
-    jobs = bus.push(tag + "-jobs", hwm=cfg.fer.hwm, name="bench.jobs", bind=True)
-    results = bus.pull(tag + "-expr", hwm=max(64, frames), name="bench.expr", bind=True)
-    spec = manifest.get(cfg.profile().models("cpu").fer)
-    settings = engine_settings(cfg, "cpu")
-    pool = [FerWorker("fer-%d" % i, bus, facejobs_endpoint=tag + "-jobs", expressions_endpoint=tag + "-expr",
-                      hwm=cfg.fer.hwm, engine=settings, model=spec, invoke_timeout_ms=cfg.fer.invoke_timeout_ms,
-                      depth=cfg.fer.depth) for i in range(workers)]
-    stack = np.stack(crops)  # the faces of one frame go out as one job, as the detector sends them
-    started: List[Any] = []
-    per_worker: Dict[str, int] = {}
-    faces = errors = 0
-    try:
-        for w in pool:
-            await w.start()
-            started.append(w)
-        t0 = time.monotonic()
-
-        async def feed() -> None:
-            for k in range(frames):
-                await jobs.send(FaceJob(k, 0, len(crops), t0, stack))
-
-        feeder = asyncio.ensure_future(feed())
-        try:
-            for _ in range(frames):
-                e = await results.recv()
-                per_worker[e.worker] = per_worker.get(e.worker, 0) + e.count
-                faces += e.count
-                errors += bool(e.error)
-        finally:
-            if not feeder.done():
-                feeder.cancel()
-            await asyncio.wait([feeder])
-        elapsed = time.monotonic() - t0
-    finally:
-        for w in reversed(started):
-            await w.stop()
-        jobs.close()
-        results.close()
-        leaked = bus.open_channels()
-        bus.close()
-    return {"faces": faces, "frames": frames, "duration_s": round(elapsed, 3), "fps": round(frames / elapsed, 2),
-            "faces_per_s": round(faces / elapsed, 1), "faces_per_frame": float(len(crops)),
-            "per_worker": per_worker, "errors": errors, "leaked_sockets": leaked}
-
-
-def run_fer_stage(cfg: Config, crops: List[Any], workers: int, frames: int) -> Dict[str, Any]:
-    """FER workers alone (the pipeline's FerWorker actors, PUSH/PULL over inproc://) on real face crops:
-    ``frames`` jobs of every crop (one job per frame)."""
-    from .cli import event_loop_run
-
-    if not crops:
-        raise ValueError("no faces found for the FER stage")
-    return event_loop_run(_fer_stage(cfg, crops, workers, frames))
-
-
 # ---------------------------------------------------------------- the whole run
 
 def _dist_version(name: str) -> Optional[str]:
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-    except ImportError:  # Python < 3.8
-        return None
     try:
         return version(name)
     except PackageNotFoundError:
@@ -306,17 +136,11 @@ def _median(values: Sequence[Optional[float]]) -> Optional[float]:
     return round(statistics.median(vals), 3) if vals else None
 
 
-def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
-    return round(a / b, 3) if a and b else None
-
-
 def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30, repeats: int = 3,
               profile: Optional[str] = None, config_path: Optional[str] = None,
               progress: Optional[Callable[[str], None]] = None, sets: Sequence[str] = COMPARE_SETS,
               pool: bool = True) -> Dict[str, Any]:
     """Measure; return the report (``bench_pipeline_cpu.json``)."""
-    from .bench import machine_info
-
     folder = check_images_dir(images)
 
     def base() -> Config:
@@ -388,7 +212,7 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
 
     def per_round(a: str, b: str, field: str) -> List[float]:
         by_a = {r["round"]: r.get(field) for r in runs.get(a, [])}
-        return [v for v in (_ratio(by_a.get(r["round"]), r.get(field)) for r in runs.get(b, [])) if v]
+        return [v for v in (ratio(by_a.get(r["round"]), r.get(field)) for r in runs.get(b, [])) if v]
 
     compare = []
     for name in sets:
@@ -503,8 +327,6 @@ def render(result: Dict[str, Any]) -> str:
 
 def main_cpu(args: argparse.Namespace, frames: int, warmup: int, repeats: int) -> int:
     """``bench pipeline --engine cpu`` (called by ``pipeline.bench`` with its parsed options)."""
-    from .bench import _write_json
-
     os.makedirs(args.out, exist_ok=True)
     print("bench pipeline --engine cpu: real photos, %d frames per run after a %d-frame warm-up, %d repeat%s"
           % (frames, warmup, repeats, "s" if repeats > 1 else ""), flush=True)
@@ -514,6 +336,6 @@ def main_cpu(args: argparse.Namespace, frames: int, warmup: int, repeats: int) -
     print()
     print(render(result))
     path = os.path.join(args.out, OUT_NAME)
-    _write_json(path, result)
+    write_json(path, result)
     print("\nwrote %s" % path)
     return 1 if result["errors"] else 0

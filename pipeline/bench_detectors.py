@@ -37,6 +37,9 @@ import numpy as np
 from models import manifest, registry
 from models.fetch import file_for, locate
 from models.spec import iou
+from models.table import text_table
+
+from .bench_common import DEFAULT_OUT, machine_info, write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRUTH = os.path.join(REPO, "tests", "data", "faces.json")
@@ -134,7 +137,6 @@ def time_detect(detector: Any, img: np.ndarray, runs: int, warmup: int = 5) -> f
 
 def bench_detectors(names: Sequence[str], assets: str, model_paths: Sequence[str], runs: int = 50,
                     video_frames: int = 1000, threads: int = 2) -> Dict[str, Any]:
-    from .bench import machine_info
 
     with open(TRUTH) as fh:
         truth = json.load(fh)
@@ -163,8 +165,6 @@ def bench_detectors(names: Sequence[str], assets: str, model_paths: Sequence[str
 
 
 def render(result: Dict[str, Any]) -> str:
-    from models.bench import text_table
-
     head = ["detector", "input", "group recall 640x480", "recall 640x480", "false", "recall native",
             "false", "no-face video", "ms/frame"]
     body = []
@@ -181,8 +181,6 @@ def render(result: Dict[str, Any]) -> str:
 
 
 def add_parser(sub: Any) -> None:
-    from .bench import DEFAULT_OUT
-
     d = sub.add_parser("detectors", help="face detectors on the CPU: recall and false faces on annotated "
                        "photos (own size and 640x480), a face-free video, speed")
     d.add_argument("--models", help="comma-separated detector names (default: every one whose CPU file is found)")
@@ -195,8 +193,6 @@ def add_parser(sub: Any) -> None:
 
 
 def main_args(args: argparse.Namespace) -> int:
-    from .bench import _write_json
-
     assets = args.assets or default_assets()
     if not os.path.isdir(os.path.join(assets, "images")):
         print("error: no images/ folder in %s (pass --assets DIR)" % assets, file=sys.stderr)
@@ -215,6 +211,6 @@ def main_args(args: argparse.Namespace) -> int:
     print(render(result))
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "bench_detectors.json")
-    _write_json(path, result)
+    write_json(path, result)
     print("\nwrote %s" % path)
     return 0

@@ -23,7 +23,7 @@ class ChartsUnavailable(RuntimeError):
 
 def _pyplot() -> Any:
     try:
-        import matplotlib
+        import matplotlib  # optional and heavy: only when a chart is drawn
     except ImportError:
         raise ChartsUnavailable(INSTALL_HINT) from None
     matplotlib.use("Agg", force=True)  # no display needed, safe in threads and on headless machines
@@ -123,6 +123,8 @@ def pipeline_charts(result: Dict[str, Any], out_dir: str) -> List[str]:
         if not comp:
             continue
         pair = [cases[comp["base"]], cases[comp["other"]]]
+        if any(c.get("fps") is None for c in pair):  # a failed run has no latency to draw
+            continue
         labels = [comp["base_label"], comp["other_label"]]
         fig, axes = plt.subplots(1, 2, figsize=(9, 4))
         _bars(axes[0], labels, [("FPS", [c["fps"] for c in pair])], "completed FPS", title)

@@ -11,6 +11,7 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from .config import ConfigError, load
+from .loop import event_loop_run, setup_logging
 
 log = logging.getLogger("edgepipe")
 
@@ -163,11 +164,6 @@ async def _run_with_signals(cfg, opts) -> Dict[str, Any]:
             loop.remove_signal_handler(sig)
 
 
-def setup_logging(verbose: int) -> None:
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-
-
 def run_main(argv: List[str]) -> int:
     args = run_parser().parse_args(argv)
     setup_logging(args.verbose)
@@ -221,18 +217,6 @@ def write_summary(path: Optional[str], summary: Dict[str, Any]) -> None:
     if path:
         with open(path, "w", encoding="utf-8") as fh:
             json.dump(summary, fh, indent=2)
-
-
-def event_loop_run(coro) -> Any:
-    try:
-        import uvloop  # type: ignore[import-not-found]
-    except ImportError:
-        return asyncio.run(coro)
-    if sys.version_info >= (3, 11):
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # novermin (3.11+ only)
-            return runner.run(coro)
-    uvloop.install()
-    return asyncio.run(coro)
 
 
 def group_main(argv: List[str]) -> int:

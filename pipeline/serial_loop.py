@@ -38,6 +38,15 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
+import numpy as np
+import zmq
+
+from actors.engines import EngineSettings
+from actors.sources import make_source
+from actors.stats import percentile
+from models import manifest
+from models.registry import expression_model, face_detector
+
 log = logging.getLogger("edgepipe.serial")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,7 +61,6 @@ def load_models(settings: Any, det_spec: Any, fer_spec: Any, engines: List[Any],
 
     Each engine joins ``engines`` as soon as it is built, so that the caller closes it whatever fails next.
     """
-    from models.registry import expression_model, face_detector
 
     loaded = []
     for spec, actor in zip((det_spec, fer_spec), actors):
@@ -81,11 +89,6 @@ def backend_main(argv: Optional[Sequence[str]] = None) -> int:
     args = ap.parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s serial-backend %(levelname)s %(message)s")
 
-    import numpy as np
-    import zmq
-
-    from actors.engines import EngineSettings
-    from models import manifest
 
     parent = os.getppid()
     ctx = zmq.Context()
@@ -166,7 +169,6 @@ def frame_digest(image: Any) -> str:
 
 
 def _pct(values: Sequence[float], q: float) -> float:
-    from actors.stats import percentile
     return round(percentile(list(values), q), 3)
 
 
@@ -195,8 +197,6 @@ class SerialLoop:
     # -- life cycle
 
     def start(self) -> "SerialLoop":
-        import zmq
-
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.REQ)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -254,8 +254,6 @@ class SerialLoop:
         self.close()
 
     def _ask(self, parts: List[Any], timeout_s: float) -> Any:
-        import zmq
-
         self.sock.send_multipart(parts, copy=False)
         deadline = time.monotonic() + timeout_s
         while not self.sock.poll(100, zmq.POLLIN):
@@ -270,7 +268,6 @@ class SerialLoop:
 
     def process(self, image: Any, i: int = 0) -> Dict[str, Any]:
         """One frame through the back end; its result (faces, labels, boxes, detect_ms, fer_ms)."""
-        import numpy as np
 
         img = np.ascontiguousarray(image)
         h, w = img.shape[:2]
@@ -286,7 +283,6 @@ class SerialLoop:
 
         ``in_memory``: read the source's first frame once and send it every time, as a camera hands over a
         frame that is already decoded (for a source that loops one image, the same frames)."""
-        from actors.sources import make_source
 
         src = make_source(source, loop=True)
         src.open()

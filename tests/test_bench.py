@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from pipeline import bench, charts
+from pipeline import bench, bench_cases, bench_common, bench_report, charts
+from pipeline.config import load
 
 SHARED_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "assets",
                              "models")
@@ -21,7 +22,7 @@ def test_bench_pipeline_quick(tmp_path, capsys):
     assert rc == 0, printed
     data = json.loads((out / "bench_pipeline.json").read_text())
 
-    planned = {c.id for c in bench.plan(engine="fake")}
+    planned = {c.id for c in bench_cases.plan(engine="fake")}
     got = {c["id"]: c for c in data["cases"]}
     assert set(got) == planned
     assert not data["errors"]
@@ -72,7 +73,7 @@ def test_bench_pipeline_quick(tmp_path, capsys):
     for key in ("cpu_count", "python", "platform", "date", "git_commit"):
         assert key in m
     assert "times" in printed and "(a) FER pool" in printed
-    assert not os.path.exists(bench.ipc_dir()), "ipc socket folder left behind"
+    assert not os.path.exists(bench_cases.ipc_dir()), "ipc socket folder left behind"
     if charts.available():
         for name in ("fer", "encoder", "transport", "serial"):
             assert (out / ("bench_pipeline_%s.png" % name)).stat().st_size > 1000
@@ -81,7 +82,7 @@ def test_bench_pipeline_quick(tmp_path, capsys):
 def test_no_matplotlib_note(monkeypatch, capsys):
     monkeypatch.setattr(charts, "available", lambda: False)
     drawn = []
-    assert bench._charts(lambda: drawn.append(1) or ["x.png"]) == []
+    assert bench_common.with_charts(lambda: drawn.append(1) or ["x.png"]) == []
     assert not drawn
     assert "pip install matplotlib" in capsys.readouterr().out
 
@@ -105,3 +106,18 @@ def test_bench_models_on_a_shared_model(tmp_path, monkeypatch, capsys):
     # the per-machine table that `auto` placement reads
     from pipeline.placement import load_table
     assert load_table()["retinaface"]["cpu_ms"] == row["cpu"]["1"]["median_ms"]
+
+
+def test_pipeline_charts_skip_a_comparison_whose_runs_failed(tmp_path):
+    if not charts.available():
+        pytest.skip("matplotlib is not installed")
+    cases = bench_cases.plan(faces=(3,), workers=(2,), engine="fake", placements=("one",))
+    failed = {c.id: "ActorFailed: fer-0 did not start" for c in cases if c.encoder == "jpeg" or c.transport == "ipc"}
+    runs = {c.id: [] if c.id in failed else [{"fps": 10.0, "latency_ms": {"p50": 1.0, "p99": 2.0}, "drop_rate": 0.0}]
+            for c in cases}
+    result = bench_report.report(cases, runs, failed, engine="cpu", frames=1, warmup=0, repeats=1,
+                                 profile="fd+fer64", base_cfg=load(None), elapsed=0.0)
+    assert result["comparisons"]["encoder"]["other_fps"] is None  # the failed side is in the report
+    written = {os.path.basename(p) for p in charts.pipeline_charts(result, str(tmp_path))}
+    assert "bench_pipeline_fer.png" in written
+    assert not written & {"bench_pipeline_encoder.png", "bench_pipeline_transport.png"}
