@@ -34,7 +34,7 @@ import numpy as np
 
 from .boxes import Detection, weighted_nms
 from .family import DETECTORS, FaceDetectorModel
-from .spec import FaceBox, ModelSpec
+from .spec import ModelSpec
 
 MOUTH_TO_EYES = (70.7299 - 41.5493) / (73.5318 - 38.2946)
 
