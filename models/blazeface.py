@@ -13,7 +13,8 @@ then 6 keypoints, in input pixels relative to the anchor) and score logits
 - ``NonMaxSuppressionCalculator`` WEIGHTED with min suppression threshold 0.3;
 - the frame is letterboxed (aspect kept, black padding), as MediaPipe's
   ``ImageToTensorCalculator`` with ``keep_aspect_ratio`` does, so boxes stay
-  right on non-square frames.
+  right on non-square frames, or stretched (``extra.resize = "stretch"``);
+  ``FaceDetectorModel.detect`` does it and maps the faces back.
 
 Keypoints: right eye, left eye, nose tip, mouth centre, right ear tragion, left
 ear tragion ("right" is the subject's right: the left of the image). The
@@ -31,9 +32,9 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from .boxes import letterbox, weighted_nms
-from .family import DETECTORS, FaceDetectorModel, check_input, pixels_to_tensor, to_model_pixels
-from .spec import FaceBox, ModelSpec
+from .boxes import Detection, weighted_nms
+from .family import DETECTORS, FaceDetectorModel
+from .spec import ModelSpec
 
 MOUTH_TO_EYES = (70.7299 - 41.5493) / (73.5318 - 38.2946)
 
@@ -101,9 +102,13 @@ def five_points(kp: np.ndarray) -> List[tuple]:
 
 
 class BlazeFaceDetector(FaceDetectorModel):
+    square_boxes = True  # square anchors: the box's side maps with the larger scale (see boxes.to_frame)
+
     def __init__(self, spec: ModelSpec, engine, score_threshold: Optional[float] = None, max_faces: int = 16) -> None:
         super().__init__(spec, engine, score_threshold=score_threshold, max_faces=max_faces)
         h, w, _ = spec.input_shape
+        if h != w:
+            raise ValueError("BlazeFace input must be square, got %dx%d" % (w, h))
         self.size = w
         strides = [int(s) for s in spec.extra.get("strides", [8, 16, 16, 16])]
         self.anchors = ssd_anchors(w, strides, interpolated=bool(spec.extra.get("interpolated_anchor", True)))
@@ -111,8 +116,6 @@ class BlazeFaceDetector(FaceDetectorModel):
         if self.anchors.shape[0] != want:
             raise ValueError("model %s: %d anchors generated, %d expected" % (spec.name, self.anchors.shape[0], want))
         self.nms_threshold = float(spec.extra.get("nms_threshold", 0.3))
-        # "letterbox" keeps the aspect ratio; "stretch" squeezes the frame into the square input
-        self.stretch = spec.extra.get("resize", "letterbox") == "stretch"
         self._outputs = None  # (regressors index, scores index), found from the shapes
 
     def _split(self, outputs: Sequence[np.ndarray]):
@@ -125,38 +128,13 @@ class BlazeFaceDetector(FaceDetectorModel):
             self._outputs = (reg[0], cls[0])
         return outputs[self._outputs[0]], outputs[self._outputs[1]]
 
-    def detect(self, image_bgr: np.ndarray) -> List[FaceBox]:
-        check_input(self.engine, self.spec)
-        fh, fw = image_bgr.shape[:2]
-        if self.stretch:  # the whole frame squeezed to the input: faces keep more pixels on wide frames
-            canvas, sx, sy, px, py = image_bgr, self.size / float(fw), self.size / float(fh), 0.0, 0.0
-        else:
-            canvas, sx, px, py = letterbox(image_bgr, (self.size, self.size))
-            sy = sx
-        pixels = to_model_pixels(canvas, self.spec)
-        outputs = self.engine.invoke([pixels_to_tensor(pixels, self.engine, self.spec)])
+    def decode(self, outputs: Sequence[np.ndarray]) -> List[Detection]:
         reg, logits = self._split(outputs)
-        found = decode(reg, logits, self.anchors, self.size, self.score_threshold, self.nms_threshold,
-                       self.max_faces)
-        faces = []
-        s = float(self.size)
-        for box, score, kps in found:
-            # the centre maps per axis; the box is square in input pixels and the face about square in frame
-            # pixels, so its side maps with the larger scale (the axis that was squeezed less)
-            cx = ((box[0] + box[2]) / 2 * s - px) / sx
-            cy = ((box[1] + box[3]) / 2 * s - py) / sy
-            half = max(box[2] - box[0], box[3] - box[1]) * s / max(sx, sy) / 2
-            x1, y1, x2, y2 = cx - half, cy - half, cx + half, cy + half
-            x1, y1 = max(0.0, x1), max(0.0, y1)
-            x2, y2 = min(float(fw), x2), min(float(fh), y2)
-            if x2 - x1 < 1 or y2 - y1 < 1:
-                continue
-            pts = np.empty_like(kps)
-            pts[:, 0] = (kps[:, 0] * s - px) / sx
-            pts[:, 1] = (kps[:, 1] * s - py) / sy
-            faces.append(FaceBox(x1, y1, x2, y2, score, five_points(pts)))
-        faces.sort(key=lambda f: -f.score)
-        return faces
+        return decode(reg, logits, self.anchors, self.size, self.score_threshold, self.nms_threshold,
+                      self.max_faces)
+
+    def landmarks(self, points: np.ndarray) -> List[tuple]:
+        return five_points(points)
 
 
 DETECTORS["blazeface"] = BlazeFaceDetector

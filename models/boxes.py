@@ -1,13 +1,74 @@
-"""Box helpers shared by the detector families: letterbox, NMS, weighted NMS.
+"""Box helpers shared by the detector families: fitting a frame to the input, mapping boxes back, NMS.
 
 Python 3.9 compatible.
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+
+from .spec import FaceBox
+
+# one decoded face: box [x1, y1, x2, y2], score, points (K, 2) x then y or None, in [0, 1] input coordinates
+Detection = Tuple[Sequence[float], float, Optional[np.ndarray]]
+
+
+class Fit(NamedTuple):
+    """How a frame went into the model input: input pixel (u, v) is frame pixel ((u - px) / sx, (v - py) / sy)."""
+
+    sx: float
+    sy: float
+    px: float
+    py: float
+
+
+def fit_frame(image: np.ndarray, size: Tuple[int, int], stretch: bool) -> Tuple[np.ndarray, Fit]:
+    """The frame to resize to the (w, h) input, and how it maps: letterboxed, or stretched (resized later)."""
+    if stretch:  # the whole frame squeezed to the input: faces keep more pixels on wide frames
+        h, w = image.shape[:2]
+        return image, Fit(size[0] / float(w), size[1] / float(h), 0.0, 0.0)
+    canvas, scale, px, py = letterbox(image, size)
+    return canvas, Fit(scale, scale, px, py)
+
+
+def to_frame(found: Sequence[Detection], fit: Fit, input_size: Tuple[int, int], frame_size: Tuple[int, int],
+             square: bool = False,
+             landmarks: Optional[Callable[[np.ndarray], List[Tuple[float, float]]]] = None) -> List[FaceBox]:
+    """Decoded faces in [0, 1] input coordinates -> FaceBoxes in frame pixels, clipped to the frame, best first.
+
+    ``square``: the box's centre maps per axis and its side with the larger scale (the axis squeezed
+    less), for a box square in input pixels around a face about square in frame pixels (BlazeFace);
+    otherwise the corners map one by one. ``landmarks`` turns the points, mapped to frame pixels,
+    into the FaceBox's five (x, y) (default: every point, as floats). Boxes under a pixel are dropped.
+    """
+    iw, ih = float(input_size[0]), float(input_size[1])
+    fw, fh = float(frame_size[0]), float(frame_size[1])
+    sx, sy, px, py = fit
+    faces = []
+    for box, score, points in found:
+        if square:
+            cx = ((box[0] + box[2]) / 2 * iw - px) / sx
+            cy = ((box[1] + box[3]) / 2 * ih - py) / sy
+            half = max((box[2] - box[0]) * iw, (box[3] - box[1]) * ih) / max(sx, sy) / 2
+            x1, y1, x2, y2 = cx - half, cy - half, cx + half, cy + half
+        else:
+            x1, y1 = (box[0] * iw - px) / sx, (box[1] * ih - py) / sy
+            x2, y2 = (box[2] * iw - px) / sx, (box[3] * ih - py) / sy
+        x1, y1 = max(0.0, x1), max(0.0, y1)
+        x2, y2 = min(fw, x2), min(fh, y2)
+        if x2 - x1 < 1 or y2 - y1 < 1:
+            continue
+        marks = None
+        if points is not None:
+            pts = np.empty_like(points)
+            pts[:, 0] = (points[:, 0] * iw - px) / sx
+            pts[:, 1] = (points[:, 1] * ih - py) / sy
+            marks = landmarks(pts) if landmarks is not None else [(float(x), float(y)) for x, y in pts]
+        faces.append(FaceBox(x1, y1, x2, y2, score, marks))
+    faces.sort(key=lambda f: -f.score)
+    return faces
 
 
 def letterbox(image: np.ndarray, size: Tuple[int, int]) -> Tuple[np.ndarray, float, float, float]:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
+from .boxes import Detection, fit_frame, to_frame
 from .engine import Engine, EngineError
 from .spec import FaceBox, ModelSpec
 
@@ -62,6 +63,15 @@ def check_input(engine: Engine, spec: ModelSpec) -> None:
 
 
 class FaceDetectorModel(abc.ABC):
+    """The detector template: ``detect`` fits the frame to the input (letterboxed, or stretched when the
+    manifest's ``extra.resize`` says so), invokes, decodes and maps the faces back to frame pixels.
+    A family implements only ``decode``, and ``landmarks`` when its points are not FaceBox's five."""
+
+    #: the input the frame goes into when the manifest's ``extra.resize`` does not say
+    default_resize = "letterbox"
+    #: map the box back as a square around its centre (``boxes.to_frame``), not corner by corner
+    square_boxes = False
+
     def __init__(self, spec: ModelSpec, engine: Engine, score_threshold: Optional[float] = None,
                  max_faces: int = 16) -> None:
         self.spec = spec
@@ -71,10 +81,33 @@ class FaceDetectorModel(abc.ABC):
         self.score_threshold = float(spec.extra.get("min_score", 0.5)) if score_threshold is None \
             else float(score_threshold)
         self.max_faces = max_faces
+        check_input(engine, spec)  # once, at load: every tensor ``detect`` makes has the manifest's shape
+        h, w, _ = spec.input_shape
+        self.input_size = (int(w), int(h))
+        # "letterbox" keeps the aspect ratio; "stretch" squeezes the frame into the input
+        resize = spec.extra.get("resize", self.default_resize)
+        if resize not in ("letterbox", "stretch"):
+            raise EngineError("model %r: extra.resize must be \"letterbox\" or \"stretch\", not %r"
+                              % (spec.name, resize))
+        self.stretch = resize == "stretch"
 
-    @abc.abstractmethod
     def detect(self, image_bgr: np.ndarray) -> List[FaceBox]:
         """Faces in frame pixel coordinates, best first."""
+        canvas, fit = fit_frame(image_bgr, self.input_size, self.stretch)
+        pixels = to_model_pixels(canvas, self.spec)
+        outputs = self.engine.invoke([pixels_to_tensor(pixels, self.engine, self.spec)])
+        fh, fw = image_bgr.shape[:2]
+        faces = to_frame(self.decode(outputs), fit, self.input_size, (fw, fh), self.square_boxes, self.landmarks)
+        return faces[:self.max_faces]
+
+    @abc.abstractmethod
+    def decode(self, outputs: Sequence[np.ndarray]) -> List[Detection]:
+        """The engine's raw outputs -> faces (box [x1, y1, x2, y2], score, points (K, 2) or None) in [0, 1]
+        input coordinates, at or above ``score_threshold``, at most ``max_faces`` after NMS."""
+
+    def landmarks(self, points: np.ndarray) -> List[Tuple[float, float]]:
+        """The decoded points, in frame pixels -> FaceBox's five landmarks."""
+        return [(float(x), float(y)) for x, y in points]
 
 
 class ExpressionModel(abc.ABC):

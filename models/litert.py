@@ -337,12 +337,13 @@ class LiteRTEngine(Engine):
                 self._resize_locked(interp, 1)
             for spec, idx, x in zip(self._inputs, self._in_idx, inputs):
                 a = np.asarray(x)
-                if tuple(a.shape) != tuple(spec.shape):
-                    raise EngineError("model %r: input shape %s, expected %s"
-                                      % (self.model.name, list(a.shape), list(spec.shape)))
                 if a.dtype.name != spec.dtype:
                     a = a.astype(spec.dtype)
-                interp.set_tensor(idx, np.ascontiguousarray(a))
+                try:  # the shape was checked against the manifest at load; the interpreter checks this one
+                    interp.set_tensor(idx, np.ascontiguousarray(a))
+                except ValueError as exc:
+                    raise EngineError("model %r: input shape %s, expected %s (%s)"
+                                      % (self.model.name, list(a.shape), list(spec.shape), exc)) from None
             interp.invoke()
             self.invocations += 1
             return [np.array(interp.get_tensor(i), copy=True) for i in self._out_idx]

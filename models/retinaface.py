@@ -4,8 +4,8 @@ Input BGR, value = pixel - 128 (int8, scale 1, zero point -128). Outputs loc
 [1, 4200, 4], conf [1, 4200, 2] and landmarks [1, 4200, 10], told apart by their
 last dimension. Priors: min sizes [[16, 32], [64, 128], [256, 512]] on steps
 [8, 16, 32]; decoding with variances [0.1, 0.2]; softmax on conf; hard NMS 0.4.
-The frame is letterboxed (aspect kept, black padding) so boxes stay right on
-non-square frames.
+The frame is letterboxed (aspect kept, black padding) by
+``FaceDetectorModel.detect``, so boxes stay right on non-square frames.
 
 Landmark order: the image-left eye (the subject's right), the image-right eye,
 nose, image-left mouth corner, image-right mouth corner: the same order as
@@ -19,9 +19,9 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from .boxes import letterbox, nms
-from .family import DETECTORS, FaceDetectorModel, check_input, pixels_to_tensor, to_model_pixels
-from .spec import FaceBox, ModelSpec
+from .boxes import Detection, nms
+from .family import DETECTORS, FaceDetectorModel
+from .spec import ModelSpec
 
 
 def priors(size: int, min_sizes: Sequence[Sequence[int]], steps: Sequence[int]) -> np.ndarray:
@@ -82,29 +82,13 @@ class RetinaFaceDetector(FaceDetectorModel):
         specs = self.engine.outputs
         return [specs[found[k]].dequantize(np.asarray(outputs[found[k]])) for k in (4, 2, 10)]
 
-    def detect(self, image_bgr: np.ndarray) -> List[FaceBox]:
-        check_input(self.engine, self.spec)
-        fh, fw = image_bgr.shape[:2]
-        canvas, scale, px, py = letterbox(image_bgr, (self.size, self.size))
-        pixels = to_model_pixels(canvas, self.spec)
-        outputs = self.engine.invoke([pixels_to_tensor(pixels, self.engine, self.spec)])
+    def decode(self, outputs: Sequence[np.ndarray]) -> List[Detection]:
         loc, conf, landms = self._split(outputs)
         if loc.reshape(-1, 4).shape[0] != self.prior.shape[0]:
             raise ValueError("RetinaFace output has %d boxes, %d priors expected"
                              % (loc.reshape(-1, 4).shape[0], self.prior.shape[0]))
-        s = float(self.size)
-        faces = []
-        for box, score, pts in decode(loc, conf, landms, self.prior, self.variances, self.score_threshold,
-                                      self.nms_threshold, self.max_faces):
-            x1 = max(0.0, (box[0] * s - px) / scale)
-            y1 = max(0.0, (box[1] * s - py) / scale)
-            x2 = min(float(fw), (box[2] * s - px) / scale)
-            y2 = min(float(fh), (box[3] * s - py) / scale)
-            if x2 - x1 < 1 or y2 - y1 < 1:
-                continue
-            marks = [(float((x * s - px) / scale), float((y * s - py) / scale)) for x, y in pts]
-            faces.append(FaceBox(x1, y1, x2, y2, score, marks))
-        return faces
+        return decode(loc, conf, landms, self.prior, self.variances, self.score_threshold, self.nms_threshold,
+                      self.max_faces)
 
 
 DETECTORS["retinaface"] = RetinaFaceDetector

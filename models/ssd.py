@@ -10,12 +10,13 @@ Python 3.9 compatible.
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .family import DETECTORS, FaceDetectorModel, check_input, pixels_to_tensor, to_model_pixels
-from .spec import FaceBox
+from .boxes import Detection, Fit, to_frame
+from .family import DETECTORS, FaceDetectorModel
+from .spec import FaceBox, ModelSpec
 
 
 def split_outputs(outputs: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -51,34 +52,36 @@ def split_outputs(outputs: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray
     return boxes, classes, scores, count
 
 
-def decode(outputs: Sequence[np.ndarray], frame_w: int, frame_h: int, score_threshold: float,
-           max_faces: int, face_class: int = 0) -> List[FaceBox]:
+def decode_normalised(outputs: Sequence[np.ndarray], score_threshold: float,
+                      face_class: int = 0) -> List[Detection]:
+    """The four output tensors -> faces (box [x1, y1, x2, y2] clipped to [0, 1], score, None), in output order."""
     boxes, classes, scores, count = split_outputs(outputs)
-    faces = []
+    found: List[Detection] = []
     for i in range(count):
         s = float(scores[i])
         if s < score_threshold or int(classes[i]) != face_class:
             continue
-        ymin, xmin, ymax, xmax = [float(v) for v in boxes[i]]
-        x1 = max(0.0, min(1.0, xmin)) * frame_w
-        y1 = max(0.0, min(1.0, ymin)) * frame_h
-        x2 = max(0.0, min(1.0, xmax)) * frame_w
-        y2 = max(0.0, min(1.0, ymax)) * frame_h
-        if x2 - x1 < 1 or y2 - y1 < 1:
-            continue
-        faces.append(FaceBox(x1, y1, x2, y2, s))
-    faces.sort(key=lambda f: -f.score)
-    return faces[:max_faces]
+        ymin, xmin, ymax, xmax = [max(0.0, min(1.0, float(v))) for v in boxes[i]]
+        found.append(((xmin, ymin, xmax, ymax), s, None))
+    return found
+
+
+def decode(outputs: Sequence[np.ndarray], frame_w: int, frame_h: int, score_threshold: float,
+           max_faces: int, face_class: int = 0) -> List[FaceBox]:
+    """The four output tensors of a frame stretched to the input -> faces in frame pixels, best first."""
+    found = decode_normalised(outputs, score_threshold, face_class)
+    return to_frame(found, Fit(1.0, 1.0, 0.0, 0.0), (frame_w, frame_h), (frame_w, frame_h))[:max_faces]
 
 
 class SsdFaceDetector(FaceDetectorModel):
-    def detect(self, image_bgr: np.ndarray) -> List[FaceBox]:
-        check_input(self.engine, self.spec)
-        pixels = to_model_pixels(image_bgr, self.spec)
-        outputs = self.engine.invoke([pixels_to_tensor(pixels, self.engine, self.spec)])
-        h, w = image_bgr.shape[:2]
-        return decode(outputs, w, h, self.score_threshold, self.max_faces,
-                      int(self.spec.extra.get("face_class", 0)))
+    default_resize = "stretch"  # the frame squeezed to the input, as the post-processing op's boxes expect
+
+    def __init__(self, spec: ModelSpec, engine, score_threshold: Optional[float] = None, max_faces: int = 16) -> None:
+        super().__init__(spec, engine, score_threshold=score_threshold, max_faces=max_faces)
+        self.face_class = int(spec.extra.get("face_class", 0))
+
+    def decode(self, outputs: Sequence[np.ndarray]) -> List[Detection]:
+        return decode_normalised(outputs, self.score_threshold, self.face_class)
 
 
 DETECTORS["ssd_postprocess"] = SsdFaceDetector
