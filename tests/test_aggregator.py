@@ -115,6 +115,26 @@ def test_deadline_makes_partial_and_late_expressions_are_not_joined(bus):
     assert agg.stats.counters["late_expressions"] == 1
 
 
+def test_expressions_whose_detections_never_come_are_forgotten_after_the_deadline(bus):
+    async def feed(dpub, epush, rsub, out, agg, clock):
+        c = agg.stats.counters
+        await epush.send(expr(5, 0, "sad"))  # frame 5's detections are lost upstream
+        await clock.until(lambda: c.get("expressions", 0) == 1)
+        clock.now += 0.06  # past the deadline: the early expression is an orphan now
+        await dpub.send(det(0, 0))
+        out.append(await rsub.recv())
+        assert c.get("orphan_expressions", 0) == 1 and agg.early_n == 0
+        await dpub.send(det(5, 1))  # a late copy of frame 5's detections finds nothing to join
+        await clock.until(lambda: c.get("in", 0) == 2)
+        clock.now += 0.06
+        await dpub.send(det(6, 0))
+
+    agg, out = run_async(harness(bus, 50.0, True, feed))
+    assert [r.frame_id for r in out] == [0, 5, 6]
+    assert not out[0].partial and out[1].partial and out[1].faces[0].expression is None and not out[2].partial
+    assert agg.stats.counters["orphan_expressions"] == 1
+
+
 def test_unordered_mode_marks_overtaking_frames(bus):
     async def feed(dpub, epush, rsub, out, agg, clock):
         await dpub.send(det(0, 1))
