@@ -1,9 +1,24 @@
 """Shared fixtures: a bus that fails the test when a socket is left open."""
 from __future__ import annotations
 
+import shutil
+import tempfile
+
 import pytest
+from hypothesis import configuration, settings
 
 from bus.sockets import Bus
+
+# no example database written into the repository: every run starts from the tests' own examples
+settings.register_profile("edgepipe", database=None)
+settings.load_profile("edgepipe")
+# and its caches (.hypothesis/constants, filled as the test modules load) in a temporary folder, removed at the end
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="edgepipe-hypothesis-")
+configuration.set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_HYPOTHESIS_HOME, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
 """The aggregator alone, fed over real inproc sockets: joins, deadlines, order, strays."""
 from __future__ import annotations
 
+import asyncio
+
 from actors.aggregator import Aggregator
 from bus.messages import Box, Detections, Eos, Expression, FaceLabel, Result
 
@@ -15,9 +17,28 @@ def expr(fid, i, label="happy", error="", count=1):
     return Expression(fid, i, count, "test", 1.0, [] if error else [FaceLabel(label, 0.9)] * count, error)
 
 
+class FakeClock:
+    """The aggregator's deadline clock, moved by the test only. Each read marks one more aggregator turn,
+    so a test can wait for the aggregator to have taken in what it was sent without polling on time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.read = asyncio.Event()
+
+    def __call__(self) -> float:
+        self.read.set()
+        return self.now
+
+    async def until(self, predicate) -> None:
+        while not predicate():
+            self.read.clear()
+            await self.read.wait()
+
+
 async def harness(bus, deadline_ms, ordered, feed, topics=("result", "eos")):
+    clock = FakeClock()  # frozen unless a test moves it: no frame leaves by its deadline on a slow machine
     agg = Aggregator("aggregator", bus, detections_endpoint="inproc://d", expressions_endpoint="inproc://e",
-                     results_endpoint="inproc://r", hwm=100, deadline_ms=deadline_ms, ordered=ordered)
+                     results_endpoint="inproc://r", hwm=100, deadline_ms=deadline_ms, ordered=ordered, clock=clock)
     dpub = bus.pub("inproc://d", hwm=100, name="test.det")
     epush = bus.push("inproc://e", hwm=100, bind=False, name="test.expr")
     rsub = bus.sub("inproc://r", hwm=100, name="test.results", topics=topics)
@@ -26,7 +47,7 @@ async def harness(bus, deadline_ms, ordered, feed, topics=("result", "eos")):
         await dpub.wait_subscribers(1)
         await agg.pub.wait_subscribers(1)
         out = []
-        await feed(dpub, epush, rsub, out)
+        await feed(dpub, epush, rsub, out, agg, clock)
         await dpub.send(Eos("test", -1, dpub.sent("detections")))
         while True:
             msg = await rsub.recv()
@@ -41,7 +62,7 @@ async def harness(bus, deadline_ms, ordered, feed, topics=("result", "eos")):
 
 
 def test_join_out_of_order_early_late_and_strays(bus):
-    async def feed(dpub, epush, rsub, out):
+    async def feed(dpub, epush, rsub, out, agg, clock):
         await epush.send(expr(1, 0, "sad"))  # before its detections
         await dpub.send(det(0, 2))
         await dpub.send(det(1, 1))
@@ -62,7 +83,7 @@ def test_join_out_of_order_early_late_and_strays(bus):
 
 
 def test_each_result_is_followed_by_a_done_message_for_capture_credits(bus):
-    async def feed(dpub, epush, rsub, out):
+    async def feed(dpub, epush, rsub, out, agg, clock):
         await dpub.send(det(0, 1))
         await dpub.send(det(1, 0))
         await epush.send(expr(0, 0, "sad"))
@@ -72,24 +93,50 @@ def test_each_result_is_followed_by_a_done_message_for_capture_credits(bus):
 
 
 def test_deadline_makes_partial_and_late_expressions_are_not_joined(bus):
-    async def feed(dpub, epush, rsub, out):
+    async def feed(dpub, epush, rsub, out, agg, clock):
         await dpub.send(det(0, 2))
         await epush.send(expr(0, 0, "happy"))
         await dpub.send(det(1, 1))
         await epush.send(expr(1, 0, "sad"))
+        c = agg.stats.counters
+        await clock.until(lambda: c.get("in", 0) == 2 and c.get("expressions", 0) == 2)
+        assert rsub.recv_nowait() is None  # frame 0 waits for its second face, frame 1 behind it
+        clock.now += 0.05  # frame 0's deadline passes (and frame 1's, which is complete anyway)
+        await dpub.send(det(2, 0))  # the next frame's detections come after it
         out.append(await rsub.recv())  # frame 0 leaves partial at its deadline
         await epush.send(expr(0, 1, "angry"))  # too late: never joined
+        await clock.until(lambda: c.get("late_expressions", 0) == 1)
 
     agg, out = run_async(harness(bus, 50.0, True, feed))
-    assert [r.frame_id for r in out] == [0, 1]
+    assert [r.frame_id for r in out] == [0, 1, 2]
     assert out[0].partial and out[0].faces[1].expression is None and out[0].faces[0].expression == "happy"
     assert not out[1].partial and out[1].in_order
     assert agg.stats.counters["partial"] == 1
     assert agg.stats.counters["late_expressions"] == 1
 
 
+def test_expressions_whose_detections_never_come_are_forgotten_after_the_deadline(bus):
+    async def feed(dpub, epush, rsub, out, agg, clock):
+        c = agg.stats.counters
+        await epush.send(expr(5, 0, "sad"))  # frame 5's detections are lost upstream
+        await clock.until(lambda: c.get("expressions", 0) == 1)
+        clock.now += 0.06  # past the deadline: the early expression is an orphan now
+        await dpub.send(det(0, 0))
+        out.append(await rsub.recv())
+        assert c.get("orphan_expressions", 0) == 1 and agg.early_n == 0
+        await dpub.send(det(5, 1))  # a late copy of frame 5's detections finds nothing to join
+        await clock.until(lambda: c.get("in", 0) == 2)
+        clock.now += 0.06
+        await dpub.send(det(6, 0))
+
+    agg, out = run_async(harness(bus, 50.0, True, feed))
+    assert [r.frame_id for r in out] == [0, 5, 6]
+    assert not out[0].partial and out[1].partial and out[1].faces[0].expression is None and not out[2].partial
+    assert agg.stats.counters["orphan_expressions"] == 1
+
+
 def test_unordered_mode_marks_overtaking_frames(bus):
-    async def feed(dpub, epush, rsub, out):
+    async def feed(dpub, epush, rsub, out, agg, clock):
         await dpub.send(det(0, 1))
         await dpub.send(det(1, 1))
         await epush.send(expr(1, 0))
@@ -103,7 +150,7 @@ def test_unordered_mode_marks_overtaking_frames(bus):
 
 
 def test_error_expressions_complete_frames_as_partial(bus):
-    async def feed(dpub, epush, rsub, out):
+    async def feed(dpub, epush, rsub, out, agg, clock):
         await dpub.send(det(0, 2))
         await epush.send(expr(0, 0))
         await epush.send(expr(0, 1, "", error="InjectedFault: boom"))

@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from bus.messages import Metric
+from bus.sockets import Bus
+
 from faults_report import record
+from helpers import run_async
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,14 +84,23 @@ def test_ctrl_c_to_the_process_group_drains_and_writes_the_summary(tmp_path):
         "timing": {"signal_to_exit_ms": round(stop_ms, 1)}})
 
 
-def wait_for_results(path, n, proc):
-    """Until the run has written ``n`` results (polling the file the run writes), or it ended."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        if path.exists() and path.read_text().count("\n") >= n:
-            return
-        time.sleep(0.05)
-    pytest.fail("the run wrote fewer than %d results" % n)
+def wait_for_results(tmp_path, n):
+    """Until the aggregator's own metrics (on the run's metrics socket) say it has sent ``n`` results."""
+    async def main():
+        bus = Bus()
+        try:
+            sub = bus.sub("ipc://%s/metrics" % tmp_path, hwm=100, name="test", topics=("metric",))
+            try:
+                while True:
+                    m = await sub.recv()
+                    if isinstance(m, Metric) and m.actor == "aggregator" and m.counters.get("out", 0) >= n:
+                        return
+            finally:
+                sub.close()
+        finally:
+            bus.close()
+
+    run_async(main())
 
 
 def test_a_group_that_dies_mid_run_still_gets_a_summary_naming_it(tmp_path):
@@ -96,7 +109,7 @@ def test_a_group_that_dies_mid_run_still_gets_a_summary_naming_it(tmp_path):
     proc, pids = start_in_new_session(["--config", dual_python_config(tmp_path), "--source",
                                        "synthetic:faces=2,fps=30", "--duration", "60", "--summary", str(summary),
                                        "--results", str(results)], tmp_path)
-    wait_for_results(results, 20, proc)  # frames are flowing through the group
+    wait_for_results(tmp_path, 20)  # frames are flowing through the group
     t0 = time.monotonic()
     os.kill(pids["tpu"], signal.SIGKILL)
     out, err = finish(proc)

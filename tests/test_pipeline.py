@@ -75,14 +75,17 @@ def test_fer_worker_that_raises_gives_partial_frames():
     assert f["expression_correct"] == 120 - s["actors"]["fer-0"]["counters"]["faces_failed"]
 
 
-def test_fer_worker_that_hangs_frames_complete_by_deadline(tmp_path):
+def test_fer_worker_that_hangs_is_restarted_and_its_frame_leaves_partial(tmp_path):
+    # the join deadline is far off: the hung job's frame leaves partial because the watchdog ends the hang
+    # (an error for its faces), not because a clock ran out; the deadline itself is tested with a clock the
+    # test moves (tests/test_aggregator.py)
     cfg = inproc_config(pipeline={"source": "synthetic:faces=3,fps=0"},
-                        fer={"workers": 2, "invoke_timeout_ms": 400.0}, aggregator={"deadline_ms": 150.0})
+                        fer={"workers": 2, "invoke_timeout_ms": 400.0}, aggregator={"deadline_ms": 600000.0})
     cfg.engine.fake.faults = {"fer-1": FaultsConfig(hang_after=4, hang_count=1)}
     results = tmp_path / "r.jsonl"
     s = run_async(run(cfg, RunOptions(frames=40, results_path=str(results))))
     check_accounting(s)
-    assert s["frames_partial"] > 0, "the hung worker's frames should leave partial at their deadline"
+    assert s["frames_partial"] > 0, "the hung worker's frames should leave partial once the watchdog ends the hang"
     assert s["frames_completed"] > 0
     assert s["actors"]["fer-1"]["counters"].get("timeouts", 0) == 1
     assert s["actors"]["fer-1"]["counters"].get("restarts", 0) == 1
@@ -108,9 +111,10 @@ def test_profile_fd_without_fer():
 
 def test_duration_stops_the_run():
     cfg = inproc_config(pipeline={"source": "synthetic:faces=1,fps=50"})
-    s = run_async(run(cfg, RunOptions(duration_s=0.5)))
+    s = run_async(run(cfg, RunOptions(duration_s=0.5)))  # an endless source: only the duration can end the run
     check_accounting(s)
-    assert 0 < s["frames_captured"] <= 40
+    assert not s["interrupted"]  # it ended by itself and drained, with no stop asked for
+    assert s["frames_captured"] > 0
 
 
 def test_stuck_detector_is_restarted_by_the_watchdog():
