@@ -114,6 +114,8 @@ class ExpressionModel(abc.ABC):
     def __init__(self, spec: ModelSpec, engine: Engine) -> None:
         self.spec = spec
         self.engine = engine
+        if engine is not None:  # None: only ``prepare`` (the detector makes the crops)
+            check_input(engine, spec)  # once, at load
 
     @abc.abstractmethod
     def prepare(self, image_bgr: np.ndarray, face: FaceBox) -> np.ndarray:
@@ -132,6 +134,7 @@ class ImageClassifierModel(abc.ABC):
     def __init__(self, spec: ModelSpec, engine: Engine, top_k: int = 5) -> None:
         self.spec = spec
         self.engine = engine
+        check_input(engine, spec)  # once, at load
         self.top_k = top_k
 
     @abc.abstractmethod

@@ -13,7 +13,7 @@ from typing import List
 import numpy as np
 
 from .crops import square_crop
-from .family import EXPRESSIONS, ExpressionModel, Label, check_input, pixels_to_tensor, to_model_pixels
+from .family import EXPRESSIONS, ExpressionModel, Label, pixels_to_tensor, to_model_pixels
 from .spec import FaceBox
 
 
@@ -42,7 +42,6 @@ class SquareCropFer(ExpressionModel):
 
     def classify_batch(self, crops: np.ndarray) -> List[Label]:
         """Labels of a stack of crops (N, H, W, C): one batched invoke where the engine can, else N."""
-        check_input(self.engine, self.spec)
         tensor = np.concatenate([pixels_to_tensor(c, self.engine, self.spec) for c in crops])
         out = np.asarray(self.engine.invoke_batch([tensor])[0])
         return [self._label(row) for row in out.reshape(len(crops), -1)]

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import fetch
 from .engine import Engine, EngineError
-from .family import CLASSIFIERS, ImageClassifierModel, check_input, pixels_to_tensor, to_model_pixels
+from .family import CLASSIFIERS, ImageClassifierModel, pixels_to_tensor, to_model_pixels
 from .fer import softmax, to_probabilities
 from .spec import ModelSpec
 
@@ -92,7 +92,6 @@ class ImageNetClassifier(ImageClassifierModel):
         return to_model_pixels(cv2.resize(square, (w, h), interpolation=interp), self.spec)
 
     def probabilities(self, image_bgr: np.ndarray) -> np.ndarray:
-        check_input(self.engine, self.spec)
         out = self.engine.invoke([pixels_to_tensor(self.prepare(image_bgr), self.engine, self.spec)])[0]
         real = self.engine.outputs[0].dequantize(np.asarray(out)).reshape(-1)
         if self.spec.extra.get("output") == "logits":
