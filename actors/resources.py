@@ -82,6 +82,18 @@ def read_soc_temp_c(sysfs_root: str = "/") -> Optional[float]:
 
 # ---------------------------------------------------------------- per process
 
+def status_mb(pid: int, key: str, proc_root: str = "/proc") -> Optional[float]:
+    """A memory line of ``/proc/PID/status`` (``VmRSS``, ``VmHWM``) in MB, or None where /proc has none."""
+    try:
+        with open(os.path.join(proc_root, str(pid), "status"), encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 class ProcessMeter:
     """CPU % and RSS of one process from ``/proc`` (absent elsewhere)."""
 
@@ -103,14 +115,7 @@ class ProcessMeter:
             return None
 
     def rss_mb(self) -> Optional[float]:
-        try:
-            with open(os.path.join(self.proc_root, str(self.pid), "status"), encoding="ascii") as fh:
-                for line in fh:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) / 1024.0
-        except (OSError, ValueError, IndexError):
-            pass
-        return None
+        return status_mb(self.pid, "VmRSS", self.proc_root)
 
     def sample(self) -> Dict[str, float]:
         """``process.cpu_pct`` (since the previous sample), ``process.cpu_pct_avg`` (since the

@@ -8,16 +8,12 @@ import os
 import resource
 import sys
 
+from actors.resources import status_mb
+
 
 def _status_mb(pid: int, key: str) -> float:
-    try:
-        with open("/proc/%d/status" % pid, encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return round(int(line.split()[1]) / 1024.0, 1)  # kB
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0.0
+    mb = status_mb(pid, key)
+    return 0.0 if mb is None else round(mb, 1)
 
 
 def reset_peak() -> bool:

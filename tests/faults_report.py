@@ -24,7 +24,12 @@ def report_path() -> Path:
 
 def record(section: str, name: str, data: Dict[str, Any]) -> None:
     """Add (or replace) ``report[section][name]``."""
-    path = report_path()
+    update(report_path(), [section, name], data)
+
+
+def update(path: Path, keys: List[str], data: Dict[str, Any]) -> None:
+    """Set ``report[keys[0]]...[keys[-1]]`` in the JSON report at ``path`` (made if missing), with the
+    machine and the time it was recorded; what other tests wrote there is kept."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         report = json.loads(path.read_text())
@@ -32,7 +37,10 @@ def record(section: str, name: str, data: Dict[str, Any]) -> None:
         report = {}
     report["machine"] = {"cpus": os.cpu_count(), "arch": platform.machine(), "python": platform.python_version(),
                          "system": "%s %s" % (platform.system(), platform.release())}
-    report.setdefault(section, {})[name] = dict(data, recorded=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    node = report
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = dict(data, recorded=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=2, sort_keys=True))
     tmp.replace(path)

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from pathlib import Path
+from typing import Dict
+
+import pytest
 
 from pipeline import config
 
@@ -45,3 +49,19 @@ def inproc_config(**sections) -> config.Config:
                 raise AttributeError("%s.%s" % (name, key))
             setattr(section, key, value)
     return cfg
+
+
+def wait_pipeline_ready(proc) -> Dict[str, int]:
+    """Read ``run.py -v``'s stderr until "pipeline ready"; the pids of the groups that said they are ready.
+    Fails the test, with the run's last lines, when it ends before that."""
+    pids: Dict[str, int] = {}
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        m = re.search(r"group (\S+) ready: pid (\d+)", line)
+        if m:
+            pids[m.group(1)] = int(m.group(2))
+        if "pipeline ready" in line:
+            return pids
+    proc.wait()
+    pytest.fail("pipeline never became ready (exit %s):\n%s" % (proc.returncode, "".join(seen[-30:])))

@@ -6,7 +6,6 @@ the metrics XPUB never read its subscription messages and libzmq kept every topi
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -10,13 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from bus.messages import Metric
 from bus.sockets import Bus
 
 from faults_report import record
-from helpers import run_async
+from helpers import run_async, wait_pipeline_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,17 +36,7 @@ def start_in_new_session(args, tmp_path):
                              "--metrics-endpoint", "ipc://%s/metrics" % tmp_path],
                             cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    pids = {}
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        m = re.search(r"group (\S+) ready: pid (\d+)", line)
-        if m:
-            pids[m.group(1)] = int(m.group(2))
-        if "pipeline ready" in line:
-            return proc, pids
-    proc.wait()
-    pytest.fail("pipeline never became ready (exit %s):\n%s" % (proc.returncode, "".join(seen[-30:])))
+    return proc, wait_pipeline_ready(proc)
 
 
 def finish(proc):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from bus.codec import encode
 from bus.messages import Metric, Stopped
 from pipeline.rss import peak_rss_mb, rss_mb
 
+from faults_report import update
 from hostile_gen import Barrage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,16 +48,7 @@ def report_path() -> Path:
 
 
 def write_report(name: str, data: Dict[str, Any]) -> None:
-    path = report_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError):
-        report = {}
-    report["machine"] = {"cpus": os.cpu_count(), "arch": platform.machine(), "python": platform.python_version(),
-                         "system": "%s %s" % (platform.system(), platform.release())}
-    report[name] = dict(data, recorded=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    path.write_text(json.dumps(report, indent=2, sort_keys=True))
+    update(report_path(), [name], data)
 
 
 class Metrics:

@@ -21,7 +21,7 @@ from pipeline.config import ConfigError, GroupConfig
 from pipeline.keys import generate
 from pipeline.runner import RunOptions, run
 
-from helpers import ASSETS, inproc_config, run_async
+from helpers import ASSETS, inproc_config, run_async, wait_pipeline_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,15 +72,7 @@ def ready_pipeline_proc(args, tmp_path):
     env = dict(os.environ, TMPDIR=str(tmp_path))
     proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args, "-v"], cwd=str(ROOT), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    pids = {}
-    for line in proc.stderr:
-        m = re.search(r"group (\S+) ready: pid (\d+)", line)
-        if m:
-            pids[m.group(1)] = int(m.group(2))
-        if "pipeline ready" in line:
-            return proc, pids
-    proc.wait()
-    pytest.fail("pipeline never became ready (exit %s)" % proc.returncode)
+    return proc, wait_pipeline_ready(proc)
 
 
 def alive(pid):

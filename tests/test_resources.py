@@ -1,7 +1,6 @@
 """Resources: CPU % and RSS per process; a Pi's temperature, throttling and power from recorded outputs."""
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from actors.live_sources import LiveOpenCvSource, Reconnecting, SourceLost, SourceStalled
+from actors.live_sources import LiveOpenCvSource, Reconnecting, SourceStalled
 from pipeline.source_auto import resolve_source, v4l2_nodes
 from actors.sources import Picamera2Source, SourceError, is_live, make_source
 from pipeline import placement
