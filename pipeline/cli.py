@@ -103,7 +103,7 @@ def run_parser() -> argparse.ArgumentParser:
         prog="run.py", description="Real-time face detection, expression recognition and classification "
         "as asyncio actors over ZeroMQ. Subcommands: metrics, models, bench, group, keys, doctor, setup-tpu-venv, "
         "install-service (run.py SUBCOMMAND --help).")
-    ap.add_argument("--profile", help="fd+fer64 | fd+fer112 | fd | cls (profiles of the config)")
+    ap.add_argument("--profile", help="fd+fer64 | fd+fer64-fast | fd+fer112 | fd | cls (profiles of the config)")
     ap.add_argument("--config", help="a config file overlaid on config.toml beside run.py: its tables merge key "
                     "by key, its other values (lists too) replace")
     ap.add_argument("--source", help="auto (default: the Pi camera, else a V4L2 camera, else demo) | demo | "
