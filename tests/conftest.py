@@ -1,8 +1,11 @@
-"""Shared fixtures: a bus that fails the test when a socket is left open."""
+"""Shared fixtures: a bus that fails the test when a socket is left open; a session that fails when the
+tests leave a file in the repository."""
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 from hypothesis import configuration, settings
@@ -15,6 +18,35 @@ settings.load_profile("edgepipe")
 # and its caches (.hypothesis/constants, filled as the test modules load) in a temporary folder, removed at the end
 _HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="edgepipe-hypothesis-")
 configuration.set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# what installing and running the tests may leave: virtual environments, the editable install's metadata,
+# byte code; the rest of the tree must look the same after the tests as before
+_MAY_CHANGE = (".git", ".venv", ".venv-tpu", "edgepipe.egg-info", "__pycache__", ".pytest_cache")
+
+
+def _tree() -> set:
+    out = set()
+    for top, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in _MAY_CHANGE and not d.startswith(".venv")]
+        out.update(os.path.relpath(os.path.join(top, f), ROOT) for f in files)
+    return out
+
+
+def pytest_sessionstart(session):
+    session.config._edgepipe_tree = _tree()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = getattr(session.config, "_edgepipe_tree", None)
+    if before is None:
+        return
+    left = sorted(_tree() - before)
+    if left:
+        session.config.get_terminal_writer().line(
+            "\nthe tests left %d file(s) in the repository: %s" % (len(left), ", ".join(left[:10])), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_unconfigure(config):
@@ -36,8 +68,6 @@ def bus():
 @pytest.fixture(autouse=True, scope="session")
 def _private_device_locks_and_table(tmp_path_factory):
     """Device claims and the `auto` placement table of this test session, away from the user's."""
-    import os
-
     old = {k: os.environ.get(k) for k in ("EDGEPIPE_DEVICE_LOCKS", "EDGEPIPE_BENCH_TABLE")}
     base = tmp_path_factory.mktemp("edgepipe-state")
     os.environ["EDGEPIPE_DEVICE_LOCKS"] = str(base / "locks")

@@ -21,8 +21,7 @@ from tools.chromium import Chromium, find_chromium
 from mqtt_broker import MOSQUITTO, Broker
 from tools.screenshot import WAIT_FOR_WORK, RunPy
 
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = Path(os.environ.get("EDGEPIPE_ARTIFACTS", ROOT / "test-artifacts"))
+ARTIFACTS = os.environ.get("EDGEPIPE_ARTIFACTS")  # a folder to keep the screenshots in (default: the test's tmp)
 
 needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="no chromium on PATH (apt-get install chromium)")
 
@@ -96,8 +95,9 @@ def _live_view_in_chromium(case, tmp_path, extra):
                 again(); })""" % first, await_promise=True)
             assert changed != first
             assert page.errors() == []  # the page's script ran without an uncaught exception
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            shot = page.screenshot(str(ARTIFACTS / ("web-view-%s.png" % case)))
+            keep = Path(ARTIFACTS) if ARTIFACTS else tmp_path
+            keep.mkdir(parents=True, exist_ok=True)
+            shot = page.screenshot(str(keep / ("web-view-%s.png" % case)))
             assert cv2.imread(shot) is not None
         with urllib.request.urlopen(run.url + "api/status", timeout=30) as r:
             doc = json.load(r)
