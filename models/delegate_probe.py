@@ -174,16 +174,20 @@ def _dist_version(*names: str) -> str:
     return ""
 
 
+# the TFLite runtimes, in order of preference: (interpreter module, distribution)
+RUNTIMES = (("ai_edge_litert.interpreter", "ai-edge-litert"), ("tflite_runtime.interpreter", "tflite-runtime"))
+
+
 def runtime_module() -> Tuple[Any, str]:
     """The TFLite runtime's ``interpreter`` module and its distribution's name: ai-edge-litert, else
-    tflite-runtime (the TPU venv's). ImportError when neither is installed."""
-    try:
-        from ai_edge_litert import interpreter as mod  # type: ignore  # optional and heavy: loaded when a model is
-        return mod, "ai-edge-litert"
-    except ImportError:
-        pass
-    from tflite_runtime import interpreter as mod  # type: ignore  # optional: the TPU venv's runtime (Python 3.9)
-    return mod, "tflite-runtime"
+    tflite-runtime (the TPU venv's). ImportError naming both when neither is installed."""
+    missing = []
+    for module, dist in RUNTIMES:
+        try:
+            return importlib.import_module(module), dist  # optional and heavy: imported when a model is loaded
+        except ImportError as exc:
+            missing.append(str(exc))
+    raise ImportError("; ".join(missing))
 
 
 def _import_runtime() -> Tuple[Any, str, str]:
@@ -199,7 +203,7 @@ def _custom_loader(spec: str) -> Any:
             raise ImportError("cannot load %s" % target)
         module = importlib.util.module_from_spec(sp)
         sp.loader.exec_module(module)
-    else:
+    else:  # a module a test names in EDGEPIPE_DELEGATE_LOADER (a stand-in loader that crashes)
         module = importlib.import_module(target)
     return getattr(module, func)
 

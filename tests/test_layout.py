@@ -3,7 +3,8 @@
 The package is actors, bus, models and pipeline. A module's imports are split in two:
 - top level: every import outside a function body (``try``/``if`` blocks at module level included, and
   ``if TYPE_CHECKING:`` too -- a cycle held apart by a type-only import is still a cycle between files);
-- function-local: an import inside a ``def``, ``async def`` or ``lambda`` body.
+- function-local: an import inside a ``def``, ``async def`` or ``lambda`` body; a call of
+  ``importlib.import_module`` or ``__import__`` there counts as one too.
 """
 from __future__ import annotations
 
@@ -81,6 +82,18 @@ def resolve(module: str, is_package: bool, node: ast.AST) -> List[str]:
     return targets
 
 
+DYNAMIC = "<importlib.import_module or __import__>"
+
+
+def is_dynamic_import(node: ast.AST) -> bool:
+    """A call of ``importlib.import_module`` or ``__import__``: an import all the same (it counts)."""
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+    return name in ("import_module", "__import__")
+
+
 def collect() -> List[Import]:
     found = []
     for module, path in MODULES.items():
@@ -96,6 +109,9 @@ def collect() -> List[Import]:
                     commented = child.lineno in comments or (child.lineno - 1) in comments
                     for target in resolve(module, is_package, child):
                         found.append(Import(module, rel, child.lineno, target, local, commented))
+                elif is_dynamic_import(child):
+                    commented = child.lineno in comments or (child.lineno - 1) in comments
+                    found.append(Import(module, rel, child.lineno, DYNAMIC, local, commented))
                 inner = local or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
                 visit(child, inner)
 
@@ -196,6 +212,7 @@ def test_the_scan_sees_the_package():
     assert "bus.sockets" in graph["actors.base"]
     assert "models.engine" in graph["models.spec"] or "models.engine" in graph["models.litert"]
     assert any(imp.local for imp in IMPORTS)
+    assert any(imp.target == DYNAMIC for imp in IMPORTS)  # pipeline/cli.py's lazy subcommand table
 
 
 def test_the_cycle_finder_finds_a_cycle():
