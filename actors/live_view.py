@@ -15,8 +15,7 @@ from typing import Any, Dict, Optional
 from bus.messages import Metric, Result
 from bus.sockets import Bus
 
-from .display import Display
-from .sinks import Sink
+from .display import Display, Sink
 
 
 def is_web(spec: str) -> bool:
