@@ -276,7 +276,7 @@ class MqttSink(Actor):
                 await asyncio.wait([task])
         if task in done:
             return task.result()
-        import aiomqtt  # installed: setup() checked (this method goes with the task-group rework)
+        aiomqtt = _aiomqtt()
         lost.result()  # raises the disconnection's MqttError
         raise aiomqtt.MqttError("disconnected")
 
