@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import io
+import subprocess
+import sys
 import tokenize
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Set
@@ -273,3 +275,15 @@ def test_no_module_over_400_lines():
     sizes = {str(p.relative_to(ROOT)): len(p.read_text(encoding="utf-8").splitlines()) for p in MODULES.values()}
     long = {path: n for path, n in sizes.items() if n > MAX_LINES}
     assert not long, "modules over %d lines: %s" % (MAX_LINES, long)
+
+
+def test_the_command_line_parses_before_it_imports_the_pipeline():
+    # pipeline/cli.py's one lazy import: `run.py --help` and a bad option answer without loading cv2 and the actors
+    code = ("import sys; import pipeline.cli; "
+            "print(' '.join(m for m in ('cv2', 'numpy', 'zmq', 'actors.base', 'pipeline.runner') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), stdout=subprocess.PIPE, check=True,
+                         universal_newlines=True).stdout
+    assert out.split() == []
+    from pipeline import cli
+    for module, function in list(cli.SUBCOMMANDS.values()) + [cli.RUN]:  # every entry of the table resolves
+        assert callable(cli._command(module, function)), (module, function)
