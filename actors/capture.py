@@ -25,7 +25,8 @@ from bus.messages import Eos, Frame, TruthFace
 from bus.sockets import Bus
 
 from .base import Actor, in_thread, ms_since
-from .sources import Source, SourceError, make_source
+from .source_factory import make_source
+from .sources import Source, SourceError
 
 
 class Capture(Actor):

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import logging
 
+import cv2
+
 from models.engine import EngineError
 from models.fetch import resolve_file
 from models.spec import ModelSpec
+
+from .sources import OpenCvSource, Read, SourceError
 
 log = logging.getLogger("edgepipe.source")
 
@@ -39,34 +43,34 @@ def demo_path(model_paths=()) -> str:
     return str(resolve_file(DEMO, DEMO_FILE, model_paths))
 
 
-def demo_source(loop: bool = True, paced: bool = True):
-    """The demo clip: paced at its own frame rate like a camera (live), or unpaced (every frame processed)."""
-    import cv2
+class DemoSource(OpenCvSource):
+    """The demo clip through OpenCV; paced (``live``) at the clip's own frame rate, or unpaced."""
 
-    from .sources import OpenCvSource, SourceError
+    loops = 0
+    frame_count = 0
 
-    class DemoSource(OpenCvSource):
-        loops = 0
+    def open(self) -> None:
+        super().open()
+        assert self.cap is not None
+        fps = self.cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if self.live and fps and fps > 0 else 0.0
+        self.frame_count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        log.warning("%s", describe(self.frame_count, fps, self.loop, self.live))
 
-        def open(self) -> None:
-            super().open()
-            assert self.cap is not None
-            fps = self.cap.get(cv2.CAP_PROP_FPS)
-            self.fps = float(fps) if paced and fps and fps > 0 else 0.0
-            self.frame_count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-            log.warning("%s", describe(self.frame_count, fps, loop, paced))
-
-        def read(self):
-            """The next frame; at the clip's end, the first again (looping) or None."""
-            assert self.cap is not None
+    def read(self) -> Read:
+        """The next frame; at the clip's end, the first again (looping) or None."""
+        assert self.cap is not None
+        ok, img = self.cap.read()
+        if not ok and self.loop:
+            self.loops += 1
+            log.info("source demo: the clip ended; starting it again (loop %d)", self.loops)
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, img = self.cap.read()
-            if not ok and self.loop:
-                self.loops += 1
-                log.info("source demo: the clip ended; starting it again (loop %d)", self.loops)
-                self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                ok, img = self.cap.read()
-            return (img, None) if ok else None
+        return (img, None) if ok else None
 
+
+def demo_source(loop: bool = True, paced: bool = True) -> DemoSource:
+    """The demo clip: paced at its own frame rate like a camera (live), or unpaced (every frame processed)."""
     try:
         path = demo_path()
     except EngineError as exc:

@@ -18,7 +18,6 @@ Python 3.9 compatible.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
@@ -33,13 +32,9 @@ from bus.messages import Eos, Frame, Result
 from bus.sockets import Bus
 
 from .base import Actor, in_thread, ms_since
-from .sources import source_rate
-
-
-class DisplayError(RuntimeError):
-    """A display sink that cannot work here; the message says why."""
-
-    user_facing = True
+from .sinks import DisplayError, FileSink, Sink, WindowSink
+from .source_factory import source_rate
+from .web_sink import DEFAULT_PORT, WebSink
 
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -131,74 +126,6 @@ def annotate(image: np.ndarray, r: Result, fps: float) -> np.ndarray:
     return out
 
 
-class Sink:
-    every_frame = False  # a record: write every result in order, do not skip to the newest
-
-    def open(self) -> None:
-        pass
-
-    def write(self, image: np.ndarray) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class WindowSink(Sink):
-    def __init__(self, title: str = "edgepipe") -> None:
-        self.title = title
-        self.opened = False
-
-    def open(self) -> None:
-        if os.name == "posix" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-            raise DisplayError("display 'window' needs a screen (DISPLAY is not set); use --display none "
-                               "or --display file:out.mp4")
-        try:
-            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
-        except cv2.error:
-            raise DisplayError("display 'window' needs OpenCV with GUI support: pip uninstall "
-                               "opencv-python-headless && pip install opencv-python") from None
-        self.opened = True
-
-    def write(self, image: np.ndarray) -> None:
-        cv2.imshow(self.title, image)
-        cv2.waitKey(1)
-
-    def close(self) -> None:
-        if self.opened:
-            cv2.destroyWindow(self.title)
-            self.opened = False
-
-
-class FileSink(Sink):
-    every_frame = True
-
-    def __init__(self, path: str, fps: float) -> None:
-        self.path = path
-        self.fps = fps  # until the source's own rate is known (``Display`` sets it from the first frame)
-        self.writer = None
-
-    def open(self) -> None:
-        d = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(d):
-            raise DisplayError("display file: folder %s does not exist" % d)
-
-    def write(self, image: np.ndarray) -> None:
-        if self.writer is None:
-            h, w = image.shape[:2]
-            fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.lower().endswith(".avi") else "mp4v"))
-            self.writer = cv2.VideoWriter(self.path, fourcc, self.fps, (w, h))
-            if not self.writer.isOpened():
-                self.writer = None
-                raise DisplayError("cannot write video %s (unsupported container?)" % self.path)
-        self.writer.write(image)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
-
-
 def make_sink(spec: str, fps: float) -> Optional[Sink]:
     if spec == "none":
         return None
@@ -207,7 +134,6 @@ def make_sink(spec: str, fps: float) -> Optional[Sink]:
     if spec.startswith("file:") and len(spec) > 5:
         return FileSink(spec[5:], fps)
     if spec == "web" or spec.startswith("web:"):
-        from .web_sink import DEFAULT_PORT, WebSink
         host, _, port = spec[4:].rpartition(":") if spec != "web" else ("", "", str(DEFAULT_PORT))
         try:
             return WebSink(host or "127.0.0.1", int(port))

@@ -25,6 +25,7 @@ import asyncio
 import time
 from typing import Any, Dict, Optional, Tuple
 
+import cv2
 import numpy as np
 
 from bus.messages import EncodedFrame, Eos
@@ -36,7 +37,6 @@ from .engines import EngineHost, ErrorBursts
 
 def decode_image(msg: EncodedFrame) -> np.ndarray:
     """The frame's BGR image; ValueError naming the problem for a corrupt one."""
-    import cv2
     if msg.format == "raw":
         img = msg.image
         if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:

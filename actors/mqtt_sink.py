@@ -23,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import time
 from collections import deque
+from importlib.metadata import version
 from typing import Any, Callable, Deque, Dict, Optional, Tuple
 
 from bus.messages import Eos, Metric, Result
@@ -42,9 +44,17 @@ class MqttError(RuntimeError):
     user_facing = True
 
 
+def _aiomqtt():
+    """The aiomqtt module, or MqttError saying how to install it."""
+    try:
+        import aiomqtt  # optional: the 'mqtt' extra, needed only when MQTT is on
+    except ImportError:
+        raise MqttError("mqtt: the aiomqtt package is missing; pip install 'edgepipe[mqtt]'") from None
+    return aiomqtt
+
+
 def _version() -> str:
     try:
-        from importlib.metadata import version
         return version("edgepipe")
     except Exception:  # not installed (run from a source tree)
         return "dev"
@@ -78,10 +88,7 @@ class MqttSink(Actor):
 
     # ------------------------------------------------------------ bus side
     async def setup(self) -> None:
-        try:
-            import aiomqtt  # noqa: F401
-        except ImportError:
-            raise MqttError("mqtt: the aiomqtt package is missing; pip install 'edgepipe[mqtt]'") from None
+        _aiomqtt()  # missing: an error before anything is opened
         self.changed = asyncio.Event()
         self._wake = asyncio.Event()
         self.results = self.channel(self.bus.sub(self.results_endpoint, hwm=self.hwm, name=self.name,
@@ -185,11 +192,10 @@ class MqttSink(Actor):
 
     # ------------------------------------------------------------ broker side
     def _client(self):
-        import aiomqtt
+        aiomqtt = _aiomqtt()
         c = self.cfg
         tls = None
         if c.tls:
-            import ssl
             tls = aiomqtt.TLSParameters(ca_certs=c.ca_file or None,
                                         cert_reqs=ssl.CERT_NONE if c.tls_insecure else ssl.CERT_REQUIRED)
         will = aiomqtt.Will(self.topics.availability, b"offline", qos=c.qos, retain=True)
@@ -199,7 +205,7 @@ class MqttSink(Actor):
                               logger=logging.getLogger("edgepipe.mqtt.client"))
 
     async def _connection_loop(self) -> None:
-        import aiomqtt
+        aiomqtt = _aiomqtt()
         client = self._client()
         delay = self.cfg.reconnect_min_s
         ever = False
@@ -270,7 +276,7 @@ class MqttSink(Actor):
                 await asyncio.wait([task])
         if task in done:
             return task.result()
-        import aiomqtt
+        aiomqtt = _aiomqtt()
         lost.result()  # raises the disconnection's MqttError
         raise aiomqtt.MqttError("disconnected")
 

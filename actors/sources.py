@@ -13,6 +13,8 @@
 - ``demo``: a real clip at its own frame rate, looping (``demo:unpaced``: as fast as the pipeline goes);
 - ``auto``: resolved before the run by ``pipeline.source_auto``.
 
+``actors.source_factory.make_source`` makes a source from its spec string.
+
 ``read()`` is blocking and runs in the capture actor's thread.
 
 Python 3.9 compatible.
@@ -24,7 +26,8 @@ import logging
 import math
 import os
 import threading
-from typing import Dict, List, Optional, Set, Tuple
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import cv2
 import numpy as np
@@ -67,7 +70,7 @@ class Source(abc.ABC):
         """Release the device; safe to call twice."""
 
 
-def _options(text: str, spec: str) -> Dict[str, str]:
+def spec_options(text: str, spec: str) -> Dict[str, str]:
     out = {}
     for part in filter(None, text.split(",")):
         if "=" not in part:
@@ -77,7 +80,7 @@ def _options(text: str, spec: str) -> Dict[str, str]:
     return out
 
 
-def _size(value: str, spec: str) -> Tuple[int, int]:
+def spec_size(value: str, spec: str) -> Tuple[int, int]:
     try:
         w, h = (int(x) for x in value.lower().split("x"))
     except ValueError:
@@ -108,7 +111,7 @@ class SyntheticSource(Source):
         self.live = self.fps > 0  # paced like a camera; unpaced: every frame is processed
         if not 0 <= self.faces <= 64 or self.fps < 0 or self.change < 1:
             raise SourceError("source %r: faces must be 0..64, fps >= 0, change >= 1" % spec)
-        self.width, self.height = _size(options.get("size", "640x480"), spec)
+        self.width, self.height = spec_size(options.get("size", "640x480"), spec)
         self.n = 0
         cols = max(1, int(math.ceil(math.sqrt(max(1, self.faces) * self.width / self.height))))
         rows = max(1, int(math.ceil(max(1, self.faces) / cols)))
@@ -271,6 +274,16 @@ class OpenCvSource(Source):
             self.cap = None
 
 
+def picamera2_class() -> Any:
+    """Picamera2's camera class, or None where it is not installed (not a Raspberry Pi)."""
+    try:
+        # optional: only on a Raspberry Pi (python3-picamera2 from apt), so imported when a camera is looked for
+        from picamera2 import Picamera2  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return Picamera2
+
+
 class Picamera2Source(Source):
     """The Raspberry Pi camera through Picamera2 (RGB888 is BGR in memory, as OpenCV wants).
 
@@ -287,9 +300,8 @@ class Picamera2Source(Source):
         self.cam = None
 
     def open(self) -> None:
-        try:
-            from picamera2 import Picamera2  # type: ignore[import-not-found]
-        except ImportError:
+        Picamera2 = picamera2_class()
+        if Picamera2 is None:
             raise SourceError("source %r needs Picamera2: on Raspberry Pi OS run 'sudo apt install python3-picamera2' "
                               "and create the venv with --system-site-packages (for a USB webcam use v4l2:N)"
                               % self.spec) from None
@@ -305,7 +317,6 @@ class Picamera2Source(Source):
 
     def read(self) -> Read:
         assert self.cam is not None
-        from concurrent.futures import TimeoutError as FutureTimeout
         try:
             job = self.cam.capture_array("main", wait=False)
             return self.cam.wait(job, timeout=self.read_timeout_s), None
@@ -328,76 +339,8 @@ def is_live(spec: str) -> bool:
     """Whether a source spec names a live source (frames come whether or not we keep up)."""
     if spec == "synthetic" or spec.startswith("synthetic:"):
         try:
-            return float(_options(spec.partition(":")[2], spec).get("fps", "30")) > 0
+            return float(spec_options(spec.partition(":")[2], spec).get("fps", "30")) > 0
         except ValueError:
             return True  # a bad fps is reported when the source is made
     return spec == "demo" or spec.startswith(("rtsp://", "rtsps://", "http://", "https://", "v4l2:", "camera:",
                                               "picamera2"))
-
-
-def source_rate(spec: str) -> float:
-    """The frame rate a source was recorded at or runs at (a video file's header, a synthetic source's
-    fps), or 0.0 when it has none of its own (images, a camera that sets its own pace)."""
-    try:
-        src = make_source(spec, loop=False)
-    except SourceError:
-        return 0.0
-    if isinstance(src, SyntheticSource):
-        return src.fps
-    if not isinstance(src, OpenCvSource) or src.live or not isinstance(src.target, str):
-        return 0.0
-    cap = cv2.VideoCapture(src.target)
-    try:
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) if cap.isOpened() else 0.0
-    finally:
-        cap.release()
-    return fps if 0.0 < fps <= 1000.0 else 0.0
-
-
-def make_source(spec: str, loop: bool = True, read_timeout_s: float = 5.0, reconnect_max_s: float = 10.0) -> Source:
-    """A source from its spec string; raises SourceError naming the problem.
-
-    Cameras and streams read with ``read_timeout_s`` and reconnect with backoff up to ``reconnect_max_s``.
-    """
-    if spec == "synthetic" or spec.startswith("synthetic:"):
-        return SyntheticSource(spec, _options(spec.partition(":")[2], spec))
-    if spec.startswith("dir:"):
-        return ImageSource(spec, spec[4:], loop)
-    if spec.startswith("image:"):
-        return ImageSource(spec, spec[6:], loop)
-    if spec.startswith("video:"):
-        return OpenCvSource(spec, spec[6:], live=False, loop=False)
-    if spec.startswith(("rtsp://", "rtsps://", "http://", "https://", "v4l2:", "camera:", "picamera2")):
-        return _live(spec, read_timeout_s, reconnect_max_s)
-    if spec in ("demo", "demo:unpaced"):
-        from .demo import demo_source
-        return demo_source(loop, paced=spec == "demo")
-    low = spec.lower()
-    if low.endswith(IMAGE_EXTS) or os.path.isdir(spec):
-        return ImageSource(spec, spec, loop)
-    if low.endswith(VIDEO_EXTS):
-        return OpenCvSource(spec, spec, live=False, loop=False)
-    raise SourceError("unknown source %r; use auto, synthetic[:faces=N,fps=F,size=WxH], dir:PATH, an image file, "
-                      "video:PATH, picamera2[:WxH], v4l2:N, rtsp://..., http://... (MJPEG), demo or demo:unpaced"
-                      % spec)
-
-
-def _live(spec: str, read_timeout_s: float, reconnect_max_s: float) -> Source:
-    """A camera or a stream, wrapped to reconnect when it stalls or drops."""
-    from .live_sources import LiveOpenCvSource, Reconnecting
-
-    if spec.startswith(("v4l2:", "camera:")):
-        dev = spec.split(":", 1)[1]
-        try:
-            index = int(dev.replace("/dev/video", ""))
-        except ValueError:
-            raise SourceError("source %r: expected a camera number, e.g. v4l2:0" % spec) from None
-        return Reconnecting(spec, lambda: LiveOpenCvSource(spec, index, read_timeout_s=read_timeout_s),
-                            backoff_max_s=reconnect_max_s)
-    if spec == "picamera2" or spec.startswith("picamera2:"):
-        size = _size(spec.split(":", 1)[1], spec) if ":" in spec else (640, 480)
-        return Reconnecting(spec, lambda: Picamera2Source(spec, size, read_timeout_s), backoff_max_s=reconnect_max_s)
-    if spec.startswith("picamera2"):
-        raise SourceError("source %r: expected picamera2 or picamera2:WIDTHxHEIGHT" % spec)
-    return Reconnecting(spec, lambda: LiveOpenCvSource(spec, spec, read_timeout_s=read_timeout_s),
-                        backoff_max_s=reconnect_max_s)

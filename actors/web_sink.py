@@ -36,7 +36,7 @@ import numpy as np
 
 from bus.messages import Metric, Result
 
-from .display import Sink
+from .sinks import DisplayError, Sink
 from .web_page import PAGE
 
 log = logging.getLogger("edgepipe.web")
@@ -282,7 +282,6 @@ class WebSink(Sink):
         return "http://%s:%d/" % ("[%s]" % host if ":" in host else host, port)
 
     def open(self) -> None:
-        from .display import DisplayError
         try:
             self.server = ThreadingHTTPServer((self.host, self.port), _handler(self.latest, self.state))
         except OSError as exc:

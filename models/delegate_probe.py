@@ -27,12 +27,17 @@ Python 3.9 compatible.
 """
 from __future__ import annotations
 
+import argparse
+import ctypes
+import importlib
+import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+from importlib import metadata
 from typing import Any, Dict, List, Optional, Tuple
 
 ENV_LOADER = "EDGEPIPE_DELEGATE_LOADER"
@@ -161,10 +166,6 @@ def _say(**rec: Any) -> None:
 
 
 def _dist_version(*names: str) -> str:
-    try:
-        from importlib import metadata
-    except ImportError:  # pragma: no cover - Python 3.7
-        return ""
     for name in names:
         try:
             return metadata.version(name)
@@ -173,34 +174,41 @@ def _dist_version(*names: str) -> str:
     return ""
 
 
+# the TFLite runtimes, in order of preference: (interpreter module, distribution)
+RUNTIMES = (("ai_edge_litert.interpreter", "ai-edge-litert"), ("tflite_runtime.interpreter", "tflite-runtime"))
+
+
+def runtime_module() -> Tuple[Any, str]:
+    """The TFLite runtime's ``interpreter`` module and its distribution's name: ai-edge-litert, else
+    tflite-runtime (the TPU venv's). ImportError naming both when neither is installed."""
+    missing = []
+    for module, dist in RUNTIMES:
+        try:
+            return importlib.import_module(module), dist  # optional and heavy: imported when a model is loaded
+        except ImportError as exc:
+            missing.append(str(exc))
+    raise ImportError("; ".join(missing))
+
+
 def _import_runtime() -> Tuple[Any, str, str]:
-    try:
-        from ai_edge_litert import interpreter as mod  # type: ignore
-        return mod, "ai-edge-litert", _dist_version("ai-edge-litert")
-    except ImportError:
-        pass
-    from tflite_runtime import interpreter as mod  # type: ignore
-    return mod, "tflite-runtime", _dist_version("tflite-runtime", "tflite_runtime")
+    mod, dist = runtime_module()
+    return mod, dist, _dist_version(dist, dist.replace("-", "_"))
 
 
 def _custom_loader(spec: str) -> Any:
     target, _, func = spec.rpartition(":")
     if target.endswith(".py"):
-        import importlib.util
         sp = importlib.util.spec_from_file_location("edgepipe_probe_loader", target)
         if sp is None or sp.loader is None:
             raise ImportError("cannot load %s" % target)
         module = importlib.util.module_from_spec(sp)
         sp.loader.exec_module(module)
-    else:
-        import importlib
+    else:  # a module a test names in EDGEPIPE_DELEGATE_LOADER (a stand-in loader that crashes)
         module = importlib.import_module(target)
     return getattr(module, func)
 
 
 def child_main(argv: List[str]) -> int:
-    import argparse
-    import ctypes
     ap = argparse.ArgumentParser(prog="delegate_probe")
     ap.add_argument("--library", default=DEFAULT_LIBRARY)
     ap.add_argument("--device", default="")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import fcntl
 import logging
 import os
 import tempfile
@@ -43,7 +44,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
-from .engine import EngineError
+from .errors import EngineError
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,6 @@ class _Claim:
     """An exclusive flock on the device's lock file, held while the device is open in this process."""
 
     def __init__(self, name: str) -> None:
-        import fcntl
-
         self.path = _lock_path(name)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -123,8 +122,6 @@ class _Claim:
         self.fd = fd
 
     def release(self) -> None:
-        import fcntl
-
         if self.fd >= 0:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)

@@ -14,44 +14,10 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-if TYPE_CHECKING:  # spec.py and devices.py import this module
-    from .devices import DevicePool
-    from .spec import ModelSpec
-
-
-class EngineError(RuntimeError):
-    """A model or engine problem with a message meant for the user."""
-
-    user_facing = True  # reported as a one-line error, without a traceback
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Shape, dtype and quantisation of one model input or output."""
-
-    name: str
-    shape: Tuple[int, ...]
-    dtype: str  # numpy dtype name: "uint8", "int8", "float32"
-    scale: float = 0.0  # 0.0 means "not quantised"
-    zero_point: int = 0
-
-    @property
-    def quantized(self) -> bool:
-        return self.scale != 0.0 and self.dtype in ("uint8", "int8", "int16")
-
-    def quantize(self, real: np.ndarray) -> np.ndarray:
-        """Real values -> this tensor's dtype (identity for float tensors)."""
-        if not self.quantized:
-            return real.astype(self.dtype, copy=False)
-        info = np.iinfo(self.dtype)
-        q = np.round(real / self.scale + self.zero_point)
-        return np.clip(q, info.min, info.max).astype(self.dtype)
-
-    def dequantize(self, raw: np.ndarray) -> np.ndarray:
-        """This tensor's values -> float32 real values."""
-        if not self.quantized:
-            return raw.astype(np.float32, copy=False)
-        return (raw.astype(np.float32) - self.zero_point) * np.float32(self.scale)
+from .devices import DevicePool
+from .errors import EngineError  # noqa: F401  (re-exported: it lives apart so that devices.py can raise it)
+from .spec import ModelSpec
+from .tensor import TensorSpec  # re-exported too: it lives apart so that spec.py can use it
 
 
 @dataclass

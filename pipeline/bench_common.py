@@ -30,7 +30,7 @@ def _git(*args: str) -> Optional[str]:
 
 def _version(module: str) -> Optional[str]:
     try:
-        mod = __import__(module)
+        mod = __import__(module)  # a library whose version the benchmark records; it may be missing
     except ImportError:
         return None
     return str(getattr(mod, "__version__", None) or getattr(mod, "pyzmq_version", lambda: None)() or "")

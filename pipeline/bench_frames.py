@@ -12,7 +12,7 @@ from typing import Dict, Optional, Tuple
 import cv2
 import numpy as np
 
-from actors.sources import make_source
+from actors.source_factory import make_source
 
 from .bench_common import REPO
 from .config import ConfigError

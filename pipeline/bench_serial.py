@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import cv2
 
 from actors.frame_stage import decode_image
-from actors.sources import make_source
+from actors.source_factory import make_source
 from actors.stats import percentile
 from bus.messages import EncodedFrame
 from models import manifest

@@ -18,6 +18,7 @@ from actors.engines import EngineSettings
 from actors.fer import FerWorker
 from actors.live_view import LiveView, is_web
 from actors.metrics_hub import MetricsHub
+from actors.mqtt_sink import MqttSink
 from actors.recorder import Recorder
 from actors.resource_monitor import ResourceMonitor
 from actors.resources import PiSensors
@@ -27,6 +28,7 @@ from models import manifest
 from models.engine import EngineFaults
 
 from .config import Config
+from .keys import configure_curve
 from .placement import ROLES as ENGINE_ROLES, RolePlacement, place
 
 # start-up order: consumers first, the source last
@@ -110,7 +112,6 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
     add("recorder", lambda: Recorder("recorder", bus, results_endpoint=ep.results, results_path=opts.results_path,
                                      **mkw))
     if cfg.mqtt.host:
-        from actors.mqtt_sink import MqttSink
         add("mqtt", lambda: MqttSink("mqtt", bus, mqtt=cfg.mqtt, results_endpoint=ep.results,
                                      metrics_public_endpoint=ep.metrics, profile=cfg.pipeline.profile, **mkw))
     if cfg.pipeline.display != "none":
@@ -177,6 +178,5 @@ def make_bus(cfg: Config) -> Bus:
     """The process's bus, with CURVE keys when the config names them."""
     bus = Bus(max_header=cfg.bus.max_header_kb * 1024, max_image=cfg.bus.max_image_mb << 20)
     if cfg.security.keys_dir:
-        from .keys import configure_curve
         configure_curve(bus, cfg.security.keys_dir)
     return bus

@@ -23,11 +23,10 @@ class ChartsUnavailable(RuntimeError):
 
 def _pyplot() -> Any:
     try:
-        import matplotlib  # optional and heavy: only when a chart is drawn
+        import matplotlib.pyplot as plt  # optional and heavy: only when a chart is drawn
     except ImportError:
         raise ChartsUnavailable(INSTALL_HINT) from None
-    matplotlib.use("Agg", force=True)  # no display needed, safe in threads and on headless machines
-    import matplotlib.pyplot as plt
+    plt.switch_backend("Agg")  # no display needed, safe in threads and on headless machines
     return plt
 
 

@@ -1,87 +1,32 @@
-"""The command line: ``python run.py [run options] | metrics | models | bench``."""
+"""The command line: ``python run.py [run options] | metrics | models | bench | ...``.
+
+This module only parses: a subcommand's module, and the pipeline itself, are imported when they are
+asked for, so that ``run.py --help`` and a bad option answer at once.
+"""
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import logging
-import os
-import signal
+import importlib
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Callable, List, Optional
 
-from .config import ConfigError, load
-from .loop import event_loop_run, setup_logging
-
-log = logging.getLogger("edgepipe")
-
-
-def human_summary(s: Dict[str, Any]) -> str:
-    lines = [
-        "profile %s, engine %s, source %s%s" % (s["profile"], s["engine"], s["source"],
-                                               " (interrupted)" if s["interrupted"] else ""),
-        "placement: " + "; ".join("%s %s on %s" % (r, p["model"], ", ".join(p["devices"]) or p["engine"])
-                                  for r, p in s.get("placement", {}).items()),
-        "frames: %d captured, %d completed, %d partial, %d dropped, %d unaccounted"
-        % (s["frames_captured"], s["frames_completed"], s["frames_partial"], s["dropped_total"], s["unaccounted"]),
-        "speed: %.1f FPS over %.1f s; latency capture->result p50 %.1f ms, p99 %.1f ms"
-        % (s["fps"], s["duration_s"], s["latency_ms"]["p50"], s["latency_ms"]["p99"]),
-    ]
-    f = s["faces"]
-    if f.get("frames_with_truth"):
-        lines.append("truth: %d/%d faces found, %d/%d expressions right, %d false positives, %d/%d frames exact"
-                     % (f["matched"], f["truth"], f["expression_correct"], f["truth"], f["false_positives"],
-                        f["frames_exact"], f["frames_with_truth"]))
-    elif s.get("labels"):
-        lines.append("labels (top-1 of each frame): " + ", ".join(
-            "%s %d frames (p %.2f)" % (x["label"], x["frames"], x["mean_prob"]) for x in s["labels"]))
-    else:
-        lines.append("faces: %d in %d frames" % (f["faces"], f["frames"]))
-    fail = s.get("failure")
-    if fail:
-        lines.append("FAILED: %s; lost: %s and %d frames in flight"
-                     % (fail["error"], "actors " + ", ".join(fail["actors_lost"]) if fail["actors_lost"]
-                        else "no actor", fail["frames_lost"]))
-    if s["dropped_total"]:
-        lines.append("drops: " + ", ".join("%s %d" % kv for kv in sorted(s["dropped_by_reason"].items())))
-    errors = s["actors"].get("capture", {}).get("counters", {}).get("source_errors", 0)
-    if errors:
-        lines.append("source: %d unreadable inputs skipped or cut short (see the log)" % errors)
-    d = s.get("display", {})
-    if d.get("results") is not None:
-        lines.append("display %s: %d of %d results written%s" % (
-            d["sink"], d["written"], d["results"], "; dropped: " + ", ".join(
-                "%s %d" % kv for kv in sorted(d["dropped_by_reason"].items())) if d["dropped"] else ""))
-    for name, d in s.get("devices", {}).items():
-        lines.append("device %s: %d invokes, busy %.1f%% of %.1f s, %d model switches"
-                     % (name, d["invokes"], d["busy_pct"], d.get("active_s", 0.0), d["switches"]))
-    from actors.resource_monitor import resource_lines
-    lines.extend(resource_lines(s.get("resources", {})))
-    if "source_reconnects" in s:
-        lines.append("source: %d reconnects" % s["source_reconnects"])
-    fake = fake_banner(s.get("engines", {}))
-    if fake:
-        lines.append(fake)
-    mq = s["actors"].get("mqtt")
-    if mq is not None:
-        c = mq["counters"]
-        lines.append("mqtt: %d messages published, %d dropped from the queue (broker away), %d reconnects, "
-                     "%d connect failures%s" % (c.get("published", 0), c.get("queue_dropped", 0),
-                                                c.get("reconnects", 0), c.get("connect_failures", 0),
-                                                ", %d unsent at stop" % c["unsent_at_stop"]
-                                                if c.get("unsent_at_stop") else ""))
-    lines.append("actors: " + ", ".join("%s %.1f fps/%.2f ms" % (n, a["fps"], a["busy_ms_p50"])
-                                        for n, a in s["actors"].items() if n != "resources"))
-    return "\n".join(lines)
+# subcommand -> (module, function); each module is imported only when its subcommand runs
+SUBCOMMANDS = {
+    "metrics": ("pipeline.metrics_cli", "main"),
+    "models": ("models.cli", "models_main"),
+    "bench": ("pipeline.bench", "main"),
+    "group": ("pipeline.run_command", "group_main"),
+    "keys": ("pipeline.keys", "main"),
+    "install-service": ("pipeline.service", "main"),
+    "doctor": ("pipeline.doctor", "main"),
+    "setup-tpu-venv": ("pipeline.tpu_venv", "main"),
+}
+RUN = ("pipeline.run_command", "run_main")  # the default command: run the pipeline
 
 
-def fake_banner(engines: Dict[str, str]) -> str:
-    """One line when any role runs on the fake engine (nothing real ran there), else ""."""
-    fake = sorted(r for r, e in engines.items() if e == "fake")
-    if not fake:
-        return ""
-    return ("FAKE ENGINE: %s on a simulated Edge TPU; no model runs (it reads the synthetic source's drawn "
-            "faces; --engine cpu or auto runs real models)" % ", ".join(fake))
+def _command(module: str, function: str) -> Callable:
+    # the one lazy import of the command line: the pipeline (cv2, numpy, zmq) loads only when a command runs
+    return getattr(importlib.import_module(module), function)
 
 
 def _positive(kind):
@@ -129,147 +74,9 @@ def run_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def load_config(args: argparse.Namespace):
-    """The config file (overlaid on config.toml) with the command-line options, checked as one."""
-    return load(args.config, profile=args.profile, engine=args.engine, source=args.source,
-                display=args.display, place=args.place, encoder=args.encoder,
-                fer_workers=args.fer_workers, metrics_endpoint=args.metrics_endpoint, mqtt=args.mqtt)
-
-
-async def _run_with_signals(cfg, opts) -> Dict[str, Any]:
-    from .runner import run
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    main = asyncio.current_task()
-    presses = []
-
-    def on_signal(signame: str) -> None:
-        presses.append(signame)
-        if len(presses) == 1:
-            log.info("%s: stopping (again to abort)", signame)
-            stop.set()
-        elif main is not None:
-            main.cancel()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig.name)
-    def announce(p) -> None:  # where outside clients attach (the run's ipc folder is new every run)
-        print("edgepipe: results at %s, metrics at %s" % (p.cfg.endpoints.results, p.cfg.endpoints.metrics),
-              file=sys.stderr, flush=True)
-
-    try:
-        return await run(cfg, opts, stop, on_ready=announce)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-
-
-def run_main(argv: List[str]) -> int:
-    args = run_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    from actors.sources import SourceError
-    from actors.display import DisplayError
-    from bus.sockets import BusError
-    from models.engine import EngineError
-    from .runner import RunOptions
-    try:
-        cfg = load_config(args)
-    except ConfigError as exc:
-        print("config error: %s" % exc, file=sys.stderr)
-        return 2
-    opts = RunOptions(frames=args.frames, duration_s=args.duration, results_path=args.results)
-    from .source_auto import resolve_source
-    cfg.pipeline.source, why = resolve_source(cfg.pipeline.source)
-    if why:
-        print("edgepipe: source auto: %s (%s)" % (cfg.pipeline.source, why), file=sys.stderr, flush=True)
-    try:
-        from .placement import place
-        placed = place(cfg, warn=False)
-        for pl in placed.values():
-            print("edgepipe: %s" % pl.describe(), file=sys.stderr, flush=True)
-        banner = fake_banner({r: pl.engine for r, pl in placed.items()})
-        if banner:
-            print("edgepipe: %s" % banner, file=sys.stderr, flush=True)
-    except (ConfigError, EngineError) as exc:
-        print("config error: %s" % exc, file=sys.stderr)
-        return 2
-    try:
-        summary = event_loop_run(_run_with_signals(cfg, opts))
-    except (SourceError, DisplayError, BusError, EngineError, ConfigError, OSError) as exc:
-        print("error: %s" % exc, file=sys.stderr)
-        return 1
-    except RuntimeError as exc:  # an actor or a group died: its error was logged with its name
-        summary = getattr(exc, "summary", None)
-        if summary is not None:  # it died mid-run: what was done and what was lost
-            print(human_summary(summary))
-            write_summary(args.summary, summary)
-        print("error: %s" % exc, file=sys.stderr)
-        return 1
-    except asyncio.CancelledError:
-        print("aborted", file=sys.stderr)
-        return 130
-    print(human_summary(summary))
-    write_summary(args.summary, summary)
-    return 0
-
-
-def write_summary(path: Optional[str], summary: Dict[str, Any]) -> None:
-    if path:
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(summary, fh, indent=2)
-
-
-def group_main(argv: List[str]) -> int:
-    """``run.py group NAME --config PATH``: run one group alone (by hand, another host or venv)."""
-    ap = argparse.ArgumentParser(prog="run.py group", description="run one process group of the config")
-    ap.add_argument("name")
-    ap.add_argument("--config", help="a config file overlaid on config.toml beside run.py")
-    ap.add_argument("--engine", help="fake | cpu | edgetpu")
-    ap.add_argument("--profile")
-    ap.add_argument("-v", "--verbose", action="count", default=1)
-    args = ap.parse_args(argv)
-    from . import group
-    extra = ["-v"] * max(0, args.verbose - 1)
-    if args.engine or args.profile:  # apply the overrides, then hand the result over as JSON
-        import tempfile
-        try:
-            cfg = load(args.config, engine=args.engine, profile=args.profile)
-        except ConfigError as exc:
-            print("config error: %s" % exc, file=sys.stderr)
-            return 2
-        from .config import to_dict
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-            json.dump(to_dict(cfg), fh)
-        try:
-            return group.main(["--name", args.name, "--config-json", fh.name] + extra)
-        finally:
-            os.unlink(fh.name)
-    return group.main(["--name", args.name] + (["--config", args.config] if args.config else []) + extra)
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "metrics":
-        from .metrics_cli import main as metrics_main
-        return metrics_main(argv[1:])
-    if argv and argv[0] == "models":
-        from models.cli import models_main
-        return models_main(argv[1:])
-    if argv and argv[0] == "bench":
-        from .bench import main as bench_main
-        return bench_main(argv[1:])
-    if argv and argv[0] == "group":
-        return group_main(argv[1:])
-    if argv and argv[0] == "keys":
-        from .keys import main as keys_main
-        return keys_main(argv[1:])
-    if argv and argv[0] == "install-service":
-        from .service import main as service_main
-        return service_main(argv[1:])
-    if argv and argv[0] == "doctor":
-        from .doctor import main as doctor_main
-        return doctor_main(argv[1:])
-    if argv and argv[0] == "setup-tpu-venv":
-        from .tpu_venv import main as venv_main
-        return venv_main(argv[1:])
-    return run_main(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        return _command(*SUBCOMMANDS[argv[0]])(argv[1:])
+    args = run_parser().parse_args(argv)  # --help and bad options end here, before the pipeline is imported
+    return _command(*RUN)(args)

@@ -24,6 +24,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from models import delegate_probe, fetch
+from models.manifest import MODELS
+
+from .config import ConfigError, load
 from .machine import (CSI_NODES, PICAMERA2_SCRIPT, RUNTIME_SCRIPT, V4L2_CAP_VIDEO_CAPTURE,
                       V4L2_CAP_VIDEO_CAPTURE_MPLANE, dpkg_versions, ldconfig_paths, querycap, read, run_json)
 
@@ -168,8 +172,7 @@ class Doctor:
                          SETUP_TPU_VENV if res.crashed else "python run.py doctor   # after plugging in the TPU")
 
     def _probe(self, python: str) -> Any:
-        from models.delegate_probe import probe
-        return probe(python=python or self.python)
+        return delegate_probe.probe(python=python or self.python)
 
     # -- Edge TPUs ---------------------------------------------------------------------------------
     def check_tpus(self) -> None:
@@ -257,8 +260,6 @@ class Doctor:
 
     # -- models ------------------------------------------------------------------------------------
     def check_models(self) -> None:
-        from models import fetch
-        from models.manifest import MODELS
         profiles = getattr(self.cfg, "profiles", {}) or {}
         paths = list(getattr(getattr(self.cfg, "models", None), "paths", []) or [])
         for pname, prof in sorted(profiles.items()):
@@ -334,7 +335,6 @@ def main(argv: List[str]) -> int:
     ap.add_argument("--json", action="store_true", help="print the findings as JSON")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
     args = ap.parse_args(argv)
-    from .config import ConfigError, load
     try:
         cfg = load(args.config)
     except ConfigError as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import json
 import logging
 import os
@@ -36,7 +37,6 @@ log = logging.getLogger("edgepipe.group")
 def _die_with_parent() -> None:
     """Linux: get SIGTERM when the parent process dies, so that no group is left orphaned."""
     try:
-        import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
         PR_SET_PDEATHSIG = 1
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

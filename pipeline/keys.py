@@ -12,12 +12,14 @@ Python 3.9 compatible.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from typing import List
 
 import zmq
 import zmq.auth
+from zmq.auth.asyncio import AsyncioAuthenticator
 
 from bus.sockets import Bus
 
@@ -46,7 +48,6 @@ def configure_curve(bus: Bus, keys_dir: str) -> None:
                           "`python run.py keys %s`" % (keys_dir, exc, keys_dir)) from None
     bus.curve_server = (server_pub, server_secret)
     bus.curve_client = (client_pub, client_secret, server_pub)
-    from zmq.auth.asyncio import AsyncioAuthenticator
     auth = AsyncioAuthenticator(context=bus.ctx)
     auth.start()
     auth.configure_curve(domain="*", location=keys_dir)
@@ -54,7 +55,6 @@ def configure_curve(bus: Bus, keys_dir: str) -> None:
 
 
 def main(argv: List[str]) -> int:
-    import argparse
     ap = argparse.ArgumentParser(prog="run.py keys", description="generate CurveZMQ keys for groups on other hosts")
     ap.add_argument("dir", help="folder for server.key(_secret) and client.key(_secret)")
     args = ap.parse_args(argv)

@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import time
 from typing import Dict, List, Optional
 
 from bus.messages import Metric
+from bus.rundir import RunDirError, resolve
 from bus.sockets import Bus
+
+from .config import load
+from .prometheus import DEFAULT_STALE_S, Exporter
 
 COLUMNS = ("actor", "pid", "fps", "in", "out", "dropped", "rejected", "busy p50", "lat p50", "lat p99", "queue",
            "runs on")
@@ -40,7 +45,6 @@ def table(latest: Dict[str, Metric]) -> str:
 async def export(endpoint: str, host: str, port: int, stop: "asyncio.Event", on_ready=None,
                  stale_after: Optional[float] = None) -> int:
     """Serve the latest metrics of the pipeline at ``endpoint`` for Prometheus until ``stop``."""
-    from .prometheus import DEFAULT_STALE_S, Exporter
     try:
         exporter = Exporter(host, port, stale_after=stale_after or DEFAULT_STALE_S, source=endpoint)
     except OSError as exc:
@@ -124,9 +128,7 @@ def main(argv: List[str]) -> int:
     args = ap.parse_args(argv)
     endpoint = args.endpoint
     if endpoint is None:
-        from .config import load
         endpoint = load(args.config).endpoints.metrics
-    from bus.rundir import RunDirError, resolve
     try:
         endpoint = resolve(endpoint)  # ipc://{run}/metrics: the running pipeline's
     except RunDirError as exc:
@@ -147,7 +149,6 @@ def main(argv: List[str]) -> int:
 
 
 async def _export_until_signal(endpoint: str, host: str, port: int, stale_after: Optional[float] = None) -> int:
-    import signal
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -28,6 +28,7 @@ from .build import Pipeline, RunOptions, build, make_bus
 from .config import Config, expand_endpoints
 from .groups import MAIN, assignment, group_of, plan
 from .rss import peak_rss_mb, reset_peak
+from .source_auto import resolve_source
 from .control import ControlServer
 from .supervisor import GroupFailed, GroupProcess, handle_control, stop_by_hand, wait_ready, write_config
 
@@ -91,7 +92,6 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
     reset_peak()  # the summary's RSS is this run's peak, also when a benchmark runs many in one process
     reset_process_meter()  # and its CPU % this run's average
     if cfg.pipeline.source == "auto":
-        from .source_auto import resolve_source
         cfg.pipeline.source, why = resolve_source(cfg.pipeline.source)
         log.info("source auto: %s (%s)", cfg.pipeline.source, why)
     rundir = RunDir.create()  # mode 0700; ipc://{run}/NAME endpoints live there

@@ -42,7 +42,7 @@ import numpy as np
 import zmq
 
 from actors.engines import EngineSettings
-from actors.sources import make_source
+from actors.source_factory import make_source
 from actors.stats import percentile
 from models import manifest
 from models.registry import expression_model, face_detector

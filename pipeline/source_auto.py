@@ -19,6 +19,10 @@ import threading
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
+import cv2
+
+from actors.sources import picamera2_class
+
 from .machine import CSI_NODES, V4L2_CAP_VIDEO_CAPTURE, V4L2_CAP_VIDEO_CAPTURE_MPLANE, querycap
 
 log = logging.getLogger("edgepipe.source")
@@ -26,9 +30,8 @@ log = logging.getLogger("edgepipe.source")
 
 def picamera2_cameras() -> List[str]:
     """Models of the cameras Picamera2 sees ([] without Picamera2 or a camera)."""
-    try:
-        from picamera2 import Picamera2  # type: ignore[import-not-found]
-    except ImportError:
+    Picamera2 = picamera2_class()
+    if Picamera2 is None:
         return []
     try:
         return [str(c.get("Model", "camera")) for c in Picamera2.global_camera_info()]
@@ -65,8 +68,6 @@ def v4l2_captures(index: int, timeout_s: float = 3.0) -> bool:
     result: List[bool] = []
 
     def probe() -> None:
-        import cv2
-
         cap = cv2.VideoCapture(index, cv2.CAP_V4L2)
         try:
             result.append(bool(cap.isOpened() and cap.read()[0]))

@@ -20,6 +20,8 @@ import subprocess
 import sys
 from typing import List, Optional
 
+from models.delegate_probe import probe
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONSTRAINTS = os.path.join(ROOT, "constraints", "tpu-py39.txt")
 # what a TPU-side group imports; the versions come from the constraints file
@@ -79,7 +81,6 @@ def setup(python: str, venv: str, extra: List[str]) -> str:
 
 def probe_line(vpy: str) -> str:
     """One line: what the Edge TPU delegate probe says with the venv's Python."""
-    from models.delegate_probe import probe
     res = probe(python=vpy, timeout_s=120)
     if res.ok:
         return "Edge TPU delegate probe: loads (%s)" % res.versions()

@@ -125,7 +125,8 @@ def test_a_partial_config_overlays_config_toml(tmp_path):
 
 
 def test_load_config_applies_every_option_over_the_overlaid_file(tmp_path):
-    from pipeline.cli import load_config, run_parser
+    from pipeline.cli import run_parser
+    from pipeline.run_command import load_config
     cfg = tmp_path / "mine.toml"
     cfg.write_text("[capture]\nmax_in_flight = 8\n\n[fer]\nworkers = 4\n")
     args = run_parser().parse_args(["--config", str(cfg), "--profile", "fd", "--engine", "cpu", "--source", "demo",

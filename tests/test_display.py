@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from actors.display import DisplayError, make_sink
+from actors.display import make_sink
+from actors.sinks import DisplayError
 from actors.web_sink import BOUNDARY
 from pipeline.runner import RunOptions, run
 

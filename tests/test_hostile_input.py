@@ -9,7 +9,7 @@ import zmq
 
 from actors.detector import Detector
 from actors.engines import EngineSettings
-from actors.sources import make_source
+from actors.source_factory import make_source
 from bus.codec import encode
 from bus.messages import Detections, EncodedFrame, Eos, Expression, FaceLabel
 from models import manifest

@@ -10,7 +10,7 @@ from actors.resource_monitor import ResourceMonitor, resource_lines
 from actors.resources import PiSensors, ProcessMeter, decode_throttled, pmic_power_w, pmic_rails
 from bus.messages import Metric
 from bus.sockets import Bus
-from pipeline.cli import human_summary
+from pipeline.run_command import human_summary
 from pipeline.prometheus import render
 from pipeline.runner import RunOptions, run
 

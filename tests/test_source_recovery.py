@@ -18,9 +18,10 @@ import pytest
 
 from actors.live_sources import LiveOpenCvSource, Reconnecting, SourceStalled
 from pipeline.source_auto import resolve_source, v4l2_nodes
-from actors.sources import Picamera2Source, SourceError, is_live, make_source
+from actors.source_factory import make_source
+from actors.sources import Picamera2Source, SourceError, is_live
 from pipeline import placement
-from pipeline.cli import human_summary
+from pipeline.run_command import human_summary
 from pipeline.runner import RunOptions, run
 
 from helpers import inproc_config, run_async

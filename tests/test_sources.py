@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actors.sources import SourceError, is_live, make_source
+from actors.source_factory import make_source
+from actors.sources import SourceError, is_live
 from models.labels import EXPRESSIONS
 
 

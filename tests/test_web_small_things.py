@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import human_summary
+from pipeline.run_command import human_summary
 from pipeline.runner import RunOptions, run
 
 from helpers import ASSETS, inproc_config, run_async

@@ -1,0 +1,10 @@
+"""The models' error, apart from the engine interface so that every module of ``models`` can raise it.
+
+Python 3.9 compatible.
+"""
+
+
+class EngineError(RuntimeError):
+    """A model or engine problem with a message meant for the user."""
+
+    user_facing = True  # reported as a one-line error, without a traceback

@@ -1,0 +1,205 @@
+"""The default command, ``python run.py [options]``: run the pipeline and print its summary; and
+``python run.py group NAME``, one process group run alone.
+
+``pipeline.cli`` parses the options and imports this module only then (it imports the whole pipeline).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+from typing import Any, Dict, List, Optional
+
+from actors.resource_monitor import resource_lines
+from actors.sinks import DisplayError
+from actors.sources import SourceError
+from bus.sockets import BusError
+from models.engine import EngineError
+
+from . import group
+from .config import ConfigError, load, to_dict
+from .loop import event_loop_run, setup_logging
+from .placement import place
+from .runner import RunOptions, run
+from .source_auto import resolve_source
+
+log = logging.getLogger("edgepipe")
+
+
+def human_summary(s: Dict[str, Any]) -> str:
+    lines = [
+        "profile %s, engine %s, source %s%s" % (s["profile"], s["engine"], s["source"],
+                                               " (interrupted)" if s["interrupted"] else ""),
+        "placement: " + "; ".join("%s %s on %s" % (r, p["model"], ", ".join(p["devices"]) or p["engine"])
+                                  for r, p in s.get("placement", {}).items()),
+        "frames: %d captured, %d completed, %d partial, %d dropped, %d unaccounted"
+        % (s["frames_captured"], s["frames_completed"], s["frames_partial"], s["dropped_total"], s["unaccounted"]),
+        "speed: %.1f FPS over %.1f s; latency capture->result p50 %.1f ms, p99 %.1f ms"
+        % (s["fps"], s["duration_s"], s["latency_ms"]["p50"], s["latency_ms"]["p99"]),
+    ]
+    f = s["faces"]
+    if f.get("frames_with_truth"):
+        lines.append("truth: %d/%d faces found, %d/%d expressions right, %d false positives, %d/%d frames exact"
+                     % (f["matched"], f["truth"], f["expression_correct"], f["truth"], f["false_positives"],
+                        f["frames_exact"], f["frames_with_truth"]))
+    elif s.get("labels"):
+        lines.append("labels (top-1 of each frame): " + ", ".join(
+            "%s %d frames (p %.2f)" % (x["label"], x["frames"], x["mean_prob"]) for x in s["labels"]))
+    else:
+        lines.append("faces: %d in %d frames" % (f["faces"], f["frames"]))
+    fail = s.get("failure")
+    if fail:
+        lines.append("FAILED: %s; lost: %s and %d frames in flight"
+                     % (fail["error"], "actors " + ", ".join(fail["actors_lost"]) if fail["actors_lost"]
+                        else "no actor", fail["frames_lost"]))
+    if s["dropped_total"]:
+        lines.append("drops: " + ", ".join("%s %d" % kv for kv in sorted(s["dropped_by_reason"].items())))
+    errors = s["actors"].get("capture", {}).get("counters", {}).get("source_errors", 0)
+    if errors:
+        lines.append("source: %d unreadable inputs skipped or cut short (see the log)" % errors)
+    d = s.get("display", {})
+    if d.get("results") is not None:
+        lines.append("display %s: %d of %d results written%s" % (
+            d["sink"], d["written"], d["results"], "; dropped: " + ", ".join(
+                "%s %d" % kv for kv in sorted(d["dropped_by_reason"].items())) if d["dropped"] else ""))
+    for name, d in s.get("devices", {}).items():
+        lines.append("device %s: %d invokes, busy %.1f%% of %.1f s, %d model switches"
+                     % (name, d["invokes"], d["busy_pct"], d.get("active_s", 0.0), d["switches"]))
+    lines.extend(resource_lines(s.get("resources", {})))
+    if "source_reconnects" in s:
+        lines.append("source: %d reconnects" % s["source_reconnects"])
+    fake = fake_banner(s.get("engines", {}))
+    if fake:
+        lines.append(fake)
+    mq = s["actors"].get("mqtt")
+    if mq is not None:
+        c = mq["counters"]
+        lines.append("mqtt: %d messages published, %d dropped from the queue (broker away), %d reconnects, "
+                     "%d connect failures%s" % (c.get("published", 0), c.get("queue_dropped", 0),
+                                                c.get("reconnects", 0), c.get("connect_failures", 0),
+                                                ", %d unsent at stop" % c["unsent_at_stop"]
+                                                if c.get("unsent_at_stop") else ""))
+    lines.append("actors: " + ", ".join("%s %.1f fps/%.2f ms" % (n, a["fps"], a["busy_ms_p50"])
+                                        for n, a in s["actors"].items() if n != "resources"))
+    return "\n".join(lines)
+
+
+def fake_banner(engines: Dict[str, str]) -> str:
+    """One line when any role runs on the fake engine (nothing real ran there), else ""."""
+    fake = sorted(r for r, e in engines.items() if e == "fake")
+    if not fake:
+        return ""
+    return ("FAKE ENGINE: %s on a simulated Edge TPU; no model runs (it reads the synthetic source's drawn "
+            "faces; --engine cpu or auto runs real models)" % ", ".join(fake))
+
+
+def load_config(args: argparse.Namespace):
+    """The config file (overlaid on config.toml) with the command-line options, checked as one."""
+    return load(args.config, profile=args.profile, engine=args.engine, source=args.source,
+                display=args.display, place=args.place, encoder=args.encoder,
+                fer_workers=args.fer_workers, metrics_endpoint=args.metrics_endpoint, mqtt=args.mqtt)
+
+
+async def _run_with_signals(cfg, opts) -> Dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    main = asyncio.current_task()
+    presses = []
+
+    def on_signal(signame: str) -> None:
+        presses.append(signame)
+        if len(presses) == 1:
+            log.info("%s: stopping (again to abort)", signame)
+            stop.set()
+        elif main is not None:
+            main.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    def announce(p) -> None:  # where outside clients attach (the run's ipc folder is new every run)
+        print("edgepipe: results at %s, metrics at %s" % (p.cfg.endpoints.results, p.cfg.endpoints.metrics),
+              file=sys.stderr, flush=True)
+
+    try:
+        return await run(cfg, opts, stop, on_ready=announce)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def run_main(args: argparse.Namespace) -> int:
+    """Run the pipeline with the options ``pipeline.cli.run_parser`` parsed."""
+    setup_logging(args.verbose)
+    try:
+        cfg = load_config(args)
+    except ConfigError as exc:
+        print("config error: %s" % exc, file=sys.stderr)
+        return 2
+    opts = RunOptions(frames=args.frames, duration_s=args.duration, results_path=args.results)
+    cfg.pipeline.source, why = resolve_source(cfg.pipeline.source)
+    if why:
+        print("edgepipe: source auto: %s (%s)" % (cfg.pipeline.source, why), file=sys.stderr, flush=True)
+    try:
+        placed = place(cfg, warn=False)
+        for pl in placed.values():
+            print("edgepipe: %s" % pl.describe(), file=sys.stderr, flush=True)
+        banner = fake_banner({r: pl.engine for r, pl in placed.items()})
+        if banner:
+            print("edgepipe: %s" % banner, file=sys.stderr, flush=True)
+    except (ConfigError, EngineError) as exc:
+        print("config error: %s" % exc, file=sys.stderr)
+        return 2
+    try:
+        summary = event_loop_run(_run_with_signals(cfg, opts))
+    except (SourceError, DisplayError, BusError, EngineError, ConfigError, OSError) as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 1
+    except RuntimeError as exc:  # an actor or a group died: its error was logged with its name
+        summary = getattr(exc, "summary", None)
+        if summary is not None:  # it died mid-run: what was done and what was lost
+            print(human_summary(summary))
+            write_summary(args.summary, summary)
+        print("error: %s" % exc, file=sys.stderr)
+        return 1
+    except asyncio.CancelledError:
+        print("aborted", file=sys.stderr)
+        return 130
+    print(human_summary(summary))
+    write_summary(args.summary, summary)
+    return 0
+
+
+def write_summary(path: Optional[str], summary: Dict[str, Any]) -> None:
+    if path:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(summary, fh, indent=2)
+
+
+def group_main(argv: List[str]) -> int:
+    """``run.py group NAME --config PATH``: run one group alone (by hand, another host or venv)."""
+    ap = argparse.ArgumentParser(prog="run.py group", description="run one process group of the config")
+    ap.add_argument("name")
+    ap.add_argument("--config", help="a config file overlaid on config.toml beside run.py")
+    ap.add_argument("--engine", help="fake | cpu | edgetpu")
+    ap.add_argument("--profile")
+    ap.add_argument("-v", "--verbose", action="count", default=1)
+    args = ap.parse_args(argv)
+    extra = ["-v"] * max(0, args.verbose - 1)
+    if args.engine or args.profile:  # apply the overrides, then hand the result over as JSON
+        try:
+            cfg = load(args.config, engine=args.engine, profile=args.profile)
+        except ConfigError as exc:
+            print("config error: %s" % exc, file=sys.stderr)
+            return 2
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+            json.dump(to_dict(cfg), fh)
+        try:
+            return group.main(["--name", args.name, "--config-json", fh.name] + extra)
+        finally:
+            os.unlink(fh.name)
+    return group.main(["--name", args.name] + (["--config", args.config] if args.config else []) + extra)
