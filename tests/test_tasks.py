@@ -284,3 +284,34 @@ def test_no_bare_task_creation_outside_the_helper():
                 if pattern.search(line):
                     found.append("%s:%d: %s" % (path.relative_to(ROOT), n, line.strip()))
     assert found == []
+
+
+def test_the_group_works_under_uvloop():
+    uvloop = pytest.importorskip("uvloop")
+    log: list = []
+
+    async def main():
+        up = asyncio.Event()
+
+        async def child(task_status):
+            task_status.started("up")
+            await _forever(log, "child", up)
+
+        async def fail():
+            await up.wait()
+            raise Boom("under uvloop")
+
+        async with TaskGroup() as tg:
+            assert await tg.start(child) == "up"
+            with pytest.raises(Boom, match="under uvloop"):
+                async with TaskGroup() as inner:
+                    inner.start_soon(fail())
+                    await asyncio.Event().wait()
+            tg.cancel()
+        return log
+
+    loop = uvloop.new_event_loop()
+    try:
+        assert loop.run_until_complete(main()) == ["child finally"]
+    finally:
+        loop.close()
