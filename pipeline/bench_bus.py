@@ -33,7 +33,6 @@ Python 3.9 compatible.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import socket
 import statistics

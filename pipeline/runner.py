@@ -8,6 +8,11 @@ ends when the source ends, ``--frames`` or ``--duration`` is reached, or
 ``stop`` is set (Ctrl-C); the pipeline then drains (every frame captured
 comes out completed, partial or counted as dropped) and everything stops.
 Any actor or group that dies stops the run with an error naming it.
+
+Each wait of the runner runs in a task group (``_until``) with the actors'
+and groups' tasks as watches; cancelling the run cancels it from the top.
+Shutdown order is explicit: the groups stop first (SIGTERM, or asked over the
+control link), then the main process's actors in reverse start order.
 """
 from __future__ import annotations
 
