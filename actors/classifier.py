@@ -35,7 +35,9 @@ class Classifier(FrameStage):
         await self.host.call(lambda: getattr(self.host.model, "labels", None))
 
     def work(self, msg: EncodedFrame) -> List[Tuple[str, float]]:
-        return self.host.model.classify(decode_image(msg))
+        image = decode_image(msg)
+        with self.host.lend() as model:
+            return model.classify(image)
 
     async def publish(self, msg: EncodedFrame, labels: List[Tuple[str, float]]) -> None:
         await self.pub.send(Detections(msg.frame_id, msg.t_capture, time.monotonic(), msg.width, msg.height,

@@ -46,7 +46,8 @@ class Detector(FrameStage):
 
     def work(self, msg: EncodedFrame) -> Tuple[List[FaceBox], List[Any]]:
         image = decode_image(msg)
-        faces = self.host.model.detect(image)
+        with self.host.lend() as model:
+            faces = model.detect(image)
         crops = [self.cropper.prepare(image, f) for f in faces] if self.jobs is not None else []
         return faces, crops
 

@@ -12,10 +12,12 @@ Python 3.9 compatible.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import queue
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from models.devices import DEFAULT_SWITCH_MS_PER_MB, DeviceModel, DevicePool
 from models.engine import Engine, EngineError, EngineFaults
@@ -97,18 +99,27 @@ class ErrorBursts:
 
 
 class EngineHost:
-    """One engine, its thread, and a restart for when it hangs."""
+    """An actor's engine, its threads, and a restart for when it hangs.
+
+    ``threads`` calls run at once. On an accelerator they share one engine, whose device runs one invoke
+    at a time while the calls' pre- and post-processing overlap. With ``copies_on_cpu``, an engine that
+    runs on the CPU is loaded once per thread instead: a CPU has no device to share, and one interpreter
+    per thread lets the calls' invokes run on as many cores (``lend()`` gives each call its own copy).
+    """
 
     def __init__(self, settings: EngineSettings, spec: ModelSpec, actor: str,
-                 wrap: Callable[[Engine], Any] = lambda e: e, threads: int = 1) -> None:
+                 wrap: Callable[[Engine], Any] = lambda e: e, threads: int = 1, copies_on_cpu: bool = False) -> None:
         self.settings = settings
-        self.threads = max(1, threads)  # calls at once (engines serialise their invokes themselves)
+        self.threads = max(1, threads)  # calls at once
+        self.copies_on_cpu = copies_on_cpu
         self.spec = spec
         self.actor = actor
         self.wrap = wrap  # engine -> the model family object the actor calls
         self.executor: Optional[ThreadPoolExecutor] = None
-        self.engine: Optional[Engine] = None
-        self.model: Any = None
+        self.engine: Optional[Engine] = None  # the first (or only) engine: its devices and kind
+        self.engines: List[Engine] = []
+        self.model: Any = None  # the first engine's model object
+        self._spare: "queue.SimpleQueue[Any]" = queue.SimpleQueue()  # CPU copies not lent to a call
         self.restarts = 0  # also the engine's generation: a call started on generation N failed with it
         self._last_gauges: Dict[str, float] = {}
         self._loaded: Optional[asyncio.Event] = None  # set while an engine is loaded (clear during a restart)
@@ -119,8 +130,32 @@ class EngineHost:
         self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix=self.actor)
         loop = asyncio.get_running_loop()
         self.engine = await loop.run_in_executor(self.executor, load_engine, self.settings, self.spec, self.actor)
-        self.model = self.wrap(self.engine)
+        self.engines = [self.engine]
+        if self.copies_on_cpu and self.engine.kind == "cpu":  # also an Edge TPU engine that fell back to it
+            while len(self.engines) < self.threads:
+                self.engines.append(await loop.run_in_executor(self.executor, load_engine, self.settings,
+                                                               self.spec, self.actor))
+        models = [self.wrap(e) for e in self.engines]
+        self.model = models[0]
+        self._spare = queue.SimpleQueue()
+        for m in models:
+            self._spare.put(m)
         self._loaded.set()
+
+    @contextlib.contextmanager
+    def lend(self) -> Iterator[Any]:
+        """The model object for one call (in an engine thread): its own copy when there are copies."""
+        if len(self.engines) <= 1:
+            yield self.model
+            return
+        # as many copies as threads, and each call holds one: a call never waits here. A call that hangs
+        # keeps its copy, and hands it back to the queue it came from (a restart makes a new one)
+        spare = self._spare
+        model = spare.get()
+        try:
+            yield model
+        finally:
+            spare.put(model)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
         """Start ``fn(*args)`` in one of the engine's threads; await the result later."""
@@ -200,9 +235,10 @@ class EngineHost:
         """Release the engine (which frees a hung fake invoke) and the thread. Safe twice."""
         if self.engine is not None:
             self.device_gauges()  # keep the devices' final figures for the summary
-        engine, executor = self.engine, self.executor
+        engines, executor = self.engines or ([self.engine] if self.engine is not None else []), self.executor
         self.engine = self.executor = None
-        if engine is not None:
+        self.engines = []
+        for engine in engines:
             engine.close()
         if executor is not None:
             executor.shutdown(wait=False)

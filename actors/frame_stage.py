@@ -12,8 +12,9 @@ logged), and a few in a row reload the engine; an engine call that hangs past
 Up to ``depth`` frames are worked on at once, in as many engine threads, and
 published in the order they came: the pre- and post-processing of one frame
 overlap the accelerator's invoke of another, so the device always has the
-next frame queued. The engine serialises the invokes themselves (a device
-runs one at a time; a CPU interpreter is locked).
+next frame queued. A device runs one invoke at a time; on the CPU each of
+the ``depth`` threads has its own interpreter, so frames are detected on as
+many cores at once (``EngineHost.lend``).
 
 Python 3.9 compatible.
 """
@@ -65,6 +66,7 @@ class FrameStage(Actor, abc.ABC):
         super().__init__(name, bus, **kw)
         self.depth = max(1, depth)
         host.threads = self.depth
+        host.copies_on_cpu = True  # on the CPU, frames in flight are detected on as many cores
         self.encoded_endpoint = encoded_endpoint
         self.detections_endpoint = detections_endpoint
         self.hwm = hwm

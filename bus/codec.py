@@ -41,6 +41,8 @@ DEFAULT_MAX_HEADER = 1 << 20  # 1 MiB of msgpack per message
 DEFAULT_MAX_IMAGE = 64 << 20  # 64 MiB per image
 IMAGE_DTYPES = ("uint8", "int8", "float32")
 _ITEMSIZE = {d: np.dtype(d).itemsize for d in IMAGE_DTYPES}
+_DTYPES = {d: np.dtype(d) for d in IMAGE_DTYPES}
+_DTYPE_NAMES = {np.dtype(d): d for d in IMAGE_DTYPES}  # numpy's dtype.name is a slow Python property
 MAX_DIM = 1 << 16
 
 
@@ -93,7 +95,7 @@ def encode(msg: Any, seq: int = 0) -> List[Any]:
         return [kind, _ENCODER.encode((SCHEMA_VERSION, seq, None, msg))]
     if isinstance(image, np.ndarray):
         arr = np.ascontiguousarray(image)
-        ref: Tuple[str, List[int]] = (arr.dtype.name, list(arr.shape))
+        ref: Tuple[str, List[int]] = (_DTYPE_NAMES.get(arr.dtype) or arr.dtype.name, list(arr.shape))
         buf: Any = arr.data if arr.ndim else arr.tobytes()
     elif isinstance(image, (bytes, bytearray, memoryview)):
         ref = ("bytes", [memoryview(image).nbytes])
@@ -106,9 +108,20 @@ def encode(msg: Any, seq: int = 0) -> List[Any]:
 
 # ---------------------------------------------------------------- decoding
 
-def _buffer(frame: Any) -> Any:
-    """A zmq.Frame's buffer (no copy), or the bytes themselves."""
-    return frame.buffer if hasattr(frame, "buffer") else frame
+def _small(frame: Any) -> Any:
+    """A small frame's bytes: a zmq.Frame's (copied once, cheaper than a view), or the bytes themselves."""
+    try:  # not hasattr, which would make them twice
+        return frame.bytes
+    except AttributeError:
+        return frame
+
+
+def _buffer(frame: Any) -> memoryview:
+    """A large frame's buffer, not copied: a zmq.Frame's, or a view of the bytes."""
+    try:
+        return frame.buffer
+    except AttributeError:
+        return memoryview(frame)
 
 
 def _field_reason(text: str) -> str:
@@ -141,11 +154,11 @@ class Codec:
         if n not in (2, 3):
             raise DecodeError("bad_frames", "expected 2 or 3 frames, got %d" % n)
         kind_f = frames[0]
-        kind_b = kind_f.bytes if hasattr(kind_f, "bytes") else bytes(kind_f)
+        kind_b = bytes(_small(kind_f))
         cls = _BY_KIND_BYTES.get(kind_b)
         if cls is None:
             raise DecodeError("unknown_kind", "unknown message kind %r" % kind_b[:32])
-        header = _buffer(frames[1])
+        header = _small(frames[1])
         if len(header) > self.max_header:
             raise DecodeError("oversized", "%s header is %d bytes, limit %d" % (cls.KIND, len(header), self.max_header))
         try:
@@ -197,7 +210,7 @@ class Codec:
         return DecodeError("malformed", "%s header is not a [version, seq, image, message] array: %s" % (kind, text))
 
     def _image(self, kind: str, ref: ImageRef, frame: Any) -> Any:
-        buf = frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
+        buf = _buffer(frame)
         size = buf.nbytes
         if size > self.max_image:
             raise DecodeError("oversized", "%s image is %d bytes, limit %d" % (kind, size, self.max_image))
@@ -206,6 +219,7 @@ class Codec:
             if shape != [size]:
                 raise DecodeError("bad_image", "%s image: %r bytes declared, %d received" % (kind, shape, size))
             return bytes(buf)
+        np_dtype = _DTYPES.get(dtype)
         want = _ITEMSIZE.get(dtype)
         if want is None:
             raise DecodeError("bad_image", "%s image dtype %r not allowed" % (kind, dtype))
@@ -217,9 +231,9 @@ class Codec:
             want *= d
         if want != size:
             raise DecodeError("bad_image", "%s image: shape %s needs %d bytes, %d received" % (kind, shape, want, size))
-        arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
+        arr = np.frombuffer(buf, dtype=np_dtype).reshape(tuple(shape))
         # received buffers may be shared with other subscribers of the same message (inproc): read-only
-        arr.flags.writeable = False
+        arr.setflags(write=False)
         return arr
 
 

@@ -66,6 +66,15 @@ class Channel:
                  name: str) -> None:
         self.bus = bus
         self.sock = sock
+        # The same socket, blocking API: a message that is already there (or room to send one) needs no
+        # future, so the common case skips zmq.asyncio's bookkeeping. Only for sockets that go one way:
+        # on a socket that also waits the other way (an XPUB polls for subscriptions, a DEALER receives)
+        # a send can take the edge of the file descriptor that wakes that waiter, which zmq.asyncio repairs.
+        self._now = zmq.Socket.shadow(sock.underlying)
+        self._send_now = kind in (zmq.PUSH, zmq.PUB)
+        self._recv_now = kind in (zmq.PULL, zmq.SUB)
+        self._waiting_recv = 0  # receives of this channel that wait for a message (the next one is theirs)
+        self._waiting_send = 0  # sends of this channel that wait for room (the next one goes after them)
         self.kind = kind
         self.endpoint = endpoint
         self.bind = bind
@@ -91,32 +100,63 @@ class Channel:
         self._sent[kind] = seq
         frames = encode(msg, seq)
         big = len(frames) > 2
-        try:
-            if nowait:
-                await self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=not big)
-            else:
-                await self.sock.send_multipart(frames, copy=not big)
-        except zmq.Again:
+        if not self._send_now:
+            try:
+                if nowait:
+                    await self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=not big)
+                else:
+                    await self.sock.send_multipart(frames, copy=not big)
+            except zmq.Again:
+                return False
+            return True
+        if not self._waiting_send:
+            try:
+                self._now.send_multipart(frames, flags=zmq.NOBLOCK, copy=not big)
+                return True
+            except zmq.Again:
+                if nowait:
+                    return False
+        elif nowait:
             return False
+        self._waiting_send += 1
+        try:
+            await self.sock.send_multipart(frames, copy=not big)
+        finally:
+            self._waiting_send -= 1
         return True
 
     async def recv(self) -> Any:
         """The next message that decodes; bad ones are counted and skipped."""
         while True:
-            frames = await self.sock.recv_multipart(copy=False)
+            frames = self._take() if self._recv_now else None
+            if frames is None:
+                self._waiting_recv += 1
+                try:
+                    frames = await self.sock.recv_multipart(copy=False)
+                finally:
+                    self._waiting_recv -= 1
             try:
                 return self._accept(*self.codec.decode_seq(frames))
             except DecodeError as exc:
                 self._reject(exc)
 
+    def _take(self) -> Optional[List[Any]]:
+        """The frames of a message already queued (unless another receive waits for it), or None."""
+        try:
+            if not self._recv_now:
+                frames = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                return frames.result() if hasattr(frames, "result") else frames  # zmq.asyncio: a done future
+            if self._waiting_recv:
+                return None
+            return self._now.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+
     def recv_nowait(self) -> Optional[Any]:
         """A message already queued, or None (bad ones are counted and skipped)."""
         while True:
-            try:
-                frames = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-                if hasattr(frames, "result"):  # zmq.asyncio returns a done future
-                    frames = frames.result()
-            except zmq.Again:
+            frames = self._take()
+            if frames is None:
                 return None
             try:
                 return self._accept(*self.codec.decode_seq(frames))

@@ -35,13 +35,15 @@ def inproc_config(**sections) -> config.Config:
 
     ``sections`` maps a section name to a dict of field values, e.g. fer={"workers": 3}. Tests ask for
     the fake engine and the synthetic source unless they say otherwise (the repository's defaults are
-    auto, which depend on the machine).
+    auto, which depend on the machine). The aggregator's join deadline is far off unless a test sets it:
+    a frame leaves partial because of what happened to it, never because a loaded machine was slow.
     """
     cfg = config.load()
     cfg.endpoints.metrics = "inproc://metrics-public"
     cfg.pipeline.engine = "fake"
     cfg.pipeline.source = "synthetic:faces=3,fps=30,size=640x480"
     cfg.endpoints.results = "inproc://results"
+    cfg.aggregator.deadline_ms = 600000.0
     for name, values in sections.items():
         section = getattr(cfg, name)
         for key, value in values.items():

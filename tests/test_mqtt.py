@@ -243,23 +243,30 @@ def test_broker_killed_and_restarted_mid_run(broker):
     assert s["actors"]["mqtt"]["in"] >= seen["in_at_kill"] + 30
 
 
-def test_run_py_with_mqtt_publishes_discovery_and_events(broker, tmp_path):
+def run_py_recorded(broker, tmp_path, name: str, args, timeout: float, mqtt_conf: str = ""):
+    """``run.py --mqtt`` to the test broker as camera ``name``; returns its stdout and everything it published,
+    recorded until its last will (availability "offline") arrives."""
     conf = tmp_path / "cam.toml"
-    conf.write_text('[mqtt]\nname = "cli"\nresults_hz = 0\n')
+    conf.write_text('[mqtt]\nname = "%s"\n%s' % (name, mqtt_conf))
 
     async def main():
         async with Recorder(broker.port) as rec:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, str(ROOT / "run.py"), "--config", str(conf), "--engine", "fake",
-                "--source", "synthetic:faces=1,fps=0,change=5", "--frames", "30",
+                sys.executable, str(ROOT / "run.py"), "--config", str(conf), *args,
                 "--metrics-endpoint", "ipc://%s" % (tmp_path / "metrics"),
                 "--mqtt", "mqtt://127.0.0.1:%d" % broker.port,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(tmp_path))
             out, err = await proc.communicate()
             assert proc.returncode == 0, err.decode()
-            await rec.wait_for(lambda r: r.on("edgepipe/cli/availability")[-1:] == [b"offline"])
+            await rec.wait_for(lambda r: r.on("edgepipe/%s/availability" % name)[-1:] == [b"offline"])
             return out.decode(), rec
-    out, rec = run_async(main(), timeout=120)
+    return run_async(main(), timeout=timeout)
+
+
+def test_run_py_with_mqtt_publishes_discovery_and_events(broker, tmp_path):
+    out, rec = run_py_recorded(broker, tmp_path, "cli", ["--engine", "fake", "--source",
+                                                          "synthetic:faces=1,fps=0,change=5", "--frames", "30"], 120,
+                               mqtt_conf="results_hz = 0\n")
     assert rec.on("homeassistant/sensor/cli/faces/config") and rec.on("homeassistant/sensor/cli/expression/config")
     events = rec.json("edgepipe/cli/events")
     assert [e["event"] for e in events][:1] == ["appeared"] and events[-1]["event"] == "gone"
@@ -271,22 +278,9 @@ def test_run_py_with_mqtt_publishes_discovery_and_events(broker, tmp_path):
 def test_demo_clip_on_the_cpu_with_the_web_view_sends_a_real_face(broker, tmp_path):
     # the issue's command (python run.py --profile fd+fer64 --source demo --display web --mqtt ...) on real models:
     # the demo clip has one face; Home Assistant's discovery and that face's events reach the broker
-    conf = tmp_path / "cam.toml"
-    conf.write_text('[mqtt]\nname = "demo"\n')
-
-    async def main():
-        async with Recorder(broker.port) as rec:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, str(ROOT / "run.py"), "--config", str(conf), "--profile", "fd+fer64",
-                "--engine", "cpu", "--source", "demo:unpaced", "--display", "web:127.0.0.1:0", "--frames", "40",
-                "--metrics-endpoint", "ipc://%s" % (tmp_path / "metrics"),
-                "--mqtt", "mqtt://127.0.0.1:%d" % broker.port,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(tmp_path))
-            out, err = await proc.communicate()
-            assert proc.returncode == 0, err.decode()
-            await rec.wait_for(lambda r: r.on("edgepipe/demo/availability")[-1:] == [b"offline"])
-            return out.decode(), rec
-    out, rec = run_async(main(), timeout=240)
+    out, rec = run_py_recorded(broker, tmp_path, "demo", [
+        "--profile", "fd+fer64", "--engine", "cpu", "--source", "demo:unpaced", "--display", "web:127.0.0.1:0",
+        "--frames", "40"], 240)
     assert "frames: 40 captured, 40 completed" in out
     configs = [json.loads(p) for t, p, _ in rec.messages if t.startswith("homeassistant/sensor/demo/")]
     assert sorted(c["name"] for c in configs) == ["Dominant expression", "Faces"]
