@@ -9,6 +9,9 @@ block cancels every child, whose ``finally`` then runs. ``start(fn)`` calls
 ``task_status.started(value)``; it raises the child's error if the child
 failed (or returned) first. ``cancel()`` ends the group: children and body
 are cancelled and the block exits quietly.
+(On Python 3.9, which cannot tell two cancellations of a task apart, a
+cancellation from outside that arrives in the same step as ``cancel()`` is
+taken for the group's own; 3.11+ counts them, and it propagates.)
 
 ``start_task(fn)`` is ``start`` for an object that keeps its own task (an
 actor's ``start()``/``stop()``): the caller owns the returned task.
@@ -41,13 +44,20 @@ class TaskGroup:
         self._error: Optional[BaseException] = None
         self._cancelled = False  # cancel() was called, or a child failed
         self._host_cancelled = False  # we cancelled the body: its CancelledError is ours to absorb
+        self._open = False  # between entering the block and the end of its exit
 
     async def __aenter__(self) -> "TaskGroup":
         self._host = asyncio.current_task()
-        self._in_body = True
+        self._in_body = self._open = True
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        try:
+            return await self._exit(exc_type, exc)
+        finally:
+            self._open = False
+
+    async def _exit(self, exc_type: Any, exc: Any) -> bool:
         self._in_body = False
         ours = exc_type is not None and issubclass(exc_type, asyncio.CancelledError) and self._host_cancelled
         outside = exc_type is not None and not ours
@@ -83,6 +93,8 @@ class TaskGroup:
     # ------------------------------------------------------------ starting children
     def start_soon(self, aw: Awaitable[Any], name: Optional[str] = None) -> "asyncio.Task[Any]":
         """Run ``aw`` (a coroutine) as a child of this group."""
+        if not self._open:
+            raise RuntimeError("this task group is not running: start tasks inside its async with block")
         task = asyncio.ensure_future(aw)
         if name is not None:
             task.set_name(name)
@@ -105,10 +117,13 @@ class TaskGroup:
 
     # ------------------------------------------------------------ internals
     def _adopt(self, task: "asyncio.Task[Any]") -> None:
-        self._tasks.add(task)
-        task.add_done_callback(self._child_done)
         if task.done():
             self._child_done(task)
+            return
+        self._tasks.add(task)
+        task.add_done_callback(self._child_done)
+        if self._cancelled:
+            task.cancel()
 
     def _cancel_children(self) -> None:
         for t in self._tasks:

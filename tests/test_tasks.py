@@ -315,3 +315,18 @@ def test_the_group_works_under_uvloop():
         assert loop.run_until_complete(main()) == ["child finally"]
     finally:
         loop.close()
+
+
+def test_a_closed_group_refuses_new_tasks():
+    async def main():
+        async with TaskGroup() as tg:
+            pass
+        coro = asyncio.sleep(0)
+        try:
+            with pytest.raises(RuntimeError, match="not running"):
+                tg.start_soon(coro)
+        finally:
+            coro.close()
+        return "refused"
+
+    assert run_async(main()) == "refused"
