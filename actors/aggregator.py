@@ -109,7 +109,7 @@ class Aggregator(Actor):
                     if msg is None:
                         break
                     await self._on_detections(msg)
-            self.account_lost(self.det, "detections")
+            self.loss.account(self.det, "detections")
             await self._release(self.clock())
             self.stats.gauge("pending", len(self.pending))
             self.stats.gauge("early", self.early_n)
@@ -123,7 +123,7 @@ class Aggregator(Actor):
 
     async def _on_detections(self, msg) -> None:
         if isinstance(msg, Eos):
-            if self.end_of_stream(self.det, "detections", msg):
+            if self.loss.end_of_stream(self.det, "detections", msg):
                 self.eos_last = msg.last_frame_id
             if self.drained is not None and self.drained.is_set():
                 await self.pub.send(Eos(self.name, msg.last_frame_id, self.pub.sent("result")))

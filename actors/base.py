@@ -1,12 +1,17 @@
-"""Actor lifecycle: start, ready, run, stop (safe twice), metrics, cleanup.
+"""Actor lifecycle: start, ready, run, stop (safe twice), cleanup.
 
-An actor is an asyncio task around ``run()``. ``start()`` returns once the
-actor has opened its sockets (``setup``) and is ready; it raises if setup
-failed. ``stop()`` cancels the task and waits for it; cancellation of the
-caller propagates. Sockets opened with ``self.open_*`` are closed in
-``finally`` whatever happens. Every actor publishes a ``Metric`` snapshot on
-the metrics endpoint every ``metrics_interval`` seconds and a final one when
-it ends.
+An actor is one task around ``serve()``: it opens its sockets (``setup``),
+says it is ready the way AnyIO's ``task_status.started()`` does, then runs
+``run()`` in a task group with its helpers (the metrics tick, the
+subscription readers of its bound publishers). ``start()`` returns once the
+actor is ready and raises ActorFailed naming it if setup failed; a task group
+may instead ``await tg.start(actor.serve)``. ``stop()`` cancels the task and
+waits for it; cancellation of the caller propagates. Sockets opened with
+``self.channel`` are closed in ``finally`` whatever happens.
+
+The actor composes two parts: ``self.metrics`` (actors.metrics_part: a
+``Metric`` snapshot every ``metrics_interval`` seconds and a final one) and
+``self.loss`` (actors.loss: transport losses, end of stream, refused messages).
 
 Python 3.9 compatible.
 """
@@ -19,11 +24,13 @@ from typing import Any, Dict, List, Optional
 
 import zmq
 
-from bus.messages import Eos
+from bus.messages import Metric
 from bus.sockets import Bus, Channel
 
-from .resources import process_gauges
+from .loss import LossLedger
+from .metrics_part import MetricsReporter
 from .stats import Stats
+from .tasks import TaskGroup, TaskStatus, start_task
 
 
 class ActorFailed(RuntimeError):
@@ -43,14 +50,11 @@ class Actor:
         self.log = logging.LoggerAdapter(logging.getLogger("edgepipe." + self.kind), {})
         self.log.process = lambda msg, kw: ("[%s] %s" % (self.name, msg), kw)  # type: ignore[assignment]
         self.metrics_endpoint = metrics_endpoint
-        self.metrics_interval = metrics_interval
         self._channels: List[Channel] = []
-        self._metrics: Optional[Channel] = None
+        self.loss = LossLedger(self.stats, self._channels, self.log)
+        self.metrics = MetricsReporter(self.stats, self.gauges, self.loss.rejected, metrics_interval)
         self._task: Optional[asyncio.Task] = None
-        self._ready: Optional[asyncio.Event] = None
         self.finished = False
-        self.eos_received = False
-        self._lost_seen: Dict[Any, int] = {}
 
     # ------------------------------------------------------------ for subclasses
     async def setup(self) -> None:
@@ -66,35 +70,12 @@ class Actor:
         self._channels.append(ch)
         return ch
 
-    def account_lost(self, ch: Channel, kind: str) -> None:
-        """Count as dropped the frames a PUB link lost on the way to this actor."""
-        lost = ch.lost.get(kind, 0)
-        seen = self._lost_seen.get((id(ch), kind), 0)
-        if lost > seen:
-            self.stats.drop("transport", lost - seen)
-            self._lost_seen[(id(ch), kind)] = lost
+    def gauges(self) -> Dict[str, float]:
+        """Extra gauges for the metrics (an actor that runs an engine adds its devices')."""
+        return {}
 
-    def end_of_stream(self, ch: Channel, kind: str, eos: Eos) -> bool:
-        """Handle an end-of-stream message; True the first time.
-
-        The sender tells how many ``kind`` messages it sent (``eos.sent``);
-        those that never arrived were lost in transport and are counted.
-        """
-        self.account_lost(ch, kind)
-        if self.eos_received:
-            return False
-        self.eos_received = True
-        if eos.sent > ch.seen(kind):
-            self.stats.drop("transport", eos.sent - ch.seen(kind))
-        self.log.debug("end of stream after frame %s", eos.last_frame_id)
-        return True
-
-    def rejected(self) -> Dict[str, int]:
-        out: Dict[str, int] = {}
-        for ch in self._channels:
-            for reason, n in ch.rejected.items():
-                out[reason] = out.get(reason, 0) + n
-        return out
+    def snapshot(self, final: bool = False) -> Metric:
+        return self.metrics.snapshot(final)
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -105,16 +86,12 @@ class Actor:
         """Start the actor and return when it is ready; raise ActorFailed if it could not start."""
         if self._task is not None:
             return
-        self._ready = asyncio.Event()
-        self._task = asyncio.ensure_future(self._main())
-        ready = asyncio.ensure_future(self._ready.wait())
         try:
-            await asyncio.wait([ready, self._task], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ready.cancel()
-        if not self._ready.is_set():
-            exc = self._task.exception() if not self._task.cancelled() else None
-            raise ActorFailed("%s did not start: %s" % (self.name, exc or "cancelled"))
+            self._task, _ = await start_task(self.serve, name=self.name)
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            raise ActorFailed("%s did not start: %s" % (self.name, exc)) from None
 
     async def stop(self) -> None:
         """Cancel the actor and wait until it has cleaned up. Safe to call twice."""
@@ -129,28 +106,24 @@ class Actor:
         if self._task is not None:
             await asyncio.shield(self._task)
 
-    async def _main(self) -> None:
-        pub = None
+    async def serve(self, task_status: TaskStatus) -> None:
+        """The actor's whole life; ``task_status.started()`` once ``setup`` has opened its sockets."""
         try:
             if self.metrics_endpoint:
-                self._metrics = pub = self.bus.pub(self.metrics_endpoint, hwm=100, bind=False,
-                                                   name=self.name + ".metrics")
+                self.metrics.open(self.bus, self.metrics_endpoint, self.name)
             await self.setup()
             self.log.debug("ready")
-            assert self._ready is not None
-            self._ready.set()
-            helpers = [asyncio.ensure_future(self._tick())] if pub is not None else []
-            # a bound publisher takes subscriptions only when they are read (bus.sockets: XPUB_MANUAL)
-            helpers += [asyncio.ensure_future(ch.serve_subscriptions()) for ch in self._channels
-                        if ch.kind == zmq.XPUB]
-            try:
+            task_status.started()
+            async with TaskGroup() as helpers:
+                if self.metrics.pub is not None:
+                    helpers.start_soon(self.metrics.tick(), name=self.name + ".metrics")
+                # a bound publisher takes subscriptions only when they are read (bus.sockets: XPUB_MANUAL)
+                for ch in self._channels:
+                    if ch.kind == zmq.XPUB:
+                        helpers.start_soon(ch.serve_subscriptions(), name=self.name + ".subscriptions")
                 await self.run()
                 self.finished = True
-            finally:
-                for h in helpers:
-                    h.cancel()
-                if helpers:
-                    await asyncio.wait(helpers)
+                helpers.cancel()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -165,32 +138,12 @@ class Actor:
             try:
                 await self.cleanup()
             finally:
-                if pub is not None:
-                    await self._publish(final=True)
-                for ch in self._channels:
-                    ch.close()
-                if pub is not None:
-                    pub.close()
-
-    def gauges(self) -> Dict[str, float]:
-        """Extra gauges for the metrics (an actor that runs an engine adds its devices')."""
-        return {}
-
-    def snapshot(self, final: bool = False):
-        for k, v in self.gauges().items():
-            self.stats.gauge(k, v)
-        for k, v in process_gauges().items():  # this process's CPU % and RSS
-            self.stats.gauge(k, v)
-        return self.stats.snapshot(self.rejected(), final=final)
-
-    async def _publish(self, final: bool = False) -> None:
-        if self._metrics is not None and not self._metrics.closed:
-            await self._metrics.send(self.snapshot(final), nowait=True)
-
-    async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(self.metrics_interval)
-            await self._publish()
+                try:
+                    await self.metrics.publish(final=True)
+                finally:
+                    for ch in self._channels:
+                        ch.close()
+                    self.metrics.close()
 
 
 def now() -> float:

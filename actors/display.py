@@ -193,7 +193,7 @@ class Display(Actor):
                 if r is None:
                     break
                 if isinstance(r, Eos):
-                    if self.end_of_stream(self.results_sub, "result", r):
+                    if self.loss.end_of_stream(self.results_sub, "result", r):
                         self.results_expected = r.sent
                 elif isinstance(r, Result):
                     self.stats.count("in")
@@ -210,7 +210,7 @@ class Display(Actor):
                 if self.waiting[0].frame_id > self.last_frame_seen:
                     break
                 await self._show(self.waiting.popleft())
-            self.account_lost(self.results_sub, "result")
+            self.loss.account(self.results_sub, "result")
             self._check_drained()
 
     async def _take_frames(self) -> None:

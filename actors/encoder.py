@@ -74,9 +74,9 @@ class Encoder(Actor):
     async def run(self) -> None:
         while True:
             msg = await self.sub.recv()
-            self.account_lost(self.sub, "frame")
+            self.loss.account(self.sub, "frame")
             if isinstance(msg, Eos):
-                self.end_of_stream(self.sub, "frame", msg)
+                self.loss.end_of_stream(self.sub, "frame", msg)
                 await self.pub.send(Eos(self.name, msg.last_frame_id, self.pub.sent("encoded")))
                 continue
             if not isinstance(msg, Frame) or msg.image is None or getattr(msg.image, "ndim", 0) != 3:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Dict, List, Set
+from typing import Dict, List
 
 from bus.messages import Expression, FaceJob, FaceLabel
 from bus.sockets import Bus
@@ -27,6 +27,7 @@ from models.spec import ModelSpec
 
 from .base import Actor, ms_since
 from .engines import EngineHost, EngineSettings, ErrorBursts
+from .tasks import TaskGroup
 
 
 class FerWorker(Actor):
@@ -52,26 +53,16 @@ class FerWorker(Actor):
 
     async def run(self) -> None:
         slots = asyncio.Semaphore(self.depth)  # jobs in flight: one pre/post-processed while one is invoked
-        running: Set["asyncio.Future[None]"] = set()
-        try:
+        async with TaskGroup() as running:  # a job that fails outside the engine stops the worker
             while True:
                 await slots.acquire()
-                for t in [t for t in running if t.done()]:
-                    running.discard(t)
-                    t.result()  # a job that failed outside the engine stops the worker
                 job = await self.jobs.recv()
                 if not isinstance(job, FaceJob) or job.image is None or job.image.ndim != 4:
                     self.stats.count("ignored")
                     slots.release()
                     continue
                 self.stats.count("in")
-                task = asyncio.ensure_future(self._classify(job, slots))
-                running.add(task)
-        finally:
-            for t in running:
-                t.cancel()
-            if running:
-                await asyncio.wait(running)
+                running.start_soon(self._classify(job, slots))
 
     async def _classify(self, job: FaceJob, slots: asyncio.Semaphore) -> None:
         t0 = time.monotonic()

@@ -33,6 +33,7 @@ from bus.sockets import Bus
 
 from .base import Actor, ms_since
 from .engines import EngineHost, ErrorBursts
+from .tasks import TaskGroup
 
 
 def decode_image(msg: EncodedFrame) -> np.ndarray:
@@ -108,18 +109,17 @@ class FrameStage(Actor, abc.ABC):
         return msg
 
     async def _eos(self, msg: Eos) -> None:
-        self.end_of_stream(self.sub, "encoded", msg)
+        self.loss.end_of_stream(self.sub, "encoded", msg)
         await self.pub.send(Eos(self.name, msg.last_frame_id, self.pub.sent("detections")))
 
     async def run(self) -> None:
         slots = asyncio.Semaphore(self.depth)
         queue: "asyncio.Queue[Tuple[Any, float, Optional[Tuple[int, asyncio.Future[Any]]]]]" = asyncio.Queue()
-        reader = asyncio.ensure_future(self._read(slots, queue))
         try:
-            await self._publish_in_order(slots, queue, reader)
+            async with TaskGroup() as tg:  # the reader's error ends the publishing, and the other way round
+                tg.start_soon(self._read(slots, queue), name=self.name + ".reader")
+                await self._publish_in_order(slots, queue)
         finally:
-            reader.cancel()
-            await asyncio.wait([reader])
             while not queue.empty():  # stopped with work in flight: its outcome no longer matters
                 started = queue.get_nowait()[2]
                 if started is not None:
@@ -130,7 +130,7 @@ class FrameStage(Actor, abc.ABC):
         while True:
             await slots.acquire()
             msg = await self._next()
-            self.account_lost(self.sub, "encoded")
+            self.loss.account(self.sub, "encoded")
             if not isinstance(msg, EncodedFrame):
                 slots.release()
                 if isinstance(msg, Eos):
@@ -142,19 +142,9 @@ class FrameStage(Actor, abc.ABC):
             t0 = time.monotonic()
             queue.put_nowait((msg, t0, await self.host.start(self.work, msg)))
 
-    async def _publish_in_order(self, slots: asyncio.Semaphore, queue: "asyncio.Queue[Any]",
-                                reader: "asyncio.Future[None]") -> None:
+    async def _publish_in_order(self, slots: asyncio.Semaphore, queue: "asyncio.Queue[Any]") -> None:
         while True:
-            getter = asyncio.ensure_future(queue.get())
-            try:
-                await asyncio.wait([getter, reader], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                if not getter.done():
-                    getter.cancel()
-            if not getter.done() or getter.cancelled():
-                reader.result()  # the reader failed: raise its error
-                continue
-            msg, t0, started = getter.result()
+            msg, t0, started = await queue.get()
             if started is None:
                 await self._eos(msg)
                 continue

@@ -9,13 +9,13 @@ Python 3.9 compatible.
 """
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Dict, Optional
 
 from bus.messages import Metric, Result
 from bus.sockets import Bus
 
 from .display import Display, Sink
+from .tasks import first
 
 
 def is_web(spec: str) -> bool:
@@ -45,16 +45,7 @@ class LiveView(Display):
         if self.metrics_sub is None:
             await super().run()
             return
-        shown = asyncio.ensure_future(super().run())
-        feeder = asyncio.ensure_future(self._feed_metrics())
-        try:  # whichever ends first (by an error, say) ends both
-            done, _ = await asyncio.wait([shown, feeder], return_when=asyncio.FIRST_COMPLETED)
-            for t in done:
-                t.result()
-        finally:
-            for t in (shown, feeder):
-                t.cancel()
-            await asyncio.wait([shown, feeder])
+        await first(super().run(), self._feed_metrics())  # whichever ends first (by an error, say) ends both
 
     async def _feed_metrics(self) -> None:
         while True:

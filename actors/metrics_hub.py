@@ -18,6 +18,7 @@ from bus.messages import Metric
 from bus.sockets import Bus
 
 from .base import Actor
+from .tasks import TaskGroup
 
 
 class MetricsHub(Actor):
@@ -38,8 +39,8 @@ class MetricsHub(Actor):
         self.public = self.channel(self.bus.pub(self.public_endpoint, hwm=self.hwm, name=self.name + ".public"))
 
     async def run(self) -> None:
-        own = asyncio.ensure_future(self._report())
-        try:
+        async with TaskGroup() as tg:
+            tg.start_soon(self._report(), name=self.name + ".report")
             while True:
                 m = await self.inbound.recv()
                 self.stats.count("in")
@@ -49,9 +50,6 @@ class MetricsHub(Actor):
                     self.stats.count("out")
                 else:
                     self.stats.count("ignored")
-        finally:
-            own.cancel()
-            await asyncio.wait([own])
 
     async def _report(self) -> None:
         while True:

@@ -34,6 +34,7 @@ from bus.sockets import Bus
 
 from . import mqtt_payloads as mp
 from .base import Actor
+from .tasks import TaskGroup, first
 
 log = logging.getLogger("edgepipe.mqtt")
 
@@ -80,7 +81,7 @@ class MqttSink(Actor):
         self.changed: Optional[asyncio.Event] = None  # set (and replaced) on every change of state or counters
         self._wake: Optional[asyncio.Event] = None
         self._closing = False
-        self._sender: Optional["asyncio.Task[None]"] = None
+        self._lost: Optional[BaseException] = None  # why the current connection dropped
         self._last_result = -1e9
         for k in ("published", "queued", "queue_dropped", "publish_errors", "connects", "reconnects",
                   "connect_failures", "events", "results_lost"):
@@ -95,31 +96,29 @@ class MqttSink(Actor):
                                                  topics=("result", "eos")))
         self.metrics_sub = self.channel(self.bus.sub(self.metrics_public_endpoint, hwm=1000,
                                                      name=self.name + ".metrics", topics=("metric",)))
-        self._sender = asyncio.ensure_future(self._connection_loop())
         log.info("mqtt: publishing to %s:%d under %s", self.cfg.host, self.cfg.port, self.topics.prefix)
 
     async def run(self) -> None:
+        """The broker connection outlives the two receiving loops: at the end it sends what is queued."""
         t0 = time.monotonic()
-        results = asyncio.ensure_future(self._recv_results())
-        metrics = asyncio.ensure_future(self._recv_metrics())
-        try:
-            while True:
-                done, _ = await asyncio.wait([results, metrics], timeout=self.cfg.summary_interval_s,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                for t in done:
-                    t.result()  # an error in either loop ends the actor with it
+        async with TaskGroup() as connection:
+            sender = connection.start_soon(self._connection_loop(), name=self.name + ".sender")
+            try:
+                async with TaskGroup() as loops:  # an error in either loop ends the actor with it
+                    loops.start_soon(self._recv_results(), name=self.name + ".results")
+                    loops.start_soon(self._recv_metrics(), name=self.name + ".metrics")
+                    while True:
+                        await asyncio.sleep(self.cfg.summary_interval_s)
+                        self._summary(time.monotonic() - t0)
+            finally:
+                while not self.metrics_sub.closed:  # the final snapshots of actors stopped before this one
+                    m = self.metrics_sub.recv_nowait()
+                    if m is None:
+                        break
+                    if isinstance(m, Metric) and m.actor != self.name:
+                        self.latest[m.actor] = m
                 self._summary(time.monotonic() - t0)
-        finally:
-            for t in (results, metrics):
-                t.cancel()
-            await asyncio.wait([results, metrics])
-            while not self.metrics_sub.closed:  # the final snapshots of actors stopped before this one
-                m = self.metrics_sub.recv_nowait()
-                if m is None:
-                    break
-                if isinstance(m, Metric) and m.actor != self.name:
-                    self.latest[m.actor] = m
-            self._summary(time.monotonic() - t0)
+                await self._flush(sender)
 
     async def _recv_results(self) -> None:
         while True:
@@ -251,36 +250,32 @@ class MqttSink(Actor):
 
     async def _session(self, client) -> None:
         """Connected: availability, discovery, then the queue until the actor closes."""
-        lost = asyncio.ensure_future(self._watch(client))
-        try:
+        lost = asyncio.Event()
+        async with TaskGroup() as tg:
+            tg.start_soon(self._watch(client, lost), name=self.name + ".watch")
             await self._send_queue(client, lost)
-        finally:
-            if not lost.done():
-                lost.cancel()
-            await asyncio.wait([lost])
+            tg.cancel()
 
-    @staticmethod
-    async def _watch(client) -> None:
-        """Raises MqttError when the connection drops (also while nothing is being sent)."""
-        async for _ in client.messages:  # nothing is subscribed: this only ends on a disconnection
-            pass
-
-    @staticmethod
-    async def _or_lost(aw, lost: "asyncio.Future[None]") -> None:
-        task = asyncio.ensure_future(aw)
-        try:
-            done, _ = await asyncio.wait([task, lost], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not task.done():
-                task.cancel()
-                await asyncio.wait([task])
-        if task in done:
-            return task.result()
+    async def _watch(self, client, lost: asyncio.Event) -> None:
+        """Sets ``lost`` when the connection drops (also while nothing is being sent)."""
         aiomqtt = _aiomqtt()
-        lost.result()  # raises the disconnection's MqttError
-        raise aiomqtt.MqttError("disconnected")
+        self._lost = None
+        try:
+            async for _ in client.messages:  # nothing is subscribed: this only ends on a disconnection
+                pass
+        except aiomqtt.MqttError as exc:
+            self._lost = exc
+        lost.set()
 
-    async def _send_queue(self, client, lost: "asyncio.Future[None]") -> None:
+    async def _or_lost(self, aw, lost: asyncio.Event) -> None:
+        """Await ``aw``; raise the disconnection's MqttError if the connection drops first."""
+        which, value = await first(aw, lost.wait())
+        if which == 0:
+            return value
+        aiomqtt = _aiomqtt()
+        raise self._lost or aiomqtt.MqttError("disconnected")
+
+    async def _send_queue(self, client, lost: asyncio.Event) -> None:
         qos = self.cfg.qos
         retained = [(self.topics.availability, b"online")]
         if self.cfg.discovery:
@@ -314,11 +309,8 @@ class MqttSink(Actor):
             self._wake.clear()
             await self._or_lost(self._wake.wait(), lost)
 
-    async def cleanup(self) -> None:
+    async def _flush(self, task: "asyncio.Task[None]") -> None:
         """Send what is queued (at most ``FLUSH_S``), then ``offline``, and disconnect."""
-        task = self._sender
-        if task is None:
-            return
         self._closing = True
         if self._wake is not None:
             self._wake.set()
@@ -326,12 +318,9 @@ class MqttSink(Actor):
             await asyncio.wait_for(asyncio.shield(task), FLUSH_S)
         except asyncio.TimeoutError:
             log.warning("mqtt: %d messages still queued at stop; not sent", len(self.queue))
-        except Exception as exc:  # the sender's own error was logged; stopping goes on
-            log.debug("mqtt: sender ended with %r", exc)
         finally:
             if not task.done():
-                task.cancel()
-                await asyncio.wait([task])
+                task.cancel()  # its task group waits for it
             if self.queue:
                 self.stats.count("unsent_at_stop", len(self.queue))
             log.info("mqtt: %d published, %d dropped from the queue, %d reconnects (pid %d)",

@@ -72,10 +72,10 @@ class Recorder(Actor):
     async def run(self) -> None:
         while True:
             msg = await self.sub.recv()
-            self.account_lost(self.sub, "result")
+            self.loss.account(self.sub, "result")
             if isinstance(msg, Eos):
                 if self.drained is not None:
-                    self.end_of_stream(self.sub, "result", msg)
+                    self.loss.end_of_stream(self.sub, "result", msg)
                     self.drained.set()
                 continue
             if isinstance(msg, Result):

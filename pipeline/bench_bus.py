@@ -33,7 +33,6 @@ Python 3.9 compatible.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import socket
 import statistics
@@ -47,6 +46,7 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
+from actors.tasks import TaskGroup
 from bus import messages as m
 from bus.codec import Codec, encode
 from bus.sockets import Bus
@@ -145,17 +145,12 @@ async def _stream(send: Callable[[], Awaitable[Any]], recv: Callable[[], Awaitab
         for _ in range(n):
             await recv()
 
-    consumer = asyncio.ensure_future(consume())
-    try:
+    async with TaskGroup() as tg:  # the block ends when the consumer has received all n
+        tg.start_soon(consume(), name="bench.consume")
         t0 = time.perf_counter()
         for _ in range(n):
             await send()
-        await consumer
-        return (time.perf_counter() - t0) / n
-    finally:
-        if not consumer.done():
-            consumer.cancel()
-            await asyncio.wait([consumer])
+    return (time.perf_counter() - t0) / n
 
 
 async def _pingpong(send: Callable[[], Awaitable[Any]], recv: Callable[[], Awaitable[Any]],
@@ -166,18 +161,13 @@ async def _pingpong(send: Callable[[], Awaitable[Any]], recv: Callable[[], Await
             await recv()
             await ack_push.send(b"k")
 
-    echoer = asyncio.ensure_future(echo())
-    try:
+    async with TaskGroup() as tg:  # the block ends when the echo has answered all n
+        tg.start_soon(echo(), name="bench.echo")
         t0 = time.perf_counter()
         for _ in range(n):
             await send()
             await ack_pull.recv()
-        await echoer
-        return (time.perf_counter() - t0) / n
-    finally:
-        if not echoer.done():
-            echoer.cancel()
-            await asyncio.wait([echoer])
+    return (time.perf_counter() - t0) / n
 
 
 async def _one(bus: Bus, eps: _Endpoints, transport: str, msg: Any, n: int, hwm: int, project: bool,

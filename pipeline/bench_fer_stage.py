@@ -5,7 +5,6 @@ Python 3.9 compatible.
 """
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any, Dict, List
 
@@ -13,6 +12,7 @@ import cv2
 import numpy as np
 
 from actors.fer import FerWorker
+from actors.tasks import TaskGroup
 from bus.messages import FaceJob
 from models import manifest
 from models.registry import expression_model, face_detector
@@ -65,17 +65,13 @@ async def _fer_stage(cfg: Config, crops: List[Any], workers: int, frames: int) -
             for k in range(frames):
                 await jobs.send(FaceJob(k, 0, len(crops), t0, stack))
 
-        feeder = asyncio.ensure_future(feed())
-        try:
+        async with TaskGroup() as tg:
+            tg.start_soon(feed(), name="bench.feed")
             for _ in range(frames):
                 e = await results.recv()
                 per_worker[e.worker] = per_worker.get(e.worker, 0) + e.count
                 faces += e.count
                 errors += bool(e.error)
-        finally:
-            if not feeder.done():
-                feeder.cancel()
-            await asyncio.wait([feeder])
         elapsed = time.monotonic() - t0
     finally:
         for w in reversed(started):

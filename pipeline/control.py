@@ -20,6 +20,7 @@ from typing import Any, Dict, Optional
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from actors.tasks import first
 from bus.codec import DecodeError, encode
 from bus.messages import Ready, Stopped
 from bus.sockets import Bus, Channel
@@ -99,25 +100,18 @@ def open_client(bus: Bus, endpoint: str, name: str) -> Channel:
 
 async def watch_main(ctl: Channel, stop: asyncio.Event, by_hand: bool) -> None:
     """Set ``stop`` when the main process asks; for a group started by hand, also when the link drops."""
-    waits = [asyncio.ensure_future(_asked(ctl))]
     mon = None
-    if by_hand:
-        mon = ctl.sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
-        waits.append(asyncio.ensure_future(_dropped(mon)))
     try:
-        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for f in done:
-            f.result()
+        if by_hand:
+            mon = ctl.sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+            await first(_asked(ctl), _dropped(mon))
+        else:
+            await _asked(ctl)
         stop.set()
-    finally:
-        for f in waits:
-            f.cancel()
-        try:
-            await asyncio.wait(waits)
-        finally:  # also when this watcher is cancelled while it waits here
-            if mon is not None:
-                ctl.sock.disable_monitor()
-                mon.close(0)
+    finally:  # also when this watcher is cancelled
+        if mon is not None:
+            ctl.sock.disable_monitor()
+            mon.close(0)
 
 
 async def _asked(ctl: Channel) -> None:

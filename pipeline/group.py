@@ -21,9 +21,10 @@ import logging
 import os
 import signal
 import sys
-from typing import List, Optional
+from typing import Awaitable, List, Optional
 
 from actors.base import Actor, ActorFailed
+from actors.tasks import TaskGroup, first
 from bus.messages import Ready, Stopped
 
 from .build import RunOptions, build, make_bus
@@ -55,39 +56,33 @@ async def serve(cfg: Config, name: str, stop: asyncio.Event, by_hand: bool = Fal
     bus = make_bus(cfg)
     started: List[Actor] = []
     ctl = None
-    watcher: Optional["asyncio.Future[None]"] = None
     rc = 0
     try:
         p = build(cfg, bus, RunOptions(), local=lambda role: group_of(role, assign) == name,
                   group_tpu=cfg.groups[name].tpu)
         ctl = open_client(bus, cfg.endpoints.control, name)
-        watcher = asyncio.ensure_future(watch_main(ctl, stop, by_hand))
-        for actor in p.actors:
-            await actor.start()
-            started.append(actor)
-        tasks = [a.task for a in started if a.task is not None]
-        waits = asyncio.ensure_future(asyncio.gather(*p.subscriber_waits()))
-        stopping = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait(tasks + [waits, stopping], return_when=asyncio.FIRST_COMPLETED)
-            if waits.done() and not stop.is_set() and not any(t.done() for t in tasks):
-                await ctl.send(Ready(name, os.getpid(), sys.executable, sys.version.split()[0],
-                                     [a.name for a in started], dict(p.models),
-                                     {r: pl.describe() for r, pl in p.placement.items()}))
-                log.info("group %s ready: %s", name, ", ".join(a.name for a in started))
-                await asyncio.wait(tasks + [stopping], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for f in (waits, stopping):
-                f.cancel()
+        async with TaskGroup() as tg:
+            watcher = tg.start_soon(watch_main(ctl, stop, by_hand), name="watch main")
+            try:
+                for actor in p.actors:
+                    await actor.start()
+                    started.append(actor)
+                tasks = [a.task for a in started if a.task is not None]
+                which, _ = await first(_any_ends(tasks), _all(p.subscriber_waits()), stop.wait())
+                if which == 1 and not stop.is_set() and not any(t.done() for t in tasks):
+                    await ctl.send(Ready(name, os.getpid(), sys.executable, sys.version.split()[0],
+                                         [a.name for a in started], dict(p.models),
+                                         {r: pl.describe() for r, pl in p.placement.items()}))
+                    log.info("group %s ready: %s", name, ", ".join(a.name for a in started))
+                    await first(_any_ends(tasks), stop.wait())
+            finally:
+                watcher.cancel()  # it cleans up also when cancelled after it set ``stop``
         for a in started:
             if a.task is not None and a.task.done() and (a.task.cancelled() or a.task.exception()):
                 log.error("group %s: actor %s failed: %s", name, a.name,
                           "cancelled" if a.task.cancelled() else a.task.exception())
                 rc = 1
     finally:
-        if watcher is not None:
-            watcher.cancel()  # it cleans up also when cancelled after it set ``stop``
-            await asyncio.wait([watcher])
         for actor in reversed(started):
             await actor.stop()
         if ctl is not None:
@@ -97,6 +92,18 @@ async def serve(cfg: Config, name: str, stop: asyncio.Event, by_hand: bool = Fal
             ctl.close(linger_ms=2000)  # let the final report reach the main process
         bus.close()
     return rc
+
+
+async def _any_ends(tasks: List["asyncio.Task[None]"]) -> None:
+    """Return when one of the actors' tasks ends (without cancelling any); never when there is none."""
+    if tasks:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    else:
+        await asyncio.Event().wait()
+
+
+async def _all(waits: List[Awaitable[None]]) -> None:
+    await asyncio.gather(*waits)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

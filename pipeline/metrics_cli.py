@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+from actors.tasks import first
 from bus.messages import Metric
 from bus.rundir import RunDirError, resolve
 from bus.sockets import Bus
@@ -61,18 +62,15 @@ async def export(endpoint: str, host: str, port: int, stop: "asyncio.Event", on_
                   % (host or "every interface", exporter.address[1]), file=sys.stderr)
         if on_ready is not None:
             on_ready(exporter)
-        stopping = asyncio.ensure_future(stop.wait())
-        try:
-            while not stop.is_set():
-                recv = asyncio.ensure_future(sub.recv())
-                await asyncio.wait([recv, stopping], return_when=asyncio.FIRST_COMPLETED)
-                if not recv.done():
-                    recv.cancel()
-                    await asyncio.wait([recv])
-                elif isinstance(recv.result(), Metric):
-                    exporter.update(recv.result())
-        finally:
-            stopping.cancel()
+
+        async def serve() -> None:
+            while True:
+                m = await sub.recv()
+                if isinstance(m, Metric):
+                    exporter.update(m)
+
+        if not stop.is_set():
+            await first(serve(), stop.wait())
         return 0
     finally:
         exporter.close()

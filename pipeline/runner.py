@@ -8,6 +8,11 @@ ends when the source ends, ``--frames`` or ``--duration`` is reached, or
 ``stop`` is set (Ctrl-C); the pipeline then drains (every frame captured
 comes out completed, partial or counted as dropped) and everything stops.
 Any actor or group that dies stops the run with an error naming it.
+
+Each wait of the runner runs in a task group (``_until``) with the actors'
+and groups' tasks as watches; cancelling the run cancels it from the top.
+Shutdown order is explicit: the groups stop first (SIGTERM, or asked over the
+control link), then the main process's actors in reverse start order.
 """
 from __future__ import annotations
 
@@ -16,11 +21,12 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Dict, List, Optional, Tuple
 
 from actors.base import Actor
 from actors.resources import reset_process_meter
 from actors.stats import percentile
+from actors.tasks import TaskGroup, first
 from bus.messages import Metric
 from bus.rundir import RunDir
 
@@ -75,15 +81,16 @@ def _raise_failure(done, actors: List[Actor], groups: List[GroupProcess]) -> Non
             raise died
 
 
-async def _until(fut: "asyncio.Future[Any]", actors: List[Actor], groups: List[GroupProcess]) -> Any:
-    """Wait for ``fut``; raise if an actor or a group dies first."""
+async def _until(aw: Awaitable[Any], actors: List[Actor], groups: List[GroupProcess]) -> Any:
+    """Await ``aw``; raise if an actor or a group dies first (``aw`` is then cancelled)."""
     watch = _failure(actors, groups)
-    while not fut.done():
-        done, _ = await asyncio.wait([fut] + watch, return_when=asyncio.FIRST_COMPLETED)
-        if fut not in done:
-            fut.cancel()
-            _raise_failure(done, actors, groups)
-    return fut.result()
+    async with TaskGroup() as tg:
+        main = tg.start_soon(aw)
+        while not main.done():
+            done, _ = await asyncio.wait([main] + watch, return_when=asyncio.FIRST_COMPLETED)
+            if main not in done:
+                _raise_failure(done, actors, groups)  # the block cancels ``main``
+    return main.result()
 
 
 async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = None,
@@ -132,7 +139,7 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
                                 g.name, g.name)
             assert control is not None
             await wait_ready(groups, control, [a.task for a in started if a.task is not None])
-        await _until(asyncio.ensure_future(asyncio.gather(*p.subscriber_waits())), started, groups)
+        await _until(asyncio.gather(*p.subscriber_waits()), started, groups)
         log.info("pipeline ready: profile %s, source %s; %s", cfg.pipeline.profile, cfg.pipeline.source,
                  "; ".join(pl.describe() for pl in p.placement.values()))
         if on_ready is not None:
@@ -174,21 +181,14 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
 async def _run_and_drain(cfg: Config, capture: Any, recorder: Any, stop: Optional[asyncio.Event],
                          started: List[Actor], groups: List[GroupProcess]) -> Tuple[bool, bool]:
     """Run until the source ends or ``stop``; drain. (drained, interrupted)."""
-    ends = [asyncio.ensure_future(capture.done.wait())]
-    if stop is not None:
-        ends.append(asyncio.ensure_future(stop.wait()))
-    try:
-        await _until(asyncio.ensure_future(asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)),
-                     started, groups)
-    finally:
-        interrupted = len(ends) > 1 and ends[1].done() and not ends[0].done()
-        for f in ends:
-            f.cancel()
+    ends = [capture.done.wait()] + ([stop.wait()] if stop is not None else [])
+    await _until(first(*ends), started, groups)
+    interrupted = stop is not None and stop.is_set() and not capture.done.is_set()
     if interrupted:
         capture.finish()  # no new frames; what is in flight drains below
     timeout = cfg.pipeline.drain_timeout_s if not interrupted else min(1.5, cfg.pipeline.drain_timeout_s)
     try:
-        await asyncio.wait_for(_until(asyncio.ensure_future(recorder.drained.wait()), started, groups), timeout)
+        await asyncio.wait_for(_until(recorder.drained.wait(), started, groups), timeout)
     except asyncio.TimeoutError:
         log.warning("pipeline did not drain within %.1f s; frames still in flight are reported as unaccounted",
                     timeout)
@@ -196,7 +196,7 @@ async def _run_and_drain(cfg: Config, capture: Any, recorder: Any, stop: Optiona
     display = next((a for a in started if a.name == "display"), None)
     if display is not None and getattr(display, "every_frame", False):
         try:  # a video file: let it write the last results (what it cannot is counted as dropped)
-            await asyncio.wait_for(_until(asyncio.ensure_future(display.drained.wait()), started, groups), timeout)
+            await asyncio.wait_for(_until(display.drained.wait(), started, groups), timeout)
         except asyncio.TimeoutError:
             log.warning("the display did not write its last results within %.1f s", timeout)
     return True, interrupted

@@ -17,6 +17,7 @@ import sys
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional
 
+from actors.tasks import TaskGroup, TaskStatus, start_task
 from bus.messages import Metric, Ready, Stopped
 
 from .rss import peak_rss_mb
@@ -44,8 +45,7 @@ class GroupProcess:
         self.final: Dict[str, Metric] = {}
         self.stopping = False
         self.rss_mb = 0.0  # peak resident memory, read just before the stop
-        self._logs: Optional[asyncio.Task] = None
-        self.exited: Optional[asyncio.Task] = None
+        self.exited: Optional[asyncio.Task] = None  # the watch task: ends with the exit code
 
     @property
     def spawned(self) -> bool:
@@ -66,8 +66,7 @@ class GroupProcess:
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         except OSError as exc:
             raise GroupFailed("group %s: cannot start %s: %s" % (self.name, self.python, exc)) from None
-        self._logs = asyncio.ensure_future(self._forward())
-        self.exited = asyncio.ensure_future(self._wait())
+        self.exited, _ = await start_task(self._watch, name="group " + self.name)
 
     async def _forward(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -79,11 +78,13 @@ class GroupProcess:
             self.lines.append(line)
             sys.stderr.write("[%s] %s\n" % (self.name, line))
 
-    async def _wait(self) -> int:
+    async def _watch(self, task_status: TaskStatus) -> int:
+        """Forward the log lines and wait for the exit; the exit code once the last lines are in."""
         assert self.proc is not None
-        rc = await self.proc.wait()
-        if self._logs is not None:
-            await asyncio.wait([self._logs])  # the last lines, for the error message
+        async with TaskGroup() as tg:  # the block ends after the last lines, for the error message
+            tg.start_soon(self._forward(), name="group %s logs" % self.name)
+            task_status.started()
+            rc = await self.proc.wait()
         return rc
 
     def describe_exit(self, rc: int) -> str:
@@ -133,15 +134,14 @@ async def wait_ready(groups: List[GroupProcess], control: Any, watch: List["asyn
             tail = "\n".join("    " + x for x in list(g.lines)[-10:]) or "    (no output)"
             raise GroupFailed("group %s did not become ready within %.0f s; last lines:\n%s"
                               % (g.name, g.gcfg.startup_timeout_s, tail))
-        recv = asyncio.ensure_future(control.recv())
         exits = [g.exited for g in pending.values() if g.exited is not None]
-        try:
-            await asyncio.wait([recv] + exits + list(watch), timeout=min(deadline[n] for n in pending) - now,
-                               return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not recv.done():
-                recv.cancel()
-                await asyncio.wait([recv])
+        async with TaskGroup() as tg:
+            recv = tg.start_soon(control.recv(), name="control recv")
+            try:
+                await asyncio.wait([recv] + exits + list(watch), timeout=min(deadline[n] for n in pending) - now,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                recv.cancel()  # when it has not received yet; the block waits for it
         for f in watch:
             if f.done():
                 f.result()  # an actor of the main process failed: raise it

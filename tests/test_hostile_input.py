@@ -40,7 +40,7 @@ def test_detector_drops_corrupt_frames_and_goes_on(bus):
             assert isinstance(await sub.recv(), Eos)
             assert det.stats.counters["dropped.bad_frame"] == 1  # the broken JPEG
             # the 4x4 "640x480" raw frame is refused on the wire: counted as rejected, and as lost on the link
-            assert det.rejected() == {"bad_value": 1}
+            assert det.loss.rejected() == {"bad_value": 1}
             assert det.stats.counters["dropped.transport"] == 1
             assert det.stats.counters["in"] == 2 and det.stats.counters["out"] == 1
         finally:
