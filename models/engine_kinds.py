@@ -39,9 +39,17 @@ class EngineKind(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, k
         """How ``spec`` occupies a device (its parameters, its expected time)."""
         return DeviceModel(spec.name, spec.tpu_param_mb, est_ms=spec.tpu_ms or 5.0)
 
+    def device_names(self) -> List[str]:
+        """The devices an engine of this kind runs on (none: the CPU)."""
+        return []
+
     def open_pool(self) -> Optional[DevicePool]:
-        """The devices this kind runs on (None: the CPU)."""
+        """The devices this kind runs on, claimed for this process (None: the CPU)."""
         return None
+
+    def for_group(self, tpu: str) -> "EngineKind":
+        """These settings in a process group that owns accelerator ``tpu`` ("" = none named)."""
+        return self
 
     def fault_plan(self, actor: str) -> Optional[FaultPlan]:
         """The faults ``actor`` asked for (only the fake engine injects any)."""
@@ -65,6 +73,9 @@ class FakeEngineSettings(EngineKind, tag="fake"):
         partners = frozenset(n for group in self.cocompiled if spec.name in group for n in group)
         ms = self.latency_ms.get(spec.name, spec.tpu_ms)
         return DeviceModel(spec.name, spec.tpu_param_mb, partners - {spec.name}, est_ms=ms or 5.0)
+
+    def device_names(self) -> List[str]:
+        return ["fake:%d" % i for i in range(self.devices)]
 
     def open_pool(self) -> DevicePool:
         return fake_pool(self.devices, switch_ms_per_mb=self.switch_ms_per_mb)
@@ -91,8 +102,14 @@ class EdgeTpuEngineSettings(EngineKind, tag="edgetpu"):
     fallback: Literal["", "cpu"] = ""  # "cpu": the CPU model when no Edge TPU is found
     threads: Threads = 1  # CPU threads of a model run on the CPU instead (fallback, or no Edge TPU file)
 
+    def device_names(self) -> List[str]:
+        return ["edgetpu:%s" % d for d in (self.devices or [""])]
+
     def open_pool(self) -> DevicePool:
         return edgetpu_pool(self.devices)
+
+    def for_group(self, tpu: str) -> "EngineKind":
+        return msgspec.structs.replace(self, devices=[tpu]) if tpu else self
 
     def build(self, spec: ModelSpec, *, model_paths: Sequence[str] = (),
               faults: Optional[FaultCounter] = None) -> Engine:

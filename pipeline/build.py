@@ -7,8 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
-import msgspec
-
 from actors.aggregator import Aggregator
 from actors.base import Actor
 from actors.capture import Capture
@@ -27,7 +25,6 @@ from actors.sources import is_live
 from bus.sockets import Bus
 from models import manifest
 from models.engine import FaultCounter
-from models.engine_kinds import EdgeTpuEngineSettings
 
 from .config import Config
 from .placement import ROLES as ENGINE_ROLES, RolePlacement, place
@@ -81,9 +78,7 @@ class Pipeline:
 def engine_settings(cfg: Config, kind: Optional[str] = None, group_tpu: str = "") -> EngineSettings:
     """The settings of an engine of ``kind`` (default: pipeline.engine) from the config's ``[engine.KIND]``;
     a group that owns an Edge TPU (``groups.NAME.tpu``) runs on that one."""
-    settings = cfg.engine.settings(kind or cfg.pipeline.engine)
-    if group_tpu and isinstance(settings, EdgeTpuEngineSettings):
-        settings = msgspec.structs.replace(settings, devices=[group_tpu])
+    settings = cfg.engine.settings(kind or cfg.pipeline.engine).for_group(group_tpu)
     return EngineSettings(engine=settings, model_paths=tuple(cfg.models.paths))
 
 

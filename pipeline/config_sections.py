@@ -18,8 +18,8 @@ from msgspec import Meta
 
 from models.engine_kinds import ENGINE_KINDS, CpuEngineSettings, EdgeTpuEngineSettings, EngineKind, FakeEngineSettings
 
-Engine = Literal["auto", "fake", "cpu", "edgetpu"]
-Placement = Literal["", "auto", "fake", "cpu", "edgetpu"]  # "" follows pipeline.engine
+Engine = Literal[("auto",) + ENGINE_KINDS]  # type: ignore[valid-type]  # auto, fake, cpu, edgetpu
+Placement = Literal[("", "auto") + ENGINE_KINDS]  # type: ignore[valid-type]  # "" follows pipeline.engine
 ENGINES: Tuple[str, ...] = get_args(Engine)
 PLACEMENTS: Tuple[str, ...] = get_args(Placement)
 

@@ -263,11 +263,7 @@ def model_for(cfg: Config, role: str, engine: str) -> str:
 
 
 def _devices(cfg: Config, engine: str, group_tpu: str = "") -> List[str]:
-    if engine == "fake":
-        return ["fake:%d" % i for i in range(cfg.engine.fake.devices)]
-    if engine == "edgetpu":
-        return ["edgetpu:%s" % d for d in ([group_tpu] if group_tpu else cfg.engine.edgetpu.devices)]
-    return []
+    return cfg.engine.settings(engine).for_group(group_tpu).device_names()
 
 
 def place(cfg: Config, table: Optional[Dict[str, Dict[str, float]]] = None, group_tpu: str = "",

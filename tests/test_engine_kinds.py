@@ -70,6 +70,9 @@ def test_engine_settings_cross_to_a_group_with_their_kind():
     assert isinstance(fake.engine, FakeEngineSettings) and fake.engine.fault_plan("fer-0") == FaultPlan(raise_every=3)
     owned = engine_settings(back, "edgetpu", group_tpu="usb:1")  # a group that owns one Edge TPU
     assert owned.engine == EdgeTpuEngineSettings(devices=["usb:1"]) and owned.model_paths == ("/opt/models",)
+    assert owned.engine.device_names() == ["edgetpu:usb:1"]
+    assert engine_settings(back, "fake", group_tpu="usb:1").engine.device_names() == ["fake:0"]  # not an Edge TPU
+    assert engine_settings(back, "cpu").engine.device_names() == []
     assert back.engine.edgetpu.devices == ["usb:0", "usb:1"]  # the config is left as it was
     with pytest.raises(ConfigError, match="engine 'auto' has no settings"):
         engine_settings(back, "auto")
