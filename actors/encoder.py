@@ -22,7 +22,7 @@ import cv2
 
 from bus.messages import EncodedFrame, Eos, Frame
 from bus.sockets import Bus
-from models.engine import EngineFaults
+from models.engine import FaultCounter
 from models.fake import InjectedFault
 
 from .base import Actor, in_thread, ms_since
@@ -32,7 +32,7 @@ class Encoder(Actor):
     kind = "encoder"
 
     def __init__(self, name: str, bus: Bus, *, frames_endpoint: str, encoded_endpoint: str, hwm: int,
-                 format: str = "raw", jpeg_quality: int = 85, faults: Optional[EngineFaults] = None,
+                 format: str = "raw", jpeg_quality: int = 85, faults: Optional[FaultCounter] = None,
                  timeout_ms: float = 2000.0, **kw) -> None:
         super().__init__(name, bus, **kw)
         self.faults = faults
@@ -56,13 +56,13 @@ class Encoder(Actor):
         f = self.faults
         if f is not None:
             n = f.next_call()
-            if f.raise_every and n % f.raise_every == 0:
+            if f.plan.raises(n):
                 raise InjectedFault("injected fault on encode %d" % n)
-            if f.hangs(n):
+            if f.plan.hangs(n):
                 self._released.wait()
                 raise InjectedFault("encode %d was hung" % n)
-            if f.slow_every and n % f.slow_every == 0:
-                self._released.wait(f.slow_ms / 1000.0)
+            if f.plan.extra_s(n):
+                self._released.wait(f.plan.extra_s(n))
         return self._jpeg(image) if self.format == "jpeg" else image
 
     def _jpeg(self, image) -> bytes:

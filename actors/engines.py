@@ -1,11 +1,14 @@
 """How an actor gets and runs its engine.
 
-``EngineSettings`` comes from the config and the role's placement (which
-engine, on which devices); ``EngineHost`` owns one engine and the single
-thread that loads and calls it (one interpreter per thread; an accelerator
-engine hands the invoke itself to its device's owner thread), runs blocking
-calls off the event loop with an optional time limit, and restarts the
-engine when a call hangs (the watchdog of the detector and FER workers).
+``EngineSettings`` comes from the config and the role's placement: the
+settings of the chosen engine kind (``models/engine_kinds.py``: one class per
+kind, tagged by ``type``) and where model files are found. ``EngineHost`` owns
+one engine, the counter of the faults its actor asked for (kept across engine
+restarts), and the single thread that loads and calls it (one interpreter per
+thread; an accelerator engine hands the invoke itself to its device's owner
+thread), runs blocking calls off the event loop with an optional time limit,
+and restarts the engine when a call hangs (the watchdog of the detector and
+FER workers).
 
 Python 3.9 compatible.
 """
@@ -16,55 +19,45 @@ import contextlib
 import logging
 import queue
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from models.devices import DEFAULT_SWITCH_MS_PER_MB, DeviceModel, DevicePool
-from models.engine import Engine, EngineError, EngineFaults
-from models.fake import fake_pool
-from models.litert import edgetpu_pool
-from models.registry import make_engine
+import msgspec
+
+from models.engine import Engine, EngineError, FaultCounter
+from models.engine_kinds import AnyEngineKind, FakeEngineSettings, engine_kind
 from models.spec import ModelSpec
 
 log = logging.getLogger("edgepipe.engines")
 
 
-@dataclass
-class EngineSettings:
-    """Everything needed to build a role's engine; shared by the actors of that role."""
+class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """A role's engine: the settings of its kind and where model files are; shared by the role's actors."""
 
-    kind: str = "fake"  # fake | cpu | edgetpu (placement has resolved auto)
-    latency_ms: Dict[str, float] = field(default_factory=dict)  # fake engine, per model name
-    faults: Dict[str, EngineFaults] = field(default_factory=dict)  # fake engine, per actor name
-    threads: int = 1
-    devices: List[str] = field(default_factory=lambda: [""])  # Edge TPUs: "", "usb:0", "pci:0"
-    fake_devices: int = 1  # fake Edge TPUs: fake:0 .. fake:N-1
-    switch_ms_per_mb: float = DEFAULT_SWITCH_MS_PER_MB  # fake devices: parameter reload time
-    cocompiled: List[List[str]] = field(default_factory=list)  # fake devices: models compiled together
-    fallback: str = ""
-    model_paths: List[str] = field(default_factory=list)
+    engine: AnyEngineKind = msgspec.field(default_factory=FakeEngineSettings)
+    model_paths: Tuple[str, ...] = ()
 
-    def device_model(self, spec: ModelSpec) -> DeviceModel:
-        partners = frozenset(n for group in self.cocompiled if spec.name in group for n in group)
-        ms = self.latency_ms.get(spec.name, spec.tpu_ms) if self.kind == "fake" else spec.tpu_ms
-        return DeviceModel(spec.name, spec.tpu_param_mb, partners - {spec.name}, est_ms=ms or 5.0)
+    @classmethod
+    def of(cls, kind: str, model_paths: Sequence[str] = (), **values: Any) -> "EngineSettings":
+        """The settings of engine ``kind`` with ``values`` (EngineError naming an unknown kind or key)."""
+        return cls(engine=engine_kind(dict(values, type=kind)), model_paths=tuple(str(p) for p in model_paths))
 
-    def open_pool(self) -> DevicePool:
-        if self.kind == "fake":
-            return fake_pool(self.fake_devices, switch_ms_per_mb=self.switch_ms_per_mb)
-        return edgetpu_pool(self.devices)
+    @property
+    def kind(self) -> str:
+        return self.engine.kind
 
-    def build(self, spec: ModelSpec, actor: str) -> Engine:
-        return make_engine(self.kind, spec, latency_ms=self.latency_ms.get(spec.name),
-                           faults=self.faults.get(actor), threads=self.threads,
-                           device=self.devices[0] if self.devices else "", fallback=self.fallback,
-                           model_paths=self.model_paths, open_pool=self.open_pool,
-                           device_model=self.device_model(spec))
+    def build(self, spec: ModelSpec, faults: Optional[FaultCounter] = None) -> Engine:
+        """An unloaded engine for ``spec``; ``faults`` counts its actor's injected faults."""
+        return self.engine.build(spec, model_paths=self.model_paths, faults=faults)
+
+    def fault_counter(self, actor: str) -> Optional[FaultCounter]:
+        """A fresh counter of the faults ``actor`` asked for (None when it asked for none)."""
+        plan = self.engine.fault_plan(actor)
+        return FaultCounter(plan) if plan is not None else None
 
 
-def load_engine(settings: EngineSettings, spec: ModelSpec, actor: str) -> Engine:
+def load_engine(settings: EngineSettings, spec: ModelSpec, faults: Optional[FaultCounter] = None) -> Engine:
     """Build and load (blocking; call it in the thread that will invoke the engine)."""
-    engine = settings.build(spec, actor)
+    engine = settings.build(spec, faults)
     engine.load()
     return engine
 
@@ -115,6 +108,7 @@ class EngineHost:
         self.spec = spec
         self.actor = actor
         self.wrap = wrap  # engine -> the model family object the actor calls
+        self.faults = settings.fault_counter(actor)  # counts across restarts of the engine
         self.executor: Optional[ThreadPoolExecutor] = None
         self.engine: Optional[Engine] = None  # the first (or only) engine: its devices and kind
         self.engines: List[Engine] = []
@@ -129,12 +123,12 @@ class EngineHost:
             self._loaded = asyncio.Event()
         self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix=self.actor)
         loop = asyncio.get_running_loop()
-        self.engine = await loop.run_in_executor(self.executor, load_engine, self.settings, self.spec, self.actor)
+        self.engine = await loop.run_in_executor(self.executor, load_engine, self.settings, self.spec, self.faults)
         self.engines = [self.engine]
         if self.copies_on_cpu and self.engine.kind == "cpu":  # also an Edge TPU engine that fell back to it
             while len(self.engines) < self.threads:
                 self.engines.append(await loop.run_in_executor(self.executor, load_engine, self.settings,
-                                                               self.spec, self.actor))
+                                                               self.spec, self.faults))
         models = [self.wrap(e) for e in self.engines]
         self.model = models[0]
         self._spare = queue.SimpleQueue()

@@ -9,10 +9,13 @@ Everything here must run on Python 3.9 (the TPU-side interpreter).
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Dict, List, Optional, Sequence, Tuple
 
+import msgspec
 import numpy as np
+from msgspec import Meta
 
 from .devices import DevicePool
 from .errors import EngineError  # noqa: F401  (re-exported: it lives apart so that devices.py can raise it)
@@ -20,29 +23,47 @@ from .spec import ModelSpec
 from .tensor import TensorSpec  # re-exported too: it lives apart so that spec.py can use it
 
 
-@dataclass
-class EngineFaults:
-    """Faults a test or benchmark can inject (honoured by the fake engine).
+Count = Annotated[int, Meta(ge=0, le=1 << 31)]
 
-    Invokes are counted per fault schedule, across engine restarts: an actor
-    that reloads its engine after a hang keeps counting where it was.
+
+class FaultPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Faults a test or benchmark asks for (honoured by the fake engine and the encoder): settings only.
+
+    The invokes are counted by a ``FaultCounter`` that the actor owns, so a plan is shared freely and
+    an actor that reloads its engine after a hang keeps counting where it was.
     """
 
-    raise_every: int = 0  # raise on every Nth invoke (0 = never)
-    hang_after: int = 0  # the Nth invoke hangs until close() (0 = never) ...
-    hang_count: int = 0  # ... and so do the next ones, this many in all (0 = all of them)
-    slow_every: int = 0  # every Nth invoke takes slow_ms longer
-    slow_ms: float = 0.0
-    calls: int = field(default=0, compare=False)  # invokes so far (runtime state)
+    raise_every: Count = 0  # raise on every Nth invoke (0 = never)
+    hang_after: Count = 0  # the Nth invoke hangs until close() (0 = never) ...
+    hang_count: Count = 0  # ... and so do the next ones, this many in all (0 = all of them)
+    slow_every: Count = 0  # every Nth invoke takes slow_ms longer
+    slow_ms: Annotated[float, Meta(ge=0, le=600000)] = 0.0
 
-    def next_call(self) -> int:
-        self.calls += 1
-        return self.calls
+    def raises(self, n: int) -> bool:
+        return bool(self.raise_every) and n % self.raise_every == 0
 
     def hangs(self, n: int) -> bool:
         if not self.hang_after or n < self.hang_after:
             return False
         return self.hang_count == 0 or n < self.hang_after + self.hang_count
+
+    def extra_s(self, n: int) -> float:
+        """The time invoke ``n`` takes on top of the usual."""
+        return self.slow_ms / 1000.0 if self.slow_every and n % self.slow_every == 0 else 0.0
+
+
+class FaultCounter:
+    """The runtime state of a ``FaultPlan``: the calls so far (thread-safe)."""
+
+    def __init__(self, plan: FaultPlan) -> None:
+        self.plan = plan
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def next_call(self) -> int:
+        with self._lock:
+            self.calls += 1
+            return self.calls
 
 
 class Engine(abc.ABC):

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import fake_scene
 from .devices import Device, DeviceModel, DevicePool, open_pool
-from .engine import Engine, EngineError, EngineFaults, TensorSpec
+from .engine import Engine, EngineError, FaultCounter, FaultPlan, TensorSpec
 from .labels import EXPRESSIONS, canonical
 from .spec import ModelSpec
 
@@ -42,7 +42,7 @@ class FakeEngine(Engine):
     kind = "fake"
 
     def __init__(self, model: ModelSpec, latency_ms: Optional[float] = None,
-                 faults: Optional[EngineFaults] = None,
+                 faults: Optional[FaultCounter] = None,
                  open_pool: Optional[Callable[[], DevicePool]] = None,
                  device_model: Optional[DeviceModel] = None) -> None:
         super().__init__(model)
@@ -52,7 +52,7 @@ class FakeEngine(Engine):
                               "or engine.fake.latency_ms); a fake device must never be faster than a real one"
                               % model.name)
         self.latency_s = ms / 1000.0
-        self.faults = faults or EngineFaults()
+        self.faults = faults or FaultCounter(FaultPlan())  # the actor's counter outlives this engine
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._open_pool = open_pool or (lambda: fake_pool(1))
@@ -94,20 +94,16 @@ class FakeEngine(Engine):
 
     def _occupy(self, n: int, device: Device) -> None:
         """Runs on the device's owner thread: the invoke's time on the device."""
-        f = self.faults
+        f = self.faults.plan
         if f.hangs(n):
             self._closed.wait()  # a hung accelerator: only close() frees it
             device.free_at = time.monotonic()
             raise EngineError("fake engine for %r was closed while hung" % self.model.name)
-        delay = self.latency_s
-        if f.slow_every and n % f.slow_every == 0:
-            delay += f.slow_ms / 1000.0
-        device.occupy(delay, self._closed)
+        device.occupy(self.latency_s + f.extra_s(n), self._closed)
 
     def invoke(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
         if self._closed.is_set():
             raise EngineError("fake engine for %r is closed" % self.model.name)
-        f = self.faults
         pool = self.pool
         if pool is None:
             raise EngineError("fake engine for %r is not loaded" % self.model.name)
@@ -117,11 +113,11 @@ class FakeEngine(Engine):
                               % (self.model.name, list(x.shape), list(self._inputs[0].shape)))
         with self._lock:
             self.invocations += 1
-            n = f.next_call()
+        n = self.faults.next_call()
         pool.run(self.device_model, lambda dev: self._occupy(n, dev))
         if self._closed.is_set():
             raise EngineError("fake engine for %r was closed during an invoke" % self.model.name)
-        if f.raise_every and n % f.raise_every == 0:
+        if self.faults.plan.raises(n):
             raise InjectedFault("injected fault on invoke %d of %r" % (n, self.model.name))
         if self.model.family == "ssd_postprocess":
             return self._detect(x[0])

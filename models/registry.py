@@ -4,34 +4,28 @@ Python 3.9 compatible.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Sequence
 
 from . import align, blazeface, fer, imagenet, retinaface, ssd  # noqa: F401  (register their families)
-from .devices import DeviceModel, DevicePool
-from .engine import Engine, EngineError, EngineFaults
+from .engine import Engine, EngineError
+from .engine_kinds import ENGINE_KINDS, CpuEngineSettings, EdgeTpuEngineSettings, EngineKind
 from .family import CLASSIFIERS, DETECTORS, EXPRESSIONS, ExpressionModel, FaceDetectorModel, ImageClassifierModel
 from .spec import ModelSpec
 
-ENGINE_KINDS = ("fake", "cpu", "edgetpu")
 
-
-def make_engine(kind: str, spec: ModelSpec, *, latency_ms: Optional[float] = None,
-                faults: Optional[EngineFaults] = None, threads: int = 1, device: str = "",
-                fallback: str = "", model_paths=(), open_pool: Optional[Callable[[], DevicePool]] = None,
-                device_model: Optional[DeviceModel] = None) -> Engine:
-    """An unloaded engine of ``kind`` for ``spec``; ``open_pool`` gives the devices it runs on."""
-    if kind == "fake":
-        from .fake import FakeEngine
-        return FakeEngine(spec, latency_ms=latency_ms, faults=faults, open_pool=open_pool,
-                          device_model=device_model)
-    if kind in ("cpu", "edgetpu"):
-        try:
-            from .litert import make_litert_engine
-        except ImportError as exc:  # the real-inference engines are not built yet
-            raise EngineError("engine %r is not available: %s" % (kind, exc)) from None
-        return make_litert_engine(kind, spec, threads=threads, device=device, fallback=fallback,
-                                  model_paths=model_paths, open_pool=open_pool)
-    raise EngineError("unknown engine %r; choose one of %s" % (kind, ", ".join(ENGINE_KINDS)))
+def make_engine(kind: str, spec: ModelSpec, *, threads: int = 1, device: str = "", fallback: str = "",
+                model_paths: Sequence[str] = ()) -> Engine:
+    """An unloaded real-inference engine (``cpu`` or ``edgetpu``) for ``spec``: the benchmarks' short form
+    of ``engine_kinds`` (a pipeline builds its engines from the config's ``[engine.KIND]`` settings)."""
+    settings: EngineKind
+    if kind == "cpu":
+        settings = CpuEngineSettings(threads=threads)
+    elif kind == "edgetpu":
+        settings = EdgeTpuEngineSettings(devices=[device], fallback=fallback, threads=threads)  # type: ignore[arg-type]
+    else:
+        raise EngineError("make_engine builds the real engines (cpu, edgetpu), not %r; engine kinds: %s"
+                          % (kind, ", ".join(ENGINE_KINDS)))
+    return settings.build(spec, model_paths=model_paths)
 
 
 def face_detector(spec: ModelSpec, engine: Engine, **kw) -> FaceDetectorModel:

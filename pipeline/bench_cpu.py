@@ -59,7 +59,6 @@ from .bench_cases import run_pipeline_case
 from .bench_common import machine_info, ratio, write_json
 from .bench_fer_stage import real_crops, run_fer_stage
 from .bench_frames import check_images_dir, prepare_frames
-from .build import engine_settings
 from .config import Config, ConfigError, apply_overrides, endpoint_names, load
 from .serial_loop import SerialLoop
 
@@ -107,8 +106,7 @@ def run_pipeline(cfg: Config, frames: int) -> Dict[str, Any]:
 
 def run_serial(cfg: Config, source: str, frames: int, warmup: int, in_memory: bool = False) -> Dict[str, Any]:
     names = cfg.profile().models("cpu")
-    settings = engine_settings(cfg, "cpu")
-    loop = SerialLoop(names.detector, names.fer, threads=settings.threads, model_paths=settings.model_paths,
+    loop = SerialLoop(names.detector, names.fer, threads=cfg.engine.cpu.threads, model_paths=cfg.models.paths,
                       score_threshold=cfg.detector.score_threshold, max_faces=cfg.detector.max_faces,
                       transport="ipc")
     try:

@@ -27,7 +27,7 @@ def real_crops(cfg: Config, path: str) -> List[Any]:
     names = cfg.profile().models("cpu")
     settings = engine_settings(cfg, "cpu")
     det_spec, fer_spec = manifest.get(names.detector), manifest.get(names.fer)
-    det_engine, fer_engine = settings.build(det_spec, "bench-detector"), settings.build(fer_spec, "bench-fer")
+    det_engine, fer_engine = settings.build(det_spec), settings.build(fer_spec)
     try:
         det_engine.load()
         fer_engine.load()

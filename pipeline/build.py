@@ -25,7 +25,7 @@ from actors.resources import PiSensors
 from actors.sources import is_live
 from bus.sockets import Bus
 from models import manifest
-from models.engine import EngineFaults
+from models.engine import FaultCounter
 
 from .config import Config
 from .keys import configure_curve
@@ -78,15 +78,10 @@ class Pipeline:
 
 
 def engine_settings(cfg: Config, kind: Optional[str] = None, group_tpu: str = "") -> EngineSettings:
-    """The settings of an engine of ``kind`` (default: pipeline.engine) from the config."""
-    e = cfg.engine
-    faults = {name: EngineFaults(f.raise_every, f.hang_after, f.hang_count, f.slow_every, f.slow_ms)
-              for name, f in e.fake.faults.items()}
-    return EngineSettings(kind=kind or cfg.pipeline.engine, latency_ms=dict(e.fake.latency_ms), faults=faults,
-                          threads=e.cpu.threads, devices=[group_tpu] if group_tpu else list(e.edgetpu.devices),
-                          fake_devices=e.fake.devices, switch_ms_per_mb=e.fake.switch_ms_per_mb,
-                          cocompiled=[list(g) for g in e.fake.cocompiled], fallback=e.edgetpu.fallback,
-                          model_paths=list(cfg.models.paths))
+    """The settings of an engine of ``kind`` (default: pipeline.engine) from the config's ``[engine.KIND]``;
+    a group that owns an Edge TPU (``groups.NAME.tpu``) runs on that one."""
+    settings = cfg.engine.settings(kind or cfg.pipeline.engine).for_group(group_tpu)
+    return EngineSettings(engine=settings, model_paths=tuple(cfg.models.paths))
 
 
 def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] = lambda role: True,
@@ -156,7 +151,7 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
     add("encoder", lambda: Encoder("encoder", bus, frames_endpoint=ep.frames, encoded_endpoint=ep.encoded,
                                    hwm=cfg.encoder.hwm, format=cfg.encoder.format,
                                    jpeg_quality=cfg.encoder.jpeg_quality,
-                                   faults=engine_settings(cfg).faults.get("encoder"), **mkw))
+                                   faults=encoder_faults(cfg), **mkw))
     add("capture", lambda: Capture("capture", bus, source=cfg.pipeline.source, frames_endpoint=ep.frames,
                                    hwm=cfg.capture.hwm, max_frames=opts.frames, duration_s=opts.duration_s,
                                    loop=cfg.capture.loop, results_endpoint=ep.results,
@@ -172,6 +167,12 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
         if recorder is not None:
             monitor.frames_done = lambda: recorder.stats.counters.get("out", 0)  # for FPS per W
     return p
+
+
+def encoder_faults(cfg: Config) -> Optional[FaultCounter]:
+    """The counter of the faults a test asked the encoder for (``engine.fake.faults.encoder``)."""
+    plan = cfg.engine.fake.faults.get("encoder")
+    return FaultCounter(plan) if plan is not None else None
 
 
 def make_bus(cfg: Config) -> Bus:

@@ -17,7 +17,7 @@ from typing import Dict, List, Set
 
 import msgspec
 
-from .config import Config, ConfigError, endpoint_names
+from .config_sections import Config, ConfigError, endpoint_names
 
 MAIN = "main"
 # actor roles a group may take (``fer`` is the whole FER pool)

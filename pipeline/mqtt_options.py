@@ -5,8 +5,9 @@ Python 3.9 compatible.
 import os
 import re
 from typing import Any, Dict
+from urllib.parse import unquote, urlsplit
 
-from .config import ConfigError, MqttConfig
+from .config_sections import ConfigError, MqttConfig
 
 _MQTT_NAME = re.compile(r"^[A-Za-z0-9_.-]*$")
 
@@ -34,7 +35,6 @@ def mask_url(url: str) -> str:
 
 def parse_mqtt_url(url: str) -> Dict[str, Any]:
     """``mqtt://[USER[:PASS]@]HOST[:PORT]`` or ``mqtts://...`` -> the [mqtt] keys it sets."""
-    from urllib.parse import unquote, urlsplit
     try:
         u = urlsplit(url)
         port = u.port

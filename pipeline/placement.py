@@ -37,11 +37,14 @@ from itertools import product
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from models import manifest
+from models.delegate_probe import probe_once
 from models.devices import CACHE_MB
-from models.fetch import cache_dir
+from models.engine import EngineError
+from models.fetch import cache_dir, locate, sources_for
+from models.litert import edgetpu_library
 from models.spec import ModelSpec
 
-from .config import Config, ConfigError
+from .config_sections import Config, ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -119,8 +122,6 @@ def edgetpu_present(python: str = "") -> Tuple[bool, str]:
     """(found, why not): libedgetpu loads, a Coral shows on USB or PCIe, and the delegate loads in a
     throwaway probe process run by ``python`` (the TPU group's interpreter; default this one), so that a
     runtime that crashes with libedgetpu makes ``auto`` choose the CPU instead. Never raises."""
-    from models.litert import edgetpu_library
-
     library = edgetpu_library()
     try:
         ctypes.CDLL(library)
@@ -128,8 +129,6 @@ def edgetpu_present(python: str = "") -> Tuple[bool, str]:
         return False, "the Edge TPU runtime (%s) is not installed" % library
     if not _coral_attached():
         return False, "no Coral on USB (1a6e:089a, 18d1:9302) or PCIe (/dev/apex_*)"
-    from models.delegate_probe import probe_once  # runs a child process: only once a Coral is there
-
     res = probe_once(library=library, python=python)
     if not res.ok:
         return False, "the Edge TPU delegate does not load: %s" % res.error
@@ -264,11 +263,7 @@ def model_for(cfg: Config, role: str, engine: str) -> str:
 
 
 def _devices(cfg: Config, engine: str, group_tpu: str = "") -> List[str]:
-    if engine == "fake":
-        return ["fake:%d" % i for i in range(cfg.engine.fake.devices)]
-    if engine == "edgetpu":
-        return ["edgetpu:%s" % d for d in ([group_tpu] if group_tpu else cfg.engine.edgetpu.devices)]
-    return []
+    return cfg.engine.settings(engine).for_group(group_tpu).device_names()
 
 
 def place(cfg: Config, table: Optional[Dict[str, Dict[str, float]]] = None, group_tpu: str = "",
@@ -349,8 +344,6 @@ def place(cfg: Config, table: Optional[Dict[str, Dict[str, float]]] = None, grou
 
 def cpu_model_available(spec: ModelSpec, model_paths: Sequence[str] = ()) -> bool:
     """Whether the CPU model file is present (search folders, cache) or has a source to fetch it from."""
-    from models.fetch import locate, sources_for
-
     name = spec.files.get("cpu")
     if not name:
         return False
@@ -362,8 +355,6 @@ def _missing(spec: ModelSpec) -> str:
 
 
 def _spec(name: str, role: str) -> ModelSpec:
-    from models.engine import EngineError
-
     try:
         return manifest.get(name)
     except EngineError as exc:

@@ -64,7 +64,7 @@ def load_models(settings: Any, det_spec: Any, fer_spec: Any, engines: List[Any],
 
     loaded = []
     for spec, actor in zip((det_spec, fer_spec), actors):
-        engine = settings.build(spec, actor)
+        engine = settings.build(spec, settings.fault_counter(actor))
         engines.append(engine)
         engine.load()
         loaded.append(engine)
@@ -98,7 +98,8 @@ def backend_main(argv: Optional[Sequence[str]] = None) -> int:
     engines: List[Any] = []
     code = 0
     try:
-        settings = EngineSettings(kind=args.engine, threads=args.threads, model_paths=list(args.model_path))
+        values = {"threads": args.threads} if args.engine != "fake" else {}
+        settings = EngineSettings.of(args.engine, model_paths=args.model_path, **values)
         det_spec, fer_spec = manifest.get(args.detector), manifest.get(args.fer)
         load_error = ""
         try:

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from models.engine import FaultPlan
+from models.engine_kinds import FakeEngineSettings
 from pipeline import config
-from pipeline.config import ConfigError, FaultsConfig, GroupConfig
+from pipeline.config import ConfigError, GroupConfig
 from pipeline.groups import plan
 from pipeline.keys import generate
 
@@ -82,7 +84,7 @@ def test_every_override_is_set_and_typed():
     assert (cfg.pipeline.display, cfg.encoder.format, cfg.fer.workers) == ("file:x.mp4", "jpeg", 3)
     assert cfg.endpoints.metrics == "ipc:///tmp/m"
     assert (cfg.placement.fer, cfg.placement.detector) == ("cpu", "fake")
-    assert isinstance(cfg.engine.fake, config.FakeEngineConfig)
+    assert isinstance(cfg.engine.fake, FakeEngineSettings)
     with pytest.raises(TypeError, match="unknown override 'workers'"):
         config.apply_overrides(cfg, workers=3)
 
@@ -166,7 +168,7 @@ def test_to_dict_round_trips_through_json():
     cfg = config.load()
     cfg.groups = {"tpu": GroupConfig(actors=["detector", "fer"], python="/usr/bin/python3.9", env={"A": "1"},
                                      tpu="usb:0", startup_timeout_s=5)}
-    cfg.engine.fake.faults = {"fer-0": FaultsConfig(raise_every=3, slow_ms=2.5)}
+    cfg.engine.fake.faults = {"fer-0": FaultPlan(raise_every=3, slow_ms=2.5)}
     cfg.engine.fake.latency_ms = {"fer64": 6.47}
     cfg.engine.fake.cocompiled = [["coral-ssd-face", "fer112"]]
     cfg.placement.fer = "cpu"

@@ -92,10 +92,10 @@ def test_model_switch_is_charged_and_cocompiled_models_switch_free():
 
 
 def test_a_hung_invoke_holds_the_device_until_its_engine_closes():
-    from models.engine import EngineError, EngineFaults
+    from models.engine import EngineError, FaultCounter, FaultPlan
 
     spec = manifest.get("fer64")
-    hung = FakeEngine(spec, latency_ms=1.0, faults=EngineFaults(hang_after=1))
+    hung = FakeEngine(spec, latency_ms=1.0, faults=FaultCounter(FaultPlan(hang_after=1)))
     hung.load()
     try:
         (dev,) = open_devices()

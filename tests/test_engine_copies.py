@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not MODELS.is_dir(), reason="test assets not fou
 
 def host(kind: str, model: str = "blazeface-full") -> EngineHost:
     spec = get(model)
-    settings = EngineSettings(kind=kind, model_paths=[str(MODELS)])
+    settings = EngineSettings.of(kind, model_paths=[str(MODELS)])
     return EngineHost(settings, spec, "detector", lambda e: face_detector(spec, e), threads=2, copies_on_cpu=True)
 
 

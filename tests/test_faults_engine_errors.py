@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.config import FaultsConfig
+from models.engine import FaultPlan
 from pipeline.runner import RunOptions, run
 
 from helpers import ASSETS, inproc_config, run_async
@@ -19,7 +19,7 @@ def check_accounting(s):
 def test_detector_runtime_error_costs_that_frame_only():
     # the fake engine's raise_every raises InjectedFault, a RuntimeError (as LiteRT's invoke() does)
     cfg = inproc_config(pipeline={"source": "synthetic:faces=1,fps=0"})
-    cfg.engine.fake.faults = {"detector": FaultsConfig(raise_every=4)}
+    cfg.engine.fake.faults = {"detector": FaultPlan(raise_every=4)}
     s = run_async(run(cfg, RunOptions(frames=40)))
     check_accounting(s)
     det = s["actors"]["detector"]["counters"]
@@ -34,7 +34,7 @@ def test_detector_runtime_error_costs_that_frame_only():
 def test_detector_reloads_engine_after_consecutive_errors(caplog):
     # every invoke fails: one burst, logged once; every 3 in a row reload the engine
     cfg = inproc_config(pipeline={"source": "synthetic:faces=1,fps=0"}, detector={"invoke_timeout_ms": 5000.0})
-    cfg.engine.fake.faults = {"detector": FaultsConfig(raise_every=1)}
+    cfg.engine.fake.faults = {"detector": FaultPlan(raise_every=1)}
     with caplog.at_level(logging.INFO, logger="edgepipe"):
         s = run_async(run(cfg, RunOptions(frames=12)))
     said = [r.getMessage() for r in caplog.records if "dropped: engine error" in r.getMessage()]
@@ -49,7 +49,7 @@ def test_detector_reloads_engine_after_consecutive_errors(caplog):
 def test_classifier_runtime_error_costs_that_frame_only(monkeypatch):
     monkeypatch.setenv("EDGEPIPE_MODEL_PATH", str(ASSETS / "models"))  # its labels file
     cfg = inproc_config(pipeline={"profile": "cls", "source": "synthetic:faces=0,fps=0"})
-    cfg.engine.fake.faults = {"classifier": FaultsConfig(raise_every=5)}
+    cfg.engine.fake.faults = {"classifier": FaultPlan(raise_every=5)}
     s = run_async(run(cfg, RunOptions(frames=20)))
     check_accounting(s)
     assert s["dropped_by_reason"]["engine_error"] == 4
@@ -58,7 +58,7 @@ def test_classifier_runtime_error_costs_that_frame_only(monkeypatch):
 
 def test_fer_worker_any_error_fails_only_its_job():
     cfg = inproc_config(pipeline={"source": "synthetic:faces=2,fps=0"}, fer={"workers": 1})
-    cfg.engine.fake.faults = {"fer-0": FaultsConfig(raise_every=1)}
+    cfg.engine.fake.faults = {"fer-0": FaultPlan(raise_every=1)}
     s = run_async(run(cfg, RunOptions(frames=10)))
     check_accounting(s)
     fer = s["actors"]["fer-0"]["counters"]

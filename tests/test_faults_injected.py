@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import FaultsConfig
+from models.engine import FaultPlan
 from pipeline.runner import RunOptions, run
 
 from faults_report import read_results, record, timing, wrong_joins
 from helpers import inproc_config, run_async
 
 FRAMES = 60
-F = FaultsConfig
+F = FaultPlan
 
 # watchdog times well above the fake engine's 5-8 ms, so that a busy shared machine does not trip them twice
 # name: (faults by actor, config sections, source options, counters expected by actor)

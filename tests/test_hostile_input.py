@@ -21,7 +21,7 @@ from helpers import inproc_config, run_async
 def test_detector_drops_corrupt_frames_and_goes_on(bus):
     async def main():
         det = Detector("detector", bus, encoded_endpoint="inproc://enc", detections_endpoint="inproc://det",
-                       facejobs_endpoint=None, hwm=16, jobs_hwm=4, engine=EngineSettings(latency_ms={}),
+                       facejobs_endpoint=None, hwm=16, jobs_hwm=4, engine=EngineSettings(),
                        model=manifest.get("coral-ssd-face"), fer_model=None, freshest=False)
         pub = bus.pub("inproc://enc", hwm=16, name="test.enc")
         sub = bus.sub("inproc://det", hwm=16, name="test.det")

@@ -25,13 +25,6 @@ MAX_LINES = 400
 # the layers: a package imports nothing from a package above it
 LAYER = {"bus": 0, "models": 0, "actors": 1, "pipeline": 2}
 
-# files helper "settings" reorganises this round; the lead removes this exemption after merging that branch
-SETTINGS_FILES = {
-    "pipeline/config.py", "pipeline/groups.py", "pipeline/mqtt_options.py", "pipeline/placement.py",
-    "actors/engines.py", "models/engine.py", "models/fake.py", "models/registry.py",
-}
-
-
 class Import(NamedTuple):
     module: str  # the importing module, dotted
     path: str  # its file, relative to the repository
@@ -194,11 +187,11 @@ def import_graph(include_local: bool) -> Dict[str, Set[str]]:
     return graph
 
 
-def local_imports(exempt=frozenset()) -> List[Import]:
+def local_imports() -> List[Import]:
     # one statement counts once, however many names it brings in
     seen = {}
     for imp in IMPORTS:
-        if imp.local and imp.path not in exempt:
+        if imp.local:
             seen.setdefault((imp.path, imp.line), imp)
     return sorted(seen.values(), key=lambda i: (i.path, i.line))
 
@@ -230,26 +223,11 @@ def test_no_import_cycle_between_modules():
 def test_no_import_cycle_even_counting_function_local_imports():
     # a cycle held apart by an import inside a function is still a cycle between files
     graph = import_graph(include_local=True)
-    for imp in IMPORTS:  # settings' files are reorganised on another branch this round
-        if imp.local and imp.path in SETTINGS_FILES:
-            graph[imp.module].discard(in_package(imp.target) or "")
     cycles = strongly_connected(graph)
     assert not cycles, "import cycles (counting function-local imports): %s" % cycles
 
 
 def test_function_local_imports_are_few_and_each_says_why():
-    # settings' files are exempt until that branch is merged: see the test below for the whole package
-    local = local_imports(exempt=SETTINGS_FILES)
-    assert len(local) <= MAX_LOCAL_IMPORTS, "%d function-local imports:\n%s" % (len(local), describe(local))
-    silent = [i for i in local if not i.commented]
-    assert not silent, "function-local imports without a comment saying why:\n%s" % describe(silent)
-    into_package = [i for i in local if in_package(i.target)]
-    assert not into_package, "function-local imports of the package's own modules:\n%s" % describe(into_package)
-
-
-@pytest.mark.xfail(strict=False, reason="helper 'settings' is reorganising pipeline/config.py, pipeline/placement.py, "
-                   "models/registry.py and pipeline/mqtt_options.py, which still hold function-local imports")
-def test_function_local_imports_whole_package():
     local = local_imports()
     assert len(local) <= MAX_LOCAL_IMPORTS, "%d function-local imports:\n%s" % (len(local), describe(local))
     silent = [i for i in local if not i.commented]
@@ -270,7 +248,6 @@ def test_layering_no_package_imports_one_above_it():
     assert not upward, "imports from a higher layer:\n%s" % describe(upward)
 
 
-@pytest.mark.xfail(strict=False, reason="pipeline/config.py (519 lines) is being split by helper 'settings'")
 def test_no_module_over_400_lines():
     sizes = {str(p.relative_to(ROOT)): len(p.read_text(encoding="utf-8").splitlines()) for p in MODULES.values()}
     long = {path: n for path, n in sizes.items() if n > MAX_LINES}

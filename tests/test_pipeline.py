@@ -6,7 +6,7 @@ import json
 import pytest
 
 from models.spec import iou
-from pipeline.config import FaultsConfig
+from models.engine import FaultPlan
 from pipeline.runner import RunOptions, run
 
 from helpers import inproc_config, run_async
@@ -62,7 +62,7 @@ def test_jpeg_encoder_and_more_workers():
 
 def test_fer_worker_that_raises_gives_partial_frames():
     cfg = inproc_config(pipeline={"source": "synthetic:faces=2,fps=0"}, fer={"workers": 2})
-    cfg.engine.fake.faults = {"fer-0": FaultsConfig(raise_every=3)}
+    cfg.engine.fake.faults = {"fer-0": FaultPlan(raise_every=3)}
     s = run_async(run(cfg, RunOptions(frames=60)))
     check_accounting(s)
     assert s["frames_partial"] > 0
@@ -81,7 +81,7 @@ def test_fer_worker_that_hangs_is_restarted_and_its_frame_leaves_partial(tmp_pat
     # test moves (tests/test_aggregator.py)
     cfg = inproc_config(pipeline={"source": "synthetic:faces=3,fps=0"},
                         fer={"workers": 2, "invoke_timeout_ms": 400.0}, aggregator={"deadline_ms": 600000.0})
-    cfg.engine.fake.faults = {"fer-1": FaultsConfig(hang_after=4, hang_count=1)}
+    cfg.engine.fake.faults = {"fer-1": FaultPlan(hang_after=4, hang_count=1)}
     results = tmp_path / "r.jsonl"
     s = run_async(run(cfg, RunOptions(frames=40, results_path=str(results))))
     check_accounting(s)
@@ -119,7 +119,7 @@ def test_duration_stops_the_run():
 
 def test_stuck_detector_is_restarted_by_the_watchdog():
     cfg = inproc_config(pipeline={"source": "synthetic:faces=1,fps=0"}, detector={"invoke_timeout_ms": 300.0})
-    cfg.engine.fake.faults = {"detector": FaultsConfig(hang_after=5, hang_count=1)}
+    cfg.engine.fake.faults = {"detector": FaultPlan(hang_after=5, hang_count=1)}
     s = run_async(run(cfg, RunOptions(frames=30)))
     check_accounting(s)
     det = s["actors"]["detector"]["counters"]
