@@ -16,7 +16,6 @@ import tokenize
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Set
 
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("actors", "bus", "models", "pipeline")
