@@ -1,7 +1,7 @@
 """The fault suite's JSON report: each test adds its figures as it finishes.
 
-Written to ``$EDGEPIPE_FAULTS_REPORT`` (default ``bench-out/faults/faults.json``
-in the repository); sections written by other tests are kept.
+Written to ``$EDGEPIPE_FAULTS_REPORT`` (the README's figures: ``EDGEPIPE_FAULTS_REPORT=bench-out/faults/faults.json``;
+unset, conftest puts it in the session's temporary folder); sections written by other tests are kept.
 """
 from __future__ import annotations
 

@@ -10,7 +10,8 @@
 
 Checked: the pipeline never stops, every bad message is counted (the aggregator's counters add up to what
 was sent, exactly), every frame is accounted for, and RSS stays bounded. The figures go to a JSON report,
-``$EDGEPIPE_HOSTILE_REPORT`` (default ``bench-out/faults/hostile.json``). CI runs 10**5 messages;
+``$EDGEPIPE_HOSTILE_REPORT`` (the README's: ``bench-out/faults/hostile.json``; unset, the session's tmp).
+CI runs 10**5 messages;
 ``pytest -m soak`` runs 10**6.
 """
 from __future__ import annotations

@@ -1,0 +1,190 @@
+"""The run's summary, from every actor's final metrics: what ran where, where each frame went, speed,
+latency, devices, memory and each actor's figures (``run.py`` prints it; ``--summary`` writes it as JSON).
+
+Python 3.9 compatible.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+from actors.stats import percentile
+from bus.messages import Metric
+
+from .build import Pipeline
+from .groups import MAIN
+from .rss import peak_rss_mb
+from .supervisor import GroupProcess
+
+
+def device_summary(snaps: Dict[str, Metric]) -> Dict[str, Dict[str, Any]]:
+    """Per accelerator device: invokes, switches and busy % over its active time (first to last invoke)."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for m in snaps.values():
+        for key, value in m.gauges.items():
+            if not key.startswith("device."):
+                continue
+            name, _, stat = key[len("device."):].rpartition(".")
+            if stat == "busy_pct":
+                continue
+            d = out.setdefault(name, {})
+            d[stat] = max(d.get(stat, 0.0), value)  # every actor on the device reports the same counters
+    for d in out.values():
+        active = d.get("active_s", 0.0)
+        d["busy_pct"] = round(100.0 * d.get("busy_s", 0.0) / active, 1) if active > 0 else 0.0
+        for k in ("invokes", "switches"):
+            d[k] = int(d.get(k, 0))
+    return out
+
+
+def rss_summary(groups: Sequence[GroupProcess] = ()) -> Dict[str, Any]:
+    """Resident memory of every process of the run, MB (peak of this process; the groups' last)."""
+    per = {MAIN: peak_rss_mb()}
+    for g in groups:
+        if g.rss_mb:
+            per[g.name] = g.rss_mb
+    return {"total": round(sum(per.values()), 1), "by_process": per}
+
+
+def sink_summary(spec: str, m: Optional[Metric], results: int) -> Dict[str, Any]:
+    """What the display did with the pipeline's results: written (shown), or dropped with a reason."""
+    if m is None:
+        return {"sink": spec}
+    c = m.counters
+    by_reason = {k[8:]: v for k, v in c.items() if k.startswith("dropped.")}
+    written = c.get("out", 0)
+    left = results - written - sum(by_reason.values())
+    if left > 0:
+        by_reason["not_reached"] = left  # still on the way when the run stopped
+    return {"sink": spec, "results": results, "written": written, "dropped": sum(by_reason.values()),
+            "dropped_by_reason": by_reason}
+
+
+def final_snapshots(p: Pipeline, groups: Sequence[GroupProcess]) -> Dict[str, Metric]:
+    """Every actor's final metrics: the groups' final reports, else (a group that died first) the last
+    metrics the hub saw of its actors, and the main process's actors' own."""
+    snaps: Dict[str, Metric] = {}
+    hub = p.one("metrics")
+    for g in groups:
+        snaps.update(g.final)
+        if hub is not None:
+            for name in (g.ready.actors if g.ready is not None else []):
+                if name not in snaps and name in hub.latest:
+                    snaps[name] = hub.latest[name]
+    for a in p.actors:
+        if a is not hub:
+            snaps[a.name] = a.snapshot(final=True)
+    return snaps
+
+
+def frame_accounting(snaps: Dict[str, Metric]) -> Dict[str, Any]:
+    """Where every captured frame went: completed, partial, dropped (by actor and by reason), unaccounted."""
+    agg = snaps.get("aggregator", Metric("aggregator", 0, 0.0)).counters
+    captured = snaps["capture"].counters.get("out", 0)
+    completed = agg.get("completed", 0)
+    partial = agg.get("partial", 0)
+    # the sinks' own drops are theirs (see ``sink_summary``): those frames were completed
+    dropped = {name: m.counters.get("dropped", 0) for name, m in snaps.items() if name not in ("recorder", "display")}
+    by_reason: Dict[str, int] = {}
+    for name in dropped:
+        for k, v in snaps[name].counters.items():
+            if k.startswith("dropped."):
+                by_reason[k[8:]] = by_reason.get(k[8:], 0) + v
+    total_dropped = sum(dropped.values())
+    return {
+        "frames_captured": captured,
+        "frames_completed": completed,
+        "frames_partial": partial,
+        "frames_out_of_order": agg.get("out_of_order", 0),
+        "dropped": dropped,
+        "dropped_total": total_dropped,
+        "dropped_by_reason": by_reason,
+        "unaccounted": captured - completed - partial - total_dropped,
+    }
+
+
+def actor_summary(snaps: Dict[str, Metric], elapsed: float) -> Dict[str, Dict[str, Any]]:
+    """Per actor: its process, messages in and out, FPS over the run, busy time, drops and counters."""
+    per_actor = {}
+    for name, m in snaps.items():
+        per_actor[name] = {
+            "pid": m.pid,
+            "in": m.counters.get("in", 0),
+            "out": m.counters.get("out", 0),
+            "fps": round(m.counters.get("out", 0) / elapsed, 2) if elapsed > 0 else 0.0,
+            "busy_ms_p50": round(m.gauges.get("busy_ms_p50", 0.0), 3),
+            "busy_ms_p99": round(m.gauges.get("busy_ms_p99", 0.0), 3),
+            "dropped": m.counters.get("dropped", 0),
+            "rejected": m.counters.get("rejected", 0),
+            "counters": {k: v for k, v in m.counters.items() if k not in ("in", "out")},
+        }
+    return per_actor
+
+
+def process_summary(p: Pipeline, groups: Sequence[GroupProcess]) -> List[Dict[str, Any]]:
+    """The run's processes: the main one and each group, with pid, interpreter and actors."""
+    procs = [{"name": MAIN, "pid": os.getpid(), "python": sys.executable, "version": sys.version.split()[0],
+              "actors": [a.name for a in p.actors]}]
+    for g in groups:
+        r = g.ready
+        procs.append({"name": g.name, "pid": r.pid if r else None, "python": r.python if r else g.python,
+                      "version": r.version if r else None, "actors": list(r.actors) if r else [],
+                      "exit_code": g.proc.returncode if g.proc is not None else None})
+    return procs
+
+
+def summarize(p: Optional[Pipeline], t_go: float, drained: bool, interrupted: bool,
+              groups: Sequence[GroupProcess] = ()) -> Dict[str, Any]:
+    """The run's summary: what ran where, where every frame went, speed, latency, each actor's figures."""
+    assert p is not None
+    cfg = p.cfg
+    snaps = final_snapshots(p, groups)
+    frames = frame_accounting(snaps)
+    done = frames["frames_completed"] + frames["frames_partial"]
+    rec = p.one("recorder")
+    elapsed = (rec.last_t - t_go) if rec.last_t is not None else 0.0
+    lat = rec.latency_ms
+    procs = process_summary(p, groups)
+    out = {
+        "profile": cfg.pipeline.profile,
+        "engine": cfg.pipeline.engine,
+        "source": cfg.pipeline.source,
+        "models": p.models,
+        "placement": {r: {"engine": pl.engine, "model": pl.model, "devices": pl.devices, "reason": pl.reason}
+                      for r, pl in p.placement.items()},
+        "devices": device_summary(snaps),
+        "rss_mb": rss_summary(groups),
+        "encoder": cfg.encoder.format,
+        "fer_workers": cfg.fer.workers if "fer" in p.models else 0,
+        "endpoints": {"frames": cfg.endpoints.frames, "encoded": cfg.endpoints.encoded,
+                      "facejobs": cfg.endpoints.facejobs},
+        "groups": procs,
+        "interrupted": interrupted,
+        "drained": drained,
+        **frames,
+        "display": sink_summary(cfg.pipeline.display, snaps.get("display"), done),
+        "faces": dict(rec.totals),
+        "labels": rec.label_summary(),  # classification profiles: the most frequent top-1 labels
+        "duration_s": round(elapsed, 3),
+        "fps": round(done / elapsed, 2) if elapsed > 0 else 0.0,
+        "latency_ms": {"p50": round(percentile(lat, 50), 3), "p99": round(percentile(lat, 99), 3),
+                       "max": round(max(lat), 3) if lat else 0.0},
+        "actors": actor_summary(snaps, elapsed),
+    }
+    out.update(_resources_and_source(p, snaps, procs, out["fps"]))
+    return out
+
+
+def _resources_and_source(p: Pipeline, snaps: Dict[str, Metric], procs: List[Dict[str, Any]],
+                          fps: float) -> Dict[str, Any]:
+    """The summary's ``resources`` (absent sensors absent), ``engines`` per role and ``source`` (reconnects)."""
+    out: Dict[str, Any] = {"engines": {r: pl.engine for r, pl in p.placement.items()}}
+    monitor = p.one("resources")
+    if monitor is not None:
+        names = {g["pid"]: g["name"] for g in procs if g.get("pid")}
+        out["resources"] = monitor.summary(fps, snaps, names)
+    cap = snaps["capture"].counters
+    if "source_reconnects" in cap:  # a camera or a stream (they reconnect)
+        out["source_reconnects"] = cap["source_reconnects"]
+    return out
