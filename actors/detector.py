@@ -13,10 +13,11 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from bus.messages import Box, Detections, EncodedFrame, FaceJob
+from bus.box import Box
+from bus.messages import Detections, EncodedFrame, FaceJob
 from bus.sockets import Bus
 from models.registry import expression_model, face_detector
-from models.spec import FaceBox, ModelSpec
+from models.spec import ModelSpec
 
 from .engines import EngineHost, EngineSettings
 from .frame_stage import FrameStage, decode_image
@@ -44,18 +45,17 @@ class Detector(FrameStage):
             self.jobs = self.channel(self.bus.push(self.facejobs_endpoint, hwm=self.jobs_hwm, bind=True,
                                                    name=self.name + ".jobs"))
 
-    def work(self, msg: EncodedFrame) -> Tuple[List[FaceBox], List[Any]]:
+    def work(self, msg: EncodedFrame) -> Tuple[List[Box], List[Any]]:
         image = decode_image(msg)
         faces = self.host.model.detect(image)
         crops = [self.cropper.prepare(image, f) for f in faces] if self.jobs is not None else []
         return faces, crops
 
-    async def publish(self, msg: EncodedFrame, result: Tuple[List[FaceBox], List[Any]]) -> None:
+    async def publish(self, msg: EncodedFrame, result: Tuple[List[Box], List[Any]]) -> None:
         faces, crops = result
-        # landmarks stay here: they shape the FER crop (alignment), and no one downstream uses them
-        boxes = [Box(f.x1, f.y1, f.x2, f.y2, f.score) for f in faces]
+        # the model's boxes go out as they are; their landmarks (which shaped the FER crop) are no field
         await self.pub.send(Detections(msg.frame_id, msg.t_capture, time.monotonic(), msg.width, msg.height,
-                                       boxes, len(crops)))
+                                       faces, len(crops)))
         self.stats.count("faces", len(faces))
         if self.jobs is not None and crops:  # the frame's faces as one job: one message, one batched invoke
             await self.jobs.send(FaceJob(msg.frame_id, 0, len(crops), msg.t_capture, np.stack(crops)))

@@ -29,12 +29,14 @@ Python 3.9 compatible.
 """
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any, List, Optional, Sequence, Tuple
 
 import msgspec
 import numpy as np
 
+from .box import Box
 from .messages import BY_KIND, CHECKS, SCHEMA_VERSION, WITH_IMAGE, AnyMessage
 
 DEFAULT_MAX_HEADER = 1 << 20  # 1 MiB of msgpack per message
@@ -76,6 +78,8 @@ def _enc_hook(obj: Any) -> Any:
 
 
 _ENCODER = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
+_BOX_ITEM = re.compile(r"(\$\[3\]\.faces\[\d+\]|\.box)\[([0-4])\]")  # a box is an array: name its item
+_BOX_FIELDS = Box.__struct_fields__
 
 
 # ---------------------------------------------------------------- encoding
@@ -112,9 +116,9 @@ def _buffer(frame: Any) -> Any:
 
 
 def _field_reason(text: str) -> str:
-    if "missing required field" in text:
+    if "missing required field" in text or "of at least length" in text:  # a map, or an array (a box)
         return "missing_field"
-    if "unknown field" in text:
+    if "unknown field" in text or "of at most length" in text:
         return "unknown_field"
     if text.startswith("Invalid value") and text.endswith(".kind`"):
         return "unknown_kind"
@@ -191,6 +195,8 @@ class Codec:
             reason = _field_reason(text)
             for bound in (">= -%r" % sys.float_info.max, "<= %r" % sys.float_info.max):  # the Finite constraint
                 text = text.replace("`float` " + bound, "a finite `float`")
+            if kind == "detections" or ".box[" in text:  # where a face is a Box: faces[0][0] -> faces[0].x1
+                text = _BOX_ITEM.sub(lambda mt: "%s.%s" % (mt.group(1), _BOX_FIELDS[int(mt.group(2))]), text)
             return DecodeError(reason, "%s: %s" % (kind, text))
         if "- at `$[2]" in text:
             return DecodeError("bad_image", "%s image description: %s" % (kind, text))

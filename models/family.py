@@ -14,9 +14,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from bus.box import Box
+
 from .boxes import Detection, fit_frame, to_frame
 from .engine import Engine, EngineError
-from .spec import FaceBox, ModelSpec
+from .spec import ModelSpec
 
 
 @dataclass
@@ -65,7 +67,7 @@ def check_input(engine: Engine, spec: ModelSpec) -> None:
 class FaceDetectorModel(abc.ABC):
     """The detector template: ``detect`` fits the frame to the input (letterboxed, or stretched when the
     manifest's ``extra.resize`` says so), invokes, decodes and maps the faces back to frame pixels.
-    A family implements only ``decode``, and ``landmarks`` when its points are not FaceBox's five."""
+    A family implements only ``decode``, and ``landmarks`` when its points are not Box's five."""
 
     #: the input the frame goes into when the manifest's ``extra.resize`` does not say
     default_resize = "letterbox"
@@ -91,7 +93,7 @@ class FaceDetectorModel(abc.ABC):
                               % (spec.name, resize))
         self.stretch = resize == "stretch"
 
-    def detect(self, image_bgr: np.ndarray) -> List[FaceBox]:
+    def detect(self, image_bgr: np.ndarray) -> List[Box]:
         """Faces in frame pixel coordinates, best first."""
         canvas, fit = fit_frame(image_bgr, self.input_size, self.stretch)
         pixels = to_model_pixels(canvas, self.spec)
@@ -106,7 +108,7 @@ class FaceDetectorModel(abc.ABC):
         input coordinates, at or above ``score_threshold``, at most ``max_faces`` after NMS."""
 
     def landmarks(self, points: np.ndarray) -> List[Tuple[float, float]]:
-        """The decoded points, in frame pixels -> FaceBox's five landmarks."""
+        """The decoded points, in frame pixels -> Box's five landmarks."""
         return [(float(x), float(y)) for x, y in points]
 
 
@@ -118,7 +120,7 @@ class ExpressionModel(abc.ABC):
             check_input(engine, spec)  # once, at load
 
     @abc.abstractmethod
-    def prepare(self, image_bgr: np.ndarray, face: FaceBox) -> np.ndarray:
+    def prepare(self, image_bgr: np.ndarray, face: Box) -> np.ndarray:
         """The face crop as model-ready pixels (H, W, C uint8 in the model's colour order)."""
 
     @abc.abstractmethod

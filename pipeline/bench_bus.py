@@ -1,7 +1,7 @@
 """``python run.py bench bus``: what the wire costs, against raw pyzmq in the same run.
 
-(a) Codec: encode plus decode of a 5-face ``Detections`` header (with and
-    without the faces' landmarks), in microseconds per message, through
+(a) Codec: encode plus decode of a 5-face ``Detections`` header (and of the
+    5-face ``Result`` an outside client gets), in microseconds per message, through
     ``bus.codec`` exactly as a channel does it (goal: <= 10 us).
 (b) One hop of a 640x480x3 uint8 ``Frame`` (image as a zero-copy side frame)
     and of the 5-face header over ``inproc://``, ``ipc://`` and
@@ -66,13 +66,18 @@ HEADER_HWM = 1000
 
 # ---------------------------------------------------------------- payloads
 
-def five_face_detections(landmarks: bool = False) -> m.Detections:
+def five_face_detections() -> m.Detections:
     boxes = []
     for i in range(FACES):
         x, y = 40.0 + 110.0 * i, 120.0 + 10.0 * i
-        lm = [[x + 20.0 + 5.0 * k, y + 30.0 + 4.0 * k] for k in range(5)] if landmarks else None
-        boxes.append(m.Box(x, y, x + 80.0, y + 96.0, 0.9 - 0.05 * i, lm))
+        boxes.append(m.Box(x, y, x + 80.0, y + 96.0, 0.9 - 0.05 * i))
     return m.Detections(12345, time.monotonic(), time.monotonic(), 640, 480, boxes, FACES)
+
+
+def five_face_result() -> m.Result:
+    det = five_face_detections()
+    faces = [m.FaceResult(b, "happy", 0.75, i, "happy") for i, b in enumerate(det.faces)]
+    return m.Result(det.frame_id, det.t_capture, time.monotonic(), 640, 480, faces, False, True)
 
 
 def frame_640x480() -> m.Frame:
@@ -265,8 +270,7 @@ async def bench_hops(counts: Dict[str, int], transports=TRANSPORTS, modes=("stre
 def bench_bus(counts: Dict[str, int], progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
 
     codec = {"detections_5_faces": bench_codec(five_face_detections(), counts["codec"], counts["repeats"]),
-             "detections_5_faces_landmarks": bench_codec(five_face_detections(True), counts["codec"],
-                                                         counts["repeats"])}
+             "result_5_faces": bench_codec(five_face_result(), counts["codec"], counts["repeats"])}
     hops = event_loop_run(bench_hops(counts, progress=progress))
     info = machine_info()
     info["versions"]["msgspec"] = msgspec.__version__
