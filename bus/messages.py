@@ -65,8 +65,15 @@ class Frame(Message, tag="frame"):
     image: Any = None
 
 
+Scale = Annotated[float, Meta(gt=0.0, le=sys.float_info.max)]
+
+
 class EncodedFrame(Message, tag="encoded"):
-    """A frame as it crosses into inference: ``format`` is "raw" (image is an array) or "jpeg" (bytes)."""
+    """A frame as it crosses into inference: ``format`` is "raw" (image is an array) or "jpeg" (bytes).
+
+    ``tensor``, when the encoder prepared it, is the detector's input made from this frame (resized,
+    letterboxed or stretched, in the model's colour order: H x W x C uint8), a second side frame, and
+    ``fit`` says how it maps: input pixel (u, v) is frame pixel ((u - px) / sx, (v - py) / sy)."""
 
     frame_id: FrameId
     t_capture: Time
@@ -74,6 +81,8 @@ class EncodedFrame(Message, tag="encoded"):
     width: Pixels
     height: Pixels
     image: Any = None
+    fit: Optional[Tuple[Scale, Scale, Finite, Finite]] = None  # (sx, sy, px, py)
+    tensor: Any = None
 
 
 class Detections(Message, tag="detections"):
@@ -161,6 +170,13 @@ class Metric(Message, tag="metric"):
     final: bool = False
 
 
+class MetricActor(msgspec.Struct):
+    """The one field of a ``metric`` body that a relay reads (the metrics hub, per actor); the rest is skipped
+    undecoded, and the consumers decode it whole."""
+
+    actor: Name
+
+
 class Eos(Message, tag="eos"):
     """End of stream: ``sender`` sent ``sent`` messages of its output kind, the last one for ``last_frame_id``."""
 
@@ -195,6 +211,7 @@ for _cls in MESSAGE_TYPES:
     _cls.KIND = _cls.__struct_config__.tag
 BY_KIND = {cls.KIND: cls for cls in MESSAGE_TYPES}
 WITH_IMAGE = frozenset(cls for cls in MESSAGE_TYPES if "image" in cls.__struct_fields__)
+WITH_TENSOR = frozenset(cls for cls in MESSAGE_TYPES if "tensor" in cls.__struct_fields__)
 
 
 # ---------------------------------------------------------------- rules a type cannot say
@@ -228,6 +245,12 @@ def _check_encoded(m: EncodedFrame) -> Optional[str]:
             return "a %s frame with a %s image" % (m.format, type(m.image).__name__)
         if shape is not None and tuple(shape[:2]) != (m.height, m.width):
             return "image shape %s for a %dx%d frame" % (list(shape), m.width, m.height)
+    if (m.tensor is None) != (m.fit is None):
+        return "a detector input needs both its tensor and its fit"
+    if m.tensor is not None:
+        shape = getattr(m.tensor, "shape", None)
+        if shape is None or len(shape) != 3 or m.tensor.dtype != "uint8":
+            return "the detector input is not an H x W x C uint8 array"
     return None
 
 

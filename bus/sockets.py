@@ -14,12 +14,12 @@ import asyncio
 import errno
 import logging
 import os
-from typing import Any, Iterable, List, Optional, Set
+from typing import Any, Iterable, List, Optional, Set, Tuple
 
 import zmq
 import zmq.asyncio
 
-from .codec import Codec, DecodeError, encode
+from .codec import Codec, DecodeError, encode, encode_relayed
 from .messages import BY_KIND
 from .rundir import RUN, ipc_in_use
 
@@ -100,6 +100,27 @@ class Channel:
             return False
         return True
 
+    async def recv_relay(self) -> Tuple[bytes, Any]:
+        """The next message as (kind, undecoded body), for a relay (``Codec.relay``); bad ones are counted
+        and skipped. Sequence numbers are not tracked: a relay renumbers what it forwards."""
+        while True:
+            frames = await self.sock.recv_multipart(copy=False)
+            try:
+                return self.codec.relay(frames)
+            except DecodeError as exc:
+                self._reject(exc)
+
+    async def forward(self, kind: bytes, body: Any, nowait: bool = False) -> bool:
+        """Send a body that ``recv_relay`` gave, numbered in this channel's sequence of its kind (like ``send``)."""
+        name = kind.decode("ascii")
+        seq = self._sent.get(name, 0) + 1
+        self._sent[name] = seq
+        try:
+            await self.sock.send_multipart(encode_relayed(kind, body, seq), flags=zmq.NOBLOCK if nowait else 0)
+        except zmq.Again:
+            return False
+        return True
+
     async def recv(self) -> Any:
         """The next message that decodes; bad ones are counted and skipped."""
         while True:
@@ -139,6 +160,10 @@ class Channel:
     def seen(self, kind: str) -> int:
         """The last sequence number received for ``kind``."""
         return self._seen.get(kind, 0)
+
+    def reject(self, exc: DecodeError) -> None:
+        """Count (and log) a message refused after it was received (e.g. by a relay that reads part of it)."""
+        self._reject(exc)
 
     def _reject(self, exc: DecodeError) -> None:
         n = self.rejected.get(exc.reason, 0) + 1

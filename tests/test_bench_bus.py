@@ -22,6 +22,10 @@ def test_bench_bus_quick(tmp_path, capsys):
         assert c["messages"] == 50
         assert c["header_bytes"] > 0
 
+    r = data["relay"]
+    assert r["decode_encode_us"] > 0 and r["relay_us"] > 0 and r["ratio"] > 0 and r["messages"] == 50
+    assert "metrics hub, one" in printed
+
     hops = {(h["payload"], h["transport"], h["mode"]): h for h in data["hops"]}
     assert set(hops) == {(p, t, mode) for p in ("frame", "header") for t in ("inproc", "ipc", "tcp")
                          for mode in ("stream", "pingpong")}

@@ -46,6 +46,9 @@ def encoded(draw):
     if draw(st.booleans()):
         img = draw(images)
         h, w = img.shape[:2]
+        if draw(st.booleans()):  # with the detector's input, as the encoder prepares it
+            fit = (draw(st.floats(1e-3, 10.0)), draw(st.floats(1e-3, 10.0)), draw(finite), draw(finite))
+            return m.EncodedFrame(draw(frame_ids), draw(times), "raw", w, h, img, fit, draw(images))
         return m.EncodedFrame(draw(frame_ids), draw(times), "raw", w, h, img)
     w, h = draw(sizes)
     return m.EncodedFrame(draw(frame_ids), draw(times), "jpeg", w, h, draw(st.binary(max_size=64)))
@@ -138,7 +141,7 @@ def test_every_kind_roundtrips_through_the_typed_decoder(cls):
         assert type(back) is cls
         assert same(msg, back)
         assert frames[0] == cls.KIND.encode()
-        assert len(frames) == (3 if getattr(msg, "image", None) is not None else 2)
+        assert len(frames) == 2 + (getattr(msg, "image", None) is not None) + (getattr(msg, "tensor", None) is not None)
     check()
 
 
@@ -168,6 +171,7 @@ def pack(*doc) -> bytes:
 
 
 FRAME = {"kind": "frame", "frame_id": 1, "t_capture": 1.0, "source": "s"}
+ENC = {"kind": "encoded", "frame_id": 1, "t_capture": 1.0, "format": "raw", "width": 4, "height": 4}
 IMG = ["uint8", [4, 4, 3]]
 PIXELS = bytes(48)
 
@@ -204,7 +208,19 @@ def good_frames():
     ([b"frame", b"\xc1\xc1", PIXELS], "malformed"),
     ([b"frame", msgspec.msgpack.encode({"v": 2, "s": 1}), PIXELS], "malformed"),
     ([b"frame", pack(V, -1, None, FRAME)], "malformed"),
-    ([b"frame", pack(V, 1, None, FRAME, "extra")], "malformed"),
+    ([b"frame", pack(V, 1, None, FRAME, "extra")], "bad_image"),  # a 5th item describes a tensor frame
+    ([b"frame", pack(V, 1, None, FRAME, None, "extra")], "malformed"),
+    ([b"frame", pack(V, 1, IMG, FRAME, IMG), PIXELS, PIXELS], "bad_frames"),  # a frame has no tensor
+    ([b"encoded", pack(V, 1, IMG, ENC, IMG), PIXELS], "bad_frames"),  # a tensor described, not sent
+    ([b"encoded", pack(V, 1, IMG, ENC), PIXELS, PIXELS], "bad_frames"),  # a tensor sent, not described
+    ([b"encoded", pack(V, 1, IMG, dict(ENC, fit=[1.0, 1.0, 0.0, 0.0]), IMG), PIXELS, PIXELS], None),
+    ([b"encoded", pack(V, 1, IMG, ENC, IMG), PIXELS, PIXELS], "bad_value"),  # a tensor without its fit
+    ([b"encoded", pack(V, 1, IMG, dict(ENC, fit=[1.0, 1.0, 0.0, 0.0])), PIXELS], "bad_value"),  # a fit alone
+    ([b"encoded", pack(V, 1, IMG, dict(ENC, fit=[0.0, 1.0, 0.0, 0.0]), IMG), PIXELS, PIXELS], "bad_value"),
+    ([b"encoded", pack(V, 1, IMG, dict(ENC, fit=[1.0, 1.0, NAN, 0.0]), IMG), PIXELS, PIXELS], "bad_value"),
+    ([b"encoded", pack(V, 1, IMG, dict(ENC, fit=[1.0, 1.0]), IMG), PIXELS, PIXELS], "bad_value"),
+    ([b"encoded", pack(V, 1, IMG, dict(ENC, fit=[1.0, 1.0, 0.0, 0.0]), ["float32", [4, 3]]), PIXELS, PIXELS],
+     "bad_value"),  # not H x W x C uint8
     ([b"frame", pack(1, 1, None, FRAME)], "wrong_version"),
     ([b"frame", pack(V + 1, 1, None, {"kind": "frame", "a": "new field"})], "wrong_version"),
     ([b"frame", pack(V, 1, None, dict(FRAME, x=1))], "unknown_field"),
