@@ -16,6 +16,7 @@ import numpy as np
 from bus.box import Box
 from bus.messages import Detections, EncodedFrame, FaceJob
 from bus.sockets import Bus
+from models.boxes import Fit
 from models.registry import expression_model, face_detector
 from models.spec import ModelSpec
 
@@ -45,14 +46,24 @@ class Detector(FrameStage):
             self.jobs = self.channel(self.bus.push(self.facejobs_endpoint, hwm=self.jobs_hwm, bind=True,
                                                    name=self.name + ".jobs"))
 
-    def work(self, msg: EncodedFrame) -> Tuple[List[Box], List[Any]]:
-        image = decode_image(msg)
-        faces = self.host.model.detect(image)
+    def work(self, msg: EncodedFrame) -> Tuple[List[Box], List[Any], bool]:
+        """The frame's faces and FER crops, and whether the encoder's input was used (else made here)."""
+        model = self.host.model
+        prepared = None
+        if msg.tensor is not None and tuple(msg.tensor.shape) == model.input.shape:
+            prepared = (msg.tensor, Fit(*msg.fit))
+        # the frame's pixels are needed for the FER crops, or to make the input here
+        image = decode_image(msg) if self.jobs is not None or prepared is None else None
+        faces = model.detect(image, prepared, (msg.width, msg.height))
         crops = [self.cropper.prepare(image, f) for f in faces] if self.jobs is not None else []
-        return faces, crops
+        return faces, crops, prepared is not None
 
-    async def publish(self, msg: EncodedFrame, result: Tuple[List[Box], List[Any]]) -> None:
-        faces, crops = result
+    async def publish(self, msg: EncodedFrame, result: Tuple[List[Box], List[Any], bool]) -> None:
+        faces, crops, ahead = result
+        if ahead:
+            self.stats.count("input_ahead")  # the encoder made the input: this frame's pre-processing overlapped
+        elif msg.tensor is not None:
+            self.stats.count("input_mismatch")  # an input of another shape (another model?): made here
         # the model's boxes go out as they are; their landmarks (which shaped the FER crop) are no field
         await self.pub.send(Detections(msg.frame_id, msg.t_capture, time.monotonic(), msg.width, msg.height,
                                        faces, len(crops)))
