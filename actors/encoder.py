@@ -102,8 +102,8 @@ class Encoder(Actor):
             fit = tensor = None
             if self.format == "jpeg" or self.faults is not None or self.detector_input is not None:
                 try:
-                    payload, fit, tensor = await asyncio.wait_for(in_thread(self.executor, self._encode, msg.image),
-                                                     self.timeout_s)
+                    payload, fit, tensor = await asyncio.wait_for(
+                        in_thread(self.executor, self._encode, msg.image), self.timeout_s)
                 except asyncio.TimeoutError:
                     self.log.error("frame %d dropped: encoding took over %.0f ms; the encoding thread was replaced",
                                    msg.frame_id, self.timeout_s * 1000)

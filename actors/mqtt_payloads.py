@@ -85,8 +85,9 @@ def result_payload(r: Result) -> Dict[str, Any]:
         "frame_id": r.frame_id, "time": round(time.time(), 3), "t_capture": round(r.t_capture, 6),
         "t_result": round(r.t_result, 6), "latency_ms": round((r.t_result - r.t_capture) * 1000.0, 3),
         "width": r.width, "height": r.height, "partial": r.partial,
-        "faces": [{"box": [round(v, 1) for v in f.box.as_list()], "score": _num(f.box.score), "expression": f.expression,
-                   "confidence": _num(f.confidence), "track": f.track, "smoothed": f.smoothed} for f in r.faces],
+        "faces": [{"box": [round(v, 1) for v in f.box.as_list()], "score": _num(f.box.score),
+                   "expression": f.expression, "confidence": _num(f.confidence), "track": f.track,
+                   "smoothed": f.smoothed} for f in r.faces],
     }
     if r.labels is not None:
         out["labels"] = [[label, _num(p)] for label, p in r.labels]
