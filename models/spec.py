@@ -1,4 +1,4 @@
-"""Typed description of a model and of what models produce.
+"""Typed description of a model (a detected face is ``bus.box.Box``).
 
 Everything here must run on Python 3.9 (the TPU-side interpreter).
 """
