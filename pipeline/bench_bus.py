@@ -112,12 +112,12 @@ def bench_codec(msg: Any, n: int, repeats: int) -> Dict[str, Any]:
 
 def typical_metric() -> m.Metric:
     """An actor's snapshot as the metrics hub gets them: a dozen counters, ten gauges."""
-    counters = {k: 1000 + i for i, k in enumerate(("in", "out", "dropped", "dropped.stale", "rejected", "faces",
-                                                    "jobs", "partial", "completed", "restarts", "ignored", "lost"))}
-    gauges = {k: 12.5 + i for i, k in enumerate(("fps", "fps_avg", "busy_pct", "busy_ms_p50", "busy_ms_p99",
-                                                  "latency_ms_p50", "latency_ms_p99", "uptime_s", "pending",
-                                                  "on.cpu"))}
-    return m.Metric("detector", 4242, time.monotonic(), counters, gauges)
+    counters = ("in", "out", "dropped", "dropped.stale", "rejected", "faces", "jobs", "partial", "completed",
+                "restarts", "ignored", "lost")
+    gauges = ("fps", "fps_avg", "busy_pct", "busy_ms_p50", "busy_ms_p99", "latency_ms_p50", "latency_ms_p99",
+              "uptime_s", "pending", "on.cpu")
+    return m.Metric("detector", 4242, time.monotonic(), {k: 1000 + i for i, k in enumerate(counters)},
+                    {k: 12.5 + i for i, k in enumerate(gauges)})
 
 
 def bench_relay(n: int, repeats: int) -> Dict[str, Any]:
