@@ -123,9 +123,8 @@ def typical_metric() -> m.Metric:
 def bench_relay(n: int, repeats: int) -> Dict[str, Any]:
     """Median microseconds per metric for the metrics hub's work on it: decode and re-encode it (the typed
     path), against relaying it (``Codec.relay``, the actor's name, ``encode_relayed``; what the hub does)."""
-    codec = Codec()
+    codec, actor = Codec(), msgspec.msgpack.Decoder(m.MetricActor)
     frames = [bytes(f) for f in encode(typical_metric(), 1)]
-    actor = msgspec.msgpack.Decoder(m.MetricActor)
     typed: List[float] = []
     relayed: List[float] = []
     for _ in range(repeats):
