@@ -171,7 +171,6 @@ def pack(*doc) -> bytes:
 
 
 FRAME = {"kind": "frame", "frame_id": 1, "t_capture": 1.0, "source": "s"}
-ENC = {"kind": "encoded", "frame_id": 1, "t_capture": 1.0, "format": "raw", "width": 4, "height": 4}
 IMG = ["uint8", [4, 4, 3]]
 PIXELS = bytes(48)
 
@@ -210,17 +209,6 @@ def good_frames():
     ([b"frame", pack(V, -1, None, FRAME)], "malformed"),
     ([b"frame", pack(V, 1, None, FRAME, "extra")], "bad_image"),  # a 5th item describes a tensor frame
     ([b"frame", pack(V, 1, None, FRAME, None, "extra")], "malformed"),
-    ([b"frame", pack(V, 1, IMG, FRAME, IMG), PIXELS, PIXELS], "bad_frames"),  # a frame has no tensor
-    ([b"encoded", pack(V, 1, IMG, ENC, IMG), PIXELS], "bad_frames"),  # a tensor described, not sent
-    ([b"encoded", pack(V, 1, IMG, ENC), PIXELS, PIXELS], "bad_frames"),  # a tensor sent, not described
-    ([b"encoded", pack(V, 1, IMG, dict(ENC, fit=[1.0, 1.0, 0.0, 0.0]), IMG), PIXELS, PIXELS], None),
-    ([b"encoded", pack(V, 1, IMG, ENC, IMG), PIXELS, PIXELS], "bad_value"),  # a tensor without its fit
-    ([b"encoded", pack(V, 1, IMG, dict(ENC, fit=[1.0, 1.0, 0.0, 0.0])), PIXELS], "bad_value"),  # a fit alone
-    ([b"encoded", pack(V, 1, IMG, dict(ENC, fit=[0.0, 1.0, 0.0, 0.0]), IMG), PIXELS, PIXELS], "bad_value"),
-    ([b"encoded", pack(V, 1, IMG, dict(ENC, fit=[1.0, 1.0, NAN, 0.0]), IMG), PIXELS, PIXELS], "bad_value"),
-    ([b"encoded", pack(V, 1, IMG, dict(ENC, fit=[1.0, 1.0]), IMG), PIXELS, PIXELS], "bad_value"),
-    ([b"encoded", pack(V, 1, IMG, dict(ENC, fit=[1.0, 1.0, 0.0, 0.0]), ["float32", [4, 3]]), PIXELS, PIXELS],
-     "bad_value"),  # not H x W x C uint8
     ([b"frame", pack(1, 1, None, FRAME)], "wrong_version"),
     ([b"frame", pack(V + 1, 1, None, {"kind": "frame", "a": "new field"})], "wrong_version"),
     ([b"frame", pack(V, 1, None, dict(FRAME, x=1))], "unknown_field"),
