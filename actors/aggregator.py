@@ -205,9 +205,9 @@ class Aggregator(Actor):
         for i, b in enumerate(det.faces):
             e = p.expressions.get(i)
             got = e.label if e is not None else None
-            faces.append(FaceResult(b.as_list(), b.score, got.label if got else None, got.confidence if got else None))
+            faces.append(FaceResult(b, got.label if got else None, got.confidence if got else None))
         if det.expect_expressions:
-            for f, (tid, vote) in zip(faces, self.tracker.update(det.frame_id, [(f.box, f.expression)
+            for f, (tid, vote) in zip(faces, self.tracker.update(det.frame_id, [(f.box.as_list(), f.expression)
                                                                                  for f in faces])):
                 f.track, f.smoothed = tid, vote
         partial = not p.complete or p.errors > 0

@@ -13,10 +13,12 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from bus.messages import Box, Detections, EncodedFrame, FaceJob
+from bus.box import Box
+from bus.messages import Detections, EncodedFrame, FaceJob
 from bus.sockets import Bus
+from models.boxes import Fit
 from models.registry import expression_model, face_detector
-from models.spec import FaceBox, ModelSpec
+from models.spec import ModelSpec
 
 from .engines import EngineHost, EngineSettings
 from .frame_stage import FrameStage, decode_image
@@ -44,19 +46,27 @@ class Detector(FrameStage):
             self.jobs = self.channel(self.bus.push(self.facejobs_endpoint, hwm=self.jobs_hwm, bind=True,
                                                    name=self.name + ".jobs"))
 
-    def work(self, msg: EncodedFrame) -> Tuple[List[FaceBox], List[Any]]:
-        image = decode_image(msg)
+    def work(self, msg: EncodedFrame) -> Tuple[List[Box], List[Any], bool]:
+        """The frame's faces and FER crops, and whether the encoder's input was used (else made here)."""
         with self.host.lend() as model:
-            faces = model.detect(image)
+            prepared = None
+            if msg.tensor is not None and tuple(msg.tensor.shape) == model.input.shape:
+                prepared = (msg.tensor, Fit(*msg.fit))
+            # the frame's pixels are needed for the FER crops, or to make the input here
+            image = decode_image(msg) if self.jobs is not None or prepared is None else None
+            faces = model.detect(image, prepared, (msg.width, msg.height))
         crops = [self.cropper.prepare(image, f) for f in faces] if self.jobs is not None else []
-        return faces, crops
+        return faces, crops, prepared is not None
 
-    async def publish(self, msg: EncodedFrame, result: Tuple[List[FaceBox], List[Any]]) -> None:
-        faces, crops = result
-        # landmarks stay here: they shape the FER crop (alignment), and no one downstream uses them
-        boxes = [Box(f.x1, f.y1, f.x2, f.y2, f.score) for f in faces]
+    async def publish(self, msg: EncodedFrame, result: Tuple[List[Box], List[Any], bool]) -> None:
+        faces, crops, ahead = result
+        if ahead:
+            self.stats.count("input_ahead")  # the encoder made the input: this frame's pre-processing overlapped
+        elif msg.tensor is not None:
+            self.stats.count("input_mismatch")  # an input of another shape (another model?): made here
+        # the model's boxes go out as they are; their landmarks (which shaped the FER crop) are no field
         await self.pub.send(Detections(msg.frame_id, msg.t_capture, time.monotonic(), msg.width, msg.height,
-                                       boxes, len(crops)))
+                                       faces, len(crops)))
         self.stats.count("faces", len(faces))
         if self.jobs is not None and crops:  # the frame's faces as one job: one message, one batched invoke
             await self.jobs.send(FaceJob(msg.frame_id, 0, len(crops), msg.t_capture, np.stack(crops)))

@@ -103,9 +103,9 @@ def overlay_layout(r: Result, fps: float, width: int, height: int) -> TextLayout
     for i, (label, p) in enumerate((r.labels or [])[:3]):
         layout.place("%s %.0f%%" % (label, 100 * p), [(4, 4 + i * layout.size("Ag")[1])], (0, 255, 255))
     for f in r.faces:
-        x1, y1, x2, y2 = (int(round(v)) for v in f.box)
+        x1, y1, x2, y2 = (int(round(v)) for v in f.box.as_list())
         label = f.smoothed or f.expression
-        text = label if label else "face %.2f" % f.score
+        text = label if label else "face %.2f" % f.box.score
         if label and f.smoothed and f.expression and f.smoothed != f.expression:
             text += " (%s)" % f.expression  # the vote, then this frame's own label
         h = layout.size(text)[1]
@@ -119,7 +119,7 @@ def annotate(image: np.ndarray, r: Result, fps: float) -> np.ndarray:
     k = max(1.0, out.shape[1] / 640.0)
     t = max(1, int(round(2 * k)))
     for f in r.faces:
-        x1, y1, x2, y2 = (int(round(v)) for v in f.box)
+        x1, y1, x2, y2 = (int(round(v)) for v in f.box.as_list())
         color = (0, 200, 0) if (f.smoothed or f.expression) else (0, 160, 255)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, t)
     overlay_layout(r, fps, out.shape[1], out.shape[0]).draw(out)

@@ -4,6 +4,13 @@ JPEG costs CPU here and saves bandwidth where the frame leaves the host or
 crosses into another interpreter over TCP; raw is cheapest in one process or
 over ipc. Which one is a config choice (``encoder.format``).
 
+With ``detector_input`` (the face detector's model, from the manifest) the
+encoder also makes the detector's input pixels (resize, letterbox or stretch,
+colour order) in its own thread and sends them as a second zero-copy side
+frame with their fit (``EncodedFrame.tensor``, ``.fit``): that work overlaps
+the detector's inference of the frame before. The detector prepares the
+input itself when a frame comes without it.
+
 A frame that fails to encode is dropped (counted); an encode that hangs past
 ``timeout_ms`` is dropped and the encoding thread replaced. Tests inject
 faults (raise, hang, slow) with ``engine.fake.faults.encoder``.
@@ -16,7 +23,7 @@ import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import cv2
 
@@ -24,6 +31,7 @@ from bus.messages import EncodedFrame, Eos, Frame
 from bus.sockets import Bus
 from models.engine import FaultCounter
 from models.fake import InjectedFault
+from models.family import DetectorInput
 
 from .base import Actor, in_thread, ms_since
 
@@ -33,8 +41,9 @@ class Encoder(Actor):
 
     def __init__(self, name: str, bus: Bus, *, frames_endpoint: str, encoded_endpoint: str, hwm: int,
                  format: str = "raw", jpeg_quality: int = 85, faults: Optional[FaultCounter] = None,
-                 timeout_ms: float = 2000.0, **kw) -> None:
+                 timeout_ms: float = 2000.0, detector_input: Optional[DetectorInput] = None, **kw) -> None:
         super().__init__(name, bus, **kw)
+        self.detector_input = detector_input
         self.faults = faults
         self.timeout_s = timeout_ms / 1000.0
         self._released = threading.Event()  # frees a hung (injected) encode at the end
@@ -51,8 +60,9 @@ class Encoder(Actor):
                                              topics=("frame", "eos")))
         self.pub = self.channel(self.bus.pub(self.encoded_endpoint, hwm=self.hwm, name=self.name))
 
-    def _encode(self, image: Any) -> Any:
-        """In the encoding thread: the payload for one frame (injected faults first, when a test asked)."""
+    def _encode(self, image: Any) -> Tuple[Any, Any, Any]:
+        """In the encoding thread: the payload for one frame, and the detector's input and its fit when this
+        encoder prepares it (injected faults first, when a test asked)."""
         f = self.faults
         if f is not None:
             n = f.next_call()
@@ -63,7 +73,11 @@ class Encoder(Actor):
                 raise InjectedFault("encode %d was hung" % n)
             if f.plan.extra_s(n):
                 self._released.wait(f.plan.extra_s(n))
-        return self._jpeg(image) if self.format == "jpeg" else image
+        payload = self._jpeg(image) if self.format == "jpeg" else image
+        if self.detector_input is None:
+            return payload, None, None
+        tensor, fit = self.detector_input.prepare(image)
+        return payload, tuple(float(v) for v in fit), tensor
 
     def _jpeg(self, image) -> bytes:
         ok, buf = cv2.imencode(".jpg", image, self.params)
@@ -85,10 +99,11 @@ class Encoder(Actor):
             self.stats.count("in")
             t0 = time.monotonic()
             h, w = msg.image.shape[:2]
-            if self.format == "jpeg" or self.faults is not None:
+            fit = tensor = None
+            if self.format == "jpeg" or self.faults is not None or self.detector_input is not None:
                 try:
-                    payload = await asyncio.wait_for(in_thread(self.executor, self._encode, msg.image),
-                                                     self.timeout_s)
+                    payload, fit, tensor = await asyncio.wait_for(
+                        in_thread(self.executor, self._encode, msg.image), self.timeout_s)
                 except asyncio.TimeoutError:
                     self.log.error("frame %d dropped: encoding took over %.0f ms; the encoding thread was replaced",
                                    msg.frame_id, self.timeout_s * 1000)
@@ -104,7 +119,7 @@ class Encoder(Actor):
                     continue
             else:
                 payload = msg.image
-            await self.pub.send(EncodedFrame(msg.frame_id, msg.t_capture, self.format, w, h, payload))
+            await self.pub.send(EncodedFrame(msg.frame_id, msg.t_capture, self.format, w, h, payload, fit, tensor))
             self.stats.count("out")
             self.stats.busy(ms_since(t0))
 

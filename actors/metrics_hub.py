@@ -2,6 +2,15 @@
 snapshot per actor and republishes them on the public metrics endpoint that
 ``run.py metrics`` and other subscribers attach to.
 
+The hub forwards without decoding: it checks a metric's frames and header
+(``Codec.relay``: kind, size, ``[version, seq, nil, message]``, version),
+reads only its ``actor`` name (``MetricActor``), renumbers it in the public
+sequence and sends the message body on as it came. Each consumer (``run.py
+metrics``, the Prometheus exporter, the web view, MQTT) decodes it with the
+typed decoder, which refuses and counts a hostile one. The latest body per
+actor is kept undecoded and decoded only when ``latest`` is read (the run's
+summary of a group that died before its final report).
+
 The hub reports on itself there too (actor ``metrics``, every ``interval``
 seconds): the metrics it relayed (``in``/``out``) and what it refused, the
 malformed messages on its inbound socket and the subscriptions on its public
@@ -12,13 +21,18 @@ Python 3.9 compatible.
 from __future__ import annotations
 
 import asyncio
-from typing import Dict
+from typing import Any, Dict
 
-from bus.messages import Metric
+import msgspec
+
+from bus.codec import DecodeError, encode_relayed
+from bus.messages import Metric, MetricActor
 from bus.sockets import Bus
 
 from .base import Actor
 from .tasks import TaskGroup
+
+_METRIC = Metric.KIND.encode("ascii")
 
 
 class MetricsHub(Actor):
@@ -31,7 +45,22 @@ class MetricsHub(Actor):
         self.public_endpoint = public_endpoint
         self.hwm = hwm
         self.interval = interval
-        self.latest: Dict[str, Metric] = {}
+        self._bodies: Dict[str, Any] = {}  # actor -> its latest metric body, undecoded
+        self._decoded: Dict[str, Metric] = {}  # actor -> the last of its bodies that decoded
+        self._actor = msgspec.msgpack.Decoder(MetricActor)
+
+    @property
+    def latest(self) -> Dict[str, Metric]:
+        """The latest snapshot of each actor, decoded now (an actor whose latest body does not decode keeps
+        its previous one; the refusal is counted in ``rejected.<reason>``)."""
+        for actor, body in list(self._bodies.items()):
+            frames = [_METRIC, encode_relayed(_METRIC, body, 0)[1]]
+            try:
+                self._decoded[actor] = self.inbound.codec.decode(frames)
+            except DecodeError as exc:
+                self.inbound.reject(exc)
+            del self._bodies[actor]
+        return dict(self._decoded)
 
     async def setup(self) -> None:
         self.inbound = self.channel(self.bus.sub(self.inbound_endpoint, hwm=self.hwm, bind=True, name=self.name,
@@ -42,14 +71,19 @@ class MetricsHub(Actor):
         async with TaskGroup() as tg:
             tg.start_soon(self._report(), name=self.name + ".report")
             while True:
-                m = await self.inbound.recv()
+                kind, body = await self.inbound.recv_relay()
                 self.stats.count("in")
-                if isinstance(m, Metric):
-                    self.latest[m.actor] = m
-                    await self.public.send(m, nowait=True)  # a full subscriber loses it, never the hub
-                    self.stats.count("out")
-                else:
+                if kind != _METRIC:
                     self.stats.count("ignored")
+                    continue
+                try:
+                    actor = self._actor.decode(body).actor
+                except msgspec.ValidationError as exc:  # the body is valid msgpack (Codec.relay checked)
+                    self.inbound.reject(DecodeError("bad_field", "metric without an actor name: %s" % exc))
+                    continue
+                self._bodies[actor] = body
+                await self.public.forward(kind, body, nowait=True)  # a full subscriber loses it, never the hub
+                self.stats.count("out")
 
     async def _report(self) -> None:
         while True:

@@ -85,8 +85,9 @@ def result_payload(r: Result) -> Dict[str, Any]:
         "frame_id": r.frame_id, "time": round(time.time(), 3), "t_capture": round(r.t_capture, 6),
         "t_result": round(r.t_result, 6), "latency_ms": round((r.t_result - r.t_capture) * 1000.0, 3),
         "width": r.width, "height": r.height, "partial": r.partial,
-        "faces": [{"box": [round(v, 1) for v in f.box], "score": _num(f.score), "expression": f.expression,
-                   "confidence": _num(f.confidence), "track": f.track, "smoothed": f.smoothed} for f in r.faces],
+        "faces": [{"box": [round(v, 1) for v in f.box.as_list()], "score": _num(f.box.score),
+                   "expression": f.expression, "confidence": _num(f.confidence), "track": f.track,
+                   "smoothed": f.smoothed} for f in r.faces],
     }
     if r.labels is not None:
         out["labels"] = [[label, _num(p)] for label, p in r.labels]
@@ -133,18 +134,18 @@ class TrackEvents:
         for f in r.faces:
             if f.track < 0:
                 continue
-            box = [round(v, 1) for v in f.box]
+            box = [round(v, 1) for v in f.box.as_list()]
             seen = self.tracks.get(f.track)
             if seen is None:
-                self.tracks[f.track] = _Seen(r.frame_id, f.smoothed, box, f.score)
+                self.tracks[f.track] = _Seen(r.frame_id, f.smoothed, box, f.box.score)
                 events.append({"event": "appeared", "track": f.track, "frame_id": r.frame_id, "time": now,
-                               "expression": f.smoothed, "box": box, "score": _num(f.score)})
+                               "expression": f.smoothed, "box": box, "score": _num(f.box.score)})
                 continue
-            seen.last_frame, seen.box, seen.score = r.frame_id, box, f.score
+            seen.last_frame, seen.box, seen.score = r.frame_id, box, f.box.score
             if f.smoothed is not None and f.smoothed != seen.expression:
                 events.append({"event": "expression", "track": f.track, "frame_id": r.frame_id, "time": now,
                                "expression": f.smoothed, "previous": seen.expression, "box": box,
-                               "score": _num(f.score)})
+                               "score": _num(f.box.score)})
                 seen.expression = f.smoothed
         for tid in [t for t, s in self.tracks.items() if r.frame_id - s.last_frame > self.gone_after]:
             events.append(self._gone(tid, r.frame_id, now, "unseen"))

@@ -30,7 +30,7 @@ def match_truth(result: Result, truth: List[TruthFace]) -> dict:
         for i, f in enumerate(result.faces):
             if i in used:
                 continue
-            v = iou(t.box, f.box)
+            v = iou(t.box.as_list(), f.box.as_list())
             if v >= best_iou:
                 best, best_iou = i, v
         if best is not None:
@@ -115,7 +115,7 @@ class Recorder(Actor):
                 "in_order": r.in_order,
                 "latency_ms": round((r.t_result - r.t_capture) * 1000.0, 3),
                 "t_ms": round((r.t_result - self.first_t) * 1000.0, 3),  # since the first result
-                "faces": [{"box": [round(v, 1) for v in f.box], "score": round(f.score, 4),
+                "faces": [{"box": [round(v, 1) for v in f.box.as_list()], "score": round(f.box.score, 4),
                            "expression": f.expression,
                            "confidence": None if f.confidence is None else round(f.confidence, 4),
                            "track": f.track, "smoothed": f.smoothed}
@@ -124,7 +124,7 @@ class Recorder(Actor):
             if r.labels is not None:
                 line["labels"] = r.labels
             if truth is not None:
-                line["truth"] = [{"box": tf.box, "expression": tf.expression} for tf in truth]
+                line["truth"] = [{"box": tf.box.as_list(), "expression": tf.expression} for tf in truth]
             self.fh.write(json.dumps(line) + "\n")
         self.stats.count("out")
 

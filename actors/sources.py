@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 import cv2
 import numpy as np
 
+from bus.box import Box
 from bus.messages import TruthFace
 from models import fake_scene
 from models.labels import EXPRESSIONS
@@ -150,7 +151,7 @@ class SyntheticSource(Source):
             box = (x1, y1, x1 + self.face_w, y1 + self.face_h)
             expression = (i + self.seed + n // self.change) % len(EXPRESSIONS)
             fake_scene.draw_face(img, box, expression)
-            truth.append(TruthFace([float(v) for v in box], EXPRESSIONS[expression]))
+            truth.append(TruthFace(Box(*[float(v) for v in box], score=1.0), EXPRESSIONS[expression]))
         cv2.putText(img, "synthetic %d" % n, (8, self.height - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
                     (230, 230, 230), 1, cv2.LINE_AA)
         return img, truth

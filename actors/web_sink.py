@@ -176,8 +176,8 @@ class LiveState:
             doc["frame"] = {"frame_id": r.frame_id, "width": r.width, "height": r.height, "partial": r.partial,
                             "latency_ms": _num((r.t_result - r.t_capture) * 1000.0, 1), "fps": _num(fps, 2)}
             doc["faces"] = [{"track": f.track, "expression": f.expression, "smoothed": f.smoothed,
-                             "confidence": _num(f.confidence), "score": _num(f.score),
-                             "box": [_num(v, 1) for v in f.box]} for f in r.faces]
+                             "confidence": _num(f.confidence), "score": _num(f.box.score),
+                             "box": [_num(v, 1) for v in f.box.as_list()]} for f in r.faces]
             doc["labels"] = [[label, _num(p)] for label, p in (r.labels or [])]
         return doc
 

@@ -29,13 +29,15 @@ Python 3.9 compatible.
 """
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any, List, Optional, Sequence, Tuple
 
 import msgspec
 import numpy as np
 
-from .messages import BY_KIND, CHECKS, SCHEMA_VERSION, WITH_IMAGE, AnyMessage
+from .box import Box
+from .messages import BY_KIND, CHECKS, SCHEMA_VERSION, WITH_IMAGE, WITH_TENSOR, AnyMessage
 
 DEFAULT_MAX_HEADER = 1 << 20  # 1 MiB of msgpack per message
 DEFAULT_MAX_IMAGE = 64 << 20  # 64 MiB per image
@@ -65,6 +67,16 @@ class Envelope(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     s: int
     img: Optional[ImageRef]
     msg: AnyMessage
+    tensor: Optional[ImageRef] = None  # a 5th item: a second side frame (an encoded frame's detector input)
+
+
+class RelayEnvelope(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    """A header whose message stays undecoded (``msgspec.Raw``): what a relay checks before forwarding."""
+
+    v: int
+    s: int
+    img: None
+    msg: msgspec.Raw
 
 
 _KIND_BYTES = {cls: cls.KIND.encode("ascii") for cls in BY_KIND.values()}
@@ -78,9 +90,22 @@ def _enc_hook(obj: Any) -> Any:
 
 
 _ENCODER = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
+_BOX_ITEM = re.compile(r"(\$\[3\]\.faces\[\d+\]|\.box)\[([0-4])\]")  # a box is an array: name its item
+_BOX_FIELDS = Box.__struct_fields__
 
 
 # ---------------------------------------------------------------- encoding
+
+def _side_frame(kind: str, what: str, image: Any) -> Tuple[Tuple[str, List[int]], Any]:
+    """An image's [dtype, shape] description and its buffer (not copied)."""
+    if isinstance(image, np.ndarray):
+        arr = np.ascontiguousarray(image)
+        return ((_DTYPE_NAMES.get(arr.dtype) or arr.dtype.name, list(arr.shape)),
+                (arr.data if arr.ndim else arr.tobytes()))
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return ("bytes", [memoryview(image).nbytes]), image
+    raise TypeError("%s.%s must be a numpy array or bytes, not %s" % (kind, what, type(image).__name__))
+
 
 def encode(msg: Any, seq: int = 0) -> List[Any]:
     """Message -> list of frames for ``send_multipart``. Images are not copied.
@@ -93,17 +118,19 @@ def encode(msg: Any, seq: int = 0) -> List[Any]:
     image = msg.image if cls in WITH_IMAGE else None
     if image is None:
         return [kind, _ENCODER.encode((SCHEMA_VERSION, seq, None, msg))]
-    if isinstance(image, np.ndarray):
-        arr = np.ascontiguousarray(image)
-        ref: Tuple[str, List[int]] = (_DTYPE_NAMES.get(arr.dtype) or arr.dtype.name, list(arr.shape))
-        buf: Any = arr.data if arr.ndim else arr.tobytes()
-    elif isinstance(image, (bytes, bytearray, memoryview)):
-        ref = ("bytes", [memoryview(image).nbytes])
-        buf = image
-    else:
-        raise TypeError("%s.image must be a numpy array or bytes, not %s" % (cls.KIND, type(image).__name__))
-    header = _ENCODER.encode((SCHEMA_VERSION, seq, ref, msgspec.structs.replace(msg, image=None)))
-    return [kind, header, buf]
+    ref, buf = _side_frame(cls.KIND, "image", image)
+    tensor = msg.tensor if cls in WITH_TENSOR else None
+    if tensor is None:
+        header = _ENCODER.encode((SCHEMA_VERSION, seq, ref, msgspec.structs.replace(msg, image=None)))
+        return [kind, header, buf]
+    tref, tbuf = _side_frame(cls.KIND, "tensor", tensor)
+    header = _ENCODER.encode((SCHEMA_VERSION, seq, ref, msgspec.structs.replace(msg, image=None, tensor=None), tref))
+    return [kind, header, buf, tbuf]
+
+
+def encode_relayed(kind: bytes, body: Any, seq: int) -> List[Any]:
+    """Frames for a message relayed undecoded (``Codec.relay``): its kind, body, and this sender's ``seq``."""
+    return [kind, _ENCODER.encode((SCHEMA_VERSION, seq, None, body))]
 
 
 # ---------------------------------------------------------------- decoding
@@ -125,9 +152,9 @@ def _buffer(frame: Any) -> memoryview:
 
 
 def _field_reason(text: str) -> str:
-    if "missing required field" in text:
+    if "missing required field" in text or "of at least length" in text:  # a map, or an array (a box)
         return "missing_field"
-    if "unknown field" in text:
+    if "unknown field" in text or "of at most length" in text:
         return "unknown_field"
     if text.startswith("Invalid value") and text.endswith(".kind`"):
         return "unknown_kind"
@@ -143,6 +170,7 @@ class Codec:
         self.max_header = max_header
         self.max_image = max_image
         self._decoder = msgspec.msgpack.Decoder(Envelope)
+        self._relay_decoder = msgspec.msgpack.Decoder(RelayEnvelope)
 
     def decode(self, frames: Sequence[Any]) -> Any:
         """Frames (bytes or zmq.Frame) -> message. Raises DecodeError."""
@@ -151,8 +179,8 @@ class Codec:
     def decode_seq(self, frames: Sequence[Any]) -> Tuple[Any, int]:
         """Frames -> (message, sender's sequence number). Raises DecodeError."""
         n = len(frames)
-        if n not in (2, 3):
-            raise DecodeError("bad_frames", "expected 2 or 3 frames, got %d" % n)
+        if n not in (2, 3, 4):
+            raise DecodeError("bad_frames", "expected 2 to 4 frames, got %d" % n)
         kind_f = frames[0]
         kind_b = bytes(_small(kind_f))
         cls = _BY_KIND_BYTES.get(kind_b)
@@ -177,19 +205,53 @@ class Codec:
             raise DecodeError("wrong_kind", "frame 0 says %s, the header holds %s" % (cls.KIND, type(msg).KIND))
         if cls in WITH_IMAGE and msg.image is not None:
             raise DecodeError("bad_field", "%s.image must travel in its own frame" % cls.KIND)
+        if cls in WITH_TENSOR and msg.tensor is not None:
+            raise DecodeError("bad_field", "%s.tensor must travel in its own frame" % cls.KIND)
         if env.img is None:
-            if n != 2:
+            if n != 2 or env.tensor is not None:
                 raise DecodeError("bad_frames", "%s has an extra frame but no image description" % cls.KIND)
-        elif cls not in WITH_IMAGE or n != 3:
+        elif cls not in WITH_IMAGE or n != 3 + (env.tensor is not None):
             raise DecodeError("bad_frames", "%s: image description without a matching image frame" % cls.KIND)
+        elif env.tensor is not None and cls not in WITH_TENSOR:
+            raise DecodeError("bad_frames", "%s carries no tensor" % cls.KIND)
         else:
             msg.image = self._image(cls.KIND, env.img, frames[2])
+            if env.tensor is not None:
+                msg.tensor = self._image(cls.KIND, env.tensor, frames[3])
         check = CHECKS.get(cls)
         if check is not None:
             problem = check(msg)
             if problem:
                 raise DecodeError("bad_value", "%s: %s" % (cls.KIND, problem))
         return msg, env.s
+
+    def relay(self, frames: Sequence[Any]) -> Tuple[bytes, Any]:
+        """Frames -> (kind, the message's msgpack body as ``msgspec.Raw``), for a relay that forwards without
+        decoding (the metrics hub). Checked here: the frames, the kind, the header's size and
+        ``[version, seq, nil, message]`` shape, the version; the message itself is the consumers' to check
+        with the typed decoder (``decode``), which refuses and counts a bad one. Raises DecodeError."""
+        if len(frames) != 2:
+            raise DecodeError("bad_frames", "a relayed message has 2 frames, not %d" % len(frames))
+        kind_b = bytes(_small(frames[0]))
+        cls = _BY_KIND_BYTES.get(kind_b)
+        if cls is None:
+            raise DecodeError("unknown_kind", "unknown message kind %r" % kind_b[:32])
+        header = _small(frames[1])
+        if len(header) > self.max_header:
+            raise DecodeError("oversized", "%s header is %d bytes, limit %d" % (cls.KIND, len(header), self.max_header))
+        try:
+            env = self._relay_decoder.decode(header)
+        except msgspec.ValidationError as exc:
+            raise DecodeError("malformed", "%s header is not a [version, seq, nil, message] array: %s"
+                              % (cls.KIND, exc)) from None
+        except (ValueError, RecursionError) as exc:  # msgspec.DecodeError, nesting
+            raise DecodeError("malformed", "%s header is not valid msgpack (%s)" % (cls.KIND, exc)) from None
+        if env.v != SCHEMA_VERSION:
+            raise DecodeError("wrong_version", "%s has schema version %r, this build speaks %d"
+                              % (cls.KIND, env.v, SCHEMA_VERSION))
+        if env.s < 0:
+            raise DecodeError("malformed", "%s sequence number %r is negative" % (cls.KIND, env.s))
+        return kind_b, env.msg
 
     def _invalid(self, kind: str, header: Any, text: str) -> DecodeError:
         """A DecodeError for a header the typed decoder refused, with the reason from where it failed."""
@@ -204,8 +266,10 @@ class Codec:
             reason = _field_reason(text)
             for bound in (">= -%r" % sys.float_info.max, "<= %r" % sys.float_info.max):  # the Finite constraint
                 text = text.replace("`float` " + bound, "a finite `float`")
+            if kind == "detections" or ".box[" in text:  # where a face is a Box: faces[0][0] -> faces[0].x1
+                text = _BOX_ITEM.sub(lambda mt: "%s.%s" % (mt.group(1), _BOX_FIELDS[int(mt.group(2))]), text)
             return DecodeError(reason, "%s: %s" % (kind, text))
-        if "- at `$[2]" in text:
+        if "- at `$[2]" in text or "- at `$[4]" in text:
             return DecodeError("bad_image", "%s image description: %s" % (kind, text))
         return DecodeError("malformed", "%s header is not a [version, seq, image, message] array: %s" % (kind, text))
 

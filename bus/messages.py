@@ -22,11 +22,10 @@ from typing import Annotated, Any, Callable, Dict, List, Literal, Optional, Tupl
 import msgspec
 from msgspec import Meta
 
+from .box import Box, Finite
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
-# A float that must be finite: NaN fails both comparisons, +-inf one of them.
-Finite = Annotated[float, Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
 Time = Finite  # time.monotonic() seconds
 Ms = Annotated[float, Meta(ge=0.0, le=sys.float_info.max)]  # a duration in milliseconds
 Prob = Annotated[float, Meta(ge=0.0, le=1.0)]  # a probability (NaN is refused)
@@ -34,8 +33,6 @@ FrameId = Annotated[int, Meta(ge=0)]
 Index = Annotated[int, Meta(ge=0)]
 Count = Annotated[int, Meta(ge=0)]
 Pixels = Annotated[int, Meta(ge=1, le=1 << 16)]  # a frame's width or height
-Coords = Annotated[List[Finite], Meta(min_length=4, max_length=4)]  # [x1, y1, x2, y2]
-Point = Annotated[List[Finite], Meta(min_length=2, max_length=2)]
 Name = Annotated[str, Meta(max_length=256)]
 
 BOX_MARGIN = 0.5
@@ -48,20 +45,6 @@ class Message(msgspec.Struct, tag_field="kind", forbid_unknown_fields=True, omit
     KIND = ""
 
 
-class Box(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """A face box in frame pixels, with the optional five landmarks."""
-
-    x1: Finite
-    y1: Finite
-    x2: Finite
-    y2: Finite
-    score: Finite = 1.0
-    landmarks: Optional[List[Point]] = None
-
-    def as_list(self) -> List[float]:
-        return [self.x1, self.y1, self.x2, self.y2]
-
-
 class TruthFace(msgspec.Struct, forbid_unknown_fields=True):
     """What a source knows about a face it drew: its box and expression.
 
@@ -69,7 +52,7 @@ class TruthFace(msgspec.Struct, forbid_unknown_fields=True):
     (both always run there), and it never crosses the bus.
     """
 
-    box: Coords
+    box: Box  # score 1.0
     expression: Name
 
 
@@ -82,8 +65,15 @@ class Frame(Message, tag="frame"):
     image: Any = None
 
 
+Scale = Annotated[float, Meta(gt=0.0, le=sys.float_info.max)]
+
+
 class EncodedFrame(Message, tag="encoded"):
-    """A frame as it crosses into inference: ``format`` is "raw" (image is an array) or "jpeg" (bytes)."""
+    """A frame as it crosses into inference: ``format`` is "raw" (image is an array) or "jpeg" (bytes).
+
+    ``tensor``, when the encoder prepared it, is the detector's input made from this frame (resized,
+    letterboxed or stretched, in the model's colour order: H x W x C uint8), a second side frame, and
+    ``fit`` says how it maps: input pixel (u, v) is frame pixel ((u - px) / sx, (v - py) / sy)."""
 
     frame_id: FrameId
     t_capture: Time
@@ -91,6 +81,8 @@ class EncodedFrame(Message, tag="encoded"):
     width: Pixels
     height: Pixels
     image: Any = None
+    fit: Optional[Tuple[Scale, Scale, Finite, Finite]] = None  # (sx, sy, px, py)
+    tensor: Any = None
 
 
 class Detections(Message, tag="detections"):
@@ -140,8 +132,7 @@ class Expression(Message, tag="expression"):
 
 
 class FaceResult(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    box: Coords
-    score: Finite
+    box: Box  # with the detector's score
     expression: Optional[Name] = None  # this frame's label
     confidence: Optional[Prob] = None
     track: Annotated[int, Meta(ge=-1)] = -1  # the face's track across frames
@@ -179,6 +170,13 @@ class Metric(Message, tag="metric"):
     final: bool = False
 
 
+class MetricActor(msgspec.Struct):
+    """The one field of a ``metric`` body that a relay reads (the metrics hub, per actor); the rest is skipped
+    undecoded, and the consumers decode it whole."""
+
+    actor: Name
+
+
 class Eos(Message, tag="eos"):
     """End of stream: ``sender`` sent ``sent`` messages of its output kind, the last one for ``last_frame_id``."""
 
@@ -213,6 +211,7 @@ for _cls in MESSAGE_TYPES:
     _cls.KIND = _cls.__struct_config__.tag
 BY_KIND = {cls.KIND: cls for cls in MESSAGE_TYPES}
 WITH_IMAGE = frozenset(cls for cls in MESSAGE_TYPES if "image" in cls.__struct_fields__)
+WITH_TENSOR = frozenset(cls for cls in MESSAGE_TYPES if "tensor" in cls.__struct_fields__)
 
 
 # ---------------------------------------------------------------- rules a type cannot say
@@ -231,11 +230,11 @@ def _box_problem(x1: float, y1: float, x2: float, y2: float, width: int, height:
     return "%s %s is far outside the %dx%d frame" % (what, [x1, y1, x2, y2], width, height)
 
 
-def _coords_problem(boxes: List[List[float]], width: int, height: int, what: str) -> Optional[str]:
+def _boxes_problem(boxes: List[Box], width: int, height: int, what: str) -> Optional[str]:
     lo_x, hi_x, lo_y, hi_y = _bounds(width, height)
-    for i, (x1, y1, x2, y2) in enumerate(boxes):
-        if not (lo_x <= x1 <= x2 <= hi_x and lo_y <= y1 <= y2 <= hi_y):
-            return _box_problem(x1, y1, x2, y2, width, height, "%s[%d]" % (what, i))
+    for i, b in enumerate(boxes):
+        if not (lo_x <= b.x1 <= b.x2 <= hi_x and lo_y <= b.y1 <= b.y2 <= hi_y):
+            return _box_problem(b.x1, b.y1, b.x2, b.y2, width, height, "%s[%d]" % (what, i))
     return None
 
 
@@ -246,17 +245,19 @@ def _check_encoded(m: EncodedFrame) -> Optional[str]:
             return "a %s frame with a %s image" % (m.format, type(m.image).__name__)
         if shape is not None and tuple(shape[:2]) != (m.height, m.width):
             return "image shape %s for a %dx%d frame" % (list(shape), m.width, m.height)
+    if (m.tensor is None) != (m.fit is None):
+        return "a detector input needs both its tensor and its fit"
+    if m.tensor is not None:
+        shape = getattr(m.tensor, "shape", None)
+        if shape is None or len(shape) != 3 or m.tensor.dtype != "uint8":
+            return "the detector input is not an H x W x C uint8 array"
     return None
 
 
 def _check_detections(m: Detections) -> Optional[str]:
     if m.expect_expressions > len(m.faces):
         return "expects %d expressions for %d faces" % (m.expect_expressions, len(m.faces))
-    lo_x, hi_x, lo_y, hi_y = _bounds(m.width, m.height)
-    for i, b in enumerate(m.faces):
-        if not (lo_x <= b.x1 <= b.x2 <= hi_x and lo_y <= b.y1 <= b.y2 <= hi_y):
-            return _box_problem(b.x1, b.y1, b.x2, b.y2, m.width, m.height, "faces[%d]" % i)
-    return None
+    return _boxes_problem(m.faces, m.width, m.height, "faces")
 
 
 def _check_facejob(m: FaceJob) -> Optional[str]:
@@ -279,7 +280,7 @@ def _check_expression(m: Expression) -> Optional[str]:
 
 
 def _check_result(m: Result) -> Optional[str]:
-    return _coords_problem([f.box for f in m.faces], m.width, m.height, "faces")
+    return _boxes_problem([f.box for f in m.faces], m.width, m.height, "faces")
 
 
 CHECKS: Dict[type, Callable[[Any], Optional[str]]] = {

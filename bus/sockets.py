@@ -1,4 +1,4 @@
-"""ZeroMQ sockets with explicit high-water marks, ``linger=0`` and typed send/recv.
+"""ZeroMQ sockets with explicit high-water marks, ``linger=0`` and typed send/recv (``bus/channel.py``).
 
 An actor never knows whether its peer is in the same event loop
 (``inproc://``), another process (``ipc://``) or another host (``tcp://``):
@@ -10,7 +10,6 @@ Python 3.9 compatible.
 """
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 import os
@@ -19,257 +18,22 @@ from typing import Any, Iterable, List, Optional, Set
 import zmq
 import zmq.asyncio
 
-from .codec import Codec, DecodeError, encode
+from .channel import MAX_SUBSCRIPTION, MAX_SUBSCRIPTION_CURVE, TRACKED_KINDS, BusError, Channel
 from .messages import BY_KIND
 from .rundir import RUN, ipc_in_use
+
+__all__ = ["Bus", "BusError", "Channel", "check_endpoint", "MAX_SUBSCRIPTION", "MAX_SUBSCRIPTION_CURVE",
+           "TRACKED_KINDS", "SCHEMES"]
 
 log = logging.getLogger(__name__)
 
 SCHEMES = ("inproc://", "ipc://", "tcp://")
 
 
-class BusError(RuntimeError):
-    """A socket could not be opened (bad endpoint, address in use, ...)."""
-
-    user_facing = True
-
-
 def check_endpoint(endpoint: str) -> str:
     if not isinstance(endpoint, str) or not endpoint.startswith(SCHEMES) or len(endpoint.split("://", 1)[1]) == 0:
         raise BusError("endpoint %r must start with one of %s" % (endpoint, ", ".join(SCHEMES)))
     return endpoint
-
-
-# Kinds whose loss on a PUB/SUB link is detected from the sender's sequence numbers.
-TRACKED_KINDS = ("frame", "encoded", "detections", "result")
-
-# A subscription is one byte (1 subscribe, 0 cancel) and a topic, a prefix of a kind name: a publisher
-# takes no message longer than this (ZMQ_MAXMSGSIZE: libzmq drops a peer that sends one).
-MAX_SUBSCRIPTION = 64
-MAX_SUBSCRIPTION_CURVE = 1024  # the same over CURVE, whose handshake commands go through the same limit
-_TOPIC_PREFIXES = frozenset(k.encode("ascii")[:i] for k in BY_KIND for i in range(len(k) + 1))
-
-
-class Channel:
-    """One socket: send and receive typed messages.
-
-    ``recv`` returns the next valid message; a message that fails to decode is
-    counted in ``rejected`` (by reason), logged, and skipped.
-
-    Every message sent carries a per-kind sequence number; a receiver counts
-    the messages of a tracked kind that never arrived in ``lost`` (a PUB socket
-    drops silently for a subscriber whose queue is full). This assumes one
-    sender per kind on a link, which holds for the pipeline's PUB links.
-    """
-
-    def __init__(self, bus: "Bus", sock: zmq.asyncio.Socket, kind: int, endpoint: str, bind: bool,
-                 name: str) -> None:
-        self.bus = bus
-        self.sock = sock
-        # The same socket, blocking API: a message that is already there (or room to send one) needs no
-        # future, so the common case skips zmq.asyncio's bookkeeping. Only for sockets that go one way:
-        # on a socket that also waits the other way (an XPUB polls for subscriptions, a DEALER receives)
-        # a send can take the edge of the file descriptor that wakes that waiter, which zmq.asyncio repairs.
-        self._now = zmq.Socket.shadow(sock.underlying)
-        self._send_now = kind in (zmq.PUSH, zmq.PUB)
-        self._recv_now = kind in (zmq.PULL, zmq.SUB)
-        self._waiting_recv = 0  # receives of this channel that wait for a message (the next one is theirs)
-        self._waiting_send = 0  # sends of this channel that wait for room (the next one goes after them)
-        self.kind = kind
-        self.endpoint = endpoint
-        self.bind = bind
-        self.name = name
-        self.codec = Codec(bus.max_header, bus.max_image)
-        self.rejected: dict = {}
-        self.lost: dict = {}
-        self._sent: dict = {}
-        self._seen: dict = {}
-        self.subscribers = 0
-        self.closed = False
-        self._serving = False  # an actor's task reads this publisher's subscriptions (serve_subscriptions)
-        self._subs_changed: Optional[asyncio.Event] = None
-
-    async def send(self, msg: Any, nowait: bool = False) -> bool:
-        """Send a message. ``nowait``: return False instead of waiting when the peer is full.
-
-        PUB sockets never wait: ZeroMQ drops for a subscriber whose queue is full;
-        receivers detect that as a gap in frame ids and count it.
-        """
-        kind = type(msg).KIND
-        seq = self._sent.get(kind, 0) + 1
-        self._sent[kind] = seq
-        frames = encode(msg, seq)
-        big = len(frames) > 2
-        if not self._send_now:
-            try:
-                if nowait:
-                    await self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=not big)
-                else:
-                    await self.sock.send_multipart(frames, copy=not big)
-            except zmq.Again:
-                return False
-            return True
-        if not self._waiting_send:
-            try:
-                self._now.send_multipart(frames, flags=zmq.NOBLOCK, copy=not big)
-                return True
-            except zmq.Again:
-                if nowait:
-                    return False
-        elif nowait:
-            return False
-        self._waiting_send += 1
-        try:
-            await self.sock.send_multipart(frames, copy=not big)
-        finally:
-            self._waiting_send -= 1
-        return True
-
-    async def recv(self) -> Any:
-        """The next message that decodes; bad ones are counted and skipped."""
-        while True:
-            frames = self._take() if self._recv_now else None
-            if frames is None:
-                self._waiting_recv += 1
-                try:
-                    frames = await self.sock.recv_multipart(copy=False)
-                finally:
-                    self._waiting_recv -= 1
-            try:
-                return self._accept(*self.codec.decode_seq(frames))
-            except DecodeError as exc:
-                self._reject(exc)
-
-    def _take(self) -> Optional[List[Any]]:
-        """The frames of a message already queued (unless another receive waits for it), or None."""
-        try:
-            if not self._recv_now:
-                frames = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-                return frames.result() if hasattr(frames, "result") else frames  # zmq.asyncio: a done future
-            if self._waiting_recv:
-                return None
-            return self._now.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            return None
-
-    def recv_nowait(self) -> Optional[Any]:
-        """A message already queued, or None (bad ones are counted and skipped)."""
-        while True:
-            frames = self._take()
-            if frames is None:
-                return None
-            try:
-                return self._accept(*self.codec.decode_seq(frames))
-            except DecodeError as exc:
-                self._reject(exc)
-
-    def _accept(self, msg: Any, seq: int) -> Any:
-        kind = type(msg).KIND
-        if kind in TRACKED_KINDS:
-            last = self._seen.get(kind, 0)
-            if seq > last + 1:
-                self.lost[kind] = self.lost.get(kind, 0) + seq - last - 1
-            self._seen[kind] = seq
-        return msg
-
-    def sent(self, kind: str) -> int:
-        """How many messages of ``kind`` this channel has sent (its last sequence number)."""
-        return self._sent.get(kind, 0)
-
-    def seen(self, kind: str) -> int:
-        """The last sequence number received for ``kind``."""
-        return self._seen.get(kind, 0)
-
-    def _reject(self, exc: DecodeError) -> None:
-        n = self.rejected.get(exc.reason, 0) + 1
-        self.rejected[exc.reason] = n
-        if n <= 3 or n % 100 == 0:
-            log.warning("%s: rejected message on %s (%d so far): %s", self.name, self.endpoint, n, exc)
-
-    async def wait_subscribers(self, n: int) -> None:
-        """Wait until ``n`` subscriptions have reached this (bound) publisher.
-
-        ZeroMQ forwards a subscription asynchronously after ``connect``; a
-        message published before it arrives is lost ("slow joiner"). The
-        pipeline waits on this before the source starts.
-        """
-        if self.kind != zmq.XPUB:
-            raise BusError("%s: only a bound publisher can wait for subscribers" % self.name)
-        while self.subscribers < n:
-            if self._serving:  # the actor's task reads them: wait for it
-                self._subs_changed = changed = asyncio.Event()
-                await changed.wait()
-            else:
-                await self.sock.poll(None, zmq.POLLIN)
-                self._drain_subscriptions()
-
-    async def serve_subscriptions(self) -> None:
-        """Read this bound publisher's subscriptions for as long as it lives (an actor runs it as a task).
-
-        The socket is an XPUB with ZMQ_XPUB_MANUAL: a subscription takes effect only when it is read
-        here and is a kind name or a prefix of one; any other is refused and counted in
-        ``rejected["bad_subscription"]``. ZMQ_MAXMSGSIZE (``MAX_SUBSCRIPTION``) makes libzmq drop a
-        peer that sends a longer one. So subscriptions cannot pile up unread, and a peer cannot grow
-        the publisher's table of topics beyond the kinds' prefixes.
-        """
-        self._serving = True
-        try:
-            while True:
-                await self.sock.poll(None, zmq.POLLIN)
-                self._drain_subscriptions()
-        finally:
-            self._serving = False
-
-    def _drain_subscriptions(self) -> None:
-        # Synchronous on purpose: XPUB_MANUAL applies a SUBSCRIBE to the peer of the last message read,
-        # so nothing may read in between.
-        while True:
-            try:
-                event = self.sock.recv(flags=zmq.NOBLOCK)
-                if hasattr(event, "result"):  # zmq.asyncio returns a done future
-                    event = event.result()
-            except zmq.Again:
-                return
-            self._on_subscription(event)
-
-    def _on_subscription(self, event: bytes) -> None:
-        topic = event[1:]
-        if event[:1] == b"\x00" and topic not in _TOPIC_PREFIXES:
-            return  # the cancel of a refused topic (libzmq sends one for each when its peer goes): nothing to do
-        if event[:1] not in (b"\x00", b"\x01") or topic not in _TOPIC_PREFIXES:
-            n = self.rejected.get("bad_subscription", 0) + 1
-            self.rejected["bad_subscription"] = n
-            if n <= 3 or n % 1000 == 0:
-                log.warning("%s: refused subscription on %s (%d so far): %r%s", self.name, self.endpoint, n,
-                            event[:40], "..." if len(event) > 40 else "")
-            return
-        if event[:1] == b"\x01":
-            self.sock.setsockopt(zmq.SUBSCRIBE, topic)
-            self.subscribers += 1
-        else:
-            self.sock.setsockopt(zmq.UNSUBSCRIBE, topic)
-            self.subscribers -= 1
-        if self._subs_changed is not None:
-            self._subs_changed.set()
-
-    async def poll(self, timeout_ms: int) -> bool:
-        """True when a message is waiting (or arrives within ``timeout_ms``)."""
-        return bool(await self.sock.poll(timeout_ms, zmq.POLLIN))
-
-    def close(self, linger_ms: int = 0) -> None:
-        """Close the socket; ``linger_ms`` > 0 lets queued messages go out first (a final report)."""
-        if self.closed:
-            return
-        self.closed = True
-        self.sock.close(linger=linger_ms)
-        self.bus._forget(self)
-        if self.bind and self.endpoint.startswith("ipc://"):
-            path = self.endpoint[len("ipc://"):]
-            if not path.startswith("@"):
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
 
 
 class Bus:

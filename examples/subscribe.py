@@ -16,7 +16,7 @@ import sys
 import msgpack
 import zmq
 
-SCHEMA_VERSION = 2  # the wire this client reads (docs/wire.md)
+SCHEMA_VERSION = 3  # the wire this client reads (docs/wire.md)
 
 
 def decode(frames):
@@ -31,7 +31,7 @@ def decode(frames):
 def describe_result(r):
     faces = []
     for f in r.get("faces", []):
-        x1, y1, x2, y2 = f["box"]
+        x1, y1, x2, y2, _score = f["box"]
         label = f.get("smoothed") or f.get("expression") or "?"
         conf = f.get("confidence")
         faces.append("%s%s track %d at (%.0f,%.0f)-(%.0f,%.0f)" % (

@@ -16,10 +16,11 @@ from typing import Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from bus.box import Box
+
 from .crops import square_crop
 from .family import EXPRESSIONS, to_model_pixels
 from .fer import SquareCropFer
-from .spec import FaceBox
 
 TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                          [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float32)
@@ -46,7 +47,7 @@ def align_face(image_bgr: np.ndarray, landmarks: Sequence[Tuple[float, float]],
 
 
 class AlignedFer(SquareCropFer):
-    def prepare(self, image_bgr: np.ndarray, face: FaceBox) -> np.ndarray:
+    def prepare(self, image_bgr: np.ndarray, face: Box) -> np.ndarray:
         h, w, _ = self.spec.input_shape
         aligned = None
         if face.landmarks and len(face.landmarks) == 5:

@@ -18,7 +18,7 @@ then 6 keypoints, in input pixels relative to the anchor) and score logits
 
 Keypoints: right eye, left eye, nose tip, mouth centre, right ear tragion, left
 ear tragion ("right" is the subject's right: the left of the image). The
-FaceBox needs two mouth corners: they are approximated on the line through the
+Box needs two mouth corners: they are approximated on the line through the
 mouth centre parallel to the eyes, half a mouth width either side, with the
 mouth width taken as 0.828 x the eye distance (the ratio of the 112x112
 alignment template, 29.18 / 35.24 px). Good enough for the similarity
@@ -93,7 +93,7 @@ def decode(regressors: np.ndarray, logits: np.ndarray, anchors: np.ndarray, inpu
 
 
 def five_points(kp: np.ndarray) -> List[tuple]:
-    """BlazeFace's 6 keypoints -> FaceBox's 5 landmarks (mouth corners approximated)."""
+    """BlazeFace's 6 keypoints -> Box's 5 landmarks (mouth corners approximated)."""
     right_eye, left_eye, nose, mouth = kp[0], kp[1], kp[2], kp[3]
     half = (left_eye - right_eye) * (MOUTH_TO_EYES / 2.0)
     right_mouth = mouth - half  # the subject's right: towards the right eye

@@ -9,7 +9,7 @@ from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .spec import FaceBox
+from bus.box import Box
 
 # one decoded face: box [x1, y1, x2, y2], score, points (K, 2) x then y or None, in [0, 1] input coordinates
 Detection = Tuple[Sequence[float], float, Optional[np.ndarray]]
@@ -35,13 +35,13 @@ def fit_frame(image: np.ndarray, size: Tuple[int, int], stretch: bool) -> Tuple[
 
 def to_frame(found: Sequence[Detection], fit: Fit, input_size: Tuple[int, int], frame_size: Tuple[int, int],
              square: bool = False,
-             landmarks: Optional[Callable[[np.ndarray], List[Tuple[float, float]]]] = None) -> List[FaceBox]:
-    """Decoded faces in [0, 1] input coordinates -> FaceBoxes in frame pixels, clipped to the frame, best first.
+             landmarks: Optional[Callable[[np.ndarray], List[Tuple[float, float]]]] = None) -> List[Box]:
+    """Decoded faces in [0, 1] input coordinates -> Boxes in frame pixels, clipped to the frame, best first.
 
     ``square``: the box's centre maps per axis and its side with the larger scale (the axis squeezed
     less), for a box square in input pixels around a face about square in frame pixels (BlazeFace);
     otherwise the corners map one by one. ``landmarks`` turns the points, mapped to frame pixels,
-    into the FaceBox's five (x, y) (default: every point, as floats). Boxes under a pixel are dropped.
+    into the Box's five (x, y) (default: every point, as floats). Boxes under a pixel are dropped.
     """
     iw, ih = float(input_size[0]), float(input_size[1])
     fw, fh = float(frame_size[0]), float(frame_size[1])
@@ -66,7 +66,7 @@ def to_frame(found: Sequence[Detection], fit: Fit, input_size: Tuple[int, int], 
             pts[:, 0] = (points[:, 0] * iw - px) / sx
             pts[:, 1] = (points[:, 1] * ih - py) / sy
             marks = landmarks(pts) if landmarks is not None else [(float(x), float(y)) for x, y in pts]
-        faces.append(FaceBox(x1, y1, x2, y2, score, marks))
+        faces.append(Box.with_landmarks(x1, y1, x2, y2, float(score), marks))
     faces.sort(key=lambda f: -f.score)
     return faces
 

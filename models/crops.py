@@ -9,10 +9,10 @@ from typing import Tuple
 import cv2
 import numpy as np
 
-from .spec import FaceBox
+from bus.box import Box
 
 
-def square_box(face: FaceBox, margin: float, frame_w: int, frame_h: int) -> Tuple[int, int, int, int]:
+def square_box(face: Box, margin: float, frame_w: int, frame_h: int) -> Tuple[int, int, int, int]:
     """A square around the face, ``margin`` (fraction of the side) added, clipped to the frame."""
     cx = (face.x1 + face.x2) / 2.0
     cy = (face.y1 + face.y2) / 2.0
@@ -26,7 +26,7 @@ def square_box(face: FaceBox, margin: float, frame_w: int, frame_h: int) -> Tupl
     return x1, y1, max(x1 + 1, x2), max(y1 + 1, y2)
 
 
-def square_crop(image: np.ndarray, face: FaceBox, margin: float, size: Tuple[int, int]) -> np.ndarray:
+def square_crop(image: np.ndarray, face: Box, margin: float, size: Tuple[int, int]) -> np.ndarray:
     """Crop the square around ``face`` and resize it to ``size`` (w, h)."""
     h, w = image.shape[:2]
     x1, y1, x2, y2 = square_box(face, margin, w, h)

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import abc
 import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Dict, List, Optional, Sequence, Tuple
+from typing import Annotated, Dict, List, Optional, Sequence
 
 import msgspec
 import numpy as np

@@ -14,9 +14,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .boxes import Detection, fit_frame, to_frame
+from bus.box import Box
+
+from .boxes import Detection, Fit, fit_frame, to_frame
 from .engine import Engine, EngineError
-from .spec import FaceBox, ModelSpec
+from .spec import ModelSpec
 
 
 @dataclass
@@ -62,10 +64,37 @@ def check_input(engine: Engine, spec: ModelSpec) -> None:
         )
 
 
+class DetectorInput:
+    """How a frame becomes a detector's input pixels: the manifest's input size and colour order, letterboxed
+    or stretched (``FaceDetectorModel.resize_of``). The detector runs it, or the encoder actor ahead of it
+    (``input_for``), so that this work overlaps the detector's inference of the frame before."""
+
+    def __init__(self, spec: ModelSpec, stretch: bool) -> None:
+        self.spec = spec
+        self.stretch = stretch
+        h, w, c = spec.input_shape
+        self.size = (int(w), int(h))
+        self.shape = (int(h), int(w), int(c))
+
+    def prepare(self, image_bgr: np.ndarray) -> Tuple[np.ndarray, Fit]:
+        """A BGR frame -> (H x W x C uint8 pixels in the model's colour order, how they map to the frame)."""
+        canvas, fit = fit_frame(image_bgr, self.size, self.stretch)
+        return to_model_pixels(canvas, self.spec), fit
+
+
+def input_for(spec: ModelSpec) -> DetectorInput:
+    """The input preparation of the face detector ``spec`` (its family must be registered: models.registry)."""
+    try:
+        cls = DETECTORS[spec.family]
+    except KeyError:
+        raise EngineError("model %r: no face detector family %r" % (spec.name, spec.family)) from None
+    return DetectorInput(spec, cls.resize_of(spec) == "stretch")  # a class registered by its family
+
+
 class FaceDetectorModel(abc.ABC):
     """The detector template: ``detect`` fits the frame to the input (letterboxed, or stretched when the
     manifest's ``extra.resize`` says so), invokes, decodes and maps the faces back to frame pixels.
-    A family implements only ``decode``, and ``landmarks`` when its points are not FaceBox's five."""
+    A family implements only ``decode``, and ``landmarks`` when its points are not Box's five."""
 
     #: the input the frame goes into when the manifest's ``extra.resize`` does not say
     default_resize = "letterbox"
@@ -82,21 +111,37 @@ class FaceDetectorModel(abc.ABC):
             else float(score_threshold)
         self.max_faces = max_faces
         check_input(engine, spec)  # once, at load: every tensor ``detect`` makes has the manifest's shape
-        h, w, _ = spec.input_shape
-        self.input_size = (int(w), int(h))
-        # "letterbox" keeps the aspect ratio; "stretch" squeezes the frame into the input
-        resize = spec.extra.get("resize", self.default_resize)
+        self.input = DetectorInput(spec, self.resize_of(spec) == "stretch")
+        self.input_size = self.input.size
+        self.stretch = self.input.stretch
+
+    @classmethod
+    def resize_of(cls, spec: ModelSpec) -> str:
+        """"letterbox" keeps the aspect ratio; "stretch" squeezes the frame into the input (``extra.resize``)."""
+        resize = spec.extra.get("resize", cls.default_resize)
         if resize not in ("letterbox", "stretch"):
             raise EngineError("model %r: extra.resize must be \"letterbox\" or \"stretch\", not %r"
                               % (spec.name, resize))
-        self.stretch = resize == "stretch"
+        return resize
 
-    def detect(self, image_bgr: np.ndarray) -> List[FaceBox]:
-        """Faces in frame pixel coordinates, best first."""
-        canvas, fit = fit_frame(image_bgr, self.input_size, self.stretch)
-        pixels = to_model_pixels(canvas, self.spec)
+    def detect(self, image_bgr: np.ndarray, prepared: Optional[Tuple[np.ndarray, Fit]] = None,
+               frame_size: Optional[Tuple[int, int]] = None) -> List[Box]:
+        """Faces in frame pixel coordinates, best first.
+
+        ``prepared``: the input pixels and their fit, made ahead from this frame by ``DetectorInput.prepare``
+        (the encoder actor); then ``image_bgr`` may be None and ``frame_size`` (w, h) says the frame's size.
+        """
+        if prepared is None:
+            prepared = self.input.prepare(image_bgr)
+            fh, fw = image_bgr.shape[:2]
+        elif frame_size is not None:
+            fw, fh = frame_size
+        else:
+            fh, fw = image_bgr.shape[:2]
+        pixels, fit = prepared
+        if tuple(pixels.shape) != self.input.shape:
+            raise ValueError("prepared input of shape %s for a %s input" % (list(pixels.shape), list(self.input.shape)))
         outputs = self.engine.invoke([pixels_to_tensor(pixels, self.engine, self.spec)])
-        fh, fw = image_bgr.shape[:2]
         faces = to_frame(self.decode(outputs), fit, self.input_size, (fw, fh), self.square_boxes, self.landmarks)
         return faces[:self.max_faces]
 
@@ -106,7 +151,7 @@ class FaceDetectorModel(abc.ABC):
         input coordinates, at or above ``score_threshold``, at most ``max_faces`` after NMS."""
 
     def landmarks(self, points: np.ndarray) -> List[Tuple[float, float]]:
-        """The decoded points, in frame pixels -> FaceBox's five landmarks."""
+        """The decoded points, in frame pixels -> Box's five landmarks."""
         return [(float(x), float(y)) for x, y in points]
 
 
@@ -118,7 +163,7 @@ class ExpressionModel(abc.ABC):
             check_input(engine, spec)  # once, at load
 
     @abc.abstractmethod
-    def prepare(self, image_bgr: np.ndarray, face: FaceBox) -> np.ndarray:
+    def prepare(self, image_bgr: np.ndarray, face: Box) -> np.ndarray:
         """The face crop as model-ready pixels (H, W, C uint8 in the model's colour order)."""
 
     @abc.abstractmethod

@@ -12,9 +12,10 @@ from typing import List
 
 import numpy as np
 
+from bus.box import Box
+
 from .crops import square_crop
 from .family import EXPRESSIONS, ExpressionModel, Label, pixels_to_tensor, to_model_pixels
-from .spec import FaceBox
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -31,7 +32,7 @@ def to_probabilities(scores: np.ndarray) -> np.ndarray:
 
 
 class SquareCropFer(ExpressionModel):
-    def prepare(self, image_bgr: np.ndarray, face: FaceBox) -> np.ndarray:
+    def prepare(self, image_bgr: np.ndarray, face: Box) -> np.ndarray:
         h, w, _ = self.spec.input_shape
         margin = float(self.spec.extra.get("crop_margin", 0.2))
         crop = square_crop(image_bgr, face, margin, (w, h))

@@ -9,7 +9,7 @@ The frame is letterboxed (aspect kept, black padding) by
 
 Landmark order: the image-left eye (the subject's right), the image-right eye,
 nose, image-left mouth corner, image-right mouth corner: the same order as
-FaceBox's (subject's right eye first), so they map one to one.
+Box's (subject's right eye first), so they map one to one.
 
 Python 3.9 compatible.
 """

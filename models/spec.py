@@ -1,4 +1,4 @@
-"""Typed description of a model and of what models produce.
+"""Typed description of a model (a detected face is ``bus.box.Box``).
 
 Everything here must run on Python 3.9 (the TPU-side interpreter).
 """
@@ -66,35 +66,6 @@ class ModelSpec:
     def input(self) -> TensorSpec:
         h, w, c = self.input_shape
         return TensorSpec("input", (1, h, w, c), self.input_dtype, self.input_scale, self.input_zero_point)
-
-
-@dataclass
-class FaceBox:
-    """A detected face in frame pixel coordinates (x1, y1) top-left, (x2, y2) bottom-right.
-
-    ``landmarks`` are five (x, y) points when the detector gives them, in the
-    order right eye, left eye, nose tip, right mouth corner, left mouth corner
-    (the subject's right, i.e. the left of the image), as the 112x112
-    alignment template expects.
-    """
-
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-    score: float
-    landmarks: Optional[List[Tuple[float, float]]] = None
-
-    @property
-    def width(self) -> float:
-        return self.x2 - self.x1
-
-    @property
-    def height(self) -> float:
-        return self.y2 - self.y1
-
-    def as_list(self) -> List[float]:
-        return [self.x1, self.y1, self.x2, self.y2]
 
 
 def iou(a: List[float], b: List[float]) -> float:

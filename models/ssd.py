@@ -14,9 +14,11 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from bus.box import Box
+
 from .boxes import Detection, Fit, to_frame
 from .family import DETECTORS, FaceDetectorModel
-from .spec import FaceBox, ModelSpec
+from .spec import ModelSpec
 
 
 def split_outputs(outputs: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -67,7 +69,7 @@ def decode_normalised(outputs: Sequence[np.ndarray], score_threshold: float,
 
 
 def decode(outputs: Sequence[np.ndarray], frame_w: int, frame_h: int, score_threshold: float,
-           max_faces: int, face_class: int = 0) -> List[FaceBox]:
+           max_faces: int, face_class: int = 0) -> List[Box]:
     """The four output tensors of a frame stretched to the input -> faces in frame pixels, best first."""
     found = decode_normalised(outputs, score_threshold, face_class)
     return to_frame(found, Fit(1.0, 1.0, 0.0, 0.0), (frame_w, frame_h), (frame_w, frame_h))[:max_faces]

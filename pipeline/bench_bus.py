@@ -1,8 +1,10 @@
 """``python run.py bench bus``: what the wire costs, against raw pyzmq in the same run.
 
-(a) Codec: encode plus decode of a 5-face ``Detections`` header (with and
-    without the faces' landmarks), in microseconds per message, through
-    ``bus.codec`` exactly as a channel does it (goal: <= 10 us).
+(a) Codec: encode plus decode of a 5-face ``Detections`` header (and of the
+    5-face ``Result`` an outside client gets), in microseconds per message, through
+    ``bus.codec`` exactly as a channel does it (goal: <= 10 us); and the
+    metrics hub's work on one metric: decode and re-encode it, against relaying
+    it undecoded as the hub does (``Codec.relay``).
 (b) One hop of a 640x480x3 uint8 ``Frame`` (image as a zero-copy side frame)
     and of the 5-face header over ``inproc://``, ``ipc://`` and
     ``tcp://127.0.0.1``, through the project's ``Bus``/``Channel`` (PUSH to
@@ -48,7 +50,7 @@ import zmq.asyncio
 
 from actors.tasks import TaskGroup
 from bus import messages as m
-from bus.codec import Codec, encode
+from bus.codec import Codec, encode, encode_relayed
 from bus.sockets import Bus
 
 from .bench_common import DEFAULT_OUT, machine_info, write_json
@@ -66,13 +68,18 @@ HEADER_HWM = 1000
 
 # ---------------------------------------------------------------- payloads
 
-def five_face_detections(landmarks: bool = False) -> m.Detections:
+def five_face_detections() -> m.Detections:
     boxes = []
     for i in range(FACES):
         x, y = 40.0 + 110.0 * i, 120.0 + 10.0 * i
-        lm = [[x + 20.0 + 5.0 * k, y + 30.0 + 4.0 * k] for k in range(5)] if landmarks else None
-        boxes.append(m.Box(x, y, x + 80.0, y + 96.0, 0.9 - 0.05 * i, lm))
+        boxes.append(m.Box(x, y, x + 80.0, y + 96.0, 0.9 - 0.05 * i))
     return m.Detections(12345, time.monotonic(), time.monotonic(), 640, 480, boxes, FACES)
+
+
+def five_face_result() -> m.Result:
+    det = five_face_detections()
+    faces = [m.FaceResult(b, "happy", 0.75, i, "happy") for i, b in enumerate(det.faces)]
+    return m.Result(det.frame_id, det.t_capture, time.monotonic(), 640, 480, faces, False, True)
 
 
 def frame_640x480() -> m.Frame:
@@ -101,6 +108,41 @@ def bench_codec(msg: Any, n: int, repeats: int) -> Dict[str, Any]:
     e, d = statistics.median(enc), statistics.median(dec)
     return {"header_bytes": len(frames[1]), "encode_us": round(e, 3), "decode_us": round(d, 3),
             "total_us": round(e + d, 3), "messages": n, "repeats": repeats}
+
+
+def typical_metric() -> m.Metric:
+    """An actor's snapshot as the metrics hub gets them: a dozen counters, ten gauges."""
+    counters = ("in", "out", "dropped", "dropped.stale", "rejected", "faces", "jobs", "partial", "completed",
+                "restarts", "ignored", "lost")
+    gauges = ("fps", "fps_avg", "busy_pct", "busy_ms_p50", "busy_ms_p99", "latency_ms_p50", "latency_ms_p99",
+              "uptime_s", "pending", "on.cpu")
+    return m.Metric("detector", 4242, time.monotonic(), {k: 1000 + i for i, k in enumerate(counters)},
+                    {k: 12.5 + i for i, k in enumerate(gauges)})
+
+
+def bench_relay(n: int, repeats: int) -> Dict[str, Any]:
+    """Median microseconds per metric for the metrics hub's work on it: decode and re-encode it (the typed
+    path), against relaying it (``Codec.relay``, the actor's name, ``encode_relayed``; what the hub does)."""
+    codec, actor = Codec(), msgspec.msgpack.Decoder(m.MetricActor)
+    frames = [bytes(f) for f in encode(typical_metric(), 1)]
+    typed: List[float] = []
+    relayed: List[float] = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for seq in range(n):
+            msg, _ = codec.decode_seq(frames)
+            encode(msg, seq)
+        t1 = time.perf_counter()
+        for seq in range(n):
+            kind, body = codec.relay(frames)
+            actor.decode(body)
+            encode_relayed(kind, body, seq)
+        t2 = time.perf_counter()
+        typed.append((t1 - t0) / n * 1e6)
+        relayed.append((t2 - t1) / n * 1e6)
+    a, b = statistics.median(typed), statistics.median(relayed)
+    return {"header_bytes": len(frames[1]), "decode_encode_us": round(a, 3), "relay_us": round(b, 3),
+            "ratio": round(a / b, 2), "messages": n, "repeats": repeats}
 
 
 # ---------------------------------------------------------------- (b) hops
@@ -255,8 +297,7 @@ async def bench_hops(counts: Dict[str, int], transports=TRANSPORTS, modes=("stre
 def bench_bus(counts: Dict[str, int], progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
 
     codec = {"detections_5_faces": bench_codec(five_face_detections(), counts["codec"], counts["repeats"]),
-             "detections_5_faces_landmarks": bench_codec(five_face_detections(True), counts["codec"],
-                                                         counts["repeats"])}
+             "result_5_faces": bench_codec(five_face_result(), counts["codec"], counts["repeats"])}
     hops = event_loop_run(bench_hops(counts, progress=progress))
     info = machine_info()
     info["versions"]["msgspec"] = msgspec.__version__
@@ -267,6 +308,7 @@ def bench_bus(counts: Dict[str, int], progress: Optional[Callable[[str], None]] 
         "machine": info,
         "counts": dict(counts),
         "codec": codec,
+        "relay": bench_relay(counts["codec"], counts["repeats"]),
         "hops": hops,
         "goals": {
             "codec_us": {"goal": CODEC_GOAL_US, "measured": codec["detections_5_faces"]["total_us"],
@@ -286,6 +328,9 @@ def render(result: Dict[str, Any]) -> str:
     g = result["goals"]["codec_us"]
     out.append("  goal: 5-face header encode + decode <= %.0f us: %s (%.2f us)"
                % (g["goal"], "met" if g["met"] else "MISSED", g["measured"]))
+    r = result["relay"]
+    out.append("  metrics hub, one %d-byte metric: decode + re-encode %.2f us, relay undecoded %.2f us (%.1fx)"
+               % (r["header_bytes"], r["decode_encode_us"], r["relay_us"], r["ratio"]))
     out.append("")
     out.append("one hop, PUSH -> PULL in one event loop (median us per message or round trip; ratio = median of")
     out.append("raw / project over the repeats; best = the ratio of each side's fastest run):")

@@ -26,6 +26,7 @@ from actors.sources import is_live
 from bus.sockets import Bus
 from models import manifest
 from models.engine import FaultCounter
+from models.family import input_for
 
 from .config import Config
 from .keys import configure_curve
@@ -151,7 +152,11 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
     add("encoder", lambda: Encoder("encoder", bus, frames_endpoint=ep.frames, encoded_endpoint=ep.encoded,
                                    hwm=cfg.encoder.hwm, format=cfg.encoder.format,
                                    jpeg_quality=cfg.encoder.jpeg_quality,
-                                   faults=encoder_faults(cfg), **mkw))
+                                   faults=encoder_faults(cfg),
+                                   # the detector's input, made here to overlap its inference of the frame before
+                                   detector_input=(input_for(manifest.get(names["detector"]))
+                                                   if "detector" in names and "classifier" not in names else None),
+                                   **mkw))
     add("capture", lambda: Capture("capture", bus, source=cfg.pipeline.source, frames_endpoint=ep.frames,
                                    hwm=cfg.capture.hwm, max_frames=opts.frames, duration_s=opts.duration_s,
                                    loop=cfg.capture.loop, results_endpoint=ep.results,

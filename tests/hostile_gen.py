@@ -13,7 +13,8 @@ import msgspec
 import numpy as np
 
 from bus.codec import encode
-from bus.messages import SCHEMA_VERSION, Box, Detections, EncodedFrame, Expression, FaceJob, FaceLabel, Result
+from bus.messages import (SCHEMA_VERSION, Box, Detections, EncodedFrame, Expression, FaceJob, FaceLabel, FaceResult,
+                          Result)
 
 FAR = 10 ** 9  # frame ids of the hostile expressions: no such frame ever comes
 KINDS = [b"frame", b"encoded", b"detections", b"facejob", b"expression", b"result", b"metric", b"eos", b"ready",
@@ -112,14 +113,13 @@ class Barrage:
 
     def box_outside_frame(self) -> List[bytes]:
         w, h = 640, 480
-        box = self.rng.choice([Box(5000, 10, 5100, 50), Box(100, 100, 50, 150), Box(-900, -900, -800, -800)])
+        box = self.rng.choice([Box(5000, 10, 5100, 50, 0.9), Box(100, 100, 50, 150, 0.9),
+                              Box(-900, -900, -800, -800, 0.9)])
         kind = self.rng.random()
         if kind < 0.5:
             msg = Detections(self._fid(), 1.0, 1.0, w, h, [box], 1)
         else:
-            doc = msgspec.msgpack.decode(encode(Result(self._fid(), 1.0, 1.0, w, h, [], False, True), self.n)[1])
-            doc[3]["faces"] = [{"box": box.as_list(), "score": 0.9}]
-            return [b"result", self._header(doc)]
+            msg = Result(self._fid(), 1.0, 1.0, w, h, [FaceResult(box)], False, True)
         return encode(msg, self.n)
 
     def wrong_image_shape(self) -> List[bytes]:

@@ -10,7 +10,7 @@ from helpers import run_async
 
 
 def det(fid, n):
-    return Detections(fid, 0.0, 0.0, 100, 100, [Box(i, i, i + 10, i + 10) for i in range(n)], n)
+    return Detections(fid, 0.0, 0.0, 100, 100, [Box(i, i, i + 10, i + 10, 1.0) for i in range(n)], n)
 
 
 def expr(fid, i, label="happy", error="", count=1):

@@ -16,12 +16,15 @@ def test_bench_bus_quick(tmp_path, capsys):
 
     assert data["counts"] == {"codec": 50, "frames": 3, "headers": 5, "repeats": 2}
     assert data["machine"]["cpus_usable"] >= 1 and data["machine"]["versions"]["msgspec"]
-    for name in ("detections_5_faces", "detections_5_faces_landmarks"):
+    for name in ("detections_5_faces", "result_5_faces"):
         c = data["codec"][name]
         assert c["encode_us"] > 0 and c["decode_us"] > 0 and c["total_us"] > 0
         assert c["messages"] == 50
-    assert data["codec"]["detections_5_faces_landmarks"]["header_bytes"] > data["codec"]["detections_5_faces"][
-        "header_bytes"]
+        assert c["header_bytes"] > 0
+
+    r = data["relay"]
+    assert r["decode_encode_us"] > 0 and r["relay_us"] > 0 and r["ratio"] > 0 and r["messages"] == 50
+    assert "metrics hub, one" in printed
 
     hops = {(h["payload"], h["transport"], h["mode"]): h for h in data["hops"]}
     assert set(hops) == {(p, t, mode) for p in ("frame", "header") for t in ("inproc", "ipc", "tcp")

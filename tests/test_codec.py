@@ -46,6 +46,9 @@ def encoded(draw):
     if draw(st.booleans()):
         img = draw(images)
         h, w = img.shape[:2]
+        if draw(st.booleans()):  # with the detector's input, as the encoder prepares it
+            fit = (draw(st.floats(1e-3, 10.0)), draw(st.floats(1e-3, 10.0)), draw(finite), draw(finite))
+            return m.EncodedFrame(draw(frame_ids), draw(times), "raw", w, h, img, fit, draw(images))
         return m.EncodedFrame(draw(frame_ids), draw(times), "raw", w, h, img)
     w, h = draw(sizes)
     return m.EncodedFrame(draw(frame_ids), draw(times), "jpeg", w, h, draw(st.binary(max_size=64)))
@@ -54,9 +57,7 @@ def encoded(draw):
 @st.composite
 def detections(draw):
     w, h = draw(sizes)
-    boxes = [m.Box(*c, draw(finite), draw(st.none() | st.lists(st.lists(finite, min_size=2, max_size=2),
-                                                              max_size=5)))
-             for c in draw(st.lists(coords(w, h), max_size=4))]
+    boxes = [m.Box(*c, draw(finite)) for c in draw(st.lists(coords(w, h), max_size=4))]
     return m.Detections(draw(frame_ids), draw(times), draw(times), w, h, boxes, draw(st.integers(0, len(boxes))),
                         draw(labels))
 
@@ -87,7 +88,7 @@ def expressions(draw):
 @st.composite
 def results(draw):
     w, h = draw(sizes)
-    faces = [m.FaceResult(c, draw(finite), draw(st.none() | text), draw(st.none() | prob),
+    faces = [m.FaceResult(m.Box(*c, draw(finite)), draw(st.none() | text), draw(st.none() | prob),
                           draw(st.integers(-1, 10 ** 6)), draw(st.none() | text))
              for c in draw(st.lists(coords(w, h), max_size=3))]
     return m.Result(draw(frame_ids), draw(times), draw(times), w, h, faces, draw(st.booleans()),
@@ -140,7 +141,7 @@ def test_every_kind_roundtrips_through_the_typed_decoder(cls):
         assert type(back) is cls
         assert same(msg, back)
         assert frames[0] == cls.KIND.encode()
-        assert len(frames) == (3 if getattr(msg, "image", None) is not None else 2)
+        assert len(frames) == 2 + (getattr(msg, "image", None) is not None) + (getattr(msg, "tensor", None) is not None)
     check()
 
 
@@ -162,6 +163,9 @@ def test_random_header_for_a_real_kind(kind, header):
 
 # ---------------------------------------------------------------- hostile headers, built by hand
 
+V = m.SCHEMA_VERSION
+
+
 def pack(*doc) -> bytes:
     return msgspec.msgpack.encode(list(doc))
 
@@ -173,15 +177,16 @@ PIXELS = bytes(48)
 
 def det(**kw):
     doc = {"kind": "detections", "frame_id": 1, "t_capture": 1.0, "t_detect": 2.0, "width": 100, "height": 80,
-           "faces": [{"x1": 10.0, "y1": 10.0, "x2": 50.0, "y2": 60.0, "score": 0.9}], "expect_expressions": 1}
+           "faces": [face()], "expect_expressions": 1}
     doc.update(kw)
-    return [b"detections", pack(2, 1, None, doc)]
+    return [b"detections", pack(V, 1, None, doc)]
 
 
 def face(**kw):
-    f = {"x1": 10.0, "y1": 10.0, "x2": 50.0, "y2": 60.0}
+    """A box as it travels: [x1, y1, x2, y2, score]."""
+    f = {"x1": 10.0, "y1": 10.0, "x2": 50.0, "y2": 60.0, "score": 0.9}
     f.update(kw)
-    return f
+    return [f["x1"], f["y1"], f["x2"], f["y2"], f["score"]]
 
 
 def good_frames():
@@ -191,38 +196,39 @@ def good_frames():
 @pytest.mark.parametrize("frames, reason", [
     (good_frames()[:1], "bad_frames"),
     (good_frames() + [b"x"], "bad_frames"),
-    ([b"frame", pack(2, 1, None, FRAME), PIXELS], "bad_frames"),  # an image frame nobody described
-    ([b"eos", pack(2, 1, IMG, {"kind": "eos", "sender": "x", "last_frame_id": 1, "sent": 1}), PIXELS],
+    ([b"frame", pack(V, 1, None, FRAME), PIXELS], "bad_frames"),  # an image frame nobody described
+    ([b"eos", pack(V, 1, IMG, {"kind": "eos", "sender": "x", "last_frame_id": 1, "sent": 1}), PIXELS],
      "bad_frames"),  # a kind without an image
     ([b"nope"] + good_frames()[1:], "unknown_kind"),
-    ([b"control", pack(2, 1, None, {"kind": "control", "command": "eos"})], "unknown_kind"),  # the old kind
-    ([b"frame", pack(2, 1, None, dict(FRAME, kind="nope"))], "unknown_kind"),
-    ([b"frame", pack(2, 1, None, {"kind": "eos", "sender": "x", "last_frame_id": 1, "sent": 1})], "wrong_kind"),
+    ([b"control", pack(V, 1, None, {"kind": "control", "command": "eos"})], "unknown_kind"),  # the old kind
+    ([b"frame", pack(V, 1, None, dict(FRAME, kind="nope"))], "unknown_kind"),
+    ([b"frame", pack(V, 1, None, {"kind": "eos", "sender": "x", "last_frame_id": 1, "sent": 1})], "wrong_kind"),
     ([b"frame", good_frames()[1][:-3], PIXELS], "malformed"),  # truncated
     ([b"frame", b"\xc1\xc1", PIXELS], "malformed"),
     ([b"frame", msgspec.msgpack.encode({"v": 2, "s": 1}), PIXELS], "malformed"),
-    ([b"frame", pack(2, -1, None, FRAME)], "malformed"),
-    ([b"frame", pack(2, 1, None, FRAME, "extra")], "malformed"),
+    ([b"frame", pack(V, -1, None, FRAME)], "malformed"),
+    ([b"frame", pack(V, 1, None, FRAME, "extra")], "bad_image"),  # a 5th item describes a tensor frame
+    ([b"frame", pack(V, 1, None, FRAME, None, "extra")], "malformed"),
     ([b"frame", pack(1, 1, None, FRAME)], "wrong_version"),
-    ([b"frame", pack(3, 1, None, {"kind": "frame", "a": "new field"})], "wrong_version"),
-    ([b"frame", pack(2, 1, None, dict(FRAME, x=1))], "unknown_field"),
-    ([b"frame", pack(2, 1, None, {"kind": "frame", "frame_id": 1, "source": "s"})], "missing_field"),
-    ([b"frame", pack(2, 1, None, dict(FRAME, frame_id="1"))], "bad_field"),
-    ([b"frame", pack(2, 1, None, dict(FRAME, frame_id=True))], "bad_field"),
-    ([b"frame", pack(2, 1, None, dict(FRAME, image=[1, 2]))], "bad_field"),  # an image inside the header
-    ([b"frame", pack(2, 1, None, dict(FRAME, frame_id=-1))], "bad_value"),
-    ([b"frame", pack(2, 1, None, dict(FRAME, t_capture=NAN))], "bad_value"),
-    ([b"frame", pack(2, 1, None, dict(FRAME, t_capture=INF))], "bad_value"),
-    ([b"frame", pack(2, 1, ["object", [4, 4, 3]], FRAME), PIXELS], "bad_image"),
-    ([b"frame", pack(2, 1, ["uint8", [-4, 4, 3]], FRAME), PIXELS], "bad_image"),
-    ([b"frame", pack(2, 1, ["uint8", [4, 4, 4]], FRAME), PIXELS], "bad_image"),
-    ([b"frame", pack(2, 1, ["uint8", "4x4"], FRAME), PIXELS], "bad_image"),
-    ([b"frame", pack(2, 1, IMG, FRAME), PIXELS[:-1]], "bad_image"),
-    ([b"encoded", pack(2, 1, ["bytes", [3]], {"kind": "encoded", "frame_id": 1, "t_capture": 1.0, "format": "jpeg",
+    ([b"frame", pack(V + 1, 1, None, {"kind": "frame", "a": "new field"})], "wrong_version"),
+    ([b"frame", pack(V, 1, None, dict(FRAME, x=1))], "unknown_field"),
+    ([b"frame", pack(V, 1, None, {"kind": "frame", "frame_id": 1, "source": "s"})], "missing_field"),
+    ([b"frame", pack(V, 1, None, dict(FRAME, frame_id="1"))], "bad_field"),
+    ([b"frame", pack(V, 1, None, dict(FRAME, frame_id=True))], "bad_field"),
+    ([b"frame", pack(V, 1, None, dict(FRAME, image=[1, 2]))], "bad_field"),  # an image inside the header
+    ([b"frame", pack(V, 1, None, dict(FRAME, frame_id=-1))], "bad_value"),
+    ([b"frame", pack(V, 1, None, dict(FRAME, t_capture=NAN))], "bad_value"),
+    ([b"frame", pack(V, 1, None, dict(FRAME, t_capture=INF))], "bad_value"),
+    ([b"frame", pack(V, 1, ["object", [4, 4, 3]], FRAME), PIXELS], "bad_image"),
+    ([b"frame", pack(V, 1, ["uint8", [-4, 4, 3]], FRAME), PIXELS], "bad_image"),
+    ([b"frame", pack(V, 1, ["uint8", [4, 4, 4]], FRAME), PIXELS], "bad_image"),
+    ([b"frame", pack(V, 1, ["uint8", "4x4"], FRAME), PIXELS], "bad_image"),
+    ([b"frame", pack(V, 1, IMG, FRAME), PIXELS[:-1]], "bad_image"),
+    ([b"encoded", pack(V, 1, ["bytes", [3]], {"kind": "encoded", "frame_id": 1, "t_capture": 1.0, "format": "jpeg",
                                                "width": 4, "height": 4}), b"ab"], "bad_image"),
-    ([b"encoded", pack(2, 1, IMG, {"kind": "encoded", "frame_id": 1, "t_capture": 1.0, "format": "raw",
+    ([b"encoded", pack(V, 1, IMG, {"kind": "encoded", "frame_id": 1, "t_capture": 1.0, "format": "raw",
                                    "width": 640, "height": 480}), PIXELS], "bad_value"),  # shape is not 640x480
-    ([b"encoded", pack(2, 1, None, {"kind": "encoded", "frame_id": 1, "t_capture": 1.0, "format": "png",
+    ([b"encoded", pack(V, 1, None, {"kind": "encoded", "frame_id": 1, "t_capture": 1.0, "format": "png",
                                     "width": 4, "height": 4})], "bad_field"),
     (det(), None),
     (det(t_detect=NAN), "bad_value"),
@@ -234,40 +240,46 @@ def good_frames():
     (det(faces=[face(x2=1000.0)]), "bad_value"),  # far outside the 100x80 frame
     (det(faces=[face(y1=-500.0)]), "bad_value"),
     (det(faces=[face(x2=110.0)]), None),  # a little outside: allowed
-    (det(faces=[face(landmarks=[[1.0, 2.0, 3.0]])]), "bad_value"),
-    (det(faces=[face(landmarks=[[1.0, NAN]])]), "bad_value"),
+    (det(faces=[face(score=NAN)]), "bad_value"),
+    (det(faces=[face() + [[[1.0, 2.0]] * 5]]), "unknown_field"),  # landmarks stay in the detector
     (det(faces=[face(score="high")]), "bad_field"),
-    (det(faces=[face(color="red")]), "unknown_field"),
-    (det(faces=[{"x1": 1.0}]), "missing_field"),
+    (det(faces=[{"x1": 10.0, "y1": 10.0, "x2": 50.0, "y2": 60.0, "score": 0.9}]), "bad_field"),  # a map, no box
+    (det(faces=[[1.0]]), "missing_field"),
+    (det(faces=[face()[:4]]), "missing_field"),  # no score
     (det(expect_expressions=2), "bad_value"),  # more expressions expected than faces
     (det(truth=[{"box": [1.0, 2.0, 3.0, 4.0], "expression": "happy"}]), "unknown_field"),  # truth stays home
     (det(labels=[["cat", NAN]]), "bad_value"),
     (det(labels=[["cat"]]), "bad_value"),
     (det(labels=[[1, 0.5]]), "bad_field"),
-    ([b"frame", pack(2, 1, None, dict(FRAME, source=b"\x80".decode("latin-1")))], None),
-    ([b"frame", pack(2, 1, None, dict(FRAME, source="\x01")).replace(b"\xa1\x01", b"\xa1\x80")],
+    ([b"frame", pack(V, 1, None, dict(FRAME, source=b"\x80".decode("latin-1")))], None),
+    ([b"frame", pack(V, 1, None, dict(FRAME, source="\x01")).replace(b"\xa1\x01", b"\xa1\x80")],
      "malformed"),  # a string that is not UTF-8
-    ([b"facejob", pack(2, 1, None, {"kind": "facejob", "frame_id": 1, "face_index": 3, "n_faces": 3,
+    ([b"facejob", pack(V, 1, None, {"kind": "facejob", "frame_id": 1, "face_index": 3, "n_faces": 3,
                                     "t_capture": 1.0})], "bad_value"),
-    ([b"expression", pack(2, 1, None, {"kind": "expression", "frame_id": 1, "face_index": 0, "count": 1,
+    ([b"expression", pack(V, 1, None, {"kind": "expression", "frame_id": 1, "face_index": 0, "count": 1,
                                        "worker": "w", "busy_ms": 1.0, "faces": [["happy", NAN]]})], "bad_value"),
-    ([b"expression", pack(2, 1, None, {"kind": "expression", "frame_id": 1, "face_index": 0, "count": 1,
+    ([b"expression", pack(V, 1, None, {"kind": "expression", "frame_id": 1, "face_index": 0, "count": 1,
                                        "worker": "w", "busy_ms": 1.0, "faces": [["happy", 1.5]]})], "bad_value"),
-    ([b"expression", pack(2, 1, None, {"kind": "expression", "frame_id": 1, "face_index": 0, "count": 2,
+    ([b"expression", pack(V, 1, None, {"kind": "expression", "frame_id": 1, "face_index": 0, "count": 2,
                                        "worker": "w", "busy_ms": 1.0, "faces": [["happy", 0.5]]})],
      "bad_value"),  # fewer labels than faces
-    ([b"expression", pack(2, 1, None, {"kind": "expression", "frame_id": 1, "face_index": 0, "count": 1,
+    ([b"expression", pack(V, 1, None, {"kind": "expression", "frame_id": 1, "face_index": 0, "count": 1,
                                        "worker": "w", "busy_ms": 1.0, "faces": [["happy", 0.5]],
                                        "error": "x"})], "bad_value"),  # an error and labels
-    ([b"result", pack(2, 1, None, {"kind": "result", "frame_id": 1, "t_capture": 1.0, "t_result": 2.0,
-                                   "width": 100, "height": 80, "faces": [{"box": [50.0, 0.0, 10.0, 10.0],
-                                                                          "score": 1.0}],
+    ([b"result", pack(V, 1, None, {"kind": "result", "frame_id": 1, "t_capture": 1.0, "t_result": 2.0,
+                                   "width": 100, "height": 80, "faces": [{"box": [50.0, 0.0, 10.0, 10.0, 1.0]}],
                                    "partial": False, "in_order": True})], "bad_value"),
-    ([b"eos", pack(2, 1, None, {"kind": "eos", "sender": "x", "last_frame_id": -2, "sent": 0})], "bad_value"),
-    ([b"metric", pack(2, 1, None, {"kind": "metric", "actor": "a", "pid": 1, "t": NAN})], "bad_value"),
-    ([b"metric", pack(2, 1, None, {"kind": "metric", "actor": "a", "pid": 1, "t": 1.0,
+    ([b"result", pack(V, 1, None, {"kind": "result", "frame_id": 1, "t_capture": 1.0, "t_result": 2.0,
+                                   "width": 100, "height": 80, "faces": [{"box": [1.0, 1.0, 9.0, 9.0, NAN]}],
+                                   "partial": False, "in_order": True})], "bad_value"),
+    ([b"result", pack(V, 1, None, {"kind": "result", "frame_id": 1, "t_capture": 1.0, "t_result": 2.0,
+                                   "width": 100, "height": 80, "faces": [{"box": [1.0, 1.0, 9.0, 9.0], "score": 1.0}],
+                                   "partial": False, "in_order": True})], "missing_field"),  # schema 2's face
+    ([b"eos", pack(V, 1, None, {"kind": "eos", "sender": "x", "last_frame_id": -2, "sent": 0})], "bad_value"),
+    ([b"metric", pack(V, 1, None, {"kind": "metric", "actor": "a", "pid": 1, "t": NAN})], "bad_value"),
+    ([b"metric", pack(V, 1, None, {"kind": "metric", "actor": "a", "pid": 1, "t": 1.0,
                                    "counters": {"in": 1.5}})], "bad_field"),
-    ([b"ready", pack(2, 1, None, {"kind": "ready", "group": "g", "pid": 1, "python": "p", "version": "3.9",
+    ([b"ready", pack(V, 1, None, {"kind": "ready", "group": "g", "pid": 1, "python": "p", "version": "3.9",
                                   "info": {}})], "unknown_field"),
 ])
 def test_hostile_headers_are_rejected_with_a_reason(frames, reason):
@@ -302,7 +314,7 @@ def test_oversized_messages_are_rejected():
 def test_deep_nesting_is_rejected_not_raised(where, reason):
     """Nesting deeper than Python's recursion limit is a DecodeError, never a RecursionError in the actor."""
     deep = b"\x91" * 200000 + b"\xc0"  # 200 000 nested one-element arrays: 200 kB, under the size limit
-    message = pack(2, 1, None, dict(FRAME, image=None))[4:-1]  # the message map, its last value (nil) cut off
+    message = pack(V, 1, None, dict(FRAME, image=None))[4:-1]  # the message map, its last value (nil) cut off
     header = {"header": deep, "message": b"\x94\x02\x01\xc0" + deep,
               "image field": b"\x94\x02\x01\xc0" + message + deep}[where]
     with pytest.raises(DecodeError) as err:
@@ -329,7 +341,7 @@ def test_channel_counts_rejects_and_goes_on(bus):
     hostile = [
         [b"frame", b"\x00garbage"],
         [b"bogus"],
-        [b"nope", pack(2, 1, None, FRAME)],
+        [b"nope", pack(V, 1, None, FRAME)],
         det(faces=[face(x1=NAN)]),
         det(faces=[face(x1=60.0, x2=50.0)]),
         det(faces=[face(x2=1e6)]),

@@ -13,6 +13,7 @@ from actors.source_factory import make_source
 from bus.codec import encode
 from bus.messages import Detections, EncodedFrame, Eos, Expression, FaceLabel
 from models import manifest
+from models.family import input_for
 from pipeline.runner import RunOptions, run
 
 from helpers import inproc_config, run_async
@@ -43,6 +44,38 @@ def test_detector_drops_corrupt_frames_and_goes_on(bus):
             assert det.loss.rejected() == {"bad_value": 1}
             assert det.stats.counters["dropped.transport"] == 1
             assert det.stats.counters["in"] == 2 and det.stats.counters["out"] == 1
+        finally:
+            await det.stop()
+            pub.close()
+            sub.close()
+    run_async(main())
+
+
+def test_detector_uses_the_encoders_input_when_it_fits_and_makes_it_otherwise(bus):
+    async def main():
+        spec = manifest.get("coral-ssd-face")
+        det = Detector("detector", bus, encoded_endpoint="inproc://enc", detections_endpoint="inproc://det",
+                       facejobs_endpoint=None, hwm=16, jobs_hwm=4, engine=EngineSettings(),
+                       model=spec, fer_model=None, freshest=False)
+        pub = bus.pub("inproc://enc", hwm=16, name="test.enc")
+        sub = bus.sub("inproc://det", hwm=16, name="test.det")
+        try:
+            await det.start()
+            await pub.wait_subscribers(1)
+            await det.pub.wait_subscribers(1)
+            img, _ = make_source("synthetic:faces=2,fps=0").read()
+            pixels, fit = input_for(spec).prepare(img)
+            fit = tuple(float(v) for v in fit)
+            await pub.send(EncodedFrame(0, 0.0, "raw", 640, 480, img, fit, pixels))  # as the encoder sends it
+            await pub.send(EncodedFrame(1, 0.0, "raw", 640, 480, img, fit, pixels[:10]))  # another model's size
+            await pub.send(EncodedFrame(2, 0.0, "raw", 640, 480, img))  # an encoder that does not make it
+            await pub.send(Eos("test", 2, pub.sent("encoded")))
+            got = [await sub.recv() for _ in range(3)]
+            assert [d.frame_id for d in got] == [0, 1, 2]
+            assert [d.faces for d in got[1:]] == [got[0].faces] * 2 and len(got[0].faces) == 2
+            assert isinstance(await sub.recv(), Eos)
+            c = det.stats.counters
+            assert c["input_ahead"] == 1 and c["input_mismatch"] == 1 and c["out"] == 3
         finally:
             await det.stop()
             pub.close()

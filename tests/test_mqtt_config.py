@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from actors.mqtt_payloads import Topics, TrackEvents, discovery_configs, dominant, dumps, result_payload
-from bus.messages import FaceResult, Result
+from bus.messages import Box, FaceResult, Result
 from pipeline import config
 from pipeline.config import ConfigError
 
@@ -53,7 +53,7 @@ def test_mqtt_section_refuses_unknown_keys_and_bad_values(tmp_path):
 
 
 def _result(fid, faces):
-    return Result(fid, 1.0, 1.5, 640, 480, [FaceResult(list(box), 0.9, label, 0.8, tid, smoothed)
+    return Result(fid, 1.0, 1.5, 640, 480, [FaceResult(Box(*box, 0.9), label, 0.8, tid, smoothed)
                                            for box, label, tid, smoothed in faces], False, True)
 
 

