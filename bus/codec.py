@@ -163,6 +163,14 @@ def _field_reason(text: str) -> str:
     return "bad_field"
 
 
+def _check_envelope(kind: str, version: int, seq: int) -> None:
+    if version != SCHEMA_VERSION:
+        raise DecodeError("wrong_version", "%s has schema version %r, this build speaks %d"
+                          % (kind, version, SCHEMA_VERSION))
+    if seq < 0:
+        raise DecodeError("malformed", "%s sequence number %r is negative" % (kind, seq))
+
+
 class Codec:
     """Decodes multipart messages with size limits and one typed decoder; one per channel."""
 
@@ -181,25 +189,14 @@ class Codec:
         n = len(frames)
         if n not in (2, 3, 4):
             raise DecodeError("bad_frames", "expected 2 to 4 frames, got %d" % n)
-        kind_f = frames[0]
-        kind_b = bytes(_small(kind_f))
-        cls = _BY_KIND_BYTES.get(kind_b)
-        if cls is None:
-            raise DecodeError("unknown_kind", "unknown message kind %r" % kind_b[:32])
-        header = _small(frames[1])
-        if len(header) > self.max_header:
-            raise DecodeError("oversized", "%s header is %d bytes, limit %d" % (cls.KIND, len(header), self.max_header))
+        cls, _, header = self._kind_and_header(frames)
         try:
             env = self._decoder.decode(header)
         except msgspec.ValidationError as exc:
             raise self._invalid(cls.KIND, header, str(exc)) from None
         except (ValueError, RecursionError) as exc:  # msgspec.DecodeError, a string that is not UTF-8, nesting
             raise DecodeError("malformed", "%s header is not valid msgpack (%s)" % (cls.KIND, exc)) from None
-        if env.v != SCHEMA_VERSION:
-            raise DecodeError("wrong_version", "%s has schema version %r, this build speaks %d"
-                              % (cls.KIND, env.v, SCHEMA_VERSION))
-        if env.s < 0:
-            raise DecodeError("malformed", "%s sequence number %r is negative" % (cls.KIND, env.s))
+        _check_envelope(cls.KIND, env.v, env.s)
         msg = env.msg
         if type(msg) is not cls:
             raise DecodeError("wrong_kind", "frame 0 says %s, the header holds %s" % (cls.KIND, type(msg).KIND))
@@ -232,13 +229,7 @@ class Codec:
         with the typed decoder (``decode``), which refuses and counts a bad one. Raises DecodeError."""
         if len(frames) != 2:
             raise DecodeError("bad_frames", "a relayed message has 2 frames, not %d" % len(frames))
-        kind_b = bytes(_small(frames[0]))
-        cls = _BY_KIND_BYTES.get(kind_b)
-        if cls is None:
-            raise DecodeError("unknown_kind", "unknown message kind %r" % kind_b[:32])
-        header = _small(frames[1])
-        if len(header) > self.max_header:
-            raise DecodeError("oversized", "%s header is %d bytes, limit %d" % (cls.KIND, len(header), self.max_header))
+        cls, kind_b, header = self._kind_and_header(frames)
         try:
             env = self._relay_decoder.decode(header)
         except msgspec.ValidationError as exc:
@@ -246,12 +237,20 @@ class Codec:
                               % (cls.KIND, exc)) from None
         except (ValueError, RecursionError) as exc:  # msgspec.DecodeError, nesting
             raise DecodeError("malformed", "%s header is not valid msgpack (%s)" % (cls.KIND, exc)) from None
-        if env.v != SCHEMA_VERSION:
-            raise DecodeError("wrong_version", "%s has schema version %r, this build speaks %d"
-                              % (cls.KIND, env.v, SCHEMA_VERSION))
-        if env.s < 0:
-            raise DecodeError("malformed", "%s sequence number %r is negative" % (cls.KIND, env.s))
+        _check_envelope(cls.KIND, env.v, env.s)
         return kind_b, env.msg
+
+    def _kind_and_header(self, frames: Sequence[Any]) -> Tuple[Any, bytes, Any]:
+        """(message class, kind bytes, header) of a message's first two frames; DecodeError for an unknown
+        kind or an oversized header."""
+        kind_b = bytes(_small(frames[0]))
+        cls = _BY_KIND_BYTES.get(kind_b)
+        if cls is None:
+            raise DecodeError("unknown_kind", "unknown message kind %r" % kind_b[:32])
+        header = _small(frames[1])
+        if len(header) > self.max_header:
+            raise DecodeError("oversized", "%s header is %d bytes, limit %d" % (cls.KIND, len(header), self.max_header))
+        return cls, kind_b, header
 
     def _invalid(self, kind: str, header: Any, text: str) -> DecodeError:
         """A DecodeError for a header the typed decoder refused, with the reason from where it failed."""
