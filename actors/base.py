@@ -3,11 +3,22 @@
 An actor is one task around ``serve()``: it opens its sockets (``setup``),
 says it is ready the way AnyIO's ``task_status.started()`` does, then runs
 ``run()`` in a task group with its helpers (the metrics tick, the
-subscription readers of its bound publishers). ``start()`` returns once the
-actor is ready and raises ActorFailed naming it if setup failed; a task group
-may instead ``await tg.start(actor.serve)``. ``stop()`` cancels the task and
-waits for it; cancellation of the caller propagates. Sockets opened with
-``self.channel`` are closed in ``finally`` whatever happens.
+subscription readers of its bound publishers). The task that runs ``serve``
+is the actor's task (``self.task``), wherever it was started:
+
+- in a supervising task group (the runner's, a group process's):
+  ``await tg.start(actor.supervised)``. A setup failure raises ActorFailed
+  naming the actor from ``tg.start``; once ready, an actor that fails or
+  returns fails the group with ActorDied naming it, which cancels the group.
+- on its own (tests, benches): ``start()`` returns once the actor is ready and
+  raises ActorFailed naming it if setup failed; its failure is seen by
+  ``wait()``.
+
+``stop()`` cancels the task and waits for it, in either case; an actor
+stopped on purpose (or ended after ``stopping`` was set: the owner's shutdown
+has begun) is not a failure of its group. Cancellation of the caller
+propagates. Sockets opened with ``self.channel`` are closed in ``finally``
+whatever happens.
 
 The actor composes two parts: ``self.metrics`` (actors.metrics_part: a
 ``Metric`` snapshot every ``metrics_interval`` seconds and a final one) and
@@ -37,6 +48,14 @@ class ActorFailed(RuntimeError):
     """An actor's setup or run failed; the message names the actor."""
 
 
+class ActorDied(RuntimeError):
+    """An actor of a supervising task group stopped while it was needed: "actor NAME stopped: why"."""
+
+    def __init__(self, actor: str, why: Any) -> None:
+        super().__init__("actor %s stopped: %s" % (actor, why))
+        self.actor = actor
+
+
 class Actor:
     """Base class: subclasses implement ``setup`` (open sockets) and ``run``."""
 
@@ -55,6 +74,7 @@ class Actor:
         self.metrics = MetricsReporter(self.stats, self.gauges, self.loss.rejected, metrics_interval)
         self._task: Optional[asyncio.Task] = None
         self.finished = False
+        self.stopping = False  # stop() was called, or the owner began its shutdown: ending is no failure
 
     # ------------------------------------------------------------ for subclasses
     async def setup(self) -> None:
@@ -95,6 +115,7 @@ class Actor:
 
     async def stop(self) -> None:
         """Cancel the actor and wait until it has cleaned up. Safe to call twice."""
+        self.stopping = True
         task = self._task
         if task is None or task.done():
             return
@@ -106,8 +127,26 @@ class Actor:
         if self._task is not None:
             await asyncio.shield(self._task)
 
+    async def supervised(self, task_status: TaskStatus) -> None:
+        """``serve`` as the child of a supervising task group: ActorFailed if setup fails, then ActorDied
+        if the actor fails or returns before ``stopping`` (an error after it is logged, not raised)."""
+        try:
+            await self.serve(task_status)
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            if not task_status.is_started:
+                raise ActorFailed("%s did not start: %s" % (self.name, exc)) from None
+            if not self.stopping:
+                raise ActorDied(self.name, exc) from exc
+            self.log.error("failed while stopping: %s", exc)
+            return
+        if not self.stopping:
+            raise ActorDied(self.name, "returned early")
+
     async def serve(self, task_status: TaskStatus) -> None:
         """The actor's whole life; ``task_status.started()`` once ``setup`` has opened its sockets."""
+        self._task = asyncio.current_task()
         try:
             if self.metrics_endpoint:
                 self.metrics.open(self.bus, self.metrics_endpoint, self.name)

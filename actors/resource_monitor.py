@@ -41,6 +41,7 @@ class ResourceMonitor(Actor):
     async def setup(self) -> None:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=self.name)
         self.sampled = asyncio.Event()
+        await self.sample_once()  # before ready: a run shorter than the first sample still has one
 
     async def sample_once(self) -> Dict[str, float]:
         loop = asyncio.get_running_loop()
@@ -64,8 +65,8 @@ class ResourceMonitor(Actor):
 
     async def run(self) -> None:
         while True:
-            await self.sample_once()
             await asyncio.sleep(self.interval)  # the sampling period, not a synchronisation
+            await self.sample_once()
 
     async def cleanup(self) -> None:
         if self.executor is not None:

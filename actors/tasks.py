@@ -35,6 +35,11 @@ class TaskStatus:
         if not self._fut.done():
             self._fut.set_result(value)
 
+    @property
+    def is_started(self) -> bool:
+        """``started()`` was called (or the start was abandoned)."""
+        return self._fut.done()
+
 
 class TaskGroup:
     def __init__(self) -> None:
@@ -108,6 +113,11 @@ class TaskGroup:
         """Run ``fn(*args, task_status=...)`` as a child; return the value it passes to ``started()``."""
         task, value = await _start(fn, args, name, self)
         return value
+
+    @property
+    def failed(self) -> bool:
+        """A child (or the body) failed: the group has cancelled, or is cancelling, its body."""
+        return self._error is not None
 
     def cancel(self) -> None:
         """End the group: cancel every child and the body; the ``async with`` block then exits quietly."""

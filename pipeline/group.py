@@ -9,6 +9,13 @@ on SIGTERM, on SIGINT when started by hand (a child of run.py ignores SIGINT:
 Ctrl-C reaches the whole process group, and the main process drains first), when its parent dies, or when one of its actors fails
 (exit code 1).
 
+Its actors are children of one task group that ``serve`` opens (``await
+tg.start(actor.supervised)``, each ready before the next), with the watch on
+the main process. An actor that dies fails the group with ActorDied naming
+it, which cancels everything in it. Shutdown order is explicit, before the
+block ends: the watch, then the actors one by one in reverse start order;
+then the final metrics and ``stopped`` go to the main process.
+
 Python 3.9 compatible: this is what runs in the PyCoral venv.
 """
 from __future__ import annotations
@@ -23,7 +30,7 @@ import signal
 import sys
 from typing import Awaitable, List, Optional
 
-from actors.base import Actor, ActorFailed
+from actors.base import Actor, ActorDied, ActorFailed
 from actors.tasks import TaskGroup, first
 from bus.messages import Ready, Stopped
 
@@ -61,30 +68,30 @@ async def serve(cfg: Config, name: str, stop: asyncio.Event, by_hand: bool = Fal
         p = build(cfg, bus, RunOptions(), local=lambda role: group_of(role, assign) == name,
                   group_tpu=cfg.groups[name].tpu)
         ctl = open_client(bus, cfg.endpoints.control, name)
-        async with TaskGroup() as tg:
-            watcher = tg.start_soon(watch_main(ctl, stop, by_hand), name="watch main")
-            try:
-                for actor in p.actors:
-                    await actor.start()
-                    started.append(actor)
-                tasks = [a.task for a in started if a.task is not None]
-                which, _ = await first(_any_ends(tasks), _all(p.subscriber_waits()), stop.wait())
-                if which == 1 and not stop.is_set() and not any(t.done() for t in tasks):
-                    await ctl.send(Ready(name, os.getpid(), sys.executable, sys.version.split()[0],
-                                         [a.name for a in started], dict(p.models),
-                                         {r: pl.describe() for r, pl in p.placement.items()}))
-                    log.info("group %s ready: %s", name, ", ".join(a.name for a in started))
-                    await first(_any_ends(tasks), stop.wait())
-            finally:
-                watcher.cancel()  # it cleans up also when cancelled after it set ``stop``
-        for a in started:
-            if a.task is not None and a.task.done() and (a.task.cancelled() or a.task.exception()):
-                log.error("group %s: actor %s failed: %s", name, a.name,
-                          "cancelled" if a.task.cancelled() else a.task.exception())
-                rc = 1
+        try:
+            async with TaskGroup() as tg:  # the group's actors, and the watch on the main process
+                watcher = tg.start_soon(watch_main(ctl, stop, by_hand), name="watch main")
+                try:
+                    for actor in p.actors:
+                        await tg.start(actor.supervised, name=actor.name)
+                        started.append(actor)
+                    which, _ = await first(_all(p.subscriber_waits()), stop.wait())
+                    if which == 0 and not stop.is_set():
+                        await ctl.send(Ready(name, os.getpid(), sys.executable, sys.version.split()[0],
+                                             [a.name for a in started], dict(p.models),
+                                             {r: pl.describe() for r, pl in p.placement.items()}))
+                        log.info("group %s ready: %s", name, ", ".join(a.name for a in started))
+                        await stop.wait()
+                finally:  # explicit order, before the block ends: the watch, then the actors in reverse
+                    for a in started:
+                        a.stopping = True
+                    watcher.cancel()  # it cleans up also when cancelled after it set ``stop``
+                    for actor in reversed(started):
+                        await actor.stop()
+        except ActorDied as exc:
+            log.error("group %s: %s", name, exc)
+            rc = 1
     finally:
-        for actor in reversed(started):
-            await actor.stop()
         if ctl is not None:
             for a in started:  # one PUSH socket: these arrive before the Stopped that follows them
                 await ctl.send(a.snapshot(final=True), nowait=True)
@@ -92,14 +99,6 @@ async def serve(cfg: Config, name: str, stop: asyncio.Event, by_hand: bool = Fal
             ctl.close(linger_ms=2000)  # let the final report reach the main process
         bus.close()
     return rc
-
-
-async def _any_ends(tasks: List["asyncio.Task[None]"]) -> None:
-    """Return when one of the actors' tasks ends (without cancelling any); never when there is none."""
-    if tasks:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    else:
-        await asyncio.Event().wait()
 
 
 async def _all(waits: List[Awaitable[None]]) -> None:

@@ -9,10 +9,15 @@ ends when the source ends, ``--frames`` or ``--duration`` is reached, or
 comes out completed, partial or counted as dropped) and everything stops.
 Any actor or group that dies stops the run with an error naming it.
 
-Each wait of the runner runs in a task group (``_until``) with the actors'
-and groups' tasks as watches; cancelling the run cancels it from the top.
-Shutdown order is explicit: the groups stop first (SIGTERM, or asked over the
-control link), then the main process's actors in reverse start order.
+The main process's actors are children of one task group that ``run`` opens
+(``await tg.start(actor.supervised)``, each ready before the next): an actor
+that dies fails the group with ActorDied naming it, which cancels the run's
+body and every actor. Each wait of the runner (``_until``) also watches the
+groups' processes and raises GroupFailed naming a group that died.
+Cancelling ``run`` cancels everything from the top. Shutdown order is
+explicit, in the body's ``finally`` before the block ends: the groups stop
+first (SIGTERM, or asked over the control link), then the main process's
+actors one by one in reverse start order.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import logging
 import time
 from typing import Any, Awaitable, Dict, List, Optional, Tuple
 
-from actors.base import Actor
+from actors.base import Actor, ActorDied
 from actors.resources import reset_process_meter
 from actors.tasks import TaskGroup, first
 from bus.rundir import RunDir
@@ -40,10 +45,6 @@ __all__ = ["RunOptions", "run", "summarize"]
 log = logging.getLogger("edgepipe.runner")
 
 
-class ActorDied(RuntimeError):
-    pass
-
-
 def _failure_report(exc: Exception, summary: Dict[str, Any], groups: List[GroupProcess]) -> Dict[str, Any]:
     """What a run that an actor's or a group's death ended lost: the process, its actors, the frames."""
     name = getattr(exc, "group", None)
@@ -56,37 +57,24 @@ def _failure_report(exc: Exception, summary: Dict[str, Any], groups: List[GroupP
             "frames_lost": summary["unaccounted"]}
 
 
-def _failure(actors: List[Actor], groups: List[GroupProcess]) -> List["asyncio.Future[Any]"]:
-    """Futures that finish when an actor or a group dies."""
-    futs: List["asyncio.Future[Any]"] = [a.task for a in actors if a.task is not None]
-    futs += [g.exited for g in groups if g.exited is not None]
-    return futs
-
-
-def _raise_failure(done, actors: List[Actor], groups: List[GroupProcess]) -> None:
+def _raise_failure(done, groups: List[GroupProcess]) -> None:
     for g in groups:
         if g.exited in done and not g.stopping:
             exc = GroupFailed(g.describe_exit(g.exited.result()))
             exc.group = g.name  # type: ignore[attr-defined]
             raise exc
-    for a in actors:
-        if a.task in done:
-            t = a.task
-            why = "cancelled" if t.cancelled() else (t.exception() or "returned early")
-            died = ActorDied("actor %s stopped: %s" % (a.name, why))
-            died.actor = a.name  # type: ignore[attr-defined]
-            raise died
 
 
-async def _until(aw: Awaitable[Any], actors: List[Actor], groups: List[GroupProcess]) -> Any:
-    """Await ``aw``; raise if an actor or a group dies first (``aw`` is then cancelled)."""
-    watch = _failure(actors, groups)
+async def _until(aw: Awaitable[Any], groups: List[GroupProcess]) -> Any:
+    """Await ``aw``; raise GroupFailed if a group dies first (``aw`` is then cancelled). An actor that dies
+    fails the run's task group, which cancels this wait."""
+    watch = [g.exited for g in groups if g.exited is not None]
     async with TaskGroup() as tg:
         main = tg.start_soon(aw)
         while not main.done():
             done, _ = await asyncio.wait([main] + watch, return_when=asyncio.FIRST_COMPLETED)
             if main not in done:
-                _raise_failure(done, actors, groups)  # the block cancels ``main``
+                _raise_failure(done, groups)  # the block cancels ``main``
     return main.result()
 
 
@@ -116,13 +104,13 @@ def _open_run(cfg: Config) -> Tuple[Config, RunDir]:
     return cfg, rundir
 
 
-async def _start(p: Pipeline, cfg: Config, bus: Any, run_dir: str, st: _Started) -> None:
-    """Start the main process's actors (each ready before the next), then the groups; wait until every
-    group said it is ready and every publisher has its subscribers."""
+async def _start(p: Pipeline, cfg: Config, bus: Any, run_dir: str, st: _Started, tg: TaskGroup) -> None:
+    """Start the main process's actors in ``tg`` (each ready before the next), then the groups; wait until
+    every group said it is ready and every publisher has its subscribers."""
     if cfg.groups:
         st.control = ControlServer(bus, cfg.endpoints.control)
     for actor in p.actors:
-        await actor.start()
+        await tg.start(actor.supervised, name=actor.name)
         st.actors.append(actor)
     if cfg.groups:
         path = write_config(cfg, run_dir)
@@ -135,17 +123,26 @@ async def _start(p: Pipeline, cfg: Config, bus: Any, run_dir: str, st: _Started)
                             g.name, g.name)
         assert st.control is not None
         await wait_ready(st.groups, st.control, [a.task for a in st.actors if a.task is not None])
-    await _until(asyncio.gather(*p.subscriber_waits()), st.actors, st.groups)
+    await _until(asyncio.gather(*p.subscriber_waits()), st.groups)
     log.info("pipeline ready: profile %s, source %s; %s", cfg.pipeline.profile, cfg.pipeline.source,
              "; ".join(pl.describe() for pl in p.placement.values()))
 
 
-async def _stop(st: _Started, bus: Any) -> List[str]:
+async def _stop(st: _Started, bus: Any, tg: TaskGroup) -> List[str]:
     """Stop what started: the groups (with their final reports), then the actors in reverse start order.
     Returns the sockets an actor left open."""
+    for actor in st.actors:
+        actor.stopping = True  # from here on an actor that ends is not a failure of the run
     try:
         for g in st.groups:
-            await g.stop()
+            try:
+                await g.stop()
+            except asyncio.CancelledError:
+                if not tg.failed:
+                    raise  # from outside: abort
+                # an actor died just before the shutdown began: the group's cancellation of this body
+                # arrived here, and must not leave a process behind (the group then raises ActorDied)
+                await g.stop()
         if st.control is not None:
             await stop_by_hand(st.groups, st.control)
             _collect_reports(st.control, st.groups)
@@ -178,21 +175,23 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
     died: Optional[Exception] = None  # a group or an actor that died once the pipeline ran
     try:
         p = build(cfg, bus, opts, local=lambda role: group_of(role, assign) == MAIN)
-        await _start(p, cfg, bus, rundir.path, st)
-        if on_ready is not None:
-            on_ready(p)
-        capture, recorder = p.one("capture"), p.one("recorder")
-        t_go = time.monotonic()
-        capture.go()
-        try:
-            drained, interrupted = await _run_and_drain(cfg, capture, recorder, stop, st.actors, st.groups)
-        except (GroupFailed, ActorDied) as exc:  # the summary is still written, naming what died
-            died = exc
+        async with TaskGroup() as tg:  # the main process's actors
+            try:
+                await _start(p, cfg, bus, rundir.path, st, tg)
+                if on_ready is not None:
+                    on_ready(p)
+                capture, recorder = p.one("capture"), p.one("recorder")
+                t_go = time.monotonic()
+                capture.go()
+                drained, interrupted = await _run_and_drain(cfg, capture, recorder, stop, st.actors, st.groups)
+            except GroupFailed as exc:  # the summary is still written, naming what died
+                died = exc
+            finally:
+                leaked = await _stop(st, bus, tg)  # in order, before the block ends; the actors' tasks end there
+    except ActorDied as exc:  # raised by the task group once the body has stopped what started
+        died = exc
     finally:
-        try:
-            leaked = await _stop(st, bus)
-        finally:
-            rundir.remove()
+        rundir.remove()
     summary = summarize(p, t_go, drained, interrupted, st.groups)
     summary["leaked_sockets"] = leaked
     if died is not None:
@@ -206,13 +205,13 @@ async def _run_and_drain(cfg: Config, capture: Any, recorder: Any, stop: Optiona
                          started: List[Actor], groups: List[GroupProcess]) -> Tuple[bool, bool]:
     """Run until the source ends or ``stop``; drain. (drained, interrupted)."""
     ends = [capture.done.wait()] + ([stop.wait()] if stop is not None else [])
-    await _until(first(*ends), started, groups)
+    await _until(first(*ends), groups)
     interrupted = stop is not None and stop.is_set() and not capture.done.is_set()
     if interrupted:
         capture.finish()  # no new frames; what is in flight drains below
     timeout = cfg.pipeline.drain_timeout_s if not interrupted else min(1.5, cfg.pipeline.drain_timeout_s)
     try:
-        await asyncio.wait_for(_until(recorder.drained.wait(), started, groups), timeout)
+        await asyncio.wait_for(_until(recorder.drained.wait(), groups), timeout)
     except asyncio.TimeoutError:
         log.warning("pipeline did not drain within %.1f s; frames still in flight are reported as unaccounted",
                     timeout)
@@ -220,7 +219,7 @@ async def _run_and_drain(cfg: Config, capture: Any, recorder: Any, stop: Optiona
     display = next((a for a in started if a.name == "display"), None)
     if display is not None and getattr(display, "every_frame", False):
         try:  # a video file: let it write the last results (what it cannot is counted as dropped)
-            await asyncio.wait_for(_until(display.drained.wait(), started, groups), timeout)
+            await asyncio.wait_for(_until(display.drained.wait(), groups), timeout)
         except asyncio.TimeoutError:
             log.warning("the display did not write its last results within %.1f s", timeout)
     return True, interrupted

@@ -330,3 +330,50 @@ def test_a_closed_group_refuses_new_tasks():
         return "refused"
 
     assert run_async(main()) == "refused"
+
+
+def test_a_child_cancelled_on_purpose_is_not_a_failure():
+    log: list = []
+
+    async def child(tag, task_status):
+        task_status.started(asyncio.current_task())
+        try:
+            await asyncio.Event().wait()
+        finally:
+            log.append(tag + " finally")
+
+    async def main():
+        async with TaskGroup() as tg:
+            one = await tg.start(child, "one")
+            await tg.start(child, "two")
+            one.cancel()
+            await asyncio.wait([one])
+            log.append("body goes on, failed=%s" % tg.failed)
+            tg.cancel()
+        return log
+
+    assert run_async(main()) == ["one finally", "body goes on, failed=False", "two finally"]
+
+
+def test_failed_tells_the_body_a_child_failed():
+    seen: list = []
+
+    async def child(go, task_status):
+        task_status.started()
+        await go.wait()
+        raise Boom("late")
+
+    async def main():
+        go = asyncio.Event()
+        with pytest.raises(Boom, match="late"):
+            async with TaskGroup() as tg:
+                await tg.start(child, go)
+                seen.append(tg.failed)
+                go.set()
+                try:
+                    await asyncio.Event().wait()
+                finally:
+                    seen.append(tg.failed)
+        return seen
+
+    assert run_async(main()) == [False, True]

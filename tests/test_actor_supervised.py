@@ -1,0 +1,148 @@
+"""Actors as children of a supervising task group (Actor.supervised), as the runner and a group process run them:
+ready before the next starts, ActorFailed for a failed setup, ActorDied naming an actor that dies, stop() of
+one actor not a failure, cleanup and sockets closed whatever happens. Real ZeroMQ sockets."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from actors.base import Actor, ActorDied, ActorFailed
+from actors.tasks import TaskGroup
+
+from helpers import run_async
+
+
+class Probe(Actor):
+    """An actor with one bound publisher; its run waits for ``go``, then fails, returns or goes on."""
+
+    kind = "probe"
+
+    def __init__(self, name, bus, log, then="wait", setup_error=None, cleanup_error=None):
+        super().__init__(name, bus)
+        self.events = log
+        self.then = then
+        self.setup_error = setup_error
+        self.cleanup_error = cleanup_error
+        self.go = asyncio.Event()
+        self.running = asyncio.Event()
+
+    async def setup(self):
+        self.channel(self.bus.pub("inproc://probe-" + self.name, hwm=10, name=self.name + ".out"))
+        if self.setup_error:
+            raise RuntimeError(self.setup_error)
+        self.events.append("ready " + self.name)
+
+    async def run(self):
+        self.running.set()
+        await self.go.wait()
+        if self.then == "fail":
+            raise RuntimeError("it broke")
+        if self.then == "wait":
+            await asyncio.Event().wait()
+
+    async def cleanup(self):
+        self.events.append("cleanup " + self.name)
+        if self.cleanup_error:
+            raise RuntimeError(self.cleanup_error)
+
+
+def test_setup_failure_raises_actor_failed_naming_it_and_the_group_goes_on(bus):
+    log: list = []
+
+    async def main():
+        a = Probe("a", bus, log)
+        bad = Probe("bad", bus, log, setup_error="no camera")
+        async with TaskGroup() as tg:
+            await tg.start(a.supervised)
+            with pytest.raises(ActorFailed, match="bad did not start: no camera"):
+                await tg.start(bad.supervised)
+            assert not tg.failed
+            await a.stop()
+        return log
+
+    assert run_async(main()) == ["ready a", "cleanup bad", "cleanup a"]
+
+
+@pytest.mark.parametrize("then, why", [("fail", "it broke"), ("return", "returned early")])
+def test_an_actor_that_dies_fails_the_group_with_actor_died_naming_it(bus, then, why):
+    log: list = []
+
+    async def main():
+        a = Probe("a", bus, log)
+        b = Probe("b", bus, log, then=then)
+        with pytest.raises(ActorDied, match="actor b stopped: %s" % why) as err:
+            async with TaskGroup() as tg:
+                await tg.start(a.supervised)
+                await tg.start(b.supervised)
+                await b.running.wait()
+                b.go.set()
+                try:
+                    await asyncio.Event().wait()
+                finally:
+                    log.append("body cancelled")
+        assert err.value.actor == "b"
+        return log
+
+    assert sorted(run_async(main())) == ["body cancelled", "cleanup a", "cleanup b", "ready a", "ready b"]
+
+
+def test_stop_of_an_actor_in_a_group_is_not_a_failure_and_the_order_is_the_callers(bus):
+    log: list = []
+
+    async def main():
+        actors = [Probe(n, bus, log) for n in ("a", "b", "c")]
+        async with TaskGroup() as tg:
+            for a in actors:
+                await tg.start(a.supervised, name=a.name)
+            assert all(a.task is not None and not a.task.done() for a in actors)
+            await actors[1].stop()  # one, mid-run: the others go on
+            assert not tg.failed and not actors[0].task.done()
+            for a in reversed(actors):
+                await a.stop()
+            log.append("stopped; failed=%s" % tg.failed)
+        return log
+
+    assert run_async(main()) == ["ready a", "ready b", "ready c", "cleanup b", "cleanup c", "cleanup a",
+                                 "stopped; failed=False"]
+
+
+def test_an_error_while_stopping_is_logged_not_a_failure(bus, caplog):
+    log: list = []
+
+    async def main():
+        a = Probe("a", bus, log, cleanup_error="flush failed")
+        async with TaskGroup() as tg:
+            await tg.start(a.supervised)
+            await a.stop()
+            log.append("failed=%s" % tg.failed)
+        return log
+
+    with caplog.at_level(logging.ERROR, logger="edgepipe.probe"):
+        assert run_async(main()) == ["ready a", "cleanup a", "failed=False"]
+    assert any("[a] failed while stopping: flush failed" in r.getMessage() for r in caplog.records)
+
+
+def test_cancelling_the_owner_cancels_every_actor_and_propagates(bus):
+    log: list = []
+
+    async def owner(up):
+        actors = [Probe(n, bus, log) for n in ("a", "b")]
+        async with TaskGroup() as tg:
+            for a in actors:
+                await tg.start(a.supervised)
+            up.set()
+            await asyncio.Event().wait()
+
+    async def main():
+        up = asyncio.Event()
+        async with TaskGroup() as tg:
+            task = tg.start_soon(owner(up))
+            await up.wait()
+            task.cancel()
+            await asyncio.wait([task])
+            assert task.cancelled()
+        return sorted(log)
+
+    assert run_async(main()) == ["cleanup a", "cleanup b", "ready a", "ready b"]
