@@ -46,8 +46,11 @@ def fer_workers(cfg: Config) -> List[str]:
 
 
 def fer_process_groups(cfg: Config) -> Dict[str, GroupConfig]:
-    """The groups ``fer.processes = true`` implies: one per FER worker, named after it."""
+    """The groups ``fer.processes = true`` implies: one per FER worker, named after it (none when the profile
+    has no FER model, as ``cls``)."""
     if not cfg.fer.processes:
+        return {}
+    if cfg.pipeline.profile in cfg.profiles and not cfg.profile().models(requested_engine(cfg, "fer")).fer:
         return {}
     return {w: GroupConfig(actors=[w]) for w in fer_workers(cfg)}
 
@@ -81,9 +84,10 @@ def assignment(cfg: Config) -> Dict[str, str]:
     pool's process unless a group or ``fer.processes`` takes it alone); the rest is ``main``."""
     workers = fer_workers(cfg)
     groups = dict(cfg.groups)
-    if cfg.fer.processes:
+    implied = fer_process_groups(cfg)
+    if implied:
         _check_fer_processes(cfg)
-        for name, g in fer_process_groups(cfg).items():
+        for name, g in implied.items():
             groups.setdefault(name, g)
     out: Dict[str, str] = {}
     for name, g in groups.items():

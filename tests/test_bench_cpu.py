@@ -98,6 +98,14 @@ def test_bench_cpu_quick_runs_both_sides_on_the_same_frames(tmp_path, capsys):
                     os.kill(p["pid"], 0)
     assert "pipeline" in printed and "serial" in printed and "FER pool" in printed and "FER stage" in printed
     assert "FER stage in processes" in printed
+    pp = pool["pipeline_processes"]
+    assert pp["ratio"] and all(pp["faces_per_s"]) and pp["vs_one_worker_in_process"]
+    for w in (1, 2):
+        for r in data["runs"]["poolprocs:faces5:w%d" % w]:
+            assert r["processes"] == ["main"] + ["fer-%d" % i for i in range(w)]
+            assert r["frames_captured"] == 4 and r["unaccounted"] == 0 and r["leaked_sockets"] == []
+            assert r["faces_frames"] == r["frames_completed"] + r["frames_partial"] > 0
+    assert "FER pool in processes" in printed
     assert not list(tmp_path.glob("**/*.ipc"))
 
 

@@ -64,6 +64,14 @@ def test_fer_processes_plan_a_group_per_worker(tmp_path):
     assert with_fer_processes(planned).groups == planned.groups  # the child's config: nothing added twice
 
 
+@pytest.mark.parametrize("profile", ["cls", "fd"])
+def test_fer_processes_start_nothing_for_a_profile_without_fer(profile):
+    cfg = fer_processes_config()
+    cfg.pipeline.profile = profile
+    assert with_fer_processes(cfg).groups == {}
+    assert set(assignment(cfg).values()) == {"main"}
+
+
 def test_single_workers_can_move_to_a_group_by_name():
     cfg = inproc_config()
     cfg.groups = {"side": GroupConfig(actors=["fer-1"])}
