@@ -253,12 +253,18 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
         a, b = "ferstage:%s:w%d" % (POOL_SET, POOL_WORKERS[1]), "ferstage:%s:w%d" % (POOL_SET, POOL_WORKERS[0])
         ratios = per_round(a, b, "faces_per_s")
         pool_row["stage_only"] = {"faces_per_s": [med(b, "faces_per_s"), med(a, "faces_per_s")],
-                                  "faces_per_frame": len(crops), "ratio": _median(ratios), "ratio_runs": ratios}
+                                  "faces_per_frame": len(crops), "ratio": _median(ratios), "ratio_runs": ratios,
+                                  "this_process_cpu_pct": [med(b, "this_process_cpu_pct"),
+                                                           med(a, "this_process_cpu_pct")]}
         a, b = "ferprocs:%s:w%d" % (POOL_SET, POOL_WORKERS[1]), "ferprocs:%s:w%d" % (POOL_SET, POOL_WORKERS[0])
         ratios = per_round(a, b, "faces_per_s")
         pool_row["stage_processes"] = {"faces_per_s": [med(b, "faces_per_s"), med(a, "faces_per_s")],
                                        "faces_per_frame": len(crops), "ratio": _median(ratios),
-                                       "ratio_runs": ratios, "goal": ">= 1.7x faces/s"}
+                                       "ratio_runs": ratios, "goal": ">= 1.7x faces/s",
+                                       "this_process_cpu_pct": [med(b, "this_process_cpu_pct"),
+                                                                med(a, "this_process_cpu_pct")],
+                                       "load_avg_1m_runs": [r.get("load_avg_1m") for r in runs.get(a, [])
+                                                            + runs.get(b, [])]}
         a, b = "poolprocs:%s:w%d" % (POOL_SET, POOL_WORKERS[1]), "poolprocs:%s:w%d" % (POOL_SET, POOL_WORKERS[0])
         one = "pool:%s:w%d" % (POOL_SET, POOL_WORKERS[0])
         pool_row["pipeline_processes"] = {
@@ -344,12 +350,16 @@ def render(result: Dict[str, Any]) -> str:
                    "capture or detector): 1 worker %s faces/s, 2 workers %s faces/s = x%s (per round %s)"
                    % (st["faces_per_frame"], f(st["faces_per_s"][0]), f(st["faces_per_s"][1]), f(st["ratio"], "%.2f"),
                       "/".join("%.2f" % x for x in st["ratio_runs"]) or "n/a"))
+        out.append("    this process's CPU (the feeder and both workers): %s%% with 1 worker, %s%% with 2"
+                   % tuple(f(x, "%.0f") for x in st["this_process_cpu_pct"]))
     sp = (p or {}).get("stage_processes")
     if sp:
         out.append("FER stage in processes (each FerWorker in its own child process, fer.processes = true, fed the "
                    "same crops over ipc://): 1 worker %s faces/s, 2 workers %s faces/s = x%s (per round %s; goal "
                    ">= 1.7)" % (f(sp["faces_per_s"][0]), f(sp["faces_per_s"][1]), f(sp["ratio"], "%.2f"),
                                 "/".join("%.2f" % x for x in sp["ratio_runs"]) or "n/a"))
+        out.append("    the feeder's process CPU: %s%% with 1 worker, %s%% with 2 (the workers run beside it)"
+                   % tuple(f(x, "%.0f") for x in sp["this_process_cpu_pct"]))
     pp = (p or {}).get("pipeline_processes")
     if pp:
         out.append("FER pool in processes (the pipeline on %s with fer.processes = true): 1 worker %s faces/s, 2 "

@@ -10,6 +10,7 @@ Python 3.9 compatible.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Dict, List
 
@@ -96,6 +97,8 @@ async def _measure(jobs: Any, results: Any, crops: List[Any], workers: int, fram
         await results.recv()
     per_worker: Dict[str, int] = {}
     faces = errors = 0
+    load = os.getloadavg()[0]
+    cpu0 = time.process_time()  # this process: the feeder, and the workers when they run in it
     t0 = time.monotonic()
 
     async def feed() -> None:
@@ -110,7 +113,9 @@ async def _measure(jobs: Any, results: Any, crops: List[Any], workers: int, fram
             faces += e.count
             errors += bool(e.error)
     elapsed = time.monotonic() - t0
-    return {"faces": faces, "frames": frames, "duration_s": round(elapsed, 3), "fps": round(frames / elapsed, 2),
+    cpu = time.process_time() - cpu0
+    return {"this_process_cpu_pct": round(100.0 * cpu / elapsed, 1), "load_avg_1m": round(load, 2),
+            "faces": faces, "frames": frames, "duration_s": round(elapsed, 3), "fps": round(frames / elapsed, 2),
             "faces_per_s": round(faces / elapsed, 1), "faces_per_frame": float(len(crops)),
             "per_worker": per_worker, "errors": errors, "warmup_jobs": warm}
 
