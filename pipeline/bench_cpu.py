@@ -34,11 +34,14 @@ For each frame set, in the same run and round-robin:
 The FER pool is also measured alone: the pipeline's ``FerWorker`` actors (1
 and 2, the config's depth and queue sizes) fed the real face crops of
 ``faces5`` by a PUSH socket, one job per frame as the detector sends them,
-with no capture or detector in the way.
+with no capture or detector in the way; and again with every worker in a
+child process of its own, started as ``fer.processes = true`` starts them
+(the process groups) and fed over ``ipc://``. The pipeline on ``faces5`` also
+runs with ``fer.processes = true`` (1 and 2 worker processes).
 
 Reported: FPS of each, the ratios pipeline / serial (the median of the
 per-round ratios), faces found per frame by each; and FER pool 2 vs 1
-workers on ``faces5`` as faces per second. No number here is a test
+workers on ``faces5`` as faces per second, in this process and in processes. No number here is a test
 threshold; the JSON (``bench_pipeline_cpu.json``) has every run.
 
 Python 3.9 compatible.
@@ -57,7 +60,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .bench_cases import run_pipeline_case
 from .bench_common import machine_info, ratio, write_json
-from .bench_fer_stage import real_crops, run_fer_stage
+from .bench_fer_stage import real_crops, run_fer_stage, run_fer_stage_processes
 from .bench_frames import check_images_dir, prepare_frames
 from .config import Config, ConfigError, apply_overrides, endpoint_names, load
 from .serial_loop import SerialLoop
@@ -100,7 +103,7 @@ def run_pipeline(cfg: Config, frames: int) -> Dict[str, Any]:
         "faces_per_s": round(n_faces / s["duration_s"], 1) if s["duration_s"] else 0.0,
         "latency_ms": s["latency_ms"], "models": s.get("models"),
         "busy_ms_p50": {n: a["busy_ms_p50"] for n, a in actors.items() if n not in ("recorder",)},
-        "completed_frames": done,
+        "completed_frames": done, "processes": [g["name"] for g in s.get("groups", [])],
     }
 
 
@@ -166,6 +169,8 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
         if pool:
             cases += [("pool", POOL_SET, w) for w in POOL_WORKERS]
             cases += [("ferstage", POOL_SET, w) for w in POOL_WORKERS]
+            cases += [("ferprocs", POOL_SET, w) for w in POOL_WORKERS]
+            cases += [("poolprocs", POOL_SET, w) for w in POOL_WORKERS]
             crops = real_crops(base(), fsets[POOL_SET].path)
 
         def key(c: Tuple[str, str, Optional[int]]) -> str:
@@ -176,9 +181,12 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
             fs = fsets[name]
             if kind == "ferstage":
                 return run_fer_stage(base(), crops, workers or 1, n)
+            if kind == "ferprocs":
+                return run_fer_stage_processes(base(), crops, workers or 1, n)
             if kind in ("serial", "serial_mem"):
                 return run_serial(base(), fs.path, n, warm, in_memory=kind == "serial_mem")
             cfg = pipeline_config(base(), fs.path, workers, key(c).replace(":", "-"))
+            cfg.fer.processes = kind == "poolprocs"  # every FER worker in a child process of its own
             return run_pipeline(cfg, n)
 
         for rnd in range(repeats + (1 if warmup > 0 else 0)):
@@ -245,7 +253,26 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
         a, b = "ferstage:%s:w%d" % (POOL_SET, POOL_WORKERS[1]), "ferstage:%s:w%d" % (POOL_SET, POOL_WORKERS[0])
         ratios = per_round(a, b, "faces_per_s")
         pool_row["stage_only"] = {"faces_per_s": [med(b, "faces_per_s"), med(a, "faces_per_s")],
-                                  "faces_per_frame": len(crops), "ratio": _median(ratios), "ratio_runs": ratios}
+                                  "faces_per_frame": len(crops), "ratio": _median(ratios), "ratio_runs": ratios,
+                                  "this_process_cpu_pct": [med(b, "this_process_cpu_pct"),
+                                                           med(a, "this_process_cpu_pct")]}
+        a, b = "ferprocs:%s:w%d" % (POOL_SET, POOL_WORKERS[1]), "ferprocs:%s:w%d" % (POOL_SET, POOL_WORKERS[0])
+        ratios = per_round(a, b, "faces_per_s")
+        pool_row["stage_processes"] = {"faces_per_s": [med(b, "faces_per_s"), med(a, "faces_per_s")],
+                                       "faces_per_frame": len(crops), "ratio": _median(ratios),
+                                       "ratio_runs": ratios, "goal": ">= 1.7x faces/s",
+                                       "this_process_cpu_pct": [med(b, "this_process_cpu_pct"),
+                                                                med(a, "this_process_cpu_pct")],
+                                       "load_avg_1m_runs": [r.get("load_avg_1m") for r in runs.get(a, [])
+                                                            + runs.get(b, [])]}
+        a, b = "poolprocs:%s:w%d" % (POOL_SET, POOL_WORKERS[1]), "poolprocs:%s:w%d" % (POOL_SET, POOL_WORKERS[0])
+        one = "pool:%s:w%d" % (POOL_SET, POOL_WORKERS[0])
+        pool_row["pipeline_processes"] = {
+            "faces_per_s": [med(b, "faces_per_s"), med(a, "faces_per_s")], "fps": [med(b, "fps"), med(a, "fps")],
+            "faces_per_frame": [med(b, "faces_per_frame"), med(a, "faces_per_frame")],
+            "ratio": _median(per_round(a, b, "faces_per_s")), "ratio_runs": per_round(a, b, "faces_per_s"),
+            "vs_one_worker_in_process": _median(per_round(a, one, "faces_per_s")),
+            "vs_one_worker_in_process_runs": per_round(a, one, "faces_per_s")}
     return {
         "machine": machine_info(),
         "settings": {"engine": "cpu", "profile": cfg0.pipeline.profile, "models": {"detector": names.detector,
@@ -265,7 +292,12 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
                                "pool: the pipeline on faces5 with 1 and 2 FER workers, faces/s",
                                "ferstage: the FER workers alone (FerWorker actors, the config's depth and hwm) fed "
                                "the real crops of faces5 by a PUSH socket; faces/s from the first job to the last "
-                               "expression"]},
+                               "expression, after 2 warm-up jobs per worker; one job in flight per CPU worker, "
+                               "as the pipeline builds them",
+                               "ferprocs: the same, every FerWorker in a child process of its own as "
+                               "fer.processes = true starts them (process groups), fed over ipc://",
+                               "poolprocs: the pipeline on faces5 with fer.processes = true (1 and 2 worker "
+                               "processes), faces/s"]},
         "frame_sets": sets_info,
         "runs": runs,
         "pipeline_vs_serial": compare,
@@ -318,6 +350,23 @@ def render(result: Dict[str, Any]) -> str:
                    "capture or detector): 1 worker %s faces/s, 2 workers %s faces/s = x%s (per round %s)"
                    % (st["faces_per_frame"], f(st["faces_per_s"][0]), f(st["faces_per_s"][1]), f(st["ratio"], "%.2f"),
                       "/".join("%.2f" % x for x in st["ratio_runs"]) or "n/a"))
+        out.append("    this process's CPU (the feeder and both workers): %s%% with 1 worker, %s%% with 2"
+                   % tuple(f(x, "%.0f") for x in st["this_process_cpu_pct"]))
+    sp = (p or {}).get("stage_processes")
+    if sp:
+        out.append("FER stage in processes (each FerWorker in its own child process, fer.processes = true, fed the "
+                   "same crops over ipc://): 1 worker %s faces/s, 2 workers %s faces/s = x%s (per round %s; goal "
+                   ">= 1.7)" % (f(sp["faces_per_s"][0]), f(sp["faces_per_s"][1]), f(sp["ratio"], "%.2f"),
+                                "/".join("%.2f" % x for x in sp["ratio_runs"]) or "n/a"))
+        out.append("    the feeder's process CPU: %s%% with 1 worker, %s%% with 2 (the workers run beside it)"
+                   % tuple(f(x, "%.0f") for x in sp["this_process_cpu_pct"]))
+    pp = (p or {}).get("pipeline_processes")
+    if pp:
+        out.append("FER pool in processes (the pipeline on %s with fer.processes = true): 1 worker %s faces/s, 2 "
+                   "workers %s faces/s = x%s (per round %s); 2 worker processes vs 1 worker in the main process "
+                   "x%s" % (p["frames"], f(pp["faces_per_s"][0]), f(pp["faces_per_s"][1]), f(pp["ratio"], "%.2f"),
+                            "/".join("%.2f" % x for x in pp["ratio_runs"]) or "n/a",
+                            f(pp["vs_one_worker_in_process"], "%.2f")))
     if result.get("errors"):
         out.append("failed: " + "; ".join("%s: %s" % kv for kv in result["errors"].items()))
     return "\n".join(out)

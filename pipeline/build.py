@@ -123,13 +123,15 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
                                          hwm=cfg.fer.hwm, deadline_ms=cfg.aggregator.deadline_ms,
                                          ordered=cfg.aggregator.ordered, smoothing=cfg.aggregator.smoothing,
                                          **mkw))
-    if fer_spec is not None:
-        add("fer", lambda: [FerWorker("fer-%d" % i, bus, facejobs_endpoint=ep.facejobs,
-                                      expressions_endpoint=ep.expressions, hwm=cfg.fer.hwm, engine=settings["fer"],
-                                      model=fer_spec, invoke_timeout_ms=cfg.fer.invoke_timeout_ms,
-                                      # a CPU interpreter runs one invoke at a time: a second job would only wait
-                                      depth=cfg.fer.depth if settings["fer"].kind != "cpu" else 1, **mkw)
-                            for i in range(cfg.fer.workers)])
+    # the FER workers of this process (fer.processes or a group may run some of them elsewhere)
+    fer_here = [i for i in range(cfg.fer.workers) if local("fer-%d" % i)]
+    if fer_spec is not None and fer_here:
+        p.roles["fer"] = [FerWorker("fer-%d" % i, bus, facejobs_endpoint=ep.facejobs,
+                                    expressions_endpoint=ep.expressions, hwm=cfg.fer.hwm, engine=settings["fer"],
+                                    model=fer_spec, invoke_timeout_ms=cfg.fer.invoke_timeout_ms,
+                                    # a CPU interpreter runs one invoke at a time: a second job would only wait
+                                    depth=cfg.fer.depth if settings["fer"].kind != "cpu" else 1, **mkw)
+                          for i in fer_here]
     if "classifier" in names:
         add("classifier", lambda: Classifier("classifier", bus, encoded_endpoint=ep.encoded,
                                              detections_endpoint=ep.detections, hwm=cfg.detector.hwm,

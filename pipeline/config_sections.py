@@ -108,6 +108,8 @@ class FerConfig(Section):
     depth: Annotated[int, Meta(ge=1, le=8)] = 2  # jobs in flight per worker
     hwm: Hwm = 8
     invoke_timeout_ms: TimeoutMs = 2000.0
+    # each worker in a child process of its own (group fer-K), so that CPU workers use separate cores
+    processes: bool = False
 
 
 class AggregatorConfig(Section):

@@ -3,7 +3,10 @@
 ``[groups.NAME]`` in the config moves actors out of the main process into a
 child process run by the group's Python (for instance the Python 3.9 venv that
 has PyCoral). Capture, the recorder and the metrics hub stay in the main
-process. An ``inproc://`` endpoint used by actors of more than one process
+process. A group may take the whole FER pool (``fer``) or single workers
+(``fer-0``, ``fer-1``, ...); ``fer.processes = true`` gives every FER worker a
+group of its own, named after it (``[groups.fer-K] actors = ["fer-K"]``), so
+that CPU workers run on separate cores. An ``inproc://`` endpoint used by actors of more than one process
 becomes ``ipc://RUN_DIR/NAME``; a ``tcp://`` endpoint places a group on
 another host.
 
@@ -17,7 +20,7 @@ from typing import Dict, List, Set
 
 import msgspec
 
-from .config_sections import Config, ConfigError, endpoint_names
+from .config_sections import Config, ConfigError, GroupConfig, endpoint_names
 
 MAIN = "main"
 # actor roles a group may take (``fer`` is the whole FER pool)
@@ -37,26 +40,88 @@ LINKS: Dict[str, List[str]] = {
 }
 
 
+def fer_workers(cfg: Config) -> List[str]:
+    """The FER pool's worker names: fer-0 .. fer-N-1."""
+    return ["fer-%d" % i for i in range(cfg.fer.workers)]
+
+
+def fer_process_groups(cfg: Config) -> Dict[str, GroupConfig]:
+    """The groups ``fer.processes = true`` implies: one per FER worker, named after it (none when the profile
+    has no FER model, as ``cls``)."""
+    if not cfg.fer.processes:
+        return {}
+    if cfg.pipeline.profile in cfg.profiles and not cfg.profile().models(requested_engine(cfg, "fer")).fer:
+        return {}
+    return {w: GroupConfig(actors=[w]) for w in fer_workers(cfg)}
+
+
+def with_fer_processes(cfg: Config) -> Config:
+    """``cfg`` with the groups ``fer.processes = true`` implies added to ``groups`` (the processes to start)."""
+    extra = {n: g for n, g in fer_process_groups(cfg).items() if n not in cfg.groups}
+    if not extra:
+        return cfg
+    groups = dict(cfg.groups)
+    groups.update(extra)
+    return msgspec.structs.replace(cfg, groups=groups)
+
+
+def _check_fer_processes(cfg: Config) -> None:
+    engine = requested_engine(cfg, "fer")
+    if engine != "cpu":
+        raise ConfigError("fer.processes = true runs each FER worker in its own process so that CPU workers use "
+                          "separate cores, but FER's engine is %r (an accelerator belongs to one process); set "
+                          "placement.fer = \"cpu\" (--place fer=cpu) or pipeline.engine = \"cpu\" (--engine cpu), "
+                          "or put FER workers on accelerators with [groups.NAME] tpu = ..." % engine)
+    for name, g in fer_process_groups(cfg).items():
+        have = cfg.groups.get(name)
+        if have is not None and list(have.actors) != g.actors:
+            raise ConfigError("groups.%s: fer.processes = true names the process of FER worker %s %r; rename "
+                              "this group" % (name, name, name))
+
+
 def assignment(cfg: Config) -> Dict[str, str]:
-    """Role -> group name for every movable role a group claims; the rest is ``main``."""
+    """Actor -> group name for every movable role a group claims, and for every FER worker (``fer-K``, in its
+    pool's process unless a group or ``fer.processes`` takes it alone); the rest is ``main``."""
+    workers = fer_workers(cfg)
+    groups = dict(cfg.groups)
+    implied = fer_process_groups(cfg)
+    if implied:
+        _check_fer_processes(cfg)
+        for name, g in implied.items():
+            groups.setdefault(name, g)
     out: Dict[str, str] = {}
-    for name, g in cfg.groups.items():
+    for name, g in groups.items():
         if name == MAIN:
             raise ConfigError("groups.main: 'main' is the name of the main process; choose another name")
         for i, role in enumerate(g.actors):
             path = "groups.%s.actors[%d]" % (name, i)
             if role in MAIN_ONLY:
                 raise ConfigError("%s: %r runs in the main process and cannot move to a group" % (path, role))
-            if role not in MOVABLE:
-                raise ConfigError("%s: unknown actor %r (movable: %s)" % (path, role, ", ".join(MOVABLE)))
+            if role not in MOVABLE and role not in workers:
+                raise ConfigError("%s: unknown actor %r (movable: %s, or one FER worker %s)"
+                                  % (path, role, ", ".join(MOVABLE), "..".join(sorted({workers[0], workers[-1]}))))
             if role in out:
                 raise ConfigError("%s: %r is already in group %r" % (path, role, out[role]))
             out[role] = name
+    alone = [w for w in workers if w in out]
+    if alone and "fer" in out:
+        raise ConfigError("groups.%s.actors: 'fer' (the whole FER pool) and worker %s (in group %r) cannot both "
+                          "move%s" % (out["fer"], alone[0], out[alone[0]],
+                                      "; fer.processes = true runs each worker alone" if cfg.fer.processes else ""))
+    for w in workers:
+        out.setdefault(w, out.get("fer", MAIN))
     return out
 
 
 def group_of(role: str, assign: Dict[str, str]) -> str:
     return assign.get(role, MAIN)
+
+
+def processes_of(role: str, assign: Dict[str, str], cfg: Config) -> Set[str]:
+    """The processes running actors of ``role`` (the FER pool may be spread over several)."""
+    if role == "fer":
+        return {group_of(w, assign) for w in fer_workers(cfg)}
+    return {group_of(role, assign)}
 
 
 def requested_engine(cfg: Config, role: str) -> str:
@@ -85,8 +150,7 @@ def check_tpus(cfg: Config, assign: Dict[str, str]) -> None:
     models = cfg.profile().models(cfg.pipeline.engine)
     used = ["classifier"] if models.classifier else ["detector"] + (["fer"] if models.fer else [])
     claims: Dict[str, str] = {}
-    for role in used:
-        proc = group_of(role, assign)
+    for role, proc in [(r, x) for r in used for x in sorted(processes_of(r, assign, cfg))]:
         device = device_claim(cfg, role, proc)
         if not device:
             continue
@@ -100,8 +164,8 @@ def check_tpus(cfg: Config, assign: Dict[str, str]) -> None:
 def processes_using(link: str, assign: Dict[str, str], cfg: Config) -> Set[str]:
     roles = LINKS[link]
     if "*" in roles:
-        return {MAIN} | {g for g in cfg.groups if any(group_of(r, assign) == g for r in MOVABLE)}
-    return {group_of(r, assign) for r in roles}
+        return {MAIN} | set(assign.values())
+    return {x for r in roles for x in processes_of(r, assign, cfg)}
 
 
 def check_by_hand(cfg: Config, assign: Dict[str, str]) -> None:

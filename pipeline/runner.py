@@ -33,7 +33,7 @@ from bus.rundir import RunDir
 
 from .build import Pipeline, RunOptions, build, make_bus
 from .config import Config, expand_endpoints
-from .groups import MAIN, assignment, group_of, plan
+from .groups import MAIN, assignment, group_of, plan, with_fer_processes
 from .rss import reset_peak
 from .source_auto import resolve_source
 from .control import ControlServer
@@ -94,7 +94,7 @@ def _open_run(cfg: Config) -> Tuple[Config, RunDir]:
         log.info("source auto: %s (%s)", cfg.pipeline.source, why)
     rundir = RunDir.create()
     try:
-        cfg = expand_endpoints(cfg, rundir)
+        cfg = with_fer_processes(expand_endpoints(cfg, rundir))  # fer.processes: a group per FER worker
         if cfg.groups:
             cfg = plan(cfg, rundir.path)
     except BaseException:

@@ -82,7 +82,30 @@ def test_bench_cpu_quick_runs_both_sides_on_the_same_frames(tmp_path, capsys):
         for r in data["runs"]["ferstage:faces5:w%d" % w]:
             assert r["errors"] == 0 and r["leaked_sockets"] == []
             assert sum(r["per_worker"].values()) == r["faces"] == 4 * stage["faces_per_frame"]
+    procs = pool["stage_processes"]
+    assert procs["ratio"] and all(procs["faces_per_s"]) and procs["faces_per_frame"] == stage["faces_per_frame"]
+    for w in (1, 2):
+        for r in data["runs"]["ferprocs:faces5:w%d" % w]:
+            assert r["errors"] == 0 and r["leaked_sockets"] == [] and r["depth"] == 1
+            assert sum(r["per_worker"].values()) == r["faces"] == 4 * procs["faces_per_frame"]
+            # a child process per worker, each said ready, sent its final report and exited cleanly
+            assert sorted(r["processes"]) == ["fer-%d" % i for i in range(w)]
+            pids = {p["pid"] for p in r["processes"].values()}
+            assert len(pids) == w and os.getpid() not in pids
+            for name, p in r["processes"].items():
+                assert p["exit_code"] == 0 and p["final_report"] == [name]
+                with pytest.raises(ProcessLookupError):
+                    os.kill(p["pid"], 0)
     assert "pipeline" in printed and "serial" in printed and "FER pool" in printed and "FER stage" in printed
+    assert "FER stage in processes" in printed
+    pp = pool["pipeline_processes"]
+    assert pp["ratio"] and all(pp["faces_per_s"]) and pp["vs_one_worker_in_process"]
+    for w in (1, 2):
+        for r in data["runs"]["poolprocs:faces5:w%d" % w]:
+            assert r["processes"] == ["main"] + ["fer-%d" % i for i in range(w)]
+            assert r["frames_captured"] == 4 and r["unaccounted"] == 0 and r["leaked_sockets"] == []
+            assert r["faces_frames"] == r["frames_completed"] + r["frames_partial"] > 0
+    assert "FER pool in processes" in printed
     assert not list(tmp_path.glob("**/*.ipc"))
 
 
