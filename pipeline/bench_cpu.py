@@ -306,10 +306,12 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
     }
 
 
-def render(result: Dict[str, Any]) -> str:
-    def f(v: Optional[float], fmt: str = "%.1f") -> str:
-        return fmt % v if v is not None else "n/a"
+def f(v: Optional[float], fmt: str = "%.1f") -> str:
+    """A figure for the report, or n/a."""
+    return fmt % v if v is not None else "n/a"
 
+
+def render(result: Dict[str, Any]) -> str:
     out = ["machine: %s, %s CPUs usable, Python %s, load %s"
            % (result["machine"]["machine"], result["machine"]["cpus_usable"], result["machine"]["python"],
               result["machine"]["load_avg"]),
@@ -339,37 +341,35 @@ def render(result: Dict[str, Any]) -> str:
                 out.append("    %s p50 ms: " % label + ", ".join("%s %.2f" % kv for kv in r[k].items()))
     p = result.get("fer_pool")
     if p:
-        out.append("FER pool on %s (%s faces/frame found): 1 worker %s faces/s, 2 workers %s faces/s = x%s "
-                   "(per round %s; goal >= 1.7)"
-                   % (p["frames"], "/".join(f(x, "%.2f") for x in p["faces_per_frame"]), f(p["faces_per_s"][0]),
-                      f(p["faces_per_s"][1]), f(p["ratio"], "%.2f"),
-                      "/".join("%.2f" % x for x in p["ratio_runs"]) or "n/a"))
+        out.append("FER pool on %s (%s faces/frame found): %s; goal >= 1.7)"
+                   % (p["frames"], "/".join(f(x, "%.2f") for x in p["faces_per_frame"]), _one_vs_two(p)))
     st = (p or {}).get("stage_only")
     if st:
         out.append("FER stage alone (the pool's FerWorker actors fed %d real face crops per frame over inproc://, no "
-                   "capture or detector): 1 worker %s faces/s, 2 workers %s faces/s = x%s (per round %s)"
-                   % (st["faces_per_frame"], f(st["faces_per_s"][0]), f(st["faces_per_s"][1]), f(st["ratio"], "%.2f"),
-                      "/".join("%.2f" % x for x in st["ratio_runs"]) or "n/a"))
+                   "capture or detector): %s)" % (st["faces_per_frame"], _one_vs_two(st)))
         out.append("    this process's CPU (the feeder and both workers): %s%% with 1 worker, %s%% with 2"
                    % tuple(f(x, "%.0f") for x in st["this_process_cpu_pct"]))
     sp = (p or {}).get("stage_processes")
     if sp:
         out.append("FER stage in processes (each FerWorker in its own child process, fer.processes = true, fed the "
-                   "same crops over ipc://): 1 worker %s faces/s, 2 workers %s faces/s = x%s (per round %s; goal "
-                   ">= 1.7)" % (f(sp["faces_per_s"][0]), f(sp["faces_per_s"][1]), f(sp["ratio"], "%.2f"),
-                                "/".join("%.2f" % x for x in sp["ratio_runs"]) or "n/a"))
+                   "same crops over ipc://): %s; goal >= 1.7)" % _one_vs_two(sp))
         out.append("    the feeder's process CPU: %s%% with 1 worker, %s%% with 2 (the workers run beside it)"
                    % tuple(f(x, "%.0f") for x in sp["this_process_cpu_pct"]))
     pp = (p or {}).get("pipeline_processes")
     if pp:
-        out.append("FER pool in processes (the pipeline on %s with fer.processes = true): 1 worker %s faces/s, 2 "
-                   "workers %s faces/s = x%s (per round %s); 2 worker processes vs 1 worker in the main process "
-                   "x%s" % (p["frames"], f(pp["faces_per_s"][0]), f(pp["faces_per_s"][1]), f(pp["ratio"], "%.2f"),
-                            "/".join("%.2f" % x for x in pp["ratio_runs"]) or "n/a",
-                            f(pp["vs_one_worker_in_process"], "%.2f")))
+        out.append("FER pool in processes (the pipeline on %s with fer.processes = true): %s); 2 worker processes "
+                   "vs 1 worker in the main process x%s"
+                   % (p["frames"], _one_vs_two(pp), f(pp["vs_one_worker_in_process"], "%.2f")))
     if result.get("errors"):
         out.append("failed: " + "; ".join("%s: %s" % kv for kv in result["errors"].items()))
     return "\n".join(out)
+
+
+def _one_vs_two(d: Dict[str, Any]) -> str:
+    """"1 worker N faces/s, 2 workers M faces/s = xR (per round ..." of a pool measurement."""
+    return "1 worker %s faces/s, 2 workers %s faces/s = x%s (per round %s" % (
+        f(d["faces_per_s"][0]), f(d["faces_per_s"][1]), f(d["ratio"], "%.2f"),
+        "/".join("%.2f" % x for x in d["ratio_runs"]) or "n/a")
 
 
 def main_cpu(args: argparse.Namespace, frames: int, warmup: int, repeats: int) -> int:

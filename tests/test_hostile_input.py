@@ -19,11 +19,17 @@ from pipeline.runner import RunOptions, run
 from helpers import inproc_config, run_async
 
 
+def ssd_detector(bus) -> Detector:
+    """A detector on the fake engine (Coral's SSD face model): encoded frames in on inproc://enc, every frame
+    worked on (not only the freshest), detections out on inproc://det."""
+    return Detector("detector", bus, encoded_endpoint="inproc://enc", detections_endpoint="inproc://det",
+                    facejobs_endpoint=None, hwm=16, jobs_hwm=4, engine=EngineSettings(),
+                    model=manifest.get("coral-ssd-face"), fer_model=None, freshest=False)
+
+
 def test_detector_drops_corrupt_frames_and_goes_on(bus):
     async def main():
-        det = Detector("detector", bus, encoded_endpoint="inproc://enc", detections_endpoint="inproc://det",
-                       facejobs_endpoint=None, hwm=16, jobs_hwm=4, engine=EngineSettings(),
-                       model=manifest.get("coral-ssd-face"), fer_model=None, freshest=False)
+        det = ssd_detector(bus)
         pub = bus.pub("inproc://enc", hwm=16, name="test.enc")
         sub = bus.sub("inproc://det", hwm=16, name="test.det")
         try:
@@ -54,9 +60,7 @@ def test_detector_drops_corrupt_frames_and_goes_on(bus):
 def test_detector_uses_the_encoders_input_when_it_fits_and_makes_it_otherwise(bus):
     async def main():
         spec = manifest.get("coral-ssd-face")
-        det = Detector("detector", bus, encoded_endpoint="inproc://enc", detections_endpoint="inproc://det",
-                       facejobs_endpoint=None, hwm=16, jobs_hwm=4, engine=EngineSettings(),
-                       model=spec, fer_model=None, freshest=False)
+        det = ssd_detector(bus)
         pub = bus.pub("inproc://enc", hwm=16, name="test.enc")
         sub = bus.sub("inproc://det", hwm=16, name="test.det")
         try:

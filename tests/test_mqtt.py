@@ -144,16 +144,22 @@ def test_tls_with_user_and_password(tmp_path, bus):
         b.stop()
 
 
+def run_recorded(cfg, broker, frames: int):
+    """Run the pipeline for ``frames`` in this process; its summary and everything its MQTT sink published,
+    recorded until its last message (availability "offline") arrived."""
+    async def main():
+        async with Recorder(broker.port) as rec:
+            s = await run(cfg, RunOptions(frames=frames))
+            await rec.wait_for(lambda r: r.on("edgepipe/%s/availability" % cfg.mqtt.name)[-1:] == [b"offline"])
+            return s, rec
+    return run_async(main())
+
+
 def test_face_events_from_a_pipeline_run(broker):
     cfg = inproc_config(pipeline={"source": "synthetic:faces=2,fps=0,size=640x480,change=7"},
                         mqtt={"host": "127.0.0.1", "port": broker.port, "name": "desk", "results_hz": 1000.0})
 
-    async def main():
-        async with Recorder(broker.port) as rec:
-            s = await run(cfg, RunOptions(frames=60))
-            await rec.wait_for(lambda r: r.on("edgepipe/desk/availability")[-1:] == [b"offline"])
-            return s, rec
-    s, rec = run_async(main())
+    s, rec = run_recorded(cfg, broker, frames=60)
     assert s["unaccounted"] == 0 and s["leaked_sockets"] == [] and s["frames_completed"] == 60
     counters = s["actors"]["mqtt"]["counters"]
     assert counters["queue_dropped"] == 0 and counters["results_lost"] == 0
@@ -190,12 +196,7 @@ def test_with_the_web_display_a_recorded_source_runs_to_its_end(broker):
     cfg = inproc_config(pipeline={"source": "synthetic:faces=1,fps=0", "display": "web:127.0.0.1:0"},
                         mqtt={"host": "127.0.0.1", "port": broker.port, "name": "web"})
 
-    async def main():
-        async with Recorder(broker.port) as rec:
-            s = await run(cfg, RunOptions(frames=20))
-            await rec.wait_for(lambda r: r.on("edgepipe/web/availability")[-1:] == [b"offline"])
-            return s, rec
-    s, rec = run_async(main())
+    s, rec = run_recorded(cfg, broker, frames=20)
     assert s["frames_completed"] == 20 and s["unaccounted"] == 0
     assert [e["event"] for e in rec.json("edgepipe/web/events")] == ["appeared", "gone"]
 
