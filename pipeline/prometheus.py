@@ -203,6 +203,8 @@ class Exporter:
         self.stale_after = stale_after
         self.source = source
         self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)  # notified on every snapshot taken in
+        self.updates = 0  # snapshots taken in so far
         exporter = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -243,6 +245,14 @@ class Exporter:
             else:
                 self.latest[m.actor] = m
                 self.heard[m.actor] = time.monotonic()
+            self.updates += 1
+            self.changed.notify_all()
+
+    def wait_update(self, seen: int, timeout: Optional[float] = None) -> int:
+        """Block until more than ``seen`` snapshots were taken in (or ``timeout``); the count now."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.updates > seen, timeout)
+            return self.updates
 
     def fresh(self) -> Dict[str, Metric]:
         """The snapshots of the actors heard from within ``stale_after`` seconds (the others are forgotten)."""

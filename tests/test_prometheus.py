@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import threading
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -63,35 +62,44 @@ def test_exporter_serves_a_pipeline_and_forgets_it_when_it_goes(tmp_path):
     cfg = inproc_config(pipeline={"source": "synthetic:faces=2,fps=60"}, bus={"metrics_interval_s": 0.1})
     cfg.endpoints.metrics = "ipc://%s" % (tmp_path / "metrics")
     got = {}
-    paced = threading.Event()  # never set: its wait paces the polling below
+    holder = {}
 
     def get(url):
         with urllib.request.urlopen(url, timeout=30) as r:
             return r.headers["Content-Type"], r.read().decode()
 
-    def scrape_running(base):
-        got["index"] = get(base + "/")
-        while True:  # until the exporter has heard from every stage, with work done
+    def running(fams):
+        """Every stage has done work and the states asserted below are there: the detector's FPS over a
+        finished metrics window, the aggregator's latency, where the detector runs."""
+        outs = {s.labels["actor"]: s.value for s in samples(fams, "edgepipe_out_total")}
+        return (all(outs.get(a, 0) > 0 for a in ("capture", "detector", "fer-0", "fer-1", "aggregator"))
+                and any(s.value > 0 for s in samples(fams, "edgepipe_fps", actor="detector"))
+                and any(s.value > 0 for s in samples(fams, "edgepipe_latency_p50_seconds", actor="aggregator"))
+                and bool(samples(fams, "edgepipe_runs_on", actor="detector", device="fake:0")))
+
+    def gone(fams):  # the pipeline's series are gone (final snapshots, or silence past stale_after)
+        return not any("actor" in s.labels for f in fams.values() for s in f.samples)
+
+    def scrape_until(base, done):
+        """Scrape after each snapshot the exporter takes in until ``done(families)``; that scrape."""
+        exporter, seen = holder["e"], 0
+        while True:
             ctype, text = get(base + "/metrics")
             fams = families(text)
-            outs = {s.labels["actor"]: s.value for s in samples(fams, "edgepipe_out_total")}
-            if all(outs.get(a, 0) > 0 for a in ("capture", "detector", "fer-0", "fer-1", "aggregator")):
-                got["running"], got["ctype"] = fams, ctype
-                return
-            paced.wait(0.05)
+            if done(fams):
+                return ctype, fams
+            seen = exporter.wait_update(seen, timeout=1.0)  # wakes on the next snapshot (or the stale timer)
+
+    def scrape_running(base):
+        got["index"] = get(base + "/")
+        got["ctype"], got["running"] = scrape_until(base, running)
 
     def scrape_gone(base):
-        while True:  # until the pipeline's series are gone (final snapshots, or silence past stale_after)
-            fams = families(get(base + "/metrics")[1])
-            if not any("actor" in s.labels for f in fams.values() for s in f.samples):
-                got["gone"] = fams
-                return
-            paced.wait(0.05)
+        got["gone"] = scrape_until(base, gone)[1]
 
     async def main():
         stop, exporter_stop = asyncio.Event(), asyncio.Event()
         ready, exporter_ready = asyncio.Event(), asyncio.Event()
-        holder = {}
         loop = asyncio.get_running_loop()
         runner = asyncio.ensure_future(run(cfg, RunOptions(frames=100000), stop, on_ready=lambda p: ready.set()))
         exporter = None
