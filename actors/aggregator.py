@@ -8,8 +8,6 @@ With ``ordered`` results leave in frame order (a complete frame waits for an
 earlier pending one, at most until that one's deadline); otherwise they leave
 as soon as they are complete and are marked ``in_order = False`` when they
 overtake.
-
-Python 3.9 compatible.
 """
 from __future__ import annotations
 
@@ -21,11 +19,11 @@ from typing import Callable, Dict, List, NamedTuple, Optional
 import zmq
 import zmq.asyncio
 
-from bus.messages import Detections, Done, Eos, Expression, FaceLabel, FaceResult, Result
-from bus.sockets import Bus
+from edgepipe.bus.messages import Detections, Done, Eos, Expression, FaceLabel, FaceResult, Result
+from edgepipe.bus.sockets import Bus
 
-from .base import Actor
-from .tracks import Tracker
+from edgepipe.actors.runtime.base import Actor
+from edgepipe.actors.tracks import Tracker
 
 
 BATCH = 64

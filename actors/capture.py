@@ -11,8 +11,6 @@ actor is ready and every subscriber is attached). After the last frame, the
 actor publishes an end-of-stream message and repeats it every
 ``eos_interval`` seconds until stopped, because a PUB socket may drop a
 message for a subscriber whose queue is full.
-
-Python 3.9 compatible.
 """
 from __future__ import annotations
 
@@ -21,12 +19,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Optional
 
-from bus.messages import Eos, Frame, TruthFace
-from bus.sockets import Bus
+from edgepipe.bus.messages import Eos, Frame, TruthFace
+from edgepipe.bus.sockets import Bus
 
-from .base import Actor, in_thread, ms_since
-from .source_factory import make_source
-from .sources import Source, SourceError
+from edgepipe.actors.runtime.base import Actor, in_thread, ms_since
+from edgepipe.actors.sources.source_factory import make_source
+from edgepipe.actors.sources.sources import Source, SourceError
 
 
 class Capture(Actor):

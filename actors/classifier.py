@@ -2,21 +2,19 @@
 
 It publishes ``Detections`` with no faces and the labels, so the aggregator,
 recorder and display treat it like any other frame.
-
-Python 3.9 compatible.
 """
 from __future__ import annotations
 
 import time
 from typing import List, Tuple
 
-from bus.messages import Detections, EncodedFrame
-from bus.sockets import Bus
-from models.registry import image_classifier
-from models.spec import ModelSpec
+from edgepipe.bus.messages import Detections, EncodedFrame
+from edgepipe.bus.sockets import Bus
+from edgepipe.models.registry import image_classifier
+from edgepipe.models.spec import ModelSpec
 
-from .engines import EngineHost, EngineSettings
-from .frame_stage import FrameStage, decode_image
+from edgepipe.actors.runtime.engines import EngineHost, EngineSettings
+from edgepipe.actors.frame_stage import FrameStage, decode_image
 
 
 class Classifier(FrameStage):

@@ -3,8 +3,6 @@
 The freshest frame wins for a live source (see ``frame_stage``). FER jobs of
 a frame that is kept are never dropped: sending them waits for a free FER
 worker, and that back-pressure makes this actor skip stale frames instead.
-
-Python 3.9 compatible.
 """
 from __future__ import annotations
 
@@ -13,15 +11,15 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from bus.box import Box
-from bus.messages import Detections, EncodedFrame, FaceJob
-from bus.sockets import Bus
-from models.boxes import Fit
-from models.registry import expression_model, face_detector
-from models.spec import ModelSpec
+from edgepipe.bus.box import Box
+from edgepipe.bus.messages import Detections, EncodedFrame, FaceJob
+from edgepipe.bus.sockets import Bus
+from edgepipe.models.families.boxes import Fit
+from edgepipe.models.registry import expression_model, face_detector
+from edgepipe.models.spec import ModelSpec
 
-from .engines import EngineHost, EngineSettings
-from .frame_stage import FrameStage, decode_image
+from edgepipe.actors.runtime.engines import EngineHost, EngineSettings
+from edgepipe.actors.frame_stage import FrameStage, decode_image
 
 
 class Detector(FrameStage):

@@ -14,8 +14,6 @@ input itself when a frame comes without it.
 A frame that fails to encode is dropped (counted); an encode that hangs past
 ``timeout_ms`` is dropped and the encoding thread replaced. Tests inject
 faults (raise, hang, slow) with ``engine.fake.faults.encoder``.
-
-Python 3.9 compatible.
 """
 from __future__ import annotations
 
@@ -27,13 +25,13 @@ from typing import Any, Optional, Tuple
 
 import cv2
 
-from bus.messages import EncodedFrame, Eos, Frame
-from bus.sockets import Bus
-from models.engine import FaultCounter
-from models.fake import InjectedFault
-from models.family import DetectorInput
+from edgepipe.bus.messages import EncodedFrame, Eos, Frame
+from edgepipe.bus.sockets import Bus
+from edgepipe.models.engines.engine import FaultCounter
+from edgepipe.models.engines.fake import InjectedFault
+from edgepipe.models.families.family import DetectorInput
 
-from .base import Actor, in_thread, ms_since
+from edgepipe.actors.runtime.base import Actor, in_thread, ms_since
 
 
 class Encoder(Actor):

@@ -10,8 +10,6 @@ partial). An invoke that hangs past ``invoke_timeout_ms`` is abandoned: the
 worker closes that engine, loads a fresh one in a new thread (the watchdog
 restart) and reports the face as failed. A worker has up to ``depth`` jobs in
 flight, so that one crop is handed over while the accelerator runs another.
-
-Python 3.9 compatible.
 """
 from __future__ import annotations
 
@@ -20,14 +18,14 @@ import math
 import time
 from typing import Dict, List
 
-from bus.messages import Expression, FaceJob, FaceLabel
-from bus.sockets import Bus
-from models.registry import expression_model
-from models.spec import ModelSpec
+from edgepipe.bus.messages import Expression, FaceJob, FaceLabel
+from edgepipe.bus.sockets import Bus
+from edgepipe.models.registry import expression_model
+from edgepipe.models.spec import ModelSpec
 
-from .base import Actor, ms_since
-from .engines import EngineHost, EngineSettings, ErrorBursts
-from .tasks import TaskGroup
+from edgepipe.actors.runtime.base import Actor, ms_since
+from edgepipe.actors.runtime.engines import EngineHost, EngineSettings, ErrorBursts
+from edgepipe.actors.runtime.tasks import TaskGroup
 
 
 class FerWorker(Actor):

@@ -15,8 +15,6 @@ overlap the accelerator's invoke of another, so the device always has the
 next frame queued. A device runs one invoke at a time; on the CPU each of
 the ``depth`` threads has its own interpreter, so frames are detected on as
 many cores at once (``EngineHost.lend``).
-
-Python 3.9 compatible.
 """
 from __future__ import annotations
 
@@ -28,12 +26,12 @@ from typing import Any, Dict, Optional, Tuple
 import cv2
 import numpy as np
 
-from bus.messages import EncodedFrame, Eos
-from bus.sockets import Bus
+from edgepipe.bus.messages import EncodedFrame, Eos
+from edgepipe.bus.sockets import Bus
 
-from .base import Actor, ms_since
-from .engines import EngineHost, ErrorBursts
-from .tasks import TaskGroup
+from edgepipe.actors.runtime.base import Actor, ms_since
+from edgepipe.actors.runtime.engines import EngineHost, ErrorBursts
+from edgepipe.actors.runtime.tasks import TaskGroup
 
 
 def decode_image(msg: EncodedFrame) -> np.ndarray:

@@ -4,15 +4,13 @@ A per-frame FER label flickers; users want the face's expression. Faces are
 matched to the tracks of earlier frames by box overlap (greedy, best IoU
 first); each track keeps its last ``window`` labels and reports the most
 common one (ties go to the most recent).
-
-Python 3.9 compatible.
 """
 from __future__ import annotations
 
 from collections import Counter, deque
 from typing import Deque, Dict, List, Optional, Tuple
 
-from models.spec import iou
+from edgepipe.models.spec import iou
 
 
 class Track:

@@ -4,8 +4,6 @@ A tiny module that ``bus.messages`` and ``models`` both import (``models`` may i
 ``bus`` imports nothing from ``models``). On the wire a box is a compact msgpack array
 ``[x1, y1, x2, y2, score]``. A detector's landmarks ride on the same object as a plain attribute
 that is never encoded: they stay in the detector process, which shapes the FER crop with them.
-
-Python 3.9 compatible.
 """
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
 """One socket's typed messages: ``Channel`` sends and receives them, counts what it refused and what a
 PUB link lost, and reads a bound publisher's subscriptions. ``Bus`` (``bus/sockets.py``) opens channels.
-
-Python 3.9 compatible.
 """
 from __future__ import annotations
 
@@ -13,8 +11,8 @@ from typing import Any, List, Optional, Tuple
 import zmq
 import zmq.asyncio
 
-from .codec import Codec, DecodeError, encode, encode_relayed
-from .messages import BY_KIND
+from edgepipe.bus.codec import Codec, DecodeError, encode, encode_relayed
+from edgepipe.bus.messages import BY_KIND
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,6 @@ buffer that does not match its description. Any problem raises
 ``DecodeError`` with a short ``reason`` that the receiving channel counts; it
 never crashes the actor. A received array is a read-only view on the received
 buffer (other subscribers of the same inproc message may share it).
-
-Python 3.9 compatible.
 """
 from __future__ import annotations
 
@@ -36,8 +34,8 @@ from typing import Any, List, Optional, Sequence, Tuple
 import msgspec
 import numpy as np
 
-from .box import Box
-from .messages import BY_KIND, CHECKS, SCHEMA_VERSION, WITH_IMAGE, WITH_TENSOR, AnyMessage
+from edgepipe.bus.box import Box
+from edgepipe.bus.messages import BY_KIND, CHECKS, SCHEMA_VERSION, WITH_IMAGE, WITH_TENSOR, AnyMessage
 
 DEFAULT_MAX_HEADER = 1 << 20  # 1 MiB of msgpack per message
 DEFAULT_MAX_IMAGE = 64 << 20  # 64 MiB per image

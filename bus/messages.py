@@ -10,9 +10,6 @@ type cannot say (a box inside its frame, a face index below the face count).
 
 An image travels next to the message as a separate zero-copy frame (the
 ``image`` field, see codec.py), never inside msgpack.
-
-Python 3.9 compatible: annotations use ``typing`` names (``Optional``,
-``List``, ``Union``) that msgspec evaluates on 3.9.
 """
 from __future__ import annotations
 
@@ -22,7 +19,7 @@ from typing import Annotated, Any, Callable, Dict, List, Literal, Optional, Tupl
 import msgspec
 from msgspec import Meta
 
-from .box import Box, Finite
+from edgepipe.bus.box import Box, Finite
 
 SCHEMA_VERSION = 3
 

@@ -8,8 +8,6 @@ endpoints, and of every link between the processes of one host) is
 pipelines on one host never collide, and the folder and its socket files are removed when the run
 ends. ``live_runs`` finds the runs of living processes, so that ``run.py metrics`` and other
 clients attach without being told a path.
-
-Python 3.9 compatible.
 """
 from __future__ import annotations
 

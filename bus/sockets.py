@@ -5,8 +5,6 @@ An actor never knows whether its peer is in the same event loop
 the endpoint comes from the config. All sockets of one process share one
 ``Bus`` (one ZeroMQ context, required by ``inproc://``), which tracks every
 socket it opened so that a test can fail when one leaks.
-
-Python 3.9 compatible.
 """
 from __future__ import annotations
 
@@ -18,9 +16,9 @@ from typing import Any, Iterable, List, Optional, Set
 import zmq
 import zmq.asyncio
 
-from .channel import MAX_SUBSCRIPTION, MAX_SUBSCRIPTION_CURVE, TRACKED_KINDS, BusError, Channel
-from .messages import BY_KIND
-from .rundir import RUN, ipc_in_use
+from edgepipe.bus.channel import MAX_SUBSCRIPTION, MAX_SUBSCRIPTION_CURVE, TRACKED_KINDS, BusError, Channel
+from edgepipe.bus.messages import BY_KIND
+from edgepipe.bus.rundir import RUN, ipc_in_use
 
 __all__ = ["Bus", "BusError", "Channel", "check_endpoint", "MAX_SUBSCRIPTION", "MAX_SUBSCRIPTION_CURVE",
            "TRACKED_KINDS", "SCHEMES"]

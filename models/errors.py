@@ -1,7 +1,4 @@
-"""The models' error, apart from the engine interface so that every module of ``models`` can raise it.
-
-Python 3.9 compatible.
-"""
+"""The models' error, apart from the engine interface so that every module of ``models`` can raise it."""
 
 
 class EngineError(RuntimeError):

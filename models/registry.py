@@ -1,16 +1,14 @@
-"""Build engines and model families from names.
-
-Python 3.9 compatible.
-"""
+"""Build engines and model families from names."""
 from __future__ import annotations
 
 from typing import Sequence
 
-from . import align, blazeface, fer, imagenet, retinaface, ssd  # noqa: F401  (register their families)
-from .engine import Engine, EngineError
-from .engine_kinds import ENGINE_KINDS, CpuEngineSettings, EdgeTpuEngineSettings, EngineKind
-from .family import CLASSIFIERS, DETECTORS, EXPRESSIONS, ExpressionModel, FaceDetectorModel, ImageClassifierModel
-from .spec import ModelSpec
+from edgepipe.models.families import align, blazeface, fer, imagenet, retinaface, ssd  # noqa: F401  (register their families)
+from edgepipe.models.engines.engine import Engine, EngineError
+from edgepipe.models.engines.kinds import ENGINE_KINDS, CpuEngineSettings, EdgeTpuEngineSettings, EngineKind
+from edgepipe.models.families.family import (CLASSIFIERS, DETECTORS, EXPRESSIONS, ExpressionModel, FaceDetectorModel,
+                                             ImageClassifierModel)
+from edgepipe.models.spec import ModelSpec
 
 
 def make_engine(kind: str, spec: ModelSpec, *, threads: int = 1, device: str = "", fallback: str = "",

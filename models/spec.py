@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .tensor import TensorSpec
+from edgepipe.models.tensor import TensorSpec
 
 TASKS = ("face_detection", "fer", "classification")
 

@@ -1,7 +1,4 @@
-"""Shape, dtype and quantisation of a model's tensor, shared by the engine interface and the model spec.
-
-Python 3.9 compatible.
-"""
+"""Shape, dtype and quantisation of a model's tensor, shared by the engine interface and the model spec."""
 from __future__ import annotations
 
 from dataclasses import dataclass

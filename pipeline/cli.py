@@ -12,16 +12,16 @@ from typing import Callable, List, Optional
 
 # subcommand -> (module, function); each module is imported only when its subcommand runs
 SUBCOMMANDS = {
-    "metrics": ("pipeline.metrics_cli", "main"),
-    "models": ("models.cli", "models_main"),
-    "bench": ("pipeline.bench", "main"),
-    "group": ("pipeline.run_command", "group_main"),
-    "keys": ("pipeline.keys", "main"),
-    "install-service": ("pipeline.service", "main"),
-    "doctor": ("pipeline.doctor", "main"),
-    "setup-tpu-venv": ("pipeline.tpu_venv", "main"),
+    "metrics": ("edgepipe.pipeline.metrics.cli", "main"),
+    "models": ("edgepipe.models.store.cli", "models_main"),
+    "bench": ("edgepipe.pipeline.bench.commands", "main"),
+    "group": ("edgepipe.pipeline.run_command", "group_main"),
+    "keys": ("edgepipe.pipeline.ops.keys", "main"),
+    "install-service": ("edgepipe.pipeline.ops.service", "main"),
+    "doctor": ("edgepipe.pipeline.ops.doctor", "main"),
+    "setup-tpu-venv": ("edgepipe.pipeline.ops.tpu_venv", "main"),
 }
-RUN = ("pipeline.run_command", "run_main")  # the default command: run the pipeline
+RUN = ("edgepipe.pipeline.run_command", "run_main")  # the default command: run the pipeline
 
 
 def _command(module: str, function: str) -> Callable:

@@ -1,7 +1,4 @@
-"""The event loop and logging set-up every command shares (``run.py`` and ``run.py bench``).
-
-Python 3.9 compatible.
-"""
+"""The event loop and logging set-up every command shares (``run.py`` and ``run.py bench``)."""
 from __future__ import annotations
 
 import asyncio

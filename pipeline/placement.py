@@ -20,8 +20,6 @@ on the fake engine, and the reason says so (the run prints a banner).
 When the profile names another model for the accelerator than for the CPU
 (Coral's SSD face detector on the TPU, BlazeFace on the CPU), ``auto`` keeps
 the accelerator's, which is the profile's choice for machines that have one.
-
-Python 3.9 compatible.
 """
 from __future__ import annotations
 
@@ -36,17 +34,17 @@ from dataclasses import dataclass, field
 from itertools import product
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from models import manifest
-from models.delegate_probe import probe_once
-from models.devices import CACHE_MB
-from models.engine import EngineError
-from models.fetch import cache_dir, locate, sources_for
-from models.litert import edgetpu_library
-from models.spec import ModelSpec
+from edgepipe import ROOT as REPO
+from edgepipe.models.store import manifest
+from edgepipe.models.engines.delegate_probe import probe_once
+from edgepipe.models.engines.devices import CACHE_MB
+from edgepipe.models.engines.engine import EngineError
+from edgepipe.models.store.fetch import cache_dir, locate, sources_for
+from edgepipe.models.engines.litert import edgetpu_library
+from edgepipe.models.spec import ModelSpec
 
-from .config_sections import Config, ConfigError
+from edgepipe.pipeline.config.sections import Config, ConfigError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 log = logging.getLogger("edgepipe.placement")
 

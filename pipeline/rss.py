@@ -1,14 +1,11 @@
-"""Resident memory of the processes of a run, read from ``/proc`` (Linux; 0.0 elsewhere).
-
-Python 3.9 compatible.
-"""
+"""Resident memory of the processes of a run, read from ``/proc`` (Linux; 0.0 elsewhere)."""
 from __future__ import annotations
 
 import os
 import resource
 import sys
 
-from actors.resources import status_mb
+from edgepipe.actors.monitoring.resources import status_mb
 
 
 def _status_mb(pid: int, key: str) -> float:

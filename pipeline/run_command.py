@@ -15,18 +15,18 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional
 
-from actors.resource_monitor import resource_lines
-from actors.sinks import DisplayError
-from actors.sources import SourceError
-from bus.sockets import BusError
-from models.engine import EngineError
+from edgepipe.actors.monitoring.resource_monitor import resource_lines
+from edgepipe.actors.sinks.sinks import DisplayError
+from edgepipe.actors.sources.sources import SourceError
+from edgepipe.bus.sockets import BusError
+from edgepipe.models.engines.engine import EngineError
 
-from . import group
-from .config import ConfigError, load, to_dict
-from .loop import event_loop_run, setup_logging
-from .placement import place
-from .runner import RunOptions, run
-from .source_auto import resolve_source
+from edgepipe.pipeline.processes import group
+from edgepipe.pipeline.config.loading import ConfigError, load, to_dict
+from edgepipe.pipeline.loop import event_loop_run, setup_logging
+from edgepipe.pipeline.placement import place
+from edgepipe.pipeline.runner import RunOptions, run
+from edgepipe.pipeline.source_auto import resolve_source
 
 log = logging.getLogger("edgepipe")
 

@@ -6,8 +6,6 @@ Pi's codecs, ISP and CSI receiver are skipped by name (on a Pi 5 a CSI camera
 is reached through Picamera2, not a ``/dev/video`` node), and so are nodes
 whose VIDIOC_QUERYCAP says they do not capture video (a webcam's metadata
 node). Each probe is injectable for tests and never raises.
-
-Python 3.9 compatible.
 """
 from __future__ import annotations
 
@@ -21,9 +19,9 @@ from typing import Callable, List, Optional, Tuple
 
 import cv2
 
-from actors.sources import picamera2_class
+from edgepipe.actors.sources.sources import picamera2_class
 
-from .machine import CSI_NODES, V4L2_CAP_VIDEO_CAPTURE, V4L2_CAP_VIDEO_CAPTURE_MPLANE, querycap
+from edgepipe.pipeline.ops.machine import CSI_NODES, V4L2_CAP_VIDEO_CAPTURE, V4L2_CAP_VIDEO_CAPTURE_MPLANE, querycap
 
 log = logging.getLogger("edgepipe.source")
 

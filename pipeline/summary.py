@@ -1,7 +1,5 @@
 """The run's summary, from every actor's final metrics: what ran where, where each frame went, speed,
 latency, devices, memory and each actor's figures (``run.py`` prints it; ``--summary`` writes it as JSON).
-
-Python 3.9 compatible.
 """
 from __future__ import annotations
 
@@ -9,13 +7,13 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-from actors.stats import percentile
-from bus.messages import Metric
+from edgepipe.actors.runtime.stats import percentile
+from edgepipe.bus.messages import Metric
 
-from .build import Pipeline
-from .groups import MAIN
-from .rss import peak_rss_mb
-from .supervisor import GroupProcess
+from edgepipe.pipeline.build import Pipeline
+from edgepipe.pipeline.processes.groups import MAIN
+from edgepipe.pipeline.rss import peak_rss_mb
+from edgepipe.pipeline.processes.supervisor import GroupProcess
 
 
 def device_summary(snaps: Dict[str, Metric]) -> Dict[str, Dict[str, Any]]:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from hypothesis import configuration, settings
 
-from bus.sockets import Bus
-from models import fetch, manifest
+from edgepipe.bus.sockets import Bus
+from edgepipe.models.store import fetch, manifest
 
 # no example database written into the repository: every run starts from the tests' own examples
 settings.register_profile("edgepipe", database=None)

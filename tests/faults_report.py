@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-from models.spec import iou
+from edgepipe.models.spec import iou
 
 ROOT = Path(__file__).resolve().parents[1]
 

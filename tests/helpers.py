@@ -9,7 +9,7 @@ from typing import Dict
 
 import pytest
 
-from pipeline import config
+from edgepipe.pipeline.config import loading as config
 
 ASSETS = Path(os.environ.get("EDGEPIPE_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
 

@@ -12,9 +12,9 @@ from typing import Callable, Dict, List, Tuple
 import msgspec
 import numpy as np
 
-from bus.codec import encode
-from bus.messages import (SCHEMA_VERSION, Box, Detections, EncodedFrame, Expression, FaceJob, FaceLabel, FaceResult,
-                          Result)
+from edgepipe.bus.codec import encode
+from edgepipe.bus.messages import (SCHEMA_VERSION, Box, Detections, EncodedFrame, Expression, FaceJob, FaceLabel,
+                                   FaceResult, Result)
 
 FAR = 10 ** 9  # frame ids of the hostile expressions: no such frame ever comes
 KINDS = [b"frame", b"encoded", b"detections", b"facejob", b"expression", b"result", b"metric", b"eos", b"ready",

@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from actors.base import Actor, ActorDied, ActorFailed
-from actors.tasks import TaskGroup
+from edgepipe.actors.runtime.base import Actor, ActorDied, ActorFailed
+from edgepipe.actors.runtime.tasks import TaskGroup
 
 from helpers import run_async
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import asyncio
 
-from actors.aggregator import Aggregator
-from bus.messages import Box, Detections, Eos, Expression, FaceLabel, Result
+from edgepipe.actors.aggregator import Aggregator
+from edgepipe.bus.messages import Box, Detections, Eos, Expression, FaceLabel, Result
 
 from helpers import run_async
 
@@ -161,7 +161,7 @@ def test_error_expressions_complete_frames_as_partial(bus):
 
 
 def test_tracks_smooth_a_flickering_label():
-    from actors.tracks import Tracker
+    from edgepipe.actors.tracks import Tracker
     t = Tracker(window=5)
     labels = ["happy", "happy", "sad", "happy", "sad", "sad", "sad"]
     votes = []

@@ -7,8 +7,9 @@ import os
 
 import pytest
 
-from pipeline import bench, bench_cases, bench_common, bench_report, charts
-from pipeline.config import load
+from edgepipe.pipeline.bench import (commands as bench, cases as bench_cases, common as bench_common,
+                                     report as bench_report, charts)
+from edgepipe.pipeline.config.loading import load
 
 SHARED_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "assets",
                              "models")
@@ -104,7 +105,7 @@ def test_bench_models_on_a_shared_model(tmp_path, monkeypatch, capsys):
     if charts.available():
         assert (out / "bench_models.png").stat().st_size > 1000
     # the per-machine table that `auto` placement reads
-    from pipeline.placement import load_table
+    from edgepipe.pipeline.placement import load_table
     assert load_table()["retinaface"]["cpu_ms"] == row["cpu"]["1"]["median_ms"]
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from pipeline import bench
+from edgepipe.pipeline.bench import commands as bench
 
 
 def test_bench_bus_quick(tmp_path, capsys):

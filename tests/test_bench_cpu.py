@@ -9,7 +9,8 @@ import os
 
 import pytest
 
-from pipeline import bench, bench_cpu
+from edgepipe.pipeline.bench import commands as bench
+from edgepipe.pipeline.bench.cpu import compare as bench_cpu
 
 from helpers import ASSETS
 
@@ -23,8 +24,8 @@ def _why_skip() -> str:
         import ai_edge_litert  # noqa: F401
     except ImportError:
         return "ai-edge-litert is not installed (the CPU engine)"
-    from models import manifest
-    from models.fetch import file_for, find_local
+    from edgepipe.models.store import manifest
+    from edgepipe.models.store.fetch import file_for, find_local
 
     for name in ("blazeface-full", "fer64"):
         spec = manifest.get(name)
@@ -111,7 +112,7 @@ def test_bench_cpu_quick_runs_both_sides_on_the_same_frames(tmp_path, capsys):
 
 @needs_real
 def test_serial_loop_over_tcp_closes_cleanly():
-    from pipeline.serial_loop import SerialLoop
+    from edgepipe.pipeline.bench.cpu.serial_loop import SerialLoop
 
     loop = SerialLoop("blazeface-short", "fer64", transport="tcp", model_paths=[str(ASSETS / "models")])
     try:

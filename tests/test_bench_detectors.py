@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from pipeline import bench, bench_detectors
-from pipeline.bench_detectors import match
+from edgepipe.pipeline.bench import commands as bench, detectors as bench_detectors
+from edgepipe.pipeline.bench.detectors import match
 
 from helpers import ASSETS
 

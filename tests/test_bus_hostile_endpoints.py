@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import zmq
 
-from bus.rundir import RUN, RunDir, live_runs, resolve, RunDirError
-from bus.sockets import BusError
+from edgepipe.bus.rundir import RUN, RunDir, live_runs, resolve, RunDirError
+from edgepipe.bus.sockets import BusError
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_S = 120  # an upper bound on waiting for an event, never a pacing delay

@@ -9,11 +9,11 @@ import zmq
 import zmq.asyncio
 import zmq.utils.monitor
 
-from bus.codec import encode
-from bus.messages import Expression, FaceLabel
-from bus.sockets import MAX_SUBSCRIPTION
-from pipeline.rss import rss_mb
-from pipeline.runner import RunOptions, run
+from edgepipe.bus.codec import encode
+from edgepipe.bus.messages import Expression, FaceLabel
+from edgepipe.bus.sockets import MAX_SUBSCRIPTION
+from edgepipe.pipeline.rss import rss_mb
+from edgepipe.pipeline.runner import RunOptions, run
 
 from helpers import inproc_config, run_async
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import msgspec
 import zmq
 
-from bus import messages as m
-from bus.sockets import MAX_SUBSCRIPTION
-from pipeline.rss import peak_rss_mb, rss_mb
+from edgepipe.bus import messages as m
+from edgepipe.bus.sockets import MAX_SUBSCRIPTION
+from edgepipe.pipeline.rss import peak_rss_mb, rss_mb
 
 from helpers import run_async
 

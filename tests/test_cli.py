@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bus.messages import Metric
-from bus.sockets import Bus
+from edgepipe.bus.messages import Metric
+from edgepipe.bus.sockets import Bus
 from helpers import inproc_config, run_async
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,8 +125,8 @@ def test_a_partial_config_overlays_config_toml(tmp_path):
 
 
 def test_load_config_applies_every_option_over_the_overlaid_file(tmp_path):
-    from pipeline.cli import run_parser
-    from pipeline.run_command import load_config
+    from edgepipe.pipeline.cli import run_parser
+    from edgepipe.pipeline.run_command import load_config
     cfg = tmp_path / "mine.toml"
     cfg.write_text("[capture]\nmax_in_flight = 8\n\n[fer]\nworkers = 4\n")
     args = run_parser().parse_args(["--config", str(cfg), "--profile", "fd", "--engine", "cpu", "--source", "demo",
@@ -141,8 +141,8 @@ def test_load_config_applies_every_option_over_the_overlaid_file(tmp_path):
 
 
 def test_metrics_once_against_a_running_pipeline(tmp_path):
-    from pipeline.metrics_cli import table, watch
-    from pipeline.runner import RunOptions, run
+    from edgepipe.pipeline.metrics.cli import table, watch
+    from edgepipe.pipeline.runner import RunOptions, run
 
     cfg = inproc_config(pipeline={"source": "synthetic:faces=1,fps=100"}, bus={"metrics_interval_s": 0.1})
     cfg.endpoints.metrics = free_endpoint(tmp_path)
@@ -189,8 +189,8 @@ def test_metrics_without_a_pipeline_says_so(tmp_path):
 def test_prometheus_exporter_serves_a_running_pipeline(tmp_path):
     import urllib.request
 
-    from pipeline.metrics_cli import export
-    from pipeline.runner import RunOptions, run
+    from edgepipe.pipeline.metrics.cli import export
+    from edgepipe.pipeline.runner import RunOptions, run
 
     cfg = inproc_config(pipeline={"source": "synthetic:faces=1,fps=100"}, bus={"metrics_interval_s": 0.1})
     cfg.endpoints.metrics = free_endpoint(tmp_path)

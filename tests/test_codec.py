@@ -9,8 +9,8 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bus import messages as m
-from bus.codec import Codec, DecodeError, encode, roundtrip
+from edgepipe.bus import messages as m
+from edgepipe.bus.codec import Codec, DecodeError, encode, roundtrip
 
 from helpers import run_async
 
@@ -405,7 +405,7 @@ def test_sub_topics_are_the_kinds(bus):
             pub.close()
             sub.close()
     run_async(main())
-    from bus.sockets import BusError
+    from edgepipe.bus.sockets import BusError
     with pytest.raises(BusError):
         bus.sub("inproc://topics", hwm=1, name="bad", topics=("control",))
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from bus import messages as m
-from bus.codec import Codec, DecodeError
+from edgepipe.bus import messages as m
+from edgepipe.bus.codec import Codec, DecodeError
 
 NAN = float("nan")
 V = m.SCHEMA_VERSION

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from models.engine import FaultPlan
-from models.engine_kinds import FakeEngineSettings
-from pipeline import config
-from pipeline.config import ConfigError, GroupConfig
-from pipeline.groups import plan
-from pipeline.keys import generate
+from edgepipe.models.engines.engine import FaultPlan
+from edgepipe.models.engines.kinds import FakeEngineSettings
+from edgepipe.pipeline.config import loading as config
+from edgepipe.pipeline.config.loading import ConfigError, GroupConfig
+from edgepipe.pipeline.processes.groups import plan
+from edgepipe.pipeline.ops.keys import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 

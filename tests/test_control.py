@@ -2,9 +2,9 @@
 over a real PUSH/PULL pair as a group sends them."""
 from __future__ import annotations
 
-from bus.messages import Eos, Metric, Ready, Stopped
-from pipeline.config import GroupConfig
-from pipeline.supervisor import GroupProcess, handle_control
+from edgepipe.bus.messages import Eos, Metric, Ready, Stopped
+from edgepipe.pipeline.config.loading import GroupConfig
+from edgepipe.pipeline.processes.supervisor import GroupProcess, handle_control
 
 from helpers import inproc_config, run_async
 

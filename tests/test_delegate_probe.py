@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import delegate_probe, litert, manifest, registry
-from models.engine import EngineError
+from edgepipe.models.engines import delegate_probe, litert
+from edgepipe.models.store import manifest
+from edgepipe.models import registry
+from edgepipe.models.engines.engine import EngineError
 
 HERE = Path(__file__).resolve().parent
 STANDINS = str(HERE / "delegate_standins.py")
@@ -91,7 +93,7 @@ def test_crashing_delegate_falls_back_to_cpu(monkeypatch, caplog):
     assert "SIGSEGV" in msg and _runtime_version() in msg and "libedgetpu" in msg
     assert "Traceback" not in msg
     # fallback = "cpu": the CPU model runs and the warning carries the probe's error
-    caplog.set_level(logging.WARNING, logger="models.litert")
+    caplog.set_level(logging.WARNING, logger="edgepipe.models.engines.litert")
     eng = registry.make_engine("edgetpu", spec, model_paths=[str(MODELS_DIR)], fallback="cpu")
     try:
         eng.load()

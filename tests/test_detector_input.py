@@ -7,11 +7,12 @@ import cv2
 import numpy as np
 import pytest
 
-from bus.codec import roundtrip
-from bus.messages import EncodedFrame
-from models import manifest, registry
-from models.boxes import Fit
-from models.family import input_for
+from edgepipe.bus.codec import roundtrip
+from edgepipe.bus.messages import EncodedFrame
+from edgepipe.models.store import manifest
+from edgepipe.models import registry
+from edgepipe.models.families.boxes import Fit
+from edgepipe.models.families.family import input_for
 
 from helpers import ASSETS
 

@@ -7,9 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from models import manifest, registry
-from models.boxes import Fit, fit_frame, to_frame
-from models.engine import EngineError
+from edgepipe.models.store import manifest
+from edgepipe.models import registry
+from edgepipe.models.families.boxes import Fit, fit_frame, to_frame
+from edgepipe.models.engines.engine import EngineError
 
 from helpers import ASSETS
 

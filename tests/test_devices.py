@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from helpers import inproc_config, run_async
-from models import manifest
-from models.devices import Device, DeviceBusy, DeviceModel, open_device, open_devices, release_device
-from models.fake import FakeEngine, fake_pool
-from pipeline.runner import RunOptions, run
+from edgepipe.models.store import manifest
+from edgepipe.models.engines.devices import Device, DeviceBusy, DeviceModel, open_device, open_devices, release_device
+from edgepipe.models.engines.fake import FakeEngine, fake_pool
+from edgepipe.pipeline.runner import RunOptions, run
 
 
 def spans(dev: Device):
@@ -92,7 +92,7 @@ def test_model_switch_is_charged_and_cocompiled_models_switch_free():
 
 
 def test_a_hung_invoke_holds_the_device_until_its_engine_closes():
-    from models.engine import EngineError, FaultCounter, FaultPlan
+    from edgepipe.models.engines.engine import EngineError, FaultCounter, FaultPlan
 
     spec = manifest.get("fer64")
     hung = FakeEngine(spec, latency_ms=1.0, faults=FaultCounter(FaultPlan(hang_after=1)))
@@ -114,7 +114,7 @@ def test_a_hung_invoke_holds_the_device_until_its_engine_closes():
 CLAIM = """
 import sys
 sys.path.insert(0, %r)
-from models.devices import open_device
+from edgepipe.models.engines.devices import open_device
 open_device("fake:0", "fake")
 print("claimed", flush=True)
 sys.stdin.read()

@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from actors.display import make_sink
-from actors.sinks import DisplayError
-from actors.web_sink import BOUNDARY
-from pipeline.runner import RunOptions, run
+from edgepipe.actors.sinks.display import make_sink
+from edgepipe.actors.sinks.sinks import DisplayError
+from edgepipe.actors.sinks.web_sink import BOUNDARY
+from edgepipe.pipeline.runner import RunOptions, run
 
 from helpers import inproc_config, run_async
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from models.delegate_probe import ProbeResult
-from pipeline.config import load
-from pipeline.doctor import Doctor, render
+from edgepipe.models.engines.delegate_probe import ProbeResult
+from edgepipe.pipeline.config.loading import load
+from edgepipe.pipeline.ops.doctor import Doctor, render
 
 HERE = Path(__file__).resolve().parent
 PI5 = HERE / "data" / "pi5-root"
@@ -93,7 +93,7 @@ def test_models_per_profile(cfg, tmp_path):
         in texts
     assert "profile cls, --engine cpu: all files present (classifier mobilenet-v2)" in texts
     # BlazeFace and FER64 come from wheels (not in the shared folder, the cache is empty): fetchable
-    from models.manifest import get
+    from edgepipe.models.store.manifest import get
     det = get(cfg.profiles["fd+fer64"].models("cpu").detector)
     f = texts["profile fd+fer64, --engine cpu: detector %s: %s not fetched" % (det.name, det.files["cpu"])]
     assert f.status == "warn" and f.fix.startswith("python run.py models fetch %s" % det.name)
@@ -144,13 +144,13 @@ def test_numpy2_under_system_picamera2_is_a_problem(cfg, tmp_path):
 
 
 def test_querycap_of_a_node_that_is_no_v4l2_device():
-    from pipeline.machine import querycap
+    from edgepipe.pipeline.ops.machine import querycap
     assert querycap(Path("/dev/null")) is None  # ENOTTY: not a V4L2 device
     assert querycap(Path("/dev/video-not-here")) is None
 
 
 def test_ldconfig_lists_libraries_by_name():
-    from pipeline.machine import ldconfig_paths
+    from edgepipe.pipeline.ops.machine import ldconfig_paths
     libc = ldconfig_paths("libc.so.6")
     assert libc and all(Path(p).name == "libc.so.6" for p in libc)
     assert ldconfig_paths("libedgetpu-not-here.so") == []

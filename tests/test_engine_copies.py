@@ -7,9 +7,9 @@ import threading
 import cv2
 import pytest
 
-from actors.engines import EngineHost, EngineSettings
-from models.manifest import get
-from models.registry import face_detector
+from edgepipe.actors.runtime.engines import EngineHost, EngineSettings
+from edgepipe.models.store.manifest import get
+from edgepipe.models.registry import face_detector
 
 from helpers import ASSETS, run_async
 

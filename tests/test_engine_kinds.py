@@ -6,15 +6,15 @@ import json
 import numpy as np
 import pytest
 
-from actors.engines import EngineHost, EngineSettings
-from models import manifest
-from models.engine import EngineError, FaultPlan
-from models.engine_kinds import (ENGINE_KINDS, CpuEngineSettings, EdgeTpuEngineSettings, FakeEngineSettings,
-                                 engine_kind)
-from models.fake import InjectedFault
-from pipeline import config
-from pipeline.build import engine_settings
-from pipeline.config import ConfigError
+from edgepipe.actors.runtime.engines import EngineHost, EngineSettings
+from edgepipe.models.store import manifest
+from edgepipe.models.engines.engine import EngineError, FaultPlan
+from edgepipe.models.engines.kinds import (ENGINE_KINDS, CpuEngineSettings, EdgeTpuEngineSettings, FakeEngineSettings,
+                                           engine_kind)
+from edgepipe.models.engines.fake import InjectedFault
+from edgepipe.pipeline.config import loading as config
+from edgepipe.pipeline.build import engine_settings
+from edgepipe.pipeline.config.loading import ConfigError
 
 from helpers import run_async
 

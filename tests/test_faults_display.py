@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import pytest
 
-from pipeline.runner import RunOptions, run
+from edgepipe.pipeline.runner import RunOptions, run
 
 from helpers import ASSETS, inproc_config, run_async
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import logging
 
-from models.engine import FaultPlan
-from pipeline.runner import RunOptions, run
+from edgepipe.models.engines.engine import FaultPlan
+from edgepipe.pipeline.runner import RunOptions, run
 
 from helpers import ASSETS, inproc_config, run_async
 

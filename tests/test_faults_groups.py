@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from bus.messages import Metric
-from bus.sockets import Bus
+from edgepipe.bus.messages import Metric
+from edgepipe.bus.sockets import Bus
 
 from faults_report import record
 from helpers import run_async, wait_pipeline_ready
@@ -131,7 +131,7 @@ def free_port():
 
 def by_hand_config(tmp_path, links=("encoded", "detections", "expressions", "metrics_in", "control")):
     """A group started by hand, over loopback tcp with CURVE keys."""
-    from pipeline.keys import generate
+    from edgepipe.pipeline.ops.keys import generate
     keys = tmp_path / "keys"
     generate(str(keys))
     eps = "\n".join('%s = "tcp://127.0.0.1:%d"' % (link, free_port()) for link in links)

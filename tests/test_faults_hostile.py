@@ -31,9 +31,9 @@ import pytest
 import zmq
 import zmq.utils.monitor
 
-from bus.codec import encode
-from bus.messages import Metric, Stopped
-from pipeline.rss import peak_rss_mb, rss_mb
+from edgepipe.bus.codec import encode
+from edgepipe.bus.messages import Metric, Stopped
+from edgepipe.pipeline.rss import peak_rss_mb, rss_mb
 
 from faults_report import update
 from hostile_gen import Barrage

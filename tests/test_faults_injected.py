@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.engine import FaultPlan
-from pipeline.runner import RunOptions, run
+from edgepipe.models.engines.engine import FaultPlan
+from edgepipe.pipeline.runner import RunOptions, run
 
 from faults_report import read_results, record, timing, wrong_joins
 from helpers import inproc_config, run_async

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from pipeline.runner import RunOptions, run
+from edgepipe.pipeline.runner import RunOptions, run
 
 from faults_report import read_results, record, wrong_joins
 from helpers import inproc_config, run_async

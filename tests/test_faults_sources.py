@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from actors.sources import ImageSource, OpenCvSource
+from edgepipe.actors.sources.sources import ImageSource, OpenCvSource
 
 from helpers import ASSETS
 

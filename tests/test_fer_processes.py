@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config
-from pipeline.config import ConfigError, GroupConfig
-from pipeline.groups import assignment, plan, with_fer_processes
-from pipeline.runner import RunOptions, run
+from edgepipe.pipeline.config import loading as config
+from edgepipe.pipeline.config.loading import ConfigError, GroupConfig
+from edgepipe.pipeline.processes.groups import assignment, plan, with_fer_processes
+from edgepipe.pipeline.runner import RunOptions, run
 
 from helpers import ASSETS, inproc_config, run_async, wait_pipeline_ready
 
@@ -28,8 +28,8 @@ def _why_skip() -> str:
         import ai_edge_litert  # noqa: F401
     except ImportError:
         return "ai-edge-litert is not installed (the CPU engine)"
-    from models import manifest
-    from models.fetch import file_for, find_local
+    from edgepipe.models.store import manifest
+    from edgepipe.models.store.fetch import file_for, find_local
 
     spec = manifest.get("fer64")
     if find_local(spec, file_for(spec, "cpu"), [str(MODELS)]) is None:

@@ -16,10 +16,10 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from pipeline import config
-from pipeline.config import ConfigError, GroupConfig
-from pipeline.keys import generate
-from pipeline.runner import RunOptions, run
+from edgepipe.pipeline.config import loading as config
+from edgepipe.pipeline.config.loading import ConfigError, GroupConfig
+from edgepipe.pipeline.ops.keys import generate
+from edgepipe.pipeline.runner import RunOptions, run
 
 from helpers import ASSETS, inproc_config, run_async, wait_pipeline_ready
 
@@ -61,7 +61,7 @@ def tpu_python(tmp_path_factory):
         if os.environ.get("CI"):
             pytest.fail("CI must test the Python 3.9 group, but no Python 3.9 was found")
         pytest.skip("no Python 3.9 on this machine (set EDGEPIPE_PY39)")
-    from pipeline.tpu_venv import setup
+    from edgepipe.pipeline.ops.tpu_venv import setup
     venv = tmp_path_factory.mktemp("venv-tpu")
     setup(py39, str(venv), [])
     vpy = venv / "bin" / "python"

@@ -7,14 +7,14 @@ import cv2
 import numpy as np
 import zmq
 
-from actors.detector import Detector
-from actors.engines import EngineSettings
-from actors.source_factory import make_source
-from bus.codec import encode
-from bus.messages import Detections, EncodedFrame, Eos, Expression, FaceLabel
-from models import manifest
-from models.family import input_for
-from pipeline.runner import RunOptions, run
+from edgepipe.actors.detector import Detector
+from edgepipe.actors.runtime.engines import EngineSettings
+from edgepipe.actors.sources.source_factory import make_source
+from edgepipe.bus.codec import encode
+from edgepipe.bus.messages import Detections, EncodedFrame, Eos, Expression, FaceLabel
+from edgepipe.models.store import manifest
+from edgepipe.models.families.family import input_for
+from edgepipe.pipeline.runner import RunOptions, run
 
 from helpers import inproc_config, run_async
 

@@ -1,6 +1,7 @@
 """Module layout, read from the source with ``ast``: no import cycles, few function-local imports, layering, size.
 
-The package is actors, bus, models and pipeline. A module's imports are split in two:
+The package is ``edgepipe``: its root (``edgepipe/``) and the folders actors, bus, models and pipeline,
+installed as ``edgepipe.actors``, ... (``pyproject.toml``'s ``package-dir``). A module's imports are split in two:
 - top level: every import outside a function body (``try``/``if`` blocks at module level included, and
   ``if TYPE_CHECKING:`` too -- a cycle held apart by a type-only import is still a cycle between files);
 - function-local: an import inside a ``def``, ``async def`` or ``lambda`` body; a call of
@@ -18,11 +19,12 @@ from typing import Dict, List, NamedTuple, Optional, Set
 
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("actors", "bus", "models", "pipeline")
+PACKAGES = ("actors", "bus", "models", "pipeline")  # each installed as edgepipe.NAME
 MAX_LOCAL_IMPORTS = 15
 MAX_LINES = 400
 # the layers: a package imports nothing from a package above it
-LAYER = {"bus": 0, "models": 0, "actors": 1, "pipeline": 2}
+LAYER = {"edgepipe": 0, "bus": 0, "models": 0, "actors": 1, "pipeline": 2, "__main__": 3}  # edgepipe/__main__.py: the top
+MAX_MODULES = 12  # modules of a folder's own (its __init__.py apart)
 
 class Import(NamedTuple):
     module: str  # the importing module, dotted
@@ -36,12 +38,14 @@ class Import(NamedTuple):
 def package_files() -> Dict[str, Path]:
     """Dotted module name -> file, for every module of the package."""
     found = {}
-    for pkg in PACKAGES:
+    for pkg in PACKAGES + ("edgepipe",):
         for path in sorted((ROOT / pkg).rglob("*.py")):
             rel = path.relative_to(ROOT).with_suffix("")
             parts = list(rel.parts)
             if parts[-1] == "__init__":
                 parts.pop()
+            if parts[0] != "edgepipe":
+                parts.insert(0, "edgepipe")
             found[".".join(parts)] = path
     return found
 
@@ -201,10 +205,10 @@ def describe(imports: List[Import]) -> str:
 
 def test_the_scan_sees_the_package():
     # guards the tests below against passing on an empty scan
-    assert {"actors.base", "bus.sockets", "models.engine", "pipeline.cli"} <= set(MODULES)
+    assert {"edgepipe.actors.runtime.base", "edgepipe.bus.sockets", "edgepipe.models.engines.engine", "edgepipe.pipeline.cli"} <= set(MODULES)
     graph = import_graph(include_local=False)
-    assert "bus.sockets" in graph["actors.base"]
-    assert "models.engine" in graph["models.spec"] or "models.engine" in graph["models.litert"]
+    assert "edgepipe.bus.sockets" in graph["edgepipe.actors.runtime.base"]
+    assert "edgepipe.models.engines.engine" in graph["edgepipe.models.spec"] or "edgepipe.models.engines.engine" in graph["edgepipe.models.engines.litert"]
     assert any(imp.local for imp in IMPORTS)
     assert any(imp.target == DYNAMIC for imp in IMPORTS)  # pipeline/cli.py's lazy subcommand table
 
@@ -235,13 +239,19 @@ def test_function_local_imports_are_few_and_each_says_why():
     assert not into_package, "function-local imports of the package's own modules:\n%s" % describe(into_package)
 
 
+def layer_of(module: str) -> str:
+    """edgepipe.actors.sinks.display -> actors; edgepipe -> edgepipe."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYER else parts[0]
+
+
 def test_layering_no_package_imports_one_above_it():
     upward = []
     for imp in IMPORTS:  # function-local imports included
         target = in_package(imp.target)
         if target is None:
             continue
-        src, dst = imp.module.split(".")[0], target.split(".")[0]
+        src, dst = layer_of(imp.module), layer_of(target)
         if LAYER[dst] > LAYER[src]:
             upward.append(imp)
     assert not upward, "imports from a higher layer:\n%s" % describe(upward)
@@ -255,11 +265,35 @@ def test_no_module_over_400_lines():
 
 def test_the_command_line_parses_before_it_imports_the_pipeline():
     # pipeline/cli.py's one lazy import: `run.py --help` and a bad option answer without loading cv2 and the actors
-    code = ("import sys; import pipeline.cli; "
-            "print(' '.join(m for m in ('cv2', 'numpy', 'zmq', 'actors.base', 'pipeline.runner') if m in sys.modules))")
+    code = ("import sys; import edgepipe.pipeline.cli; "
+            "print(' '.join(m for m in ('cv2', 'numpy', 'zmq', 'edgepipe.actors.runtime.base',"
+            " 'edgepipe.pipeline.runner') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), stdout=subprocess.PIPE, check=True,
                          universal_newlines=True).stdout
     assert out.split() == []
-    from pipeline import cli
+    from edgepipe.pipeline import cli
     for module, function in list(cli.SUBCOMMANDS.values()) + [cli.RUN]:  # every entry of the table resolves
         assert callable(cli._command(module, function)), (module, function)
+
+
+def test_no_folder_holds_more_than_12_modules_of_its_own():
+    folders: Dict[str, List[str]] = {}
+    for path in MODULES.values():
+        if path.name != "__init__.py":
+            folders.setdefault(str(path.parent.relative_to(ROOT)), []).append(path.name)
+    crowded = {f: len(m) for f, m in folders.items() if len(m) > MAX_MODULES}
+    assert not crowded, "folders with more than %d modules of their own: %s" % (MAX_MODULES, crowded)
+    assert len(folders) >= 10  # the scan sees the subpackages
+
+
+def test_every_folder_is_a_package_that_says_what_lives_there():
+    for pkg in PACKAGES:
+        for folder in [ROOT / pkg] + [d for d in (ROOT / pkg).rglob("*") if d.is_dir() and d.name != "__pycache__"]:
+            init = folder / "__init__.py"
+            assert init.exists(), "%s has no __init__.py" % folder.relative_to(ROOT)
+            assert ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))), "%s says nothing" % init
+
+
+def test_one_import_root_no_module_imports_the_folders_by_their_own_names():
+    bare = [i for i in IMPORTS if i.target.split(".")[0] in PACKAGES]
+    assert not bare, "imports of actors/bus/models/pipeline outside edgepipe:\n%s" % describe(bare)

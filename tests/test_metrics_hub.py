@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import msgspec
 
-from actors.metrics_hub import MetricsHub
-from bus.messages import SCHEMA_VERSION, Metric
+from edgepipe.actors.monitoring.metrics_hub import MetricsHub
+from edgepipe.bus.messages import SCHEMA_VERSION, Metric
 
 from helpers import run_async
 

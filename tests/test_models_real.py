@@ -20,9 +20,10 @@ import cv2
 import numpy as np
 import pytest
 
-from models import cli, fetch, manifest, registry
-from models.engine import EngineError
-from models.spec import iou
+from edgepipe.models.store import cli, fetch, manifest
+from edgepipe.models import registry
+from edgepipe.models.engines.engine import EngineError
+from edgepipe.models.spec import iou
 
 ASSETS = Path(os.environ.get("EDGEPIPE_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
 MODELS_DIR = ASSETS / "models"
@@ -226,7 +227,7 @@ def test_edgetpu_without_runtime(model_cache, caplog):
     assert "libedgetpu" in msg and "libedgetpu1-std" in msg and "--engine cpu" in msg
     assert "Traceback" not in msg
     # with fallback = "cpu": a working CPU engine and a warning
-    caplog.set_level(logging.WARNING, logger="models.litert")
+    caplog.set_level(logging.WARNING, logger="edgepipe.models.engines.litert")
     eng = registry.make_engine("edgetpu", spec, model_paths=[str(MODELS_DIR)], fallback="cpu")
     eng.load()
     assert eng.kind == "cpu" and eng.fell_back
@@ -274,7 +275,7 @@ def test_cli_list(capsys, model_cache):
 
 
 def test_bench_models_rows_and_table(model_cache):
-    from models.bench import bench_models, render_table
+    from edgepipe.pipeline.bench.models import bench_models, render_table
 
     rows = bench_models(["blazeface-short", "fer112"], threads_list=(1, 2), runs=3, warmup=1,
                         model_paths=[str(MODELS_DIR)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models import ssd
+from edgepipe.models.families import ssd
 
 
 def _tensors(n=5):

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from actors.mqtt_sink import MqttSink
-from pipeline import config
-from pipeline.config import MqttConfig
-from pipeline.mqtt_options import check_mqtt
-from pipeline.runner import RunOptions, run
+from edgepipe.actors.sinks.mqtt_sink import MqttSink
+from edgepipe.pipeline.config import loading as config
+from edgepipe.pipeline.config.loading import MqttConfig
+from edgepipe.pipeline.config.mqtt_options import check_mqtt
+from edgepipe.pipeline.runner import RunOptions, run
 
 from helpers import inproc_config, run_async
 from mqtt_broker import MOSQUITTO, Broker, Recorder, Relay, free_port, tls_files

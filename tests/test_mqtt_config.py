@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from actors.mqtt_payloads import Topics, TrackEvents, discovery_configs, dominant, dumps, result_payload
-from bus.messages import Box, FaceResult, Result
-from pipeline import config
-from pipeline.config import ConfigError
+from edgepipe.actors.sinks.mqtt_payloads import (Topics, TrackEvents, discovery_configs, dominant, dumps,
+                                                 result_payload)
+from edgepipe.bus.messages import Box, FaceResult, Result
+from edgepipe.pipeline.config import loading as config
+from edgepipe.pipeline.config.loading import ConfigError
 
 
 def test_mqtt_url_sets_host_port_user_password_and_tls():

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from models.spec import iou
-from models.engine import FaultPlan
-from pipeline.runner import RunOptions, run
+from edgepipe.models.spec import iou
+from edgepipe.models.engines.engine import FaultPlan
+from edgepipe.pipeline.runner import RunOptions, run
 
 from helpers import inproc_config, run_async
 

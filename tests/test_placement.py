@@ -7,10 +7,10 @@ import logging
 import pytest
 
 from helpers import inproc_config, run_async
-from pipeline import config
-from pipeline.config import ConfigError, apply_overrides
-from pipeline.placement import load_table, place
-from pipeline.runner import RunOptions, run
+from edgepipe.pipeline.config import loading as config
+from edgepipe.pipeline.config.loading import ConfigError, apply_overrides
+from edgepipe.pipeline.placement import load_table, place
+from edgepipe.pipeline.runner import RunOptions, run
 
 
 def auto_cfg(**kw):
@@ -95,7 +95,7 @@ def test_two_processes_on_one_fake_device_are_refused_at_config_time():
 
 
 def test_looking_for_an_edge_tpu_never_raises_and_says_why_not():
-    from pipeline.placement import edgetpu_present
+    from edgepipe.pipeline.placement import edgetpu_present
 
     found, why = edgetpu_present()
     assert found or why  # here: no libedgetpu or no Coral, and the reason in words
@@ -111,8 +111,8 @@ def test_auto_uses_the_cpu_when_the_edge_tpu_delegate_crashes_its_probe(monkeypa
     import ctypes.util
     from pathlib import Path
 
-    from models import delegate_probe, litert
-    from pipeline import placement
+    from edgepipe.models.engines import delegate_probe, litert
+    from edgepipe.pipeline import placement
 
     standins = str(Path(__file__).resolve().parent / "delegate_standins.py")
     monkeypatch.setenv(delegate_probe.ENV_LOADER, standins + ":crash_segv")

@@ -7,10 +7,10 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bus.messages import Metric
-from pipeline.metrics_cli import export
-from pipeline.prometheus import COUNTERS, REJECT_REASONS, render
-from pipeline.runner import RunOptions, run
+from edgepipe.bus.messages import Metric
+from edgepipe.pipeline.metrics.cli import export
+from edgepipe.pipeline.metrics.prometheus import COUNTERS, REJECT_REASONS, render
+from edgepipe.pipeline.runner import RunOptions, run
 
 from helpers import inproc_config, run_async
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from pipeline.runner import RunOptions, run
+from edgepipe.pipeline.runner import RunOptions, run
 
 from helpers import ASSETS, inproc_config, run_async
 

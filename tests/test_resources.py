@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from actors.resource_monitor import ResourceMonitor, resource_lines
-from actors.resources import PiSensors, ProcessMeter, decode_throttled, pmic_power_w, pmic_rails
-from bus.messages import Metric
-from bus.sockets import Bus
-from pipeline.run_command import human_summary
-from pipeline.prometheus import render
-from pipeline.runner import RunOptions, run
+from edgepipe.actors.monitoring.resource_monitor import ResourceMonitor, resource_lines
+from edgepipe.actors.monitoring.resources import PiSensors, ProcessMeter, decode_throttled, pmic_power_w, pmic_rails
+from edgepipe.bus.messages import Metric
+from edgepipe.bus.sockets import Bus
+from edgepipe.pipeline.run_command import human_summary
+from edgepipe.pipeline.metrics.prometheus import render
+from edgepipe.pipeline.runner import RunOptions, run
 
 from helpers import inproc_config, run_async
 

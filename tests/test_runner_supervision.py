@@ -9,9 +9,9 @@ import asyncio
 import pytest
 import zmq
 
-from actors.base import ActorDied
-from actors.tasks import TaskGroup
-from pipeline.runner import RunOptions, run
+from edgepipe.actors.runtime.base import ActorDied
+from edgepipe.actors.runtime.tasks import TaskGroup
+from edgepipe.pipeline.runner import RunOptions, run
 
 from helpers import inproc_config, run_async
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from pipeline import service, tpu_venv
+from edgepipe.pipeline.ops import service, tpu_venv
 
 ROOT = Path(__file__).resolve().parent.parent
 NETWORK = os.environ.get("EDGEPIPE_NETWORK_TESTS") == "1"
@@ -125,8 +125,8 @@ import logging  # noqa: E402
 import socket  # noqa: E402
 import threading  # noqa: E402
 
-from models import cli as models_cli, fetch, manifest  # noqa: E402
-from models.engine import EngineError  # noqa: E402
+from edgepipe.models.store import cli as models_cli, fetch, manifest  # noqa: E402
+from edgepipe.models.engines.engine import EngineError  # noqa: E402
 
 ASSET_MODELS = ROOT.parent / "shared" / "assets" / "models"
 
@@ -196,7 +196,7 @@ def test_models_fetch_shows_progress(tmp_path, monkeypatch, http_dir, caplog):
     spec = dataclasses.replace(manifest.get("retinaface"), sources=[{"kind": "url", "url": url + name}])
     monkeypatch.setitem(manifest.MODELS, "retinaface", spec)
     monkeypatch.setattr(models_cli, "MODELS", manifest.MODELS)
-    caplog.set_level(logging.INFO, logger="models.fetch")
+    caplog.set_level(logging.INFO, logger="edgepipe.models.store.fetch")
     out = io.StringIO()
     assert models_cli.cmd_fetch(["retinaface"], [], out=out) == 0
     lines = out.getvalue().splitlines()

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actors.source_factory import make_source
-from actors.sources import SourceError, is_live
-from models.labels import EXPRESSIONS
+from edgepipe.actors.sources.source_factory import make_source
+from edgepipe.actors.sources.sources import SourceError, is_live
+from edgepipe.models.families.labels import EXPRESSIONS
 
 
 def test_synthetic_truth_is_consistent():
@@ -73,7 +73,7 @@ def test_image_source_decodes_each_file_once(tmp_path, monkeypatch):
     import cv2
     import numpy as np
 
-    from actors import sources
+    from edgepipe.actors.sources import sources
 
     cv2.imwrite(str(tmp_path / "a.png"), np.full((8, 8, 3), 7, np.uint8))
     decoded = []

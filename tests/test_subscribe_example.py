@@ -7,7 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from pipeline.runner import RunOptions, run
+from edgepipe.pipeline.runner import RunOptions, run
 
 from helpers import inproc_config, run_async
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.tasks import TaskGroup, first, start_task
+from edgepipe.actors.runtime.tasks import TaskGroup, first, start_task
 
 from helpers import run_async
 
@@ -278,7 +278,7 @@ def test_no_bare_task_creation_outside_the_helper():
     found = []
     for package in ("actors", "bus", "models", "pipeline"):
         for path in sorted((ROOT / package).rglob("*.py")):
-            if path == ROOT / "actors" / "tasks.py":
+            if path == ROOT / "actors" / "runtime" / "tasks.py":
                 continue
             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
                 if pattern.search(line):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.run_command import human_summary
-from pipeline.runner import RunOptions, run
+from edgepipe.pipeline.run_command import human_summary
+from edgepipe.pipeline.runner import RunOptions, run
 
 from helpers import ASSETS, inproc_config, run_async
 
@@ -42,7 +42,7 @@ def test_a_cpu_run_prints_no_xnnpack_banner():
 
 def test_the_banner_filter_keeps_everything_else():
     code = ("import os, sys\n"
-            "from models.litert import without_xnnpack_banner\n"
+            "from edgepipe.models.engines.litert import without_xnnpack_banner\n"
             "print('before', file=sys.stderr, flush=True)\n"
             "with without_xnnpack_banner():\n"
             "    os.write(2, b'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n')\n"
@@ -62,7 +62,7 @@ def test_config_toml_display_comment_lists_web():
 def test_busy_share_counts_overlapping_work_once(monkeypatch):
     import time as time_module
 
-    from actors.stats import Stats
+    from edgepipe.actors.runtime.stats import Stats
 
     now = [1000.0]
     monkeypatch.setattr(time_module, "monotonic", lambda: now[0])  # a clock the test moves

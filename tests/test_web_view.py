@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from actors.display import make_sink, overlay_layout
-from bus.messages import Box, FaceResult, Result
+from edgepipe.actors.sinks.display import make_sink, overlay_layout
+from edgepipe.bus.messages import Box, FaceResult, Result
 from tools.chromium import Chromium, find_chromium
 
 from mqtt_broker import MOSQUITTO, Broker
@@ -159,8 +159,8 @@ def test_overlay_texts_never_overlap():
 
 
 def test_status_document_shows_resources_devices_and_no_nan():
-    from actors.web_sink import LiveState
-    from bus.messages import Metric
+    from edgepipe.actors.sinks.web_sink import LiveState
+    from edgepipe.bus.messages import Metric
 
     state = LiveState()
     state.roles = {"detector": "detector coral-ssd-face on fake:0"}

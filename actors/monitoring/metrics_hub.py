@@ -1,0 +1,89 @@
+"""Metrics hub: every actor's PUB connects here; the hub keeps the latest
+snapshot per actor and republishes them on the public metrics endpoint that
+``run.py metrics`` and other subscribers attach to.
+
+The hub forwards without decoding: it checks a metric's frames and header
+(``Codec.relay``: kind, size, ``[version, seq, nil, message]``, version),
+reads only its ``actor`` name (``MetricActor``), renumbers it in the public
+sequence and sends the message body on as it came. Each consumer (``run.py
+metrics``, the Prometheus exporter, the web view, MQTT) decodes it with the
+typed decoder, which refuses and counts a hostile one. The latest body per
+actor is kept undecoded and decoded only when ``latest`` is read (the run's
+summary of a group that died before its final report).
+
+The hub reports on itself there too (actor ``metrics``, every ``interval``
+seconds): the metrics it relayed (``in``/``out``) and what it refused, the
+malformed messages on its inbound socket and the subscriptions on its public
+one that name no kind (``rejected.bad_subscription``).
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Dict
+
+import msgspec
+
+from edgepipe.bus.codec import DecodeError, encode_relayed
+from edgepipe.bus.messages import Metric, MetricActor
+from edgepipe.bus.sockets import Bus
+
+from edgepipe.actors.runtime.base import Actor
+from edgepipe.actors.runtime.tasks import TaskGroup
+
+_METRIC = Metric.KIND.encode("ascii")
+
+
+class MetricsHub(Actor):
+    kind = "metrics"
+
+    def __init__(self, name: str, bus: Bus, *, inbound_endpoint: str, public_endpoint: str, hwm: int = 1000,
+                 interval: float = 1.0) -> None:
+        super().__init__(name, bus)  # the hub's own metrics go straight to the public endpoint
+        self.inbound_endpoint = inbound_endpoint
+        self.public_endpoint = public_endpoint
+        self.hwm = hwm
+        self.interval = interval
+        self._bodies: Dict[str, Any] = {}  # actor -> its latest metric body, undecoded
+        self._decoded: Dict[str, Metric] = {}  # actor -> the last of its bodies that decoded
+        self._actor = msgspec.msgpack.Decoder(MetricActor)
+
+    @property
+    def latest(self) -> Dict[str, Metric]:
+        """The latest snapshot of each actor, decoded now (an actor whose latest body does not decode keeps
+        its previous one; the refusal is counted in ``rejected.<reason>``)."""
+        for actor, body in list(self._bodies.items()):
+            frames = [_METRIC, encode_relayed(_METRIC, body, 0)[1]]
+            try:
+                self._decoded[actor] = self.inbound.codec.decode(frames)
+            except DecodeError as exc:
+                self.inbound.reject(exc)
+            del self._bodies[actor]
+        return dict(self._decoded)
+
+    async def setup(self) -> None:
+        self.inbound = self.channel(self.bus.sub(self.inbound_endpoint, hwm=self.hwm, bind=True, name=self.name,
+                                                 topics=("metric",)))
+        self.public = self.channel(self.bus.pub(self.public_endpoint, hwm=self.hwm, name=self.name + ".public"))
+
+    async def run(self) -> None:
+        async with TaskGroup() as tg:
+            tg.start_soon(self._report(), name=self.name + ".report")
+            while True:
+                kind, body = await self.inbound.recv_relay()
+                self.stats.count("in")
+                if kind != _METRIC:
+                    self.stats.count("ignored")
+                    continue
+                try:
+                    actor = self._actor.decode(body).actor
+                except msgspec.ValidationError as exc:  # the body is valid msgpack (Codec.relay checked)
+                    self.inbound.reject(DecodeError("bad_field", "metric without an actor name: %s" % exc))
+                    continue
+                self._bodies[actor] = body
+                await self.public.forward(kind, body, nowait=True)  # a full subscriber loses it, never the hub
+                self.stats.count("out")
+
+    async def _report(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.public.send(self.snapshot(), nowait=True)

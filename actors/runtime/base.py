@@ -1,0 +1,196 @@
+"""Actor lifecycle: start, ready, run, stop (safe twice), cleanup.
+
+An actor is one task around ``serve()``: it opens its sockets (``setup``),
+says it is ready the way AnyIO's ``task_status.started()`` does, then runs
+``run()`` in a task group with its helpers (the metrics tick, the
+subscription readers of its bound publishers). The task that runs ``serve``
+is the actor's task (``self.task``), wherever it was started:
+
+- in a supervising task group (the runner's, a group process's):
+  ``await tg.start(actor.supervised)``. A setup failure raises ActorFailed
+  naming the actor from ``tg.start``; once ready, an actor that fails or
+  returns fails the group with ActorDied naming it, which cancels the group.
+- on its own (tests, benches): ``start()`` returns once the actor is ready and
+  raises ActorFailed naming it if setup failed; its failure is seen by
+  ``wait()``.
+
+``stop()`` cancels the task and waits for it, in either case; an actor
+stopped on purpose (or ended after ``stopping`` was set: the owner's shutdown
+has begun) is not a failure of its group. Cancellation of the caller
+propagates. Sockets opened with ``self.channel`` are closed in ``finally``
+whatever happens.
+
+The actor composes two parts: ``self.metrics`` (actors.metrics_part: a
+``Metric`` snapshot every ``metrics_interval`` seconds and a final one) and
+``self.loss`` (actors.loss: transport losses, end of stream, refused messages).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Dict, List, Optional
+
+import zmq
+
+from edgepipe.bus.messages import Metric
+from edgepipe.bus.sockets import Bus, Channel
+
+from edgepipe.actors.runtime.loss import LossLedger
+from edgepipe.actors.runtime.metrics_part import MetricsReporter
+from edgepipe.actors.runtime.stats import Stats
+from edgepipe.actors.runtime.tasks import TaskGroup, TaskStatus, start_task
+
+
+class ActorFailed(RuntimeError):
+    """An actor's setup or run failed; the message names the actor."""
+
+
+class ActorDied(RuntimeError):
+    """An actor of a supervising task group stopped while it was needed: "actor NAME stopped: why"."""
+
+    def __init__(self, actor: str, why: Any) -> None:
+        super().__init__("actor %s stopped: %s" % (actor, why))
+        self.actor = actor
+
+
+class Actor:
+    """Base class: subclasses implement ``setup`` (open sockets) and ``run``."""
+
+    kind = "actor"
+
+    def __init__(self, name: str, bus: Bus, metrics_endpoint: Optional[str] = None,
+                 metrics_interval: float = 1.0) -> None:
+        self.name = name
+        self.bus = bus
+        self.stats = Stats(name)
+        self.log = logging.LoggerAdapter(logging.getLogger("edgepipe." + self.kind), {})
+        self.log.process = lambda msg, kw: ("[%s] %s" % (self.name, msg), kw)  # type: ignore[assignment]
+        self.metrics_endpoint = metrics_endpoint
+        self._channels: List[Channel] = []
+        self.loss = LossLedger(self.stats, self._channels, self.log)
+        self.metrics = MetricsReporter(self.stats, self.gauges, self.loss.rejected, metrics_interval)
+        self._task: Optional[asyncio.Task] = None
+        self.finished = False
+        self.stopping = False  # stop() was called, or the owner began its shutdown: ending is no failure
+
+    # ------------------------------------------------------------ for subclasses
+    async def setup(self) -> None:
+        """Open sockets and load what the actor needs; runs before ``ready``."""
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+    async def cleanup(self) -> None:
+        """Release what ``setup`` acquired besides sockets (engines, files, windows)."""
+
+    def channel(self, ch: Channel) -> Channel:
+        self._channels.append(ch)
+        return ch
+
+    def gauges(self) -> Dict[str, float]:
+        """Extra gauges for the metrics (an actor that runs an engine adds its devices')."""
+        return {}
+
+    def snapshot(self, final: bool = False) -> Metric:
+        return self.metrics.snapshot(final)
+
+    # ------------------------------------------------------------ lifecycle
+    @property
+    def task(self) -> Optional[asyncio.Task]:
+        return self._task
+
+    async def start(self) -> None:
+        """Start the actor and return when it is ready; raise ActorFailed if it could not start."""
+        if self._task is not None:
+            return
+        try:
+            self._task, _ = await start_task(self.serve, name=self.name)
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            raise ActorFailed("%s did not start: %s" % (self.name, exc)) from None
+
+    async def stop(self) -> None:
+        """Cancel the actor and wait until it has cleaned up. Safe to call twice."""
+        self.stopping = True
+        task = self._task
+        if task is None or task.done():
+            return
+        task.cancel()
+        await asyncio.wait([task])
+
+    async def wait(self) -> None:
+        """Wait until ``run`` returns; re-raise its error."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def supervised(self, task_status: TaskStatus) -> None:
+        """``serve`` as the child of a supervising task group: ActorFailed if setup fails, then ActorDied
+        if the actor fails or returns before ``stopping`` (an error after it is logged, not raised)."""
+        try:
+            await self.serve(task_status)
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            if not task_status.is_started:
+                raise ActorFailed("%s did not start: %s" % (self.name, exc)) from None
+            if not self.stopping:
+                raise ActorDied(self.name, exc) from exc
+            self.log.error("failed while stopping: %s", exc)
+            return
+        if not self.stopping:
+            raise ActorDied(self.name, "returned early")
+
+    async def serve(self, task_status: TaskStatus) -> None:
+        """The actor's whole life; ``task_status.started()`` once ``setup`` has opened its sockets."""
+        self._task = asyncio.current_task()
+        try:
+            if self.metrics_endpoint:
+                self.metrics.open(self.bus, self.metrics_endpoint, self.name)
+            await self.setup()
+            self.log.debug("ready")
+            task_status.started()
+            async with TaskGroup() as helpers:
+                if self.metrics.pub is not None:
+                    helpers.start_soon(self.metrics.tick(), name=self.name + ".metrics")
+                # a bound publisher takes subscriptions only when they are read (bus.sockets: XPUB_MANUAL)
+                for ch in self._channels:
+                    if ch.kind == zmq.XPUB:
+                        helpers.start_soon(ch.serve_subscriptions(), name=self.name + ".subscriptions")
+                await self.run()
+                self.finished = True
+                helpers.cancel()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if getattr(exc, "user_facing", False):
+                # a problem with the input or the set-up, not a bug: no traceback, and said once, by whoever
+                # reports the failure (start() raises it as ActorFailed; the runner or the group names the actor)
+                self.log.debug("%s", exc)
+            else:
+                self.log.exception("failed")
+            raise
+        finally:
+            try:
+                await self.cleanup()
+            finally:
+                try:
+                    await self.metrics.publish(final=True)
+                finally:
+                    for ch in self._channels:
+                        ch.close()
+                    self.metrics.close()
+
+
+def now() -> float:
+    return time.monotonic()
+
+
+def ms_since(t: float) -> float:
+    return (time.monotonic() - t) * 1000.0
+
+
+async def in_thread(executor: Any, fn: Any, *args: Any) -> Any:
+    """Run blocking ``fn`` in the actor's own executor (one interpreter per thread)."""
+    return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)

@@ -1,0 +1,236 @@
+"""How an actor gets and runs its engine.
+
+``EngineSettings`` comes from the config and the role's placement: the
+settings of the chosen engine kind (``models/engine_kinds.py``: one class per
+kind, tagged by ``type``) and where model files are found. ``EngineHost`` owns
+one engine, the counter of the faults its actor asked for (kept across engine
+restarts), and the single thread that loads and calls it (one interpreter per
+thread; an accelerator engine hands the invoke itself to its device's owner
+thread), runs blocking calls off the event loop with an optional time limit,
+and restarts the engine when a call hangs (the watchdog of the detector and
+FER workers).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import msgspec
+
+from edgepipe.models.engines.engine import Engine, EngineError, FaultCounter
+from edgepipe.models.engines.kinds import AnyEngineKind, FakeEngineSettings, engine_kind
+from edgepipe.models.spec import ModelSpec
+
+log = logging.getLogger("edgepipe.engines")
+
+
+class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """A role's engine: the settings of its kind and where model files are; shared by the role's actors."""
+
+    engine: AnyEngineKind = msgspec.field(default_factory=FakeEngineSettings)
+    model_paths: Tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, kind: str, model_paths: Sequence[str] = (), **values: Any) -> "EngineSettings":
+        """The settings of engine ``kind`` with ``values`` (EngineError naming an unknown kind or key)."""
+        return cls(engine=engine_kind(dict(values, type=kind)), model_paths=tuple(str(p) for p in model_paths))
+
+    @property
+    def kind(self) -> str:
+        return self.engine.kind
+
+    def build(self, spec: ModelSpec, faults: Optional[FaultCounter] = None) -> Engine:
+        """An unloaded engine for ``spec``; ``faults`` counts its actor's injected faults."""
+        return self.engine.build(spec, model_paths=self.model_paths, faults=faults)
+
+    def fault_counter(self, actor: str) -> Optional[FaultCounter]:
+        """A fresh counter of the faults ``actor`` asked for (None when it asked for none)."""
+        plan = self.engine.fault_plan(actor)
+        return FaultCounter(plan) if plan is not None else None
+
+
+def load_engine(settings: EngineSettings, spec: ModelSpec, faults: Optional[FaultCounter] = None) -> Engine:
+    """Build and load (blocking; call it in the thread that will invoke the engine)."""
+    engine = settings.build(spec, faults)
+    engine.load()
+    return engine
+
+
+RELOAD_AFTER_ERRORS = 3  # engine calls that fail in a row before the engine is reloaded
+
+
+class ErrorBursts:
+    """Engine errors of one actor: the first of a burst is logged, the rest counted; every
+    ``reload_after`` in a row ask for a reload of the engine (as the watchdog does for a hang)."""
+
+    def __init__(self, log: Any, reload_after: int = RELOAD_AFTER_ERRORS) -> None:
+        self.log = log
+        self.reload_after = max(1, reload_after)
+        self.in_a_row = 0
+
+    def failed(self, what: str, exc: BaseException) -> bool:
+        """Note one failed call (``what`` names the frame or job); True when the engine should be reloaded."""
+        self.in_a_row += 1
+        if self.in_a_row == 1:
+            self.log.error("%s dropped: engine error: %s: %s (the next errors in a row are counted, not logged)",
+                           what, type(exc).__name__, exc)
+        reload = self.in_a_row % self.reload_after == 0
+        if reload:
+            self.log.error("%d engine errors in a row: reloading the engine", self.in_a_row)
+        return reload
+
+    def ok(self) -> None:
+        if self.in_a_row > 1:
+            self.log.warning("engine errors ended after %d in a row", self.in_a_row)
+        self.in_a_row = 0
+
+
+class EngineHost:
+    """An actor's engine, its threads, and a restart for when it hangs.
+
+    ``threads`` calls run at once. On an accelerator they share one engine, whose device runs one invoke
+    at a time while the calls' pre- and post-processing overlap. With ``copies_on_cpu``, an engine that
+    runs on the CPU is loaded once per thread instead: a CPU has no device to share, and one interpreter
+    per thread lets the calls' invokes run on as many cores (``lend()`` gives each call its own copy).
+    """
+
+    def __init__(self, settings: EngineSettings, spec: ModelSpec, actor: str,
+                 wrap: Callable[[Engine], Any] = lambda e: e, threads: int = 1, copies_on_cpu: bool = False) -> None:
+        self.settings = settings
+        self.threads = max(1, threads)  # calls at once
+        self.copies_on_cpu = copies_on_cpu
+        self.spec = spec
+        self.actor = actor
+        self.wrap = wrap  # engine -> the model family object the actor calls
+        self.faults = settings.fault_counter(actor)  # counts across restarts of the engine
+        self.executor: Optional[ThreadPoolExecutor] = None
+        self.engine: Optional[Engine] = None  # the first (or only) engine: its devices and kind
+        self.engines: List[Engine] = []
+        self.model: Any = None  # the first engine's model object
+        self._spare: "queue.SimpleQueue[Any]" = queue.SimpleQueue()  # CPU copies not lent to a call
+        self.restarts = 0  # also the engine's generation: a call started on generation N failed with it
+        self._last_gauges: Dict[str, float] = {}
+        self._loaded: Optional[asyncio.Event] = None  # set while an engine is loaded (clear during a restart)
+
+    async def load(self) -> None:
+        if self._loaded is None:
+            self._loaded = asyncio.Event()
+        self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix=self.actor)
+        loop = asyncio.get_running_loop()
+        self.engine = await loop.run_in_executor(self.executor, load_engine, self.settings, self.spec, self.faults)
+        self.engines = [self.engine]
+        if self.copies_on_cpu and self.engine.kind == "cpu":  # also an Edge TPU engine that fell back to it
+            while len(self.engines) < self.threads:
+                self.engines.append(await loop.run_in_executor(self.executor, load_engine, self.settings,
+                                                               self.spec, self.faults))
+        models = [self.wrap(e) for e in self.engines]
+        self.model = models[0]
+        self._spare = queue.SimpleQueue()
+        for m in models:
+            self._spare.put(m)
+        self._loaded.set()
+
+    @contextlib.contextmanager
+    def lend(self) -> Iterator[Any]:
+        """The model object for one call (in an engine thread): its own copy when there are copies."""
+        if len(self.engines) <= 1:
+            yield self.model
+            return
+        # as many copies as threads, and each call holds one: a call never waits here. A call that hangs
+        # keeps its copy, and hands it back to the queue it came from (a restart makes a new one)
+        spare = self._spare
+        model = spare.get()
+        try:
+            yield model
+        finally:
+            spare.put(model)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
+        """Start ``fn(*args)`` in one of the engine's threads; await the result later."""
+        if self.executor is None:
+            raise EngineError("the engine of %s is not loaded" % self.actor)
+        return asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def start(self, fn: Callable[..., Any], *args: Any) -> "Tuple[int, asyncio.Future[Any]]":
+        """(generation, future of ``fn(*args)``), once an engine is loaded (not during a restart)."""
+        if self._loaded is not None:
+            await self._loaded.wait()
+        return self.restarts, self.submit(fn, *args)
+
+    async def result(self, started: "Tuple[int, asyncio.Future[Any]]", fn: Callable[..., Any], *args: Any,
+                     timeout: float) -> Any:
+        """The result of ``fn(*args)`` started with ``start`` (which gave ``started``).
+
+        A call that failed because the watchdog replaced its engine meanwhile runs once more on the
+        new one. A call that takes over ``timeout`` seconds restarts the engine (the watchdog) and
+        raises ``asyncio.TimeoutError``.
+        """
+        generation, fut = started
+        try:
+            try:
+                return await asyncio.wait_for(fut, timeout)
+            except EngineError:
+                if self.restarts == generation:
+                    raise
+            log.info("%s: a call was in flight when the engine was restarted; running it again", self.actor)
+            generation, fut = await self.start(fn, *args)
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            await self.restart(generation)
+            raise
+
+    async def call(self, fn: Callable[..., Any], *args: Any, timeout: Optional[float] = None) -> Any:
+        """Run ``fn(*args)`` in the engine's thread; asyncio.TimeoutError after ``timeout`` seconds."""
+        fut = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        if timeout is None:
+            return await fut
+        return await asyncio.wait_for(fut, timeout)
+
+    async def restart(self, generation: Optional[int] = None) -> None:
+        """Abandon the engine and its (maybe hung) thread; load a fresh one.
+
+        With ``generation``, only if the engine is still that one (two calls that timed out on one engine
+        restart it once).
+        """
+        if generation is not None and generation != self.restarts:
+            if self._loaded is not None:
+                await self._loaded.wait()
+            return
+        if self._loaded is not None:
+            self._loaded.clear()
+        self.close()
+        self.restarts += 1
+        await self.load()
+
+    def device_gauges(self) -> Dict[str, float]:
+        """Busy %, invokes and switches of the devices this engine runs on (none on the CPU)."""
+        if self.engine is None:  # closed: what it last said
+            return dict(self._last_gauges)
+        pool = self.engine.pool
+        if pool is None:
+            return {"on.%s" % self.engine.kind: 1.0}  # where this actor's engine runs, for the metrics
+        out: Dict[str, float] = {"on.%s" % d: 1.0 for d in pool.names}
+        for dev in pool.devices:
+            st = dev.stats.as_dict()
+            key = "device.%s." % dev.name
+            out[key + "busy_pct"] = dev.busy_pct()
+            for k in ("invokes", "switches", "busy_s", "active_s"):
+                out[key + k] = float(st[k])
+        self._last_gauges = out
+        return out
+
+    def close(self) -> None:
+        """Release the engine (which frees a hung fake invoke) and the thread. Safe twice."""
+        if self.engine is not None:
+            self.device_gauges()  # keep the devices' final figures for the summary
+        engines, executor = self.engines or ([self.engine] if self.engine is not None else []), self.executor
+        self.engine = self.executor = None
+        self.engines = []
+        for engine in engines:
+            engine.close()
+        if executor is not None:
+            executor.shutdown(wait=False)

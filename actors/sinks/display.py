@@ -1,0 +1,264 @@
+"""Display: draws results (boxes, labels, FPS, latency) on their frames and
+shows them in a window, writes them to a video file, or does nothing.
+
+Sinks: ``none``, ``window`` (OpenCV HighGUI; needs opencv-python, not the
+headless build, and a screen), ``file:PATH.mp4`` and ``web:[HOST:]PORT`` (an
+MJPEG page a browser on another machine can open). The display subscribes
+to the capture's frames and to results and keeps the last frames by id.
+A window or a web page works on the newest result and skips older ones, so
+a slow display never slows inference; a video file is a record and writes
+every result, in order, at the source's own frame rate (a video file's,
+a synthetic source's; ``display.fps`` for a camera). Every result the sink
+does not show counts as dropped, with its reason (``skipped`` for a newer
+one, ``no_frame`` when its frame has left the buffer, ``transport`` when it
+never arrived).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import zmq
+import zmq.asyncio
+
+from edgepipe.bus.messages import Eos, Frame, Result
+from edgepipe.bus.sockets import Bus
+
+from edgepipe.actors.runtime.base import Actor, in_thread, ms_since
+from edgepipe.actors.sinks.sinks import DisplayError, FileSink, Sink, WindowSink
+from edgepipe.actors.sources.source_factory import source_rate
+from edgepipe.actors.sinks.web_sink import DEFAULT_PORT, WebSink
+
+
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+Rect = Tuple[int, int, int, int]  # x1, y1, x2, y2
+
+
+def _overlaps(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+class TextLayout:
+    """Places text boxes on a frame so that none overlaps another (each tries a few spots, then moves down)."""
+
+    def __init__(self, width: int, height: int, scale: float, thickness: int) -> None:
+        self.width, self.height = width, height
+        self.scale, self.thickness = scale, thickness
+        self.placed: List[Tuple[str, Rect, Tuple[int, int, int]]] = []
+        self.left_out = 0  # texts for which the frame had no free room
+
+    def size(self, text: str) -> Tuple[int, int]:
+        (w, h), base = cv2.getTextSize(text, FONT, self.scale, self.thickness)
+        return w + 4, h + base + 4  # a 2-pixel margin around the glyphs
+
+    def _free(self, r: Rect) -> bool:
+        return all(not _overlaps(r, p[1]) for p in self.placed)
+
+    def place(self, text: str, spots: Sequence[Tuple[int, int]], color: Tuple[int, int, int]) -> Optional[Rect]:
+        """Put ``text`` with its top-left at the first free spot, else at the free place nearest the first
+        spot; None (the text is left out) when the frame has no room left for it."""
+        w, h = self.size(text)
+        if w > self.width or h > self.height:
+            return None
+
+        def rect(x: int, y: int) -> Rect:
+            x = max(0, min(x, self.width - w))
+            y = max(0, min(y, self.height - h))
+            return (x, y, x + w, y + h)
+
+        chosen = next((rect(x, y) for x, y in spots if self._free(rect(x, y))), None)
+        if chosen is None:
+            x0, y0 = rect(*spots[0])[:2]
+            grid = [(x, y) for x in range(0, self.width - w + 1, max(1, w // 4))
+                    for y in range(0, self.height - h + 1, max(1, h // 2))]
+            grid.sort(key=lambda p: abs(p[0] - x0) + abs(p[1] - y0))
+            chosen = next((rect(x, y) for x, y in grid if self._free(rect(x, y))), None)
+        if chosen is None:
+            self.left_out += 1
+            return None
+        self.placed.append((text, chosen, color))
+        return chosen
+
+    def draw(self, image: np.ndarray) -> None:
+        for text, (x1, y1, x2, y2), color in self.placed:
+            cv2.rectangle(image, (x1, y1), (x2 - 1, y2 - 1), (0, 0, 0), -1)  # a dark backing keeps it legible
+            _, base = cv2.getTextSize(text, FONT, self.scale, self.thickness)
+            cv2.putText(image, text, (x1 + 2, y2 - 2 - base), FONT, self.scale, color, self.thickness, cv2.LINE_AA)
+
+
+def overlay_layout(r: Result, fps: float, width: int, height: int) -> TextLayout:
+    """Where every text of a result's overlay goes: the status line, the labels, one per face."""
+    k = max(1.0, width / 640.0)  # text and lines grow with the frame
+    layout = TextLayout(width, height, 0.55 * k, max(1, int(round(1.5 * k))))
+    latency = (r.t_result - r.t_capture) * 1000.0
+    status = "%.1f FPS  %.0f ms%s" % (fps, latency, "  partial" if r.partial else "")
+    layout.place(status, [(4, height)], (255, 255, 255))
+    for i, (label, p) in enumerate((r.labels or [])[:3]):
+        layout.place("%s %.0f%%" % (label, 100 * p), [(4, 4 + i * layout.size("Ag")[1])], (0, 255, 255))
+    for f in r.faces:
+        x1, y1, x2, y2 = (int(round(v)) for v in f.box.as_list())
+        label = f.smoothed or f.expression
+        text = label if label else "face %.2f" % f.box.score
+        if label and f.smoothed and f.expression and f.smoothed != f.expression:
+            text += " (%s)" % f.expression  # the vote, then this frame's own label
+        h = layout.size(text)[1]
+        layout.place(text, [(x1, y1 - h - 2), (x1, y2 + 2), (x1, y1 + 2)],
+                     (0, 200, 0) if label else (0, 160, 255))
+    return layout
+
+
+def annotate(image: np.ndarray, r: Result, fps: float) -> np.ndarray:
+    out = np.array(image, copy=True)
+    k = max(1.0, out.shape[1] / 640.0)
+    t = max(1, int(round(2 * k)))
+    for f in r.faces:
+        x1, y1, x2, y2 = (int(round(v)) for v in f.box.as_list())
+        color = (0, 200, 0) if (f.smoothed or f.expression) else (0, 160, 255)
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, t)
+    overlay_layout(r, fps, out.shape[1], out.shape[0]).draw(out)
+    return out
+
+
+def make_sink(spec: str, fps: float) -> Optional[Sink]:
+    if spec == "none":
+        return None
+    if spec == "window":
+        return WindowSink()
+    if spec.startswith("file:") and len(spec) > 5:
+        return FileSink(spec[5:], fps)
+    if spec == "web" or spec.startswith("web:"):
+        host, _, port = spec[4:].rpartition(":") if spec != "web" else ("", "", str(DEFAULT_PORT))
+        try:
+            return WebSink(host or "127.0.0.1", int(port))
+        except ValueError:
+            raise DisplayError("display %r: expected web, web:PORT or web:HOST:PORT" % spec) from None
+    raise DisplayError("unknown display %r; use none, window, file:PATH.mp4 or web[:[HOST:]PORT]" % spec)
+
+
+class Display(Actor):
+    kind = "display"
+
+    def __init__(self, name: str, bus: Bus, *, sink: Sink, frames_endpoint: str, results_endpoint: str,
+                 hwm: int = 4, frame_buffer: int = 64, **kw) -> None:
+        super().__init__(name, bus, **kw)
+        self.sink = sink
+        self.frames_endpoint = frames_endpoint
+        self.results_endpoint = results_endpoint
+        self.hwm = hwm
+        self.frame_buffer = frame_buffer
+        self.frames: "OrderedDict[int, np.ndarray]" = OrderedDict()
+        self.shown = deque(maxlen=30)
+        self.executor: Optional[ThreadPoolExecutor] = None
+        self.every_frame = getattr(sink, "every_frame", False)
+        self._rate_known = not isinstance(sink, FileSink)
+        self.waiting: "deque[Result]" = deque()  # a record's results whose frame has not come yet
+        self.last_frame_seen = -1
+        self.results_expected: Optional[int] = None  # results the aggregator sent, once its end of stream came
+        self.drained: Optional[asyncio.Event] = None  # every result the aggregator sent is written or counted
+
+    async def setup(self) -> None:
+        self.drained = asyncio.Event()
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=self.name)
+        await in_thread(self.executor, self.sink.open)
+        self.frames_sub = self.channel(self.bus.sub(self.frames_endpoint, hwm=self.frame_buffer, name=self.name,
+                                                    topics=("frame",)))
+        # a record keeps as many results queued as frames, so that a slow write loses none
+        hwm = max(self.hwm, self.frame_buffer) if self.every_frame else self.hwm
+        self.results_sub = self.channel(self.bus.sub(self.results_endpoint, hwm=hwm, name=self.name + ".results",
+                                                     topics=("result", "eos")))
+
+    def _fps(self) -> float:
+        if len(self.shown) < 2:
+            return 0.0
+        return (len(self.shown) - 1) / max(1e-6, self.shown[-1] - self.shown[0])
+
+    async def run(self) -> None:
+        poller = zmq.asyncio.Poller()
+        poller.register(self.frames_sub.sock, zmq.POLLIN)
+        poller.register(self.results_sub.sock, zmq.POLLIN)
+        while True:
+            await poller.poll()
+            # frames first, and always: a frame may land between the poll and its result
+            await self._take_frames()
+            latest = None
+            while True:
+                r = self.results_sub.recv_nowait()
+                if r is None:
+                    break
+                if isinstance(r, Eos):
+                    if self.loss.end_of_stream(self.results_sub, "result", r):
+                        self.results_expected = r.sent
+                elif isinstance(r, Result):
+                    self.stats.count("in")
+                    if self.every_frame:
+                        self.waiting.append(r)
+                        continue
+                    if latest is not None:
+                        self.stats.drop("skipped")  # a newer result is here: show that one
+                    latest = r
+            if latest is not None:
+                await self._show(latest)
+            while self.waiting:  # a record: in order; a result whose frame has not come yet waits for it
+                await self._take_frames()
+                if self.waiting[0].frame_id > self.last_frame_seen:
+                    break
+                await self._show(self.waiting.popleft())
+            self.loss.account(self.results_sub, "result")
+            self._check_drained()
+
+    async def _take_frames(self) -> None:
+        while True:
+            f = self.frames_sub.recv_nowait()
+            if f is None:
+                return
+            if isinstance(f, Frame) and f.image is not None:
+                if not self._rate_known:
+                    await self._take_source_rate(f.source)
+                self.frames[f.frame_id] = f.image
+                self.last_frame_seen = max(self.last_frame_seen, f.frame_id)
+                while len(self.frames) > self.frame_buffer:
+                    self.frames.popitem(last=False)
+
+    def _check_drained(self) -> None:
+        done = self.stats.counters.get("out", 0) + self.stats.dropped
+        if self.results_expected is not None and done >= self.results_expected and self.drained is not None:
+            self.drained.set()
+
+    async def _take_source_rate(self, spec: str) -> None:
+        """A video file is written at the source's frame rate when the source has one."""
+        self._rate_known = True
+        rate = await in_thread(self.executor, source_rate, spec)
+        if rate > 0 and isinstance(self.sink, FileSink):
+            self.sink.fps = rate
+        self.log.info("writing %s at %.3f fps (%s)", getattr(self.sink, "path", "the video"),
+                      getattr(self.sink, "fps", 0.0), "the source's rate" if rate > 0 else "display.fps")
+
+    async def _show(self, r: Result) -> None:
+        image = self.frames.get(r.frame_id)
+        if image is None:
+            self.log.debug("no frame for result %d; have %s", r.frame_id, list(self.frames)[:5])
+            self.stats.drop("no_frame")  # its frame left the buffer (or never came): nothing to draw on
+            return
+        for fid in [k for k in self.frames if k <= r.frame_id]:
+            del self.frames[fid]
+        t0 = time.monotonic()
+        self.shown.append(t0)
+        annotated = annotate(image, r, self._fps())
+        written = asyncio.get_running_loop().run_in_executor(self.executor, self.sink.write, annotated)
+        self.stats.count("out")
+        # shielded: cancelling us must not cancel a write still queued in the sink's thread,
+        # or a frame counted as shown would never reach the file
+        await asyncio.shield(written)
+        self.stats.busy(ms_since(t0))
+
+    async def cleanup(self) -> None:
+        if self.executor is not None:
+            try:
+                await in_thread(self.executor, self.sink.close)
+            finally:
+                self.executor.shutdown(wait=False)

@@ -1,0 +1,58 @@
+"""The display actor of ``--display web``: a ``Display`` that also feeds the live view's panels.
+
+Besides drawing and serving the frames (``Display`` with a ``WebSink``), it
+hands each result it shows to the sink (faces, latency) and subscribes to the
+pipeline's public metrics endpoint, where the metrics hub republishes every
+actor's snapshot (those of other processes too), for the per-actor panel.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from edgepipe.bus.messages import Metric, Result
+from edgepipe.bus.sockets import Bus
+
+from edgepipe.actors.sinks.display import Display, Sink
+from edgepipe.actors.runtime.tasks import first
+
+
+def is_web(spec: str) -> bool:
+    """Whether a ``--display`` spec is the live view."""
+    return spec == "web" or spec.startswith("web:")
+
+
+class LiveView(Display):
+    kind = "display"
+
+    def __init__(self, name: str, bus: Bus, *, sink: Sink, public_metrics_endpoint: str = "",
+                 roles: Optional[Dict[str, str]] = None, **kw: Any) -> None:
+        super().__init__(name, bus, sink=sink, **kw)
+        self.public_metrics_endpoint = public_metrics_endpoint
+        self.metrics_sub: Any = None
+        setter = getattr(sink, "set_roles", None)
+        if setter is not None:
+            setter(dict(roles or {}))
+
+    async def setup(self) -> None:
+        await super().setup()
+        if self.public_metrics_endpoint and hasattr(self.sink, "on_metric"):
+            self.metrics_sub = self.channel(self.bus.sub(self.public_metrics_endpoint, hwm=1000,
+                                                         name=self.name + ".metrics", topics=("metric",)))
+
+    async def run(self) -> None:
+        if self.metrics_sub is None:
+            await super().run()
+            return
+        await first(super().run(), self._feed_metrics())  # whichever ends first (by an error, say) ends both
+
+    async def _feed_metrics(self) -> None:
+        while True:
+            m = await self.metrics_sub.recv()
+            if isinstance(m, Metric):
+                self.sink.on_metric(m)  # type: ignore[attr-defined]
+
+    async def _show(self, r: Result) -> None:
+        on_result = getattr(self.sink, "on_result", None)
+        if on_result is not None:
+            on_result(r, self._fps())
+        await super()._show(r)

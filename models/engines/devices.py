@@ -1,0 +1,331 @@
+"""Accelerator devices: one owner per device, one invoke at a time.
+
+An Edge TPU runs one inference at a time, keeps the parameters of the models
+it ran in an 8 MB on-chip cache, and belongs to one process. ``Device`` is
+that: a thread (the owner) and a queue; every engine placed on the device
+hands its invokes to the owner, which runs them one after the other. The
+device counts its invokes, its busy time and its model switches.
+
+A model switch happens when the previous invoke on the device was another
+model and the parameters of the two do not fit the cache together (unless
+the two were compiled together, "co-compiled"): the device then reloads the
+new model's parameters. A real device pays that in hardware and we only
+count it; the fake device (``emulated``) also spends the time, at
+``switch_ms_per_mb`` per MB of the new model's parameters. A fake device
+keeps emulated time (``occupy``): each invoke starts when the device is free
+and the invoke has arrived, never earlier, and holds the device for exactly
+its latency, so a late wake-up of the owner thread (the GIL, a loaded
+machine) delays that result but never makes the device faster or slower.
+
+A process opens a device once (``open_device``) and shares it among its
+engines (reference counted). A second process that claims the same device
+gets ``DeviceBusy`` naming the process that holds it: the claim is an
+exclusive ``flock`` on a file per device, which the kernel releases when the
+holder exits, even by a crash.
+
+``DevicePool`` is the devices a role may use. Each invoke goes to the device
+whose queue will be free first (its queued work, in estimated milliseconds,
+plus the switch it would cause), so with two devices the detector and the
+FER pool spread over both.
+"""
+from __future__ import annotations
+
+import collections
+import errno
+import fcntl
+import logging
+import os
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional, Sequence, Tuple
+
+from edgepipe.models.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+CACHE_MB = 8.0  # the Edge TPU's on-chip parameter cache (Coral: "Parameter data caching")
+DEFAULT_SWITCH_MS_PER_MB = 3.0  # reloading parameters over USB 3 at about 330 MB/s (fake devices)
+LOCK_DIR_ENV = "EDGEPIPE_DEVICE_LOCKS"
+
+
+class DeviceBusy(EngineError):
+    """The device is held by another process."""
+
+
+@dataclass(frozen=True)
+class DeviceModel:
+    """What the device needs to know of a model: its name, parameter size and co-compiled partners."""
+
+    name: str
+    param_mb: float = 0.0
+    cocompiled: FrozenSet[str] = frozenset()  # models compiled together with this one (share the cache)
+    est_ms: float = 1.0  # expected invoke time, for choosing a device in a pool
+
+
+@dataclass
+class DeviceStats:
+    invokes: int = 0
+    switches: int = 0
+    busy_s: float = 0.0
+    switch_s: float = 0.0
+    t_first: Optional[float] = None  # start of the first invoke
+    t_last: Optional[float] = None  # end of the last one
+    by_model: Dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> Dict[str, Any]:
+        active = (self.t_last - self.t_first) if self.t_first is not None and self.t_last is not None else 0.0
+        return {"invokes": self.invokes, "switches": self.switches, "busy_s": round(self.busy_s, 4),
+                "switch_s": round(self.switch_s, 4), "active_s": round(active, 4),
+                "busy_pct": round(100.0 * self.busy_s / active, 1) if active > 0 else 0.0,
+                "by_model": dict(self.by_model)}
+
+
+def lock_dir() -> str:
+    base = os.environ.get(LOCK_DIR_ENV) or os.path.join(tempfile.gettempdir(), "edgepipe-%d" % os.getuid())
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    return base
+
+
+def _lock_path(name: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+    return os.path.join(lock_dir(), "device-%s.lock" % safe)
+
+
+class _Claim:
+    """An exclusive flock on the device's lock file, held while the device is open in this process."""
+
+    def __init__(self, name: str) -> None:
+        self.path = _lock_path(name)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = ""
+            try:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+            except OSError:
+                pass
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise DeviceBusy("device %s is already claimed by another process (%s); one accelerator belongs "
+                                 "to one process: put the actors that use it in one group, or give each process "
+                                 "its own device (groups.NAME.tpu, engine.edgetpu.devices, engine.fake.devices)"
+                                 % (name, holder or "pid unknown")) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, ("pid %d" % os.getpid()).encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = -1
+
+
+class Device:
+    """One accelerator and its owner thread."""
+
+    def __init__(self, name: str, kind: str, *, emulated: bool = False,
+                 switch_ms_per_mb: float = DEFAULT_SWITCH_MS_PER_MB, cache_mb: float = CACHE_MB) -> None:
+        self.name = name
+        self.kind = kind  # "fake" | "edgetpu"
+        self.emulated = emulated
+        self.switch_ms_per_mb = switch_ms_per_mb
+        self.cache_mb = cache_mb
+        self.stats = DeviceStats()
+        self.users = 0
+        self._queue: Deque[Tuple[DeviceModel, Callable[..., Any], Tuple[Any, ...], Future, float]] = \
+            collections.deque()
+        # Emulated time (fake devices): an invoke starts when the device is free and the invoke has arrived,
+        # never earlier, and occupies it for exactly its latency; the owner thread waits until that end.
+        # Waking late (the GIL, a busy machine) then delays the result, not the device's next invoke.
+        self.free_at = 0.0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._last: Optional[DeviceModel] = None  # the model that ran last
+        self._tail: Optional[DeviceModel] = None  # the model queued last (for estimates)
+        self._backlog_ms = 0.0
+        self._recent: Deque[Tuple[float, float]] = collections.deque(maxlen=4096)  # (start, end) of invokes
+        self._thread = threading.Thread(target=self._own, name="device-%s" % name, daemon=True)
+        self._thread.start()
+
+    # -- what a model switch costs ---------------------------------------------------------
+    def switches(self, prev: Optional[DeviceModel], new: DeviceModel) -> bool:
+        if prev is None or prev.name == new.name:
+            return False
+        if new.name in prev.cocompiled or prev.name in new.cocompiled:
+            return False
+        return prev.param_mb + new.param_mb > self.cache_mb
+
+    def switch_ms(self, new: DeviceModel) -> float:
+        return new.param_mb * self.switch_ms_per_mb
+
+    def estimate_ms(self, model: DeviceModel) -> float:
+        """When an invoke of ``model`` queued now would end, in ms from now (roughly)."""
+        extra = self.switch_ms(model) if self.switches(self._tail, model) else 0.0
+        return self._backlog_ms + extra + model.est_ms
+
+    # -- running ---------------------------------------------------------------------------
+    def submit(self, model: DeviceModel, fn: Callable[..., Any], *args: Any) -> "Future[Any]":
+        fut: "Future[Any]" = Future()
+        with self._cond:
+            if self._closed:
+                raise EngineError("device %s is closed" % self.name)
+            self._queue.append((model, fn, args, fut, time.monotonic()))
+            self._backlog_ms += model.est_ms
+            self._tail = model
+            self._cond.notify()
+        return fut
+
+    def occupy(self, seconds: float, stop: threading.Event) -> None:
+        """Emulate an invoke of ``seconds`` (fake devices; on the owner thread): hold the device that long."""
+        self.free_at += seconds
+        left = self.free_at - time.monotonic()
+        if left > 0:
+            stop.wait(left)
+
+    def run(self, model: DeviceModel, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` on the owner thread when the device is free; blocking."""
+        return self.submit(model, fn, *args).result()
+
+    def _own(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                model, fn, args, fut, arrived = self._queue.popleft()
+            if not fut.set_running_or_notify_cancel():
+                continue
+            t0 = max(self.free_at, arrived) if self.emulated else time.monotonic()
+            self.free_at = t0
+            switched = self.switches(self._last, model)
+            switch_s = 0.0
+            if switched and self.emulated:
+                switch_s = self.switch_ms(model) / 1000.0  # the parameter reload occupies the device
+                self.free_at = t0 + switch_s
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # handed to the caller, who decides
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+            finally:
+                if not self.emulated:
+                    self.free_at = time.monotonic()
+                self._last = model
+                self._account(model, t0, self.free_at, switched, switch_s)
+
+    def _account(self, model: DeviceModel, t0: float, t1: float, switched: bool, switch_s: float) -> None:
+        s = self.stats
+        with self._cond:
+            self._backlog_ms = max(0.0, self._backlog_ms - model.est_ms)
+            s.invokes += 1
+            s.by_model[model.name] = s.by_model.get(model.name, 0) + 1
+            s.busy_s += t1 - t0
+            if switched:
+                s.switches += 1
+                s.switch_s += switch_s
+            if s.t_first is None:
+                s.t_first = t0
+            s.t_last = t1
+            self._recent.append((t0, t1))
+
+    def busy_pct(self, window_s: float = 1.0) -> float:
+        """Share of the last ``window_s`` seconds the device was busy, in %."""
+        now = time.monotonic()
+        lo = now - window_s
+        with self._cond:
+            spans = list(self._recent)
+        busy = sum(min(b, now) - max(a, lo) for a, b in spans if b > lo)
+        return round(100.0 * busy / window_s, 1)
+
+    def close(self) -> None:
+        """Stop the owner after the queued invokes; does not wait for a hung one. Safe twice."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+# ---------------------------------------------------------------- one device per process
+
+_REGISTRY: Dict[str, Tuple[Device, _Claim]] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def open_device(name: str, kind: str, **options: Any) -> Device:
+    """This process's ``Device`` for ``name``, claimed from other processes on first use."""
+    with _REGISTRY_LOCK:
+        found = _REGISTRY.get(name)
+        if found is None:
+            claim = _Claim(name)
+            dev = Device(name, kind, **options)
+            found = (dev, claim)
+            _REGISTRY[name] = found
+            log.info("device %s opened (%s)", name, kind)
+        found[0].users += 1
+        return found[0]
+
+
+def release_device(dev: Device) -> None:
+    """One user less; the last one closes the device and frees the claim. Safe twice per user only."""
+    with _REGISTRY_LOCK:
+        found = _REGISTRY.get(dev.name)
+        if found is None or found[0] is not dev:
+            return
+        dev.users -= 1
+        if dev.users <= 0:
+            del _REGISTRY[dev.name]
+            dev.close()
+            found[1].release()
+
+
+def open_devices() -> List[Device]:
+    with _REGISTRY_LOCK:
+        return [d for d, _ in _REGISTRY.values()]
+
+
+def open_pool(names: Sequence[str], kind: str, **options: Any) -> "DevicePool":
+    """This process's devices ``names``, claimed from other processes; none is kept when one fails."""
+    opened: List[Device] = []
+    try:
+        for name in names:
+            opened.append(open_device(name, kind, **options))
+    except BaseException:
+        for dev in opened:
+            release_device(dev)
+        raise
+    return DevicePool(opened)
+
+
+class DevicePool:
+    """The devices one engine may run on; each invoke goes where it will finish first."""
+
+    def __init__(self, devices: Sequence[Device]) -> None:
+        if not devices:
+            raise EngineError("an accelerator engine needs at least one device")
+        self.devices = list(devices)
+
+    @property
+    def names(self) -> List[str]:
+        return [d.name for d in self.devices]
+
+    def pick(self, model: DeviceModel) -> Device:
+        if len(self.devices) == 1:
+            return self.devices[0]
+        return min(self.devices, key=lambda d: d.estimate_ms(model))
+
+    def run(self, model: DeviceModel, fn: Callable[[Device], Any]) -> Any:
+        """Run ``fn(device)`` on the owner thread of the chosen device."""
+        dev = self.pick(model)
+        return dev.run(model, fn, dev)
+
+    def release(self) -> None:
+        devices, self.devices = self.devices, []
+        for d in devices:
+            release_device(d)

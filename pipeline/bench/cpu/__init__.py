@@ -1,0 +1,3 @@
+"""``bench pipeline --engine cpu``: the pipeline against the reference project's serial
+loop on real faces, and the FER stage alone.
+"""

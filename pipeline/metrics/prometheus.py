@@ -1,0 +1,279 @@
+"""``python run.py metrics --prometheus [HOST:]PORT``: the pipeline's metrics for Prometheus.
+
+Subscribes to a running pipeline's metrics endpoint and serves the latest
+snapshot of every actor at ``/metrics`` in Prometheus' text format (0.0.4),
+with an index page at ``/``:
+
+- every family has ``# HELP`` and ``# TYPE``; counters end in ``_total``,
+  durations are in seconds (``_seconds``), shares are ratios (0..1);
+- every counter an actor of that kind keeps is there from its first snapshot
+  (0 until it counts), drops and rejects also by ``reason``;
+- ``edgepipe_up`` is 1 while some actor reported within ``stale_after``
+  seconds, else 0; an actor that sent its final snapshot, or fell silent for
+  ``stale_after`` seconds, has its series removed, so a pipeline that is gone
+  leaves only ``edgepipe_up 0``.
+"""
+from __future__ import annotations
+
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Dict, List, Optional, Tuple
+
+from edgepipe.bus.messages import Metric
+
+_BAD = re.compile(r"[^a-zA-Z0-9_]")
+DEFAULT_STALE_S = 5.0
+
+COMMON = ("in", "out", "dropped", "rejected")
+STAGE = COMMON + ("ignored", "restarts")
+COUNTERS: Dict[str, Tuple[str, ...]] = {  # per kind of actor (its name without "-N")
+    "capture": COMMON + ("source_errors", "credit_timeouts"),
+    "encoder": COMMON + ("ignored", "restarts"),
+    "detector": STAGE + ("faces", "jobs"),
+    "classifier": STAGE,
+    "fer": STAGE + ("errors", "timeouts", "faces", "faces_failed"),
+    "aggregator": COMMON + ("completed", "partial", "out_of_order", "expressions", "late_expressions",
+                            "orphan_expressions", "duplicate_detections", "duplicate_expressions", "bad_expressions",
+                            "ignored"),
+    "recorder": COMMON,
+    "display": COMMON,
+}
+DROP_REASONS: Dict[str, Tuple[str, ...]] = {
+    "encoder": ("transport", "encode_error", "encode_timeout"),
+    "detector": ("transport", "stale", "bad_frame", "engine_error", "engine_timeout"),
+    "classifier": ("transport", "stale", "bad_frame", "engine_error", "engine_timeout"),
+    "aggregator": ("transport",),
+    "recorder": ("transport",),
+    "display": ("transport", "skipped", "no_frame"),  # results the display did not show
+}
+REJECT_REASONS = ("bad_frames", "unknown_kind", "oversized", "malformed", "wrong_version", "wrong_kind",
+                  "bad_field", "bad_image", "bad_value", "missing_field", "unknown_field")  # bus.codec's
+
+HELP: Dict[str, str] = {
+    "edgepipe_up": "1 while the pipeline reports metrics, 0 once every actor has ended or fell silent",
+    "edgepipe_in_total": "Messages (frames, jobs, results) the actor took in",
+    "edgepipe_out_total": "Messages the actor passed on",
+    "edgepipe_dropped_total": "Frames the actor accepted or expected and will not pass on",
+    "edgepipe_dropped_by_reason_total": "Dropped frames by reason",
+    "edgepipe_rejected_total": "Messages refused by the actor's decoder (malformed, hostile or wrong version)",
+    "edgepipe_rejected_by_reason_total": "Refused messages by reason",
+    "edgepipe_restarts_total": "Engine restarts by the watchdog",
+    "edgepipe_completed_total": "Frames that left the aggregator with every expression",
+    "edgepipe_partial_total": "Frames that left the aggregator without every expression (deadline or error)",
+    "edgepipe_fps": "Frames (or jobs) out per second over the last metrics window",
+    "edgepipe_fps_average": "Frames (or jobs) out per second since the actor started",
+    "edgepipe_busy_ratio": "Share of the last metrics window in which the actor had work in hand",
+    "edgepipe_busy_p50_seconds": "Median time the actor spent on one item",
+    "edgepipe_busy_p99_seconds": "99th percentile of the time the actor spent on one item",
+    "edgepipe_latency_p50_seconds": "Median latency from capture to this actor's output",
+    "edgepipe_latency_p99_seconds": "99th percentile of the latency from capture to this actor's output",
+    "edgepipe_uptime_seconds": "Seconds since the actor started",
+    "edgepipe_queue_depth": "Frames or jobs waiting in the actor",
+    "edgepipe_runs_on": "1 for each device or engine the actor's model runs on",
+    "edgepipe_device_busy_ratio": "Share of the last second the accelerator device was running an invoke",
+    "edgepipe_device_invokes_total": "Invokes the accelerator device ran",
+    "edgepipe_device_switches_total": "Model switches on the accelerator device (parameter reloads)",
+    "edgepipe_device_busy_seconds_total": "Seconds the accelerator device spent running invokes",
+    "edgepipe_device_active_seconds_total": "Seconds from the device's first invoke to its last",
+    "edgepipe_soc_temp_celsius": "Temperature of the system on chip (a Pi's sensors)",
+    "edgepipe_power_watts": "Power the board draws (a Pi's sensors)",
+}
+_GAUGES = {"fps": "edgepipe_fps", "fps_avg": "edgepipe_fps_average", "uptime_s": "edgepipe_uptime_seconds",
+           "pending": "edgepipe_queue_depth", "queue": "edgepipe_queue_depth"}
+_DEVICE = {"busy_pct": ("edgepipe_device_busy_ratio", "gauge", 0.01),
+           "invokes": ("edgepipe_device_invokes_total", "counter", 1.0),
+           "switches": ("edgepipe_device_switches_total", "counter", 1.0),
+           "busy_s": ("edgepipe_device_busy_seconds_total", "counter", 1.0),
+           "active_s": ("edgepipe_device_active_seconds_total", "counter", 1.0)}
+
+_UNITS = (("_c", "_celsius"), ("_w", "_watts"), ("_v", "_volts"), ("_a", "_amperes"), ("_hz", "_hertz"))
+
+Labels = Tuple[Tuple[str, str], ...]
+
+
+def metric_name(key: str) -> str:
+    return "edgepipe_" + _BAD.sub("_", key)
+
+
+def actor_kind(actor: str) -> str:
+    return re.sub(r"-\d+$", "", actor)
+
+
+def _gauge(key: str, value: float) -> Tuple[str, float]:
+    """A gauge key of the metrics -> (Prometheus name, value in base units)."""
+    if key in _GAUGES:
+        return _GAUGES[key], value
+    if key == "busy_pct":
+        return "edgepipe_busy_ratio", value / 100.0
+    m = re.match(r"(.*)_ms_(p\d+)$", key)
+    if m:
+        return metric_name("%s_%s_seconds" % (m.group(1), m.group(2))), value / 1000.0
+    if key.endswith("_ms"):
+        return metric_name(key[:-3] + "_seconds"), value / 1000.0
+    if key.endswith("_s"):
+        return metric_name(key[:-2] + "_seconds"), value
+    if key.endswith("_pct"):
+        return metric_name(key[:-4] + "_ratio"), value / 100.0
+    for short, unit in _UNITS:
+        if key.endswith(short):
+            return metric_name(key[:-len(short)] + unit), value
+    return metric_name(key), value
+
+
+class _Families:
+    def __init__(self) -> None:
+        self.kind: Dict[str, str] = {}
+        self.samples: Dict[str, Dict[Labels, float]] = {}
+
+    def add(self, name: str, kind: str, labels: Labels, value: float) -> None:
+        if self.kind.setdefault(name, kind) != kind:
+            name = name + "_" + kind  # a key that maps onto a family of the other type: keep both
+            self.kind.setdefault(name, kind)
+        self.samples.setdefault(name, {})[labels] = float(value)
+
+    def render(self) -> str:
+        lines: List[str] = []
+        for name in sorted(self.samples):
+            help_text = HELP.get(name, "edgepipe metric %s" % name)
+            lines.append("# HELP %s %s" % (name, help_text.replace("\\", "\\\\").replace("\n", "\\n")))
+            lines.append("# TYPE %s %s" % (name, self.kind[name]))
+            for labels, value in sorted(self.samples[name].items()):
+                text = ",".join('%s="%s"' % (k, _escape(v)) for k, v in labels)
+                lines.append("%s%s %s" % (name, "{%s}" % text if text else "", _value(value)))
+        return "\n".join(lines) + "\n"
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _value(v: float) -> str:
+    if v != v:
+        return "NaN"
+    if v in (float("inf"), float("-inf")):
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(v)
+
+
+def render(latest: Dict[str, Metric], up: Optional[bool] = None) -> str:
+    """Prometheus text exposition of the latest snapshot per actor (``up`` default: any actor at all)."""
+    fam = _Families()
+    fam.add("edgepipe_up", "gauge", (), 1.0 if (bool(latest) if up is None else up) else 0.0)
+    for actor in sorted(latest):
+        m = latest[actor]
+        kind = actor_kind(actor)
+        a = (("actor", actor),)
+        counters = {k: 0 for k in COUNTERS.get(kind, COMMON)}
+        counters.update({"dropped." + r: 0 for r in DROP_REASONS.get(kind, ())})
+        counters.update({"rejected." + r: 0 for r in REJECT_REASONS})
+        counters.update(m.counters)
+        for k, v in counters.items():
+            head, _, reason = k.partition(".")
+            if reason and head in ("dropped", "rejected"):
+                fam.add("edgepipe_%s_by_reason_total" % head, "counter", a + (("reason", reason),), v)
+            else:
+                fam.add(metric_name(k) + "_total", "counter", a, v)
+        for k, v in m.gauges.items():
+            if k.startswith("on."):
+                fam.add("edgepipe_runs_on", "gauge", a + (("device", k[3:]),), v)
+            elif k.startswith("device."):
+                device, _, stat = k[len("device."):].rpartition(".")
+                name, typ, scale = _DEVICE.get(stat, (metric_name("device_" + stat), "gauge", 1.0))
+                fam.add(name, typ, a + (("device", device),), v * scale)
+            else:
+                name, value = _gauge(k, v)
+                fam.add(name, "gauge", a, value)
+    return fam.render()
+
+
+INDEX = """<!doctype html><html><head><meta charset="utf-8"><title>edgepipe exporter</title></head>
+<body><h1>edgepipe metrics exporter</h1><p>Metrics of the pipeline at <code>%s</code>:
+<a href="/metrics">/metrics</a> (Prometheus text format). <code>edgepipe_up</code> is %d.</p></body></html>
+"""
+
+
+class Exporter:
+    """An HTTP server (its own threads) over the snapshots that the caller feeds with ``update``."""
+
+    def __init__(self, host: str, port: int, stale_after: float = DEFAULT_STALE_S, source: str = "") -> None:
+        self.latest: Dict[str, Metric] = {}
+        self.heard: Dict[str, float] = {}  # actor -> time.monotonic() of its last snapshot
+        self.stale_after = stale_after
+        self.source = source
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)  # notified on every snapshot taken in
+        self.updates = 0  # snapshots taken in so far
+        exporter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, fmt, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0]
+                if path == "/metrics":
+                    self._send("text/plain; version=0.0.4; charset=utf-8", exporter.render().encode())
+                elif path in ("/", "/index.html"):
+                    up = int(bool(exporter.fresh()))
+                    self._send("text/html; charset=utf-8",
+                               (INDEX % (_escape_html(exporter.source or "?"), up)).encode())
+                else:
+                    self.send_error(404)
+
+            def _send(self, ctype: str, body: bytes) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="prometheus", daemon=True)
+
+    @property
+    def address(self) -> Tuple[str, int]:
+        return self.server.server_address[:2]
+
+    def update(self, m: Metric) -> None:
+        with self.lock:
+            if m.final:  # the actor ended: its series go
+                self.latest.pop(m.actor, None)
+                self.heard.pop(m.actor, None)
+            else:
+                self.latest[m.actor] = m
+                self.heard[m.actor] = time.monotonic()
+            self.updates += 1
+            self.changed.notify_all()
+
+    def wait_update(self, seen: int, timeout: Optional[float] = None) -> int:
+        """Block until more than ``seen`` snapshots were taken in (or ``timeout``); the count now."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.updates > seen, timeout)
+            return self.updates
+
+    def fresh(self) -> Dict[str, Metric]:
+        """The snapshots of the actors heard from within ``stale_after`` seconds (the others are forgotten)."""
+        now = time.monotonic()
+        with self.lock:
+            for actor in [a for a, t in self.heard.items() if now - t > self.stale_after]:
+                self.latest.pop(actor, None)
+                self.heard.pop(actor, None)
+            return dict(self.latest)
+
+    def render(self) -> str:
+        return render(self.fresh())
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def _escape_html(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,349 @@
+"""``python run.py doctor``: what this machine has for edgepipe, and the command that fixes each problem.
+
+Sections: the interpreters and runtimes (this Python 3.11 side, the Python 3.9
+TPU venv), libedgetpu and its version (dpkg status, the library files, and the
+delegate probe), Edge TPUs on USB (sysfs ids 1a6e:089a, 18d1:9302) and PCIe
+(``/dev/apex_*``), cameras (Picamera2 and V4L2 capture nodes), the model files
+of every profile, and the SoC temperature (``thermal_zone0``).
+
+Everything read from the machine goes through ``root`` ("/" here; a recorded
+tree in the tests), except what needs a process: the probe, the TPU venv's
+Python and Picamera2, which run only against the real root (or through the
+hooks a test passes).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import grp
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from edgepipe import ROOT as EDGEPIPE_ROOT
+from edgepipe.models.engines import delegate_probe
+from edgepipe.models.store import fetch
+from edgepipe.models.store.manifest import MODELS
+
+from edgepipe.pipeline.config.loading import ConfigError, load
+from edgepipe.pipeline.ops.machine import (CSI_NODES, PICAMERA2_SCRIPT, RUNTIME_SCRIPT, V4L2_CAP_VIDEO_CAPTURE,
+                                           V4L2_CAP_VIDEO_CAPTURE_MPLANE, dpkg_versions, ldconfig_paths, querycap,
+                                           read, run_json)
+
+ROOT = Path(EDGEPIPE_ROOT)
+USB_TPUS = {("1a6e", "089a"): "Coral USB Accelerator, not yet initialised (its firmware loads when the "
+                              "runtime first opens it)",
+            ("18d1", "9302"): "Coral USB Accelerator, initialised"}
+PCI_TPU = ("0x1ac1", "0x089a")
+APT_CORAL = ("add Coral's apt repository with its signed-by keyring (README, Raspberry Pi set-up, step 1), "
+             "then: sudo apt update && sudo apt install libedgetpu1-std")
+SETUP_TPU_VENV = "python run.py setup-tpu-venv   # finds a Python 3.9 from uv or pyenv; see README"
+HOT_C = 80.0  # a Pi 5 starts to throttle at 80-85 C
+
+
+class Finding:
+    def __init__(self, section: str, status: str, text: str, fix: str = "") -> None:
+        self.section, self.status, self.text, self.fix = section, status, text, fix
+
+    def as_dict(self) -> Dict[str, str]:
+        return {"section": self.section, "status": self.status, "text": self.text, "fix": self.fix}
+
+
+def _runtime_of(info: Dict[str, Any]) -> str:
+    for dist in ("ai-edge-litert", "tflite-runtime"):
+        if info.get(dist):
+            return "%s %s" % (dist, info[dist])
+    return ""
+
+
+class Doctor:
+    """Runs every check; ``root`` is where /sys, /dev, /usr and /var are read from."""
+
+    def __init__(self, root: str = "/", cfg: Any = None, repo: Path = ROOT,
+                 querycap: Callable[[Path], Optional[int]] = querycap,
+                 picameras: Optional[Callable[[], Tuple[Optional[List[Dict[str, str]]], str]]] = None,
+                 probe: Optional[Callable[[str], Any]] = None, python: str = sys.executable,
+                 user_groups: Optional[List[str]] = None) -> None:
+        self.root = Path(root)
+        self.real = self.root.resolve() == Path("/")
+        self.cfg = cfg
+        self.repo = repo
+        self.querycap = querycap
+        self.picameras = picameras if picameras is not None else (self._picameras if self.real else None)
+        self.probe = probe if probe is not None else (self._probe if self.real else None)
+        self.python = python
+        # the groups this user is in; None for root (every device node opens)
+        self.user_groups = user_groups if user_groups is not None else (
+            None if os.geteuid() == 0 else [g.gr_name for g in grp.getgrall() if g.gr_gid in os.getgroups()])
+        self.findings: List[Finding] = []
+        self.tpu_python = ""
+
+    def add(self, section: str, status: str, text: str, fix: str = "") -> None:
+        self.findings.append(Finding(section, status, text, fix))
+
+    def p(self, rel: str) -> Path:
+        return self.root / rel.lstrip("/")
+
+    def run(self) -> List[Finding]:
+        for check in (self.check_python, self.check_tpu_venv, self.check_libedgetpu, self.check_tpus,
+                      self.check_cameras, self.check_models, self.check_temperature):
+            check()
+        return self.findings
+
+    # -- interpreters and runtimes ---------------------------------------------------------------
+    def check_python(self) -> None:
+        info, err = run_json([self.python, "-c", RUNTIME_SCRIPT])
+        if info is None:
+            self.add("python", "fail", "cannot run %s: %s" % (self.python, err))
+            return
+        self.add("python", "ok", "Python %s at %s%s" % (info["python"], info["executable"],
+                                                       " (a venv)" if info["venv"] else ""))
+        rt = _runtime_of(info)
+        if rt:
+            self.add("python", "ok", "CPU runtime: %s" % rt)
+        else:
+            self.add("python", "fail", "no TFLite runtime: --engine cpu cannot run",
+                     "python -m pip install -c constraints/pi-bookworm.txt -e .")
+        numpy = info.get("numpy_imported") or ""
+        if numpy.startswith("2") and self._has_system_picamera2():
+            self.add("python", "fail", "numpy %s shadows the system numpy that Debian's python3-picamera2 is "
+                     "built against: `import picamera2` fails" % numpy,
+                     "python -m pip install -c constraints/pi-bookworm.txt 'numpy<2'")
+        elif numpy:
+            self.add("python", "ok", "numpy %s" % numpy)
+
+    def _has_system_picamera2(self) -> bool:
+        return bool(glob.glob(str(self.p("usr/lib/python3/dist-packages/picamera2"))))
+
+    def _tpu_python(self) -> Tuple[str, str]:
+        """The TPU group's Python (config groups with a detector or fer, else .venv-tpu) and where it came from."""
+        for name, g in sorted(getattr(self.cfg, "groups", {}).items()):
+            if g.python and ({"detector", "fer"} & set(g.actors)):
+                py = g.python if os.path.isabs(g.python) else str(self.repo / g.python)
+                return py, "groups.%s.python" % name
+        return str(self.repo / ".venv-tpu" / "bin" / "python"), "the default .venv-tpu"
+
+    def check_tpu_venv(self) -> None:
+        py, where = self._tpu_python()
+        if not os.path.exists(py):
+            self.add("tpu-venv", "warn", "no Python 3.9 TPU venv at %s (%s): the Edge TPU group has no "
+                     "runtime pinned for libedgetpu 16.0" % (py, where), SETUP_TPU_VENV)
+            return
+        info, err = run_json([py, "-c", RUNTIME_SCRIPT])
+        if info is None:
+            self.add("tpu-venv", "fail", "the TPU venv's Python %s does not run: %s" % (py, err), SETUP_TPU_VENV)
+            return
+        self.tpu_python = py
+        rt = _runtime_of(info)
+        self.add("tpu-venv", "ok" if info["python"].startswith("3.9.") else "warn",
+                 "TPU venv: Python %s at %s (%s)" % (info["python"], py, where))
+        if info.get("tflite-runtime") == "2.11.0" and not info.get("ai-edge-litert"):
+            self.add("tpu-venv", "ok", "TPU runtime: tflite-runtime 2.11.0 (pinned for libedgetpu 16.0)")
+        else:
+            self.add("tpu-venv", "warn", "TPU runtime: %s, not the pinned tflite-runtime 2.11.0 (newer runtimes "
+                     "are reported to segfault with libedgetpu 16.0)" % (rt or "none"), SETUP_TPU_VENV)
+        if (info.get("numpy_imported") or "").startswith("2"):
+            self.add("tpu-venv", "fail", "numpy %s in the TPU venv: tflite-runtime 2.11 needs numpy<2"
+                     % info["numpy_imported"], SETUP_TPU_VENV)
+
+    # -- libedgetpu ------------------------------------------------------------------------------
+    def check_libedgetpu(self) -> None:
+        pkgs = dpkg_versions(self.p("var/lib/dpkg/status"), ("libedgetpu1-std", "libedgetpu1-max"))
+        files = sorted(set(glob.glob(str(self.p("usr/lib/*/libedgetpu.so.1*")))
+                           + glob.glob(str(self.p("usr/lib/libedgetpu.so.1*")))
+                           + glob.glob(str(self.p("usr/local/lib/libedgetpu.so.1*")))))
+        if self.real:
+            files = sorted(set(files) | set(ldconfig_paths("libedgetpu.so")))
+        if pkgs:
+            self.add("libedgetpu", "ok", "installed: %s" % ", ".join("%s %s" % kv for kv in sorted(pkgs.items())))
+        if files:
+            self.add("libedgetpu", "ok", "library: %s" % ", ".join("/" + str(Path(f).relative_to(self.root))
+                                                                  for f in files))
+        if not pkgs and not files:
+            self.add("libedgetpu", "fail", "libedgetpu (the Edge TPU runtime) is not installed", APT_CORAL)
+            return
+        if self.probe is not None:
+            res = self.probe(self.tpu_python)
+            if res.ok:
+                self.add("libedgetpu", "ok", "delegate probe: loads (%s)" % res.versions())
+            else:
+                self.add("libedgetpu", "fail", "delegate probe: %s" % res.error,
+                         SETUP_TPU_VENV if res.crashed else "python run.py doctor   # after plugging in the TPU")
+
+    def _probe(self, python: str) -> Any:
+        return delegate_probe.probe(python=python or self.python)
+
+    # -- Edge TPUs ---------------------------------------------------------------------------------
+    def check_tpus(self) -> None:
+        found = 0
+        for dev in sorted(glob.glob(str(self.p("sys/bus/usb/devices/*")))):
+            d = Path(dev)
+            ids = (read(d / "idVendor").lower(), read(d / "idProduct").lower())
+            if ids not in USB_TPUS:
+                continue
+            found += 1
+            speed = read(d / "speed")
+            text = "USB %s %s:%s: %s, %s Mb/s" % (d.name, ids[0], ids[1], USB_TPUS[ids], speed or "?")
+            if speed and speed.isdigit() and int(speed) < 5000:
+                self.add("edgetpu", "warn", text + " (a USB 2 port: about 3x slower)",
+                         "plug the accelerator into a blue USB 3 port")
+            else:
+                self.add("edgetpu", "ok", text)
+        usb_found = found
+        apex = sorted(glob.glob(str(self.p("dev/apex_*"))))
+        for a in apex:
+            found += 1
+            self.add("edgetpu", "ok", "PCIe %s" % ("/" + str(Path(a).relative_to(self.root))))
+        for dev in sorted(glob.glob(str(self.p("sys/bus/pci/devices/*")))):
+            d = Path(dev)
+            if (read(d / "vendor"), read(d / "device")) == PCI_TPU and not apex:
+                found += 1
+                self.add("edgetpu", "fail", "PCIe Edge TPU %s has no /dev/apex_* node: the apex driver is not "
+                         "loaded" % d.name, "install and load the gasket/apex driver (gasket-dkms), then reboot; "
+                         "on a Pi 5 also set dtparam=pciex1 in /boot/firmware/config.txt")
+        need = (["plugdev"] if usb_found else []) + (["apex"] if apex else [])
+        for g in need:  # the groups Coral's udev rules give the device nodes to
+            if self.user_groups is not None and g not in self.user_groups:
+                self.add("edgetpu", "warn", "you are not in the %s group, which Coral's udev rules give the "
+                         "Edge TPU's device node to" % g, "sudo usermod -aG %s $USER   # then log in again" % g)
+        if not found:
+            self.add("edgetpu", "fail", "no Edge TPU: none on USB (ids 1a6e:089a, 18d1:9302) or PCIe (/dev/apex_*)",
+                     "plug the Coral USB Accelerator into a USB 3 port (after installing libedgetpu1-std, unplug "
+                     "and re-plug it once), or run with --engine cpu")
+
+    # -- cameras -----------------------------------------------------------------------------------
+    def _picameras(self) -> Tuple[Optional[List[Dict[str, str]]], str]:
+        return run_json([self.python, "-c", PICAMERA2_SCRIPT], timeout_s=30)
+
+    def check_cameras(self) -> None:
+        cams = 0
+        if self.picameras is not None:
+            listed, err = self.picameras()
+            if listed is None:
+                self.add("camera", "info", "Picamera2 not usable from %s: %s" % (self.python, err),
+                         "sudo apt install python3-picamera2, and make the venv with --system-site-packages")
+            else:
+                for i, c in enumerate(listed):
+                    cams += 1
+                    self.add("camera", "ok", "Picamera2 camera %d: %s (--source picamera2)"
+                             % (i, c.get("Model", "?")))
+                if not listed:
+                    self.add("camera", "info", "Picamera2 imports but lists no camera")
+        for node in sorted(glob.glob(str(self.p("sys/class/video4linux/video*"))),
+                           key=lambda s: int("".join(ch for ch in Path(s).name if ch.isdigit()) or 0)):
+            n = Path(node)
+            name = read(n / "name")
+            driver = ""
+            for line in read(n / "device" / "uevent").splitlines():
+                if line.startswith("DRIVER="):
+                    driver = line.split("=", 1)[1]
+            label = "/dev/%s %r%s" % (n.name, name, (" (%s)" % driver) if driver else "")
+            if name.startswith(CSI_NODES):
+                continue  # the Pi's camera front end, ISP and codecs: Picamera2's, never a --source v4l2
+            caps = self.querycap(self.p("dev") / n.name)
+            if caps is None:
+                self.add("camera", "info", "%s does not answer VIDIOC_QUERYCAP" % label)
+            elif caps & (V4L2_CAP_VIDEO_CAPTURE | V4L2_CAP_VIDEO_CAPTURE_MPLANE):
+                cams += 1
+                self.add("camera", "ok", "V4L2 capture node %s (--source v4l2:%s)"
+                         % (label, n.name[len("video"):]))
+        csi = [Path(x).name for x in glob.glob(str(self.p("sys/class/video4linux/video*")))
+               if read(Path(x) / "name").startswith(CSI_NODES)]
+        if csi and not cams:
+            self.add("camera", "info", "%d Pi camera/ISP nodes (%s...): a CSI camera is read through Picamera2, "
+                     "not V4L2" % (len(csi), sorted(csi)[0]))
+        if not cams:
+            self.add("camera", "warn", "no camera found (runs use a file or the demo clip)",
+                     "connect a camera (CSI: check the ribbon, then `rpicam-hello --list-cameras`; USB: "
+                     "`v4l2-ctl --list-devices`), or pass --source video:PATH")
+
+    # -- models ------------------------------------------------------------------------------------
+    def check_models(self) -> None:
+        profiles = getattr(self.cfg, "profiles", {}) or {}
+        paths = list(getattr(getattr(self.cfg, "models", None), "paths", []) or [])
+        for pname, prof in sorted(profiles.items()):
+            for engine in ("cpu", "edgetpu"):
+                pm = prof.models(engine)
+                missing, present = [], []
+                for role in ("detector", "fer", "classifier"):
+                    mname = getattr(pm, role)
+                    if not mname:
+                        continue
+                    spec = MODELS.get(mname)
+                    if spec is None:
+                        missing.append(("%s: unknown model %r" % (role, mname), ""))
+                        continue
+                    kind = engine if engine in spec.files else "cpu"
+                    names = [spec.files[kind]] + ([str(spec.extra["labels_file"])]
+                                                  if spec.extra.get("labels_file") else [])
+                    for fname in names:
+                        where = fetch.locate(spec, fname, paths)
+                        if where is not None:
+                            present.append("%s %s%s" % (role, mname, "" if kind == engine else " (CPU file)"))
+                        elif fetch.sources_for(spec, fname):
+                            missing.append(("%s %s: %s not fetched" % (role, mname, fname),
+                                            "python run.py models fetch %s" % mname))
+                        else:
+                            missing.append(("%s %s: %s missing (no download source)" % (role, mname, fname),
+                                            "put %s in %s (or a folder listed in models.paths)"
+                                            % (fname, fetch.cache_dir())))
+                head = "profile %s, --engine %s" % (pname, engine)
+                if not missing:
+                    self.add("models", "ok", "%s: all files present (%s)" % (head, ", ".join(sorted(set(present)))))
+                for text, fix in missing:
+                    self.add("models", "warn", "%s: %s" % (head, text), fix)
+
+    # -- temperature -------------------------------------------------------------------------------
+    def check_temperature(self) -> None:
+        zone = self.p("sys/class/thermal/thermal_zone0")
+        raw = read(zone / "temp")
+        if not raw:
+            self.add("temperature", "info", "no SoC temperature sensor (/sys/class/thermal/thermal_zone0 absent)")
+            return
+        try:
+            c = int(raw) / 1000.0
+        except ValueError:
+            self.add("temperature", "warn", "thermal_zone0 reads %r, not a temperature" % raw)
+            return
+        what = read(zone / "type") or "thermal_zone0"
+        if c >= HOT_C:
+            self.add("temperature", "warn", "%s: %.1f C: a Pi 5 throttles from 80-85 C" % (what, c),
+                     "fit the Raspberry Pi Active Cooler (or a fan and heatsink) and give the case air")
+        else:
+            self.add("temperature", "ok", "%s: %.1f C" % (what, c))
+
+
+MARK = {"ok": "[ok]  ", "info": "[info]", "warn": "[warn]", "fail": "[FAIL]"}
+
+
+def render(findings: List[Finding], root: str) -> str:
+    lines = ["edgepipe doctor (machine root %s)" % root]
+    for f in findings:
+        lines.append("%s %-11s %s" % (MARK[f.status], f.section, f.text))
+        if f.fix and f.status in ("warn", "fail", "info"):
+            lines.append("       %-11s fix: %s" % ("", f.fix))
+    problems = sum(1 for f in findings if f.status in ("warn", "fail"))
+    lines.append("%d problem(s)%s" % (problems, ", each with the command that fixes it" if problems else ""))
+    return "\n".join(lines)
+
+
+def main(argv: List[str]) -> int:
+    ap = argparse.ArgumentParser(prog="run.py doctor", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", help="a config file overlaid on config.toml (profiles, groups, models.paths)")
+    ap.add_argument("--root", default="/", help="read /sys, /dev, /usr, /var under this folder (a recorded tree)")
+    ap.add_argument("--json", action="store_true", help="print the findings as JSON")
+    ap.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load(args.config)
+    except ConfigError as exc:
+        print("config error: %s" % exc, file=sys.stderr)
+        return 2
+    findings = Doctor(args.root, cfg).run()
+    if args.json:
+        print(json.dumps([f.as_dict() for f in findings], indent=2))
+    else:
+        print(render(findings, args.root))
+    return 1 if args.strict and any(f.status == "fail" for f in findings) else 0

@@ -1,0 +1,108 @@
+"""Reading the machine for ``run.py doctor``: sysfs files, V4L2 VIDIOC_QUERYCAP, the dpkg status, a Python's runtimes."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import struct
+import subprocess
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+CSI_NODES = ("rp1-cfe", "pispbe", "rpivid", "rpi-hevc", "bcm2835-codec", "bcm2835-isp", "unicam")
+V4L2_CAP_VIDEO_CAPTURE = 0x00000001
+V4L2_CAP_VIDEO_CAPTURE_MPLANE = 0x00001000
+V4L2_CAP_DEVICE_CAPS = 0x80000000
+VIDIOC_QUERYCAP = 0x80685600  # _IOR('V', 0, struct v4l2_capability), 104 bytes
+
+
+def querycap(dev: Path) -> Optional[int]:
+    """The device capabilities of a V4L2 node (VIDIOC_QUERYCAP), or None when it does not answer."""
+    try:
+        fd = os.open(str(dev), os.O_RDWR | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        buf = fcntl.ioctl(fd, VIDIOC_QUERYCAP, bytes(104))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    caps, device_caps = struct.unpack_from("<II", buf, 84)
+    return device_caps if caps & V4L2_CAP_DEVICE_CAPS else caps
+
+
+def read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def run_json(cmd: List[str], timeout_s: float = 60.0) -> Tuple[Optional[Any], str]:
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                           timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, str(exc)
+    if p.returncode != 0:
+        tail = [x for x in p.stderr.strip().splitlines() if x.strip()][-1:]
+        return None, tail[0] if tail else "exit status %d" % p.returncode
+    try:
+        return json.loads(p.stdout.strip().splitlines()[-1]), ""
+    except (ValueError, IndexError):
+        return None, "no answer"
+
+
+RUNTIME_SCRIPT = """import json, sys
+out = {"python": "%d.%d.%d" % sys.version_info[:3], "executable": sys.executable,
+       "venv": sys.prefix != getattr(sys, "base_prefix", sys.prefix)}
+try:
+    from importlib import metadata
+except ImportError:
+    metadata = None
+for dist in ("ai-edge-litert", "tflite-runtime", "numpy", "opencv-python-headless", "opencv-python", "pyzmq",
+             "msgspec", "pycoral"):
+    try:
+        out[dist] = metadata.version(dist)
+    except Exception:
+        out[dist] = None
+try:
+    import numpy
+    out["numpy_imported"] = numpy.__version__
+except Exception as exc:
+    out["numpy_imported"] = None
+print(json.dumps(out))
+"""
+PICAMERA2_SCRIPT = """import json
+from picamera2 import Picamera2
+print(json.dumps([{k: str(v) for k, v in c.items()} for c in Picamera2.global_camera_info()]))
+"""
+
+
+def dpkg_versions(status_file: Path, names: Tuple[str, ...]) -> Dict[str, str]:
+    """Installed versions of the packages ``names`` in a dpkg status file."""
+    found: Dict[str, str] = {}
+    text = read(status_file)
+    for para in text.split("\n\n"):
+        fields = {}
+        for line in para.splitlines():
+            if ":" in line and not line.startswith(" "):
+                k, v = line.split(":", 1)
+                fields[k.strip()] = v.strip()
+        if fields.get("Package") in names and fields.get("Status", "").endswith(" installed"):
+            found[fields["Package"]] = fields.get("Version", "?")
+    return found
+
+
+def ldconfig_paths(prefix: str) -> List[str]:
+    """Paths the dynamic linker's cache (``ldconfig -p``) has for libraries named ``prefix``*."""
+    for exe in ("ldconfig", "/sbin/ldconfig", "/usr/sbin/ldconfig"):
+        try:
+            out = subprocess.run([exe, "-p"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                 universal_newlines=True, timeout=30).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        return [line.split("=>", 1)[1].strip() for line in out.splitlines()
+                if line.strip().startswith(prefix) and "=>" in line]
+    return []
