@@ -14,16 +14,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from typing import Callable, Dict, List, NamedTuple, Optional
+from typing import Annotated, Callable, Dict, List, NamedTuple, Optional
 
 import zmq
 import zmq.asyncio
+from msgspec import Meta
 
+from edgepipe.actors.runtime.base import Actor
+from edgepipe.actors.runtime.settings import Section, TimeoutMs
+from edgepipe.actors.tracks import Tracker
 from edgepipe.bus.messages import Detections, Done, Eos, Expression, FaceLabel, FaceResult, Result
 from edgepipe.bus.sockets import Bus
 
-from edgepipe.actors.runtime.base import Actor
-from edgepipe.actors.tracks import Tracker
+
+class AggregatorConfig(Section):
+    deadline_ms: TimeoutMs = 500.0
+    ordered: bool = True  # hold results back to leave in frame order
+    smoothing: Annotated[int, Meta(ge=1, le=100)] = 5  # rolling majority vote over N frames per track
+
 
 
 BATCH = 64

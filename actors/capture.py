@@ -17,14 +17,25 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, List, Optional
+from typing import Annotated, Callable, Dict, List, Optional
 
+from msgspec import Meta
+
+from edgepipe.actors.runtime.base import Actor, in_thread, ms_since
+from edgepipe.actors.runtime.settings import Hwm, Section
+from edgepipe.actors.sources.source_factory import make_source
+from edgepipe.actors.sources.sources import Source, SourceError
 from edgepipe.bus.messages import Eos, Frame, TruthFace
 from edgepipe.bus.sockets import Bus
 
-from edgepipe.actors.runtime.base import Actor, in_thread, ms_since
-from edgepipe.actors.sources.source_factory import make_source
-from edgepipe.actors.sources.sources import Source, SourceError
+
+class CaptureConfig(Section):
+    hwm: Hwm = 16
+    loop: bool = True  # image folders and files loop; videos stop at their end
+    max_in_flight: Annotated[int, Meta(ge=1, le=1000)] = 4  # recorded sources: frames between capture and result
+    read_timeout_s: Annotated[float, Meta(ge=0.05, le=600)] = 5.0  # a camera or stream silent this long reconnects
+    reconnect_max_s: Annotated[float, Meta(ge=0.05, le=3600)] = 10.0  # longest wait between reconnect attempts
+
 
 
 class Capture(Actor):

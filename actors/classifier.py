@@ -6,15 +6,23 @@ recorder and display treat it like any other frame.
 from __future__ import annotations
 
 import time
-from typing import List, Tuple
+from typing import Annotated, List, Tuple
 
+from msgspec import Meta
+
+from edgepipe.actors.frame_stage import FrameStage, decode_image
+from edgepipe.actors.runtime.engines import EngineHost, EngineSettings
+from edgepipe.actors.runtime.settings import Section
 from edgepipe.bus.messages import Detections, EncodedFrame
 from edgepipe.bus.sockets import Bus
 from edgepipe.models.registry import image_classifier
 from edgepipe.models.spec import ModelSpec
 
-from edgepipe.actors.runtime.engines import EngineHost, EngineSettings
-from edgepipe.actors.frame_stage import FrameStage, decode_image
+
+class ClassifierConfig(Section):
+    top_k: Annotated[int, Meta(ge=1, le=100)] = 5
+    birds_only: bool = False  # keep ImageNet's bird classes only (profile cls)
+
 
 
 class Classifier(FrameStage):

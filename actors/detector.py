@@ -7,10 +7,14 @@ worker, and that back-pressure makes this actor skip stale frames instead.
 from __future__ import annotations
 
 import time
-from typing import Any, List, Optional, Tuple
+from typing import Annotated, Any, List, Optional, Tuple
 
 import numpy as np
+from msgspec import Meta
 
+from edgepipe.actors.frame_stage import FrameStage, decode_image
+from edgepipe.actors.runtime.engines import EngineHost, EngineSettings
+from edgepipe.actors.runtime.settings import Hwm, Section, TimeoutMs
 from edgepipe.bus.box import Box
 from edgepipe.bus.messages import Detections, EncodedFrame, FaceJob
 from edgepipe.bus.sockets import Bus
@@ -18,8 +22,16 @@ from edgepipe.models.families.boxes import Fit
 from edgepipe.models.registry import expression_model, face_detector
 from edgepipe.models.spec import ModelSpec
 
-from edgepipe.actors.runtime.engines import EngineHost, EngineSettings
-from edgepipe.actors.frame_stage import FrameStage, decode_image
+
+class DetectorConfig(Section):
+    # None: each model's own threshold (manifest ``min_score``, set from ``run.py bench detectors``)
+    score_threshold: Optional[Annotated[float, Meta(ge=0.0, le=1.0)]] = None
+    max_faces: Annotated[int, Meta(ge=1, le=256)] = 16
+    hwm: Hwm = 4
+    freshest: bool = True  # drop stale frames (counted) and work on the newest
+    depth: Annotated[int, Meta(ge=1, le=8)] = 2  # frames worked on at once (pre/post overlap the invoke)
+    invoke_timeout_ms: TimeoutMs = 2000.0  # watchdog: reload a stuck engine
+
 
 
 class Detector(FrameStage):

@@ -21,17 +21,25 @@ import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional, Tuple
+from typing import Annotated, Any, Literal, Optional, Tuple
 
 import cv2
+from msgspec import Meta
 
+from edgepipe.actors.runtime.base import Actor, in_thread, ms_since
+from edgepipe.actors.runtime.settings import Hwm, Section
 from edgepipe.bus.messages import EncodedFrame, Eos, Frame
 from edgepipe.bus.sockets import Bus
 from edgepipe.models.engines.engine import FaultCounter
 from edgepipe.models.engines.fake import InjectedFault
 from edgepipe.models.families.family import DetectorInput
 
-from edgepipe.actors.runtime.base import Actor, in_thread, ms_since
+
+class EncoderConfig(Section):
+    format: Literal["raw", "jpeg"] = "raw"
+    jpeg_quality: Annotated[int, Meta(ge=1, le=100)] = 85
+    hwm: Hwm = 16
+
 
 
 class Encoder(Actor):

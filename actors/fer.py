@@ -16,16 +16,28 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Dict, List
+from typing import Annotated, Dict, List
 
+from msgspec import Meta
+
+from edgepipe.actors.runtime.base import Actor, ms_since
+from edgepipe.actors.runtime.engines import EngineHost, EngineSettings, ErrorBursts
+from edgepipe.actors.runtime.settings import Hwm, Section, TimeoutMs
+from edgepipe.actors.runtime.tasks import TaskGroup
 from edgepipe.bus.messages import Expression, FaceJob, FaceLabel
 from edgepipe.bus.sockets import Bus
 from edgepipe.models.registry import expression_model
 from edgepipe.models.spec import ModelSpec
 
-from edgepipe.actors.runtime.base import Actor, ms_since
-from edgepipe.actors.runtime.engines import EngineHost, EngineSettings, ErrorBursts
-from edgepipe.actors.runtime.tasks import TaskGroup
+
+class FerConfig(Section):
+    workers: Annotated[int, Meta(ge=1, le=64)] = 2
+    depth: Annotated[int, Meta(ge=1, le=8)] = 2  # jobs in flight per worker
+    hwm: Hwm = 8
+    invoke_timeout_ms: TimeoutMs = 2000.0
+    # each worker in a child process of its own (group fer-K), so that CPU workers use separate cores
+    processes: bool = False
+
 
 
 class FerWorker(Actor):

@@ -26,12 +26,11 @@ from typing import Any, Dict, Optional, Tuple
 import cv2
 import numpy as np
 
-from edgepipe.bus.messages import EncodedFrame, Eos
-from edgepipe.bus.sockets import Bus
-
 from edgepipe.actors.runtime.base import Actor, ms_since
 from edgepipe.actors.runtime.engines import EngineHost, ErrorBursts
 from edgepipe.actors.runtime.tasks import TaskGroup
+from edgepipe.bus.messages import EncodedFrame, Eos
+from edgepipe.bus.sockets import Bus
 
 
 def decode_image(msg: EncodedFrame) -> np.ndarray:

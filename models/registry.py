@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from edgepipe.models.families import align, blazeface, fer, imagenet, retinaface, ssd  # noqa: F401  (register their families)
 from edgepipe.models.engines.engine import Engine, EngineError
 from edgepipe.models.engines.kinds import ENGINE_KINDS, CpuEngineSettings, EdgeTpuEngineSettings, EngineKind
+from edgepipe.models.families import (align, blazeface, fer, imagenet,  # noqa: F401  (register their families)
+                                      retinaface, ssd)
 from edgepipe.models.families.family import (CLASSIFIERS, DETECTORS, EXPRESSIONS, ExpressionModel, FaceDetectorModel,
                                              ImageClassifierModel)
 from edgepipe.models.spec import ModelSpec

@@ -5,29 +5,29 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 from edgepipe.actors.aggregator import Aggregator
-from edgepipe.actors.runtime.base import Actor
 from edgepipe.actors.capture import Capture
 from edgepipe.actors.classifier import Classifier
 from edgepipe.actors.detector import Detector
-from edgepipe.actors.sinks.display import Display, make_sink
 from edgepipe.actors.encoder import Encoder
-from edgepipe.actors.runtime.engines import EngineSettings
 from edgepipe.actors.fer import FerWorker
-from edgepipe.actors.sinks.live_view import LiveView, is_web
 from edgepipe.actors.monitoring.metrics_hub import MetricsHub
-from edgepipe.actors.sinks.mqtt_sink import MqttSink
-from edgepipe.actors.sinks.recorder import Recorder
 from edgepipe.actors.monitoring.resource_monitor import ResourceMonitor
 from edgepipe.actors.monitoring.resources import PiSensors
+from edgepipe.actors.runtime.base import Actor
+from edgepipe.actors.runtime.engines import EngineSettings
+from edgepipe.actors.sinks.display import Display, make_sink
+from edgepipe.actors.sinks.live_view import LiveView, is_web
+from edgepipe.actors.sinks.mqtt_sink import MqttSink
+from edgepipe.actors.sinks.recorder import Recorder
 from edgepipe.actors.sources.sources import is_live
 from edgepipe.bus.sockets import Bus
-from edgepipe.models.store import manifest
 from edgepipe.models.engines.engine import FaultCounter
 from edgepipe.models.families.family import input_for
-
+from edgepipe.models.store import manifest
 from edgepipe.pipeline.config.loading import Config
 from edgepipe.pipeline.ops.keys import configure_curve
-from edgepipe.pipeline.placement import ROLES as ENGINE_ROLES, RolePlacement, place
+from edgepipe.pipeline.placement import ROLES as ENGINE_ROLES
+from edgepipe.pipeline.placement import RolePlacement, place
 
 # start-up order: consumers first, the source last
 ROLES = ("metrics", "resources", "recorder", "mqtt", "display", "aggregator", "fer", "detector", "classifier",

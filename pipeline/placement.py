@@ -35,16 +35,14 @@ from itertools import product
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from edgepipe import ROOT as REPO
-from edgepipe.models.store import manifest
 from edgepipe.models.engines.delegate_probe import probe_once
 from edgepipe.models.engines.devices import CACHE_MB
 from edgepipe.models.engines.engine import EngineError
-from edgepipe.models.store.fetch import cache_dir, locate, sources_for
 from edgepipe.models.engines.litert import edgetpu_library
 from edgepipe.models.spec import ModelSpec
-
+from edgepipe.models.store import manifest
+from edgepipe.models.store.fetch import cache_dir, locate, sources_for
 from edgepipe.pipeline.config.sections import Config, ConfigError
-
 
 log = logging.getLogger("edgepipe.placement")
 

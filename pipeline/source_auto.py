@@ -20,7 +20,6 @@ from typing import Callable, List, Optional, Tuple
 import cv2
 
 from edgepipe.actors.sources.sources import picamera2_class
-
 from edgepipe.pipeline.ops.machine import CSI_NODES, V4L2_CAP_VIDEO_CAPTURE, V4L2_CAP_VIDEO_CAPTURE_MPLANE, querycap
 
 log = logging.getLogger("edgepipe.source")

@@ -9,11 +9,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from edgepipe.actors.runtime.stats import percentile
 from edgepipe.bus.messages import Metric
-
 from edgepipe.pipeline.build import Pipeline
 from edgepipe.pipeline.processes.groups import MAIN
-from edgepipe.pipeline.rss import peak_rss_mb
 from edgepipe.pipeline.processes.supervisor import GroupProcess
+from edgepipe.pipeline.rss import peak_rss_mb
 
 
 def device_summary(snaps: Dict[str, Metric]) -> Dict[str, Dict[str, Any]]:

@@ -7,11 +7,10 @@ import asyncio
 import logging
 
 import pytest
+from helpers import run_async
 
 from edgepipe.actors.runtime.base import Actor, ActorDied, ActorFailed
 from edgepipe.actors.runtime.tasks import TaskGroup
-
-from helpers import run_async
 
 
 class Probe(Actor):

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import asyncio
 
+from helpers import run_async
+
 from edgepipe.actors.aggregator import Aggregator
 from edgepipe.bus.messages import Box, Detections, Eos, Expression, FaceLabel, Result
-
-from helpers import run_async
 
 
 def det(fid, n):

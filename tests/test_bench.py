@@ -7,8 +7,11 @@ import os
 
 import pytest
 
-from edgepipe.pipeline.bench import (commands as bench, cases as bench_cases, common as bench_common,
-                                     report as bench_report, charts)
+from edgepipe.pipeline.bench import cases as bench_cases
+from edgepipe.pipeline.bench import charts
+from edgepipe.pipeline.bench import commands as bench
+from edgepipe.pipeline.bench import common as bench_common
+from edgepipe.pipeline.bench import report as bench_report
 from edgepipe.pipeline.config.loading import load
 
 SHARED_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "assets",

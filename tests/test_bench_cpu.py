@@ -8,11 +8,10 @@ import json
 import os
 
 import pytest
+from helpers import ASSETS
 
 from edgepipe.pipeline.bench import commands as bench
 from edgepipe.pipeline.bench.cpu import compare as bench_cpu
-
-from helpers import ASSETS
 
 IMAGES = ASSETS / "images"
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from edgepipe.pipeline.bench import commands as bench, detectors as bench_detectors
-from edgepipe.pipeline.bench.detectors import match
-
 from helpers import ASSETS
+
+from edgepipe.pipeline.bench import commands as bench
+from edgepipe.pipeline.bench import detectors as bench_detectors
+from edgepipe.pipeline.bench.detectors import match
 
 needs_assets = pytest.mark.skipif(not (ASSETS / "images").is_dir(), reason="test assets not found at %s" % ASSETS)
 

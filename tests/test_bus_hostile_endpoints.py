@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from edgepipe.bus.rundir import RUN, RunDir, live_runs, resolve, RunDirError
+from edgepipe.bus.rundir import RUN, RunDir, RunDirError, live_runs, resolve
 from edgepipe.bus.sockets import BusError
 
 ROOT = Path(__file__).resolve().parents[1]

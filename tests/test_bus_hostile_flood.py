@@ -8,14 +8,13 @@ import threading
 import zmq
 import zmq.asyncio
 import zmq.utils.monitor
+from helpers import inproc_config, run_async
 
 from edgepipe.bus.codec import encode
 from edgepipe.bus.messages import Expression, FaceLabel
 from edgepipe.bus.sockets import MAX_SUBSCRIPTION
 from edgepipe.pipeline.rss import rss_mb
 from edgepipe.pipeline.runner import RunOptions, run
-
-from helpers import inproc_config, run_async
 
 FLOOD_CAP = 400000  # the flood's bound: it stops there, or when the run has ended
 FRAMES = 100

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import msgspec
 import zmq
+from helpers import run_async
 
 from edgepipe.bus import messages as m
 from edgepipe.bus.sockets import MAX_SUBSCRIPTION
 from edgepipe.pipeline.rss import peak_rss_mb, rss_mb
-
-from helpers import run_async
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_MS = 60000  # an upper bound on waiting for an event, never a pacing delay

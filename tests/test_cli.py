@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import inproc_config, run_async
 
 from edgepipe.bus.messages import Metric
 from edgepipe.bus.sockets import Bus
-from helpers import inproc_config, run_async
 
 ROOT = Path(__file__).resolve().parents[1]
 

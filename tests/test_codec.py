@@ -6,13 +6,12 @@ import msgspec
 import numpy as np
 import pytest
 import zmq
+from helpers import run_async
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgepipe.bus import messages as m
 from edgepipe.bus.codec import Codec, DecodeError, encode, roundtrip
-
-from helpers import run_async
 
 NAN, INF = float("nan"), float("inf")
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)

@@ -10,8 +10,8 @@ from edgepipe.models.engines.engine import FaultPlan
 from edgepipe.models.engines.kinds import FakeEngineSettings
 from edgepipe.pipeline.config import loading as config
 from edgepipe.pipeline.config.loading import ConfigError, GroupConfig
-from edgepipe.pipeline.processes.groups import plan
 from edgepipe.pipeline.ops.keys import generate
+from edgepipe.pipeline.processes.groups import plan
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,11 +2,11 @@
 over a real PUSH/PULL pair as a group sends them."""
 from __future__ import annotations
 
+from helpers import inproc_config, run_async
+
 from edgepipe.bus.messages import Eos, Metric, Ready, Stopped
 from edgepipe.pipeline.config.loading import GroupConfig
 from edgepipe.pipeline.processes.supervisor import GroupProcess, handle_control
-
-from helpers import inproc_config, run_async
 
 
 def test_ready_final_metrics_and_stopped_reach_their_group(bus):

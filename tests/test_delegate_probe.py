@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgepipe.models.engines import delegate_probe, litert
-from edgepipe.models.store import manifest
 from edgepipe.models import registry
+from edgepipe.models.engines import delegate_probe, litert
 from edgepipe.models.engines.engine import EngineError
+from edgepipe.models.store import manifest
 
 HERE = Path(__file__).resolve().parent
 STANDINS = str(HERE / "delegate_standins.py")

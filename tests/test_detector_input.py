@@ -6,15 +6,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from helpers import ASSETS
 
 from edgepipe.bus.codec import roundtrip
 from edgepipe.bus.messages import EncodedFrame
-from edgepipe.models.store import manifest
 from edgepipe.models import registry
 from edgepipe.models.families.boxes import Fit
 from edgepipe.models.families.family import input_for
-
-from helpers import ASSETS
+from edgepipe.models.store import manifest
 
 MODELS_DIR = ASSETS / "models"
 IMAGES = ASSETS / "images"

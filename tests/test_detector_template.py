@@ -6,13 +6,12 @@ import dataclasses
 
 import numpy as np
 import pytest
-
-from edgepipe.models.store import manifest
-from edgepipe.models import registry
-from edgepipe.models.families.boxes import Fit, fit_frame, to_frame
-from edgepipe.models.engines.engine import EngineError
-
 from helpers import ASSETS
+
+from edgepipe.models import registry
+from edgepipe.models.engines.engine import EngineError
+from edgepipe.models.families.boxes import Fit, fit_frame, to_frame
+from edgepipe.models.store import manifest
 
 MODELS_DIR = ASSETS / "models"
 

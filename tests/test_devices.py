@@ -11,11 +11,11 @@ import threading
 
 import numpy as np
 import pytest
-
 from helpers import inproc_config, run_async
-from edgepipe.models.store import manifest
+
 from edgepipe.models.engines.devices import Device, DeviceBusy, DeviceModel, open_device, open_devices, release_device
 from edgepipe.models.engines.fake import FakeEngine, fake_pool
+from edgepipe.models.store import manifest
 from edgepipe.pipeline.runner import RunOptions, run
 
 

@@ -7,13 +7,12 @@ import urllib.request
 import cv2
 import numpy as np
 import pytest
+from helpers import inproc_config, run_async
 
 from edgepipe.actors.sinks.display import make_sink
 from edgepipe.actors.sinks.sinks import DisplayError
 from edgepipe.actors.sinks.web_sink import BOUNDARY
 from edgepipe.pipeline.runner import RunOptions, run
-
-from helpers import inproc_config, run_async
 
 
 def test_bad_display_specs():

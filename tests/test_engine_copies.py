@@ -6,12 +6,11 @@ import threading
 
 import cv2
 import pytest
+from helpers import ASSETS, run_async
 
 from edgepipe.actors.runtime.engines import EngineHost, EngineSettings
-from edgepipe.models.store.manifest import get
 from edgepipe.models.registry import face_detector
-
-from helpers import ASSETS, run_async
+from edgepipe.models.store.manifest import get
 
 MODELS = ASSETS / "models"
 pytestmark = pytest.mark.skipif(not MODELS.is_dir(), reason="test assets not found at %s" % ASSETS)

@@ -5,18 +5,17 @@ import json
 
 import numpy as np
 import pytest
+from helpers import run_async
 
 from edgepipe.actors.runtime.engines import EngineHost, EngineSettings
-from edgepipe.models.store import manifest
 from edgepipe.models.engines.engine import EngineError, FaultPlan
+from edgepipe.models.engines.fake import InjectedFault
 from edgepipe.models.engines.kinds import (ENGINE_KINDS, CpuEngineSettings, EdgeTpuEngineSettings, FakeEngineSettings,
                                            engine_kind)
-from edgepipe.models.engines.fake import InjectedFault
-from edgepipe.pipeline.config import loading as config
+from edgepipe.models.store import manifest
 from edgepipe.pipeline.build import engine_settings
+from edgepipe.pipeline.config import loading as config
 from edgepipe.pipeline.config.loading import ConfigError
-
-from helpers import run_async
 
 
 def test_the_type_key_picks_the_class_of_its_kind():

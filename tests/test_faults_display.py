@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import cv2
 import pytest
+from helpers import ASSETS, inproc_config, run_async
 
 from edgepipe.pipeline.runner import RunOptions, run
-
-from helpers import ASSETS, inproc_config, run_async
 
 VIDEO = ASSETS / "video" / "WolfgangLanger_Pexels.mp4"  # the demo clip: 23.976 fps
 

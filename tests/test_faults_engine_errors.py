@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import logging
 
+from helpers import ASSETS, inproc_config, run_async
+
 from edgepipe.models.engines.engine import FaultPlan
 from edgepipe.pipeline.runner import RunOptions, run
-
-from helpers import ASSETS, inproc_config, run_async
 
 
 def check_accounting(s):

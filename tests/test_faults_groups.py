@@ -10,11 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-from edgepipe.bus.messages import Metric
-from edgepipe.bus.sockets import Bus
-
 from faults_report import record
 from helpers import run_async, wait_pipeline_ready
+
+from edgepipe.bus.messages import Metric
+from edgepipe.bus.sockets import Bus
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -30,13 +30,12 @@ import msgspec
 import pytest
 import zmq
 import zmq.utils.monitor
+from faults_report import update
+from hostile_gen import Barrage
 
 from edgepipe.bus.codec import encode
 from edgepipe.bus.messages import Metric, Stopped
 from edgepipe.pipeline.rss import peak_rss_mb, rss_mb
-
-from faults_report import update
-from hostile_gen import Barrage
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_MS = 120000  # an upper bound on waiting for an event, never a pacing delay

@@ -4,12 +4,11 @@ frame captured is completed, partial or counted as dropped. Figures go to the fa
 from __future__ import annotations
 
 import pytest
+from faults_report import read_results, record, timing, wrong_joins
+from helpers import inproc_config, run_async
 
 from edgepipe.models.engines.engine import FaultPlan
 from edgepipe.pipeline.runner import RunOptions, run
-
-from faults_report import read_results, record, timing, wrong_joins
-from helpers import inproc_config, run_async
 
 FRAMES = 60
 F = FaultPlan

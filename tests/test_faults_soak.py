@@ -10,11 +10,10 @@ import os
 import time
 
 import pytest
-
-from edgepipe.pipeline.runner import RunOptions, run
-
 from faults_report import read_results, record, wrong_joins
 from helpers import inproc_config, run_async
+
+from edgepipe.pipeline.runner import RunOptions, run
 
 RATE = 20  # frames per second from the source
 

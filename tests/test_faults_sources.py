@@ -5,10 +5,9 @@ import logging
 import shutil
 
 import pytest
+from helpers import ASSETS
 
 from edgepipe.actors.sources.sources import ImageSource, OpenCvSource
-
-from helpers import ASSETS
 
 VIDEO = ASSETS / "video" / "WolfgangLanger_Pexels.mp4"
 

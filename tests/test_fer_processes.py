@@ -11,13 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import ASSETS, inproc_config, run_async, wait_pipeline_ready
 
 from edgepipe.pipeline.config import loading as config
 from edgepipe.pipeline.config.loading import ConfigError, GroupConfig
 from edgepipe.pipeline.processes.groups import assignment, plan, with_fer_processes
 from edgepipe.pipeline.runner import RunOptions, run
-
-from helpers import ASSETS, inproc_config, run_async, wait_pipeline_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ASSETS / "models"

@@ -15,13 +15,12 @@ from pathlib import Path
 import pytest
 import zmq
 import zmq.asyncio
+from helpers import ASSETS, inproc_config, run_async, wait_pipeline_ready
 
 from edgepipe.pipeline.config import loading as config
 from edgepipe.pipeline.config.loading import ConfigError, GroupConfig
 from edgepipe.pipeline.ops.keys import generate
 from edgepipe.pipeline.runner import RunOptions, run
-
-from helpers import ASSETS, inproc_config, run_async, wait_pipeline_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,17 +6,16 @@ import asyncio
 import cv2
 import numpy as np
 import zmq
+from helpers import inproc_config, run_async
 
 from edgepipe.actors.detector import Detector
 from edgepipe.actors.runtime.engines import EngineSettings
 from edgepipe.actors.sources.source_factory import make_source
 from edgepipe.bus.codec import encode
 from edgepipe.bus.messages import Detections, EncodedFrame, Eos, Expression, FaceLabel
-from edgepipe.models.store import manifest
 from edgepipe.models.families.family import input_for
+from edgepipe.models.store import manifest
 from edgepipe.pipeline.runner import RunOptions, run
-
-from helpers import inproc_config, run_async
 
 
 def ssd_detector(bus) -> Detector:

@@ -17,7 +17,6 @@ import tokenize
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Set
 
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("actors", "bus", "models", "pipeline")  # each installed as edgepipe.NAME
 MAX_LOCAL_IMPORTS = 15

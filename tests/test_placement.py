@@ -5,8 +5,8 @@ import json
 import logging
 
 import pytest
-
 from helpers import inproc_config, run_async
+
 from edgepipe.pipeline.config import loading as config
 from edgepipe.pipeline.config.loading import ConfigError, apply_overrides
 from edgepipe.pipeline.placement import load_table, place

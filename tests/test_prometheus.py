@@ -5,14 +5,13 @@ import asyncio
 import math
 import urllib.request
 
+from helpers import inproc_config, run_async
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgepipe.bus.messages import Metric
 from edgepipe.pipeline.metrics.cli import export
 from edgepipe.pipeline.metrics.prometheus import COUNTERS, REJECT_REASONS, render
 from edgepipe.pipeline.runner import RunOptions, run
-
-from helpers import inproc_config, run_async
 
 
 def families(text):

@@ -4,10 +4,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import ASSETS, inproc_config, run_async
 
 from edgepipe.pipeline.runner import RunOptions, run
-
-from helpers import ASSETS, inproc_config, run_async
 
 MODELS = ASSETS / "models"
 pytestmark = pytest.mark.skipif(not MODELS.is_dir(), reason="test assets not found at %s" % ASSETS)

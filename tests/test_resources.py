@@ -5,16 +5,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import inproc_config, run_async
 
 from edgepipe.actors.monitoring.resource_monitor import ResourceMonitor, resource_lines
 from edgepipe.actors.monitoring.resources import PiSensors, ProcessMeter, decode_throttled, pmic_power_w, pmic_rails
 from edgepipe.bus.messages import Metric
 from edgepipe.bus.sockets import Bus
-from edgepipe.pipeline.run_command import human_summary
 from edgepipe.pipeline.metrics.prometheus import render
+from edgepipe.pipeline.run_command import human_summary
 from edgepipe.pipeline.runner import RunOptions, run
-
-from helpers import inproc_config, run_async
 
 PI5 = Path(__file__).resolve().parent / "data" / "pi5"
 VCGENCMD = [sys.executable, str(PI5 / "vcgencmd.py"), str(PI5 / "vcgencmd")]

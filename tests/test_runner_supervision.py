@@ -8,12 +8,11 @@ import asyncio
 
 import pytest
 import zmq
+from helpers import inproc_config, run_async
 
 from edgepipe.actors.runtime.base import ActorDied
 from edgepipe.actors.runtime.tasks import TaskGroup
 from edgepipe.pipeline.runner import RunOptions, run
-
-from helpers import inproc_config, run_async
 
 
 def _close_output(actor) -> None:

@@ -125,8 +125,9 @@ import logging  # noqa: E402
 import socket  # noqa: E402
 import threading  # noqa: E402
 
-from edgepipe.models.store import cli as models_cli, fetch, manifest  # noqa: E402
 from edgepipe.models.engines.engine import EngineError  # noqa: E402
+from edgepipe.models.store import cli as models_cli  # noqa: E402
+from edgepipe.models.store import fetch, manifest
 
 ASSET_MODELS = ROOT.parent / "shared" / "assets" / "models"
 

@@ -15,16 +15,15 @@ from typing import List, Optional
 import cv2
 import numpy as np
 import pytest
+from helpers import inproc_config, run_async
 
 from edgepipe.actors.sources.live_sources import LiveOpenCvSource, Reconnecting, SourceStalled
-from edgepipe.pipeline.source_auto import resolve_source, v4l2_nodes
 from edgepipe.actors.sources.source_factory import make_source
 from edgepipe.actors.sources.sources import Picamera2Source, SourceError, is_live
 from edgepipe.pipeline import placement
 from edgepipe.pipeline.run_command import human_summary
 from edgepipe.pipeline.runner import RunOptions, run
-
-from helpers import inproc_config, run_async
+from edgepipe.pipeline.source_auto import resolve_source, v4l2_nodes
 
 
 def jpeg(level: int) -> bytes:

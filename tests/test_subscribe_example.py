@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import ast
-import re
 import asyncio
+import re
 import sys
 from pathlib import Path
 
-from edgepipe.pipeline.runner import RunOptions, run
-
 from helpers import inproc_config, run_async
+
+from edgepipe.pipeline.runner import RunOptions, run
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "subscribe.py"
 

@@ -6,10 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import run_async
 
 from edgepipe.actors.runtime.tasks import TaskGroup, first, start_task
-
-from helpers import run_async
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import ASSETS, inproc_config, run_async
 
 from edgepipe.pipeline.run_command import human_summary
 from edgepipe.pipeline.runner import RunOptions, run
-
-from helpers import ASSETS, inproc_config, run_async
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_assets = pytest.mark.skipif(not (ASSETS / "models").is_dir(), reason="test assets not found at %s" % ASSETS)

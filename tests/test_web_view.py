@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import json
-import math
 import logging
+import math
 import os
 import re
 import urllib.request
@@ -13,12 +13,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from mqtt_broker import MOSQUITTO, Broker
 
 from edgepipe.actors.sinks.display import make_sink, overlay_layout
 from edgepipe.bus.messages import Box, FaceResult, Result
 from tools.chromium import Chromium, find_chromium
-
-from mqtt_broker import MOSQUITTO, Broker
 from tools.screenshot import WAIT_FOR_WORK, RunPy
 
 ARTIFACTS = os.environ.get("EDGEPIPE_ARTIFACTS")  # a folder to keep the screenshots in (default: the test's tmp)

@@ -23,12 +23,11 @@ from typing import Any, Dict
 
 import msgspec
 
+from edgepipe.actors.runtime.base import Actor
+from edgepipe.actors.runtime.tasks import TaskGroup
 from edgepipe.bus.codec import DecodeError, encode_relayed
 from edgepipe.bus.messages import Metric, MetricActor
 from edgepipe.bus.sockets import Bus
-
-from edgepipe.actors.runtime.base import Actor
-from edgepipe.actors.runtime.tasks import TaskGroup
 
 _METRIC = Metric.KIND.encode("ascii")
 

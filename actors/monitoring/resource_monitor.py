@@ -14,11 +14,10 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional
 
+from edgepipe.actors.monitoring.resources import PiSensors, decode_throttled, throttle_words
+from edgepipe.actors.runtime.base import Actor, in_thread
 from edgepipe.bus.messages import Metric
 from edgepipe.bus.sockets import Bus
-
-from edgepipe.actors.runtime.base import Actor, in_thread
-from edgepipe.actors.monitoring.resources import PiSensors, decode_throttled, throttle_words
 
 
 class ResourceMonitor(Actor):

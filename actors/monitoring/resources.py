@@ -20,6 +20,18 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import msgspec
+
+from edgepipe.actors.runtime.settings import Section
+
+
+class ResourcesConfig(Section):
+    """Where the Raspberry Pi's sensors are read (a sensor the machine lacks is left out)."""
+
+    sysfs_root: str = "/"  # thermal_zone0 is read under SYSFS_ROOT/sys/class/thermal
+    vcgencmd: List[str] = msgspec.field(default_factory=lambda: ["vcgencmd"])  # get_throttled, pmic_read_adc
+
+
 log = logging.getLogger("edgepipe.resources")
 
 # vcgencmd get_throttled: bit -> what it means (bits 0-3 now, 16-19 since boot)

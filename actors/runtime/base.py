@@ -33,13 +33,12 @@ from typing import Any, Dict, List, Optional
 
 import zmq
 
-from edgepipe.bus.messages import Metric
-from edgepipe.bus.sockets import Bus, Channel
-
 from edgepipe.actors.runtime.loss import LossLedger
 from edgepipe.actors.runtime.metrics_part import MetricsReporter
 from edgepipe.actors.runtime.stats import Stats
 from edgepipe.actors.runtime.tasks import TaskGroup, TaskStatus, start_task
+from edgepipe.bus.messages import Metric
+from edgepipe.bus.sockets import Bus, Channel
 
 
 class ActorFailed(RuntimeError):

@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, List
 
+from edgepipe.actors.runtime.stats import Stats
 from edgepipe.bus.messages import Eos
 from edgepipe.bus.sockets import Channel
-
-from edgepipe.actors.runtime.stats import Stats
 
 
 class LossLedger:

@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 from typing import Callable, Dict, Optional
 
-from edgepipe.bus.messages import Metric
-from edgepipe.bus.sockets import Bus, Channel
-
 from edgepipe.actors.monitoring.resources import process_gauges
 from edgepipe.actors.runtime.stats import Stats
+from edgepipe.bus.messages import Metric
+from edgepipe.bus.sockets import Bus, Channel
 
 
 class MetricsReporter:

@@ -19,20 +19,28 @@ import asyncio
 import time
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import List, Optional, Sequence, Tuple
+from typing import Annotated, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 import zmq
 import zmq.asyncio
+from msgspec import Meta
 
+from edgepipe.actors.runtime.base import Actor, in_thread, ms_since
+from edgepipe.actors.runtime.settings import Hwm, Section
+from edgepipe.actors.sinks.sinks import DisplayError, FileSink, Sink, WindowSink
+from edgepipe.actors.sinks.web_sink import DEFAULT_PORT, WebSink
+from edgepipe.actors.sources.source_factory import source_rate
 from edgepipe.bus.messages import Eos, Frame, Result
 from edgepipe.bus.sockets import Bus
 
-from edgepipe.actors.runtime.base import Actor, in_thread, ms_since
-from edgepipe.actors.sinks.sinks import DisplayError, FileSink, Sink, WindowSink
-from edgepipe.actors.sources.source_factory import source_rate
-from edgepipe.actors.sinks.web_sink import DEFAULT_PORT, WebSink
+
+class DisplayConfig(Section):
+    hwm: Hwm = 4
+    frame_buffer: Annotated[int, Meta(ge=1, le=10000)] = 64
+    fps: Annotated[float, Meta(ge=1, le=240)] = 30.0  # frame rate written into a video file
+
 
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX

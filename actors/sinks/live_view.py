@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+from edgepipe.actors.runtime.tasks import first
+from edgepipe.actors.sinks.display import Display, Sink
 from edgepipe.bus.messages import Metric, Result
 from edgepipe.bus.sockets import Bus
-
-from edgepipe.actors.sinks.display import Display, Sink
-from edgepipe.actors.runtime.tasks import first
 
 
 def is_web(spec: str) -> bool:

@@ -21,11 +21,37 @@ import re
 import socket
 import time
 from collections import Counter
-from typing import Any, Dict, List, Optional
+from typing import Annotated, Any, Dict, List, Optional
 
+from msgspec import Meta
+
+from edgepipe.actors.runtime.settings import Section
+from edgepipe.actors.tracks import Tracker
 from edgepipe.bus.messages import Result
 
-from edgepipe.actors.tracks import Tracker
+
+class MqttConfig(Section):
+    """MQTT out (``--mqtt mqtt://[USER:PASS@]HOST[:PORT]``): results, face events, metrics, HA discovery."""
+
+    host: str = ""  # "" = MQTT off
+    port: Annotated[int, Meta(ge=1, le=65535)] = 1883
+    user: str = ""
+    password: str = ""
+    tls: bool = False  # mqtts://
+    ca_file: str = ""  # CA bundle for the broker's certificate ("" = the system's)
+    tls_insecure: bool = False  # do not check the broker's certificate or host name
+    client_id: str = ""  # default edgepipe-NAME
+    name: str = ""  # this camera/pipeline; default the host name
+    topic_prefix: str = ""  # default edgepipe/NAME
+    qos: Annotated[int, Meta(ge=0, le=2)] = 1
+    results_hz: Annotated[float, Meta(ge=0, le=1000)] = 2.0  # per-frame results at most this often; 0 = none
+    summary_interval_s: Annotated[float, Meta(ge=0.1, le=86400)] = 10.0
+    discovery: bool = True  # Home Assistant MQTT discovery
+    discovery_prefix: str = "homeassistant"
+    queue: Annotated[int, Meta(ge=1, le=1000000)] = 1000  # messages held while the broker is away (oldest dropped)
+    reconnect_min_s: Annotated[float, Meta(ge=0.01, le=3600)] = 0.5
+    reconnect_max_s: Annotated[float, Meta(ge=0.01, le=3600)] = 30.0
+
 
 GONE_AFTER = Tracker().max_age  # frames without a track's face: the aggregator's tracker forgets it then
 

@@ -27,12 +27,11 @@ from collections import deque
 from importlib.metadata import version
 from typing import Any, Callable, Deque, Dict, Optional, Tuple
 
-from edgepipe.bus.messages import Eos, Metric, Result
-from edgepipe.bus.sockets import Bus
-
-from edgepipe.actors.sinks import mqtt_payloads as mp
 from edgepipe.actors.runtime.base import Actor
 from edgepipe.actors.runtime.tasks import TaskGroup, first
+from edgepipe.actors.sinks import mqtt_payloads as mp
+from edgepipe.bus.messages import Eos, Metric, Result
+from edgepipe.bus.sockets import Bus
 
 log = logging.getLogger("edgepipe.mqtt")
 

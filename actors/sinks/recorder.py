@@ -8,12 +8,11 @@ import json
 from collections import OrderedDict
 from typing import IO, Any, Dict, List, Optional
 
+from edgepipe.actors.runtime.base import Actor
 from edgepipe.bus.messages import Eos, Result, TruthFace
 from edgepipe.bus.sockets import Bus
 from edgepipe.models.families.labels import canonical
 from edgepipe.models.spec import iou
-
-from edgepipe.actors.runtime.base import Actor
 
 MATCH_IOU = 0.5
 TRUTH_KEPT = 4096  # frames whose truth waits for their result

@@ -32,10 +32,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from edgepipe.bus.messages import Metric, Result
-
 from edgepipe.actors.sinks.sinks import DisplayError, Sink
 from edgepipe.actors.sinks.web_page import PAGE
+from edgepipe.bus.messages import Metric, Result
 
 log = logging.getLogger("edgepipe.web")
 

@@ -14,11 +14,10 @@ import logging
 
 import cv2
 
-from edgepipe.models.engines.engine import EngineError
-from edgepipe.models.store.fetch import resolve_file
-from edgepipe.models.spec import ModelSpec
-
 from edgepipe.actors.sources.sources import OpenCvSource, Read, SourceError
+from edgepipe.models.engines.engine import EngineError
+from edgepipe.models.spec import ModelSpec
+from edgepipe.models.store.fetch import resolve_file
 
 log = logging.getLogger("edgepipe.source")
 

@@ -17,10 +17,10 @@ import numpy as np
 from msgspec import Meta
 
 from edgepipe.models.engines.devices import DevicePool
-from edgepipe.models.errors import EngineError  # noqa: F401  (re-exported: it lives apart so that devices.py can raise it)
+from edgepipe.models.errors import \
+    EngineError  # noqa: F401  (re-exported: it lives apart so that devices.py can raise it)
 from edgepipe.models.spec import ModelSpec
 from edgepipe.models.tensor import TensorSpec  # re-exported too: it lives apart so that spec.py can use it
-
 
 Count = Annotated[int, Meta(ge=0, le=1 << 31)]
 

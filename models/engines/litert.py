@@ -37,10 +37,10 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 
 from edgepipe.models.engines import delegate_probe
-from edgepipe.models.store import fetch
 from edgepipe.models.engines.devices import DeviceModel, DevicePool, open_pool
 from edgepipe.models.engines.engine import Engine, EngineError, TensorSpec
 from edgepipe.models.spec import ModelSpec
+from edgepipe.models.store import fetch
 
 log = logging.getLogger(__name__)
 

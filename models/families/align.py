@@ -15,7 +15,6 @@ import cv2
 import numpy as np
 
 from edgepipe.bus.box import Box
-
 from edgepipe.models.families.crops import square_crop
 from edgepipe.models.families.family import EXPRESSIONS, to_model_pixels
 from edgepipe.models.families.fer import SquareCropFer

@@ -13,9 +13,8 @@ import cv2
 import numpy as np
 
 from edgepipe.bus.box import Box
-
-from edgepipe.models.families.boxes import Detection, Fit, fit_frame, to_frame
 from edgepipe.models.engines.engine import Engine, EngineError
+from edgepipe.models.families.boxes import Detection, Fit, fit_frame, to_frame
 from edgepipe.models.spec import ModelSpec
 
 

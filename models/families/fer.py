@@ -11,7 +11,6 @@ from typing import List
 import numpy as np
 
 from edgepipe.bus.box import Box
-
 from edgepipe.models.families.crops import square_crop
 from edgepipe.models.families.family import EXPRESSIONS, ExpressionModel, Label, pixels_to_tensor, to_model_pixels
 

@@ -21,11 +21,11 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from edgepipe.models.store import fetch
 from edgepipe.models.engines.engine import Engine, EngineError
 from edgepipe.models.families.family import CLASSIFIERS, ImageClassifierModel, pixels_to_tensor, to_model_pixels
 from edgepipe.models.families.fer import softmax, to_probabilities
 from edgepipe.models.spec import ModelSpec
+from edgepipe.models.store import fetch
 
 
 def read_labels(path: Path) -> List[str]:

@@ -13,7 +13,6 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgepipe.bus.box import Box
-
 from edgepipe.models.families.boxes import Detection, Fit, to_frame
 from edgepipe.models.families.family import DETECTORS, FaceDetectorModel
 from edgepipe.models.spec import ModelSpec

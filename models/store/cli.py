@@ -15,8 +15,8 @@ import logging
 import sys
 from typing import List, Optional, Sequence
 
-from edgepipe.models.store import fetch
 from edgepipe.models.engines.engine import EngineError
+from edgepipe.models.store import fetch
 from edgepipe.models.store.manifest import MODELS, get
 
 

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from edgepipe.models.engines.engine import EngineError
-from edgepipe.models.store.manifest import MODELS
 from edgepipe.models.spec import ModelSpec
+from edgepipe.models.store.manifest import MODELS
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,6 @@ from edgepipe.actors.runtime.tasks import TaskGroup
 from edgepipe.bus import messages as m
 from edgepipe.bus.codec import Codec, encode, encode_relayed
 from edgepipe.bus.sockets import Bus
-
 from edgepipe.pipeline.bench.common import DEFAULT_OUT, machine_info, write_json
 from edgepipe.pipeline.loop import event_loop_run
 

@@ -47,20 +47,21 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from edgepipe.pipeline.bench import models as mbench
 from edgepipe.models.engines.engine import EngineError
 from edgepipe.models.store.fetch import ENV_PATH
-
-from edgepipe.pipeline.bench import bus as bench_bus, detectors as bench_detectors, charts
+from edgepipe.pipeline.bench import bus as bench_bus
+from edgepipe.pipeline.bench import charts
+from edgepipe.pipeline.bench import detectors as bench_detectors
+from edgepipe.pipeline.bench import models as mbench
 from edgepipe.pipeline.bench.cases import (DEFAULT_FRAMES, DEFAULT_REPEATS, DEFAULT_WARMUP, FACES, PLACEMENTS,
                                            QUICK_FRAMES, QUICK_REPEATS, QUICK_WARMUP, WORKERS, Case, case_config,
                                            ipc_dir, plan, run_pipeline_case, tpu_python)
 from edgepipe.pipeline.bench.common import (DEFAULT_OUT, REPO, SHARED_MODELS, machine_info, read_json, with_charts,
                                             write_json)
 from edgepipe.pipeline.bench.cpu.compare import main_cpu
+from edgepipe.pipeline.bench.cpu.serial import run_serial_case
 from edgepipe.pipeline.bench.render import render_devices, render_memory, render_pipeline
 from edgepipe.pipeline.bench.report import record, report
-from edgepipe.pipeline.bench.cpu.serial import run_serial_case
 from edgepipe.pipeline.config.loading import ConfigError, apply_overrides, load
 from edgepipe.pipeline.loop import setup_logging
 from edgepipe.pipeline.placement import load_table, save_table, table_path

@@ -33,13 +33,12 @@ import cv2
 import numpy as np
 
 from edgepipe import ROOT as REPO
-from edgepipe.models.store import manifest
 from edgepipe.models import registry
-from edgepipe.models.store.fetch import file_for, locate
 from edgepipe.models.spec import iou
-from edgepipe.pipeline.bench.table import text_table
-
+from edgepipe.models.store import manifest
+from edgepipe.models.store.fetch import file_for, locate
 from edgepipe.pipeline.bench.common import DEFAULT_OUT, machine_info, write_json
+from edgepipe.pipeline.bench.table import text_table
 
 TRUTH = os.path.join(REPO, "tests", "data", "faces.json")
 GROUP_PHOTOS = ("multi_face.jpg", "seed_image00.png", "seed_image01.png")

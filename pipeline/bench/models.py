@@ -16,10 +16,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from edgepipe.models.store import fetch
 from edgepipe.models.engines.engine import Engine, EngineError
-from edgepipe.models.store.manifest import MODELS, get
 from edgepipe.models.registry import make_engine
+from edgepipe.models.store import fetch
+from edgepipe.models.store.manifest import MODELS, get
 from edgepipe.pipeline.bench.table import text_table
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 from edgepipe.models.store import manifest
-
 from edgepipe.pipeline.bench.cases import COMPARE_WORKERS, Case, tpu_python
 from edgepipe.pipeline.bench.common import machine_info, ratio
 from edgepipe.pipeline.config.loading import Config

@@ -20,8 +20,8 @@ import msgspec
 
 from edgepipe import ROOT
 from edgepipe.bus.sockets import BusError, check_endpoint
-
 from edgepipe.pipeline.config.errors import convert as _convert
+from edgepipe.pipeline.config.mqtt_options import check_mqtt, mask_url, parse_mqtt_url
 from edgepipe.pipeline.config.sections import (ENGINES, PLACEMENTS, AggregatorConfig, AutoEngineConfig, BusConfig,
                                                CaptureConfig, ClassifierConfig, Config, ConfigError, DetectorConfig,
                                                DisplayConfig, EncoderConfig, EndpointsConfig, Engine, EngineConfig,
@@ -30,7 +30,6 @@ from edgepipe.pipeline.config.sections import (ENGINES, PLACEMENTS, AggregatorCo
                                                ResourcesConfig, Section, SecurityConfig, endpoint_names,
                                                expand_endpoints)
 from edgepipe.pipeline.processes.groups import assignment, check_by_hand, check_security, check_tpus
-from edgepipe.pipeline.config.mqtt_options import check_mqtt, mask_url, parse_mqtt_url
 
 if sys.version_info >= (3, 11):
     import tomllib

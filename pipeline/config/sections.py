@@ -1,10 +1,12 @@
 """The sections of ``config.toml``: one msgspec Struct per table, refusing unknown keys.
 
-Ranges and choices are ``msgspec.Meta`` constraints and ``Literal`` types. The
+An actor's own section is defined beside it (``DetectorConfig`` in ``actors/detector.py``, ...) and
+the actor takes it whole; the sections of the pipeline as a whole are here, and ``Config`` puts them
+all together. Ranges and choices are ``msgspec.Meta`` constraints and ``Literal`` types. The
 ``[engine.KIND]`` tables are the engine kinds' own settings classes
-(``models/engine_kinds.py``) and fault plans are ``models.engine.FaultPlan``:
+(``models/engines/kinds.py``) and fault plans are ``models.engines.engine.FaultPlan``:
 one class each, shared by the config and the engines. Loading, overlaying and
-the checks that span several keys are in ``pipeline/config.py``.
+the checks that span several keys are in ``pipeline/config/loading.py``.
 
 Sections are mutable; copy one with ``msgspec.structs.replace`` and list the
 endpoints with ``endpoint_names()`` (``dataclasses`` does not apply).
@@ -14,6 +16,16 @@ from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, get_arg
 import msgspec
 from msgspec import Meta
 
+from edgepipe.actors.aggregator import AggregatorConfig
+from edgepipe.actors.capture import CaptureConfig
+from edgepipe.actors.classifier import ClassifierConfig
+from edgepipe.actors.detector import DetectorConfig
+from edgepipe.actors.encoder import EncoderConfig
+from edgepipe.actors.fer import FerConfig
+from edgepipe.actors.monitoring.resources import ResourcesConfig
+from edgepipe.actors.runtime.settings import Hwm, Section, TimeoutMs  # noqa: F401  (shared value types)
+from edgepipe.actors.sinks.display import DisplayConfig
+from edgepipe.actors.sinks.mqtt_payloads import MqttConfig
 from edgepipe.models.engines.kinds import (ENGINE_KINDS, CpuEngineSettings, EdgeTpuEngineSettings, EngineKind,
                                            FakeEngineSettings)
 
@@ -22,16 +34,9 @@ Placement = Literal[("", "auto") + ENGINE_KINDS]  # type: ignore[valid-type]  # 
 ENGINES: Tuple[str, ...] = get_args(Engine)
 PLACEMENTS: Tuple[str, ...] = get_args(Placement)
 
-Hwm = Annotated[int, Meta(ge=1, le=10000)]  # a socket's high-water mark (messages)
-TimeoutMs = Annotated[float, Meta(ge=1, le=600000)]
-
 
 class ConfigError(ValueError):
     """A bad config file, key or value; the message names the key path."""
-
-
-class Section(msgspec.Struct, forbid_unknown_fields=True):
-    """A table of the config: unknown keys are refused."""
 
 
 class PipelineConfig(Section):
@@ -73,54 +78,18 @@ def expand_endpoints(cfg: "Config", rundir: Any) -> "Config":
     return msgspec.structs.replace(cfg, endpoints=eps)
 
 
-class CaptureConfig(Section):
-    hwm: Hwm = 16
-    loop: bool = True  # image folders and files loop; videos stop at their end
-    max_in_flight: Annotated[int, Meta(ge=1, le=1000)] = 4  # recorded sources: frames between capture and result
-    read_timeout_s: Annotated[float, Meta(ge=0.05, le=600)] = 5.0  # a camera or stream silent this long reconnects
-    reconnect_max_s: Annotated[float, Meta(ge=0.05, le=3600)] = 10.0  # longest wait between reconnect attempts
 
 
-class EncoderConfig(Section):
-    format: Literal["raw", "jpeg"] = "raw"
-    jpeg_quality: Annotated[int, Meta(ge=1, le=100)] = 85
-    hwm: Hwm = 16
 
 
-class DetectorConfig(Section):
-    # None: each model's own threshold (manifest ``min_score``, set from ``run.py bench detectors``)
-    score_threshold: Optional[Annotated[float, Meta(ge=0.0, le=1.0)]] = None
-    max_faces: Annotated[int, Meta(ge=1, le=256)] = 16
-    hwm: Hwm = 4
-    freshest: bool = True  # drop stale frames (counted) and work on the newest
-    depth: Annotated[int, Meta(ge=1, le=8)] = 2  # frames worked on at once (pre/post overlap the invoke)
-    invoke_timeout_ms: TimeoutMs = 2000.0  # watchdog: reload a stuck engine
 
 
-class ClassifierConfig(Section):
-    top_k: Annotated[int, Meta(ge=1, le=100)] = 5
-    birds_only: bool = False  # keep ImageNet's bird classes only (profile cls)
 
 
-class FerConfig(Section):
-    workers: Annotated[int, Meta(ge=1, le=64)] = 2
-    depth: Annotated[int, Meta(ge=1, le=8)] = 2  # jobs in flight per worker
-    hwm: Hwm = 8
-    invoke_timeout_ms: TimeoutMs = 2000.0
-    # each worker in a child process of its own (group fer-K), so that CPU workers use separate cores
-    processes: bool = False
 
 
-class AggregatorConfig(Section):
-    deadline_ms: TimeoutMs = 500.0
-    ordered: bool = True  # hold results back to leave in frame order
-    smoothing: Annotated[int, Meta(ge=1, le=100)] = 5  # rolling majority vote over N frames per track
 
 
-class DisplayConfig(Section):
-    hwm: Hwm = 4
-    frame_buffer: Annotated[int, Meta(ge=1, le=10000)] = 64
-    fps: Annotated[float, Meta(ge=1, le=240)] = 30.0  # frame rate written into a video file
 
 
 class AutoEngineConfig(Section):
@@ -186,38 +155,12 @@ class GroupConfig(Section):
     startup_timeout_s: Annotated[float, Meta(ge=1, le=3600)] = 60.0
 
 
-class ResourcesConfig(Section):
-    """Where the Raspberry Pi's sensors are read (a sensor the machine lacks is left out)."""
-
-    sysfs_root: str = "/"  # thermal_zone0 is read under SYSFS_ROOT/sys/class/thermal
-    vcgencmd: List[str] = msgspec.field(default_factory=lambda: ["vcgencmd"])  # get_throttled, pmic_read_adc
 
 
 class SecurityConfig(Section):
     keys_dir: str = ""  # CURVE keys from `python run.py keys DIR`; required for non-loopback tcp://
 
 
-class MqttConfig(Section):
-    """MQTT out (``--mqtt mqtt://[USER:PASS@]HOST[:PORT]``): results, face events, metrics, HA discovery."""
-
-    host: str = ""  # "" = MQTT off
-    port: Annotated[int, Meta(ge=1, le=65535)] = 1883
-    user: str = ""
-    password: str = ""
-    tls: bool = False  # mqtts://
-    ca_file: str = ""  # CA bundle for the broker's certificate ("" = the system's)
-    tls_insecure: bool = False  # do not check the broker's certificate or host name
-    client_id: str = ""  # default edgepipe-NAME
-    name: str = ""  # this camera/pipeline; default the host name
-    topic_prefix: str = ""  # default edgepipe/NAME
-    qos: Annotated[int, Meta(ge=0, le=2)] = 1
-    results_hz: Annotated[float, Meta(ge=0, le=1000)] = 2.0  # per-frame results at most this often; 0 = none
-    summary_interval_s: Annotated[float, Meta(ge=0.1, le=86400)] = 10.0
-    discovery: bool = True  # Home Assistant MQTT discovery
-    discovery_prefix: str = "homeassistant"
-    queue: Annotated[int, Meta(ge=1, le=1000000)] = 1000  # messages held while the broker is away (oldest dropped)
-    reconnect_min_s: Annotated[float, Meta(ge=0.01, le=3600)] = 0.5
-    reconnect_max_s: Annotated[float, Meta(ge=0.01, le=3600)] = 30.0
 
 
 class Config(Section):

@@ -12,7 +12,6 @@ from edgepipe.actors.runtime.tasks import first
 from edgepipe.bus.messages import Metric
 from edgepipe.bus.rundir import RunDirError, resolve
 from edgepipe.bus.sockets import Bus
-
 from edgepipe.pipeline.config.loading import load
 from edgepipe.pipeline.metrics.prometheus import DEFAULT_STALE_S, Exporter
 

@@ -26,11 +26,10 @@ from edgepipe import ROOT as EDGEPIPE_ROOT
 from edgepipe.models.engines import delegate_probe
 from edgepipe.models.store import fetch
 from edgepipe.models.store.manifest import MODELS
-
 from edgepipe.pipeline.config.loading import ConfigError, load
 from edgepipe.pipeline.ops.machine import (CSI_NODES, PICAMERA2_SCRIPT, RUNTIME_SCRIPT, V4L2_CAP_VIDEO_CAPTURE,
-                                           V4L2_CAP_VIDEO_CAPTURE_MPLANE, dpkg_versions, ldconfig_paths, querycap,
-                                           read, run_json)
+                                           V4L2_CAP_VIDEO_CAPTURE_MPLANE, dpkg_versions, ldconfig_paths, querycap, read,
+                                           run_json)
 
 ROOT = Path(EDGEPIPE_ROOT)
 USB_TPUS = {("1a6e", "089a"): "Coral USB Accelerator, not yet initialised (its firmware loads when the "

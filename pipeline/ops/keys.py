@@ -20,7 +20,6 @@ import zmq.auth
 from zmq.auth.asyncio import AsyncioAuthenticator
 
 from edgepipe.bus.sockets import Bus
-
 from edgepipe.pipeline.config.loading import ConfigError
 
 

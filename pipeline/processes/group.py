@@ -31,7 +31,6 @@ from typing import Awaitable, List, Optional
 from edgepipe.actors.runtime.base import Actor, ActorDied, ActorFailed
 from edgepipe.actors.runtime.tasks import TaskGroup, first
 from edgepipe.bus.messages import Ready, Stopped
-
 from edgepipe.pipeline.build import RunOptions, build, make_bus
 from edgepipe.pipeline.config.loading import Config, ConfigError, from_dict, load
 from edgepipe.pipeline.processes.control import open_client, watch_main

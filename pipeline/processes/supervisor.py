@@ -20,9 +20,8 @@ from typing import Any, Deque, Dict, List, Optional
 from edgepipe import ROOT
 from edgepipe.actors.runtime.tasks import TaskGroup, TaskStatus, start_task
 from edgepipe.bus.messages import Metric, Ready, Stopped
-
-from edgepipe.pipeline.rss import peak_rss_mb
 from edgepipe.pipeline.config.loading import Config, to_dict
+from edgepipe.pipeline.rss import peak_rss_mb
 
 log = logging.getLogger("edgepipe.groups")
 

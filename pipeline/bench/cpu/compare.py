@@ -52,16 +52,15 @@ import os
 import statistics
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
-
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from edgepipe.pipeline.bench.cases import run_pipeline_case
 from edgepipe.pipeline.bench.common import machine_info, ratio, write_json
 from edgepipe.pipeline.bench.cpu.fer_stage import real_crops, run_fer_stage, run_fer_stage_processes
 from edgepipe.pipeline.bench.cpu.frames import check_images_dir, prepare_frames
-from edgepipe.pipeline.config.loading import Config, ConfigError, apply_overrides, endpoint_names, load
 from edgepipe.pipeline.bench.cpu.serial_loop import SerialLoop
+from edgepipe.pipeline.config.loading import Config, ConfigError, apply_overrides, endpoint_names, load
 
 OUT_NAME = "bench_pipeline_cpu.json"
 COMPARE_SETS = ("seed640", "multi_face")  # pipeline vs serial

@@ -20,14 +20,13 @@ from edgepipe.actors.fer import FerWorker
 from edgepipe.actors.runtime.tasks import TaskGroup
 from edgepipe.bus.messages import FaceJob
 from edgepipe.bus.rundir import RunDir
-from edgepipe.models.store import manifest
 from edgepipe.models.registry import expression_model, face_detector
-
+from edgepipe.models.store import manifest
 from edgepipe.pipeline.build import engine_settings, make_bus
 from edgepipe.pipeline.config.loading import Config
+from edgepipe.pipeline.loop import event_loop_run
 from edgepipe.pipeline.processes.control import ControlServer
 from edgepipe.pipeline.processes.groups import with_fer_processes
-from edgepipe.pipeline.loop import event_loop_run
 from edgepipe.pipeline.processes.supervisor import GroupProcess, handle_control, wait_ready, write_config
 
 WARM_JOBS_PER_WORKER = 2

@@ -11,10 +11,9 @@ import cv2
 import numpy as np
 
 from edgepipe.actors.sources.source_factory import make_source
-
 from edgepipe.pipeline.bench.common import REPO
-from edgepipe.pipeline.config.loading import ConfigError
 from edgepipe.pipeline.bench.cpu.serial_loop import frame_digest
+from edgepipe.pipeline.config.loading import ConfigError
 
 DEFAULT_IMAGES = os.path.join("..", "shared", "assets", "images")
 ENV_ASSETS = "EDGEPIPE_ASSETS"

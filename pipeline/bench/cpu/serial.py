@@ -13,14 +13,13 @@ from typing import Any, Dict, List, Sequence, Tuple
 import cv2
 
 from edgepipe.actors.frame_stage import decode_image
-from edgepipe.actors.sources.source_factory import make_source
 from edgepipe.actors.runtime.stats import percentile
+from edgepipe.actors.sources.source_factory import make_source
 from edgepipe.bus.messages import EncodedFrame
 from edgepipe.models.store import manifest
-
+from edgepipe.pipeline.bench.cpu.serial_loop import load_models
 from edgepipe.pipeline.build import engine_settings
 from edgepipe.pipeline.config.loading import Config, ConfigError
-from edgepipe.pipeline.bench.cpu.serial_loop import load_models
 
 STAGES = ("read", "encode", "decode", "detect", "fer", "backend")
 

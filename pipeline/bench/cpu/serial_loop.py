@@ -41,10 +41,10 @@ import zmq
 
 from edgepipe import ROOT as REPO
 from edgepipe.actors.runtime.engines import EngineSettings
-from edgepipe.actors.sources.source_factory import make_source
 from edgepipe.actors.runtime.stats import percentile
-from edgepipe.models.store import manifest
+from edgepipe.actors.sources.source_factory import make_source
 from edgepipe.models.registry import expression_model, face_detector
+from edgepipe.models.store import manifest
 
 log = logging.getLogger("edgepipe.serial")
 
