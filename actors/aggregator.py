@@ -16,15 +16,14 @@ import time
 from collections import OrderedDict
 from typing import Annotated, Callable, Dict, List, NamedTuple, Optional
 
-import zmq
-import zmq.asyncio
 from msgspec import Meta
 
 from edgepipe.actors.runtime.base import Actor
+from edgepipe.actors.runtime.context import Context, Endpoints
 from edgepipe.actors.runtime.settings import Section, TimeoutMs
 from edgepipe.actors.tracks import Tracker
 from edgepipe.bus.messages import Detections, Done, Eos, Expression, FaceLabel, FaceResult, Result
-from edgepipe.bus.sockets import Bus
+from edgepipe.bus.sockets import Bus, wait_any
 
 
 class AggregatorConfig(Section):
@@ -64,18 +63,17 @@ class Pending:
 class Aggregator(Actor):
     kind = "aggregator"
 
-    def __init__(self, name: str, bus: Bus, *, detections_endpoint: str, expressions_endpoint: str,
-                 results_endpoint: str, hwm: int, deadline_ms: float = 500.0, ordered: bool = True,
-                 smoothing: int = 5, clock: Callable[[], float] = time.monotonic, **kw) -> None:
-        super().__init__(name, bus, **kw)
+    def __init__(self, name: str, bus: Bus, section: AggregatorConfig, endpoints: Endpoints, context: Context,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(name, bus, endpoints, context)
         self.clock = clock  # the deadlines' clock; tests pass one they move by hand
-        self.detections_endpoint = detections_endpoint
-        self.expressions_endpoint = expressions_endpoint
-        self.results_endpoint = results_endpoint
-        self.hwm = hwm
-        self.deadline_s = deadline_ms / 1000.0
-        self.ordered = ordered
-        self.tracker = Tracker(window=smoothing)
+        self.detections_endpoint = endpoints["detections"]
+        self.expressions_endpoint = endpoints["expressions"]
+        self.results_endpoint = endpoints["results"]
+        self.hwm = context.fer_hwm
+        self.deadline_s = section.deadline_ms / 1000.0
+        self.ordered = section.ordered
+        self.tracker = Tracker(window=section.smoothing)
         self.pending: "OrderedDict[int, Pending]" = OrderedDict()
         self.early: Dict[int, Dict[int, Expression]] = {}  # expressions that beat their detections
         self.early_t: Dict[int, float] = {}
@@ -94,22 +92,19 @@ class Aggregator(Actor):
         self.pub = self.channel(self.bus.pub(self.results_endpoint, hwm=max(self.hwm, 256), name=self.name))
 
     async def run(self) -> None:
-        poller = zmq.asyncio.Poller()
-        poller.register(self.det.sock, zmq.POLLIN)
-        poller.register(self.expr.sock, zmq.POLLIN)
         while True:
             timeout = self._next_timeout_ms()
-            events = dict(await poller.poll(timeout))
+            events = await wait_any((self.det, self.expr), timeout)
             # Fair between the inputs: at most BATCH messages of each per turn, so that a flood on one
             # (expressions come from a bound socket any local peer can reach) never starves the other;
             # what is left waits in the socket's queue, bounded by its high-water mark.
-            if self.expr.sock in events:
+            if self.expr in events:
                 for _ in range(BATCH):
                     msg = self.expr.recv_nowait()
                     if msg is None:
                         break
                     self._on_expression(msg)
-            if self.det.sock in events:
+            if self.det in events:
                 for _ in range(BATCH):
                     msg = self.det.recv_nowait()
                     if msg is None:

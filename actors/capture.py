@@ -22,6 +22,7 @@ from typing import Annotated, Callable, Dict, List, Optional
 from msgspec import Meta
 
 from edgepipe.actors.runtime.base import Actor, in_thread, ms_since
+from edgepipe.actors.runtime.context import Context, Endpoints
 from edgepipe.actors.runtime.settings import Hwm, Section
 from edgepipe.actors.sources.source_factory import make_source
 from edgepipe.actors.sources.sources import Source, SourceError
@@ -41,19 +42,18 @@ class CaptureConfig(Section):
 class Capture(Actor):
     kind = "capture"
 
-    def __init__(self, name: str, bus: Bus, *, source: str, frames_endpoint: str, hwm: int,
-                 max_frames: Optional[int] = None, duration_s: Optional[float] = None,
-                 loop: bool = True, eos_interval: float = 0.25, results_endpoint: Optional[str] = None,
-                 max_in_flight: int = 4, credit_timeout_s: float = 2.0, read_timeout_s: float = 5.0,
-                 reconnect_max_s: float = 10.0, **kw) -> None:
-        super().__init__(name, bus, **kw)
-        self.spec = source
-        self.frames_endpoint = frames_endpoint
-        self.hwm = hwm
-        self.max_frames = max_frames
-        self.duration_s = duration_s
-        self.loop_source = loop
-        self.eos_interval = eos_interval
+    eos_interval = 0.25  # seconds between repeats of the end of stream, until the pipeline has drained
+    credit_timeout_s = 2.0  # a recorded source waits this long for a frame's result, then goes on
+
+    def __init__(self, name: str, bus: Bus, section: CaptureConfig, endpoints: Endpoints,
+                 context: Context) -> None:
+        super().__init__(name, bus, endpoints, context)
+        self.source_spec = context.source
+        self.frames_endpoint = endpoints["frames"]
+        self.hwm = section.hwm
+        self.max_frames = context.frames
+        self.duration_s = context.duration_s
+        self.loop_source = section.loop
         self.source: Optional[Source] = None
         self.pub = None
         self.executor: Optional[ThreadPoolExecutor] = None
@@ -61,21 +61,20 @@ class Capture(Actor):
         self.done: Optional[asyncio.Event] = None  # set when the last frame is out
         self.last_frame_id = -1
         self._finish = False
-        self.results_endpoint = results_endpoint
-        self.max_in_flight = max_in_flight
-        self.credit_timeout_s = credit_timeout_s
+        self.results_endpoint = endpoints.get("results")
+        self.max_in_flight = section.max_in_flight
         self.results = None
         # the recorder's hook for what a test source knows of each frame (both run in the main process)
         self.truth_sink: Optional[Callable[[int, List[TruthFace]], None]] = None
         self.done_through = -1  # highest frame id seen in the aggregator's Done messages
-        self.read_timeout_s = read_timeout_s
-        self.reconnect_max_s = reconnect_max_s
+        self.read_timeout_s = section.read_timeout_s
+        self.reconnect_max_s = section.reconnect_max_s
 
     async def setup(self) -> None:
         self._go = asyncio.Event()
         self.done = asyncio.Event()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=self.name)
-        self.source = make_source(self.spec, loop=self.loop_source, read_timeout_s=self.read_timeout_s,
+        self.source = make_source(self.source_spec, loop=self.loop_source, read_timeout_s=self.read_timeout_s,
                                   reconnect_max_s=self.reconnect_max_s)
         await in_thread(self.executor, self.source.open)
         self.pub = self.channel(self.bus.pub(self.frames_endpoint, hwm=self.hwm, name=self.name))
@@ -150,7 +149,7 @@ class Capture(Actor):
                 t_capture = time.monotonic()
                 if truth is not None and self.truth_sink is not None:
                     self.truth_sink(frame_id, truth)  # the answer key goes to the recorder, not on the bus
-                await self.pub.send(Frame(frame_id, t_capture, self.spec, image))
+                await self.pub.send(Frame(frame_id, t_capture, self.source_spec, image))
                 self.last_frame_id = frame_id
                 frame_id += 1
                 self.stats.count("in")

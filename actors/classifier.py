@@ -11,8 +11,9 @@ from typing import Annotated, List, Tuple
 from msgspec import Meta
 
 from edgepipe.actors.frame_stage import FrameStage, decode_image
-from edgepipe.actors.runtime.engines import EngineHost, EngineSettings
-from edgepipe.actors.runtime.settings import Section
+from edgepipe.actors.runtime.context import Context, Endpoints, RoleModels
+from edgepipe.actors.runtime.engines import EngineHost
+from edgepipe.actors.runtime.settings import Hwm, Section, TimeoutMs
 from edgepipe.bus.messages import Detections, EncodedFrame
 from edgepipe.bus.sockets import Bus
 from edgepipe.models.registry import image_classifier
@@ -22,17 +23,23 @@ from edgepipe.models.spec import ModelSpec
 class ClassifierConfig(Section):
     top_k: Annotated[int, Meta(ge=1, le=100)] = 5
     birds_only: bool = False  # keep ImageNet's bird classes only (profile cls)
+    hwm: Hwm = 4
+    freshest: bool = True  # drop stale frames (counted) and work on the newest
+    depth: Annotated[int, Meta(ge=1, le=8)] = 2  # frames worked on at once (pre/post overlap the invoke)
+    invoke_timeout_ms: TimeoutMs = 2000.0  # watchdog: reload a stuck engine
 
 
 
 class Classifier(FrameStage):
     kind = "classifier"
 
-    def __init__(self, name: str, bus: Bus, *, engine: EngineSettings, model: ModelSpec, top_k: int = 5,
-                 birds_only: bool = False, **kw) -> None:
-        options = {"birds_only": True} if birds_only else {}
-        host = EngineHost(engine, model, name, lambda e: image_classifier(model, e, top_k=top_k, **options))
-        super().__init__(name, bus, host=host, **kw)
+    def __init__(self, name: str, bus: Bus, section: ClassifierConfig, endpoints: Endpoints, context: Context,
+                 models: RoleModels) -> None:
+        model = models.model
+        options = {"birds_only": True} if section.birds_only else {}
+        host = EngineHost(models.engine, model, name,
+                          lambda e: image_classifier(model, e, top_k=section.top_k, **options))
+        super().__init__(name, bus, section, endpoints, context, host)
         self.model = model
 
     async def setup(self) -> None:

@@ -13,7 +13,8 @@ import numpy as np
 from msgspec import Meta
 
 from edgepipe.actors.frame_stage import FrameStage, decode_image
-from edgepipe.actors.runtime.engines import EngineHost, EngineSettings
+from edgepipe.actors.runtime.context import Context, Endpoints, RoleModels
+from edgepipe.actors.runtime.engines import EngineHost
 from edgepipe.actors.runtime.settings import Hwm, Section, TimeoutMs
 from edgepipe.bus.box import Box
 from edgepipe.bus.messages import Detections, EncodedFrame, FaceJob
@@ -37,14 +38,14 @@ class DetectorConfig(Section):
 class Detector(FrameStage):
     kind = "detector"
 
-    def __init__(self, name: str, bus: Bus, *, facejobs_endpoint: Optional[str], jobs_hwm: int,
-                 engine: EngineSettings, model: ModelSpec, fer_model: Optional[ModelSpec],
-                 score_threshold: Optional[float] = None, max_faces: int = 16, **kw) -> None:
-        host = EngineHost(engine, model, name, lambda e: face_detector(
-            model, e, score_threshold=score_threshold, max_faces=max_faces))
-        super().__init__(name, bus, host=host, **kw)
-        self.facejobs_endpoint = facejobs_endpoint
-        self.jobs_hwm = jobs_hwm
+    def __init__(self, name: str, bus: Bus, section: DetectorConfig, endpoints: Endpoints, context: Context,
+                 models: RoleModels) -> None:
+        model, fer_model = models.model, models.fer_model
+        host = EngineHost(models.engine, model, name, lambda e: face_detector(
+            model, e, score_threshold=section.score_threshold, max_faces=section.max_faces))
+        super().__init__(name, bus, section, endpoints, context, host)
+        self.facejobs_endpoint = endpoints.get("facejobs")
+        self.jobs_hwm = context.fer_hwm
         self.model = model
         # the crop for the FER model is made here, where the full frame is
         self.cropper = expression_model(fer_model, None) if fer_model else None

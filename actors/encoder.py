@@ -27,6 +27,7 @@ import cv2
 from msgspec import Meta
 
 from edgepipe.actors.runtime.base import Actor, in_thread, ms_since
+from edgepipe.actors.runtime.context import Context, Endpoints
 from edgepipe.actors.runtime.settings import Hwm, Section
 from edgepipe.bus.messages import EncodedFrame, Eos, Frame
 from edgepipe.bus.sockets import Bus
@@ -45,19 +46,20 @@ class EncoderConfig(Section):
 class Encoder(Actor):
     kind = "encoder"
 
-    def __init__(self, name: str, bus: Bus, *, frames_endpoint: str, encoded_endpoint: str, hwm: int,
-                 format: str = "raw", jpeg_quality: int = 85, faults: Optional[FaultCounter] = None,
-                 timeout_ms: float = 2000.0, detector_input: Optional[DetectorInput] = None, **kw) -> None:
-        super().__init__(name, bus, **kw)
-        self.detector_input = detector_input
-        self.faults = faults
-        self.timeout_s = timeout_ms / 1000.0
+    timeout_s = 2.0  # an encode that takes longer is dropped (counted as encode_timeout)
+
+    def __init__(self, name: str, bus: Bus, section: EncoderConfig, endpoints: Endpoints, context: Context,
+                 detector_input: Optional[DetectorInput] = None) -> None:
+        super().__init__(name, bus, endpoints, context)
+        self.detector_input = detector_input  # the detector's input tensor is made here (None: not)
+        plan = context.faults.get("encoder")
+        self.faults = FaultCounter(plan) if plan is not None else None  # what a test asked to go wrong
         self._released = threading.Event()  # frees a hung (injected) encode at the end
-        self.frames_endpoint = frames_endpoint
-        self.encoded_endpoint = encoded_endpoint
-        self.hwm = hwm
-        self.format = format
-        self.params = [int(cv2.IMWRITE_JPEG_QUALITY), int(jpeg_quality)]
+        self.frames_endpoint = endpoints["frames"]
+        self.encoded_endpoint = endpoints["encoded"]
+        self.hwm = section.hwm
+        self.format = section.format
+        self.params = [int(cv2.IMWRITE_JPEG_QUALITY), int(section.jpeg_quality)]
         self.executor: Optional[ThreadPoolExecutor] = None
 
     async def setup(self) -> None:

@@ -21,6 +21,7 @@ from typing import Annotated, Dict, List
 from msgspec import Meta
 
 from edgepipe.actors.runtime.base import Actor, ms_since
+from edgepipe.actors.runtime.context import Context, Endpoints, RoleModels
 from edgepipe.actors.runtime.engines import EngineHost, EngineSettings, ErrorBursts
 from edgepipe.actors.runtime.settings import Hwm, Section, TimeoutMs
 from edgepipe.actors.runtime.tasks import TaskGroup
@@ -43,16 +44,17 @@ class FerConfig(Section):
 class FerWorker(Actor):
     kind = "fer"
 
-    def __init__(self, name: str, bus: Bus, *, facejobs_endpoint: str, expressions_endpoint: str, hwm: int,
-                 engine: EngineSettings, model: ModelSpec, invoke_timeout_ms: float = 2000.0, depth: int = 2,
-                 **kw) -> None:
-        super().__init__(name, bus, **kw)
-        self.depth = max(1, depth)
-        self.facejobs_endpoint = facejobs_endpoint
-        self.expressions_endpoint = expressions_endpoint
-        self.hwm = hwm
-        self.host = EngineHost(engine, model, name, lambda e: expression_model(model, e), threads=self.depth)
-        self.timeout_s = invoke_timeout_ms / 1000.0
+    def __init__(self, name: str, bus: Bus, section: FerConfig, endpoints: Endpoints, context: Context,
+                 models: RoleModels) -> None:
+        super().__init__(name, bus, endpoints, context)
+        model = models.model
+        # a CPU interpreter runs one invoke at a time: a second job in flight would only wait
+        self.depth = max(1, section.depth) if models.engine.kind != "cpu" else 1
+        self.facejobs_endpoint = endpoints["facejobs"]
+        self.expressions_endpoint = endpoints["expressions"]
+        self.hwm = section.hwm
+        self.host = EngineHost(models.engine, model, name, lambda e: expression_model(model, e), threads=self.depth)
+        self.timeout_s = section.invoke_timeout_ms / 1000.0
         self.errors = ErrorBursts(self.log)
 
     async def setup(self) -> None:

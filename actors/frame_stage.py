@@ -21,12 +21,13 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Protocol, Tuple
 
 import cv2
 import numpy as np
 
 from edgepipe.actors.runtime.base import Actor, ms_since
+from edgepipe.actors.runtime.context import Context, Endpoints
 from edgepipe.actors.runtime.engines import EngineHost, ErrorBursts
 from edgepipe.actors.runtime.tasks import TaskGroup
 from edgepipe.bus.messages import EncodedFrame, Eos
@@ -56,20 +57,28 @@ def _forget(fut: "asyncio.Future[Any]") -> None:
         fut.exception()
 
 
+class StageSettings(Protocol):
+    """The keys a frame stage's section has (``DetectorConfig``, ``ClassifierConfig``)."""
+
+    hwm: int  # encoded frames queued for the stage
+    freshest: bool  # with a live source: drop stale frames (counted) and work on the newest
+    depth: int  # frames worked on at once
+    invoke_timeout_ms: float  # watchdog: a stuck invoke is abandoned and the engine reloaded
+
+
 class FrameStage(Actor, abc.ABC):
-    def __init__(self, name: str, bus: Bus, *, encoded_endpoint: str, detections_endpoint: str, hwm: int,
-                 host: EngineHost, freshest: bool = True, invoke_timeout_ms: float = 2000.0, depth: int = 1,
-                 **kw) -> None:
-        super().__init__(name, bus, **kw)
-        self.depth = max(1, depth)
+    def __init__(self, name: str, bus: Bus, section: StageSettings, endpoints: Endpoints, context: Context,
+                 host: EngineHost) -> None:
+        super().__init__(name, bus, endpoints, context)
+        self.depth = max(1, section.depth)
         host.threads = self.depth
         host.copies_on_cpu = True  # on the CPU, frames in flight are detected on as many cores
-        self.encoded_endpoint = encoded_endpoint
-        self.detections_endpoint = detections_endpoint
-        self.hwm = hwm
+        self.encoded_endpoint = endpoints["encoded"]
+        self.detections_endpoint = endpoints["detections"]
+        self.hwm = section.hwm
         self.host = host
-        self.freshest = freshest
-        self.timeout_s = invoke_timeout_ms / 1000.0
+        self.freshest = section.freshest and context.live  # a recorded source loses no frame
+        self.timeout_s = section.invoke_timeout_ms / 1000.0
         self._held: Any = None
         self.errors = ErrorBursts(self.log)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import zmq
 import zmq.asyncio
@@ -31,6 +31,16 @@ TRACKED_KINDS = ("frame", "encoded", "detections", "result")
 MAX_SUBSCRIPTION = 64
 MAX_SUBSCRIPTION_CURVE = 1024  # the same over CURVE, whose handshake commands go through the same limit
 _TOPIC_PREFIXES = frozenset(k.encode("ascii")[:i] for k in BY_KIND for i in range(len(k) + 1))
+
+
+async def wait_any(channels: Sequence["Channel"], timeout_ms: Optional[float] = None) -> List["Channel"]:
+    """The channels of ``channels`` with a message waiting, once at least one has (or ``timeout_ms`` passed:
+    then none). An actor with several inputs waits on all of them at once with this."""
+    poller = zmq.asyncio.Poller()
+    for ch in channels:
+        poller.register(ch.sock, zmq.POLLIN)
+    ready = dict(await poller.poll(timeout_ms))
+    return [ch for ch in channels if ch.sock in ready]
 
 
 class Channel:
@@ -263,6 +273,11 @@ class Channel:
     async def poll(self, timeout_ms: int) -> bool:
         """True when a message is waiting (or arrives within ``timeout_ms``)."""
         return bool(await self.sock.poll(timeout_ms, zmq.POLLIN))
+
+    @property
+    def takes_subscriptions(self) -> bool:
+        """A bound publisher: its subscriptions are read by ``serve_subscriptions``."""
+        return self.kind == zmq.XPUB
 
     def close(self, linger_ms: int = 0) -> None:
         """Close the socket; ``linger_ms`` > 0 lets queued messages go out first (a final report)."""

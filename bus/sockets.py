@@ -16,7 +16,8 @@ from typing import Any, Iterable, List, Optional, Set
 import zmq
 import zmq.asyncio
 
-from edgepipe.bus.channel import MAX_SUBSCRIPTION, MAX_SUBSCRIPTION_CURVE, TRACKED_KINDS, BusError, Channel
+from edgepipe.bus.channel import (MAX_SUBSCRIPTION, MAX_SUBSCRIPTION_CURVE, TRACKED_KINDS, BusError,  # noqa: F401
+                                  Channel, wait_any)
 from edgepipe.bus.messages import BY_KIND
 from edgepipe.bus.rundir import RUN, ipc_in_use
 

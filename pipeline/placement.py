@@ -46,7 +46,6 @@ from edgepipe.pipeline.config.sections import Config, ConfigError
 
 log = logging.getLogger("edgepipe.placement")
 
-ROLES = ("detector", "fer", "classifier")
 CORAL_USB_IDS = (("1a6e", "089a"), ("18d1", "9302"))  # before and after the runtime's firmware load
 
 

@@ -29,10 +29,10 @@ from typing import Any, Awaitable, Dict, List, Optional, Tuple
 from edgepipe.actors.monitoring.resources import reset_process_meter
 from edgepipe.actors.runtime.base import Actor, ActorDied
 from edgepipe.actors.runtime.tasks import TaskGroup, first
+from edgepipe.bus.control import ControlServer
 from edgepipe.bus.rundir import RunDir
 from edgepipe.pipeline.build import Pipeline, RunOptions, build, make_bus
 from edgepipe.pipeline.config.loading import Config, expand_endpoints
-from edgepipe.pipeline.processes.control import ControlServer
 from edgepipe.pipeline.processes.groups import MAIN, assignment, group_of, plan, with_fer_processes
 from edgepipe.pipeline.processes.supervisor import (GroupFailed, GroupProcess, handle_control, stop_by_hand, wait_ready,
                                                     write_config)

@@ -5,7 +5,8 @@ import asyncio
 
 from helpers import run_async
 
-from edgepipe.actors.aggregator import Aggregator
+from edgepipe.actors.aggregator import Aggregator, AggregatorConfig
+from edgepipe.actors.runtime.context import Context
 from edgepipe.bus.messages import Box, Detections, Eos, Expression, FaceLabel, Result
 
 
@@ -37,8 +38,9 @@ class FakeClock:
 
 async def harness(bus, deadline_ms, ordered, feed, topics=("result", "eos")):
     clock = FakeClock()  # frozen unless a test moves it: no frame leaves by its deadline on a slow machine
-    agg = Aggregator("aggregator", bus, detections_endpoint="inproc://d", expressions_endpoint="inproc://e",
-                     results_endpoint="inproc://r", hwm=100, deadline_ms=deadline_ms, ordered=ordered, clock=clock)
+    agg = Aggregator("aggregator", bus, AggregatorConfig(deadline_ms=deadline_ms, ordered=ordered),
+                     {"detections": "inproc://d", "expressions": "inproc://e", "results": "inproc://r"},
+                     Context(fer_hwm=100), clock=clock)
     dpub = bus.pub("inproc://d", hwm=100, name="test.det")
     epush = bus.push("inproc://e", hwm=100, bind=False, name="test.expr")
     rsub = bus.sub("inproc://r", hwm=100, name="test.results", topics=topics)

@@ -8,7 +8,8 @@ import numpy as np
 import zmq
 from helpers import inproc_config, run_async
 
-from edgepipe.actors.detector import Detector
+from edgepipe.actors.detector import Detector, DetectorConfig
+from edgepipe.actors.runtime.context import Context, RoleModels
 from edgepipe.actors.runtime.engines import EngineSettings
 from edgepipe.actors.sources.source_factory import make_source
 from edgepipe.bus.codec import encode
@@ -21,9 +22,8 @@ from edgepipe.pipeline.runner import RunOptions, run
 def ssd_detector(bus) -> Detector:
     """A detector on the fake engine (Coral's SSD face model): encoded frames in on inproc://enc, every frame
     worked on (not only the freshest), detections out on inproc://det."""
-    return Detector("detector", bus, encoded_endpoint="inproc://enc", detections_endpoint="inproc://det",
-                    facejobs_endpoint=None, hwm=16, jobs_hwm=4, engine=EngineSettings(),
-                    model=manifest.get("coral-ssd-face"), fer_model=None, freshest=False)
+    return Detector("detector", bus, DetectorConfig(hwm=16), {"encoded": "inproc://enc", "detections": "inproc://det"},
+                    Context(live=False), RoleModels(EngineSettings(), manifest.get("coral-ssd-face")))
 
 
 def test_detector_drops_corrupt_frames_and_goes_on(bus):

@@ -296,3 +296,25 @@ def test_every_folder_is_a_package_that_says_what_lives_there():
 def test_one_import_root_no_module_imports_the_folders_by_their_own_names():
     bare = [i for i in IMPORTS if i.target.split(".")[0] in PACKAGES]
     assert not bare, "imports of actors/bus/models/pipeline outside edgepipe:\n%s" % describe(bare)
+
+
+def test_only_the_bus_imports_zmq():
+    leaks = [i for i in IMPORTS if i.target.split(".")[0] == "zmq" and layer_of(i.module) != "bus"]
+    assert not leaks, "zmq imported outside bus/:\n%s" % describe(leaks)
+    assert any(i.target.split(".")[0] == "zmq" for i in IMPORTS)  # the scan sees the bus's
+
+
+def test_no_actor_constructor_takes_more_than_6_parameters():
+    # name, bus, its config section, its endpoints, the run's context, and one more (its models, its sink...)
+    import inspect
+
+    from edgepipe.actors.roles import ROLES
+    from edgepipe.actors.runtime.base import Actor
+    from edgepipe.actors.sinks.live_view import LiveView
+
+    classes = {r.actor for r in ROLES} | {LiveView, Actor}
+    for cls in classes:
+        params = [p for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self"]
+        assert len(params) <= 6, "%s.__init__ takes %d parameters: %s" % (cls.__name__, len(params),
+                                                                          [p.name for p in params])
+        assert not any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params), cls

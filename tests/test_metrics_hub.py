@@ -7,6 +7,7 @@ import msgspec
 from helpers import run_async
 
 from edgepipe.actors.monitoring.metrics_hub import MetricsHub
+from edgepipe.actors.runtime.context import Context
 from edgepipe.bus.messages import SCHEMA_VERSION, Metric
 
 NAN = float("nan")
@@ -47,8 +48,8 @@ REFUSED_BY_THE_HUB = [
 
 def test_hub_forwards_raw_and_hostile_metrics_are_refused_and_counted(bus):
     async def main():
-        hub = MetricsHub("metrics", bus, inbound_endpoint="inproc://metrics-in", public_endpoint="inproc://metrics",
-                         interval=3600.0)  # its own report does not come during the test
+        hub = MetricsHub("metrics", bus, {"metrics_in": "inproc://metrics-in", "metrics": "inproc://metrics"},
+                         Context(metrics_interval=3600.0))  # its own report does not come during the test
         sender = bus.pub("inproc://metrics-in", hwm=1000, bind=False, name="test.sender")
         consumer = bus.sub("inproc://metrics", hwm=1000, name="test.consumer", topics=("metric",))
         try:

@@ -13,6 +13,7 @@ import pytest
 from helpers import inproc_config, run_async
 from mqtt_broker import MOSQUITTO, Broker, Recorder, Relay, free_port, tls_files
 
+from edgepipe.actors.runtime.context import Context
 from edgepipe.actors.sinks.mqtt_sink import MqttSink
 from edgepipe.pipeline.config import loading as config
 from edgepipe.pipeline.config.loading import MqttConfig
@@ -22,6 +23,8 @@ from edgepipe.pipeline.runner import RunOptions, run
 pytestmark = pytest.mark.skipif(not os.path.exists(MOSQUITTO), reason="needs Debian's mosquitto (CI installs it)")
 
 ROOT = Path(__file__).resolve().parents[1]
+
+ENDPOINTS = {"results": "inproc://results", "metrics": "inproc://metrics"}  # the sink reads results and the public metrics
 
 
 @pytest.fixture
@@ -41,8 +44,7 @@ def sink_config(port, name, **kw):
 def test_discovery_is_retained_and_the_last_will_says_offline(broker, bus):
     async def main():
         async with Relay(broker.port) as relay, Recorder(broker.port) as live:
-            sink = MqttSink("mqtt", bus, mqtt=sink_config(relay.port, "hall"), results_endpoint="inproc://results",
-                            metrics_public_endpoint="inproc://metrics", profile="fd+fer64")
+            sink = MqttSink("mqtt", bus, sink_config(relay.port, "hall"), ENDPOINTS, Context(profile="fd+fer64"))
             await sink.start()
             try:
                 avail = "edgepipe/hall/availability"
@@ -75,8 +77,7 @@ def test_broker_down_at_start_is_retried_with_backoff(tmp_path, bus):
     b = Broker(str(tmp_path), port=port)
 
     async def main():
-        sink = MqttSink("mqtt", bus, mqtt=sink_config(port, "porch", queue=3), results_endpoint="inproc://results",
-                        metrics_public_endpoint="inproc://metrics")
+        sink = MqttSink("mqtt", bus, sink_config(port, "porch", queue=3), ENDPOINTS, Context())
         await sink.start()
         try:
             await sink.wait_for(lambda s: s.stats.counters["connect_failures"] >= 2)
@@ -117,8 +118,7 @@ def test_tls_with_user_and_password(tmp_path, bus):
         cfg.mqtt.ca_file, cfg.mqtt.name = t["ca.pem"], name
         cfg.mqtt.reconnect_min_s = cfg.mqtt.reconnect_max_s = 0.05
         check_mqtt(cfg.mqtt)
-        return MqttSink("mqtt-" + name, bus, mqtt=cfg.mqtt, results_endpoint="inproc://results",
-                        metrics_public_endpoint="inproc://metrics")
+        return MqttSink("mqtt-" + name, bus, cfg.mqtt, ENDPOINTS, Context())
 
     async def main():
         good = sink("mqtts://cam:s3cret@127.0.0.1:%d" % b.port, "tls")

@@ -8,7 +8,9 @@ import pytest
 from helpers import inproc_config, run_async
 
 from edgepipe.actors.monitoring.resource_monitor import ResourceMonitor, resource_lines
-from edgepipe.actors.monitoring.resources import PiSensors, ProcessMeter, decode_throttled, pmic_power_w, pmic_rails
+from edgepipe.actors.monitoring.resources import (PiSensors, ProcessMeter, ResourcesConfig, decode_throttled,
+                                                  pmic_power_w, pmic_rails)
+from edgepipe.actors.runtime.context import Context
 from edgepipe.bus.messages import Metric
 from edgepipe.bus.sockets import Bus
 from edgepipe.pipeline.metrics.prometheus import render
@@ -98,9 +100,9 @@ def test_monitor_publishes_gauges_on_the_metrics_bus():
         bus = Bus()
         sub = bus.sub("inproc://test-metrics", hwm=100, bind=True, name="test.metrics", topics=("metric",))
         done = [0]
-        mon = ResourceMonitor("resources", bus, sensors=PiSensors(str(PI5 / "sysfs"), VCGENCMD),
-                              interval=0.05, frames_done=lambda: done[0], metrics_endpoint="inproc://test-metrics",
-                              metrics_interval=0.05)
+        mon = ResourceMonitor("resources", bus, ResourcesConfig(), {"metrics_in": "inproc://test-metrics"},
+                              Context(metrics_interval=0.05), sensors=PiSensors(str(PI5 / "sysfs"), VCGENCMD))
+        mon.frames_done = lambda: done[0]
         mon.engines = {"detector": "cpu", "fer": "fake"}
         try:
             await mon.start()

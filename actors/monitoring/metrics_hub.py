@@ -24,6 +24,7 @@ from typing import Any, Dict
 import msgspec
 
 from edgepipe.actors.runtime.base import Actor
+from edgepipe.actors.runtime.context import Context, Endpoints
 from edgepipe.actors.runtime.tasks import TaskGroup
 from edgepipe.bus.codec import DecodeError, encode_relayed
 from edgepipe.bus.messages import Metric, MetricActor
@@ -35,13 +36,14 @@ _METRIC = Metric.KIND.encode("ascii")
 class MetricsHub(Actor):
     kind = "metrics"
 
-    def __init__(self, name: str, bus: Bus, *, inbound_endpoint: str, public_endpoint: str, hwm: int = 1000,
-                 interval: float = 1.0) -> None:
-        super().__init__(name, bus)  # the hub's own metrics go straight to the public endpoint
-        self.inbound_endpoint = inbound_endpoint
-        self.public_endpoint = public_endpoint
-        self.hwm = hwm
-        self.interval = interval
+    hwm = 1000  # snapshots queued on the way in
+
+    def __init__(self, name: str, bus: Bus, endpoints: Endpoints, context: Context) -> None:
+        super().__init__(name, bus, {}, context)  # the hub's own metrics go straight to the public endpoint
+        self.endpoints = endpoints
+        self.inbound_endpoint = endpoints["metrics_in"]
+        self.public_endpoint = endpoints["metrics"]
+        self.interval = context.metrics_interval
         self._bodies: Dict[str, Any] = {}  # actor -> its latest metric body, undecoded
         self._decoded: Dict[str, Metric] = {}  # actor -> the last of its bodies that decoded
         self._actor = msgspec.msgpack.Decoder(MetricActor)

@@ -14,8 +14,9 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional
 
-from edgepipe.actors.monitoring.resources import PiSensors, decode_throttled, throttle_words
+from edgepipe.actors.monitoring.resources import PiSensors, ResourcesConfig, decode_throttled, throttle_words
 from edgepipe.actors.runtime.base import Actor, in_thread
+from edgepipe.actors.runtime.context import Context, Endpoints
 from edgepipe.bus.messages import Metric
 from edgepipe.bus.sockets import Bus
 
@@ -23,12 +24,12 @@ from edgepipe.bus.sockets import Bus
 class ResourceMonitor(Actor):
     kind = "resources"
 
-    def __init__(self, name: str, bus: Bus, *, sensors: Optional[PiSensors] = None, interval: float = 1.0,
-                 frames_done: Optional[Callable[[], int]] = None, **kw) -> None:
-        super().__init__(name, bus, **kw)
-        self.sensors = sensors or PiSensors()
-        self.interval = interval
-        self.frames_done = frames_done
+    def __init__(self, name: str, bus: Bus, section: ResourcesConfig, endpoints: Endpoints, context: Context,
+                 sensors: Optional[PiSensors] = None) -> None:
+        super().__init__(name, bus, endpoints, context)
+        self.sensors = sensors or PiSensors(section.sysfs_root, section.vcgencmd)
+        self.interval = context.metrics_interval
+        self.frames_done: Optional[Callable[[], int]] = None  # frames completed so far (for FPS per watt)
         self.engines: Dict[str, str] = {}  # role -> engine, published as engine.ROLE.ENGINE = 1
         self.executor: Optional[ThreadPoolExecutor] = None
         self.samples: List[Dict[str, float]] = []

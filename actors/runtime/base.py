@@ -31,8 +31,7 @@ import logging
 import time
 from typing import Any, Dict, List, Optional
 
-import zmq
-
+from edgepipe.actors.runtime.context import Context, Endpoints
 from edgepipe.actors.runtime.loss import LossLedger
 from edgepipe.actors.runtime.metrics_part import MetricsReporter
 from edgepipe.actors.runtime.stats import Stats
@@ -54,14 +53,22 @@ class ActorDied(RuntimeError):
 
 
 class Actor:
-    """Base class: subclasses implement ``setup`` (open sockets) and ``run``."""
+    """Base class: subclasses implement ``setup`` (open sockets) and ``run``.
+
+    An actor takes its name, the bus, its config section (a subclass's first argument after these),
+    its endpoints by name and the run's context (``actors/runtime/context.py``); one that runs a model
+    also takes its ``RoleModels``. Its role (endpoints, counters, start order) is in ``actors/roles.py``.
+    """
 
     kind = "actor"
 
-    def __init__(self, name: str, bus: Bus, metrics_endpoint: Optional[str] = None,
-                 metrics_interval: float = 1.0) -> None:
+    def __init__(self, name: str, bus: Bus, endpoints: Endpoints, context: Context) -> None:
         self.name = name
         self.bus = bus
+        self.endpoints = endpoints
+        self.context = context
+        metrics_endpoint = endpoints.get("metrics_in")
+        metrics_interval = context.metrics_interval
         self.stats = Stats(name)
         self.log = logging.LoggerAdapter(logging.getLogger("edgepipe." + self.kind), {})
         self.log.process = lambda msg, kw: ("[%s] %s" % (self.name, msg), kw)  # type: ignore[assignment]
@@ -155,7 +162,7 @@ class Actor:
                     helpers.start_soon(self.metrics.tick(), name=self.name + ".metrics")
                 # a bound publisher takes subscriptions only when they are read (bus.sockets: XPUB_MANUAL)
                 for ch in self._channels:
-                    if ch.kind == zmq.XPUB:
+                    if ch.takes_subscriptions:
                         helpers.start_soon(ch.serve_subscriptions(), name=self.name + ".subscriptions")
                 await self.run()
                 self.finished = True

@@ -23,17 +23,16 @@ from typing import Annotated, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-import zmq
-import zmq.asyncio
 from msgspec import Meta
 
 from edgepipe.actors.runtime.base import Actor, in_thread, ms_since
+from edgepipe.actors.runtime.context import Context, Endpoints
 from edgepipe.actors.runtime.settings import Hwm, Section
 from edgepipe.actors.sinks.sinks import DisplayError, FileSink, Sink, WindowSink
 from edgepipe.actors.sinks.web_sink import DEFAULT_PORT, WebSink
 from edgepipe.actors.sources.source_factory import source_rate
 from edgepipe.bus.messages import Eos, Frame, Result
-from edgepipe.bus.sockets import Bus
+from edgepipe.bus.sockets import Bus, wait_any
 
 
 class DisplayConfig(Section):
@@ -151,14 +150,14 @@ def make_sink(spec: str, fps: float) -> Optional[Sink]:
 class Display(Actor):
     kind = "display"
 
-    def __init__(self, name: str, bus: Bus, *, sink: Sink, frames_endpoint: str, results_endpoint: str,
-                 hwm: int = 4, frame_buffer: int = 64, **kw) -> None:
-        super().__init__(name, bus, **kw)
+    def __init__(self, name: str, bus: Bus, section: DisplayConfig, endpoints: Endpoints, context: Context,
+                 sink: Sink) -> None:
+        super().__init__(name, bus, endpoints, context)
         self.sink = sink
-        self.frames_endpoint = frames_endpoint
-        self.results_endpoint = results_endpoint
-        self.hwm = hwm
-        self.frame_buffer = frame_buffer
+        self.frames_endpoint = endpoints["frames"]
+        self.results_endpoint = endpoints["results"]
+        self.hwm = section.hwm
+        self.frame_buffer = section.frame_buffer
         self.frames: "OrderedDict[int, np.ndarray]" = OrderedDict()
         self.shown = deque(maxlen=30)
         self.executor: Optional[ThreadPoolExecutor] = None
@@ -186,11 +185,8 @@ class Display(Actor):
         return (len(self.shown) - 1) / max(1e-6, self.shown[-1] - self.shown[0])
 
     async def run(self) -> None:
-        poller = zmq.asyncio.Poller()
-        poller.register(self.frames_sub.sock, zmq.POLLIN)
-        poller.register(self.results_sub.sock, zmq.POLLIN)
         while True:
-            await poller.poll()
+            await wait_any((self.frames_sub, self.results_sub))
             # frames first, and always: a frame may land between the poll and its result
             await self._take_frames()
             latest = None

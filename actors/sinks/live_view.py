@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+from edgepipe.actors.runtime.context import Context, Endpoints
 from edgepipe.actors.runtime.tasks import first
-from edgepipe.actors.sinks.display import Display, Sink
+from edgepipe.actors.sinks.display import Display, DisplayConfig, Sink
 from edgepipe.bus.messages import Metric, Result
 from edgepipe.bus.sockets import Bus
 
@@ -23,14 +24,14 @@ def is_web(spec: str) -> bool:
 class LiveView(Display):
     kind = "display"
 
-    def __init__(self, name: str, bus: Bus, *, sink: Sink, public_metrics_endpoint: str = "",
-                 roles: Optional[Dict[str, str]] = None, **kw: Any) -> None:
-        super().__init__(name, bus, sink=sink, **kw)
-        self.public_metrics_endpoint = public_metrics_endpoint
+    def __init__(self, name: str, bus: Bus, section: DisplayConfig, endpoints: Endpoints, context: Context,
+                 sink: Sink) -> None:
+        super().__init__(name, bus, section, endpoints, context, sink)
+        self.public_metrics_endpoint = endpoints.get("metrics", "")
         self.metrics_sub: Any = None
         setter = getattr(sink, "set_roles", None)
         if setter is not None:
-            setter(dict(roles or {}))
+            setter(dict(context.placement), context.order)
 
     async def setup(self) -> None:
         await super().setup()

@@ -28,8 +28,10 @@ from importlib.metadata import version
 from typing import Any, Callable, Deque, Dict, Optional, Tuple
 
 from edgepipe.actors.runtime.base import Actor
+from edgepipe.actors.runtime.context import Context, Endpoints
 from edgepipe.actors.runtime.tasks import TaskGroup, first
 from edgepipe.actors.sinks import mqtt_payloads as mp
+from edgepipe.actors.sinks.mqtt_payloads import MqttConfig
 from edgepipe.bus.messages import Eos, Metric, Result
 from edgepipe.bus.sockets import Bus
 
@@ -61,14 +63,14 @@ def _version() -> str:
 class MqttSink(Actor):
     kind = "mqtt"
 
-    def __init__(self, name: str, bus: Bus, *, mqtt: Any, results_endpoint: str, metrics_public_endpoint: str,
-                 profile: str = "", hwm: int = 1024, **kw) -> None:
-        super().__init__(name, bus, **kw)
-        self.cfg = mqtt  # pipeline.config.MqttConfig
-        self.results_endpoint = results_endpoint
-        self.metrics_public_endpoint = metrics_public_endpoint
-        self.profile = profile
-        self.hwm = hwm
+    hwm = 1024  # results and metrics queued for the sink
+
+    def __init__(self, name: str, bus: Bus, section: MqttConfig, endpoints: Endpoints, context: Context) -> None:
+        super().__init__(name, bus, endpoints, context)
+        mqtt = self.cfg = section
+        self.results_endpoint = endpoints["results"]
+        self.metrics_public_endpoint = endpoints["metrics"]
+        self.profile = context.profile
         self.topics = mp.Topics(mqtt.name, mqtt.topic_prefix, mqtt.discovery_prefix)
         self.client_id = mqtt.client_id or "edgepipe-%s" % self.topics.node
         self.queue: Deque[Tuple[str, bytes, bool]] = deque()

@@ -9,6 +9,7 @@ from collections import OrderedDict
 from typing import IO, Any, Dict, List, Optional
 
 from edgepipe.actors.runtime.base import Actor
+from edgepipe.actors.runtime.context import Context, Endpoints
 from edgepipe.bus.messages import Eos, Result, TruthFace
 from edgepipe.bus.sockets import Bus
 from edgepipe.models.families.labels import canonical
@@ -43,12 +44,12 @@ def match_truth(result: Result, truth: List[TruthFace]) -> dict:
 class Recorder(Actor):
     kind = "recorder"
 
-    def __init__(self, name: str, bus: Bus, *, results_endpoint: str, hwm: int = 1024,
-                 results_path: Optional[str] = None, **kw) -> None:
-        super().__init__(name, bus, **kw)
-        self.results_endpoint = results_endpoint
-        self.hwm = hwm
-        self.results_path = results_path
+    hwm = 1024  # results queued for the recorder
+
+    def __init__(self, name: str, bus: Bus, endpoints: Endpoints, context: Context) -> None:
+        super().__init__(name, bus, endpoints, context)
+        self.results_endpoint = endpoints["results"]
+        self.results_path = context.results_path
         self.fh: Optional[IO[str]] = None
         self.drained: Optional[asyncio.Event] = None
         self.totals = {"frames": 0, "faces": 0, "truth": 0, "matched": 0, "expression_correct": 0,

@@ -27,7 +27,7 @@ import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -47,9 +47,6 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 RESOURCES_ACTOR = "resources"  # an actor whose gauges are temperatures, power and the like
 STATS_GAUGES = frozenset(("fps", "fps_avg", "busy_pct", "busy_ms_p50", "busy_ms_p99", "latency_ms_p50",
                           "latency_ms_p99", "uptime_s"))  # what every actor's Stats reports
-_ORDER = ("capture", "encoder", "detector", "classifier", "fer", "aggregator", "recorder", "display")
-
-
 def _num(v: Any, digits: int = 3) -> Optional[float]:
     """A JSON-safe number: None for NaN and infinities."""
     if v is None:
@@ -58,11 +55,12 @@ def _num(v: Any, digits: int = 3) -> Optional[float]:
     return round(v, digits) if math.isfinite(v) else None
 
 
-def _actor_key(name: str) -> Tuple[int, str, int]:
-    """Pipeline order, then workers by number (fer-2 before fer-10)."""
+def actor_key(order: Sequence[str], name: str) -> Tuple[int, str, int]:
+    """The roles' ``order`` (from the source to the sinks: the table of roles'), then workers by number
+    (fer-2 before fer-10)."""
     m = re.match(r"(.*)-(\d+)$", name)
     base, n = (m.group(1), int(m.group(2))) if m else (name, -1)
-    return (_ORDER.index(base) if base in _ORDER else len(_ORDER), base, n)
+    return (order.index(base) if base in order else len(order), base, n)
 
 
 class _Latest:
@@ -102,7 +100,8 @@ class LiveState:
         self.heard: Dict[str, float] = {}  # actor -> time.monotonic() of its last snapshot here
         self.result: Optional[Result] = None
         self.fps = 0.0
-        self.roles: Dict[str, str] = {}
+        self.roles: Dict[str, str] = {}  # role -> where it runs
+        self.order: Tuple[str, ...] = ()  # the roles from the source to the sinks
 
     def _changed(self) -> None:
         self.version += 1
@@ -137,12 +136,12 @@ class LiveState:
         """The status document (``/api/status``)."""
         with self.cond:
             metrics, heard, r, fps = dict(self.metrics), dict(self.heard), self.result, self.fps
-            roles = dict(self.roles)
+            roles, order = dict(self.roles), self.order
         now = time.monotonic()
         actors: List[Dict[str, Any]] = []
         devices: Dict[str, Optional[float]] = {}
         resources: Dict[str, Optional[float]] = {}
-        for name in sorted(metrics, key=_actor_key):
+        for name in sorted(metrics, key=lambda a: actor_key(order, a)):
             m = metrics[name]
             c, g = m.counters, m.gauges
             if name == RESOURCES_ACTOR:  # the machine's sensors (on a Pi): not a stage of the pipeline
@@ -292,9 +291,11 @@ class WebSink(Sink):
                         self.host or "every interface", self.address[1])
         log.info("live view at %s", self.url)
 
-    def set_roles(self, roles: Dict[str, str]) -> None:
+    def set_roles(self, roles: Dict[str, str], order: Sequence[str] = ()) -> None:
+        """Where each role runs, and the roles' order on the page (from the source to the sinks)."""
         with self.state.cond:
             self.state.roles = dict(roles)
+            self.state.order = tuple(order)
 
     def on_result(self, r: Result, fps: float) -> None:
         self.state.set_result(r, fps)

@@ -43,12 +43,11 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 import msgspec
 import numpy as np
-import zmq
-import zmq.asyncio
 
 from edgepipe.actors.runtime.tasks import TaskGroup
 from edgepipe.bus import messages as m
 from edgepipe.bus.codec import Codec, encode, encode_relayed
+from edgepipe.bus.raw import libzmq_version, raw_pair
 from edgepipe.bus.sockets import Bus
 from edgepipe.pipeline.bench.common import DEFAULT_OUT, machine_info, write_json
 from edgepipe.pipeline.loop import event_loop_run
@@ -166,18 +165,6 @@ class _Endpoints:
         return "tcp://127.0.0.1:%d" % _free_port()
 
 
-def _raw_pair(bus: Bus, endpoint: str, hwm: int) -> Tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
-    pull = bus.ctx.socket(zmq.PULL)
-    push = bus.ctx.socket(zmq.PUSH)
-    for s in (pull, push):
-        s.setsockopt(zmq.LINGER, 0)
-        s.setsockopt(zmq.SNDHWM, hwm)
-        s.setsockopt(zmq.RCVHWM, hwm)
-    pull.bind(endpoint)
-    push.connect(endpoint)
-    return push, pull
-
-
 async def _stream(send: Callable[[], Awaitable[Any]], recv: Callable[[], Awaitable[Any]], n: int) -> float:
     """Seconds per message, n messages sent back to back."""
     async def consume() -> None:
@@ -193,7 +180,7 @@ async def _stream(send: Callable[[], Awaitable[Any]], recv: Callable[[], Awaitab
 
 
 async def _pingpong(send: Callable[[], Awaitable[Any]], recv: Callable[[], Awaitable[Any]],
-                    ack_push: zmq.asyncio.Socket, ack_pull: zmq.asyncio.Socket, n: int) -> float:
+                    ack_push: Any, ack_pull: Any, n: int) -> float:
     """Seconds per round trip: one message there, a one-byte answer back."""
     async def echo() -> None:
         for _ in range(n):
@@ -229,7 +216,7 @@ async def _one(bus: Bus, eps: _Endpoints, transport: str, msg: Any, n: int, hwm:
         else:
             frames = encode(msg, 1)  # the same bytes the project sends
             big = len(frames) > 2
-            rpush, rpull = _raw_pair(bus, eps.new(transport), hwm)
+            rpush, rpull = raw_pair(bus, eps.new(transport), hwm)
             closers += [rpull.close, rpush.close]
 
             async def send() -> Any:
@@ -241,7 +228,7 @@ async def _one(bus: Bus, eps: _Endpoints, transport: str, msg: Any, n: int, hwm:
         if mode == "stream":
             await _stream(send, recv, warm)
             return await _stream(send, recv, n)
-        ack_push, ack_pull = _raw_pair(bus, eps.new(transport), 16)
+        ack_push, ack_pull = raw_pair(bus, eps.new(transport), 16)
         closers += [ack_pull.close, ack_push.close]
         await _pingpong(send, recv, ack_push, ack_pull, warm)
         return await _pingpong(send, recv, ack_push, ack_pull, n)
@@ -298,7 +285,7 @@ def bench_bus(counts: Dict[str, int], progress: Optional[Callable[[str], None]] 
     hops = event_loop_run(bench_hops(counts, progress=progress))
     info = machine_info()
     info["versions"]["msgspec"] = msgspec.__version__
-    info["versions"]["libzmq"] = zmq.zmq_version()
+    info["versions"]["libzmq"] = libzmq_version()
     frame_hops = {mode: [h["ratio"] for h in hops if h["payload"] == "frame" and h["mode"] == mode]
                   for mode in ("stream", "pingpong")}
     return {

@@ -1,3 +1,2 @@
-"""Process groups: which actors run in which process, spawning and watching them, the
-control link, and the group process itself.
-"""
+"""Process groups: which actors run in which process, spawning and watching them, and the group
+process itself (the control link between them is ``bus/control.py``)."""

@@ -30,10 +30,10 @@ from typing import Awaitable, List, Optional
 
 from edgepipe.actors.runtime.base import Actor, ActorDied, ActorFailed
 from edgepipe.actors.runtime.tasks import TaskGroup, first
+from edgepipe.bus.control import open_client, watch_main
 from edgepipe.bus.messages import Ready, Stopped
 from edgepipe.pipeline.build import RunOptions, build, make_bus
 from edgepipe.pipeline.config.loading import Config, ConfigError, from_dict, load
-from edgepipe.pipeline.processes.control import open_client, watch_main
 from edgepipe.pipeline.processes.groups import assignment, check_by_hand, group_of
 
 log = logging.getLogger("edgepipe.group")

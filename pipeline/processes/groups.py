@@ -14,28 +14,22 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from typing import Dict, List, Set
+from typing import Dict, List, Set, Tuple
 
 import msgspec
 
+from edgepipe.actors import roles
 from edgepipe.pipeline.config.sections import Config, ConfigError, GroupConfig, endpoint_names
 
 MAIN = "main"
-# actor roles a group may take (``fer`` is the whole FER pool)
-MOVABLE = ("encoder", "detector", "classifier", "fer", "aggregator", "display")
-MAIN_ONLY = ("capture", "recorder", "metrics")
+# actor roles a group may take (``fer`` is the whole FER pool): the table of roles' movable ones
+MOVABLE = roles.MOVABLE
+MAIN_ONLY = tuple(r.name for r in roles.ROLES if not r.movable)
 
-# endpoint -> the roles that use it (the first one binds)
-LINKS: Dict[str, List[str]] = {
-    "frames": ["capture", "encoder", "display"],
-    "encoded": ["encoder", "detector", "classifier"],
-    "detections": ["detector", "classifier", "aggregator"],
-    "facejobs": ["detector", "fer"],
-    "expressions": ["aggregator", "fer"],
-    "results": ["aggregator", "recorder", "display", "capture"],
-    "metrics_in": ["metrics", "*"],
-    "control": [MAIN, "*"],
-}
+# endpoint -> the roles that use it (the first one binds), from the table of roles; ``control`` links the
+# main process with every group ("*": every process)
+LINKS: Dict[str, Tuple[str, ...]] = {ep: roles.users(ep) for ep in endpoint_names() if roles.users(ep)}
+LINKS["control"] = (MAIN, "*")
 
 
 def fer_workers(cfg: Config) -> List[str]:
@@ -160,10 +154,10 @@ def check_tpus(cfg: Config, assign: Dict[str, str]) -> None:
 
 
 def processes_using(link: str, assign: Dict[str, str], cfg: Config) -> Set[str]:
-    roles = LINKS[link]
-    if "*" in roles:
+    users = LINKS[link]
+    if "*" in users:
         return {MAIN} | set(assign.values())
-    return {x for r in roles for x in processes_of(r, assign, cfg)}
+    return {x for r in users if r != MAIN for x in processes_of(r, assign, cfg)}
 
 
 def check_by_hand(cfg: Config, assign: Dict[str, str]) -> None:

@@ -17,7 +17,9 @@ import msgspec
 import numpy as np
 
 from edgepipe.actors.fer import FerWorker
+from edgepipe.actors.runtime.context import Context, RoleModels
 from edgepipe.actors.runtime.tasks import TaskGroup
+from edgepipe.bus.control import ControlServer
 from edgepipe.bus.messages import FaceJob
 from edgepipe.bus.rundir import RunDir
 from edgepipe.models.registry import expression_model, face_detector
@@ -25,7 +27,6 @@ from edgepipe.models.store import manifest
 from edgepipe.pipeline.build import engine_settings, make_bus
 from edgepipe.pipeline.config.loading import Config
 from edgepipe.pipeline.loop import event_loop_run
-from edgepipe.pipeline.processes.control import ControlServer
 from edgepipe.pipeline.processes.groups import with_fer_processes
 from edgepipe.pipeline.processes.supervisor import GroupProcess, handle_control, wait_ready, write_config
 
@@ -33,7 +34,7 @@ WARM_JOBS_PER_WORKER = 2
 
 
 def cpu_depth(cfg: Config, settings: Any) -> int:
-    """A worker's jobs in flight as the pipeline builds it (``pipeline.build``): one on the CPU."""
+    """A worker's jobs in flight as ``FerWorker`` sets it: one on the CPU."""
     return cfg.fer.depth if settings.kind != "cpu" else 1
 
 
@@ -63,9 +64,9 @@ async def _fer_stage(cfg: Config, crops: List[Any], workers: int, frames: int) -
     results = bus.pull(tag + "-expr", hwm=max(64, frames), name="bench.expr", bind=True)
     spec = manifest.get(cfg.profile().models("cpu").fer)
     settings = engine_settings(cfg, "cpu")
-    pool = [FerWorker("fer-%d" % i, bus, facejobs_endpoint=tag + "-jobs", expressions_endpoint=tag + "-expr",
-                      hwm=cfg.fer.hwm, engine=settings, model=spec, invoke_timeout_ms=cfg.fer.invoke_timeout_ms,
-                      depth=cpu_depth(cfg, settings)) for i in range(workers)]
+    endpoints = {"facejobs": tag + "-jobs", "expressions": tag + "-expr"}
+    pool = [FerWorker("fer-%d" % i, bus, cfg.fer, endpoints, Context(), RoleModels(settings, spec))
+            for i in range(workers)]
     started: List[Any] = []
     try:
         for w in pool:

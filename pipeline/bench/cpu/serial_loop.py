@@ -37,12 +37,12 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
-import zmq
 
 from edgepipe import ROOT as REPO
 from edgepipe.actors.runtime.engines import EngineSettings
 from edgepipe.actors.runtime.stats import percentile
 from edgepipe.actors.sources.source_factory import make_source
+from edgepipe.bus.raw import readable, reply_socket, request_socket
 from edgepipe.models.registry import expression_model, face_detector
 from edgepipe.models.store import manifest
 
@@ -89,10 +89,7 @@ def backend_main(argv: Optional[Sequence[str]] = None) -> int:
 
 
     parent = os.getppid()
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.REP)
-    sock.setsockopt(zmq.LINGER, 1000)
-    sock.connect(args.connect)
+    ctx, sock = reply_socket(args.connect)
     engines: List[Any] = []
     code = 0
     try:
@@ -105,11 +102,9 @@ def backend_main(argv: Optional[Sequence[str]] = None) -> int:
                                         args.max_faces, ("serial-detector", "serial-fer"))
         except Exception as exc:  # reported to the front end, which raises it
             load_error = "%s: %s" % (type(exc).__name__, exc)
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
         idle_since = time.monotonic()
         while True:
-            if not poller.poll(500):
+            if not readable(sock, 500):
                 if os.getppid() != parent:
                     log.warning("front end gone; exiting")
                     return 3
@@ -196,16 +191,11 @@ class SerialLoop:
     # -- life cycle
 
     def start(self) -> "SerialLoop":
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.REQ)
-        self.sock.setsockopt(zmq.LINGER, 0)
+        endpoint = None  # tcp: a free loopback port
         if self.transport == "ipc":
             self.dir = tempfile.mkdtemp(prefix="edgepipe-serial-", dir="/tmp" if os.path.isdir("/tmp") else None)
-            self.endpoint = "ipc://%s/loop" % self.dir
-            self.sock.bind(self.endpoint)
-        else:
-            port = self.sock.bind_to_random_port("tcp://127.0.0.1")
-            self.endpoint = "tcp://127.0.0.1:%d" % port
+            endpoint = "ipc://%s/loop" % self.dir
+        self.ctx, self.sock, self.endpoint = request_socket(endpoint)
         cmd = [self.python, "-m", "edgepipe.pipeline.bench.cpu.serial_loop", "--connect", self.endpoint, "--detector", self.detector,
                "--fer", self.fer, "--engine", self.engine, "--threads", str(self.threads),
                "--max-faces", str(self.max_faces)]
@@ -255,7 +245,7 @@ class SerialLoop:
     def _ask(self, parts: List[Any], timeout_s: float) -> Any:
         self.sock.send_multipart(parts, copy=False)
         deadline = time.monotonic() + timeout_s
-        while not self.sock.poll(100, zmq.POLLIN):
+        while not readable(self.sock, 100):
             if self.proc is not None and self.proc.poll() is not None:
                 raise SerialLoopError("serial back end exited with code %s" % self.proc.returncode)
             if time.monotonic() > deadline:

@@ -18,7 +18,6 @@ from typing import Any, Dict, Optional
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from edgepipe.actors.runtime.tasks import first
 from edgepipe.bus.codec import DecodeError, encode
 from edgepipe.bus.messages import Ready, Stopped
 from edgepipe.bus.sockets import Bus, Channel
@@ -102,7 +101,7 @@ async def watch_main(ctl: Channel, stop: asyncio.Event, by_hand: bool) -> None:
     try:
         if by_hand:
             mon = ctl.sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
-            await first(_asked(ctl), _dropped(mon))
+            await _either(_asked(ctl), _dropped(mon))
         else:
             await _asked(ctl)
         stop.set()
@@ -110,6 +109,19 @@ async def watch_main(ctl: Channel, stop: asyncio.Event, by_hand: bool) -> None:
         if mon is not None:
             ctl.sock.disable_monitor()
             mon.close(0)
+
+
+async def _either(*coros: Any) -> None:
+    """Run ``coros`` until one of them returns (or raises); cancel the others."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            t.result()
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _asked(ctl: Channel) -> None:
