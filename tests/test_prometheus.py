@@ -6,11 +6,14 @@ import math
 import urllib.request
 
 from helpers import inproc_config, run_async
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgepipe.bus.messages import Metric
 from edgepipe.pipeline.metrics.cli import export
-from edgepipe.pipeline.metrics.prometheus import COUNTERS, REJECT_REASONS, render
+from edgepipe.pipeline.metrics.prometheus import COUNTERS, REJECT_REASONS, Exporter, render
+
+OPENMETRICS = "application/openmetrics-text;version=1.0.0;q=0.6,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
 from edgepipe.pipeline.runner import RunOptions, run
 
 
@@ -55,6 +58,58 @@ def test_render_documents_every_family_in_base_units():
     # nothing: only edgepipe_up, at 0
     fams = families(render({}))
     assert list(fams) == ["edgepipe_up"] and samples(fams, "edgepipe_up")[0].value == 0.0
+
+
+def test_a_gauge_that_maps_onto_a_family_of_the_other_type_is_kept_apart():
+    m = Metric("fer-0", 42, 10.0, counters={"in": 7, "faces": 3},
+               gauges={"in": 4.0, "in_total": 5.0, "faces_total": 6.0, "device.fake:0.invokes": 9.0,
+                       "device_invokes_total": 2.0})
+    text = render({"fer-0": m})
+    fams = families(text)
+    assert fams["edgepipe_in"].type == "counter" and samples(fams, "edgepipe_in_total")[0].value == 7.0
+    assert fams["edgepipe_faces"].type == "counter" and samples(fams, "edgepipe_faces_total")[0].value == 3.0
+    assert fams["edgepipe_device_invokes"].type == "counter"
+    assert samples(fams, "edgepipe_device_invokes_total", device="fake:0")[0].value == 9.0
+    gauges = {s.name: s.value for f in fams.values() if f.type == "gauge" for s in f.samples}
+    assert gauges == {"edgepipe_up": 1.0, "edgepipe_in_gauge": 4.0, "edgepipe_in_total_gauge": 5.0,
+                      "edgepipe_faces_total_gauge": 6.0, "edgepipe_device_invokes_total_gauge": 2.0}
+    lines = [line.rsplit(" ", 1)[0] for line in text.splitlines() if not line.startswith("#")]
+    assert len(lines) == len(set(lines))  # no series twice
+
+
+def test_exporter_negotiates_its_own_registry_and_forgets_actors():
+    def get(url, accept=None):
+        req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.headers["Content-Type"], r.read().decode()
+
+    exporter = Exporter("127.0.0.1", 0, stale_after=60.0, source="ipc://x")
+    exporter.start()
+    try:
+        base = "http://%s:%d/metrics" % exporter.address
+        exporter.update(Metric("detector", 1, 1.0, counters={"in": 5}, gauges={"on.fake:0": 1.0}))
+        exporter.update(Metric("capture", 2, 1.0, counters={"out": 9}))
+        ctype, text = get(base)
+        assert ctype.startswith("text/plain; version=0.0.4")
+        fams = families(text)
+        assert all(name.startswith("edgepipe_") for name in fams)  # not prometheus_client's global registry
+        assert samples(fams, "edgepipe_in_total", actor="detector")[0].value == 5.0
+        ctype, text = get(base, OPENMETRICS)  # what a Prometheus asks for first
+        # its content type says version=0.0.1 under prometheus_client 0.17, 1.0.0 under 0.26
+        assert ctype.startswith("application/openmetrics-text;") and text.endswith("# EOF\n")
+        om = {f.name: f for f in openmetrics_families(text)}
+        assert om["edgepipe_in"].type == "counter" and om["edgepipe_runs_on"].type == "gauge"
+        assert samples(om, "edgepipe_out_total", actor="capture")[0].value == 9.0
+        exporter.update(Metric("detector", 1, 2.0, final=True))  # it ended: its series go
+        fams = families(get(base)[1])
+        assert not samples(fams, "edgepipe_in_total", actor="detector")
+        assert samples(fams, "edgepipe_out_total", actor="capture")[0].value == 9.0
+        with exporter.lock:  # last heard from past stale_after: forgotten
+            exporter.heard["capture"] -= 61.0
+        fams = families(get(base)[1])
+        assert list(fams) == ["edgepipe_up"] and samples(fams, "edgepipe_up")[0].value == 0.0
+    finally:
+        exporter.close()
 
 
 def test_exporter_serves_a_pipeline_and_forgets_it_when_it_goes(tmp_path):

@@ -1,8 +1,11 @@
 """``python run.py metrics --prometheus [HOST:]PORT``: the pipeline's metrics for Prometheus.
 
 Subscribes to a running pipeline's metrics endpoint and serves the latest
-snapshot of every actor at ``/metrics`` in Prometheus' text format (0.0.4),
-with an index page at ``/``:
+snapshot of every actor at ``/metrics`` through prometheus_client: a collector
+of our own (``PipelineCollector``) in a registry of our own (not the process'
+global one), exposed in the format the scraper asks for (Prometheus text 0.0.4
+by default, OpenMetrics when the ``Accept`` header asks for it), with an index
+page at ``/``:
 
 - every family has ``# HELP`` and ``# TYPE``; counters end in ``_total``,
   durations are in seconds (``_seconds``), shares are ratios (0..1);
@@ -19,7 +22,11 @@ import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from edgepipe.bus.messages import Metric
 
@@ -51,17 +58,18 @@ DROP_REASONS: Dict[str, Tuple[str, ...]] = {
 REJECT_REASONS = ("bad_frames", "unknown_kind", "oversized", "malformed", "wrong_version", "wrong_kind",
                   "bad_field", "bad_image", "bad_value", "missing_field", "unknown_field")  # bus.codec's
 
+# by family name, as prometheus_client names a family: a counter's without "_total" (its samples have it)
 HELP: Dict[str, str] = {
     "edgepipe_up": "1 while the pipeline reports metrics, 0 once every actor has ended or fell silent",
-    "edgepipe_in_total": "Messages (frames, jobs, results) the actor took in",
-    "edgepipe_out_total": "Messages the actor passed on",
-    "edgepipe_dropped_total": "Frames the actor accepted or expected and will not pass on",
-    "edgepipe_dropped_by_reason_total": "Dropped frames by reason",
-    "edgepipe_rejected_total": "Messages refused by the actor's decoder (malformed, hostile or wrong version)",
-    "edgepipe_rejected_by_reason_total": "Refused messages by reason",
-    "edgepipe_restarts_total": "Engine restarts by the watchdog",
-    "edgepipe_completed_total": "Frames that left the aggregator with every expression",
-    "edgepipe_partial_total": "Frames that left the aggregator without every expression (deadline or error)",
+    "edgepipe_in": "Messages (frames, jobs, results) the actor took in",
+    "edgepipe_out": "Messages the actor passed on",
+    "edgepipe_dropped": "Frames the actor accepted or expected and will not pass on",
+    "edgepipe_dropped_by_reason": "Dropped frames by reason",
+    "edgepipe_rejected": "Messages refused by the actor's decoder (malformed, hostile or wrong version)",
+    "edgepipe_rejected_by_reason": "Refused messages by reason",
+    "edgepipe_restarts": "Engine restarts by the watchdog",
+    "edgepipe_completed": "Frames that left the aggregator with every expression",
+    "edgepipe_partial": "Frames that left the aggregator without every expression (deadline or error)",
     "edgepipe_fps": "Frames (or jobs) out per second over the last metrics window",
     "edgepipe_fps_average": "Frames (or jobs) out per second since the actor started",
     "edgepipe_busy_ratio": "Share of the last metrics window in which the actor had work in hand",
@@ -73,24 +81,26 @@ HELP: Dict[str, str] = {
     "edgepipe_queue_depth": "Frames or jobs waiting in the actor",
     "edgepipe_runs_on": "1 for each device or engine the actor's model runs on",
     "edgepipe_device_busy_ratio": "Share of the last second the accelerator device was running an invoke",
-    "edgepipe_device_invokes_total": "Invokes the accelerator device ran",
-    "edgepipe_device_switches_total": "Model switches on the accelerator device (parameter reloads)",
-    "edgepipe_device_busy_seconds_total": "Seconds the accelerator device spent running invokes",
-    "edgepipe_device_active_seconds_total": "Seconds from the device's first invoke to its last",
+    "edgepipe_device_invokes": "Invokes the accelerator device ran",
+    "edgepipe_device_switches": "Model switches on the accelerator device (parameter reloads)",
+    "edgepipe_device_busy_seconds": "Seconds the accelerator device spent running invokes",
+    "edgepipe_device_active_seconds": "Seconds from the device's first invoke to its last",
     "edgepipe_soc_temp_celsius": "Temperature of the system on chip (a Pi's sensors)",
     "edgepipe_power_watts": "Power the board draws (a Pi's sensors)",
 }
 _GAUGES = {"fps": "edgepipe_fps", "fps_avg": "edgepipe_fps_average", "uptime_s": "edgepipe_uptime_seconds",
            "pending": "edgepipe_queue_depth", "queue": "edgepipe_queue_depth"}
 _DEVICE = {"busy_pct": ("edgepipe_device_busy_ratio", "gauge", 0.01),
-           "invokes": ("edgepipe_device_invokes_total", "counter", 1.0),
-           "switches": ("edgepipe_device_switches_total", "counter", 1.0),
-           "busy_s": ("edgepipe_device_busy_seconds_total", "counter", 1.0),
-           "active_s": ("edgepipe_device_active_seconds_total", "counter", 1.0)}
+           "invokes": ("edgepipe_device_invokes", "counter", 1.0),
+           "switches": ("edgepipe_device_switches", "counter", 1.0),
+           "busy_s": ("edgepipe_device_busy_seconds", "counter", 1.0),
+           "active_s": ("edgepipe_device_active_seconds", "counter", 1.0)}
 
 _UNITS = (("_c", "_celsius"), ("_w", "_watts"), ("_v", "_volts"), ("_a", "_amperes"), ("_hz", "_hertz"))
 
 Labels = Tuple[Tuple[str, str], ...]
+Family = Union[CounterMetricFamily, GaugeMetricFamily]
+_Sample = Tuple[str, str, Labels, float]  # family name, "counter" | "gauge", labels, value
 
 
 def metric_name(key: str) -> str:
@@ -122,70 +132,108 @@ def _gauge(key: str, value: float) -> Tuple[str, float]:
     return metric_name(key), value
 
 
+def _counter_samples(actor: str, m: Metric) -> Iterator[_Sample]:
+    """Every counter an actor of this kind keeps (0 until it counts), drops and rejects also by reason."""
+    kind = actor_kind(actor)
+    a: Labels = (("actor", actor),)
+    counters = {k: 0 for k in COUNTERS.get(kind, COMMON)}
+    counters.update({"dropped." + r: 0 for r in DROP_REASONS.get(kind, ())})
+    counters.update({"rejected." + r: 0 for r in REJECT_REASONS})
+    counters.update(m.counters)
+    for k, v in counters.items():
+        head, _, reason = k.partition(".")
+        if reason and head in ("dropped", "rejected"):
+            yield "edgepipe_%s_by_reason" % head, "counter", a + (("reason", reason),), v
+        else:
+            yield metric_name(k), "counter", a, v
+
+
+def _gauge_samples(actor: str, m: Metric) -> Iterator[_Sample]:
+    a: Labels = (("actor", actor),)
+    for k, v in m.gauges.items():
+        if k.startswith("on."):
+            yield "edgepipe_runs_on", "gauge", a + (("device", k[3:]),), v
+        elif k.startswith("device."):
+            device, _, stat = k[len("device."):].rpartition(".")
+            name, typ, scale = _DEVICE.get(stat, (metric_name("device_" + stat), "gauge", 1.0))
+            yield name, typ, a + (("device", device),), v * scale
+        else:
+            name, value = _gauge(k, v)
+            yield name, "gauge", a, value
+
+
 class _Families:
+    """The families of one scrape: family name -> type, and -> {labels: value}."""
+
     def __init__(self) -> None:
-        self.kind: Dict[str, str] = {}
+        self.types: Dict[str, str] = {}
         self.samples: Dict[str, Dict[Labels, float]] = {}
 
-    def add(self, name: str, kind: str, labels: Labels, value: float) -> None:
-        if self.kind.setdefault(name, kind) != kind:
-            name = name + "_" + kind  # a key that maps onto a family of the other type: keep both
-            self.kind.setdefault(name, kind)
+    def add(self, name: str, typ: str, labels: Labels, value: float) -> None:
+        if typ == "counter" and name.endswith("_total"):
+            name = name[:-len("_total")]  # what prometheus_client does to a counter's name
+        while self._taken(name, typ):  # a key that maps onto a family of the other type: keep both
+            name = name + "_" + typ
+        self.types[name] = typ
         self.samples.setdefault(name, {})[labels] = float(value)
 
-    def render(self) -> str:
-        lines: List[str] = []
+    def _taken(self, name: str, typ: str) -> bool:
+        """Whether ``name`` or its sample names belong to a family of the other type."""
+        if self.types.get(name, typ) != typ:
+            return True
+        if typ == "counter":  # its samples are name_total
+            return self.types.get(name + "_total") == "gauge"
+        return name.endswith("_total") and self.types.get(name[:-len("_total")]) == "counter"
+
+    def build(self) -> List[Family]:
+        out: List[Family] = []
         for name in sorted(self.samples):
-            help_text = HELP.get(name, "edgepipe metric %s" % name)
-            lines.append("# HELP %s %s" % (name, help_text.replace("\\", "\\\\").replace("\n", "\\n")))
-            lines.append("# TYPE %s %s" % (name, self.kind[name]))
-            for labels, value in sorted(self.samples[name].items()):
-                text = ",".join('%s="%s"' % (k, _escape(v)) for k, v in labels)
-                lines.append("%s%s %s" % (name, "{%s}" % text if text else "", _value(value)))
-        return "\n".join(lines) + "\n"
+            counter = self.types[name] == "counter"
+            sample = name + "_total" if counter else name
+            help_text = HELP.get(name, "edgepipe metric %s" % sample)
+            fam: Family = (CounterMetricFamily if counter else GaugeMetricFamily)(name, help_text)
+            for labels, value in sorted(self.samples[name].items()):  # each with its own labels, as sent
+                fam.add_sample(sample, dict(labels), value)
+            out.append(fam)
+        return out
 
 
-def _escape(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def families(latest: Dict[str, Metric]) -> List[Family]:
+    """The metric families of the latest snapshot per actor; ``edgepipe_up`` is 1 if there is any.
 
-
-def _value(v: float) -> str:
-    if v != v:
-        return "NaN"
-    if v in (float("inf"), float("-inf")):
-        return "+Inf" if v > 0 else "-Inf"
-    return repr(v)
-
-
-def render(latest: Dict[str, Metric], up: Optional[bool] = None) -> str:
-    """Prometheus text exposition of the latest snapshot per actor (``up`` default: any actor at all)."""
+    Counters go in first, so a gauge that maps onto a counter's name is the one renamed."""
     fam = _Families()
-    fam.add("edgepipe_up", "gauge", (), 1.0 if (bool(latest) if up is None else up) else 0.0)
-    for actor in sorted(latest):
-        m = latest[actor]
-        kind = actor_kind(actor)
-        a = (("actor", actor),)
-        counters = {k: 0 for k in COUNTERS.get(kind, COMMON)}
-        counters.update({"dropped." + r: 0 for r in DROP_REASONS.get(kind, ())})
-        counters.update({"rejected." + r: 0 for r in REJECT_REASONS})
-        counters.update(m.counters)
-        for k, v in counters.items():
-            head, _, reason = k.partition(".")
-            if reason and head in ("dropped", "rejected"):
-                fam.add("edgepipe_%s_by_reason_total" % head, "counter", a + (("reason", reason),), v)
-            else:
-                fam.add(metric_name(k) + "_total", "counter", a, v)
-        for k, v in m.gauges.items():
-            if k.startswith("on."):
-                fam.add("edgepipe_runs_on", "gauge", a + (("device", k[3:]),), v)
-            elif k.startswith("device."):
-                device, _, stat = k[len("device."):].rpartition(".")
-                name, typ, scale = _DEVICE.get(stat, (metric_name("device_" + stat), "gauge", 1.0))
-                fam.add(name, typ, a + (("device", device),), v * scale)
-            else:
-                name, value = _gauge(k, v)
-                fam.add(name, "gauge", a, value)
-    return fam.render()
+    fam.add("edgepipe_up", "gauge", (), 1.0 if latest else 0.0)
+    actors = sorted(latest)
+    for actor in actors:
+        for sample in _counter_samples(actor, latest[actor]):
+            fam.add(*sample)
+    for actor in actors:
+        for sample in _gauge_samples(actor, latest[actor]):
+            fam.add(*sample)
+    return fam.build()
+
+
+class PipelineCollector(Collector):
+    """A prometheus_client collector over the snapshots ``snapshots()`` returns (actor -> latest Metric)."""
+
+    def __init__(self, snapshots: Callable[[], Dict[str, Metric]]) -> None:
+        self.snapshots = snapshots
+
+    def collect(self) -> Iterator[Family]:
+        yield from families(self.snapshots())
+
+
+def registry_of(snapshots: Callable[[], Dict[str, Metric]]) -> CollectorRegistry:
+    """A registry of its own (not prometheus_client's global one) with only the pipeline's collector."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PipelineCollector(snapshots))
+    return registry
+
+
+def render(latest: Dict[str, Metric]) -> str:
+    """Prometheus text exposition (0.0.4) of the latest snapshot per actor: what a plain scrape gets."""
+    return generate_latest(registry_of(lambda: latest)).decode()
 
 
 INDEX = """<!doctype html><html><head><meta charset="utf-8"><title>edgepipe exporter</title></head>
@@ -195,7 +243,10 @@ INDEX = """<!doctype html><html><head><meta charset="utf-8"><title>edgepipe expo
 
 
 class Exporter:
-    """An HTTP server (its own threads) over the snapshots that the caller feeds with ``update``."""
+    """An HTTP server (its own threads) over the snapshots that the caller feeds with ``update``.
+
+    ``/metrics`` is prometheus_client's exposition of ``registry``, in the format the request's ``Accept``
+    header picks (``choose_encoder``, as prometheus_client's own handlers do)."""
 
     def __init__(self, host: str, port: int, stale_after: float = DEFAULT_STALE_S, source: str = "") -> None:
         self.latest: Dict[str, Metric] = {}
@@ -205,6 +256,7 @@ class Exporter:
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)  # notified on every snapshot taken in
         self.updates = 0  # snapshots taken in so far
+        self.registry = registry_of(self.fresh)
         exporter = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -214,7 +266,8 @@ class Exporter:
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 if path == "/metrics":
-                    self._send("text/plain; version=0.0.4; charset=utf-8", exporter.render().encode())
+                    encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
+                    self._send(ctype, encoder(exporter.registry))
                 elif path in ("/", "/index.html"):
                     up = int(bool(exporter.fresh()))
                     self._send("text/html; charset=utf-8",
@@ -264,7 +317,7 @@ class Exporter:
             return dict(self.latest)
 
     def render(self) -> str:
-        return render(self.fresh())
+        return generate_latest(self.registry).decode()
 
     def start(self) -> None:
         self.thread.start()
