@@ -34,12 +34,12 @@ def make_engine(kind: str, spec: ModelSpec, *, threads: int = 1, device: str = "
 
 
 def face_detector(spec: ModelSpec, engine: Engine, **kw) -> FaceDetectorModel:
-    return family_of(spec, DETECTORS, "face detector")(spec, engine, **kw)  # type: ignore[call-arg,return-value]
+    return family_of(spec, DETECTORS, "a face detector")(spec, engine, **kw)  # type: ignore[call-arg,return-value]
 
 
 def expression_model(spec: ModelSpec, engine: Engine) -> ExpressionModel:
-    return family_of(spec, EXPRESSIONS, "expression model")(spec, engine)  # type: ignore[call-arg,return-value]
+    return family_of(spec, EXPRESSIONS, "an expression model")(spec, engine)  # type: ignore[call-arg,return-value]
 
 
 def image_classifier(spec: ModelSpec, engine: Engine, **kw) -> ImageClassifierModel:
-    return family_of(spec, CLASSIFIERS, "image classifier")(spec, engine, **kw)  # type: ignore[call-arg,return-value]
+    return family_of(spec, CLASSIFIERS, "an image classifier")(spec, engine, **kw)  # type: ignore[call-arg,return-value]

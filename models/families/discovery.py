@@ -88,7 +88,7 @@ def _import_plugin(folder: str, info: pkgutil.ModuleInfo) -> None:
 
 
 def family_of(spec: ModelSpec, table: Optional[Mapping[str, Type[Family]]] = None,
-              what: str = "model family") -> Type[Family]:
+              what: str = "a model family") -> Type[Family]:
     """The family class of ``spec`` (in ``table``: one role's, else any role's); EngineError naming the model
     and the known families when there is none."""
     discover()
@@ -96,5 +96,5 @@ def family_of(spec: ModelSpec, table: Optional[Mapping[str, Type[Family]]] = Non
     try:
         return table[spec.family]
     except KeyError:
-        raise EngineError("model %r (family %r) is not a %s; known: %s"
+        raise EngineError("model %r (family %r) is not %s; known: %s"
                           % (spec.name, spec.family, what, ", ".join(sorted(table)))) from None

@@ -158,7 +158,7 @@ def _option_error(message: str) -> str:
         return "unknown option %r in the manifest's options" % unknown.group(1)
     at = re.search(r"^(.*) - at `\$\.([A-Za-z0-9_]+)(.*)`$", message)
     if at:
-        return "option %r%s in the manifest's options: %s" % (at.group(2), at.group(3), at.group(1))
+        return "option %r in the manifest's options: %s" % (at.group(2) + at.group(3), at.group(1))
     return "bad manifest options: %s" % message
 
 
