@@ -1,15 +1,21 @@
-"""Build engines and model families from names."""
+"""Build engines and model families from names.
+
+The families are found, not listed: importing this module imports every module of
+``models/families/`` and of the ``EDGEPIPE_PLUGINS`` folders (``families/discovery.py``),
+and each family registers itself in its role's table (``families/family.py``).
+"""
 from __future__ import annotations
 
 from typing import Sequence
 
 from edgepipe.models.engines.engine import Engine, EngineError
 from edgepipe.models.engines.kinds import ENGINE_KINDS, CpuEngineSettings, EdgeTpuEngineSettings, EngineKind
-from edgepipe.models.families import (align, blazeface, fer, imagenet,  # noqa: F401  (register their families)
-                                      retinaface, ssd)
+from edgepipe.models.families.discovery import discover, family_of
 from edgepipe.models.families.family import (CLASSIFIERS, DETECTORS, EXPRESSIONS, ExpressionModel, FaceDetectorModel,
                                              ImageClassifierModel)
 from edgepipe.models.spec import ModelSpec
+
+discover()  # once per process: the tables are full for whoever imported this module (e.g. family.input_for)
 
 
 def make_engine(kind: str, spec: ModelSpec, *, threads: int = 1, device: str = "", fallback: str = "",
@@ -28,20 +34,12 @@ def make_engine(kind: str, spec: ModelSpec, *, threads: int = 1, device: str = "
 
 
 def face_detector(spec: ModelSpec, engine: Engine, **kw) -> FaceDetectorModel:
-    return _pick(DETECTORS, spec, "face detector")(spec, engine, **kw)
+    return family_of(spec, DETECTORS, "a face detector")(spec, engine, **kw)  # type: ignore[call-arg,return-value]
 
 
 def expression_model(spec: ModelSpec, engine: Engine) -> ExpressionModel:
-    return _pick(EXPRESSIONS, spec, "expression model")(spec, engine)
+    return family_of(spec, EXPRESSIONS, "an expression model")(spec, engine)  # type: ignore[call-arg,return-value]
 
 
 def image_classifier(spec: ModelSpec, engine: Engine, **kw) -> ImageClassifierModel:
-    return _pick(CLASSIFIERS, spec, "image classifier")(spec, engine, **kw)
-
-
-def _pick(table, spec: ModelSpec, what: str):
-    try:
-        return table[spec.family]
-    except KeyError:
-        raise EngineError("model %r (family %r) is not a %s; known: %s"
-                          % (spec.name, spec.family, what, ", ".join(sorted(table)))) from None
+    return family_of(spec, CLASSIFIERS, "an image classifier")(spec, engine, **kw)  # type: ignore[call-arg,return-value]

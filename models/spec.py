@@ -5,7 +5,7 @@ Everything here must run on Python 3.9 (the TPU-side interpreter).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -36,10 +36,16 @@ class Normalization:
 class ModelSpec:
     """One model of the manifest.
 
-    ``family`` names the module of ``models/`` that knows how to pre-process
-    its input and decode its output (``ssd_postprocess``, ``blazeface``,
-    ``retinaface``, ``fer64``, ``fer112``, ``imagenet``). ``files`` maps an engine kind
-    (``cpu``, ``edgetpu``) to a file name; the fake engine needs none.
+    ``family`` names the family class that knows how to pre-process its input
+    and decode its output (its ``family`` attribute: ``ssd_postprocess``,
+    ``blazeface``, ``retinaface``, ``square_crop``, ``aligned112``, ``imagenet``;
+    ``models/families/``). ``options`` are that family's options, as the
+    manifest writes them: the family reads them into its typed ``Options``
+    struct when it is built (``Family.options_of``), and refuses a bad or
+    unknown one. ``files`` maps an engine kind (``cpu``, ``edgetpu``) to a file
+    name; the fake engine needs none. ``labels_file`` and ``origin`` belong to
+    the model store (``models/store/fetch.py``): a side file of labels, fetched
+    and pinned like a model file, and where the model's authors publish it.
     """
 
     name: str
@@ -60,7 +66,9 @@ class ModelSpec:
     tpu_param_mb: float = 0.0
     cpu_ms: float = 0.0  # default CPU invoke time, 1 thread, for `auto` placement without a measured table
     licence: str = ""
-    extra: Dict[str, object] = field(default_factory=dict)
+    origin: str = ""  # who publishes the model and how far its sha256 pins were checked
+    labels_file: str = ""  # labels, one a line, fetched and verified like a model file (when ``labels`` is None)
+    options: Dict[str, Any] = field(default_factory=dict)  # the family's options (its ``Options`` struct)
 
     @property
     def input(self) -> TensorSpec:

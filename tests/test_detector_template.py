@@ -61,8 +61,8 @@ def test_detector_checks_the_input_shape_once_at_load():
         wrong = dataclasses.replace(spec, input_shape=(160, 160, 3))
         with pytest.raises(EngineError, match="does not match the manifest"):
             registry.face_detector(wrong, eng)
-        odd = dataclasses.replace(spec, extra=dict(spec.extra, resize="crop"))
-        with pytest.raises(EngineError, match="extra.resize"):
+        odd = dataclasses.replace(spec, options=dict(spec.options, resize="crop"))
+        with pytest.raises(EngineError, match="option 'resize' in the manifest's options: Invalid enum value 'crop'"):
             registry.face_detector(odd, eng)
         detector = registry.face_detector(spec, eng)
         assert detector.detect(np.zeros((480, 640, 3), np.uint8)) == []

@@ -134,7 +134,7 @@ ASSET_MODELS = ROOT.parent / "shared" / "assets" / "models"
 
 def test_every_model_says_where_its_authors_publish_it():
     for name, spec in manifest.MODELS.items():
-        origin = str(spec.extra.get("origin") or "")
+        origin = spec.origin
         assert origin, name
         files = {f for _, f in fetch.all_files(spec)}
         assert set(spec.sha256) <= files, name

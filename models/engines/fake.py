@@ -1,9 +1,11 @@
 """The fake engine: stands in for the Edge TPU in tests and benchmarks.
 
 No model file. Outputs are deterministic and computed from the input tensor
-(see ``fake_scene``): the fake face detector finds the synthetic faces and
-answers in the SSD post-process format of Coral's face model; the fake FER
-reads the drawn expression; the fake classifier answers from the mean colour.
+(see ``fake_scene``): the engine asks the model's family what to answer
+(``Family.fake_outputs`` and ``Family.fake``, ``models/families/family.py``):
+the SSD face detector family finds the synthetic faces and answers in the SSD
+post-process format of Coral's face model; the expression families read the
+drawn expression; the classifier families answer from the mean colour.
 The latency per invoke is configurable (default: the model's measured Edge
 TPU time) and is spent on a fake *device* (``models/devices.py``): the
 device's owner thread waits that long in ``threading.Event.wait``, which does
@@ -25,11 +27,9 @@ import numpy as np
 
 from edgepipe.models.engines import fake_scene
 from edgepipe.models.engines.devices import Device, DeviceModel, DevicePool, open_pool
-from edgepipe.models.engines.engine import Engine, EngineError, FaultCounter, FaultPlan, TensorSpec
-from edgepipe.models.families.labels import EXPRESSIONS, canonical
+from edgepipe.models.engines.engine import Engine, EngineError, FaultCounter, FaultPlan
+from edgepipe.models.families.discovery import family_of
 from edgepipe.models.spec import ModelSpec
-
-MAX_DETECTIONS = 20
 
 
 class InjectedFault(RuntimeError):
@@ -61,23 +61,14 @@ class FakeEngine(Engine):
         if self.pool is None:
             self.pool = self._open_pool()
         self._inputs = [m.input]
-        if m.family == "ssd_postprocess":
-            self._outputs = [
-                TensorSpec("boxes", (1, MAX_DETECTIONS, 4), "float32"),
-                TensorSpec("classes", (1, MAX_DETECTIONS), "float32"),
-                TensorSpec("scores", (1, MAX_DETECTIONS), "float32"),
-                TensorSpec("count", (1,), "float32"),
-            ]
-        elif m.task in ("fer", "classification"):
-            n = len(m.labels or []) or int(m.extra.get("num_classes", 0))
-            if n == 0:
-                raise EngineError("fake engine: model %r has no labels" % m.name)
-            self._outputs = [TensorSpec("scores", (1, n), "float32")]
-        else:
+        self.family = family_of(m)
+        outputs = self.family.fake_outputs(m)
+        if outputs is None:
             raise EngineError(
-                "the fake engine emulates SSD face detectors (Coral's model), expression and "
-                "image classifiers; model %r (family %s) needs --engine cpu or edgetpu"
-                % (m.name, m.family))
+                "the fake engine emulates the families that say what to fake (SSD face detectors such as "
+                "Coral's model, expression and image classifiers); model %r (family %s) needs --engine cpu "
+                "or edgetpu" % (m.name, m.family))
+        self._outputs = list(outputs)
 
     def close(self) -> None:
         self._closed.set()  # frees a hung invoke first, then lets go of the device
@@ -117,43 +108,13 @@ class FakeEngine(Engine):
             raise EngineError("fake engine for %r was closed during an invoke" % self.model.name)
         if self.faults.plan.raises(n):
             raise InjectedFault("injected fault on invoke %d of %r" % (n, self.model.name))
-        if self.model.family == "ssd_postprocess":
-            return self._detect(x[0])
-        if self.model.task == "fer":
-            return [self._expression(x[0])]
-        return [self._classify(x[0])]
+        return self.family.fake(self.model, fake_scene.Scene(self._pixels(x[0]), self.model.color))
 
     def _pixels(self, tensor: np.ndarray) -> np.ndarray:
         real = self._inputs[0].dequantize(tensor) if self._inputs[0].quantized else tensor
         if tensor.dtype == np.uint8 and not self._inputs[0].quantized:
             return tensor
         return self.model.normalization.invert(real)
-
-    def _detect(self, rgb: np.ndarray) -> List[np.ndarray]:
-        boxes = fake_scene.find_faces(np.asarray(rgb, dtype=np.uint8))[:MAX_DETECTIONS]
-        out_boxes = np.zeros((1, MAX_DETECTIONS, 4), np.float32)
-        scores = np.zeros((1, MAX_DETECTIONS), np.float32)
-        for i, (x1, y1, x2, y2) in enumerate(boxes):
-            out_boxes[0, i] = (y1, x1, y2, x2)
-            scores[0, i] = 0.95
-        classes = np.zeros((1, MAX_DETECTIONS), np.float32)
-        return [out_boxes, classes, scores, np.array([len(boxes)], np.float32)]
-
-    def _expression(self, tensor: np.ndarray) -> np.ndarray:
-        index = fake_scene.read_expression(self._pixels(tensor))
-        want = EXPRESSIONS[index]
-        labels = [canonical(x) for x in (self.model.labels or [])]
-        probs = np.full((1, len(labels)), 0.1 / max(1, len(labels) - 1), np.float32)
-        if want in labels:
-            probs[0, labels.index(want)] = 0.9
-        return probs
-
-    def _classify(self, tensor: np.ndarray) -> np.ndarray:
-        n = self._outputs[0].shape[1]
-        pixels = self._pixels(tensor)
-        logits = np.zeros((1, n), np.float32)
-        logits[0, int(np.mean(pixels)) % n] = 8.0
-        return logits
 
 
 def fake_pool(n: int = 1, **options: object) -> DevicePool:

@@ -4,11 +4,14 @@ The synthetic source draws faces as ellipses of one skin colour that the
 background never uses, with a grey patch in the middle whose grey level
 encodes the face's expression. The fake engine reads them back from the
 model's input tensor, so that a test can check that every result lands on
-the right frame and face. Nothing else in the project depends on this code.
+the right frame and face: a ``Scene`` is one input image as the fake engine
+sees it, and a model family's ``fake`` (``models/families/family.py``) turns
+it into the outputs its model would give. Nothing else in the project
+depends on this code.
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -63,3 +66,32 @@ def read_expression(pixels: np.ndarray) -> int:
     # the median, not the mean: a crop clipped at the frame border is off-centre
     level = float(np.median(pixels[cy - dy:cy + dy, cx - dx:cx + dx]))
     return int(np.argmin([abs(level - v) for v in LEVELS]))
+
+
+class Scene:
+    """One model input image (H x W x C, 0..255, in the model's colour order ``color``) as the fake engine
+    reads it back: the faces drawn in it, the expression drawn on a face crop, its mean level."""
+
+    def __init__(self, pixels: np.ndarray, color: str = "rgb") -> None:
+        self.pixels = pixels
+        self.color = color
+        self._faces: Optional[List[Tuple[float, float, float, float]]] = None
+
+    def faces(self) -> List[Tuple[float, float, float, float]]:
+        """Boxes (x1, y1, x2, y2) in [0, 1] of the faces drawn in the image, in ``find_faces``' order."""
+        if self._faces is None:
+            px = self.pixels
+            if px.dtype != np.uint8:
+                px = np.clip(np.rint(px), 0, 255).astype(np.uint8)
+            if self.color == "bgr":
+                px = px[:, :, ::-1]
+            self._faces = find_faces(px) if self.color != "gray" else []
+        return self._faces
+
+    def expression(self) -> str:
+        """The canonical name of the expression drawn on a face crop (``labels.EXPRESSIONS``)."""
+        return EXPRESSIONS[read_expression(self.pixels)]
+
+    def mean_level(self) -> float:
+        """The mean of every pixel value of the image."""
+        return float(np.mean(self.pixels))

@@ -16,8 +16,8 @@ import numpy as np
 
 from edgepipe.bus.box import Box
 from edgepipe.models.families.crops import square_crop
-from edgepipe.models.families.family import EXPRESSIONS, to_model_pixels
-from edgepipe.models.families.fer import SquareCropFer
+from edgepipe.models.families.family import to_model_pixels
+from edgepipe.models.families.fer import CropOptions, SquareCropFer
 
 TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                          [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float32)
@@ -43,16 +43,19 @@ def align_face(image_bgr: np.ndarray, landmarks: Sequence[Tuple[float, float]],
                           borderValue=(0, 0, 0))
 
 
+class AlignedOptions(CropOptions):
+    crop_margin: float = 0.1  # the square crop of a face without landmarks
+
+
 class AlignedFer(SquareCropFer):
+    family = "aligned112"
+    Options = AlignedOptions
+
     def prepare(self, image_bgr: np.ndarray, face: Box) -> np.ndarray:
         h, w, _ = self.spec.input_shape
         aligned = None
         if face.landmarks and len(face.landmarks) == 5:
             aligned = align_face(image_bgr, face.landmarks, (w, h))
         if aligned is None:
-            margin = float(self.spec.extra.get("crop_margin", 0.1))
-            aligned = square_crop(image_bgr, face, margin, (w, h))
+            aligned = square_crop(image_bgr, face, self.options.crop_margin, (w, h))
         return to_model_pixels(aligned, self.spec)
-
-
-EXPRESSIONS["aligned112"] = AlignedFer

@@ -13,7 +13,7 @@ then 6 keypoints, in input pixels relative to the anchor) and score logits
 - ``NonMaxSuppressionCalculator`` WEIGHTED with min suppression threshold 0.3;
 - the frame is letterboxed (aspect kept, black padding), as MediaPipe's
   ``ImageToTensorCalculator`` with ``keep_aspect_ratio`` does, so boxes stay
-  right on non-square frames, or stretched (``extra.resize = "stretch"``);
+  right on non-square frames, or stretched (``options.resize = "stretch"``);
   ``FaceDetectorModel.detect`` does it and maps the faces back.
 
 Keypoints: right eye, left eye, nose tip, mouth centre, right ear tragion, left
@@ -26,12 +26,12 @@ transform of ``models/align.py``, which is dominated by the eyes and nose.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from edgepipe.models.families.boxes import Detection, weighted_nms
-from edgepipe.models.families.family import DETECTORS, FaceDetectorModel
+from edgepipe.models.families.family import DetectorOptions, FaceDetectorModel
 from edgepipe.models.spec import ModelSpec
 
 MOUTH_TO_EYES = (70.7299 - 41.5493) / (73.5318 - 38.2946)
@@ -99,7 +99,16 @@ def five_points(kp: np.ndarray) -> List[tuple]:
     return [(float(p[0]), float(p[1])) for p in (right_eye, left_eye, nose, right_mouth, left_mouth)]
 
 
+class BlazeFaceOptions(DetectorOptions):
+    strides: Tuple[int, ...] = (8, 16, 16, 16)  # per anchor layer (short range; full range: (4,))
+    interpolated_anchor: bool = True  # a second anchor per cell at the interpolated scale
+    num_anchors: Optional[int] = None  # the anchor count the model's outputs have: checked against the strides
+    nms_threshold: float = 0.3
+
+
 class BlazeFaceDetector(FaceDetectorModel):
+    family = "blazeface"
+    Options = BlazeFaceOptions
     square_boxes = True  # square anchors: the box's side maps with the larger scale (see boxes.to_frame)
 
     def __init__(self, spec: ModelSpec, engine, score_threshold: Optional[float] = None, max_faces: int = 16) -> None:
@@ -108,12 +117,12 @@ class BlazeFaceDetector(FaceDetectorModel):
         if h != w:
             raise ValueError("BlazeFace input must be square, got %dx%d" % (w, h))
         self.size = w
-        strides = [int(s) for s in spec.extra.get("strides", [8, 16, 16, 16])]
-        self.anchors = ssd_anchors(w, strides, interpolated=bool(spec.extra.get("interpolated_anchor", True)))
-        want = int(spec.extra.get("num_anchors", self.anchors.shape[0]))
+        opts = self.options
+        self.anchors = ssd_anchors(w, list(opts.strides), interpolated=opts.interpolated_anchor)
+        want = self.anchors.shape[0] if opts.num_anchors is None else opts.num_anchors
         if self.anchors.shape[0] != want:
             raise ValueError("model %s: %d anchors generated, %d expected" % (spec.name, self.anchors.shape[0], want))
-        self.nms_threshold = float(spec.extra.get("nms_threshold", 0.3))
+        self.nms_threshold = opts.nms_threshold
         self._outputs = None  # (regressors index, scores index), found from the shapes
 
     def _split(self, outputs: Sequence[np.ndarray]):
@@ -133,6 +142,3 @@ class BlazeFaceDetector(FaceDetectorModel):
 
     def landmarks(self, points: np.ndarray) -> List[tuple]:
         return five_points(points)
-
-
-DETECTORS["blazeface"] = BlazeFaceDetector

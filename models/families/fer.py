@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import List
 
+import msgspec
 import numpy as np
 
 from edgepipe.bus.box import Box
 from edgepipe.models.families.crops import square_crop
-from edgepipe.models.families.family import EXPRESSIONS, ExpressionModel, Label, pixels_to_tensor, to_model_pixels
+from edgepipe.models.families.family import ExpressionModel, Label, pixels_to_tensor, to_model_pixels
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -28,11 +29,17 @@ def to_probabilities(scores: np.ndarray) -> np.ndarray:
     return softmax(s)
 
 
+class CropOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    crop_margin: float = 0.2  # the square crop's margin around the face box, a fraction of its side
+
+
 class SquareCropFer(ExpressionModel):
+    family = "square_crop"
+    Options = CropOptions
+
     def prepare(self, image_bgr: np.ndarray, face: Box) -> np.ndarray:
         h, w, _ = self.spec.input_shape
-        margin = float(self.spec.extra.get("crop_margin", 0.2))
-        crop = square_crop(image_bgr, face, margin, (w, h))
+        crop = square_crop(image_bgr, face, self.options.crop_margin, (w, h))
         return to_model_pixels(crop, self.spec)
 
     def classify(self, crop: np.ndarray) -> Label:
@@ -50,6 +57,3 @@ class SquareCropFer(ExpressionModel):
         i = int(np.argmax(probs))
         name = labels[i] if i < len(labels) else str(i)
         return Label(name, float(probs[i]), [float(p) for p in probs])
-
-
-EXPRESSIONS["square_crop"] = SquareCropFer

@@ -2,13 +2,13 @@
 
 Pre-processing: the central square of the frame, resized to the model input, in
 the model's colour order (MobileNetV2 int8 here: RGB, value = pixel - 128).
-Output: logits (softmax applied) or probabilities, per ``spec.extra["output"]``.
+Output: logits (softmax applied) or probabilities, per the option ``output``.
 Labels come from the manifest's ``labels_file`` (one label per line, or Coral's
 "index  label" lines), looked up next to the model file first, then like a
 model file (search folders, cache, sources), and checked against its sha256.
 
 ``birds_only`` keeps the bird classes: for ImageNet-1k the index ranges in
-``spec.extra["bird_ranges"]`` (7..24, 80..100, 127..146, checked against the
+the option ``bird_ranges`` (7..24, 80..100, 127..146, checked against the
 labels file), for a bird model every class but "background". Probabilities
 stay those of the full softmax (not renormalised), so a frame without a bird
 gives low ones.
@@ -16,16 +16,18 @@ gives low ones.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Literal, Optional, Sequence, Tuple
 
 import cv2
+import msgspec
 import numpy as np
 
 from edgepipe.models.engines.engine import Engine, EngineError
-from edgepipe.models.families.family import CLASSIFIERS, ImageClassifierModel, pixels_to_tensor, to_model_pixels
+from edgepipe.models.families.family import ImageClassifierModel, pixels_to_tensor, to_model_pixels
 from edgepipe.models.families.fer import softmax, to_probabilities
 from edgepipe.models.spec import ModelSpec
 from edgepipe.models.store import fetch
+from edgepipe.models.tensor import TensorSpec
 
 
 def read_labels(path: Path) -> List[str]:
@@ -49,7 +51,7 @@ def load_labels(spec: ModelSpec, engine: Engine) -> List[str]:
         return list(spec.labels)
     model_path = getattr(engine, "model_path", None)
     near = Path(model_path).parent if model_path else None
-    path = fetch.resolve_extra(spec, "labels_file", model_paths=getattr(engine, "model_paths", ()), near=near)
+    path = fetch.resolve_labels(spec, model_paths=getattr(engine, "model_paths", ()), near=near)
     return read_labels(path)
 
 
@@ -60,7 +62,16 @@ def center_square(image: np.ndarray) -> np.ndarray:
     return image[y:y + side, x:x + side]
 
 
+class ImageNetOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    output: Literal["logits", "probabilities"] = "probabilities"  # logits go through a softmax
+    num_classes: int = 0  # the output's size where the labels are in a file (the fake engine's output)
+    bird_ranges: Tuple[Tuple[int, int], ...] = ()  # birds_only: these class index ranges (inclusive)
+
+
 class ImageNetClassifier(ImageClassifierModel):
+    family = "imagenet"
+    Options = ImageNetOptions
+
     def __init__(self, spec: ModelSpec, engine: Engine, top_k: int = 5, birds_only: bool = False,
                  labels: Optional[Sequence[str]] = None) -> None:
         super().__init__(spec, engine, top_k=top_k)
@@ -76,9 +87,9 @@ class ImageNetClassifier(ImageClassifierModel):
 
     def bird_indices(self) -> np.ndarray:
         labels = self.labels
-        ranges = self.spec.extra.get("bird_ranges")
+        ranges = self.options.bird_ranges
         if ranges:
-            idx = [i for lo, hi in ranges for i in range(int(lo), int(hi) + 1)]
+            idx = [i for lo, hi in ranges for i in range(lo, hi + 1)]
         else:
             idx = [i for i, name in enumerate(labels) if name.strip().lower() != "background"]
         return np.asarray([i for i in idx if i < len(labels)], dtype=np.int64)
@@ -92,7 +103,7 @@ class ImageNetClassifier(ImageClassifierModel):
     def probabilities(self, image_bgr: np.ndarray) -> np.ndarray:
         out = self.engine.invoke([pixels_to_tensor(self.prepare(image_bgr), self.engine, self.spec)])[0]
         real = self.engine.outputs[0].dequantize(np.asarray(out)).reshape(-1)
-        if self.spec.extra.get("output") == "logits":
+        if self.options.output == "logits":
             return softmax(real)
         return to_probabilities(real)
 
@@ -111,5 +122,10 @@ class ImageNetClassifier(ImageClassifierModel):
         best = candidates[np.argsort(-probs[candidates], kind="stable")[:self.top_k]]
         return [(labels[int(i)], float(probs[int(i)])) for i in best]
 
-
-CLASSIFIERS["imagenet"] = ImageNetClassifier
+    @classmethod
+    def fake_outputs(cls, spec: ModelSpec) -> Optional[List[TensorSpec]]:
+        """One logit per class: the labels' count, or ``num_classes`` where the labels are in a file."""
+        n = len(spec.labels or []) or cls.options_of(spec).num_classes
+        if n == 0:
+            raise EngineError("fake engine: model %r has no labels" % spec.name)
+        return [TensorSpec("scores", (1, n), "float32")]

@@ -13,12 +13,12 @@ Box's (subject's right eye first), so they map one to one.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from edgepipe.models.families.boxes import Detection, nms
-from edgepipe.models.families.family import DETECTORS, FaceDetectorModel
+from edgepipe.models.families.family import DetectorOptions, FaceDetectorModel
 from edgepipe.models.spec import ModelSpec
 
 
@@ -58,17 +58,27 @@ def decode(loc: np.ndarray, conf: np.ndarray, landms: np.ndarray, prior: np.ndar
     return [(boxes[i], float(scores[i]), pts[i]) for i in idx]
 
 
+class RetinaFaceOptions(DetectorOptions):
+    min_sizes: Tuple[Tuple[int, ...], ...] = ((16, 32), (64, 128), (256, 512))  # prior sizes, per step
+    steps: Tuple[int, ...] = (8, 16, 32)
+    variances: Tuple[float, float] = (0.1, 0.2)
+    nms_threshold: float = 0.4
+
+
 class RetinaFaceDetector(FaceDetectorModel):
+    family = "retinaface"
+    Options = RetinaFaceOptions
+
     def __init__(self, spec: ModelSpec, engine, score_threshold: Optional[float] = None, max_faces: int = 16) -> None:
         super().__init__(spec, engine, score_threshold=score_threshold, max_faces=max_faces)
         h, w, _ = spec.input_shape
         if h != w:
             raise ValueError("RetinaFace input must be square, got %dx%d" % (w, h))
         self.size = w
-        self.prior = priors(w, spec.extra.get("min_sizes", [[16, 32], [64, 128], [256, 512]]),
-                            spec.extra.get("steps", [8, 16, 32]))
-        self.variances = spec.extra.get("variances", [0.1, 0.2])
-        self.nms_threshold = float(spec.extra.get("nms_threshold", 0.4))
+        opts = self.options
+        self.prior = priors(w, opts.min_sizes, opts.steps)
+        self.variances = opts.variances
+        self.nms_threshold = opts.nms_threshold
 
     def _split(self, outputs: Sequence[np.ndarray]):
         found = {}
@@ -87,6 +97,3 @@ class RetinaFaceDetector(FaceDetectorModel):
                              % (loc.reshape(-1, 4).shape[0], self.prior.shape[0]))
         return decode(loc, conf, landms, self.prior, self.variances, self.score_threshold, self.nms_threshold,
                       self.max_faces)
-
-
-DETECTORS["retinaface"] = RetinaFaceDetector

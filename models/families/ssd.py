@@ -5,6 +5,10 @@ and the reference project's face detector): four tensors
 boxes [1, N, 4] as normalised (ymin, xmin, ymax, xmax), classes [1, N],
 scores [1, N], count [1]. The order of the four tensors differs between
 converter versions, so it is found from the shapes.
+
+The fake engine emulates this family (Coral's face model on a fake Edge TPU):
+``SsdFaceDetector.fake`` answers the faces the synthetic scene drew, in this
+format, at most ``FAKE_DETECTIONS`` of them.
 """
 from __future__ import annotations
 
@@ -13,9 +17,13 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgepipe.bus.box import Box
+from edgepipe.models.engines.fake_scene import Scene
 from edgepipe.models.families.boxes import Detection, Fit, to_frame
-from edgepipe.models.families.family import DETECTORS, FaceDetectorModel
+from edgepipe.models.families.family import DetectorOptions, FaceDetectorModel
 from edgepipe.models.spec import ModelSpec
+from edgepipe.models.tensor import TensorSpec
+
+FAKE_DETECTIONS = 20  # the fake engine's output slots, as the post-processing op's max_detections
 
 
 def split_outputs(outputs: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -72,15 +80,37 @@ def decode(outputs: Sequence[np.ndarray], frame_w: int, frame_h: int, score_thre
     return to_frame(found, Fit(1.0, 1.0, 0.0, 0.0), (frame_w, frame_h), (frame_w, frame_h))[:max_faces]
 
 
+class SsdOptions(DetectorOptions):
+    face_class: int = 0  # the class index of a face
+
+
 class SsdFaceDetector(FaceDetectorModel):
+    family = "ssd_postprocess"
+    Options = SsdOptions
     default_resize = "stretch"  # the frame squeezed to the input, as the post-processing op's boxes expect
 
     def __init__(self, spec: ModelSpec, engine, score_threshold: Optional[float] = None, max_faces: int = 16) -> None:
         super().__init__(spec, engine, score_threshold=score_threshold, max_faces=max_faces)
-        self.face_class = int(spec.extra.get("face_class", 0))
+        self.face_class = self.options.face_class
 
     def decode(self, outputs: Sequence[np.ndarray]) -> List[Detection]:
         return decode_normalised(outputs, self.score_threshold, self.face_class)
 
+    @classmethod
+    def fake_outputs(cls, spec: ModelSpec) -> Optional[List[TensorSpec]]:
+        return [TensorSpec("boxes", (1, FAKE_DETECTIONS, 4), "float32"),
+                TensorSpec("classes", (1, FAKE_DETECTIONS), "float32"),
+                TensorSpec("scores", (1, FAKE_DETECTIONS), "float32"),
+                TensorSpec("count", (1,), "float32")]
 
-DETECTORS["ssd_postprocess"] = SsdFaceDetector
+    @classmethod
+    def fake(cls, spec: ModelSpec, scene: Scene) -> List[np.ndarray]:
+        """The drawn faces, score 0.95, in ``find_faces``' order."""
+        faces = scene.faces()[:FAKE_DETECTIONS]
+        boxes = np.zeros((1, FAKE_DETECTIONS, 4), np.float32)
+        scores = np.zeros((1, FAKE_DETECTIONS), np.float32)
+        for i, (x1, y1, x2, y2) in enumerate(faces):
+            boxes[0, i] = (y1, x1, y2, x2)
+            scores[0, i] = 0.95
+        classes = np.full((1, FAKE_DETECTIONS), cls.options_of(spec).face_class, np.float32)
+        return [boxes, classes, scores, np.array([len(faces)], np.float32)]

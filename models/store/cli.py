@@ -16,6 +16,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from edgepipe.models.engines.engine import EngineError
+from edgepipe.models.families.discovery import family_of
 from edgepipe.models.store import fetch
 from edgepipe.models.store.manifest import MODELS, get
 
@@ -23,6 +24,14 @@ from edgepipe.models.store.manifest import MODELS, get
 def _input(spec) -> str:
     h, w, c = spec.input_shape
     return "%dx%dx%d %s %s" % (h, w, c, spec.input_dtype, spec.color)
+
+
+def _fakeable(spec) -> bool:
+    """Whether the fake engine emulates the model (its family says what to fake)."""
+    try:
+        return family_of(spec).fake_outputs(spec) is not None
+    except EngineError:
+        return False
 
 
 def cmd_list(paths: Sequence[str], out=None) -> int:
@@ -40,7 +49,7 @@ def cmd_list(paths: Sequence[str], out=None) -> int:
             else:
                 state = "missing (no source: add its folder to models.paths)"
             where.append("%s: %s" % (role, state))
-        fake = spec.family == "ssd_postprocess" or spec.task in ("fer", "classification")
+        fake = _fakeable(spec)
         engines = ",".join((["fake"] if fake else []) + sorted(spec.files))
         rows.append((name, spec.task, engines, _input(spec), "; ".join(where)))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]

