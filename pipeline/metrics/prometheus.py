@@ -9,7 +9,7 @@ page at ``/``:
 
 - every family has ``# HELP`` and ``# TYPE``; counters end in ``_total``,
   durations are in seconds (``_seconds``), shares are ratios (0..1);
-- every counter an actor of that kind keeps is there from its first snapshot
+- every counter an actor of that role keeps (the table of roles, ``actors/roles.py``) is there from its first snapshot
   (0 until it counts), drops and rejects also by ``reason``;
 - ``edgepipe_up`` is 1 while some actor reported within ``stale_after``
   seconds, else 0; an actor that sent its final snapshot, or fell silent for
@@ -28,33 +28,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from edgepipe.actors.roles import COMMON, ROLES
 from edgepipe.bus.messages import Metric
 
 _BAD = re.compile(r"[^a-zA-Z0-9_]")
 DEFAULT_STALE_S = 5.0
 
-COMMON = ("in", "out", "dropped", "rejected")
-STAGE = COMMON + ("ignored", "restarts")
-COUNTERS: Dict[str, Tuple[str, ...]] = {  # per kind of actor (its name without "-N")
-    "capture": COMMON + ("source_errors", "credit_timeouts"),
-    "encoder": COMMON + ("ignored", "restarts"),
-    "detector": STAGE + ("faces", "jobs"),
-    "classifier": STAGE,
-    "fer": STAGE + ("errors", "timeouts", "faces", "faces_failed"),
-    "aggregator": COMMON + ("completed", "partial", "out_of_order", "expressions", "late_expressions",
-                            "orphan_expressions", "duplicate_detections", "duplicate_expressions", "bad_expressions",
-                            "ignored"),
-    "recorder": COMMON,
-    "display": COMMON,
-}
-DROP_REASONS: Dict[str, Tuple[str, ...]] = {
-    "encoder": ("transport", "encode_error", "encode_timeout"),
-    "detector": ("transport", "stale", "bad_frame", "engine_error", "engine_timeout"),
-    "classifier": ("transport", "stale", "bad_frame", "engine_error", "engine_timeout"),
-    "aggregator": ("transport",),
-    "recorder": ("transport",),
-    "display": ("transport", "skipped", "no_frame"),  # results the display did not show
-}
+# every counter an actor of a role keeps, and its drop reasons: the table of roles'
+COUNTERS: Dict[str, Tuple[str, ...]] = {r.name: r.counters for r in ROLES}
+DROP_REASONS: Dict[str, Tuple[str, ...]] = {r.name: r.drops for r in ROLES if r.drops}
 REJECT_REASONS = ("bad_frames", "unknown_kind", "oversized", "malformed", "wrong_version", "wrong_kind",
                   "bad_field", "bad_image", "bad_value", "missing_field", "unknown_field")  # bus.codec's
 
@@ -107,7 +89,8 @@ def metric_name(key: str) -> str:
     return "edgepipe_" + _BAD.sub("_", key)
 
 
-def actor_kind(actor: str) -> str:
+def actor_role(actor: str) -> str:
+    """The role of an actor name (``fer-3`` -> ``fer``)."""
     return re.sub(r"-\d+$", "", actor)
 
 
@@ -133,11 +116,11 @@ def _gauge(key: str, value: float) -> Tuple[str, float]:
 
 
 def _counter_samples(actor: str, m: Metric) -> Iterator[_Sample]:
-    """Every counter an actor of this kind keeps (0 until it counts), drops and rejects also by reason."""
-    kind = actor_kind(actor)
+    """Every counter an actor of this role keeps (0 until it counts), drops and rejects also by reason."""
+    role = actor_role(actor)
     a: Labels = (("actor", actor),)
-    counters = {k: 0 for k in COUNTERS.get(kind, COMMON)}
-    counters.update({"dropped." + r: 0 for r in DROP_REASONS.get(kind, ())})
+    counters = {k: 0 for k in COUNTERS.get(role, COMMON)}
+    counters.update({"dropped." + r: 0 for r in DROP_REASONS.get(role, ())})
     counters.update({"rejected." + r: 0 for r in REJECT_REASONS})
     counters.update(m.counters)
     for k, v in counters.items():
