@@ -61,7 +61,7 @@ class Pending:
 
 
 class Aggregator(Actor):
-    kind = "aggregator"
+    role = "aggregator"
 
     def __init__(self, name: str, bus: Bus, section: AggregatorConfig, endpoints: Endpoints, context: Context,
                  clock: Callable[[], float] = time.monotonic) -> None:

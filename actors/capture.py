@@ -40,7 +40,7 @@ class CaptureConfig(Section):
 
 
 class Capture(Actor):
-    kind = "capture"
+    role = "capture"
 
     eos_interval = 0.25  # seconds between repeats of the end of stream, until the pipeline has drained
     credit_timeout_s = 2.0  # a recorded source waits this long for a frame's result, then goes on

@@ -31,7 +31,7 @@ class ClassifierConfig(Section):
 
 
 class Classifier(FrameStage):
-    kind = "classifier"
+    role = "classifier"
 
     def __init__(self, name: str, bus: Bus, section: ClassifierConfig, endpoints: Endpoints, context: Context,
                  models: RoleModels) -> None:

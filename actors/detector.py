@@ -36,7 +36,7 @@ class DetectorConfig(Section):
 
 
 class Detector(FrameStage):
-    kind = "detector"
+    role = "detector"
 
     def __init__(self, name: str, bus: Bus, section: DetectorConfig, endpoints: Endpoints, context: Context,
                  models: RoleModels) -> None:

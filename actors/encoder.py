@@ -44,7 +44,7 @@ class EncoderConfig(Section):
 
 
 class Encoder(Actor):
-    kind = "encoder"
+    role = "encoder"
 
     timeout_s = 2.0  # an encode that takes longer is dropped (counted as encode_timeout)
 

@@ -42,7 +42,7 @@ class FerConfig(Section):
 
 
 class FerWorker(Actor):
-    kind = "fer"
+    role = "fer"
 
     def __init__(self, name: str, bus: Bus, section: FerConfig, endpoints: Endpoints, context: Context,
                  models: RoleModels) -> None:

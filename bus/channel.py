@@ -55,7 +55,7 @@ class Channel:
     sender per kind on a link, which holds for the pipeline's PUB links.
     """
 
-    def __init__(self, bus: Any, sock: zmq.asyncio.Socket, kind: int, endpoint: str, bind: bool,
+    def __init__(self, bus: Any, sock: zmq.asyncio.Socket, socket_type: int, endpoint: str, bind: bool,
                  name: str) -> None:
         self.bus = bus
         self.sock = sock
@@ -64,11 +64,11 @@ class Channel:
         # on a socket that also waits the other way (an XPUB polls for subscriptions, a DEALER receives)
         # a send can take the edge of the file descriptor that wakes that waiter, which zmq.asyncio repairs.
         self._now = zmq.Socket.shadow(sock.underlying)
-        self._send_now = kind in (zmq.PUSH, zmq.PUB)
-        self._recv_now = kind in (zmq.PULL, zmq.SUB)
+        self._send_now = socket_type in (zmq.PUSH, zmq.PUB)
+        self._recv_now = socket_type in (zmq.PULL, zmq.SUB)
         self._waiting_recv = 0  # receives of this channel that wait for a message (the next one is theirs)
         self._waiting_send = 0  # sends of this channel that wait for room (the next one goes after them)
-        self.kind = kind
+        self.socket_type = socket_type  # zmq.PUB, zmq.XPUB, ...
         self.endpoint = endpoint
         self.bind = bind
         self.name = name
@@ -211,7 +211,7 @@ class Channel:
         message published before it arrives is lost ("slow joiner"). The
         pipeline waits on this before the source starts.
         """
-        if self.kind != zmq.XPUB:
+        if self.socket_type != zmq.XPUB:
             raise BusError("%s: only a bound publisher can wait for subscribers" % self.name)
         while self.subscribers < n:
             if self._serving:  # the actor's task reads them: wait for it
@@ -277,7 +277,7 @@ class Channel:
     @property
     def takes_subscriptions(self) -> bool:
         """A bound publisher: its subscriptions are read by ``serve_subscriptions``."""
-        return self.kind == zmq.XPUB
+        return self.socket_type == zmq.XPUB
 
     def close(self, linger_ms: int = 0) -> None:
         """Close the socket; ``linger_ms`` > 0 lets queued messages go out first (a final report)."""

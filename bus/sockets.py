@@ -51,23 +51,23 @@ class Bus:
         self.curve_client: Optional[tuple] = None  # (public, secret, server_public) for tcp connects
         self.on_close: List[Any] = []  # called before the context ends (e.g. a ZAP authenticator's stop)
 
-    def open(self, kind: int, endpoint: str, *, bind: bool, hwm: int, name: str,
+    def open(self, socket_type: int, endpoint: str, *, bind: bool, hwm: int, name: str,
              topics: Iterable[str] = ()) -> Channel:
         check_endpoint(endpoint)
-        sock = self.ctx.socket(kind)
+        sock = self.ctx.socket(socket_type)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, hwm)
         sock.setsockopt(zmq.RCVHWM, hwm)
-        if kind in (zmq.SUB, zmq.PULL):  # libzmq refuses a larger frame from another process or host
+        if socket_type in (zmq.SUB, zmq.PULL):  # libzmq refuses a larger frame from another process or host
             sock.setsockopt(zmq.MAXMSGSIZE, self.max_frame)
-        elif kind in (zmq.XPUB, zmq.PUB):  # they receive subscriptions only (and CURVE's handshake, ~300 bytes)
+        elif socket_type in (zmq.XPUB, zmq.PUB):  # they receive subscriptions only (and CURVE's handshake, ~300 bytes)
             curve = endpoint.startswith("tcp://") and (self.curve_server if bind else self.curve_client)
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_CURVE if curve else MAX_SUBSCRIPTION)
-        if kind == zmq.XPUB:
+        if socket_type == zmq.XPUB:
             sock.setsockopt(zmq.XPUB_MANUAL, 1)  # see Channel.serve_subscriptions
         if endpoint.startswith("tcp://"):
             self._secure(sock, bind)
-        if kind == zmq.SUB:
+        if socket_type == zmq.SUB:
             topics = list(topics) or [""]
             for t in topics:
                 if t and t not in BY_KIND:
@@ -99,7 +99,7 @@ class Bus:
                                "others: [endpoints] in a --config file); the default ipc://%s/... endpoints never "
                                "collide" % (name, endpoint, RUN)) from None
             raise BusError("%s: cannot %s %s: %s" % (name, "bind" if bind else "connect", endpoint, exc)) from None
-        ch = Channel(self, sock, kind, endpoint, bind, name)
+        ch = Channel(self, sock, socket_type, endpoint, bind, name)
         self.channels.add(ch)
         return ch
 

@@ -17,7 +17,7 @@ from edgepipe.pipeline.runner import RunOptions, run
 
 def _close_output(actor) -> None:
     for ch in actor._channels:
-        if ch.kind == zmq.XPUB:
+        if ch.socket_type == zmq.XPUB:
             ch.close()
 
 

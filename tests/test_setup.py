@@ -141,7 +141,7 @@ def test_every_model_says_where_its_authors_publish_it():
         if not spec.sha256:
             assert "NOT pinned" in origin, name  # an unpinned model says so
         for src in spec.sources:
-            assert src["kind"] in ("wheel", "url"), name
+            assert src["via"] in ("wheel", "url"), name
 
 
 @pytest.mark.skipif(not ASSET_MODELS.is_dir(), reason="shared assets not found")
@@ -194,7 +194,7 @@ def test_models_fetch_shows_progress(tmp_path, monkeypatch, http_dir, caplog):
     (www / name).write_bytes((ASSET_MODELS / name).read_bytes())
     monkeypatch.setenv(fetch.ENV_CACHE, str(tmp_path / "cache"))
     monkeypatch.delenv(fetch.ENV_PATH, raising=False)
-    spec = dataclasses.replace(manifest.get("retinaface"), sources=[{"kind": "url", "url": url + name}])
+    spec = dataclasses.replace(manifest.get("retinaface"), sources=[{"via": "url", "url": url + name}])
     monkeypatch.setitem(manifest.MODELS, "retinaface", spec)
     monkeypatch.setattr(models_cli, "MODELS", manifest.MODELS)
     caplog.set_level(logging.INFO, logger="edgepipe.models.store.fetch")
@@ -217,7 +217,7 @@ def test_unreachable_source_says_where_to_put_the_file(tmp_path, monkeypatch):
     monkeypatch.delenv(fetch.ENV_PATH, raising=False)
     name = "retinaface_mnet025_320_int8.tflite"
     spec = dataclasses.replace(manifest.get("retinaface"),
-                               sources=[{"kind": "url", "url": "http://127.0.0.1:%d/%s" % (port, name)}])
+                               sources=[{"via": "url", "url": "http://127.0.0.1:%d/%s" % (port, name)}])
     with pytest.raises(EngineError) as err:
         fetch.resolve(spec, "cpu")
     msg = str(err.value)

@@ -34,7 +34,7 @@ _METRIC = Metric.KIND.encode("ascii")
 
 
 class MetricsHub(Actor):
-    kind = "metrics"
+    role = "metrics"
 
     hwm = 1000  # snapshots queued on the way in
 

@@ -22,7 +22,7 @@ from edgepipe.bus.sockets import Bus
 
 
 class ResourceMonitor(Actor):
-    kind = "resources"
+    role = "resources"
 
     def __init__(self, name: str, bus: Bus, section: ResourcesConfig, endpoints: Endpoints, context: Context,
                  sensors: Optional[PiSensors] = None) -> None:

@@ -60,7 +60,7 @@ class Actor:
     also takes its ``RoleModels``. Its role (endpoints, counters, start order) is in ``actors/roles.py``.
     """
 
-    kind = "actor"
+    role = "actor"
 
     def __init__(self, name: str, bus: Bus, endpoints: Endpoints, context: Context) -> None:
         self.name = name
@@ -70,7 +70,7 @@ class Actor:
         metrics_endpoint = endpoints.get("metrics_in")
         metrics_interval = context.metrics_interval
         self.stats = Stats(name)
-        self.log = logging.LoggerAdapter(logging.getLogger("edgepipe." + self.kind), {})
+        self.log = logging.LoggerAdapter(logging.getLogger("edgepipe." + self.role), {})
         self.log.process = lambda msg, kw: ("[%s] %s" % (self.name, msg), kw)  # type: ignore[assignment]
         self.metrics_endpoint = metrics_endpoint
         self._channels: List[Channel] = []

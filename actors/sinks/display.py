@@ -148,7 +148,7 @@ def make_sink(spec: str, fps: float) -> Optional[Sink]:
 
 
 class Display(Actor):
-    kind = "display"
+    role = "display"
 
     def __init__(self, name: str, bus: Bus, section: DisplayConfig, endpoints: Endpoints, context: Context,
                  sink: Sink) -> None:

@@ -22,7 +22,7 @@ def is_web(spec: str) -> bool:
 
 
 class LiveView(Display):
-    kind = "display"
+    role = "display"
 
     def __init__(self, name: str, bus: Bus, section: DisplayConfig, endpoints: Endpoints, context: Context,
                  sink: Sink) -> None:

@@ -61,7 +61,7 @@ def _version() -> str:
 
 
 class MqttSink(Actor):
-    kind = "mqtt"
+    role = "mqtt"
 
     hwm = 1024  # results and metrics queued for the sink
 

@@ -42,7 +42,7 @@ def match_truth(result: Result, truth: List[TruthFace]) -> dict:
 
 
 class Recorder(Actor):
-    kind = "recorder"
+    role = "recorder"
 
     hwm = 1024  # results queued for the recorder
 

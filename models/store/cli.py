@@ -93,7 +93,7 @@ def _source_name(spec, filename: str) -> str:
     if not srcs:
         return "nowhere (no public source)"
     s = srcs[0]
-    return ("the PyPI wheel %s==%s" % (s["package"], s["version"])) if s.get("kind") == "wheel" else s.get("url", "?")
+    return ("the PyPI wheel %s==%s" % (s["package"], s["version"])) if s.get("via") == "wheel" else s.get("url", "?")
 
 
 def cmd_verify(paths: Sequence[str], out=None) -> int:

