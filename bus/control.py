@@ -95,36 +95,8 @@ def open_client(bus: Bus, endpoint: str, name: str) -> Channel:
     return bus.open(zmq.DEALER, endpoint, bind=False, hwm=100, name=name + ".control")
 
 
-async def watch_main(ctl: Channel, stop: asyncio.Event, by_hand: bool) -> None:
-    """Set ``stop`` when the main process asks; for a group started by hand, also when the link drops."""
-    mon = None
-    try:
-        if by_hand:
-            mon = ctl.sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
-            await _either(_asked(ctl), _dropped(mon))
-        else:
-            await _asked(ctl)
-        stop.set()
-    finally:  # also when this watcher is cancelled
-        if mon is not None:
-            ctl.sock.disable_monitor()
-            mon.close(0)
-
-
-async def _either(*coros: Any) -> None:
-    """Run ``coros`` until one of them returns (or raises); cancel the others."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for t in done:
-            t.result()
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _asked(ctl: Channel) -> None:
+async def asked_to_stop(ctl: Channel) -> None:
+    """Return when the main process asks this group to send its final report and stop."""
     while True:
         msg = await ctl.recv()
         if isinstance(msg, Stopped) and msg.group == MAIN:
@@ -132,9 +104,15 @@ async def _asked(ctl: Channel) -> None:
             return
 
 
-async def _dropped(mon: Any) -> None:
-    while True:
-        event = await recv_monitor_message(mon)
-        if event["event"] == zmq.EVENT_DISCONNECTED:
-            log.warning("the main process went away (the control link dropped): stopping")
-            return
+async def link_dropped(ctl: Channel) -> None:
+    """Return when the control link to the main process drops (for a group started by hand)."""
+    mon = ctl.sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+    try:
+        while True:
+            event = await recv_monitor_message(mon)
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                log.warning("the main process went away (the control link dropped): stopping")
+                return
+    finally:  # also when this watcher is cancelled
+        ctl.sock.disable_monitor()
+        mon.close(0)

@@ -62,13 +62,14 @@ class Actor:
 
     role = "actor"
 
-    def __init__(self, name: str, bus: Bus, endpoints: Endpoints, context: Context) -> None:
+    def __init__(self, name: str, bus: Bus, endpoints: Optional[Endpoints] = None,
+                 context: Optional[Context] = None) -> None:
         self.name = name
         self.bus = bus
-        self.endpoints = endpoints
-        self.context = context
-        metrics_endpoint = endpoints.get("metrics_in")
-        metrics_interval = context.metrics_interval
+        self.endpoints: Endpoints = endpoints if endpoints is not None else {}  # none: no metrics sent
+        self.context = context if context is not None else Context()
+        metrics_endpoint = self.endpoints.get("metrics_in")
+        metrics_interval = self.context.metrics_interval
         self.stats = Stats(name)
         self.log = logging.LoggerAdapter(logging.getLogger("edgepipe." + self.role), {})
         self.log.process = lambda msg, kw: ("[%s] %s" % (self.name, msg), kw)  # type: ignore[assignment]

@@ -30,13 +30,23 @@ from typing import Awaitable, List, Optional
 
 from edgepipe.actors.runtime.base import Actor, ActorDied, ActorFailed
 from edgepipe.actors.runtime.tasks import TaskGroup, first
-from edgepipe.bus.control import open_client, watch_main
+from edgepipe.bus.control import asked_to_stop, link_dropped, open_client
 from edgepipe.bus.messages import Ready, Stopped
+from edgepipe.bus.sockets import Channel
 from edgepipe.pipeline.build import RunOptions, build, make_bus
 from edgepipe.pipeline.config.loading import Config, ConfigError, from_dict, load
 from edgepipe.pipeline.processes.groups import assignment, check_by_hand, group_of
 
 log = logging.getLogger("edgepipe.group")
+
+
+async def watch_main(ctl: Channel, stop: asyncio.Event, by_hand: bool) -> None:
+    """Set ``stop`` when the main process asks; for a group started by hand, also when the link drops."""
+    if by_hand:
+        await first(asked_to_stop(ctl), link_dropped(ctl))
+    else:
+        await asked_to_stop(ctl)
+    stop.set()
 
 
 def _die_with_parent() -> None:
