@@ -83,6 +83,10 @@ def test_setup_tpu_venv_for_real(tmp_path):
                           "print(tflite_runtime.__version__, numpy.__version__)"], capture_output=True, text=True)
     rt, np_version = ver.stdout.split()
     assert rt == "2.11.0" and np_version.startswith("1.")
+    # the project is installed in it the same way, one import root over this checkout (no PYTHONPATH)
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import edgepipe.bus.sockets as s; print(s.__file__)"],
+                           capture_output=True, text=True, cwd=str(tmp_path), env={"PATH": os.environ["PATH"]})
+    assert where.returncode == 0 and where.stdout.strip() == str(ROOT / "bus" / "sockets.py"), where.stderr
 
 
 def test_service_unit_starts_at_boot_and_restarts_on_failure(tmp_path):

@@ -74,7 +74,18 @@ def setup(python: str, venv: str, extra: List[str]) -> str:
     except subprocess.CalledProcessError as exc:
         raise SystemExit("setup-tpu-venv: pip could not install the pinned runtime (%s); check that %s is "
                          "Python 3.9 on 64-bit ARM or x86 Linux" % (exc, python)) from None
+    try:  # the project itself, as the main Python has it: one import root, edgepipe, over this checkout
+        _run(project_install_command(vpy))
+    except subprocess.CalledProcessError as exc:
+        raise SystemExit("setup-tpu-venv: pip could not install edgepipe from %s into the venv (%s)"
+                         % (ROOT, exc)) from None
     return vpy
+
+
+def project_install_command(vpy: str) -> List[str]:
+    """The pip command that installs this checkout into the venv ``vpy`` (editable: the venv runs the
+    checkout's code; its dependencies are the pinned ones above)."""
+    return [vpy, "-m", "pip", "install", "--quiet", "--no-deps", "-e", ROOT]
 
 
 def probe_line(vpy: str) -> str:
