@@ -50,7 +50,7 @@ def test_subscribe_example_prints_results_and_metrics(tmp_path):
     assert len(results) >= 5 and len(metrics) >= 5
     # the synthetic source draws two faces; the fake FER labels them
     assert any("2 face(s) [" in line and " track " in line for line in results), results
-    actors = {"capture", "encoder", "detector", "fer-0", "fer-1", "aggregator", "recorder", "resources"}
+    actors = {"capture", "encoder", "detector", "fer-0", "fer-1", "aggregator", "recorder", "resources", "metrics"}
     for line in metrics:
         m = re.match(r"metric ([a-z0-9-]+): [0-9.]+ fps, busy [0-9]+%, in [0-9]+, out [0-9]+, dropped [0-9]+, rejected 0",
                      line)
