@@ -26,8 +26,9 @@ from typing import Annotated, Any, Literal, Optional, Tuple
 import cv2
 from msgspec import Meta
 
-from edgepipe.actors.runtime.base import Actor, in_thread, ms_since
+from edgepipe.actors.runtime.base import Actor, ms_since
 from edgepipe.actors.runtime.context import Context, Endpoints
+from edgepipe.actors.runtime.engines import within
 from edgepipe.actors.runtime.settings import Hwm, Section
 from edgepipe.bus.messages import EncodedFrame, Eos, Frame
 from edgepipe.bus.sockets import Bus
@@ -110,8 +111,8 @@ class Encoder(Actor):
             fit = tensor = None
             if self.format == "jpeg" or self.faults is not None or self.detector_input is not None:
                 try:
-                    payload, fit, tensor = await asyncio.wait_for(
-                        in_thread(self.executor, self._encode, msg.image), self.timeout_s)
+                    encoded = asyncio.get_running_loop().run_in_executor(self.executor, self._encode, msg.image)
+                    payload, fit, tensor = await within(encoded, self.timeout_s)
                 except asyncio.TimeoutError:
                     self.log.error("frame %d dropped: encoding took over %.0f ms; the encoding thread was replaced",
                                    msg.frame_id, self.timeout_s * 1000)

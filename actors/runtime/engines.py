@@ -28,6 +28,23 @@ from edgepipe.models.spec import ModelSpec
 log = logging.getLogger("edgepipe.engines")
 
 
+async def within(fut: "asyncio.Future[Any]", timeout: float) -> Any:
+    """The result of ``fut`` (a thread's work), or asyncio.TimeoutError after ``timeout`` seconds.
+
+    Not ``asyncio.wait_for``: before Python 3.12 it swallows a cancellation of the caller that comes in the
+    same turn of the loop as ``fut``'s result (the result wins), and an actor being stopped then waits for
+    its next message for ever. ``asyncio.wait`` raises the cancellation whatever ``fut`` did."""
+    try:
+        done, _ = await asyncio.wait([fut], timeout=timeout)
+    except asyncio.CancelledError:
+        fut.cancel()
+        raise
+    if not done:
+        fut.cancel()
+        raise asyncio.TimeoutError()
+    return fut.result()
+
+
 class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
     """A role's engine: the settings of its kind and where model files are; shared by the role's actors."""
 
@@ -172,13 +189,13 @@ class EngineHost:
         generation, fut = started
         try:
             try:
-                return await asyncio.wait_for(fut, timeout)
+                return await within(fut, timeout)
             except EngineError:
                 if self.restarts == generation:
                     raise
             log.info("%s: a call was in flight when the engine was restarted; running it again", self.actor)
             generation, fut = await self.start(fn, *args)
-            return await asyncio.wait_for(fut, timeout)
+            return await within(fut, timeout)
         except asyncio.TimeoutError:
             await self.restart(generation)
             raise
@@ -188,7 +205,7 @@ class EngineHost:
         fut = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
         if timeout is None:
             return await fut
-        return await asyncio.wait_for(fut, timeout)
+        return await within(fut, timeout)
 
     async def restart(self, generation: Optional[int] = None) -> None:
         """Abandon the engine and its (maybe hung) thread; load a fresh one.
