@@ -162,3 +162,45 @@ class FakeClock:
         with self._lock:
             if s in self._pending:
                 self._pending.remove(s)
+
+
+class Stepper:
+    """In a thread of its own: moves ``clock`` to the deadline of each new sleeper, until ``until()`` holds
+    when one comes (checked before it is stepped) or the ``with`` block ends. ``steps``: what it stepped.
+
+    For code that waits on the clock at moments the test cannot see (a read between two frames): every wait
+    ends as if its whole time had passed.
+    """
+
+    def __init__(self, clock: FakeClock, until: Callable[[], bool] = lambda: False) -> None:
+        self.clock = clock
+        self.until = until
+        self.steps: List[Sleeper] = []
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="fake-clock-stepper", daemon=True)
+
+    def __enter__(self) -> "Stepper":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        lock = self.clock._lock
+        with lock:
+            self._stopping = True
+            lock.notify_all()
+        self._thread.join(GUARD_S)
+        assert not self._thread.is_alive(), "the stepper did not stop"
+
+    def _run(self) -> None:
+        clock, lock, last = self.clock, self.clock._lock, 0
+        while True:
+            with lock:
+                lock.wait_for(lambda: self._stopping or clock._first_after(last) is not None)
+                s = clock._first_after(last)
+                if self._stopping or s is None:
+                    return
+            if self.until():
+                return
+            clock.advance_to(s.deadline)
+            self.steps.append(s)
+            last = s.index
