@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fake_clock import FakeClock
 from helpers import inproc_config, run_async
 from mqtt_broker import MOSQUITTO, Broker, Recorder, Relay, free_port, tls_files
 
@@ -42,9 +43,12 @@ def sink_config(port, name, **kw):
 
 
 def test_discovery_is_retained_and_the_last_will_says_offline(broker, bus):
+    clock = FakeClock()  # the reconnect backoff waits on it: the test steps it
+
     async def main():
         async with Relay(broker.port) as relay, Recorder(broker.port) as live:
-            sink = MqttSink("mqtt", bus, sink_config(relay.port, "hall"), ENDPOINTS, Context(profile="fd+fer64"))
+            sink = MqttSink("mqtt", bus, sink_config(relay.port, "hall"), ENDPOINTS, Context(profile="fd+fer64"),
+                            clock=clock)
             await sink.start()
             try:
                 avail = "edgepipe/hall/availability"
@@ -63,6 +67,8 @@ def test_discovery_is_retained_and_the_last_will_says_offline(broker, bus):
                 # the publisher's connection dies without a DISCONNECT: the broker sends its last will
                 relay.cut()
                 await live.wait_for(lambda r: r.on(avail)[-1:] == [b"offline"])
+                backoff = await clock.step()  # lost: it waits reconnect_min_s before it reconnects
+                assert backoff.duration == pytest.approx(0.05) and not sink.connected
                 await sink.wait_for(lambda s: s.connected and s.stats.counters["reconnects"] == 1)
                 await live.wait_for(lambda r: r.on(avail) == [b"online", b"offline", b"online"])
             finally:
@@ -70,31 +76,48 @@ def test_discovery_is_retained_and_the_last_will_says_offline(broker, bus):
             await live.wait_for(lambda r: r.on(avail) == [b"online", b"offline", b"online", b"offline"])
             assert not sink.connected
     run_async(main())
+    assert clock.slept == pytest.approx([0.05])
 
 
 def test_broker_down_at_start_is_retried_with_backoff(tmp_path, bus):
     port = free_port()
     b = Broker(str(tmp_path), port=port)
+    clock = FakeClock()
 
     async def main():
-        sink = MqttSink("mqtt", bus, sink_config(port, "porch", queue=3), ENDPOINTS, Context())
+        sink = MqttSink("mqtt", bus, sink_config(port, "porch", queue=3), ENDPOINTS, Context(), clock=clock)
         await sink.start()
         try:
-            await sink.wait_for(lambda s: s.stats.counters["connect_failures"] >= 2)
-            assert not sink.connected
+            steps = [await clock.step()]  # each refused connection waits on the clock: step it
+            while len(steps) < 5:
+                steps.append(await clock.step(begun_after=steps[-1].index))
+            waiting = await clock.sleeper(begun_after=steps[-1].index)  # after the 6th failure: not stepped yet
+            assert [s.duration for s in steps + [waiting]] == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.5, 0.5])
+            assert sink.stats.counters["connect_failures"] == 6 and not sink.connected
             for i in range(5):  # held while the broker is away; the queue keeps the newest 3
                 sink.enqueue("edgepipe/porch/test", b"%d" % i)
             assert sink.stats.counters["queue_dropped"] == 2
-            await asyncio.get_running_loop().run_in_executor(None, b.start)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, b.start)
+            clock.advance_to(waiting.deadline)
             async with Recorder(port) as rec:
                 await sink.wait_for(lambda s: s.connected)
                 sink.enqueue("edgepipe/porch/test", b"5")
                 await rec.wait_for(lambda r: b"5" in r.on("edgepipe/porch/test"))
                 assert rec.on("edgepipe/porch/test")[-1:] == [b"5"]
                 assert set(rec.on("edgepipe/porch/test")) <= {b"2", b"3", b"4", b"5"}
+            assert sink.stats.counters["connects"] == 1 and sink.stats.counters["reconnects"] == 0
+            # connected, the backoff starts again: the broker going away now is retried after reconnect_min_s
+            await loop.run_in_executor(None, b.stop)
+            again = await clock.sleeper(begun_after=waiting.index)
+            assert again.duration == pytest.approx(0.05) and not sink.connected
+            await loop.run_in_executor(None, b.start)
+            clock.advance_to(again.deadline)
+            await sink.wait_for(lambda s: s.connected)
         finally:
             await sink.stop()
-        assert sink.stats.counters["connects"] == 1 and sink.stats.counters["reconnects"] == 0
+        c = sink.stats.counters
+        assert c["connects"] == 1 and c["reconnects"] == 1 and c["connect_failures"] == 6
     try:
         run_async(main())
     finally:
@@ -113,12 +136,14 @@ def test_tls_with_user_and_password(tmp_path, bus):
     b = Broker(str(tmp_path), listener="cafile %s\ncertfile %s\nkeyfile %s\nallow_anonymous false\npassword_file %s\n"
                % (t["ca.pem"], t["server.pem"], t["server.key"], pw))
 
+    clocks = {"tls": FakeClock(), "tls-bad": FakeClock()}
+
     def sink(url, name):
         cfg = config.load(mqtt=url)
         cfg.mqtt.ca_file, cfg.mqtt.name = t["ca.pem"], name
         cfg.mqtt.reconnect_min_s = cfg.mqtt.reconnect_max_s = 0.05
         check_mqtt(cfg.mqtt)
-        return MqttSink("mqtt-" + name, bus, cfg.mqtt, ENDPOINTS, Context())
+        return MqttSink("mqtt-" + name, bus, cfg.mqtt, ENDPOINTS, Context(), clock=clocks[name])
 
     async def main():
         good = sink("mqtts://cam:s3cret@127.0.0.1:%d" % b.port, "tls")
@@ -129,6 +154,7 @@ def test_tls_with_user_and_password(tmp_path, bus):
                 await s.start()
             try:
                 await rec.wait_for(lambda r: r.on("edgepipe/tls/availability") == [b"online"])
+                await clocks["tls-bad"].step()  # refused: it retries after the backoff
                 await bad.wait_for(lambda s: s.stats.counters["connect_failures"] >= 2)
                 assert good.connected and not bad.connected and bad.stats.counters["connects"] == 0
             finally:
@@ -136,6 +162,7 @@ def test_tls_with_user_and_password(tmp_path, bus):
                     await s.stop()
             await rec.wait_for(lambda r: r.on("edgepipe/tls/availability") == [b"online", b"offline"])
         assert rec.on("edgepipe/tls-bad/availability") == []
+        assert clocks["tls"].slept == [] and len(clocks["tls-bad"].slept) >= 2
     b.start()
     try:
         run_async(main())

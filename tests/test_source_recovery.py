@@ -3,18 +3,23 @@
 The server is a thread of the test serving multipart JPEG over HTTP on
 127.0.0.1, as an IP camera does; OpenCV (FFmpeg) reads it. Each connection's
 frames carry the connection's number in their grey level, so a frame says
-which connection it came from. The test drives the server with events.
+which connection it came from. The test drives the server with events. Read
+timeouts and the reconnect backoff run on virtual clocks (``fake_clock``) that
+the tests step once the state they wait for is there: no real timeout is waited.
 """
 from __future__ import annotations
 
 import logging
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import List, Optional
 
 import cv2
 import numpy as np
 import pytest
+from fake_clock import FakeClock, Stepper
 from helpers import inproc_config, run_async
 
 from edgepipe.actors.sources.live_sources import LiveOpenCvSource, Reconnecting, SourceStalled
@@ -24,6 +29,8 @@ from edgepipe.pipeline import placement
 from edgepipe.pipeline.run_command import human_summary
 from edgepipe.pipeline.runner import RunOptions, run
 from edgepipe.pipeline.source_auto import resolve_source, v4l2_nodes
+
+READ_TIMEOUT_S = 30.0  # virtual seconds; OpenCV's own open/read timeouts (real time) get it too: never reached
 
 
 def jpeg(level: int) -> bytes:
@@ -131,89 +138,127 @@ def level(item) -> int:
     return int(round(float(img.mean()) / 40.0))  # the connection the frame came from
 
 
-def stream(url: str, timeout_s: float = 0.5, backoff_s: float = 0.05) -> Reconnecting:
-    src = Reconnecting(url, lambda: LiveOpenCvSource(url, url, read_timeout_s=timeout_s), backoff_s=backoff_s,
-                       backoff_max_s=0.4)
+def stream(url: str, reads: FakeClock, backoff: FakeClock, backoff_s: float = 0.05,
+           backoff_max_s: float = 0.4) -> Reconnecting:
+    """A reconnecting stream whose read timeouts (30 virtual seconds) and backoff run on virtual clocks."""
+    src = Reconnecting(url, lambda: LiveOpenCvSource(url, url, read_timeout_s=READ_TIMEOUT_S, clock=reads),
+                       backoff_s=backoff_s, backoff_max_s=backoff_max_s, clock=backoff)
     src.open()
     return src
+
+
+@pytest.fixture
+def in_thread():
+    """Runs a function in a thread beside the test: its Future (``result(60)`` waits for it to end)."""
+    pool = ThreadPoolExecutor(2, thread_name_prefix="test")
+    try:
+        yield pool.submit
+    finally:
+        pool.shutdown(wait=True)
 
 
 @pytest.mark.parametrize("what", ["stall", "close"])
 def test_a_stream_that_stalls_or_drops_is_reconnected(what, server_factory, caplog):
     server = server_factory([what, "stream"])
-    src = stream(server.url)
+    reads, backoff = FakeClock(), FakeClock()
+    src = stream(server.url, reads, backoff)
     try:
         with caplog.at_level(logging.WARNING, logger="edgepipe.source"):
             seen = [level(src.read())]
-            while seen[-1] == 1 and len(seen) <= 6:  # the newest frame wins: up to 5 frames of the first
-                seen.append(level(src.read()))
+            # a stall: the reads of connection 1 time out on the clock, stepped until connection 2 comes
+            # (a step before its last frame came makes it time out early: fewer frames of connection 1 are read)
+            with Stepper(reads, until=lambda: server.connections >= 2) if what == "stall" else nullcontext():
+                while seen[-1] == 1 and len(seen) <= 6:  # the newest frame wins: up to 5 frames of the first
+                    seen.append(level(src.read()))
             assert seen[0] == 1 and seen[-1] == 2  # then a frame of the second connection
             assert src.reconnects == 1 and src.up
             for _ in range(3):
                 assert level(src.read()) == 2
     finally:
         src.close()
+    assert backoff.slept == []  # the first reopen worked: no backoff
     lost = [r for r in caplog.records if "lost" in r.getMessage()]
     back = [r for r in caplog.records if "back after" in r.getMessage()]
     assert len(lost) == 1 and len(back) == 1  # once per change of state
 
 
-def test_a_server_that_is_down_is_retried_with_backoff(server_factory, caplog):
-    server = server_factory(["close", "refuse", "refuse", "refuse", "stream"])
-    src = stream(server.url)
+def step_backoffs(clock: FakeClock, n: int) -> List[float]:
+    """Steps the next ``n`` sleepers of ``clock`` (a reader's backoff waits), each once it sleeps: their lengths."""
+    done = [clock.step_blocking()]
+    while len(done) < n:
+        done.append(clock.step_blocking(begun_after=done[-1].index))
+    return [s.duration for s in done]
+
+
+@pytest.mark.parametrize("refused,backoff_max_s,delays", [(3, 0.4, [0.05, 0.1, 0.2]),  # doubling from backoff_s
+                                                          (4, 0.15, [0.05, 0.1, 0.15, 0.15])])  # up to its cap
+def test_a_server_that_is_down_is_retried_with_backoff(refused, backoff_max_s, delays, server_factory, caplog,
+                                                       in_thread):
+    server = server_factory(["close"] + ["refuse"] * refused + ["stream"])  # 6 connections at most: levels 40..240
+    reads, backoff = FakeClock(), FakeClock()
+    src = stream(server.url, reads, backoff, backoff_max_s=backoff_max_s)
+    stepper = in_thread(step_backoffs, backoff, refused)  # each refused reconnect waits on the clock
     try:
         with caplog.at_level(logging.WARNING, logger="edgepipe.source"):
             seen = [level(src.read())]
             while seen[-1] == 1 and len(seen) <= 6:
                 seen.append(level(src.read()))
-            assert seen[0] == 1 and seen[-1] == 5  # connections 2-4 were refused
+            assert seen[0] == 1 and seen[-1] == refused + 2  # connections 2 .. refused+1 were refused
     finally:
         src.close()
-    assert src.reconnects == 1 and server.connections == 5
+    assert stepper.result(60) == pytest.approx(delays)
+    assert backoff.slept == pytest.approx(delays) and backoff.pending == []
+    assert src.reconnects == 1 and server.connections == refused + 2
+    assert src.backoff.failures == 0  # back: the next loss starts from backoff_s again
     assert len([r for r in caplog.records if "lost" in r.getMessage()]) == 1  # not once per attempt
-    assert "4 attempts" in [r for r in caplog.records if "back after" in r.getMessage()][0].getMessage()
+    back = [r for r in caplog.records if "back after" in r.getMessage()][0].getMessage()
+    assert "%d attempts" % (refused + 1) in back
 
 
 def test_live_source_read_times_out(server_factory):
     server = server_factory(["stall"], frames=5)
-    src = LiveOpenCvSource(server.url, server.url, read_timeout_s=0.5)
+    clock = FakeClock()
+    src = LiveOpenCvSource(server.url, server.url, read_timeout_s=READ_TIMEOUT_S, clock=clock)
     src.open()
     try:
         assert level(src.read()) == 1
-        with pytest.raises(SourceStalled):
-            for _ in range(5):  # the newest frame wins: fewer reads than frames sent may return
-                src.read()
+        t0 = clock.monotonic()
+        with Stepper(clock) as stepper:  # every read that waits is given its whole timeout at once
+            with pytest.raises(SourceStalled):
+                for _ in range(5):  # the newest frame wins: fewer reads than frames sent may return
+                    src.read()
+        assert stepper.steps and clock.monotonic() - t0 >= READ_TIMEOUT_S  # virtual seconds: no real wait
     finally:
         src.close()
     server.close()  # the stalled connection ends; the grabber's read returns and it releases the capture
 
 
-def test_close_ends_a_backoff_at_once(server_factory):
+def test_close_ends_a_backoff_at_once(server_factory, in_thread):
     server = server_factory(["close"] + ["refuse"] * 1000, frames=5)
-    src = Reconnecting(server.url, lambda: LiveOpenCvSource(server.url, server.url, read_timeout_s=0.5),
-                       backoff_s=3600.0, backoff_max_s=3600.0)
-    src.open()
+    reads, backoff = FakeClock(), FakeClock()
+    src = stream(server.url, reads, backoff, backoff_s=3600.0, backoff_max_s=3600.0)
     assert level(src.read()) == 1
-    result: List[Optional[object]] = []
 
-    def read_to_the_end() -> None:
+    def read_to_the_end() -> List[Optional[object]]:
+        result: List[Optional[object]] = []
         while True:
             item = src.read()
             result.append(item)
             if item is None:
-                return
+                return result
 
-    reader = threading.Thread(target=read_to_the_end)
-    reader.start()
-    server.wait_connections(2)  # the first reconnect attempt was refused: now it waits an hour
+    reader = in_thread(read_to_the_end)
+    s = backoff.sleeper_blocking()  # the first reconnect attempt was refused: now it waits an hour
+    assert s.duration == 3600.0 and server.connections == 2
     src.close()
-    reader.join(30)
-    assert not reader.is_alive() and result[-1] is None
+    assert reader.result(60)[-1] is None
+    assert backoff.monotonic() < s.deadline  # ended by close(), not by the time
 
 
 def test_pipeline_summary_counts_the_reconnect(server_factory):
-    server = server_factory(["stall", "stream"], frames=10)
-    cfg = inproc_config(pipeline={"source": server.url}, capture={"read_timeout_s": 0.5})
+    # the server hangs up after 10 frames (a dropped stream; a stall is the tests above, on a virtual clock)
+    server = server_factory(["close", "stream"], frames=10)
+    cfg = inproc_config(pipeline={"source": server.url})
     s = run_async(run(cfg, RunOptions(frames=40)))
     assert s["source_reconnects"] == 1
     assert s["frames_captured"] == 40 and s["unaccounted"] == 0

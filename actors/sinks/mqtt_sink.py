@@ -4,7 +4,9 @@ broker (Home Assistant, Node-RED, ...), on ``aiomqtt``.
 The actor subscribes to results and to the public metrics; it turns them into
 JSON messages (``mqtt_payloads``) and puts them in a bounded queue. A separate
 task connects to the broker and sends what is queued. A broker that is down at
-start or drops mid-run is retried with exponential backoff; meanwhile the queue
+start or drops mid-run is retried with exponential backoff (``runtime.backoff``,
+from ``reconnect_min_s`` doubling to ``reconnect_max_s``, waited on the actor's
+``clock``; a stop ends the wait at once); meanwhile the queue
 keeps the newest ``queue`` messages and drops the oldest (counted as
 ``queue_dropped``), so inference never waits on the broker. On every
 (re)connection the publisher sends ``online`` on the availability topic (its
@@ -27,6 +29,7 @@ from collections import deque
 from importlib.metadata import version
 from typing import Any, Callable, Deque, Dict, Optional, Tuple
 
+from edgepipe.actors.runtime.backoff import SYSTEM_CLOCK, Backoff, Clock
 from edgepipe.actors.runtime.base import Actor
 from edgepipe.actors.runtime.context import Context, Endpoints
 from edgepipe.actors.runtime.tasks import TaskGroup, first
@@ -65,9 +68,11 @@ class MqttSink(Actor):
 
     hwm = 1024  # results and metrics queued for the sink
 
-    def __init__(self, name: str, bus: Bus, section: MqttConfig, endpoints: Endpoints, context: Context) -> None:
+    def __init__(self, name: str, bus: Bus, section: MqttConfig, endpoints: Endpoints, context: Context,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         super().__init__(name, bus, endpoints, context)
         mqtt = self.cfg = section
+        self.clock = clock  # what the reconnect backoff waits on (tests pass a virtual one)
         self.results_endpoint = endpoints["results"]
         self.metrics_public_endpoint = endpoints["metrics"]
         self.profile = context.profile
@@ -205,7 +210,7 @@ class MqttSink(Actor):
     async def _connection_loop(self) -> None:
         aiomqtt = _aiomqtt()
         client = self._client()
-        delay = self.cfg.reconnect_min_s
+        backoff = Backoff(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
         ever = False
         while not self._closing:
             try:
@@ -215,7 +220,7 @@ class MqttSink(Actor):
                     if ever:
                         log.warning("mqtt: reconnected to %s:%d", self.cfg.host, self.cfg.port)
                     ever = True
-                    delay = self.cfg.reconnect_min_s
+                    backoff.reset()
                     self._notify()
                     await self._session(client)
                     return  # closing: done
@@ -225,6 +230,7 @@ class MqttSink(Actor):
                 self._notify()
                 if self._closing:
                     return
+                delay = backoff.next()
                 if was:
                     log.warning("mqtt: lost the broker %s:%d (%s); retrying in %.1f s",
                                 self.cfg.host, self.cfg.port, exc, delay)
@@ -234,12 +240,7 @@ class MqttSink(Actor):
                                 self.cfg.host, self.cfg.port, exc, delay)
             finally:
                 self.connected = False
-            try:
-                assert self._wake is not None
-                await asyncio.wait_for(self._closed(), delay)  # a stop does not wait for the backoff
-            except asyncio.TimeoutError:
-                pass
-            delay = min(delay * 2, self.cfg.reconnect_max_s)
+            await first(self.clock.sleep(delay), self._closed())  # a stop does not wait for the backoff
 
     async def _closed(self) -> None:
         while not self._closing:

@@ -4,10 +4,13 @@
   read by OpenCV in a grabber thread of its own, which keeps the newest frame
   (a camera's freshest frame wins). ``read()`` waits at most
   ``read_timeout_s`` for a new frame, then raises ``SourceStalled``; a read
-  that fails (unplugged, stream closed) raises ``SourceLost``.
+  that fails (unplugged, stream closed) raises ``SourceLost``. The timeout is
+  measured on the source's ``clock`` (OpenCV's own open and read timeouts, set
+  to the same value, run on the real time).
 - ``Reconnecting``: wraps any live source. When a read stalls or fails it
   closes the source, opens a new one with exponential backoff (from
-  ``backoff_s`` to ``backoff_max_s``) until a frame comes again, and counts
+  ``backoff_s`` to ``backoff_max_s``, ``runtime.backoff``, waited on its
+  ``clock``) until a frame comes again, and counts
   it in ``reconnects``. It logs once per change of state (lost, back), not
   per attempt. ``close()`` ends a backoff at once.
 
@@ -18,12 +21,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Callable, Optional, Tuple, Union
 
 import cv2
 import numpy as np
 
+from edgepipe.actors.runtime.backoff import SYSTEM_CLOCK, Backoff, Clock
 from edgepipe.actors.sources.sources import Read, Source, SourceError
 
 log = logging.getLogger("edgepipe.source")
@@ -43,9 +46,10 @@ class _Grabber(threading.Thread):
     The capture is released by this thread when its last read returns.
     """
 
-    def __init__(self, cap, name: str) -> None:
+    def __init__(self, cap, name: str, clock: Clock) -> None:
         super().__init__(name=name, daemon=True)
         self.cap = cap
+        self.clock = clock
         self.cond = threading.Condition()
         self.frame: Optional[np.ndarray] = None
         self.seq = 0
@@ -71,13 +75,14 @@ class _Grabber(threading.Thread):
 
     def next_frame(self, after: int, timeout: float) -> Tuple[int, Optional[np.ndarray]]:
         """(seq, frame) of a frame newer than ``after``; (seq, None) when the grabber ended or timed out."""
-        deadline = time.monotonic() + timeout
+        clock = self.clock
+        deadline = clock.monotonic() + timeout
         with self.cond:
             while self.seq <= after and not self.ended:
-                left = deadline - time.monotonic()
+                left = deadline - clock.monotonic()
                 if left <= 0:
                     break
-                self.cond.wait(left)
+                clock.wait(self.cond, left)
             if self.seq > after:
                 return self.seq, self.frame
             return self.seq, None
@@ -94,11 +99,12 @@ class LiveOpenCvSource(Source):
     live = True
 
     def __init__(self, spec: str, target: Union[int, str], size: Optional[Tuple[int, int]] = None,
-                 read_timeout_s: float = 5.0) -> None:
+                 read_timeout_s: float = 5.0, clock: Clock = SYSTEM_CLOCK) -> None:
         super().__init__(spec)
         self.target = target
         self.size = size
         self.read_timeout_s = read_timeout_s
+        self.clock = clock  # what the read timeout is measured on
         self.grabber: Optional[_Grabber] = None
         self.seen = 0
 
@@ -122,7 +128,7 @@ class LiveOpenCvSource(Source):
         if self.size:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[0])
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
-        self.grabber = _Grabber(cap, "grab-%s" % self.spec)
+        self.grabber = _Grabber(cap, "grab-%s" % self.spec, self.clock)
         self.seen = 0
         self.grabber.start()
 
@@ -150,17 +156,17 @@ class Reconnecting(Source):
     live = True
 
     def __init__(self, spec: str, make: Callable[[], Source], backoff_s: float = 0.5,
-                 backoff_max_s: float = 10.0) -> None:
+                 backoff_max_s: float = 10.0, clock: Clock = SYSTEM_CLOCK) -> None:
         super().__init__(spec)
         self.make = make
-        self.backoff_s = backoff_s
-        self.backoff_max_s = backoff_max_s
+        self.backoff = Backoff(min(backoff_s, backoff_max_s), backoff_max_s)
+        self.clock = clock  # what the backoff waits on
         self.inner: Optional[Source] = None
         self.reconnects = 0  # times the source came back
         self.attempts = 0  # opens tried while it was down
         self.down_since: Optional[float] = None
-        self._closed = threading.Event()
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()  # guards inner and _closing; close() notifies it
+        self._closing = False
 
     @property
     def up(self) -> bool:
@@ -172,20 +178,29 @@ class Reconnecting(Source):
         self.inner = src
 
     def _drop(self) -> None:
-        with self._lock:
+        with self._cond:
             src, self.inner = self.inner, None
         if src is not None:
             src.close()
 
     def _went_down(self, why: str) -> None:
         if self.down_since is None:
-            self.down_since = time.monotonic()
+            self.down_since = self.clock.monotonic()
             log.warning("source %s lost: %s; reconnecting with backoff up to %.0f s", self.spec, why,
-                        self.backoff_max_s)
+                        self.backoff.max_s)
+
+    def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` on the clock; close() ends the wait at once."""
+        deadline = self.clock.monotonic() + seconds
+        with self._cond:
+            while not self._closing:
+                left = deadline - self.clock.monotonic()
+                if left <= 0:
+                    return
+                self.clock.wait(self._cond, left)
 
     def read(self) -> Read:
-        delay = self.backoff_s
-        while not self._closed.is_set():
+        while not self._closing:
             src = self.inner
             if src is None:
                 src = self.make()
@@ -195,11 +210,10 @@ class Reconnecting(Source):
                 except SourceError as exc:
                     src.close()
                     log.debug("source %s: reconnect attempt %d failed: %s", self.spec, self.attempts, exc)
-                    self._closed.wait(delay)  # backoff; close() ends it at once
-                    delay = min(delay * 2.0, self.backoff_max_s)
+                    self._pause(self.backoff.next())
                     continue
-                with self._lock:
-                    if self._closed.is_set():
+                with self._cond:
+                    if self._closing:
                         src.close()
                         break
                     self.inner = src
@@ -213,14 +227,17 @@ class Reconnecting(Source):
                 if self.down_since is not None:
                     self.reconnects += 1
                     log.warning("source %s back after %.1f s (%d attempts); reconnects so far: %d", self.spec,
-                                time.monotonic() - self.down_since, self.attempts, self.reconnects)
+                                self.clock.monotonic() - self.down_since, self.attempts, self.reconnects)
                     self.down_since = None
                     self.attempts = 0
+                    self.backoff.reset()
                 return item
             self._went_down(why)
             self._drop()
         return None  # closed: the run is ending
 
     def close(self) -> None:
-        self._closed.set()
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
         self._drop()
