@@ -22,8 +22,8 @@ WAIT_S = 120  # an upper bound on waiting for an event, never a pacing delay
 
 
 def _start(env, *args):
-    return subprocess.Popen([sys.executable, "run.py", "--source", "synthetic:faces=1,fps=20,size=320x240",
-                             "--duration", "300"] + list(args),
+    return subprocess.Popen([sys.executable, "run.py", "--engine", "fake", "--source",
+                             "synthetic:faces=1,fps=20,size=320x240", "--duration", "300"] + list(args),
                             cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -162,7 +162,7 @@ def _start(tmp_path):
     summary = tmp_path / "summary.json"
     with open(tmp_path / "pipeline.log", "wb") as log:  # a file: a pipe nobody reads would fill and block it
         proc = subprocess.Popen(
-            [sys.executable, "run.py", "--config", str(overlay), "--source",
+            [sys.executable, "run.py", "--config", str(overlay), "--engine", "fake", "--source",
              "synthetic:faces=2,fps=30,size=320x240", "--duration", "3000", "--summary", str(summary)],
             cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=log,
             env=dict(os.environ, EDGEPIPE_RUN_DIR=str(tmp_path / "runs")))
