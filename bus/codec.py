@@ -1,18 +1,25 @@
 """Encode and decode messages as ZeroMQ multipart frames.
 
-Wire format (every message)::
+Wire format (every message; ``docs/wire.md`` for a client)::
 
     frame 0: the message kind, ASCII (also the PUB/SUB topic): "frame", "encoded", "detections",
-             "facejob", "expression", "result", "metric", "eos", "ready" or "stopped"
-    frame 1: the header, a msgpack array of 4: [version, seq, image, message]
-             version  SCHEMA_VERSION (2)
-             seq      the sender's per-kind sequence number on its socket (1, 2, ...), from which a
-                      receiver counts the messages a PUB socket dropped (see ``Channel``)
+             "facejob", "expression", "result", "done", "metric", "eos", "ready" or "stopped"
+    frame 1: the header, a msgpack array of 4 or 5: [version, seq, image, message] or
+             [version, seq, image, message, tensor]
+             version  SCHEMA_VERSION (3); any other is refused
+             seq      the sender's per-kind sequence number on its socket (1, 2, ...; 0 from code that does
+                      not number), from which a receiver counts the messages a PUB socket dropped
+                      (see ``Channel``); a negative one is refused
              image    nil, or [dtype, shape] describing frame 2: dtype "uint8", "int8" or "float32"
-                      with the array's shape (C order), or "bytes" with shape [length] (a JPEG)
+                      with the array's shape (C order, 1 to 4 dimensions of 1..65536 each), or
+                      "bytes" with shape [length] (a JPEG)
              message  a msgpack map of the message's fields, tagged: {"kind": <frame 0>, field: value, ...};
                       fields at their default value are left out; see ``bus/messages.py`` for each kind
+             tensor   present only when frame 3 is sent, which only an "encoded" message with an image
+                      does: [dtype, shape] describing frame 3, the detector's input the encoder made
+                      from the image (H x W x C uint8; the message's ``fit`` maps it to the frame)
     frame 2: the image buffer, only when ``image`` is set (zero-copy on both ends)
+    frame 3: the tensor buffer, only when ``tensor`` is present (zero-copy on both ends)
 
 Decoding goes through one typed msgspec decoder (created once per ``Codec``)
 and rejects whatever a hostile or broken peer could get wrong: the number of
@@ -22,19 +29,21 @@ constraints (NaN or infinite times and coordinates, negative frame ids, boxes
 with x2 < x1 or far outside their frame: ``messages.CHECKS``) and an image
 buffer that does not match its description. Any problem raises
 ``DecodeError`` with a short ``reason`` that the receiving channel counts; it
-never crashes the actor. A received array is a read-only view on the received
-buffer (other subscribers of the same inproc message may share it).
+never crashes the actor. The reason comes from the kind of msgspec's exception
+and, for a header the typed decoder refused, from ``bus.diagnose``, which walks
+an untyped decode of the header against ``Envelope``'s types: the message text
+of msgspec's exception is never read. A valid message takes only the typed
+decode. A received array is a read-only view on the received buffer (other
+subscribers of the same inproc message may share it).
 """
 from __future__ import annotations
 
-import re
-import sys
 from typing import Any, List, Optional, Sequence, Tuple
 
 import msgspec
 import numpy as np
 
-from edgepipe.bus.box import Box
+from edgepipe.bus import diagnose
 from edgepipe.bus.messages import BY_KIND, CHECKS, SCHEMA_VERSION, WITH_IMAGE, WITH_TENSOR, AnyMessage
 
 DEFAULT_MAX_HEADER = 1 << 20  # 1 MiB of msgpack per message
@@ -88,8 +97,9 @@ def _enc_hook(obj: Any) -> Any:
 
 
 _ENCODER = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
-_BOX_ITEM = re.compile(r"(\$\[3\]\.faces\[\d+\]|\.box)\[([0-4])\]")  # a box is an array: name its item
-_BOX_FIELDS = Box.__struct_fields__
+# a problem the diagnosis finds inside the message -> the reason a channel counts
+_FIELD_REASONS = {diagnose.MISSING: "missing_field", diagnose.UNKNOWN: "unknown_field", diagnose.TYPE: "bad_field",
+                  diagnose.RANGE: "bad_value", diagnose.CHOICE: "bad_field", diagnose.TAG: "unknown_kind"}
 
 
 # ---------------------------------------------------------------- encoding
@@ -149,24 +159,39 @@ def _buffer(frame: Any) -> memoryview:
         return memoryview(frame)
 
 
-def _field_reason(text: str) -> str:
-    if "missing required field" in text or "of at least length" in text:  # a map, or an array (a box)
-        return "missing_field"
-    if "unknown field" in text or "of at most length" in text:
-        return "unknown_field"
-    if text.startswith("Invalid value") and text.endswith(".kind`"):
-        return "unknown_kind"
-    if text.startswith("Expected `") and any(c in text for c in (">", "<", "length")):
-        return "bad_value"  # the right type, outside its constraints (NaN, negative, ...)
-    return "bad_field"
-
-
 def _check_envelope(kind: str, version: int, seq: int) -> None:
     if version != SCHEMA_VERSION:
         raise DecodeError("wrong_version", "%s has schema version %r, this build speaks %d"
                           % (kind, version, SCHEMA_VERSION))
     if seq < 0:
         raise DecodeError("malformed", "%s sequence number %r is negative" % (kind, seq))
+
+
+def _invalid(kind: str, header: Any, exc: msgspec.ValidationError) -> DecodeError:
+    """A DecodeError for a header the typed decoder refused, its reason from our own look at the header."""
+    try:
+        doc = msgspec.msgpack.decode(header)
+    except RecursionError:  # the typed decoder stopped before the depth the untyped one cannot read
+        return DecodeError("malformed", "%s header nests deeper than the decoder reads" % kind)
+    except ValueError as err:  # msgspec.DecodeError, a string that is not UTF-8, past the point the typed one stopped
+        return DecodeError("malformed", "%s header is not valid msgpack (%s)" % (kind, err))
+    if isinstance(doc, list) and doc and type(doc[0]) is int and doc[0] != SCHEMA_VERSION:
+        # another schema version explains any difference: say so
+        return DecodeError("wrong_version", "%s has schema version %r, this build speaks %d"
+                           % (kind, doc[0], SCHEMA_VERSION))
+    problem = diagnose.first_problem(doc, Envelope)
+    if problem is None:  # the diagnosis and msgspec disagree (a rule diagnose.py lacks): still refused
+        return DecodeError("bad_field", "%s: refused by the typed decoder (%s)" % (kind, exc))
+    path = problem.path
+    if path[:1] == ("msg",) and (len(path) > 1 or problem.kind != diagnose.MISSING):
+        return DecodeError(_FIELD_REASONS[problem.kind],
+                           "%s: %s: %s" % (kind, diagnose.format_path(path[1:]) or "the message", problem.text))
+    if path[:1] in (("img",), ("tensor",)):
+        return DecodeError("bad_image", "%s %s description: %s: %s"
+                           % (kind, "image" if path[0] == "img" else "tensor", diagnose.format_path(path),
+                              problem.text))
+    return DecodeError("malformed", "%s header is not a [version, seq, image, message(, tensor)] array: %s: %s"
+                       % (kind, diagnose.format_path(path) or "the header", problem.text))
 
 
 class Codec:
@@ -190,8 +215,8 @@ class Codec:
         cls, _, header = self._kind_and_header(frames)
         try:
             env = self._decoder.decode(header)
-        except msgspec.ValidationError as exc:
-            raise self._invalid(cls.KIND, header, str(exc)) from None
+        except msgspec.ValidationError as exc:  # the slow path: find what and where, for the reason
+            raise _invalid(cls.KIND, header, exc) from None
         except (ValueError, RecursionError) as exc:  # msgspec.DecodeError, a string that is not UTF-8, nesting
             raise DecodeError("malformed", "%s header is not valid msgpack (%s)" % (cls.KIND, exc)) from None
         _check_envelope(cls.KIND, env.v, env.s)
@@ -249,26 +274,6 @@ class Codec:
         if len(header) > self.max_header:
             raise DecodeError("oversized", "%s header is %d bytes, limit %d" % (cls.KIND, len(header), self.max_header))
         return cls, kind_b, header
-
-    def _invalid(self, kind: str, header: Any, text: str) -> DecodeError:
-        """A DecodeError for a header the typed decoder refused, with the reason from where it failed."""
-        try:  # another schema version explains any difference: say so
-            doc = msgspec.msgpack.decode(header)
-        except (ValueError, RecursionError):  # msgspec.DecodeError, a string that is not UTF-8, nesting
-            doc = None
-        if isinstance(doc, list) and doc and type(doc[0]) is int and doc[0] != SCHEMA_VERSION:
-            return DecodeError("wrong_version", "%s has schema version %r, this build speaks %d"
-                               % (kind, doc[0], SCHEMA_VERSION))
-        if "- at `$[3]" in text:
-            reason = _field_reason(text)
-            for bound in (">= -%r" % sys.float_info.max, "<= %r" % sys.float_info.max):  # the Finite constraint
-                text = text.replace("`float` " + bound, "a finite `float`")
-            if kind == "detections" or ".box[" in text:  # where a face is a Box: faces[0][0] -> faces[0].x1
-                text = _BOX_ITEM.sub(lambda mt: "%s.%s" % (mt.group(1), _BOX_FIELDS[int(mt.group(2))]), text)
-            return DecodeError(reason, "%s: %s" % (kind, text))
-        if "- at `$[2]" in text or "- at `$[4]" in text:
-            return DecodeError("bad_image", "%s image description: %s" % (kind, text))
-        return DecodeError("malformed", "%s header is not a [version, seq, image, message] array: %s" % (kind, text))
 
     def _image(self, kind: str, ref: ImageRef, frame: Any) -> Any:
         buf = _buffer(frame)

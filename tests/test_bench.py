@@ -20,8 +20,8 @@ SHARED_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__f
 
 def test_bench_pipeline_quick(tmp_path, capsys):
     out = tmp_path / "bench"
-    rc = bench.main(["pipeline", "--quick", "--frames", "8", "--warmup", "2", "--out", str(out), "--no-progress",
-                     "--profiles", "fd+fer64"])
+    rc = bench.main(["pipeline", "--engine", "fake", "--quick", "--frames", "8", "--warmup", "2", "--out", str(out),
+                     "--no-progress", "--profiles", "fd+fer64"])
     printed = capsys.readouterr().out
     assert rc == 0, printed
     data = json.loads((out / "bench_pipeline.json").read_text())

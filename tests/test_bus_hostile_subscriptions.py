@@ -57,7 +57,8 @@ def test_a_publisher_takes_kinds_and_their_prefixes_only(bus):
 def _start_pipeline(tmp_path, endpoint):
     summary = tmp_path / "summary.json"
     proc = subprocess.Popen(
-        [sys.executable, "run.py", "--source", "synthetic:faces=1,fps=10,size=320x240", "--duration", "300",
+        [sys.executable, "run.py", "--engine", "fake", "--source", "synthetic:faces=1,fps=10,size=320x240",
+         "--duration", "300",
          "--metrics-endpoint", endpoint, "--summary", str(summary)],
         cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return proc, summary

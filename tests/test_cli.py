@@ -94,7 +94,7 @@ def test_bad_input_gives_a_clear_error(args, message, tmp_path):
 def test_config_error_names_the_key(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[fer]\nworkers = -1\n")
-    p = run_py("--config", str(cfg), "--frames", "5")
+    p = run_py("--config", str(cfg), "--engine", "fake", "--frames", "5")
     assert p.returncode == 2
     assert "fer.workers" in p.stderr and "Traceback" not in p.stderr
 
@@ -107,7 +107,7 @@ def test_config_error_names_the_key(tmp_path):
     (["--place", "fer=gpu"], "--place fer=gpu: placement.fer: 'gpu' is not one of"),
 ])
 def test_command_line_values_go_through_the_config_checks(args, message):
-    p = run_py(*args, "--frames", "5")
+    p = run_py("--engine", "fake", *args, "--frames", "5")
     assert p.returncode == 2, p.stderr
     assert message in p.stderr and "Traceback" not in p.stderr
 

@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from edgepipe.bus import diagnose
 from edgepipe.models.engines.engine import FaultPlan
 from edgepipe.models.engines.kinds import FakeEngineSettings
 from edgepipe.pipeline.config import loading as config
-from edgepipe.pipeline.config.loading import ConfigError, GroupConfig
+from edgepipe.pipeline.config.errors import describe
+from edgepipe.pipeline.config.loading import Config, ConfigError, GroupConfig
 from edgepipe.pipeline.ops.keys import generate
 from edgepipe.pipeline.processes.groups import plan
 
@@ -55,6 +59,61 @@ def test_bad_keys_and_values_are_named(data, where):
     with pytest.raises(ConfigError) as err:
         config.from_dict(data)
     assert where in str(err.value)
+
+
+@pytest.mark.parametrize("data, where", [
+    ({"fer": {"wokers": 2}}, "fer.wokers: unknown key (known: depth, hwm, invoke_timeout_ms, processes, workers)"),
+    ({"fer": {"workers": "two"}}, "fer.workers: expected an integer, got 'two'"),
+    ({"fer": {"workers": 2.0}}, "fer.workers: expected an integer, got 2.0"),
+    ({"bus": {"metrics_interval_s": float("inf")}}, "bus.metrics_interval_s: inf is above the maximum 3600"),
+    ({"engine": {"fake": {"type": "cpu"}}},
+     "engine.fake.type: 'cpu' is not 'fake', the type of this table (its name is its type)"),
+    ({"engine": {"fake": {"type": 3}}}, "engine.fake.type: 3 is not 'fake', the type of this table (its name is its type)"),
+    ({"groups": {"tpu": {"actors": ["fer"], "env": {"A": 1}}}}, "groups.tpu.env.A: expected a string, got 1"),
+    ({"mqtt": {"nope": 1}}, "mqtt.nope: unknown key"),
+    ([], "config: expected a table, got []"),
+])
+def test_type_errors_are_worded_by_our_own_walk_of_the_data(data, where):
+    """The message comes from ``bus.diagnose``'s walk of the data against the types (the same text as
+    ``describe(first_problem(...))``), never from msgspec's message."""
+    with pytest.raises(ConfigError) as err:
+        config.from_dict(data)
+    assert str(err.value) == describe(diagnose.first_problem(data, Config))
+    assert str(err.value).startswith(where)
+
+
+POOL = [None, True, -1, 0, 1, 70000, 1.5, math.nan, math.inf, "", "auto", "cpu", "x" * 300, [], ["fer"], [["a", 1]],
+        {}, {"a": 1}, {"a": {"b": 1}}]
+
+
+def test_the_diagnosis_agrees_with_msgspec_on_every_key():
+    """Every key of every section (and every section) set to each value of a pool, or left out: the diagnosis
+    finds a problem exactly when ``msgspec.convert`` refuses the config."""
+    base = config.to_dict(config.load())
+    paths = [(section,) for section in base]
+    paths += [(section, key) for section, table in base.items() if isinstance(table, dict) for key in table]
+    paths += [("engine", kind, key) for kind, table in base["engine"].items() if isinstance(table, dict)
+              for key in table]
+    checked = 0
+    for path in paths:
+        for value in POOL + [diagnose]:  # a module object stands for "left out"
+            data = json.loads(json.dumps(base))
+            table = data
+            for key in path[:-1]:
+                table = table[key]
+            if value is diagnose:
+                del table[path[-1]]
+            else:
+                table[path[-1]] = value
+            try:
+                msgspec.convert(data, Config)
+                refused = False
+            except msgspec.ValidationError:
+                refused = True
+            problem = diagnose.first_problem(data, Config)
+            assert (problem is not None) == refused, (path, value, problem)
+            checked += 1
+    assert checked > 1000
 
 
 def test_file_errors_name_the_file(tmp_path):

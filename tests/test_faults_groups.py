@@ -50,7 +50,7 @@ def finish(proc):
 
 def test_ctrl_c_to_the_process_group_drains_and_writes_the_summary(tmp_path):
     summary = tmp_path / "s.json"
-    proc, pids = start_in_new_session(["--config", dual_python_config(tmp_path), "--source",
+    proc, pids = start_in_new_session(["--config", dual_python_config(tmp_path), "--engine", "fake", "--source",
                                        "synthetic:faces=2,fps=30", "--duration", "60", "--summary", str(summary)],
                                       tmp_path)
     assert "tpu" in pids
@@ -94,7 +94,7 @@ def wait_for_results(tmp_path, n):
 def test_a_group_that_dies_mid_run_still_gets_a_summary_naming_it(tmp_path):
     summary = tmp_path / "s.json"
     results = tmp_path / "r.jsonl"
-    proc, pids = start_in_new_session(["--config", dual_python_config(tmp_path), "--source",
+    proc, pids = start_in_new_session(["--config", dual_python_config(tmp_path), "--engine", "fake", "--source",
                                        "synthetic:faces=2,fps=30", "--duration", "60", "--summary", str(summary),
                                        "--results", str(results)], tmp_path)
     wait_for_results(tmp_path, 20)  # frames are flowing through the group
@@ -143,7 +143,8 @@ def by_hand_config(tmp_path, links=("encoded", "detections", "expressions", "met
 
 def start_group_by_hand(cfg, tmp_path):
     log = open(tmp_path / "group.log", "w")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "group", "tpu", "--config", cfg, "-v"],
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "group", "tpu", "--config", cfg, "--engine", "fake",
+                             "-v"],
                             cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     log.close()
@@ -161,7 +162,7 @@ def test_a_group_started_by_hand_over_curve_tcp(tmp_path):
     group = start_group_by_hand(cfg, tmp_path)
     summary = tmp_path / "s.json"
     try:
-        main = subprocess.run([sys.executable, str(ROOT / "run.py"), "--config", cfg, "--source",
+        main = subprocess.run([sys.executable, str(ROOT / "run.py"), "--config", cfg, "--engine", "fake", "--source",
                                "synthetic:faces=2,fps=60", "--frames", "100", "--summary", str(summary)],
                               cwd=str(ROOT), capture_output=True, text=True, timeout=120)
         assert main.returncode == 0, main.stderr[-3000:]
@@ -187,7 +188,8 @@ def test_a_group_started_by_hand_stops_when_the_main_process_dies(tmp_path):
     cfg = by_hand_config(tmp_path)
     group = start_group_by_hand(cfg, tmp_path)
     try:
-        main, _ = start_in_new_session(["--config", cfg, "--source", "synthetic:faces=1,fps=30", "--duration", "60"],
+        main, _ = start_in_new_session(["--config", cfg, "--engine", "fake", "--source", "synthetic:faces=1,fps=30",
+                                        "--duration", "60"],
                                        tmp_path)
         os.killpg(main.pid, signal.SIGKILL)
         main.communicate()
@@ -201,11 +203,11 @@ def test_a_group_started_by_hand_stops_when_the_main_process_dies(tmp_path):
 
 def test_a_group_started_by_hand_needs_addresses_it_can_reach(tmp_path):
     cfg = by_hand_config(tmp_path, links=("encoded", "detections", "expressions", "metrics_in"))  # no control
-    p = subprocess.run([sys.executable, str(ROOT / "run.py"), "--config", cfg, "--frames", "5"],
+    p = subprocess.run([sys.executable, str(ROOT / "run.py"), "--config", cfg, "--engine", "fake", "--frames", "5"],
                        cwd=str(ROOT), capture_output=True, text=True, timeout=60)
     assert p.returncode == 2
     assert "groups.tpu.spawn = false: endpoints.control is inproc://" in p.stderr
-    g = subprocess.run([sys.executable, str(ROOT / "run.py"), "group", "tpu", "--config", cfg],
+    g = subprocess.run([sys.executable, str(ROOT / "run.py"), "group", "tpu", "--config", cfg, "--engine", "fake"],
                        cwd=str(ROOT), capture_output=True, text=True, timeout=60)
     assert g.returncode != 0
     assert "endpoints.control is inproc://" in g.stderr

@@ -83,6 +83,7 @@ class SlowSubscriber(threading.Thread):
         self.sock.connect(endpoint)
         self.stop = threading.Event()
         self.received = 0
+        self.got_one = threading.Event()  # set on the first result: what the test asserts, waited for
 
     def run(self) -> None:
         try:
@@ -90,6 +91,7 @@ class SlowSubscriber(threading.Thread):
                 if self.sock.poll(100):
                     self.sock.recv_multipart()
                     self.received += 1
+                    self.got_one.set()
                     time.sleep(0.02)  # the slowness under test, not a synchronisation
         finally:
             self.sock.close()
@@ -162,7 +164,7 @@ def _start(tmp_path):
     summary = tmp_path / "summary.json"
     with open(tmp_path / "pipeline.log", "wb") as log:  # a file: a pipe nobody reads would fill and block it
         proc = subprocess.Popen(
-            [sys.executable, "run.py", "--config", str(overlay), "--source",
+            [sys.executable, "run.py", "--config", str(overlay), "--engine", "fake", "--source",
              "synthetic:faces=2,fps=30,size=320x240", "--duration", "3000", "--summary", str(summary)],
             cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=log,
             env=dict(os.environ, EDGEPIPE_RUN_DIR=str(tmp_path / "runs")))
@@ -224,6 +226,7 @@ def hostile_run(tmp_path, n_messages: int, name: str) -> Dict[str, Any]:
         strays = {k: c.get(k, 0) for k in ("orphan_expressions", "early_overflow", "duplicate_expressions")}
         strays["early_now"] = int(g.get("early", 0))
         counted = sum(rejected.values()) + c["ignored"] + sum(strays.values())
+        slow.got_one.wait(WAIT_MS / 1000.0)  # results reach the slow subscriber (asserted below)
         alive = proc.poll() is None
         peak = peak_rss_mb(proc.pid)
         rss_end = rss_mb(proc.pid)

@@ -37,12 +37,12 @@ def test_a_classifier_without_its_files_fails_at_start_once(engine, missing, tmp
     (["--frames", "many"], "argument --frames: expected a number, got 'many'"),
 ])
 def test_counts_that_make_no_sense_are_refused(args, message, tmp_path):
-    p = run_py(tmp_path, *args)
+    p = run_py(tmp_path, "--engine", "fake", *args)
     assert p.returncode == 2
     assert message in p.stderr
 
 
 def test_a_missing_source_is_said_once(tmp_path):
-    p = run_py(tmp_path, "--source", "dir:%s" % (tmp_path / "nowhere"), "--frames", "5", "-v")
+    p = run_py(tmp_path, "--engine", "fake", "--source", "dir:%s" % (tmp_path / "nowhere"), "--frames", "5", "-v")
     assert p.returncode == 1
     assert p.stderr.count("does not exist") == 1, p.stderr[-3000:]

@@ -67,21 +67,45 @@ def test_wheel_cache_holds_verified_files(model_cache):
         assert fetch.sha256_file(p) == spec.sha256[name]
 
 
+# Short-range BlazeFace (a 128x128 input, made for faces within about 2 m) also sees most faces beyond its range
+# ("near": false), with looser boxes (IoU 0.46 to 0.79 with the annotation where the other models reach 0.69 to
+# 1.0), but not all: in multi_face.jpg it misses the face with sunglasses (95 px wide in a 1000 px photo, 12 px at
+# its input). It must still find every other annotated face, and nothing else.
+SHORT_RANGE_MISSES = {"multi_face.jpg": [[216, 69, 311, 178]]}
+FOUND_IOU = 0.5  # a face counts as found: IoU with its annotation
+FAR_IOU = 0.4  # the same for a face beyond the short-range model's range, for that model
+
+
+def _one_to_one(truth, found, min_iou):
+    """The detections matched to distinct annotated faces (greedy by IoU >= min_iou): truth index -> found index."""
+    pairs = sorted(((iou(t, f.as_list()), i, j) for i, t in enumerate(truth) for j, f in enumerate(found)),
+                   reverse=True)
+    matched = {}
+    for score, i, j in pairs:
+        if score >= min_iou and i not in matched and j not in matched.values():
+            matched[i] = j
+    return matched
+
+
 @pytest.mark.parametrize("detector", ["blazeface-short", "blazeface-full", "retinaface"])
 @pytest.mark.parametrize("image", sorted(FACES["images"]))
 def test_detector_finds_annotated_faces(detectors, detector, image):
     det = detectors[detector]
     frame = _image(image)
     found = det.detect(frame)
-    truth = FACES["images"][image]
-    if detector == "blazeface-short":  # made for faces within ~2 m: checked on the near ones only
-        truth = [t for t in truth if t["near"]]
-    for t in truth:
+    shown = [[round(v) for v in f.as_list()] for f in found]
+    faces = FACES["images"][image]
+    short = detector == "blazeface-short"
+    for t in faces:
+        if short and t["box"] in SHORT_RANGE_MISSES.get(image, []):
+            continue
+        need = FAR_IOU if short and not t["near"] else FOUND_IOU
         best = max((iou(t["box"], f.as_list()) for f in found), default=0.0)
-        assert best >= 0.5, "%s missed %s in %s (best IoU %.2f; found %s)" % (
-            detector, t["box"], image, best, [[round(v) for v in f.as_list()] for f in found])
-    if detector != "blazeface-short":  # no false positives: every detection is an annotated face
-        assert len(found) == len(truth), [[round(v) for v in f.as_list()] for f in found]
+        assert best >= need, "%s missed %s in %s (best IoU %.2f; found %s)" % (detector, t["box"], image, best, shown)
+    # no false positives, for every model: each detection is a different annotated face
+    matched = _one_to_one([t["box"] for t in faces], found, FAR_IOU if short else FOUND_IOU)
+    assert len(matched) == len(found), "%s in %s: detections that are no annotated face among %s" % (
+        detector, image, shown)
     for f in found:
         assert f.landmarks is not None and len(f.landmarks) == 5
         (rex, _), (lex, _) = f.landmarks[0], f.landmarks[1]
