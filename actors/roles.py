@@ -98,3 +98,15 @@ def users(endpoint: str) -> Tuple[str, ...]:
     """The roles that use ``endpoint``: the one that binds it first, then those that connect to it."""
     binders = tuple(r.name for r in ROLES if endpoint in r.binds)
     return binders + tuple(r.name for r in ROLES if endpoint in r.connects and r.name not in binders)
+
+
+def markdown() -> str:
+    """The table as the README shows it (``tests/test_roles.py`` checks that the README has it)."""
+    rows = ["| role | actor | section | binds | connects to | movable | model |", "|---|---|---|---|---|---|---|"]
+    for r in ROLES:
+        actor = "%s.%s" % (r.actor.__module__.replace("edgepipe.", ""), r.actor.__name__)
+        rows.append("| %s | `%s` | %s | %s | %s | %s | %s |" % (
+            r.name + (" (pool)" if r.pool else ""), actor, "`[%s]`" % r.section if r.section else "-",
+            ", ".join(r.binds) or "-", ", ".join(e for e in r.connects if e != "metrics_in") or "-",
+            "yes" if r.movable else "-", "yes" if r.engine else "-"))
+    return "\n".join(rows)

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import inspect
 import typing
+from pathlib import Path
+
+from helpers import inproc_config
 
 from edgepipe.actors import roles
 from edgepipe.actors.roles import ENGINE_ROLES, MOVABLE, ORDER, ROLES, role_of, users
 from edgepipe.pipeline.build import RunOptions, build
 from edgepipe.pipeline.config.sections import Config, PlacementConfig, endpoint_names
 from edgepipe.pipeline.processes import groups
-
-from helpers import inproc_config
 
 
 def test_every_role_names_real_endpoints_and_a_section_its_actor_takes():
@@ -61,3 +62,8 @@ def test_build_makes_the_table_s_actors_in_start_order(bus):
         role = role_of(a.name)
         assert role is not None and isinstance(a, role.actor)
         assert set(a.endpoints) == set(role.endpoints) and a.context.order == ORDER
+
+
+def test_the_readme_shows_the_table_of_roles():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert roles.markdown() in readme, "README.md's table of roles is out of date: paste roles.markdown()"
