@@ -20,8 +20,10 @@ from edgepipe.models.spec import ModelSpec
 
 
 class ClassifierConfig(Section):
-    top_k: Annotated[int, Meta(ge=1, le=100)] = 5
-    birds_only: bool = False  # keep ImageNet's bird classes only (profile cls)
+    """The whole-frame classifier (profile cls)."""
+
+    top_k: Annotated[int, Meta(ge=1, le=100, description="the classes reported per frame, best first")] = 5
+    birds_only: Annotated[bool, Meta(description="keep ImageNet's bird classes only")] = False
 
 
 
