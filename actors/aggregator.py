@@ -27,9 +27,15 @@ from edgepipe.bus.sockets import Bus, wait_any
 
 
 class AggregatorConfig(Section):
-    deadline_ms: TimeoutMs = 500.0
-    ordered: bool = True  # hold results back to leave in frame order
-    smoothing: Annotated[int, Meta(ge=1, le=100)] = 5  # rolling majority vote over N frames per track
+    """Joins each frame's detections and expressions into one result."""
+
+    deadline_ms: Annotated[TimeoutMs, Meta(description=(
+        "a frame not complete this long after its detections leaves as partial (counted)"))] = 500.0
+    ordered: Annotated[bool, Meta(description=(
+        "results leave in frame order (a complete frame waits for an earlier pending one, at most until that "
+        "one's deadline)"))] = True
+    smoothing: Annotated[int, Meta(ge=1, le=100, description=(
+        "expression per face track: majority vote over the last N frames"))] = 5
 
 
 

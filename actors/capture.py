@@ -31,11 +31,18 @@ from edgepipe.bus.sockets import Bus
 
 
 class CaptureConfig(Section):
-    hwm: Hwm = 16
-    loop: bool = True  # image folders and files loop; videos stop at their end
-    max_in_flight: Annotated[int, Meta(ge=1, le=1000)] = 4  # recorded sources: frames between capture and result
-    read_timeout_s: Annotated[float, Meta(ge=0.05, le=600)] = 5.0  # a camera or stream silent this long reconnects
-    reconnect_max_s: Annotated[float, Meta(ge=0.05, le=3600)] = 10.0  # longest wait between reconnect attempts
+    """Reading the source (pipeline.source) and publishing its frames."""
+
+    hwm: Annotated[Hwm, Meta(description="frames queued for each subscriber (encoder, display)")] = 16
+    loop: Annotated[bool, Meta(description=(
+        "image folders and the demo clip start again at their end; a video file stops there"))] = True
+    max_in_flight: Annotated[int, Meta(ge=1, le=1000, description=(
+        "recorded sources (video and image files, demo:unpaced, unpaced synthetic): frames between capture "
+        "and result, so that every frame is processed; a live source never waits"))] = 4
+    read_timeout_s: Annotated[float, Meta(ge=0.05, le=600, description=(
+        "a camera or stream that sends no frame for this long is reopened"))] = 5.0
+    reconnect_max_s: Annotated[float, Meta(ge=0.05, le=3600, description=(
+        "reopening backoff: 0.5 s, doubling up to this"))] = 10.0
 
 
 

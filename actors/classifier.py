@@ -21,13 +21,17 @@ from edgepipe.models.spec import ModelSpec
 
 
 class ClassifierConfig(Section):
-    top_k: Annotated[int, Meta(ge=1, le=100)] = 5
-    birds_only: bool = False  # keep ImageNet's bird classes only (profile cls)
-    hwm: Hwm = 4
-    freshest: bool = True  # drop stale frames (counted) and work on the newest
-    depth: Annotated[int, Meta(ge=1, le=8)] = 2  # frames worked on at once (pre/post overlap the invoke)
-    invoke_timeout_ms: TimeoutMs = 2000.0  # watchdog: reload a stuck engine
+    """The whole-frame classifier (profile cls)."""
 
+    top_k: Annotated[int, Meta(ge=1, le=100, description="the classes reported per frame, best first")] = 5
+    birds_only: Annotated[bool, Meta(description="keep ImageNet's bird classes only")] = False
+    hwm: Annotated[int, Meta(ge=1, le=10000, description="encoded frames queued for the classifier")] = 4
+    freshest: Annotated[bool, Meta(description="with a live source, drop stale frames (counted) and classify the "
+                                               "newest")] = True
+    depth: Annotated[int, Meta(ge=1, le=8, description="frames worked on at once: one is pre/post-processed "
+                                                       "while another is on the device")] = 2
+    invoke_timeout_ms: Annotated[float, Meta(ge=1, le=600000, description="watchdog: an invoke that takes "
+                                             "longer is abandoned and the engine reloaded")] = 2000.0
 
 
 class Classifier(FrameStage):

@@ -25,13 +25,20 @@ from edgepipe.models.spec import ModelSpec
 
 
 class DetectorConfig(Section):
-    # None: each model's own threshold (manifest ``min_score``, set from ``run.py bench detectors``)
-    score_threshold: Optional[Annotated[float, Meta(ge=0.0, le=1.0)]] = None
-    max_faces: Annotated[int, Meta(ge=1, le=256)] = 16
-    hwm: Hwm = 4
-    freshest: bool = True  # drop stale frames (counted) and work on the newest
-    depth: Annotated[int, Meta(ge=1, le=8)] = 2  # frames worked on at once (pre/post overlap the invoke)
-    invoke_timeout_ms: TimeoutMs = 2000.0  # watchdog: reload a stuck engine
+    """The face detector."""
+
+    score_threshold: Annotated[Optional[Annotated[float, Meta(ge=0.0, le=1.0)]], Meta(description=(
+        "faces scoring at least this are kept; unset: each model's own threshold (its manifest's min_score, "
+        "tuned by `python run.py bench detectors`, e.g. 0.6 for blazeface-full)"))] = None
+    max_faces: Annotated[int, Meta(ge=1, le=256, description="at most this many faces per frame (after NMS)")] = 16
+    hwm: Annotated[Hwm, Meta(description="encoded frames queued on its input")] = 4
+    freshest: Annotated[bool, Meta(description=(
+        "live sources: drop the frames that queued up while the engine was busy (counted) and detect on the "
+        "newest"))] = True
+    depth: Annotated[int, Meta(ge=1, le=8, description=(
+        "frames worked on at once: one is pre- or post-processed while another is on the device"))] = 2
+    invoke_timeout_ms: Annotated[TimeoutMs, Meta(description=(
+        "watchdog: a detection that hangs this long is dropped and the engine reloaded"))] = 2000.0
 
 
 

@@ -38,9 +38,12 @@ from edgepipe.models.families.family import DetectorInput
 
 
 class EncoderConfig(Section):
-    format: Literal["raw", "jpeg"] = "raw"
-    jpeg_quality: Annotated[int, Meta(ge=1, le=100)] = 85
-    hwm: Hwm = 16
+    """How frames cross into inference (--encoder)."""
+
+    format: Annotated[Literal["raw", "jpeg"], Meta(description=(
+        "raw: the pixels as they are (zero-copy) | jpeg: compressed, for a link between hosts"))] = "raw"
+    jpeg_quality: Annotated[int, Meta(ge=1, le=100, description="JPEG quality of format jpeg")] = 85
+    hwm: Annotated[Hwm, Meta(description="frames queued on its input and its output")] = 16
 
 
 

@@ -32,12 +32,18 @@ from edgepipe.models.spec import ModelSpec
 
 
 class FerConfig(Section):
-    workers: Annotated[int, Meta(ge=1, le=64)] = 2
-    depth: Annotated[int, Meta(ge=1, le=8)] = 2  # jobs in flight per worker
-    hwm: Hwm = 8
-    invoke_timeout_ms: TimeoutMs = 2000.0
-    # each worker in a child process of its own (group fer-K), so that CPU workers use separate cores
-    processes: bool = False
+    """The expression (FER) workers: a pool fed face jobs over PUSH/PULL."""
+
+    workers: Annotated[int, Meta(ge=1, le=64, description="FER pool size (--fer-workers)")] = 2
+    depth: Annotated[int, Meta(ge=1, le=8, description=(
+        "jobs in flight per worker on an accelerator: one is handed over while the device runs another "
+        "(1 on the CPU)"))] = 2
+    hwm: Annotated[Hwm, Meta(description="face jobs and expressions queued between detector, workers and aggregator")] = 8
+    invoke_timeout_ms: Annotated[TimeoutMs, Meta(description=(
+        "a hung invoke is abandoned, its face reported as failed and the engine reloaded"))] = 2000.0
+    processes: Annotated[bool, Meta(description=(
+        "true: each worker in a child process of its own (group fer-K), so that 2 CPU workers use 2 cores; "
+        "FER must run on the CPU (--engine cpu or --place fer=cpu)"))] = False
 
 
 

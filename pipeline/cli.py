@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "install-service": ("edgepipe.pipeline.ops.service", "main"),
     "doctor": ("edgepipe.pipeline.ops.doctor", "main"),
     "setup-tpu-venv": ("edgepipe.pipeline.ops.tpu_venv", "main"),
+    "config": ("edgepipe.pipeline.config.show", "main"),
 }
 RUN = ("edgepipe.pipeline.run_command", "run_main")  # the default command: run the pipeline
 

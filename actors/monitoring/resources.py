@@ -18,9 +18,10 @@ import re
 import subprocess
 import threading
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Annotated, Dict, List, Optional, Sequence, Tuple
 
 import msgspec
+from msgspec import Meta
 
 from edgepipe.actors.runtime.settings import Section
 
@@ -28,8 +29,11 @@ from edgepipe.actors.runtime.settings import Section
 class ResourcesConfig(Section):
     """Where the Raspberry Pi's sensors are read (a sensor the machine lacks is left out)."""
 
-    sysfs_root: str = "/"  # thermal_zone0 is read under SYSFS_ROOT/sys/class/thermal
-    vcgencmd: List[str] = msgspec.field(default_factory=lambda: ["vcgencmd"])  # get_throttled, pmic_read_adc
+    sysfs_root: Annotated[str, Meta(description=(
+        "the SoC temperature is read from SYSFS_ROOT/sys/class/thermal/thermal_zone0/temp"))] = "/"
+    vcgencmd: Annotated[List[str], Meta(description=(
+        "the command (a program and its first arguments) run with get_throttled (throttling) and "
+        "pmic_read_adc (power)"))] = msgspec.field(default_factory=lambda: ["vcgencmd"])
 
 
 log = logging.getLogger("edgepipe.resources")

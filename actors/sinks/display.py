@@ -36,9 +36,13 @@ from edgepipe.bus.sockets import Bus, wait_any
 
 
 class DisplayConfig(Section):
-    hwm: Hwm = 4
-    frame_buffer: Annotated[int, Meta(ge=1, le=10000)] = 64
-    fps: Annotated[float, Meta(ge=1, le=240)] = 30.0  # frame rate written into a video file
+    """The live view or video file of pipeline.display."""
+
+    hwm: Annotated[Hwm, Meta(description="results queued for a window or web page (which show only the newest)")] = 4
+    frame_buffer: Annotated[int, Meta(ge=1, le=10000, description=(
+        "the last frames kept by id until their results come; a video file queues this many results too"))] = 64
+    fps: Annotated[float, Meta(ge=1, le=240, description=(
+        "a video file's frame rate when the source has none of its own (a camera, images)"))] = 30.0
 
 
 

@@ -33,24 +33,35 @@ from edgepipe.bus.messages import Result
 class MqttConfig(Section):
     """MQTT out (``--mqtt mqtt://[USER:PASS@]HOST[:PORT]``): results, face events, metrics, HA discovery."""
 
-    host: str = ""  # "" = MQTT off
-    port: Annotated[int, Meta(ge=1, le=65535)] = 1883
-    user: str = ""
-    password: str = ""
-    tls: bool = False  # mqtts://
-    ca_file: str = ""  # CA bundle for the broker's certificate ("" = the system's)
-    tls_insecure: bool = False  # do not check the broker's certificate or host name
-    client_id: str = ""  # default edgepipe-NAME
-    name: str = ""  # this camera/pipeline; default the host name
-    topic_prefix: str = ""  # default edgepipe/NAME
-    qos: Annotated[int, Meta(ge=0, le=2)] = 1
-    results_hz: Annotated[float, Meta(ge=0, le=1000)] = 2.0  # per-frame results at most this often; 0 = none
-    summary_interval_s: Annotated[float, Meta(ge=0.1, le=86400)] = 10.0
-    discovery: bool = True  # Home Assistant MQTT discovery
-    discovery_prefix: str = "homeassistant"
-    queue: Annotated[int, Meta(ge=1, le=1000000)] = 1000  # messages held while the broker is away (oldest dropped)
-    reconnect_min_s: Annotated[float, Meta(ge=0.01, le=3600)] = 0.5
-    reconnect_max_s: Annotated[float, Meta(ge=0.01, le=3600)] = 30.0
+    host: Annotated[str, Meta(description=(
+        "the broker's host; \"\" = MQTT off. --mqtt mqtt://[USER:PASS@]HOST[:PORT] (mqtts:// for TLS) sets host, "
+        "port, user, password and tls; topics and payloads: README \"MQTT and Home Assistant\""))] = ""
+    port: Annotated[int, Meta(ge=1, le=65535, description="the broker's port (8883 for mqtts://)")] = 1883
+    user: Annotated[str, Meta(description="user name at the broker (\"\": none)")] = ""
+    password: Annotated[str, Meta(description="password at the broker")] = ""
+    tls: Annotated[bool, Meta(description="connect over TLS (mqtts://)")] = False
+    ca_file: Annotated[str, Meta(description="CA of the broker's certificate (\"\" = the system's)")] = ""
+    tls_insecure: Annotated[bool, Meta(description=(
+        "accept any certificate and host name (testing only)"))] = False
+    client_id: Annotated[str, Meta(description="MQTT client id; \"\": edgepipe-NAME")] = ""
+    name: Annotated[str, Meta(description=(
+        "this camera/pipeline (the Home Assistant device); \"\": the host name"))] = ""
+    topic_prefix: Annotated[str, Meta(description="the topics' prefix; \"\": edgepipe/NAME")] = ""
+    qos: Annotated[int, Meta(ge=0, le=2, description="QoS of every message")] = 1
+    results_hz: Annotated[float, Meta(ge=0, le=1000, description=(
+        "per-frame results on PREFIX/results at most this often; 0 = none (events, state and metrics still "
+        "go)"))] = 2.0
+    summary_interval_s: Annotated[float, Meta(ge=0.1, le=86400, description=(
+        "a metrics summary on PREFIX/metrics this often"))] = 10.0
+    discovery: Annotated[bool, Meta(description=(
+        "Home Assistant MQTT discovery: a device with face count and dominant expression sensors"))] = True
+    discovery_prefix: Annotated[str, Meta(description="Home Assistant's discovery topic prefix")] = "homeassistant"
+    queue: Annotated[int, Meta(ge=1, le=1000000, description=(
+        "messages kept while the broker is away; the oldest are dropped (counted)"))] = 1000
+    reconnect_min_s: Annotated[float, Meta(ge=0.01, le=3600, description=(
+        "backoff between connection attempts, doubling up to reconnect_max_s"))] = 0.5
+    reconnect_max_s: Annotated[float, Meta(ge=0.01, le=3600, description=(
+        "the longest wait between connection attempts"))] = 30.0
 
 
 GONE_AFTER = Tracker().max_age  # frames without a track's face: the aggregator's tracker forgets it then

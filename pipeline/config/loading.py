@@ -1,6 +1,6 @@
 """Loading ``config.toml``: overlay, conversion, the checks that span several keys, command-line overrides.
 
-The sections are in ``pipeline/config_sections.py`` (re-exported here).
+The sections are in ``pipeline/config/sections.py`` (re-exported here); their fields hold every default.
 ``from_dict`` converts plain data with ``msgspec.convert`` and then runs the
 checks that span several keys (endpoints, profiles, groups, accelerator
 claims, CURVE, MQTT). Every error is a ``ConfigError`` that names the key path

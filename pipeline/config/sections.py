@@ -1,17 +1,19 @@
-"""The sections of ``config.toml``: one msgspec Struct per table, refusing unknown keys.
+"""The sections of the config: one msgspec Struct per table, refusing unknown keys; the one place of every default.
 
 An actor's own section is defined beside it (``DetectorConfig`` in ``actors/detector.py``, ...) and
 the actor takes it whole; the sections of the pipeline as a whole are here, and ``Config`` puts them
-all together. Ranges and choices are ``msgspec.Meta`` constraints and ``Literal`` types. The
-``[engine.KIND]`` tables are the engine kinds' own settings classes
-(``models/engines/kinds.py``) and fault plans are ``models.engines.engine.FaultPlan``:
-one class each, shared by the config and the engines. Loading, overlaying and
-the checks that span several keys are in ``pipeline/config/loading.py``.
+all together. Every key's default is its field's default and its description is its ``msgspec.Meta``
+description (``python run.py config --defaults`` prints them as TOML, ``docs/config.md`` lists them);
+``config.toml`` holds only the profiles. Ranges and choices are ``msgspec.Meta`` constraints and
+``Literal`` types. The ``[engine.KIND]`` tables are the engine kinds' own settings classes (one file per
+kind beside ``models/engines/kinds.py``, which registers them) and fault plans are
+``models.engines.engine.FaultPlan``: one class each, shared by the config and the engines. Loading,
+overlaying and the checks that span several keys are in ``pipeline/config/loading.py``.
 
 Sections are mutable; copy one with ``msgspec.structs.replace`` and list the
 endpoints with ``endpoint_names()`` (``dataclasses`` does not apply).
 """
-from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, get_args
+from typing import Annotated, Any, Dict, List, Literal, Tuple, get_args
 
 import msgspec
 from msgspec import Meta
@@ -26,9 +28,9 @@ from edgepipe.actors.monitoring.resources import ResourcesConfig
 from edgepipe.actors.runtime.settings import Hwm, Section, TimeoutMs  # noqa: F401  (shared value types)
 from edgepipe.actors.sinks.display import DisplayConfig
 from edgepipe.actors.sinks.mqtt_payloads import MqttConfig
-from edgepipe.models.engines.kinds import (ENGINE_KINDS, CpuEngineSettings, EdgeTpuEngineSettings, EngineKind,
-                                           FakeEngineSettings)
+from edgepipe.models.engines.kinds import EngineKind, engine_kinds, kinds
 
+ENGINE_KINDS = engine_kinds()  # the registered engine kinds: fake, cpu, edgetpu, then any others
 Engine = Literal[("auto",) + ENGINE_KINDS]  # type: ignore[valid-type]  # auto, fake, cpu, edgetpu
 Placement = Literal[("", "auto") + ENGINE_KINDS]  # type: ignore[valid-type]  # "" follows pipeline.engine
 ENGINES: Tuple[str, ...] = get_args(Engine)
@@ -40,29 +42,59 @@ class ConfigError(ValueError):
 
 
 class PipelineConfig(Section):
-    profile: str = "fd+fer64"
-    engine: Engine = "auto"  # Edge TPU when found, else the CPU when the models are there, else fake
-    source: str = "auto"  # Picamera2 when a camera is attached, else the first V4L2 node that captures, else demo
-    display: str = "none"
-    drain_timeout_s: Annotated[float, Meta(ge=0.1, le=600)] = 5.0
+    """What runs: the profile, the engine, the source and the live view."""
+
+    profile: Annotated[str, Meta(description=(
+        "the models that run: a profile of [profiles.*] (fd+fer64, fd+fer64-fast, fd+fer112, fd, cls)"))] = "fd+fer64"
+    engine: Annotated[Engine, Meta(description=(
+        "the engine of every role unless [placement] says: auto | fake | cpu | edgetpu; auto: the Edge TPU when "
+        "one is found, else the CPU when the models are there, else fake"))] = "auto"
+    source: Annotated[str, Meta(description=(
+        "auto: Picamera2 when a camera is attached, else the first V4L2 node that captures, else the demo clip; "
+        "or demo | demo:unpaced | synthetic[:faces=N,fps=F,size=WxH] | dir:PATH | IMAGE | video:PATH | "
+        "picamera2[:WxH] | v4l2:N | rtsp://... | http://... (MJPEG)"))] = "auto"
+    display: Annotated[str, Meta(description=(
+        "the live view: none | window | file:PATH.mp4 | web | web:[HOST:]PORT (web = 127.0.0.1:8080)"))] = "none"
+    drain_timeout_s: Annotated[float, Meta(ge=0.1, le=600, description=(
+        "after the last frame, how long to wait for the frames in flight (at most 1.5 s after Ctrl-C)"))] = 5.0
 
 
 class BusConfig(Section):
-    max_header_kb: Annotated[int, Meta(ge=1, le=1 << 20)] = 1024
-    max_image_mb: Annotated[int, Meta(ge=1, le=4096)] = 64
-    metrics_interval_s: Annotated[float, Meta(ge=0.05, le=3600)] = 1.0
+    """Limits of the messages between actors, and how often actors report metrics."""
+
+    max_header_kb: Annotated[int, Meta(ge=1, le=1 << 20, description=(
+        "the largest msgpack header accepted, in KiB"))] = 1024
+    max_image_mb: Annotated[int, Meta(ge=1, le=4096, description="the largest image frame accepted, in MiB")] = 64
+    metrics_interval_s: Annotated[float, Meta(ge=0.05, le=3600, description=(
+        "how often each actor (and the resource monitor) sends a metrics snapshot"))] = 1.0
 
 
 class EndpointsConfig(Section):
-    frames: str = "inproc://frames"
-    encoded: str = "inproc://encoded"
-    detections: str = "inproc://detections"
-    facejobs: str = "inproc://facejobs"
-    expressions: str = "inproc://expressions"
-    results: str = "ipc://{run}/results"  # public: outside clients subscribe here
-    metrics_in: str = "inproc://metrics-in"
-    metrics: str = "ipc://{run}/metrics"  # public: `python run.py metrics` attaches here
-    control: str = "inproc://control"  # groups report ready / stopped here
+    """Where the actors meet: inproc:// within one process, ipc:// between processes on one host, tcp:// across
+    hosts. ipc://{run}/NAME is in this run's own folder (mode 0700, removed at exit): $EDGEPIPE_RUN_DIR, else
+    $XDG_RUNTIME_DIR/edgepipe, else /tmp/edgepipe-UID, then PID-XXXX/; two pipelines never collide there, and
+    `python run.py metrics` finds a running pipeline's folder by itself. An inproc:// endpoint used by actors of
+    more than one process becomes ipc://{run}/NAME. A tcp:// endpoint reachable from other hosts needs CURVE
+    keys (security.keys_dir); loopback tcp:// (e.g. "tcp://127.0.0.1:5590") needs none."""
+
+    frames: Annotated[str, Meta(description="capture -> encoder and display: the raw frames")] = "inproc://frames"
+    encoded: Annotated[str, Meta(description=(
+        "encoder -> detector or classifier: the frames in the encoder's format"))] = "inproc://encoded"
+    detections: Annotated[str, Meta(description=(
+        "detector or classifier -> aggregator: each frame's faces or classes"))] = "inproc://detections"
+    facejobs: Annotated[str, Meta(description=(
+        "detector -> FER workers (PUSH/PULL): one face crop per job"))] = "inproc://facejobs"
+    expressions: Annotated[str, Meta(description=(
+        "FER workers -> aggregator: each face's expression"))] = "inproc://expressions"
+    results: Annotated[str, Meta(description=(
+        "public: the finished frames; outside clients subscribe here (the path is printed at start)"))] = \
+        "ipc://{run}/results"
+    metrics_in: Annotated[str, Meta(description=(
+        "every actor -> the metrics hub: metrics snapshots"))] = "inproc://metrics-in"
+    metrics: Annotated[str, Meta(description=(
+        "public: the metrics hub publishes here; `python run.py metrics` attaches"))] = "ipc://{run}/metrics"
+    control: Annotated[str, Meta(description=(
+        "process groups report ready and stopped to the main process here"))] = "inproc://control"
 
 
 def endpoint_names() -> Tuple[str, ...]:
@@ -93,51 +125,83 @@ def expand_endpoints(cfg: "Config", rundir: Any) -> "Config":
 
 
 class AutoEngineConfig(Section):
-    accelerator: Literal["edgetpu", "fake"] = "edgetpu"  # what auto may use
-    faces: Annotated[int, Meta(ge=1, le=64)] = 3  # faces per frame that auto plans for
-    table: str = ""  # per-model timings (JSON of `bench models`); default: this machine's cached table
+    """How engine auto places each role: where the per-model table predicts the whole pipeline is fastest."""
+
+    accelerator: Annotated[Literal["edgetpu", "fake"], Meta(description=(
+        "what auto may use besides the CPU: edgetpu (when one is found) | fake"))] = "edgetpu"
+    faces: Annotated[int, Meta(ge=1, le=64, description="faces per frame that auto plans for")] = 3
+    table: Annotated[str, Meta(description=(
+        "per-model timings (the JSON of `python run.py bench models`); \"\": this machine's table cached by "
+        "`bench models`, else the reference timings"))] = ""
 
 
 class PlacementConfig(Section):
-    """Where each role runs: "" follows pipeline.engine; auto | fake | cpu | edgetpu."""
+    """Where each role runs: "" follows pipeline.engine; auto | fake | cpu | edgetpu. auto puts each model where
+    the per-model table (`python run.py bench models`) predicts the whole pipeline is fastest, e.g. the face
+    detector on the Edge TPU and FER64 on the CPU."""
 
-    detector: Placement = ""
-    fer: Placement = ""
-    classifier: Placement = ""
+    detector: Annotated[Placement, Meta(description="the face detector's engine")] = ""
+    fer: Annotated[Placement, Meta(description="the FER workers' engine")] = ""
+    classifier: Annotated[Placement, Meta(description="the classifier's engine (profile cls)")] = ""
 
 
-class EngineConfig(Section):
-    """``[engine.KIND]``: the settings of each engine kind (``models/engine_kinds.py``, one class per kind;
-    the table's name is its ``type``) and how ``auto`` chooses among them."""
+def _engine_settings(self: Any, kind: str) -> EngineKind:
+    """The settings of engine ``kind`` (``[engine.KIND]``: fake, cpu, edgetpu, ...)."""
+    if kind not in ENGINE_KINDS:
+        raise ConfigError("engine %r has no settings (engine kinds: %s)" % (kind, ", ".join(ENGINE_KINDS)))
+    return getattr(self, kind)  # type: ignore[no-any-return]
 
-    fake: FakeEngineSettings = msgspec.field(default_factory=FakeEngineSettings)
-    cpu: CpuEngineSettings = msgspec.field(default_factory=CpuEngineSettings)
-    edgetpu: EdgeTpuEngineSettings = msgspec.field(default_factory=EdgeTpuEngineSettings)
-    auto: AutoEngineConfig = msgspec.field(default_factory=AutoEngineConfig)
 
-    def settings(self, kind: str) -> EngineKind:
-        """The settings of engine ``kind`` (fake, cpu, edgetpu)."""
-        if kind not in ENGINE_KINDS:
-            raise ConfigError("engine %r has no settings (engine kinds: %s)" % (kind, ", ".join(ENGINE_KINDS)))
-        return getattr(self, kind)
+_ENGINE_DOC = """The settings of each engine kind (one table per kind, named by its type) and how auto chooses.
+
+    Built from the registry of engine kinds (``models/engines/kinds.py``), so that a new kind's table is
+    accepted with no edit here. It reads as::
+
+        class EngineConfig(Section):
+            fake: FakeEngineSettings          # [engine.fake]     models/engines/kind_fake.py
+            cpu: CpuEngineSettings            # [engine.cpu]      models/engines/kind_cpu.py
+            edgetpu: EdgeTpuEngineSettings    # [engine.edgetpu]  models/engines/kind_edgetpu.py
+            ...                               # one field per registered kind, named by its type
+            auto: AutoEngineConfig            # [engine.auto]
+
+            def settings(self, kind: str) -> EngineKind: ...
+
+    A table's ``type`` key, when given, must be its own name.
+    """
+
+EngineConfig = msgspec.defstruct(
+    "EngineConfig",
+    [(kind, cls, msgspec.field(default_factory=cls)) for kind, cls in kinds().items()]
+    + [("auto", AutoEngineConfig, msgspec.field(default_factory=AutoEngineConfig))],
+    bases=(Section,), module=__name__, namespace={"settings": _engine_settings, "__doc__": _ENGINE_DOC})
 
 
 class ModelsConfig(Section):
-    paths: List[str] = []
+    """Where model files are found (`python run.py models` lists them and fetches the missing ones)."""
+
+    paths: Annotated[List[str], Meta(description=(
+        "folders searched for model files before $EDGEPIPE_MODEL_PATH and the model cache"))] = []
 
 
 class ProfileModels(Section):
-    detector: str = ""
-    fer: str = ""
-    classifier: str = ""
+    """The models a profile runs instead on one engine ("" keeps the profile's own)."""
+
+    detector: Annotated[str, Meta(description="the face detector on this engine")] = ""
+    fer: Annotated[str, Meta(description="the expression model on this engine")] = ""
+    classifier: Annotated[str, Meta(description="the classifier on this engine")] = ""
 
 
 class ProfileConfig(Section):
-    description: str = ""
-    detector: str = ""
-    fer: str = ""
-    classifier: str = ""
-    by_engine: Dict[str, ProfileModels] = {}
+    """A named set of models (``pipeline.profile``, ``--profile``): a detector (with or without an expression
+    model) or a classifier; the models are names of `python run.py models`."""
+
+    description: Annotated[str, Meta(description="what the profile is for, for the reader")] = ""
+    detector: Annotated[str, Meta(description="the face detector (e.g. blazeface-full, coral-ssd-face)")] = ""
+    fer: Annotated[str, Meta(description="the expression model run on each face (\"\": none)")] = ""
+    classifier: Annotated[str, Meta(description="a whole-frame classifier, instead of a detector")] = ""
+    by_engine: Annotated[Dict[str, ProfileModels], Meta(description=(
+        "per engine kind (fake, cpu, edgetpu), models that replace the ones above on that engine, e.g. "
+        "by_engine.edgetpu = { detector = \"coral-ssd-face\" }"))] = {}
 
     def models(self, engine: str) -> ProfileModels:
         o = self.by_engine.get(engine, ProfileModels())
@@ -145,25 +209,35 @@ class ProfileConfig(Section):
 
 
 class GroupConfig(Section):
-    """A child process: the actors it runs, the Python that runs it, its environment."""
+    """A child process: the actors it runs, the Python that runs it, its environment. Capture, the recorder
+    and the metrics hub stay in the main process."""
 
-    actors: List[str] = []
-    python: str = ""  # default: the interpreter running run.py
-    env: Dict[str, str] = {}
-    tpu: str = ""  # the Edge TPU device this group owns ("usb:0", "pci:0"); default engine.edgetpu.devices
-    spawn: bool = True  # false: started by hand (`python run.py group NAME`), maybe on another host
-    startup_timeout_s: Annotated[float, Meta(ge=1, le=3600)] = 60.0
-
-
+    actors: Annotated[List[str], Meta(description=(
+        "the actors it runs: encoder, detector, classifier, fer (the whole FER pool) or single FER workers "
+        "fer-0, fer-1, ..., aggregator, display"))] = []
+    python: Annotated[str, Meta(description=(
+        "the Python that runs it (e.g. a Python 3.9 venv with PyCoral; a relative path is under the checkout); "
+        "\"\": the interpreter running run.py"))] = ""
+    env: Annotated[Dict[str, str], Meta(description="environment variables added to the child's")] = {}
+    tpu: Annotated[str, Meta(description=(
+        "the Edge TPU this group owns (\"usb:0\", \"pci:0\"); \"\": engine.edgetpu.devices"))] = ""
+    spawn: Annotated[bool, Meta(description=(
+        "false: not started by run.py but by hand (`python run.py group NAME`), maybe on another host"))] = True
+    startup_timeout_s: Annotated[float, Meta(ge=1, le=3600, description=(
+        "how long the group may take to report ready"))] = 60.0
 
 
 class SecurityConfig(Section):
-    keys_dir: str = ""  # CURVE keys from `python run.py keys DIR`; required for non-loopback tcp://
+    """CURVE encryption of tcp:// endpoints."""
 
-
+    keys_dir: Annotated[str, Meta(description=(
+        "the folder of CURVE keys made by `python run.py keys DIR`, the same on every host; required by a "
+        "tcp:// endpoint reachable from other hosts"))] = ""
 
 
 class Config(Section):
+    """The whole config: one field per table."""
+
     pipeline: PipelineConfig = msgspec.field(default_factory=PipelineConfig)
     bus: BusConfig = msgspec.field(default_factory=BusConfig)
     endpoints: EndpointsConfig = msgspec.field(default_factory=EndpointsConfig)
@@ -177,8 +251,10 @@ class Config(Section):
     engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
     placement: PlacementConfig = msgspec.field(default_factory=PlacementConfig)
     models: ModelsConfig = msgspec.field(default_factory=ModelsConfig)
-    profiles: Dict[str, ProfileConfig] = {}
-    groups: Dict[str, GroupConfig] = {}
+    profiles: Annotated[Dict[str, ProfileConfig], Meta(description=(
+        "the named sets of models (pipeline.profile); those of the project are in config.toml"))] = {}
+    groups: Annotated[Dict[str, GroupConfig], Meta(description=(
+        "actors moved out of the main process into a child process per group"))] = {}
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
     resources: ResourcesConfig = msgspec.field(default_factory=ResourcesConfig)
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
