@@ -52,7 +52,7 @@ def test_the_default_profile_detects_at_its_models_own_threshold(model_cache):
     try:
         detector = registry.face_detector(spec, engine, score_threshold=cfg.detector.score_threshold,
                                           max_faces=cfg.detector.max_faces)
-        assert detector.score_threshold == spec.extra["min_score"] == 0.6
+        assert detector.score_threshold == spec.options["min_score"] == 0.6
     finally:
         engine.close()
 
