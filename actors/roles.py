@@ -46,6 +46,7 @@ class Role:
     pool: bool = False  # several workers share the role (NAME-0 .. NAME-N-1)
     publishes: Optional[str] = None  # the endpoint it publishes frames or results on: the run starts the
     # source once every role of the run that connects to it has subscribed
+    about: str = ""  # what it is, in a few words (config descriptions, the live view)
 
     @property
     def endpoints(self) -> Tuple[str, ...]:
@@ -67,13 +68,16 @@ ROLES: Tuple[Role, ...] = (
                             "bad_expressions", "ignored"),
          drops=("transport",), publishes="results"),
     Role("fer", FerWorker, "fer", connects=("facejobs", "expressions", "metrics_in"), movable=True,
-         engine=True, counters=STAGE + ("errors", "timeouts", "faces", "faces_failed"), pool=True),
+         engine=True, counters=STAGE + ("errors", "timeouts", "faces", "faces_failed"), pool=True,
+         about="the FER workers"),
     Role("detector", Detector, "detector", binds=("detections", "facejobs"), connects=("encoded", "metrics_in"),
          movable=True, engine=True, counters=STAGE + ("faces", "jobs"),
-         drops=("transport", "stale", "bad_frame", "engine_error", "engine_timeout"), publishes="detections"),
+         drops=("transport", "stale", "bad_frame", "engine_error", "engine_timeout"), publishes="detections",
+         about="the face detector"),
     Role("classifier", Classifier, "classifier", binds=("detections",), connects=("encoded", "metrics_in"),
          movable=True, engine=True, counters=STAGE,
-         drops=("transport", "stale", "bad_frame", "engine_error", "engine_timeout"), publishes="detections"),
+         drops=("transport", "stale", "bad_frame", "engine_error", "engine_timeout"), publishes="detections",
+         about="the whole-frame classifier (profile cls)"),
     Role("encoder", Encoder, "encoder", binds=("encoded",), connects=("frames", "metrics_in"), movable=True,
          counters=STAGE, drops=("transport", "encode_error", "encode_timeout"), publishes="encoded"),
     Role("capture", Capture, "capture", binds=("frames",), connects=("results", "metrics_in"),

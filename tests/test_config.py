@@ -159,7 +159,7 @@ def test_every_override_is_set_and_typed():
     ({"encoder": "png"}, "--encoder png: encoder.format: 'png' is not one of 'raw', 'jpeg'"),
     ({"place": ["fer=gpu"]}, "--place fer=gpu: placement.fer: 'gpu' is not one of '', 'auto', 'fake', 'cpu'"),
     ({"place": ["gpu=cpu"]}, "--place gpu=cpu: placement.gpu: unknown key (known: classifier, detector, fer)"),
-    ({"place": ["fer"]}, "--place fer: expected ROLE=ENGINE with ROLE one of detector, fer, classifier"),
+    ({"place": ["fer"]}, "--place fer: expected ROLE=ENGINE with ROLE one of classifier, detector, fer"),
     ({"profile": "nope"}, "--profile nope: pipeline.profile: unknown profile 'nope'"),
 ])
 def test_command_line_values_are_checked_like_the_file(overrides, message):

@@ -1,7 +1,7 @@
 """How an actor gets and runs its engine.
 
 ``EngineSettings`` comes from the config and the role's placement: the
-settings of the chosen engine kind (``models/engine_kinds.py``: one class per
+settings of the chosen engine kind (``models/engines/kind_*.py``: one class per
 kind, tagged by ``type``) and where model files are found. ``EngineHost`` owns
 one engine, the counter of the faults its actor asked for (kept across engine
 restarts), and the single thread that loads and calls it (one interpreter per

@@ -40,7 +40,7 @@ __all__ = ["ENGINES", "PLACEMENTS", "AggregatorConfig", "AutoEngineConfig", "Bus
            "ClassifierConfig", "Config", "ConfigError", "DetectorConfig", "DisplayConfig", "EncoderConfig",
            "EndpointsConfig", "Engine", "EngineConfig", "FerConfig", "GroupConfig", "ModelsConfig", "MqttConfig",
            "PipelineConfig", "Placement", "PlacementConfig", "ProfileConfig", "ProfileModels", "ResourcesConfig",
-           "Section", "SecurityConfig", "endpoint_names", "expand_endpoints", "DEFAULT_CONFIG", "OVERRIDES", "ROLES",
+           "Section", "SecurityConfig", "endpoint_names", "expand_endpoints", "DEFAULT_CONFIG", "OVERRIDES",
            "from_dict", "to_dict", "overlay", "read_toml", "load", "apply_overrides"]
 
 DEFAULT_CONFIG = os.path.join(ROOT, "config.toml")
@@ -137,7 +137,7 @@ OVERRIDES: Dict[str, Tuple[str, str, str]] = {
     "fer_workers": ("--fer-workers", "fer", "workers"),
     "metrics_endpoint": ("--metrics-endpoint", "endpoints", "metrics"),
 }
-ROLES = tuple(PlacementConfig.__struct_fields__)
+PLACED = tuple(PlacementConfig.__struct_fields__)  # the roles --place may name (the table's that run a model)
 
 
 def apply_overrides(cfg: Config, **overrides: Any) -> Config:
@@ -157,7 +157,7 @@ def apply_overrides(cfg: Config, **overrides: Any) -> Config:
                 role, sep, engine = item.partition("=")
                 if not sep or not role:
                     raise ConfigError("--place %s: expected ROLE=ENGINE with ROLE one of %s"
-                                      % (item, ", ".join(ROLES)))
+                                      % (item, ", ".join(PLACED)))
                 data["placement"][role] = engine
                 given.append(("--place %s" % item, "placement." + role))
             continue

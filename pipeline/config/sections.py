@@ -25,6 +25,7 @@ from edgepipe.actors.detector import DetectorConfig
 from edgepipe.actors.encoder import EncoderConfig
 from edgepipe.actors.fer import FerConfig
 from edgepipe.actors.monitoring.resources import ResourcesConfig
+from edgepipe.actors.roles import BY_NAME, ENGINE_ROLES
 from edgepipe.actors.runtime.settings import Hwm, Section, TimeoutMs  # noqa: F401  (shared value types)
 from edgepipe.actors.sinks.display import DisplayConfig
 from edgepipe.actors.sinks.mqtt_payloads import MqttConfig
@@ -135,14 +136,14 @@ class AutoEngineConfig(Section):
         "`bench models`, else the reference timings"))] = ""
 
 
-class PlacementConfig(Section):
-    """Where each role runs: "" follows pipeline.engine; auto | fake | cpu | edgetpu. auto puts each model where
-    the per-model table (`python run.py bench models`) predicts the whole pipeline is fastest, e.g. the face
-    detector on the Edge TPU and FER64 on the CPU."""
-
-    detector: Annotated[Placement, Meta(description="the face detector's engine")] = ""
-    fer: Annotated[Placement, Meta(description="the FER workers' engine")] = ""
-    classifier: Annotated[Placement, Meta(description="the classifier's engine (profile cls)")] = ""
+# ``[placement]``: one key per role of the table that runs a model (detector, fer, classifier)
+PlacementConfig = msgspec.defstruct(
+    "PlacementConfig", [(name, Annotated[Placement, Meta(description="%s's engine" % BY_NAME[name].about)], "")
+                        for name in ENGINE_ROLES],
+    bases=(Section,), module=__name__)
+PlacementConfig.__doc__ = """Where each role runs: "" follows pipeline.engine; auto | fake | cpu | edgetpu. auto puts
+    each model where the per-model table (`python run.py bench models`) predicts the whole pipeline is fastest,
+    e.g. the face detector on the Edge TPU and FER64 on the CPU."""
 
 
 def _engine_settings(self: Any, kind: str) -> EngineKind:
