@@ -7,7 +7,10 @@ endpoints, and of every link between the processes of one host) is
 0700, so only the user's own processes can connect (ipc has no other authentication), two
 pipelines on one host never collide, and the folder and its socket files are removed when the run
 ends. ``live_runs`` finds the runs of living processes, so that ``run.py metrics`` and other
-clients attach without being told a path.
+clients attach without being told a path. A client looks in every place a pipeline may use
+(``candidate_bases``): the service installed by ``run.py install-service`` runs with
+``EDGEPIPE_RUN_DIR=/run/edgepipe`` (systemd's ``RuntimeDirectory``; systemd sets no
+``XDG_RUNTIME_DIR`` for a system service), while a login shell has ``XDG_RUNTIME_DIR``.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import tempfile
 from typing import List, Optional
 
 RUN = "{run}"
+SERVICE_BASE = "/run/edgepipe"  # the run directory of the systemd service (RuntimeDirectory=edgepipe)
 
 
 class RunDirError(RuntimeError):
@@ -36,6 +40,22 @@ def base_dir() -> str:
     if xdg and os.path.isdir(xdg):
         return os.path.join(xdg, "edgepipe")
     return os.path.join(tempfile.gettempdir(), "edgepipe-%d" % os.getuid())
+
+
+def candidate_bases() -> List[str]:
+    """Every base a pipeline of this user may have made its run folder in: ``$EDGEPIPE_RUN_DIR`` alone when it
+    is set (it says where the pipelines are), else the service's, the login session's and the temporary one
+    (each once, in that order)."""
+    if os.environ.get("EDGEPIPE_RUN_DIR"):
+        return [os.environ["EDGEPIPE_RUN_DIR"]]
+    out = [base_dir(), SERVICE_BASE]
+    xdg = os.environ.get("XDG_RUNTIME_DIR") or "/run/user/%d" % os.getuid()
+    out += [os.path.join(xdg, "edgepipe"), os.path.join(tempfile.gettempdir(), "edgepipe-%d" % os.getuid())]
+    seen: List[str] = []
+    for b in out:
+        if b not in seen:
+            seen.append(b)
+    return seen
 
 
 def _private_base(path: str) -> str:
@@ -120,18 +140,28 @@ def ipc_in_use(path: str) -> bool:
         s.close()
 
 
-def resolve(endpoint: str, base: Optional[str] = None) -> str:
-    """An endpoint for a client: ``ipc://{run}/NAME`` becomes NAME in the folder of the one running pipeline.
+def _mine(path: str) -> bool:
+    try:
+        return os.stat(path).st_uid == os.getuid()
+    except OSError:
+        return False
+
+
+def resolve(endpoint: str, base: Optional[str] = None, bases: Optional[List[str]] = None) -> str:
+    """An endpoint for a client: ``ipc://{run}/NAME`` becomes NAME in the folder of the one running pipeline,
+    looked for under ``base``, else in every base of ``bases`` (default: ``candidate_bases()``) that is this
+    user's.
 
     Raises RunDirError naming what to pass when no pipeline, or more than one, runs.
     """
     if RUN not in endpoint:
         return endpoint
-    runs = live_runs(base)
+    where = [base] if base else [b for b in (bases if bases is not None else candidate_bases()) if _mine(b)]
+    runs = [r for b in where for r in live_runs(b)]
     if len(runs) == 1:
         return endpoint.replace(RUN, runs[0])
     if not runs:
         raise RunDirError("no running pipeline under %s; start one, or pass the endpoint it prints at start "
-                          "(--endpoint)" % (base or base_dir()))
+                          "(--endpoint)" % (" or ".join(where) if where else " or ".join(candidate_bases())))
     raise RunDirError("%d pipelines run; pass one of their endpoints with --endpoint: %s"
                       % (len(runs), ", ".join(endpoint.replace(RUN, r) for r in runs)))

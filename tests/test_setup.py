@@ -98,7 +98,8 @@ def test_service_unit_starts_at_boot_and_restarts_on_failure(tmp_path):
     text = out.read_text()
     lines = set(text.splitlines())
     assert {"Restart=on-failure", "RestartSec=5", "StartLimitIntervalSec=0", "WantedBy=multi-user.target",
-            "User=%s" % user, "WorkingDirectory=%s" % ROOT} <= lines
+            "User=%s" % user, "WorkingDirectory=%s" % ROOT, "RuntimeDirectory=edgepipe", "RuntimeDirectoryMode=0700",
+            "Environment=EDGEPIPE_RUN_DIR=/run/edgepipe"} <= lines
     assert "ExecStart=%s %s --profile fd+fer64 --source picamera2:640x480" % (sys.executable, ROOT / "run.py") \
         in lines
     if shutil.which("systemd-analyze"):

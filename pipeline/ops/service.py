@@ -23,6 +23,7 @@ import sys
 from typing import List, Optional
 
 from edgepipe import ROOT
+from edgepipe.bus.rundir import SERVICE_BASE
 
 DEVICE_GROUPS = ("video", "plugdev", "apex")  # camera + /dev/dma_heap; Coral USB (udev rule); Coral PCIe
 
@@ -57,6 +58,12 @@ def unit_text(user: str, python: str, workdir: str, run_args: List[str], restart
     lines += [
         "WorkingDirectory=%s" % workdir,
         "Environment=PYTHONUNBUFFERED=1",
+        # the run folder of its ipc:// endpoints: systemd sets no XDG_RUNTIME_DIR for a system service;
+        # /run/edgepipe is made for it (owned by User, mode 0700) and removed when it stops, and
+        # `run.py metrics` looks there too
+        "RuntimeDirectory=%s" % os.path.basename(SERVICE_BASE),
+        "RuntimeDirectoryMode=0700",
+        "Environment=EDGEPIPE_RUN_DIR=%s" % SERVICE_BASE,
         "ExecStart=%s" % cmd,
         "Restart=on-failure",
         "RestartSec=%d" % restart_s,
