@@ -71,6 +71,7 @@ def measure(assets: str, model_paths: Sequence[str], threads: int = 1) -> Dict[s
         blazeface = registry.face_detector(*blaze)
         fer = registry.expression_model(fer_spec, fer_eng)
         faces: List[Dict[str, Any]] = []
+        unmatched: List[Dict[str, Any]] = []  # RetinaFace's faces that BlazeFace does not find
         images = sorted(f for f in os.listdir(os.path.join(assets, "images")) if f.endswith((".jpg", ".png")))
         for image in images:
             frame = cv2.imread(os.path.join(assets, "images", image))
@@ -80,6 +81,7 @@ def measure(assets: str, model_paths: Sequence[str], threads: int = 1) -> Dict[s
             for r in ret_faces:
                 best = max(blaze_faces, key=lambda b: iou(r.as_list(), b.as_list()), default=None)
                 if best is None or iou(r.as_list(), best.as_list()) < 0.5 or not best.landmarks:
+                    unmatched.append({"image": image, "box": [round(v) for v in r.as_list()[:4]]})
                     continue
                 pts = np.asarray(best.landmarks, dtype=np.float32)
                 four = np.concatenate([pts[:3], pts[3:].mean(axis=0, keepdims=True)])
@@ -97,7 +99,7 @@ def measure(assets: str, model_paths: Sequence[str], threads: int = 1) -> Dict[s
     summary = {name: {"agree_with_retinaface": sum(f[name]["label"] == f["retinaface"]["label"] for f in faces),
                       "right": sum(f[name]["label"] == f["truth"] for f in faces if f["truth"]),
                       "labelled": sum(1 for f in faces if f["truth"])} for name in ALIGNMENTS}
-    return {"faces": faces, "summary": summary, "count": len(faces)}
+    return {"faces": faces, "summary": summary, "count": len(faces), "unmatched": unmatched}
 
 
 def render(result: Dict[str, Any]) -> str:
@@ -108,6 +110,9 @@ def render(result: Dict[str, Any]) -> str:
                                                 " | ".join("%s %.2f" % (f[a]["label"], f[a]["confidence"])
                                                            for a in ALIGNMENTS)))
     n = result["count"]
+    lines.append("%d faces found by both detectors; %d RetinaFace faces that BlazeFace full range misses: %s"
+                 % (n, len(result["unmatched"]), ", ".join("%s %s" % (u["image"], u["box"])
+                                                           for u in result["unmatched"]) or "none"))
     for a in ALIGNMENTS:
         s = result["summary"][a]
         lines.append("%s: %d/%d faces agree with RetinaFace alignment; %d/%d labelled faces right"
