@@ -215,3 +215,18 @@ def test_inat_birds_family_on_the_fake_engine():
         assert len(top) == 3 and all(name.startswith("species") for name, _ in top)
     finally:
         engine.close()
+
+
+@needs_assets
+def test_bench_fer112_align_writes_its_table(tmp_path, monkeypatch, model_cache, capsys):
+    from edgepipe.pipeline.bench import commands
+
+    monkeypatch.delenv(fetch.ENV_PATH, raising=False)
+    assert commands.main(["fer112-align", "--assets", str(ASSETS), "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "bench_fer112_align.json").read_text())
+    assert data["count"] == len(data["faces"]) > 4 and data["machine"]["cpu_count"]
+    assert data["summary"]["retinaface"]["agree_with_retinaface"] == data["count"]
+    by_image = {f["image"]: f for f in data["faces"]}
+    for image, label in (("0-f1-su-ph.jpg", "surprised"), ("0-f15-hao-ph.jpg", "happy")):
+        assert [by_image[image][a]["label"] for a in ("retinaface", "blazeface-5", "blazeface-4")] == [label] * 3
+    assert "faces agree with RetinaFace alignment" in capsys.readouterr().out
