@@ -13,9 +13,14 @@ choices (``predict_fps``) from a per-model table of invoke times:
 - otherwise the manifest's defaults (``tpu_ms``: the reference project's Edge
   TPU times; ``cpu_ms``: measured on the developers' machine).
 
-When neither the accelerator nor the CPU model is there (not in the search
-folders or the cache, and no source to fetch it from), ``auto`` runs the role
-on the fake engine, and the reason says so (the run prints a banner).
+A profile's ``fallback`` replaces a model whose file is neither found (model
+folders, cache) nor downloadable by another, and the reason says so.
+``auto`` never fakes a real source: when neither the accelerator nor the CPU
+model is there, it runs the fake engine only on the synthetic source (whose
+drawn faces the fake engine reads; the run prints a banner) and otherwise
+refuses the run with one message (``model_files.MissingModelFiles``). With
+``fetch`` (the run command), files that have a source are downloaded now and
+the run is refused, before anything starts, when one still misses.
 
 When the profile names another model for the accelerator than for the CPU
 (Coral's SSD face detector on the TPU, BlazeFace on the CPU), ``auto`` keeps
@@ -41,8 +46,9 @@ from edgepipe.models.engines.engine import EngineError
 from edgepipe.models.engines.litert import edgetpu_library
 from edgepipe.models.spec import ModelSpec
 from edgepipe.models.store import manifest
-from edgepipe.models.store.fetch import cache_dir, locate, sources_for
+from edgepipe.models.store.fetch import cache_dir
 from edgepipe.pipeline.config.sections import Config, ConfigError
+from edgepipe.pipeline.model_files import file_available, is_synthetic, require_files
 
 log = logging.getLogger("edgepipe.placement")
 
@@ -253,8 +259,26 @@ def roles_of(cfg: Config) -> List[str]:
 
 
 def model_for(cfg: Config, role: str, engine: str) -> str:
-    names = cfg.profile().models(engine)
-    return getattr(names, role) or getattr(cfg.profile().models(cfg.pipeline.engine), role)
+    """The profile's model of ``role`` on ``engine``, or its ``fallback`` where its file is not here."""
+    return _pick(cfg, role, engine)[0]
+
+
+def _pick(cfg: Config, role: str, engine: str) -> Tuple[str, str]:
+    """(model, why it is the profile's fallback or "")."""
+    prof = cfg.profile()
+    name = getattr(prof.models(engine), role) or getattr(prof.models(cfg.pipeline.engine), role)
+    why, seen = "", {name}
+    while engine != "fake" and name in prof.fallback:
+        spec = _spec(name, role)
+        filename = spec.files.get(engine) or spec.files.get("cpu", "")
+        if filename and file_available(spec, filename, cfg.models.paths):
+            break
+        name = prof.fallback[name]
+        why = "%s%s not found and not downloadable: %s instead" % (why + "; " if why else "", filename, name)
+        if name in seen:
+            raise ConfigError("profiles.%s.fallback: a loop through %s" % (cfg.pipeline.profile, name))
+        seen.add(name)
+    return name, why
 
 
 def _devices(cfg: Config, engine: str, group_tpu: str = "") -> List[str]:
@@ -262,8 +286,25 @@ def _devices(cfg: Config, engine: str, group_tpu: str = "") -> List[str]:
 
 
 def place(cfg: Config, table: Optional[Dict[str, Dict[str, float]]] = None, group_tpu: str = "",
-          tpu_check=edgetpu_present, warn=True) -> Dict[str, RolePlacement]:
-    """Role -> placement for the profile's roles. Raises ConfigError for an unknown model."""
+          tpu_check=edgetpu_present, warn=True, fetch=False) -> Dict[str, RolePlacement]:
+    """Role -> placement for the profile's roles. Raises ConfigError for an unknown model, and
+    MissingModelFiles (a ConfigError) where ``auto`` finds no model for a real source or, with ``fetch``,
+    where a file the run needs is neither here nor downloadable now."""
+    out = _place(cfg, table, group_tpu, tpu_check, warn)
+    refuse = [r for r, p in out.items() if p.engine == "cpu" and p.reason.startswith(NO_MODEL)]
+    if fetch or refuse:
+        header = ("auto runs the fake engine only on the synthetic source, not on %s: "
+                  % cfg.pipeline.source) if refuse else ""
+        require_files({r: _spec(p.model, r) for r, p in out.items()}, {r: p.engine for r, p in out.items()},
+                      cfg.models.paths, fetch=fetch, header=header)
+    return out
+
+
+NO_MODEL = "auto: no model here"
+
+
+def _place(cfg: Config, table: Optional[Dict[str, Dict[str, float]]], group_tpu: str, tpu_check,
+           warn: bool) -> Dict[str, RolePlacement]:
     roles = roles_of(cfg)
     out: Dict[str, RolePlacement] = {}
     auto_roles: List[str] = []
@@ -274,14 +315,15 @@ def place(cfg: Config, table: Optional[Dict[str, Dict[str, float]]] = None, grou
         if want == "auto":
             auto_roles.append(role)
             continue
-        name = model_for(cfg, role, want)
+        name, fell_back = _pick(cfg, role, want)
         spec = _spec(name, role)
-        reason = "placement" if getattr(cfg.placement, role, "") else "pipeline.engine"
+        reason = fell_back or ("placement" if getattr(cfg.placement, role, "") else "pipeline.engine")
         if want == "edgetpu" and "edgetpu" not in spec.files:
-            cpu_name = model_for(cfg, role, "cpu")
+            cpu_name, fell_back = _pick(cfg, role, "cpu")
             if warn:
                 log.warning("model %s has no Edge TPU file: %s runs %s on the CPU", name, role, cpu_name)
-            out[role] = RolePlacement(role, "cpu", cpu_name, [], "no Edge TPU file for %s" % name)
+            out[role] = RolePlacement(role, "cpu", cpu_name, [], "; ".join(
+                x for x in ("no Edge TPU file for %s" % name, fell_back) if x))
             continue
         out[role] = RolePlacement(role, want, name, _devices(cfg, want, group_tpu), reason)
     if not auto_roles:
@@ -294,18 +336,22 @@ def place(cfg: Config, table: Optional[Dict[str, Dict[str, float]]] = None, grou
     for role in auto_roles:
         options: List[Tuple[str, ModelSpec]] = []
         acc_spec = _spec(model_for(cfg, role, accel), role)
-        cpu_spec = _spec(model_for(cfg, role, "cpu"), role)
+        cpu_name, fell_back = _pick(cfg, role, "cpu")
+        cpu_spec = _spec(cpu_name, role)
         acc_runs = accel_ok and (accel == "fake" or "edgetpu" in acc_spec.files)
         if acc_runs:
             options.append((accel, acc_spec))
         if "cpu" in cpu_spec.files and not (acc_runs and cpu_spec.name != acc_spec.name):
             options.append(("cpu", cpu_spec))
         if not acc_runs and not cpu_model_available(cpu_spec, cfg.models.paths):
-            # neither the accelerator nor the CPU model: the fake engine, and the run says so
-            fake_spec = _spec(model_for(cfg, role, "fake"), role)
-            cands[role] = [("fake", fake_spec)]
-            notes[role] = "auto: %s; %s: the fake engine" % (
-                accel_why or "no Edge TPU file for %s" % acc_spec.name, _missing(cpu_spec))
+            why = "%s; model %s (%s) is not present and has no download source" % (
+                accel_why or "no Edge TPU file for %s" % acc_spec.name, cpu_spec.name, cpu_spec.files.get("cpu"))
+            if is_synthetic(cfg.pipeline.source):  # the fake engine reads the synthetic source's drawn faces
+                cands[role] = [("fake", _spec(model_for(cfg, role, "fake"), role))]
+                notes[role] = "auto: %s: the fake engine" % why
+            else:  # a real source: never faked; ``place`` refuses the run naming the missing files
+                cands[role] = [("cpu", cpu_spec)]
+                notes[role] = "%s (%s)" % (NO_MODEL, why)
             continue
         if not options:
             options.append(("cpu", cpu_spec))
@@ -313,6 +359,8 @@ def place(cfg: Config, table: Optional[Dict[str, Dict[str, float]]] = None, grou
             notes[role] = "auto: %s" % accel_why
         elif accel == "edgetpu" and "edgetpu" not in acc_spec.files:
             notes[role] = "auto: %s has no Edge TPU file" % acc_spec.name
+        if fell_back:
+            notes[role] = "; ".join(x for x in (notes.get(role, ""), fell_back) if x)
         cands[role] = options
     timings = Timings(table if table is not None else load_table(cfg.engine.auto.table),
                       dict(cfg.engine.fake.latency_ms), cfg.engine.fake.switch_ms_per_mb)
@@ -340,13 +388,7 @@ def place(cfg: Config, table: Optional[Dict[str, Dict[str, float]]] = None, grou
 def cpu_model_available(spec: ModelSpec, model_paths: Sequence[str] = ()) -> bool:
     """Whether the CPU model file is present (search folders, cache) or has a source to fetch it from."""
     name = spec.files.get("cpu")
-    if not name:
-        return False
-    return locate(spec, name, model_paths) is not None or bool(sources_for(spec, name))
-
-
-def _missing(spec: ModelSpec) -> str:
-    return "model %s (%s) is not present and has no download source" % (spec.name, spec.files.get("cpu", "no CPU file"))
+    return bool(name) and file_available(spec, name, model_paths)
 
 
 def _spec(name: str, role: str) -> ModelSpec:

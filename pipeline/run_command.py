@@ -72,7 +72,7 @@ def human_summary(s: Dict[str, Any]) -> str:
     lines.extend(resource_lines(s.get("resources", {})))
     if "source_reconnects" in s:
         lines.append("source: %d reconnects" % s["source_reconnects"])
-    fake = fake_banner(s.get("engines", {}))
+    fake = fake_banner(s.get("engines", {}), s["source"])
     if fake:
         lines.append(fake)
     mq = s["actors"].get("mqtt")
@@ -88,13 +88,16 @@ def human_summary(s: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def fake_banner(engines: Dict[str, str]) -> str:
+def fake_banner(engines: Dict[str, str], source: str = "") -> str:
     """One line when any role runs on the fake engine (nothing real ran there), else ""."""
     fake = sorted(r for r, e in engines.items() if e == "fake")
     if not fake:
         return ""
-    return ("FAKE ENGINE: %s on a simulated Edge TPU; no model runs (it reads the synthetic source's drawn "
-            "faces; --engine cpu or auto runs real models)" % ", ".join(fake))
+    reads = ("it reads the synthetic source's drawn faces" if source == "synthetic" or source.startswith("synthetic:")
+             else "nothing in %s is recognised: it reads only the synthetic source's drawn faces"
+             % (source or "a real source"))
+    return ("FAKE ENGINE: %s on a simulated Edge TPU; no model runs (%s; --engine cpu or auto runs real models)"
+            % (", ".join(fake), reads))
 
 
 def load_config(args: argparse.Namespace):
@@ -144,10 +147,10 @@ def run_main(args: argparse.Namespace) -> int:
     if why:
         print("edgepipe: source auto: %s (%s)" % (cfg.pipeline.source, why), file=sys.stderr, flush=True)
     try:
-        placed = place(cfg, warn=False)
+        placed = place(cfg, warn=False, fetch=True)  # missing model files: fetched now, or one message
         for pl in placed.values():
             print("edgepipe: %s" % pl.describe(), file=sys.stderr, flush=True)
-        banner = fake_banner({r: pl.engine for r, pl in placed.items()})
+        banner = fake_banner({r: pl.engine for r, pl in placed.items()}, cfg.pipeline.source)
         if banner:
             print("edgepipe: %s" % banner, file=sys.stderr, flush=True)
     except (ConfigError, EngineError) as exc:

@@ -91,7 +91,7 @@ def test_models_per_profile(cfg, tmp_path):
     assert "profile fd+fer112, --engine cpu: all files present (detector retinaface, fer fer112)" in texts
     assert "profile fd+fer112, --engine edgetpu: all files present (detector retinaface (CPU file), fer fer112)" \
         in texts
-    assert "profile cls, --engine cpu: all files present (classifier mobilenet-v2)" in texts
+    assert "profile cls-imagenet, --engine cpu: all files present (classifier mobilenet-v2)" in texts
     # BlazeFace and FER64 come from wheels (not in the shared folder, the cache is empty): fetchable
     from edgepipe.models.store.manifest import get
     det = get(cfg.profiles["fd+fer64"].models("cpu").detector)

@@ -48,7 +48,7 @@ def test_detector_reloads_engine_after_consecutive_errors(caplog):
 
 def test_classifier_runtime_error_costs_that_frame_only(monkeypatch):
     monkeypatch.setenv("EDGEPIPE_MODEL_PATH", str(ASSETS / "models"))  # its labels file
-    cfg = inproc_config(pipeline={"profile": "cls", "source": "synthetic:faces=0,fps=0"})
+    cfg = inproc_config(pipeline={"profile": "cls-imagenet", "source": "synthetic:faces=0,fps=0"})
     cfg.engine.fake.faults = {"classifier": FaultPlan(raise_every=5)}
     s = run_async(run(cfg, RunOptions(frames=20)))
     check_accounting(s)

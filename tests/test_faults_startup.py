@@ -22,11 +22,11 @@ def run_py(tmp_path, *args, env=None):
 def test_a_classifier_without_its_files_fails_at_start_once(engine, missing, tmp_path):
     empty = tmp_path / "cache"
     empty.mkdir()
-    p = run_py(tmp_path, "--profile", "cls", "--engine", engine, "--frames", "5", "-v",
+    p = run_py(tmp_path, "--profile", "cls-imagenet", "--engine", engine, "--frames", "5", "-v",
                env={"EDGEPIPE_CACHE": str(empty), "EDGEPIPE_MODEL_PATH": str(empty)})
-    assert p.returncode == 1, p.stderr[-2000:]
-    assert p.stderr.count("%s not found" % missing) == 1, p.stderr[-3000:]
-    assert "error: classifier did not start" in p.stderr
+    assert p.returncode == 2, p.stderr[-2000:]  # refused before the run starts (pipeline/model_files.py)
+    assert p.stderr.count("%s (classifier of model mobilenet-v2)" % missing) == 1, p.stderr[-3000:]
+    assert "Traceback" not in p.stderr
     assert "frames:" not in p.stdout  # no run, no summary
 
 

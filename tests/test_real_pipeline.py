@@ -60,7 +60,7 @@ def test_fer112_reads_a_happy_face_as_happy(tmp_path):
 @pytest.mark.parametrize("image, want", [("coffee.png", "espresso"), ("chelsea.png", "cat")])
 def test_cls_profile(image, want, tmp_path):
     results = tmp_path / "r.jsonl"
-    s = run_async(run(real_config("cls", str(ASSETS / "images" / image)),
+    s = run_async(run(real_config("cls-imagenet", str(ASSETS / "images" / image)),
                       RunOptions(frames=3, results_path=str(results))), timeout=120)
     assert s["frames_completed"] == 3
     top1 = json.loads(results.read_text().splitlines()[0])["labels"][0][0]

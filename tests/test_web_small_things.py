@@ -18,7 +18,8 @@ needs_assets = pytest.mark.skipif(not (ASSETS / "models").is_dir(), reason="test
 
 @needs_assets
 def test_cls_summary_prints_its_top_labels():
-    cfg = inproc_config(pipeline={"profile": "cls", "engine": "cpu", "source": str(ASSETS / "images" / "coffee.png")})
+    cfg = inproc_config(pipeline={"profile": "cls-imagenet", "engine": "cpu",
+                                  "source": str(ASSETS / "images" / "coffee.png")})
     cfg.models.paths = [str(ASSETS / "models")]
     cfg.aggregator.deadline_ms = 10000.0
     s = run_async(run(cfg, RunOptions(frames=3)), timeout=120)

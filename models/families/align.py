@@ -6,6 +6,15 @@ scale, translation; ``cv2.estimateAffinePartial2D``) that maps its 5 landmarks
 first) onto the standard 112x112 ArcFace template, as OpenCV Zoo's
 MobileFaceNet FER expects. A face without landmarks (e.g. from Coral's SSD
 face model) gets a square crop instead, less accurate.
+
+BlazeFace gives no mouth corners: its family (``blazeface.py``) estimates them
+from the mouth centre, parallel to the eyes, so that its faces carry 5 points
+too. ``similarity`` also takes 4 points (eyes, nose, mouth centre) and fits
+them to the template's eyes, nose and mouth centre (``TEMPLATE_4``). On the 18
+faces of the shared photos, FER112 gives RetinaFace's label on all 18 with the
+estimated corners and on 17 with the 4-point fit (the disgust face reads as
+neutral), so the pipeline keeps the 5 points (``python run.py bench
+fer112-align``, docs/fer112-alignment.md).
 """
 from __future__ import annotations
 
@@ -21,14 +30,18 @@ from edgepipe.models.families.fer import CropOptions, SquareCropFer
 
 TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                          [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float32)
+# right eye, left eye, nose, mouth centre (the middle of the template's mouth corners)
+TEMPLATE_4 = np.concatenate([TEMPLATE_112[:3], TEMPLATE_112[3:].mean(axis=0, keepdims=True)])
 
 
 def similarity(landmarks: Sequence[Tuple[float, float]], size: Tuple[int, int] = (112, 112)) -> Optional[np.ndarray]:
-    """The 2x3 similarity transform from 5 landmarks to the template scaled to ``size`` (w, h)."""
+    """The 2x3 similarity transform from 5 landmarks (or 4: eyes, nose, mouth centre) to the template
+    scaled to ``size`` (w, h)."""
     src = np.asarray(landmarks, dtype=np.float32).reshape(-1, 2)
-    if src.shape[0] != 5 or not np.all(np.isfinite(src)):
+    if src.shape[0] not in (4, 5) or not np.all(np.isfinite(src)):
         return None
-    dst = TEMPLATE_112 * np.array([size[0] / 112.0, size[1] / 112.0], dtype=np.float32)
+    template = TEMPLATE_112 if src.shape[0] == 5 else TEMPLATE_4
+    dst = template * np.array([size[0] / 112.0, size[1] / 112.0], dtype=np.float32)
     m, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
     return m
 

@@ -30,6 +30,9 @@ IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 CORAL_TEST_DATA = "https://github.com/google-coral/test_data/raw/master/"
 MEDIAPIPE_ASSETS = "https://storage.googleapis.com/mediapipe-assets/"  # where MediaPipe's download_utils fetch from
+# the reference project's repository at the commit this project was seeded from (its models/ folder)
+REFERENCE_MODELS = ("https://raw.githubusercontent.com/LEE2020957316/raspberry-pi5-edgetpu-inference/"
+                    "b2b269450551733d0f60f5bd3c6d69369d357cff/models/")
 
 MODELS: Dict[str, ModelSpec] = {}
 
@@ -82,6 +85,8 @@ add(ModelSpec(
     options={"crop_margin": 0.2},
 ))
 
+_FER112 = "facial_expression_recognition_mobilefacenet_2022july_full_integer_quant"
+
 add(ModelSpec(
     name="fer112",
     task="fer",
@@ -106,13 +111,16 @@ add(ModelSpec(
         "facial_expression_recognition_mobilefacenet_2022july_full_integer_quant_edgetpu.tflite":
             "a6531123e189548b8caaabf13be1258020571c9caaf95e5383e77dfd2413d8e8",
     },
+    sources=[{"via": "url", "url": REFERENCE_MODELS + _FER112 + ".tflite"},
+             {"via": "url", "url": REFERENCE_MODELS + _FER112 + "_edgetpu.tflite"}],
     tpu_ms=4.97,
     tpu_param_mb=1.91,  # its Edge TPU file: 1,905,248 bytes
     cpu_ms=29.7,
     licence="Apache-2.0 (OpenCV Zoo)",
     origin="OpenCV Zoo publishes this model as ONNX (facial_expression_recognition_mobilefacenet_"
            "2022july); these int8 TFLite and Edge TPU files are the reference project's conversions, "
-           "published nowhere; sha256 verified against the project's shared model folder",
+           "published in its repository (LEE2020957316/raspberry-pi5-edgetpu-inference, models/, at commit "
+           "b2b2694); sha256 verified against that commit and the project's shared model folder",
     options={"crop_margin": 0.1},
 ))
 
@@ -234,7 +242,9 @@ add(ModelSpec(
     labels_file="inat_bird_labels.txt",
     origin="published by Coral in google-coral/test_data; sha256 NOT pinned: no copy could be "
            "downloaded or found in a PyPI wheel where this manifest was written",
-    options={"output": "probabilities"},
+    # 965 outputs (uint8 probabilities, dequantised by the engine): 964 species, then "background"
+    # (index 964 of inat_bird_labels.txt), which birds_only leaves out; num_classes sizes the fake engine's output
+    options={"output": "probabilities", "num_classes": 965},
 ))
 
 

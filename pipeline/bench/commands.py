@@ -52,6 +52,7 @@ from edgepipe.models.store.fetch import ENV_PATH
 from edgepipe.pipeline.bench import bus as bench_bus
 from edgepipe.pipeline.bench import charts
 from edgepipe.pipeline.bench import detectors as bench_detectors
+from edgepipe.pipeline.bench import fer112_align
 from edgepipe.pipeline.bench import models as mbench
 from edgepipe.pipeline.bench.cases import (DEFAULT_FRAMES, DEFAULT_REPEATS, DEFAULT_WARMUP, FACES, PLACEMENTS,
                                            QUICK_FRAMES, QUICK_REPEATS, QUICK_WARMUP, WORKERS, Case, case_config,
@@ -251,7 +252,7 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="run.py bench", description="Measure models alone and the whole pipeline; "
                                  "write JSON and PNG charts.")
     ap.add_argument("-v", "--verbose", action="count", default=0)
-    sub = ap.add_subparsers(dest="what", metavar="models|pipeline|bus|detectors")
+    sub = ap.add_subparsers(dest="what", metavar="models|pipeline|bus|detectors|fer112-align")
     sub.required = True
     m = sub.add_parser("models", help="invoke FPS of each model on the CPU (1 and N threads) and the Edge TPU",
                        description="Model files come from models.paths, $EDGEPIPE_MODEL_PATH, then the cache; "
@@ -292,6 +293,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=DEFAULT_OUT, help="output folder (default ./%s)" % DEFAULT_OUT)
     bench_bus.add_parser(sub)
     bench_detectors.add_parser(sub)
+    fer112_align.add_parser(sub)
     return ap
 
 
@@ -305,6 +307,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return bench_bus.main_args(args)
         if args.what == "detectors":
             return bench_detectors.main_args(args)
+        if args.what == "fer112-align":
+            return fer112_align.main_args(args)
         return bench_pipeline_main(args)
     except (ConfigError, EngineError) as exc:
         print("error: %s" % exc, file=sys.stderr)

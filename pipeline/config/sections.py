@@ -46,7 +46,7 @@ class PipelineConfig(Section):
     """What runs: the profile, the engine, the source and the live view."""
 
     profile: Annotated[str, Meta(description=(
-        "the models that run: a profile of [profiles.*] (fd+fer64, fd+fer64-fast, fd+fer112, fd, cls)"))] = "fd+fer64"
+        "the models that run: a profile of [profiles.*] (fd+fer64, fd+fer64-fast, fd+fer112, fd, cls, cls-imagenet)"))] = "fd+fer64"
     engine: Annotated[Engine, Meta(description=(
         "the engine of every role unless [placement] says: auto | fake | cpu | edgetpu; auto: the Edge TPU when "
         "one is found, else the CPU when the models are there, else fake"))] = "auto"
@@ -203,6 +203,9 @@ class ProfileConfig(Section):
     by_engine: Annotated[Dict[str, ProfileModels], Meta(description=(
         "per engine kind (fake, cpu, edgetpu), models that replace the ones above on that engine, e.g. "
         "by_engine.edgetpu = { detector = \"coral-ssd-face\" }"))] = {}
+    fallback: Annotated[Dict[str, str], Meta(description=(
+        "a model whose file is neither found (models.paths, $EDGEPIPE_MODEL_PATH, the model cache) nor "
+        "downloadable runs as this other model instead, e.g. fallback = { retinaface = \"blazeface-full\" }"))] = {}
 
     def models(self, engine: str) -> ProfileModels:
         o = self.by_engine.get(engine, ProfileModels())
