@@ -381,10 +381,11 @@ def test_demo_plays_at_its_frame_rate_and_loops_unless_unpaced(caplog):
 def test_engine_auto_falls_back_to_fake_only_without_models(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEPIPE_CACHE", str(tmp_path / "empty-cache"))
     no_tpu = lambda: (False, "no Coral here")  # noqa: E731
-    cfg = inproc_config(pipeline={"engine": "auto", "profile": "fd+fer112"})
+    # the synthetic source, and a model with no file here and no public source: the fake engine
+    cfg = inproc_config(pipeline={"engine": "auto", "profile": "cls-imagenet"})
     placed = placement.place(cfg, tpu_check=no_tpu, warn=False)
     assert {p.engine for p in placed.values()} == {"fake"}
-    assert "the fake engine" in placed["detector"].reason and "no Coral here" in placed["detector"].reason
+    assert "the fake engine" in placed["classifier"].reason and "no Coral here" in placed["classifier"].reason
     cfg = inproc_config(pipeline={"engine": "auto", "profile": "fd+fer64"})
     placed = placement.place(cfg, tpu_check=no_tpu, warn=False)
     assert {p.engine for p in placed.values()} == {"cpu"}  # fetchable from the package index: real models
