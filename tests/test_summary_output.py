@@ -83,7 +83,7 @@ def test_a_cls_run_lists_its_top_labels(monkeypatch):
     # the fake classifier answers with mobilenet-v2's labels: their file from the shared models (the fake
     # engine looks in $EDGEPIPE_MODEL_PATH and the cache, not in models.paths)
     monkeypatch.setenv("EDGEPIPE_MODEL_PATH", str(ASSETS / "models"))
-    cfg = inproc_config(pipeline={"profile": "cls", "source": "synthetic:faces=2,fps=0"})
+    cfg = inproc_config(pipeline={"profile": "cls-imagenet", "source": "synthetic:faces=2,fps=0"})
     s = run_async(run(cfg, RunOptions(frames=12)))
     assert s["engines"] == {"classifier": "fake"}
     labels = s["labels"]
