@@ -13,10 +13,11 @@ import os
 import signal
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 from edgepipe.actors.monitoring.resource_monitor import resource_lines
 from edgepipe.actors.sinks.sinks import DisplayError
+from edgepipe.actors.sources.demo import notice as demo_notice
 from edgepipe.actors.sources.sources import SourceError
 from edgepipe.bus.sockets import BusError
 from edgepipe.models.engines.engine import EngineError
@@ -41,31 +42,23 @@ def human_summary(s: Dict[str, Any]) -> str:
         "speed: %.1f FPS over %.1f s; latency capture->result p50 %.1f ms, p99 %.1f ms"
         % (s["fps"], s["duration_s"], s["latency_ms"]["p50"], s["latency_ms"]["p99"]),
     ]
-    f = s["faces"]
-    if f.get("frames_with_truth"):
-        lines.append("truth: %d/%d faces found, %d/%d expressions right, %d false positives, %d/%d frames exact"
-                     % (f["matched"], f["truth"], f["expression_correct"], f["truth"], f["false_positives"],
-                        f["frames_exact"], f["frames_with_truth"]))
-    elif s.get("labels"):
-        lines.append("labels (top-1 of each frame): " + ", ".join(
-            "%s %d frames (p %.2f)" % (x["label"], x["frames"], x["mean_prob"]) for x in s["labels"]))
-    else:
-        lines.append("faces: %d in %d frames" % (f["faces"], f["frames"]))
+    said: Set[str] = set()  # drop reasons explained already
+    if s["dropped_total"]:
+        lines.append(drops_line(s, said))
+    lines.extend(seen_lines(s, said))
     fail = s.get("failure")
     if fail:
         lines.append("FAILED: %s; lost: %s and %d frames in flight"
                      % (fail["error"], "actors " + ", ".join(fail["actors_lost"]) if fail["actors_lost"]
                         else "no actor", fail["frames_lost"]))
-    if s["dropped_total"]:
-        lines.append("drops: " + ", ".join("%s %d" % kv for kv in sorted(s["dropped_by_reason"].items())))
     errors = s["actors"].get("capture", {}).get("counters", {}).get("source_errors", 0)
     if errors:
         lines.append("source: %d unreadable inputs skipped or cut short (see the log)" % errors)
     d = s.get("display", {})
     if d.get("results") is not None:
         lines.append("display %s: %d of %d results written%s" % (
-            d["sink"], d["written"], d["results"], "; dropped: " + ", ".join(
-                "%s %d" % kv for kv in sorted(d["dropped_by_reason"].items())) if d["dropped"] else ""))
+            d["sink"], d["written"], d["results"], "; dropped: " + reasons(d["dropped_by_reason"], said)
+            if d["dropped"] else ""))
     for name, d in s.get("devices", {}).items():
         lines.append("device %s: %d invokes, busy %.1f%% of %.1f s, %d model switches"
                      % (name, d["invokes"], d["busy_pct"], d.get("active_s", 0.0), d["switches"]))
@@ -77,15 +70,87 @@ def human_summary(s: Dict[str, Any]) -> str:
         lines.append(fake)
     mq = s["actors"].get("mqtt")
     if mq is not None:
-        c = mq["counters"]
-        lines.append("mqtt: %d messages published, %d dropped from the queue (broker away), %d reconnects, "
-                     "%d connect failures%s" % (c.get("published", 0), c.get("queue_dropped", 0),
-                                                c.get("reconnects", 0), c.get("connect_failures", 0),
-                                                ", %d unsent at stop" % c["unsent_at_stop"]
-                                                if c.get("unsent_at_stop") else ""))
-    lines.append("actors: " + ", ".join("%s %.1f fps/%.2f ms" % (n, a["fps"], a["busy_ms_p50"])
-                                        for n, a in s["actors"].items() if n != "resources"))
+        lines.append(mqtt_line(mq["counters"]))
+    lines.append("actors (output fps / median busy ms per message): " + ", ".join(
+        "%s %.1f/%.2f" % (n, a["fps"], a["busy_ms_p50"]) for n, a in s["actors"].items() if n != "resources"))
     return "\n".join(lines)
+
+
+DROPS = {  # what each drop reason means, said once in the summary
+    "transport": "lost between two actors: a queue was full",
+    "stale": "a newer frame was waiting: with a live source the freshest wins",
+    "bad_frame": "the engine refused the frame",
+    "engine_error": "the model failed on it",
+    "engine_timeout": "the model took too long",
+    "encode_error": "could not be encoded",
+    "encode_timeout": "encoding took too long",
+    "skipped": "a newer result was waiting: the display shows the latest",
+    "no_frame": "its frame was gone when the result came",
+    "not_reached": "still on the way when the run stopped",
+}
+
+
+def reasons(by_reason: Dict[str, int], said: Optional[Set[str]] = None) -> str:
+    """``n reason (what it means)`` per drop reason, the most first; a meaning once (``said``: told already)."""
+    said = set() if said is None else said
+    out = []
+    for r, n in sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
+        out.append("%d %s%s" % (n, r, "" if r in said else " (%s)" % DROPS.get(r, "see the log")))
+        said.add(r)
+    return ", ".join(out)
+
+
+def drops_line(s: Dict[str, Any], said: Set[str]) -> str:
+    """Every dropped frame with the actor that dropped it and why."""
+    by_actor = s.get("dropped_by_actor")
+    if not by_actor:
+        return "drops: " + reasons(s["dropped_by_reason"], said)
+    return "drops: " + "; ".join("%s %s" % (a, reasons(d, said)) for a, d in by_actor.items())
+
+
+def seen_lines(s: Dict[str, Any], said: Set[str]) -> List[str]:
+    """What the run saw: faces (with the results the recorder missed, and why), expressions per label and
+    the dominant one, the longest face tracks, the truth check, a classifier's top labels."""
+    lines = []
+    f = s["faces"]
+    detects = "detector" in s.get("models", {"detector": ""})
+    if detects:
+        rec = s.get("recorder", {})
+        missed = rec.get("dropped", 0)
+        lines.append("faces: %d in %d frames%s" % (f["faces"], f["frames"], (
+            " recorded; %d of %d results did not reach the recorder: %s"
+            % (missed, rec["results"], reasons(rec["dropped_by_reason"], said))) if missed else ""))
+    if s.get("expressions"):
+        lines.append("expressions (faces per label): %s; dominant: %s" % (
+            ", ".join("%s %d" % kv for kv in s["expressions"].items()), s["dominant_expression"]))
+    tracks = s.get("tracks")
+    if tracks:
+        listed = "; ".join("#%d %d frames, mostly %s" % (t["track"], t["frames"], t["expression"] or "no expression")
+                           for t in tracks[:5])
+        more = s["tracks_total"] > len(tracks[:5])
+        lines.append("face tracks: %d (%s%s%s)" % (s["tracks_total"], "the longest: " if more else "", listed,
+                                                  "; ..." if more else ""))
+    if detects and f.get("frames_with_truth"):
+        lines.append("truth: %d/%d faces found, %d/%d expressions right, %d false positives, %d/%d frames exact"
+                     % (f["matched"], f["truth"], f["expression_correct"], f["truth"], f["false_positives"],
+                        f["frames_exact"], f["frames_with_truth"]))
+    if s.get("labels"):
+        lines.append("labels (top-1 of each frame): " + ", ".join(
+            "%s %d frames (p %.2f)" % (x["label"], x["frames"], x["mean_prob"]) for x in s["labels"]))
+    return lines
+
+
+def mqtt_line(c: Dict[str, int]) -> str:
+    """What the MQTT sink sent; what it could not send only when there was some."""
+    parts = ["%d messages published" % c.get("published", 0)]
+    if c.get("queue_dropped"):
+        parts.append("%d dropped from its full queue (the oldest: the broker was away or slower than the results)"
+                     % c["queue_dropped"])
+    for key, what in (("reconnects", "reconnects"), ("connect_failures", "connect failures"),
+                      ("publish_errors", "publish errors"), ("unsent_at_stop", "unsent at stop")):
+        if c.get(key):
+            parts.append("%d %s" % (c[key], what))
+    return "mqtt: " + ", ".join(parts)
 
 
 def fake_banner(engines: Dict[str, str], source: str = "") -> str:
@@ -123,7 +188,7 @@ async def _run_with_signals(cfg, opts) -> Dict[str, Any]:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig.name)
-    def announce(p) -> None:  # where outside clients attach (the run's ipc folder is new every run)
+    def announce(p) -> None:  # where outside clients attach (the run's ipc folder is new every run): said once
         print("edgepipe: results at %s, metrics at %s" % (p.cfg.endpoints.results, p.cfg.endpoints.metrics),
               file=sys.stderr, flush=True)
 
@@ -146,6 +211,10 @@ def run_main(args: argparse.Namespace) -> int:
     cfg.pipeline.source, why = resolve_source(cfg.pipeline.source)
     if why:
         print("edgepipe: source auto: %s (%s)" % (cfg.pipeline.source, why), file=sys.stderr, flush=True)
+    if cfg.pipeline.source in ("demo", "demo:unpaced"):
+        print("edgepipe: %s" % demo_notice(cfg.pipeline.source, cfg.capture.loop,
+                                           args.frames is not None or args.duration is not None),
+              file=sys.stderr, flush=True)
     try:
         placed = place(cfg, warn=False, fetch=True)  # missing model files: fetched now, or one message
         for pl in placed.values():

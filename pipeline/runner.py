@@ -100,7 +100,7 @@ def _open_run(cfg: Config) -> Tuple[Config, RunDir]:
     except BaseException:
         rundir.remove()
         raise
-    log.info("results at %s, metrics at %s", cfg.endpoints.results, cfg.endpoints.metrics)
+    log.debug("results at %s, metrics at %s", cfg.endpoints.results, cfg.endpoints.metrics)  # run.py prints them
     return cfg, rundir
 
 

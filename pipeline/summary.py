@@ -45,7 +45,8 @@ def rss_summary(groups: Sequence[GroupProcess] = ()) -> Dict[str, Any]:
 
 
 def sink_summary(spec: str, m: Optional[Metric], results: int) -> Dict[str, Any]:
-    """What the display did with the pipeline's results: written (shown), or dropped with a reason."""
+    """What a sink (the display, the recorder) did with the pipeline's results: written (shown, recorded),
+    or dropped with a reason (``not_reached``: still on the way when the run stopped)."""
     if m is None:
         return {"sink": spec}
     c = m.counters
@@ -84,10 +85,12 @@ def frame_accounting(snaps: Dict[str, Metric]) -> Dict[str, Any]:
     # the sinks' own drops are theirs (see ``sink_summary``): those frames were completed
     dropped = {name: m.counters.get("dropped", 0) for name, m in snaps.items() if name not in ("recorder", "display")}
     by_reason: Dict[str, int] = {}
+    by_actor: Dict[str, Dict[str, int]] = {}
     for name in dropped:
         for k, v in snaps[name].counters.items():
-            if k.startswith("dropped."):
+            if k.startswith("dropped.") and v:
                 by_reason[k[8:]] = by_reason.get(k[8:], 0) + v
+                by_actor.setdefault(name, {})[k[8:]] = v
     total_dropped = sum(dropped.values())
     return {
         "frames_captured": captured,
@@ -97,6 +100,7 @@ def frame_accounting(snaps: Dict[str, Metric]) -> Dict[str, Any]:
         "dropped": dropped,
         "dropped_total": total_dropped,
         "dropped_by_reason": by_reason,
+        "dropped_by_actor": by_actor,  # actor -> reason -> frames
         "unaccounted": captured - completed - partial - total_dropped,
     }
 
@@ -161,7 +165,9 @@ def summarize(p: Optional[Pipeline], t_go: float, drained: bool, interrupted: bo
         "drained": drained,
         **frames,
         "display": sink_summary(cfg.pipeline.display, snaps.get("display"), done),
+        "recorder": sink_summary("recorder", snaps.get("recorder"), done),  # "faces" counts what it recorded
         "faces": dict(rec.totals),
+        **rec.expression_summary(),  # faces per expression, the dominant one, the longest face tracks
         "labels": rec.label_summary(),  # classification profiles: the most frequent top-1 labels
         "duration_s": round(elapsed, 3),
         "fps": round(done / elapsed, 2) if elapsed > 0 else 0.0,

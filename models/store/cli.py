@@ -59,7 +59,7 @@ def cmd_list(paths: Sequence[str], out=None) -> int:
 
 
 def cmd_fetch(names: Sequence[str], paths: Sequence[str], out=None) -> int:
-    """Fetch and verify; one progress line per file ([i/n]), the download's own progress in the log."""
+    """Fetch and verify; one progress line per file ([i/n]), the download's own progress on stderr."""
     out = out or sys.stdout
     targets = list(names) or [n for n in sorted(MODELS) if MODELS[n].sources]
     status = 0

