@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edgepipe.models.engines.delegate_probe import ProbeResult
-from edgepipe.pipeline.config.loading import load
+from edgepipe.pipeline.config.loading import ProfileConfig, load
 from edgepipe.pipeline.ops import verdict
 from edgepipe.pipeline.ops.doctor import APT_CORAL, Doctor, render
 
@@ -214,7 +214,11 @@ def test_verdict_on_the_pi5_tree(cfg, tmp_path):
     assert runs[("fd+fer112", "edgetpu")].runs and runs[("fd+fer112", "cpu")].runs
     assert [n.label("edgetpu") for n in runs[("fd+fer112", "edgetpu")].roles] == [
         "detector retinaface (CPU file)", "fer fer112"]
-    assert not runs[("cls", "edgetpu")].runs and "--engine cpu" in runs[("cls", "edgetpu")].blockers[0][1]
+    cpu_only = [c for c in table if c.engine == "edgetpu" and all(n.runs_on == "cpu" for n in c.roles)]
+    for c in cpu_only:  # no model of the profile has an Edge TPU file: "edgetpu" would be the CPU
+        assert not c.runs and c.blockers[0][1] == "run it with --engine cpu"
+    only_cpu = ProfileConfig(classifier="mobilenet-v2")  # MobileNetV2 ImageNet has no Edge TPU file
+    assert [(n.model, n.runs_on) for n in verdict.needs(only_cpu, "edgetpu", [])] == [("mobilenet-v2", "cpu")]
     tpu = runs[("fd+fer64", "edgetpu")]
     assert tpu.uses == ["cpu", "edgetpu"]  # FER64 has no Edge TPU file: it runs on the CPU
     assert tpu.blockers == [("detector coral-ssd-face: ssd_mobilenet_v2_face_quant_postprocess_edgetpu.tflite "
@@ -294,3 +298,20 @@ def test_ldconfig_lists_libraries_by_name():
     libc = ldconfig_paths("libc.so.6")
     assert libc and all(Path(p).name == "libc.so.6" for p in libc)
     assert ldconfig_paths("libedgetpu-not-here.so") == []
+
+
+def test_a_profile_fallback_stands_in_for_a_model_with_no_file(cfg):
+    """A profile's fallback replaces a model whose file is neither here nor downloadable, as placement does."""
+    from edgepipe.pipeline.config.loading import ProfileModels
+
+    class Profile:  # the profile key `fallback` (RetinaFace has no download source)
+        fallback = {"retinaface": "blazeface-full"}
+
+        def models(self, engine):
+            return ProfileModels(detector="retinaface")
+
+    [need] = verdict.needs(Profile(), "cpu", [])  # the cfg fixture empties the cache: RetinaFace is nowhere
+    assert (need.model, need.instead_of) == ("blazeface-full", "retinaface")
+    assert need.label("cpu") == "detector blazeface-full (the profile's fallback for retinaface)"
+    [need] = verdict.needs(Profile(), "cpu", [str(ASSET_MODELS)])
+    assert (need.model, need.instead_of, need.missing) == ("retinaface", "", [])

@@ -30,28 +30,50 @@ FAKE_NOTE = ("--engine fake runs every profile: a simulated Edge TPU for tests a
 class Need:
     """One role of a profile on one engine: the model, where it runs and what of it is missing."""
 
-    def __init__(self, role: str, model: str, runs_on: str) -> None:
-        self.role, self.model, self.runs_on = role, model, runs_on
+    def __init__(self, role: str, model: str, runs_on: str, instead_of: str = "") -> None:
+        self.role, self.model, self.runs_on, self.instead_of = role, model, runs_on, instead_of
         self.missing: List[Tuple[str, str]] = []  # (what is missing, the fix)
 
     def label(self, engine: str) -> str:
-        return "%s %s%s" % (self.role, self.model, " (CPU file)" if self.runs_on != engine else "")
+        notes = (["CPU file"] if self.runs_on != engine else []) + (
+            ["the profile's fallback for %s" % self.instead_of] if self.instead_of else [])
+        return "%s %s%s" % (self.role, self.model, " (%s)" % ", ".join(notes) if notes else "")
+
+
+def _here(spec: Any, filename: str, model_paths: Sequence[str]) -> bool:
+    return fetch.locate(spec, filename, model_paths) is not None or bool(fetch.sources_for(spec, filename))
+
+
+def _model(prof: Any, role: str, engine: str, model_paths: Sequence[str]) -> Tuple[str, str]:
+    """The profile's model of ``role`` on ``engine`` and the model it replaces: the profile's ``fallback``
+    replaces one whose file is neither here nor downloadable, as placement does."""
+    name = first = getattr(prof.models(engine), role)
+    fallback = getattr(prof, "fallback", None) or {}
+    seen = {name}
+    while name in fallback:
+        spec = MODELS.get(name)
+        filename = spec.files.get(engine) or spec.files.get("cpu", "") if spec is not None else ""
+        if not filename or _here(spec, filename, model_paths) or fallback[name] in seen:
+            break
+        name = fallback[name]
+        seen.add(name)
+    return name, first if name != first else ""
 
 
 def needs(prof: Any, engine: str, model_paths: Sequence[str]) -> List[Need]:
     """What profile ``prof`` needs to run on ``engine``: each role's model, and its files that are missing."""
     out: List[Need] = []
     for role in ROLES:
-        name = getattr(prof.models(engine), role)
-        if not name:
+        if not getattr(prof.models(engine), role):
             continue
+        name, instead_of = _model(prof, role, engine, model_paths)
         spec = MODELS.get(name)
         if spec is not None and engine == "edgetpu" and "edgetpu" not in spec.files:
-            name = getattr(prof.models("cpu"), role) or name  # placement runs the CPU model on the CPU
+            name, instead_of = _model(prof, role, "cpu", model_paths)  # placement runs the CPU model on the CPU
             spec = MODELS.get(name)
-            need = Need(role, name, "cpu")
+            need = Need(role, name, "cpu", instead_of)
         else:
-            need = Need(role, name, engine)
+            need = Need(role, name, engine, instead_of)
         out.append(need)
         if spec is None:
             need.missing.append(("%s: unknown model %r" % (role, name),
