@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Set
 from edgepipe.actors.monitoring.resource_monitor import resource_lines
 from edgepipe.actors.sinks.sinks import DisplayError
 from edgepipe.actors.sources.demo import notice as demo_notice
+from edgepipe.actors.sources.source_factory import no_frame
 from edgepipe.actors.sources.sources import SourceError
 from edgepipe.bus.sockets import BusError
 from edgepipe.models.engines.engine import EngineError
@@ -242,6 +243,10 @@ def run_main(args: argparse.Namespace) -> int:
         return 130
     print(human_summary(summary))
     write_summary(args.summary, summary)
+    empty = no_frame(summary)
+    if empty:  # a run that processed nothing failed, whatever the source's error was
+        print("error: %s" % empty, file=sys.stderr)
+        return 1
     return 0
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from edgepipe.models.engines.delegate_probe import ProbeResult
-from edgepipe.pipeline.config.loading import load
-from edgepipe.pipeline.ops.doctor import Doctor, render
+from edgepipe.pipeline.config.loading import ProfileConfig, load
+from edgepipe.pipeline.ops import verdict
+from edgepipe.pipeline.ops.doctor import APT_CORAL, Doctor, render
 
 HERE = Path(__file__).resolve().parent
 PI5 = HERE / "data" / "pi5-root"
@@ -117,21 +119,163 @@ def test_empty_machine_says_what_is_missing(cfg, tmp_path):
             assert f.fix, f.text
 
 
+def doctor_json(*args, env=None):
+    p = subprocess.run([sys.executable, str(HERE.parent / "run.py"), "doctor", "--json", *args], capture_output=True,
+                       text=True, timeout=120, env=env)
+    assert p.returncode in (0, 1), p.stderr
+    return p.returncode, json.loads(p.stdout)
+
+
+def cell(report, profile, engine):
+    return next(c for c in report["runs"] if (c["profile"], c["engine"]) == (profile, engine))
+
+
 def test_doctor_on_this_machine():
     """The real run: this 2-core x86_64 machine has no Edge TPU, no camera and no libedgetpu."""
-    p = subprocess.run([sys.executable, str(HERE.parent / "run.py"), "doctor", "--json"], capture_output=True,
-                       text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    findings = json.loads(p.stdout)
+    rc, report = doctor_json()
+    findings = report["findings"]
     sections = {f["section"] for f in findings}
     assert {"python", "tpu-venv", "libedgetpu", "edgetpu", "camera", "models", "temperature"} <= sections
     py = [f for f in findings if f["section"] == "python"]
     assert py[0]["text"].startswith("Python %d.%d." % sys.version_info[:2])
-    usb = Path("/sys/bus/usb/devices")
-    if not usb.is_dir() and not list(Path("/dev").glob("apex_*")):
-        assert [f["status"] for f in findings if f["section"] == "edgetpu"] == ["fail"]
-    if not Path("/sys/class/video4linux").is_dir():
-        assert [f["status"] for f in findings if f["section"] == "camera"][-1] == "warn"
+    no_tpu = not Path("/sys/bus/usb/devices").is_dir() and not list(Path("/dev").glob("apex_*"))
+    if no_tpu:
+        assert [f["status"] for f in findings if f["section"] == "edgetpu"] in (["note"], ["fail"])
+        assert not any(c["runs"] for c in report["runs"] if c["engine"] == "edgetpu")
+    # the exit code follows the rule: 0 when the profile asked for runs on an engine asked for
+    asked = report["asked"]
+    runs = [c for c in report["runs"] if c["profile"] == asked["profile"] and c["engine"] in asked["engines"]]
+    assert rc == (0 if any(c["runs"] for c in runs) else 1)
+    assert report["exit"] == rc and report["verdict"].startswith("verdict: ")
+
+
+def has_cpu_runtime():
+    import importlib.util
+    return any(importlib.util.find_spec(m) is not None for m in ("ai_edge_litert", "tflite_runtime"))
+
+
+@pytest.fixture
+def env_assets(tmp_path):
+    """This machine's environment with the shared models as the search folder and an empty model cache."""
+    if not ASSET_MODELS.is_dir():
+        pytest.skip("the shared assets are not here: %s" % ASSET_MODELS)
+    env = dict(os.environ, EDGEPIPE_MODEL_PATH=str(ASSET_MODELS), EDGEPIPE_CACHE=str(tmp_path / "empty-cache"))
+    return env
+
+
+def test_verdict_without_fd_fer64_models(env_assets):
+    """The shared folder has FER112's and RetinaFace's files but not BlazeFace's or FER64's (the wheels')."""
+    rc, report = doctor_json("--profile", "fd+fer64", "--engine", "cpu", env=env_assets)
+    c = cell(report, "fd+fer64", "cpu")
+    assert not c["runs"] and rc == 1
+    why = [w["text"] for w in c["why_not"]]
+    assert "detector blazeface-full: face_detection_full_range.tflite not fetched" in why
+    assert {w["fix"] for w in c["why_not"]} >= {"python run.py models fetch blazeface-full"}
+    fails = [f for f in report["findings"] if f["status"] == "fail"]
+    assert fails and all(f["blocks"] for f in fails)  # nothing asked runs: what stops it is a FAIL
+    assert report["verdict"] == "verdict: fd+fer64 runs on none of cpu here; the fixes are above"
+    if has_cpu_runtime():  # the same machine runs fd+fer112 from the shared folder
+        rc, report = doctor_json("--profile", "fd+fer112", "--engine", "cpu", env=env_assets)
+        assert rc == 0 and cell(report, "fd+fer112", "cpu")["runs"]
+        assert not [f for f in report["findings"] if f["status"] == "fail"]
+
+
+def test_verdict_with_fd_fer64_models(env_assets, tmp_path):
+    """fd+fer64 on the CPU says yes once its files are in a search folder."""
+    from edgepipe.models.store import fetch
+    from edgepipe.models.store.manifest import get
+    found = {}
+    for name in ("blazeface-full", "fer64"):
+        spec = get(name)
+        where = fetch.locate(spec, spec.files["cpu"], [str(ASSET_MODELS)])
+        if where is None:
+            pytest.skip("%s is not fetched on this machine (python run.py models fetch %s)" % (name, name))
+        found[spec.files["cpu"]] = where
+    if not has_cpu_runtime():
+        pytest.skip("no TFLite runtime in this Python")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for fname, where in found.items():
+        (linked / fname).symlink_to(where)
+    env = dict(env_assets, EDGEPIPE_MODEL_PATH=os.pathsep.join([str(ASSET_MODELS), str(linked)]))
+    p = subprocess.run([sys.executable, str(HERE.parent / "run.py"), "doctor", "--engine", "cpu"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "> fd+fer64       cpu      yes (detector blazeface-full, fer fer64)" in p.stdout.splitlines()
+    assert p.stdout.splitlines()[-1] == "verdict: fd+fer64 runs here on cpu: python run.py --profile fd+fer64 " \
+                                        "--engine cpu"
+    assert "[FAIL]" not in p.stdout
+
+
+def test_verdict_on_the_pi5_tree(cfg, tmp_path):
+    findings = pi5_doctor(cfg, tmp_path, ProbeResult(True)).run()
+    table = verdict.cells(cfg, findings)
+    runs = {(c.profile, c.engine): c for c in table}
+    assert runs[("fd+fer112", "edgetpu")].runs and runs[("fd+fer112", "cpu")].runs
+    assert [n.label("edgetpu") for n in runs[("fd+fer112", "edgetpu")].roles] == [
+        "detector retinaface (CPU file)", "fer fer112"]
+    cpu_only = [c for c in table if c.engine == "edgetpu" and all(n.runs_on == "cpu" for n in c.roles)]
+    for c in cpu_only:  # no model of the profile has an Edge TPU file: "edgetpu" would be the CPU
+        assert not c.runs and c.blockers[0][1] == "run it with --engine cpu"
+    only_cpu = ProfileConfig(classifier="mobilenet-v2")  # MobileNetV2 ImageNet has no Edge TPU file
+    assert [(n.model, n.runs_on) for n in verdict.needs(only_cpu, "edgetpu", [])] == [("mobilenet-v2", "cpu")]
+    tpu = runs[("fd+fer64", "edgetpu")]
+    assert tpu.uses == ["cpu", "edgetpu"]  # FER64 has no Edge TPU file: it runs on the CPU
+    assert tpu.blockers == [("detector coral-ssd-face: ssd_mobilenet_v2_face_quant_postprocess_edgetpu.tflite "
+                             "not fetched", "python run.py models fetch coral-ssd-face"),
+                            ("fer fer64: emotion_model_quantized.tflite not fetched",
+                             "python run.py models fetch fer64")]
+    assert verdict.judge(findings, table, "fd+fer112", ["edgetpu"]) == 0
+    lines = verdict.render(table, "fd+fer112", ["edgetpu"], 0)
+    assert lines[-1] == "verdict: fd+fer112 runs here on edgetpu: python run.py --profile fd+fer112 --engine edgetpu"
+
+
+def test_what_stops_nothing_asked_is_a_note(cfg, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    findings = Doctor(str(root), cfg, repo=tmp_path, querycap=recorded_caps).run()
+    table = verdict.cells(cfg, findings)
+    tpu = {(c.profile, c.engine): c for c in table}[("fd+fer112", "edgetpu")]
+    assert [t for t, _ in tpu.blockers] == ["libedgetpu (the Edge TPU runtime) is not installed",
+                                            "no Edge TPU: none on USB (ids 1a6e:089a, 18d1:9302) or PCIe "
+                                            "(/dev/apex_*)"]
+    if not {(c.profile, c.engine): c for c in table}[("fd+fer112", "cpu")].runs:
+        pytest.skip("no TFLite runtime in this Python: fd+fer112 runs on no engine here")
+    assert verdict.judge(findings, table, "fd+fer112", ["cpu", "edgetpu"]) == 0  # auto: the CPU runs it
+    assert [f.status for f in by(findings, "libedgetpu") + by(findings, "edgetpu")] == ["note", "note"]
+    # the models of other profiles stop nothing asked for either
+    assert all(f.status == "note" for f in by(findings, "models") if f.cell[0] != "fd+fer112" and f.status != "ok")
+    text = render(findings, str(root))
+    assert "[FAIL]" not in text and "note(s): what stops nothing asked for" in text.splitlines()[-1]
+
+
+def test_what_stops_everything_asked_is_a_fail(cfg, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    findings = Doctor(str(root), cfg, repo=tmp_path, querycap=recorded_caps).run()
+    table = verdict.cells(cfg, findings)
+    assert verdict.judge(findings, table, "fd+fer112", ["edgetpu"]) == 1
+    assert [f.status for f in by(findings, "libedgetpu") + by(findings, "edgetpu")] == ["fail", "fail"]
+    assert by(findings, "temperature")[0].status == "info"  # no sensor: never a problem
+    lines = verdict.render(table, "fd+fer112", ["edgetpu"], 1)
+    assert lines[-1] == "verdict: fd+fer112 runs on none of edgetpu here; the fixes are above"
+    assert any(line.strip() == "fix: %s" % APT_CORAL for line in lines)
+
+
+def test_the_probe_leaves_a_claimed_edge_tpu_alone(cfg, tmp_path):
+    from edgepipe.models.engines.devices import open_device, release_device
+
+    def probe(python):
+        raise AssertionError("the probe would open a device another process has claimed")
+
+    dev = open_device("edgetpu:", "edgetpu")  # the claim a run takes (a lock file; no hardware is touched)
+    try:
+        findings = Doctor(str(PI5), cfg, repo=tmp_path, querycap=recorded_caps, picameras=lambda: ([], ""),
+                          probe=probe).run()
+    finally:
+        release_device(dev)
+    skipped = [f for f in by(findings, "libedgetpu") if "probe skipped" in f.text]
+    assert len(skipped) == 1 and "pid %d" % os.getpid() in skipped[0].text
 
 
 def test_numpy2_under_system_picamera2_is_a_problem(cfg, tmp_path):
@@ -154,3 +298,20 @@ def test_ldconfig_lists_libraries_by_name():
     libc = ldconfig_paths("libc.so.6")
     assert libc and all(Path(p).name == "libc.so.6" for p in libc)
     assert ldconfig_paths("libedgetpu-not-here.so") == []
+
+
+def test_a_profile_fallback_stands_in_for_a_model_with_no_file(cfg):
+    """A profile's fallback replaces a model whose file is neither here nor downloadable, as placement does."""
+    from edgepipe.pipeline.config.loading import ProfileModels
+
+    class Profile:  # the profile key `fallback` (RetinaFace has no download source)
+        fallback = {"retinaface": "blazeface-full"}
+
+        def models(self, engine):
+            return ProfileModels(detector="retinaface")
+
+    [need] = verdict.needs(Profile(), "cpu", [])  # the cfg fixture empties the cache: RetinaFace is nowhere
+    assert (need.model, need.instead_of) == ("blazeface-full", "retinaface")
+    assert need.label("cpu") == "detector blazeface-full (the profile's fallback for retinaface)"
+    [need] = verdict.needs(Profile(), "cpu", [str(ASSET_MODELS)])
+    assert (need.model, need.instead_of, need.missing) == ("retinaface", "", [])

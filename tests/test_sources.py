@@ -20,7 +20,9 @@ def test_synthetic_truth_is_consistent():
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("synthetic:faces=x", "invalid literal"),
+    ("synthetic:faces=x", "option faces=x is not a whole number"),
+    ("synthetic:fps=fast", "option fps=fast is not a number"),
+    ("synthetic:fps=nan", "option fps=nan is not a finite number"),
     ("synthetic:size=big", "WIDTHxHEIGHT"),
     ("synthetic:faces=64,size=64x64", "do not fit"),
     ("v4l2:abc", "camera number"),
@@ -41,10 +43,13 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path):
     src = make_source("dir:%s" % tmp_path)
     got = [src.read() for _ in range(3)]
     assert all(g[0].shape == (10, 10, 3) for g in got)
-    assert src.errors >= 1
+    assert src.errors == 1  # one bad file, met on every pass: counted once
     (tmp_path / "a.png").unlink()
-    with pytest.raises(SourceError, match="none of the 1 images can be decoded"):
+    with pytest.raises(SourceError, match="image .*b.jpg cannot be decoded"):
         make_source("dir:%s" % tmp_path).read()
+    (tmp_path / "c.png").write_bytes(b"not a png")
+    with pytest.raises(SourceError, match=r"none of the 2 images in .* can be decoded \(b.jpg, c.png\)"):
+        make_source("dir:%s" % tmp_path).open()  # before the run starts
 
 
 def test_missing_camera_gives_a_clear_error():

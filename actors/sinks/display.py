@@ -29,7 +29,7 @@ from edgepipe.actors.runtime.base import Actor, in_thread, ms_since
 from edgepipe.actors.runtime.context import Context, Endpoints
 from edgepipe.actors.runtime.settings import Hwm, Section
 from edgepipe.actors.sinks.sinks import DisplayError, FileSink, Sink, WindowSink
-from edgepipe.actors.sinks.web_sink import DEFAULT_PORT, WebSink
+from edgepipe.actors.sinks.web_sink import WebSink, web_address
 from edgepipe.actors.sources.source_factory import source_rate
 from edgepipe.bus.messages import Eos, Frame, Result
 from edgepipe.bus.sockets import Bus, wait_any
@@ -143,11 +143,10 @@ def make_sink(spec: str, fps: float) -> Optional[Sink]:
     if spec.startswith("file:") and len(spec) > 5:
         return FileSink(spec[5:], fps)
     if spec == "web" or spec.startswith("web:"):
-        host, _, port = spec[4:].rpartition(":") if spec != "web" else ("", "", str(DEFAULT_PORT))
         try:
-            return WebSink(host or "127.0.0.1", int(port))
-        except ValueError:
-            raise DisplayError("display %r: expected web, web:PORT or web:HOST:PORT" % spec) from None
+            return WebSink(*web_address(spec))
+        except ValueError as exc:
+            raise DisplayError("display %r: %s" % (spec, exc)) from None
     raise DisplayError("unknown display %r; use none, window, file:PATH.mp4 or web[:[HOST:]PORT]" % spec)
 
 

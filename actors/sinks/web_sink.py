@@ -253,6 +253,20 @@ def _handler(latest: _Latest, state: LiveState):
     return Handler
 
 
+def web_address(spec: str) -> Tuple[str, int]:
+    """The (host, port) a ``web[:[HOST:]PORT]`` display spec names; ValueError saying what is wrong."""
+    if spec == "web":
+        return "127.0.0.1", DEFAULT_PORT
+    host, _, port = spec[len("web:"):].rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError("expected web, web:PORT or web:HOST:PORT") from None
+    if not 0 <= number <= 65535:
+        raise ValueError("port %d is not in 0-65535 (web:0 takes any free port)" % number)
+    return host or "127.0.0.1", number
+
+
 class WebSink(Sink):
     """A display sink serving the live view over HTTP; ``LiveView`` feeds it results and metrics."""
 
@@ -280,7 +294,7 @@ class WebSink(Sink):
     def open(self) -> None:
         try:
             self.server = ThreadingHTTPServer((self.host, self.port), _handler(self.latest, self.state))
-        except OSError as exc:
+        except (OSError, OverflowError) as exc:  # OverflowError: a port above 65535 (web_address refuses it first)
             raise DisplayError("display web: cannot listen on %s:%d (%s); pick another port, e.g. "
                                "--display web:%s:0 for any free one" % (self.host, self.port, exc, self.host)) from None
         self.server.daemon_threads = True

@@ -6,6 +6,7 @@ sources, which build on ``actors.sources``, are imported here at the top.
 from __future__ import annotations
 
 import os
+from typing import Any, Dict
 
 import cv2
 
@@ -78,3 +79,14 @@ def _live(spec: str, read_timeout_s: float, reconnect_max_s: float) -> Source:
         raise SourceError("source %r: expected picamera2 or picamera2:WIDTHxHEIGHT" % spec)
     return Reconnecting(spec, lambda: LiveOpenCvSource(spec, spec, read_timeout_s=read_timeout_s),
                         backoff_max_s=reconnect_max_s)
+
+
+def no_frame(summary: Dict[str, Any]) -> str:
+    """The line that ends a run whose source gave no frame at all (which source, and why), or "" when it gave
+    one, or when the run was interrupted first."""
+    if summary.get("frames_captured") or summary.get("interrupted"):
+        return ""
+    errors = summary.get("actors", {}).get("capture", {}).get("counters", {}).get("source_errors", 0)
+    why = ("%d unreadable input(s), logged above" % errors if errors
+           else "it ended before its first frame (any error is logged above)")
+    return "source %s gave no frame: %s" % (summary.get("source", "?"), why)

@@ -56,7 +56,7 @@ class Source(abc.ABC):
 
     def __init__(self, spec: str) -> None:
         self.spec = spec
-        self.errors = 0  # unreadable inputs that were skipped
+        self.errors = 0  # unreadable inputs that were skipped (each file once, however often a loop meets it)
 
     def open(self) -> None:
         """Open the device or file; raise SourceError with a clear message."""
@@ -89,6 +89,19 @@ def spec_size(value: str, spec: str) -> Tuple[int, int]:
     return w, h
 
 
+def _number(spec: str, options: Dict[str, str], key: str, default: str, kind: Any) -> Any:
+    """Option ``key`` of a source spec as an int or a finite float; SourceError naming the option."""
+    text = options.get(key, default)
+    try:
+        value = kind(text)
+    except ValueError:
+        raise SourceError("source %r: option %s=%s is not %s" % (
+            spec, key, text, "a whole number" if kind is int else "a number")) from None
+    if not math.isfinite(value):
+        raise SourceError("source %r: option %s=%s is not a finite number" % (spec, key, text))
+    return value
+
+
 class SyntheticSource(Source):
     """K faces, each bouncing inside its own grid cell, with a known expression."""
 
@@ -98,15 +111,12 @@ class SyntheticSource(Source):
         bad = sorted(set(options) - known)
         if bad:
             raise SourceError("source %r: unknown option(s) %s (known: %s)" % (spec, ", ".join(bad), ", ".join(sorted(known))))
-        try:
-            self.faces = int(options.get("faces", "1"))
-            self.fps = float(options.get("fps", "30"))
-            self.seed = int(options.get("seed", "0"))
-            self.change = int(options.get("change", "60"))
-            self.stall_at = int(options.get("stall_at", "-1"))
-            self.stall_s = float(options.get("stall_ms", "0")) / 1000.0
-        except ValueError as exc:
-            raise SourceError("source %r: %s" % (spec, exc)) from None
+        self.faces = _number(spec, options, "faces", "1", int)
+        self.fps = _number(spec, options, "fps", "30", float)
+        self.seed = _number(spec, options, "seed", "0", int)
+        self.change = _number(spec, options, "change", "60", int)
+        self.stall_at = _number(spec, options, "stall_at", "-1", int)
+        self.stall_s = _number(spec, options, "stall_ms", "0", float) / 1000.0
         self.live = self.fps > 0  # paced like a camera; unpaced: every frame is processed
         if not 0 <= self.faces <= 64 or self.fps < 0 or self.change < 1:
             raise SourceError("source %r: faces must be 0..64, fps >= 0, change >= 1" % spec)
@@ -177,7 +187,34 @@ class ImageSource(Source):
         if not self.files:
             raise SourceError("source %r: no images (%s) in %s" % (spec, ", ".join(IMAGE_EXTS), path))
         self.i = 0
-        self.bad: Set[str] = set()  # files that could not be decoded: logged once, counted on every pass
+        self.bad: Set[str] = set()  # files that could not be decoded: logged and counted once (distinct files)
+
+    def open(self) -> None:
+        """Decode files until one decodes (it is kept), so that a source with no readable image fails here, in
+        one error; the bad files before a good one are logged when ``read`` meets them."""
+        for path in self.files:
+            if self._decode(path) is not None:
+                return
+        raise _undecodable(self.spec, self.files)
+
+    def _decode(self, path: str) -> Optional[np.ndarray]:
+        img = self.cache.get(path)
+        if img is None:
+            img = cv2.imread(path, cv2.IMREAD_COLOR)
+            if img is not None and img.nbytes <= self.cache_left:
+                img.flags.writeable = False  # shared by every frame made of this file
+                self.cache[path] = img
+                self.cache_left -= img.nbytes
+        return img
+
+    def _skip(self, path: str) -> None:
+        """An undecodable file: logged and counted (``errors``, the run's source_errors) the first time only."""
+        if path in self.bad:
+            return
+        self.bad.add(path)
+        self.errors += 1
+        log.error("source %s: cannot decode image %s (corrupt or not an image); skipped%s", self.spec, path,
+                  " on every pass (logged and counted in source_errors once)" if self.loop else "")
 
     @property
     def cheap(self) -> bool:
@@ -194,21 +231,21 @@ class ImageSource(Source):
             path = self.files[self.i]
             self.i += 1
             tried += 1
-            img = self.cache.get(path)
-            if img is None:
-                img = cv2.imread(path, cv2.IMREAD_COLOR)
-                if img is not None and img.nbytes <= self.cache_left:
-                    img.flags.writeable = False  # shared by every frame made of this file
-                    self.cache[path] = img
-                    self.cache_left -= img.nbytes
+            img = self._decode(path)
             if img is not None:
                 return img, None
-            self.errors += 1
-            if path not in self.bad:
-                self.bad.add(path)
-                log.error("source %s: cannot decode image %s (corrupt or not an image); skipped%s", self.spec, path,
-                          " on every pass (counted in source_errors, not logged again)" if self.loop else "")
-        raise SourceError("source %r: none of the %d images can be decoded" % (self.spec, len(self.files)))
+            self._skip(path)
+        raise _undecodable(self.spec, self.files)
+
+
+def _undecodable(spec: str, paths: List[str], n: int = 3) -> SourceError:
+    """The error of an image source none of whose files decodes (the first ``n`` named)."""
+    if len(paths) == 1:
+        return SourceError("source %r: image %s cannot be decoded (corrupt or not an image)" % (spec, paths[0]))
+    names = ", ".join(os.path.basename(p) for p in paths[:n]) + (
+        ", and %d more" % (len(paths) - n) if len(paths) > n else "")
+    return SourceError("source %r: none of the %d images in %s can be decoded (%s): corrupt or not images"
+                       % (spec, len(paths), os.path.dirname(paths[0]), names))
 
 
 class OpenCvSource(Source):
@@ -246,12 +283,16 @@ class OpenCvSource(Source):
     def read(self) -> Read:
         assert self.cap is not None
         ok, img = self.cap.read()
-        if not ok and self.loop and not self.live:
+        if not ok and self.loop and not self.live and self.read_frames:
             self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, img = self.cap.read()
         if not ok:
             if self.live:
                 raise SourceError("source %r: the camera stopped delivering frames" % self.spec)
+            if not self.read_frames:
+                self.errors += 1
+                raise SourceError("source %r: OpenCV opens %s but decodes no frame of it (a corrupt file, or a codec "
+                                  "this OpenCV lacks)" % (self.spec, self.target))
             self._check_end()
             return None
         self.read_frames += 1

@@ -9,7 +9,9 @@ claims, CURVE, MQTT). Every error is a ``ConfigError`` that names the key path
 ``load(PATH)`` overlays PATH on the repository's ``config.toml``: tables merge
 key by key (so profiles and groups merge by name), any other value, a list
 included, replaces. Command-line options (``apply_overrides``) change that
-data and go through the same conversion and checks.
+data and go through the same conversion and checks. An error about the files
+begins with the file's path; one about a command-line option (``OptionError``)
+begins with the option as typed (``--fer-workers 0: fer.workers: ...``).
 """
 import os
 import re
@@ -19,6 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import msgspec
 
 from edgepipe import ROOT
+from edgepipe.actors.sinks.web_sink import web_address
 from edgepipe.bus.sockets import BusError, check_endpoint
 from edgepipe.pipeline.config.errors import convert as _convert
 from edgepipe.pipeline.config.mqtt_options import check_mqtt, mask_url, parse_mqtt_url
@@ -41,9 +44,13 @@ __all__ = ["ENGINES", "PLACEMENTS", "AggregatorConfig", "AutoEngineConfig", "Bus
            "EndpointsConfig", "Engine", "EngineConfig", "FerConfig", "GroupConfig", "ModelsConfig", "MqttConfig",
            "PipelineConfig", "Placement", "PlacementConfig", "ProfileConfig", "ProfileModels", "ResourcesConfig",
            "Section", "SecurityConfig", "endpoint_names", "expand_endpoints", "DEFAULT_CONFIG", "OVERRIDES",
-           "from_dict", "to_dict", "overlay", "read_toml", "load", "apply_overrides"]
+           "OptionError", "from_dict", "to_dict", "overlay", "read_toml", "load", "apply_overrides"]
 
 DEFAULT_CONFIG = os.path.join(ROOT, "config.toml")
+
+
+class OptionError(ConfigError):
+    """A ``ConfigError`` caused by a command-line option: its message begins with the option, not a file."""
 
 
 # ---------------------------------------------------------------- loading
@@ -98,6 +105,8 @@ def load(path: Optional[str] = None, base: Optional[str] = DEFAULT_CONFIG, **ove
         if any(v is not None for v in overrides.values()):
             return apply_overrides(_convert(data, Config), **overrides)  # apply_overrides checks it all
         return from_dict(data)
+    except OptionError:
+        raise  # it begins with the command-line option that is wrong, not with the file
     except ConfigError as exc:
         raise ConfigError("%s: %s" % (path, exc)) from None
 
@@ -109,6 +118,11 @@ def _validate(cfg: Config) -> None:
             check_endpoint(getattr(cfg.endpoints, name))
         except BusError as exc:
             raise ConfigError("endpoints.%s: %s" % (name, exc)) from None
+    if cfg.pipeline.display == "web" or cfg.pipeline.display.startswith("web:"):
+        try:
+            web_address(cfg.pipeline.display)
+        except ValueError as exc:
+            raise ConfigError("pipeline.display: %s" % exc) from None
     for name, prof in cfg.profiles.items():
         for eng in prof.by_engine:
             if eng not in ENGINES:
@@ -156,7 +170,7 @@ def apply_overrides(cfg: Config, **overrides: Any) -> Config:
             for item in value:
                 role, sep, engine = item.partition("=")
                 if not sep or not role:
-                    raise ConfigError("--place %s: expected ROLE=ENGINE with ROLE one of %s"
+                    raise OptionError("--place %s: expected ROLE=ENGINE with ROLE one of %s"
                                       % (item, ", ".join(PLACED)))
                 data["placement"][role] = engine
                 given.append(("--place %s" % item, "placement." + role))
@@ -175,6 +189,9 @@ def apply_overrides(cfg: Config, **overrides: Any) -> Config:
     try:
         new = from_dict(data)
     except ConfigError as exc:
+        option = _culprit(str(exc), given)
+        if option:
+            raise OptionError("%s: %s" % (option, exc)) from None
         raise ConfigError(_blame(str(exc), given)) from None
     for name in Config.__struct_fields__:
         setattr(cfg, name, getattr(new, name))
@@ -185,12 +202,20 @@ def _option(option: str, parse: Any, value: Any) -> Any:
     try:
         return parse(value)
     except ConfigError as exc:
-        raise ConfigError("%s: %s" % (option, exc)) from None
+        raise OptionError("%s: %s" % (option, exc)) from None
+
+
+def _culprit(msg: str, given: List[Tuple[str, str]]) -> str:
+    """The option (as typed) that set the key the message is about, or ""."""
+    for option, key in given:
+        if re.match(re.escape(key) + r"[ :.\[]", msg):
+            return option
+    return ""
 
 
 def _blame(msg: str, given: List[Tuple[str, str]]) -> str:
     """Put the option that set the faulty key in front of the message, or list the options."""
-    for option, key in given:
-        if re.match(re.escape(key) + r"[ :.\[]", msg):
-            return "%s: %s" % (option, msg)
+    option = _culprit(msg, given)
+    if option:
+        return "%s: %s" % (option, msg)
     return "%s (command-line options: %s)" % (msg, ", ".join(option for option, _ in given))

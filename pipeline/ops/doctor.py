@@ -4,7 +4,10 @@ Sections: the interpreters and runtimes (this Python 3.11 side, the Python 3.9
 TPU venv), libedgetpu and its version (dpkg status, the library files, and the
 delegate probe), Edge TPUs on USB (sysfs ids 1a6e:089a, 18d1:9302) and PCIe
 (``/dev/apex_*``), cameras (Picamera2 and V4L2 capture nodes), the model files
-of every profile, and the SoC temperature (``thermal_zone0``).
+of every profile, and the SoC temperature (``thermal_zone0``). It ends with
+what runs here, each profile on each engine, and exits 1 only when nothing the
+user asked for runs (``pipeline/ops/verdict.py``); a problem that stops nothing
+asked for is a note.
 
 Everything read from the machine goes through ``root`` ("/" here; a recorded
 tree in the tests), except what needs a process: the probe, the TPU venv's
@@ -23,13 +26,15 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from edgepipe import ROOT as EDGEPIPE_ROOT
+from edgepipe.actors.sources.demo import DEMO, DEMO_FILE
 from edgepipe.models.engines import delegate_probe
+from edgepipe.models.engines.devices import lock_dir
 from edgepipe.models.store import fetch
-from edgepipe.models.store.manifest import MODELS
 from edgepipe.pipeline.config.loading import ConfigError, load
+from edgepipe.pipeline.ops import verdict
 from edgepipe.pipeline.ops.machine import (CSI_NODES, PICAMERA2_SCRIPT, RUNTIME_SCRIPT, V4L2_CAP_VIDEO_CAPTURE,
-                                           V4L2_CAP_VIDEO_CAPTURE_MPLANE, dpkg_versions, ldconfig_paths, querycap, read,
-                                           run_json)
+                                           V4L2_CAP_VIDEO_CAPTURE_MPLANE, dpkg_versions, held_flocks, ldconfig_paths,
+                                           querycap, read, run_json)
 
 ROOT = Path(EDGEPIPE_ROOT)
 USB_TPUS = {("1a6e", "089a"): "Coral USB Accelerator, not yet initialised (its firmware loads when the "
@@ -43,11 +48,18 @@ HOT_C = 80.0  # a Pi 5 starts to throttle at 80-85 C
 
 
 class Finding:
-    def __init__(self, section: str, status: str, text: str, fix: str = "") -> None:
-        self.section, self.status, self.text, self.fix = section, status, text, fix
+    """One line of the report. ``engine``: the engine it concerns (cpu: the TFLite runtime; edgetpu: the runtime,
+    the device); ``cell``: the (profile, engine) it concerns (a model file); ``blocks``: it stops that engine or
+    cell from running (the verdict's "why not")."""
 
-    def as_dict(self) -> Dict[str, str]:
-        return {"section": self.section, "status": self.status, "text": self.text, "fix": self.fix}
+    def __init__(self, section: str, status: str, text: str, fix: str = "", engine: str = "",
+                 cell: Tuple[str, str] = ("", ""), blocks: bool = False) -> None:
+        self.section, self.status, self.text, self.fix = section, status, text, fix
+        self.engine, self.cell, self.blocks = engine, cell if cell[0] else (), blocks
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"section": self.section, "status": self.status, "text": self.text, "fix": self.fix,
+                "engine": self.engine, "cell": list(self.cell), "blocks": self.blocks}
 
 
 def _runtime_of(info: Dict[str, Any]) -> str:
@@ -79,8 +91,8 @@ class Doctor:
         self.findings: List[Finding] = []
         self.tpu_python = ""
 
-    def add(self, section: str, status: str, text: str, fix: str = "") -> None:
-        self.findings.append(Finding(section, status, text, fix))
+    def add(self, section: str, status: str, text: str, fix: str = "", **about: Any) -> None:
+        self.findings.append(Finding(section, status, text, fix, **about))
 
     def p(self, rel: str) -> Path:
         return self.root / rel.lstrip("/")
@@ -95,7 +107,8 @@ class Doctor:
     def check_python(self) -> None:
         info, err = run_json([self.python, "-c", RUNTIME_SCRIPT])
         if info is None:
-            self.add("python", "fail", "cannot run %s: %s" % (self.python, err))
+            self.add("python", "fail", "cannot run %s: %s" % (self.python, err),
+                     "python run.py doctor   # with the venv's Python", engine="cpu", blocks=True)
             return
         self.add("python", "ok", "Python %s at %s%s" % (info["python"], info["executable"],
                                                        " (a venv)" if info["venv"] else ""))
@@ -104,7 +117,7 @@ class Doctor:
             self.add("python", "ok", "CPU runtime: %s" % rt)
         else:
             self.add("python", "fail", "no TFLite runtime: --engine cpu cannot run",
-                     "python -m pip install -c constraints/pi-bookworm.txt -e .")
+                     "python -m pip install -c constraints/pi-bookworm.txt -e .", engine="cpu", blocks=True)
         numpy = info.get("numpy_imported") or ""
         if numpy.startswith("2") and self._has_system_picamera2():
             self.add("python", "fail", "numpy %s shadows the system numpy that Debian's python3-picamera2 is "
@@ -126,26 +139,30 @@ class Doctor:
 
     def check_tpu_venv(self) -> None:
         py, where = self._tpu_python()
+        configured = where.startswith("groups.")  # a group that runs it: without it, that group cannot start
         if not os.path.exists(py):
-            self.add("tpu-venv", "warn", "no Python 3.9 TPU venv at %s (%s): the Edge TPU group has no "
-                     "runtime pinned for libedgetpu 16.0" % (py, where), SETUP_TPU_VENV)
+            self.add("tpu-venv", "fail" if configured else "warn", "no Python 3.9 TPU venv at %s (%s): the Edge "
+                     "TPU group has no runtime pinned for libedgetpu 16.0" % (py, where), SETUP_TPU_VENV,
+                     engine="edgetpu", blocks=configured)
             return
         info, err = run_json([py, "-c", RUNTIME_SCRIPT])
         if info is None:
-            self.add("tpu-venv", "fail", "the TPU venv's Python %s does not run: %s" % (py, err), SETUP_TPU_VENV)
+            self.add("tpu-venv", "fail", "the TPU venv's Python %s does not run: %s" % (py, err), SETUP_TPU_VENV,
+                     engine="edgetpu", blocks=configured)
             return
         self.tpu_python = py
         rt = _runtime_of(info)
         self.add("tpu-venv", "ok" if info["python"].startswith("3.9.") else "warn",
-                 "TPU venv: Python %s at %s (%s)" % (info["python"], py, where))
+                 "TPU venv: Python %s at %s (%s)" % (info["python"], py, where), engine="edgetpu")
         if info.get("tflite-runtime") == "2.11.0" and not info.get("ai-edge-litert"):
             self.add("tpu-venv", "ok", "TPU runtime: tflite-runtime 2.11.0 (pinned for libedgetpu 16.0)")
         else:
             self.add("tpu-venv", "warn", "TPU runtime: %s, not the pinned tflite-runtime 2.11.0 (newer runtimes "
-                     "are reported to segfault with libedgetpu 16.0)" % (rt or "none"), SETUP_TPU_VENV)
+                     "are reported to segfault with libedgetpu 16.0)" % (rt or "none"), SETUP_TPU_VENV,
+                     engine="edgetpu")
         if (info.get("numpy_imported") or "").startswith("2"):
             self.add("tpu-venv", "fail", "numpy %s in the TPU venv: tflite-runtime 2.11 needs numpy<2"
-                     % info["numpy_imported"], SETUP_TPU_VENV)
+                     % info["numpy_imported"], SETUP_TPU_VENV, engine="edgetpu", blocks=configured)
 
     # -- libedgetpu ------------------------------------------------------------------------------
     def check_libedgetpu(self) -> None:
@@ -161,15 +178,24 @@ class Doctor:
             self.add("libedgetpu", "ok", "library: %s" % ", ".join("/" + str(Path(f).relative_to(self.root))
                                                                   for f in files))
         if not pkgs and not files:
-            self.add("libedgetpu", "fail", "libedgetpu (the Edge TPU runtime) is not installed", APT_CORAL)
+            self.add("libedgetpu", "fail", "libedgetpu (the Edge TPU runtime) is not installed", APT_CORAL,
+                     engine="edgetpu", blocks=True)
             return
         if self.probe is not None:
+            # the probe loads the delegate, which opens an Edge TPU: never one that a run has claimed
+            busy = held_flocks(glob.glob(os.path.join(lock_dir(), "device-edgetpu*.lock")))
+            if busy:
+                self.add("libedgetpu", "info", "delegate probe skipped: an Edge TPU is claimed by another process "
+                         "(%s), which doctor leaves alone" % ", ".join(sorted(busy.values())),
+                         "python run.py doctor   # again once that run has ended")
+                return
             res = self.probe(self.tpu_python)
             if res.ok:
                 self.add("libedgetpu", "ok", "delegate probe: loads (%s)" % res.versions())
             else:
                 self.add("libedgetpu", "fail", "delegate probe: %s" % res.error,
-                         SETUP_TPU_VENV if res.crashed else "python run.py doctor   # after plugging in the TPU")
+                         SETUP_TPU_VENV if res.crashed else "python run.py doctor   # after plugging in the TPU",
+                         engine="edgetpu", blocks=True)
 
     def _probe(self, python: str) -> Any:
         return delegate_probe.probe(python=python or self.python)
@@ -187,7 +213,7 @@ class Doctor:
             text = "USB %s %s:%s: %s, %s Mb/s" % (d.name, ids[0], ids[1], USB_TPUS[ids], speed or "?")
             if speed and speed.isdigit() and int(speed) < 5000:
                 self.add("edgetpu", "warn", text + " (a USB 2 port: about 3x slower)",
-                         "plug the accelerator into a blue USB 3 port")
+                         "plug the accelerator into a blue USB 3 port", engine="edgetpu")
             else:
                 self.add("edgetpu", "ok", text)
         usb_found = found
@@ -201,16 +227,18 @@ class Doctor:
                 found += 1
                 self.add("edgetpu", "fail", "PCIe Edge TPU %s has no /dev/apex_* node: the apex driver is not "
                          "loaded" % d.name, "install and load the gasket/apex driver (gasket-dkms), then reboot; "
-                         "on a Pi 5 also set dtparam=pciex1 in /boot/firmware/config.txt")
+                         "on a Pi 5 also set dtparam=pciex1 in /boot/firmware/config.txt", engine="edgetpu",
+                         blocks=True)
         need = (["plugdev"] if usb_found else []) + (["apex"] if apex else [])
         for g in need:  # the groups Coral's udev rules give the device nodes to
             if self.user_groups is not None and g not in self.user_groups:
                 self.add("edgetpu", "warn", "you are not in the %s group, which Coral's udev rules give the "
-                         "Edge TPU's device node to" % g, "sudo usermod -aG %s $USER   # then log in again" % g)
+                         "Edge TPU's device node to" % g, "sudo usermod -aG %s $USER   # then log in again" % g,
+                         engine="edgetpu")
         if not found:
             self.add("edgetpu", "fail", "no Edge TPU: none on USB (ids 1a6e:089a, 18d1:9302) or PCIe (/dev/apex_*)",
                      "plug the Coral USB Accelerator into a USB 3 port (after installing libedgetpu1-std, unplug "
-                     "and re-plug it once), or run with --engine cpu")
+                     "and re-plug it once), or run with --engine cpu", engine="edgetpu", blocks=True)
 
     # -- cameras -----------------------------------------------------------------------------------
     def _picameras(self) -> Tuple[Optional[List[Dict[str, str]]], str]:
@@ -253,45 +281,29 @@ class Doctor:
         if csi and not cams:
             self.add("camera", "info", "%d Pi camera/ISP nodes (%s...): a CSI camera is read through Picamera2, "
                      "not V4L2" % (len(csi), sorted(csi)[0]))
-        if not cams:
+        paths = list(getattr(getattr(self.cfg, "models", None), "paths", []) or [])
+        demo = fetch.locate(DEMO, DEMO_FILE, paths)
+        if not cams and demo is not None:
+            self.add("camera", "note", "no camera found: --source auto plays the demo clip (%s), or pass "
+                     "--source video:PATH" % demo)
+        elif not cams:
             self.add("camera", "warn", "no camera found (runs use a file or the demo clip)",
                      "connect a camera (CSI: check the ribbon, then `rpicam-hello --list-cameras`; USB: "
                      "`v4l2-ctl --list-devices`), or pass --source video:PATH")
 
     # -- models ------------------------------------------------------------------------------------
     def check_models(self) -> None:
-        profiles = getattr(self.cfg, "profiles", {}) or {}
         paths = list(getattr(getattr(self.cfg, "models", None), "paths", []) or [])
-        for pname, prof in sorted(profiles.items()):
-            for engine in ("cpu", "edgetpu"):
-                pm = prof.models(engine)
-                missing, present = [], []
-                for role in ("detector", "fer", "classifier"):
-                    mname = getattr(pm, role)
-                    if not mname:
-                        continue
-                    spec = MODELS.get(mname)
-                    if spec is None:
-                        missing.append(("%s: unknown model %r" % (role, mname), ""))
-                        continue
-                    kind = engine if engine in spec.files else "cpu"
-                    names = [spec.files[kind]] + ([spec.labels_file] if spec.labels_file else [])
-                    for fname in names:
-                        where = fetch.locate(spec, fname, paths)
-                        if where is not None:
-                            present.append("%s %s%s" % (role, mname, "" if kind == engine else " (CPU file)"))
-                        elif fetch.sources_for(spec, fname):
-                            missing.append(("%s %s: %s not fetched" % (role, mname, fname),
-                                            "python run.py models fetch %s" % mname))
-                        else:
-                            missing.append(("%s %s: %s missing (no download source)" % (role, mname, fname),
-                                            "put %s in %s (or a folder listed in models.paths)"
-                                            % (fname, fetch.cache_dir())))
+        for pname, prof in sorted((getattr(self.cfg, "profiles", {}) or {}).items()):
+            for engine in verdict.ENGINES:
+                roles = verdict.needs(prof, engine, paths)
                 head = "profile %s, --engine %s" % (pname, engine)
+                missing = [m for n in roles for m in n.missing]
                 if not missing:
-                    self.add("models", "ok", "%s: all files present (%s)" % (head, ", ".join(sorted(set(present)))))
+                    self.add("models", "ok", "%s: all files present (%s)"
+                             % (head, ", ".join(sorted({n.label(engine) for n in roles}))), cell=(pname, engine))
                 for text, fix in missing:
-                    self.add("models", "warn", "%s: %s" % (head, text), fix)
+                    self.add("models", "warn", "%s: %s" % (head, text), fix, cell=(pname, engine), blocks=True)
 
     # -- temperature -------------------------------------------------------------------------------
     def check_temperature(self) -> None:
@@ -313,35 +325,54 @@ class Doctor:
             self.add("temperature", "ok", "%s: %.1f C" % (what, c))
 
 
-MARK = {"ok": "[ok]  ", "info": "[info]", "warn": "[warn]", "fail": "[FAIL]"}
+MARK = {"ok": "[ok]  ", "info": "[info]", "note": "[note]", "warn": "[warn]", "fail": "[FAIL]"}
 
 
-def render(findings: List[Finding], root: str) -> str:
+def render(findings: List[Finding], root: str, runs: Optional[List[str]] = None) -> str:
+    """The report: the findings, then (``runs``, from ``verdict.render``) what runs here and the verdict."""
     lines = ["edgepipe doctor (machine root %s)" % root]
     for f in findings:
         lines.append("%s %-11s %s" % (MARK[f.status], f.section, f.text))
-        if f.fix and f.status in ("warn", "fail", "info"):
+        if f.fix and f.status in ("warn", "fail", "info", "note"):
             lines.append("       %-11s fix: %s" % ("", f.fix))
     problems = sum(1 for f in findings if f.status in ("warn", "fail"))
-    lines.append("%d problem(s)%s" % (problems, ", each with the command that fixes it" if problems else ""))
-    return "\n".join(lines)
+    notes = sum(1 for f in findings if f.status == "note")
+    lines.append("%d problem(s)%s%s" % (problems, ", each with the command that fixes it" if problems else "",
+                                        "; %d note(s): what stops nothing asked for" % notes if notes else ""))
+    return "\n".join(lines + list(runs or []))
 
 
 def main(argv: List[str]) -> int:
     ap = argparse.ArgumentParser(prog="run.py doctor", description=__doc__.splitlines()[0])
     ap.add_argument("--config", help="a config file overlaid on config.toml (profiles, groups, models.paths)")
+    ap.add_argument("--profile", help="the profile you mean to run (default: the config's pipeline.profile)")
+    ap.add_argument("--engine", choices=("auto", "cpu", "edgetpu", "fake"),
+                    help="the engine you mean to run it on (default: the config's pipeline.engine; auto: the Edge "
+                    "TPU or the CPU)")
     ap.add_argument("--root", default="/", help="read /sys, /dev, /usr, /var under this folder (a recorded tree)")
-    ap.add_argument("--json", action="store_true", help="print the findings as JSON")
-    ap.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
+    ap.add_argument("--json", action="store_true", help="print the findings and what runs here as JSON")
+    ap.add_argument("--strict", action="store_true", help="exit 1 also when a [warn] or [FAIL] line is left")
     args = ap.parse_args(argv)
     try:
         cfg = load(args.config)
     except ConfigError as exc:
         print("config error: %s" % exc, file=sys.stderr)
         return 2
+    profile, engines = verdict.asked(cfg, args.profile or "", args.engine or "")
+    if profile not in cfg.profiles:
+        print("doctor: --profile %s: unknown profile (profiles: %s)" % (profile, ", ".join(sorted(cfg.profiles))),
+              file=sys.stderr)
+        return 2
     findings = Doctor(args.root, cfg).run()
+    table = verdict.cells(cfg, findings)
+    code = verdict.judge(findings, table, profile, engines)
+    runs = verdict.render(table, profile, engines, code)
     if args.json:
-        print(json.dumps([f.as_dict() for f in findings], indent=2))
+        print(json.dumps({"findings": [f.as_dict() for f in findings], "runs": [c.as_dict() for c in table],
+                          "asked": {"profile": profile, "engines": engines}, "verdict": runs[-1], "exit": code},
+                         indent=2))
     else:
-        print(render(findings, args.root))
-    return 1 if args.strict and any(f.status == "fail" for f in findings) else 0
+        print(render(findings, args.root, runs))
+    if args.strict and any(f.status in ("warn", "fail") for f in findings):
+        return 1
+    return code

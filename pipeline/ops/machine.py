@@ -106,3 +106,28 @@ def ldconfig_paths(prefix: str) -> List[str]:
         return [line.split("=>", 1)[1].strip() for line in out.splitlines()
                 if line.strip().startswith(prefix) and "=>" in line]
     return []
+
+
+def held_flocks(paths: List[str], proc_locks: str = "/proc/locks") -> Dict[str, str]:
+    """Which of the files ``paths`` some process holds a lock on, and its pid ("pid N"), read from
+    ``/proc/locks``: nothing is opened or locked, so a device another process has claimed is left alone."""
+    want: Dict[Tuple[int, int, int], str] = {}
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        want[(os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)] = p
+    held: Dict[str, str] = {}
+    for line in read(Path(proc_locks)).splitlines():
+        fields = line.split()
+        if len(fields) < 6 or fields[1] == "->":  # "->": a process waiting for the lock, not holding it
+            continue
+        try:
+            major, minor, inode = fields[5].split(":")
+            key = (int(major, 16), int(minor, 16), int(inode))
+        except ValueError:
+            continue
+        if key in want:
+            held[want[key]] = "pid %s" % fields[4]
+    return held
