@@ -110,8 +110,9 @@ class FerWorker(Actor):
             error = "%s: %s" % (type(exc).__name__, exc)
             self.stats.count("errors")
             what = "frame %d faces %d-%d" % (job.frame_id, job.face_index, job.face_index + len(crops) - 1)
-            if self.errors.failed(what, exc) and started is not None and await self.host.recover(started[0], exc):
-                self.stats.count("restarts")  # reloaded (else: failed over to the CPU)
+            if self.errors.failed(what, exc) and started is not None:
+                await self.host.restart(started[0])  # a reload that fails moves the role to the CPU
+                self.stats.count("restarts")
         finally:
             slots.release()
         busy = ms_since(t0)

@@ -183,8 +183,9 @@ class FrameStage(Actor, abc.ABC):
             self.stats.drop("device_gone")
         except Exception as exc:  # any engine failure (EngineError, LiteRT's RuntimeError, ...) costs this frame
             self.stats.drop("engine_error")
-            if self.errors.failed("frame %d" % msg.frame_id, exc) and await self.host.recover(started[0], exc):
-                self.stats.count("restarts")  # reloaded (else: failed over to the CPU)
+            if self.errors.failed("frame %d" % msg.frame_id, exc):
+                await self.host.restart(started[0])  # a reload that fails moves the role to the CPU
+                self.stats.count("restarts")
         return None
 
     def gauges(self) -> Dict[str, float]:

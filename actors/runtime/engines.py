@@ -108,8 +108,8 @@ class ErrorBursts:
                            what, type(exc).__name__, exc)
         reload = self.in_a_row % self.reload_after == 0
         if reload:
-            self.log.error("%d engine errors in a row: reloading the engine (or, on an accelerator, failing over "
-                           "to the CPU)", self.in_a_row)
+            self.log.error("%d engine errors in a row: reloading the engine (on an accelerator: the CPU if it "
+                           "fails)", self.in_a_row)
         return reload
 
     def ok(self) -> None:
@@ -268,23 +268,22 @@ class EngineHost:
             self._release()
             await self._leave_device(exc)
 
-    async def recover(self, generation: int, exc: BaseException) -> bool:
-        """After errors in a row: an accelerator with a fallback is left (``fail_over``), else the engine is
-        reloaded; True when it was reloaded (a restart)."""
-        if self.where == "device" and self.fallback is not None:
-            await self.fail_over(generation, exc)
-            return False
-        await self.restart(generation)
-        return True
-
     async def fail_over(self, generation: int, exc: BaseException) -> None:
-        """The device failed (``exc``): move to the fallback, or drop calls until the device is back. Once
-        per generation (the calls in flight on the lost device all fail)."""
+        """The device failed (``exc``): load the model there again, else move to the fallback, or drop calls
+        until the device is back. Once per generation (the calls in flight on the lost device all fail)."""
         if self.where != "device" or not self._replace(generation):
             if self._loaded is not None:
                 await self._loaded.wait()
             return
-        await self._leave_device(exc)
+        try:  # a device that was reset and is back again takes the model at once (its old handle is dead)
+            await self.load()
+            log.warning("%s: its device failed (%s: %s); the model was loaded there again", self.actor,
+                        type(exc).__name__, exc)
+            self.count("restarts")
+            return
+        except EngineError as again:
+            self._release()
+            await self._leave_device(again)
 
     def _replace(self, generation: Optional[int]) -> bool:
         """Release the engine of ``generation`` (any: None) for a new one; False when it was replaced."""
