@@ -41,8 +41,9 @@ class Classifier(FrameStage):
                  models: RoleModels) -> None:
         model = models.model
         options = {"birds_only": True} if section.birds_only else {}
-        host = EngineHost(models.engine, model, name,
-                          lambda e: image_classifier(model, e, top_k=section.top_k, **options))
+        host = EngineHost(models.engine, model, name,  # e.model: the role's model, or its fallback's
+                          lambda e: image_classifier(e.model, e, top_k=section.top_k, **options),
+                          fallback=models.fallback_of())
         super().__init__(name, bus, section, endpoints, context, host)
         self.model = model
 

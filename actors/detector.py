@@ -48,8 +48,10 @@ class Detector(FrameStage):
     def __init__(self, name: str, bus: Bus, section: DetectorConfig, endpoints: Endpoints, context: Context,
                  models: RoleModels) -> None:
         model, fer_model = models.model, models.fer_model
+        # the engine's model: the role's, or its fallback's after a fail-over (``engine.model`` is its spec)
         host = EngineHost(models.engine, model, name, lambda e: face_detector(
-            model, e, score_threshold=section.score_threshold, max_faces=section.max_faces))
+            e.model, e, score_threshold=section.score_threshold, max_faces=section.max_faces),
+            fallback=models.fallback_of())
         super().__init__(name, bus, section, endpoints, context, host)
         self.facejobs_endpoint = endpoints.get("facejobs")
         self.jobs_hwm = context.fer_hwm
@@ -68,7 +70,8 @@ class Detector(FrameStage):
         """The frame's faces and FER crops, and whether the encoder's input was used (else made here)."""
         with self.host.lend() as model:
             prepared = None
-            if msg.tensor is not None and tuple(msg.tensor.shape) == model.input.shape:
+            # the encoder made the input of the role's model: after a fail-over to another one, it is made here
+            if msg.tensor is not None and model.spec is self.model and tuple(msg.tensor.shape) == model.input.shape:
                 prepared = (msg.tensor, Fit(*msg.fit))
             # the frame's pixels are needed for the FER crops, or to make the input here
             image = decode_image(msg) if self.jobs is not None or prepared is None else None
@@ -81,7 +84,7 @@ class Detector(FrameStage):
         if ahead:
             self.stats.count("input_ahead")  # the encoder made the input: this frame's pre-processing overlapped
         elif msg.tensor is not None:
-            self.stats.count("input_mismatch")  # an input of another shape (another model?): made here
+            self.stats.count("input_mismatch")  # an input for another model (a fail-over?): made here
         # the model's boxes go out as they are; their landmarks (which shaped the FER crop) are no field
         await self.pub.send(Detections(msg.frame_id, msg.t_capture, time.monotonic(), msg.width, msg.height,
                                        faces, len(crops)))

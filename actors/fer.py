@@ -59,7 +59,10 @@ class FerWorker(Actor):
         self.facejobs_endpoint = endpoints["facejobs"]
         self.expressions_endpoint = endpoints["expressions"]
         self.hwm = section.hwm
-        self.host = EngineHost(models.engine, model, name, lambda e: expression_model(model, e), threads=self.depth)
+        # e.model: the role's model, or its fallback's after a fail-over
+        self.host = EngineHost(models.engine, model, name, lambda e: expression_model(e.model, e), threads=self.depth,
+                               fallback=models.fallback_of())
+        self.host.count = self.stats.count  # failovers, promotions
         self.timeout_s = section.invoke_timeout_ms / 1000.0
         self.errors = ErrorBursts(self.log)
 
@@ -108,7 +111,7 @@ class FerWorker(Actor):
             self.stats.count("errors")
             what = "frame %d faces %d-%d" % (job.frame_id, job.face_index, job.face_index + len(crops) - 1)
             if self.errors.failed(what, exc) and started is not None:
-                await self.host.restart(started[0])
+                await self.host.restart(started[0])  # a reload that fails moves the role to the CPU
                 self.stats.count("restarts")
         finally:
             slots.release()

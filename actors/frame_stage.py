@@ -32,6 +32,7 @@ from edgepipe.actors.runtime.engines import EngineHost, ErrorBursts
 from edgepipe.actors.runtime.tasks import TaskGroup
 from edgepipe.bus.messages import EncodedFrame, Eos
 from edgepipe.bus.sockets import Bus
+from edgepipe.models.engines.devices import DeviceGone
 
 
 def decode_image(msg: EncodedFrame) -> np.ndarray:
@@ -77,6 +78,7 @@ class FrameStage(Actor, abc.ABC):
         self.detections_endpoint = endpoints["detections"]
         self.hwm = section.hwm
         self.host = host
+        host.count = self.stats.count  # failovers, promotions
         self.freshest = section.freshest and context.live  # a recorded source loses no frame
         self.timeout_s = section.invoke_timeout_ms / 1000.0
         self._held: Any = None
@@ -177,10 +179,12 @@ class FrameStage(Actor, abc.ABC):
         except ValueError as exc:
             self.log.error("frame %d dropped: %s", msg.frame_id, exc)
             self.stats.drop("bad_frame")
+        except DeviceGone:  # lost, and no fallback: dropped until it is back (logged once, by the host)
+            self.stats.drop("device_gone")
         except Exception as exc:  # any engine failure (EngineError, LiteRT's RuntimeError, ...) costs this frame
             self.stats.drop("engine_error")
             if self.errors.failed("frame %d" % msg.frame_id, exc):
-                await self.host.restart(started[0])
+                await self.host.restart(started[0])  # a reload that fails moves the role to the CPU
                 self.stats.count("restarts")
         return None
 

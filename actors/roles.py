@@ -30,6 +30,7 @@ from edgepipe.actors.sinks.recorder import Recorder
 
 COMMON = ("in", "out", "dropped", "rejected")  # every actor's
 STAGE = COMMON + ("ignored", "restarts")  # an actor that runs a model under the watchdog
+MOVES = ("failovers", "promotions")  # a model role: moved off its lost accelerator to the CPU, and back
 
 
 @dataclass(frozen=True)
@@ -68,15 +69,17 @@ ROLES: Tuple[Role, ...] = (
                             "bad_expressions", "ignored"),
          drops=("transport",), publishes="results"),
     Role("fer", FerWorker, "fer", connects=("facejobs", "expressions", "metrics_in"), movable=True,
-         engine=True, counters=STAGE + ("errors", "timeouts", "faces", "faces_failed"), pool=True,
+         engine=True, counters=STAGE + MOVES + ("errors", "timeouts", "faces", "faces_failed"), pool=True,
          about="the FER workers"),
     Role("detector", Detector, "detector", binds=("detections", "facejobs"), connects=("encoded", "metrics_in"),
-         movable=True, engine=True, counters=STAGE + ("faces", "jobs"),
-         drops=("transport", "stale", "bad_frame", "engine_error", "engine_timeout"), publishes="detections",
+         movable=True, engine=True, counters=STAGE + MOVES + ("faces", "jobs"),
+         drops=("transport", "stale", "bad_frame", "engine_error", "engine_timeout", "device_gone"),
+         publishes="detections",
          about="the face detector"),
     Role("classifier", Classifier, "classifier", binds=("detections",), connects=("encoded", "metrics_in"),
-         movable=True, engine=True, counters=STAGE,
-         drops=("transport", "stale", "bad_frame", "engine_error", "engine_timeout"), publishes="detections",
+         movable=True, engine=True, counters=STAGE + MOVES,
+         drops=("transport", "stale", "bad_frame", "engine_error", "engine_timeout", "device_gone"),
+         publishes="detections",
          about="the whole-frame classifier (profile cls)"),
     Role("encoder", Encoder, "encoder", binds=("encoded",), connects=("frames", "metrics_in"), movable=True,
          counters=STAGE, drops=("transport", "encode_error", "encode_timeout"), publishes="encoded"),

@@ -16,7 +16,7 @@ from edgepipe.models.families.family import input_for
 from edgepipe.models.store import manifest
 from edgepipe.pipeline.config.loading import Config
 from edgepipe.pipeline.ops.keys import configure_curve
-from edgepipe.pipeline.placement import RolePlacement, place
+from edgepipe.pipeline.placement import RolePlacement, model_for, place
 
 
 @dataclass
@@ -132,7 +132,8 @@ def make_actor(cfg: Config, bus: Bus, role: Role, name: str, context: Context,
         pl = placement[role.name]
         fer = placement.get("fer")
         args.append(RoleModels(engine_settings(cfg, pl.engine, group_tpu), manifest.get(pl.model),
-                               manifest.get(fer.model) if role.name == "detector" and fer is not None else None))
+                               manifest.get(fer.model) if role.name == "detector" and fer is not None else None,
+                               cpu_fallback(cfg, role.name, pl.engine)))
     elif role.name == "display":
         if is_web(cfg.pipeline.display):
             actor_cls = LiveView  # the live view: every actor's metrics, where each role runs
@@ -141,6 +142,15 @@ def make_actor(cfg: Config, bus: Bus, role: Role, name: str, context: Context,
         # the detector's input, made here to overlap its inference of the frame before
         args.append(input_for(manifest.get(placement["detector"].model)))
     return actor_cls(*args)
+
+
+def cpu_fallback(cfg: Config, role: str, engine: str) -> Optional[RoleModels]:
+    """Where a role on an accelerator goes when the device is lost: the CPU with the model the profile names
+    for it there; None on the CPU, or when that model has no CPU file (its frames are then dropped)."""
+    if engine == "cpu":
+        return None
+    spec = manifest.get(model_for(cfg, role, "cpu"))
+    return RoleModels(engine_settings(cfg, "cpu"), spec) if "cpu" in spec.files else None
 
 
 def make_bus(cfg: Config) -> Bus:

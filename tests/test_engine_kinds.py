@@ -39,8 +39,8 @@ def test_an_unknown_type_or_a_key_of_another_kind_is_refused_by_name():
 
 
 @pytest.mark.parametrize("over, message", [
-    ({"fake": {"threads": 2}}, "engine.fake.threads: unknown key (known: cocompiled, devices, faults, latency_ms, "
-                               "switch_ms_per_mb)"),
+    ({"fake": {"threads": 2}}, "engine.fake.threads: unknown key (known: back_after_s, cocompiled, devices, faults, "
+                               "latency_ms, switch_ms_per_mb, vanish_after)"),
     ({"cpu": {"devices": ["usb:0"]}}, "engine.cpu.devices: unknown key (known: threads)"),
     ({"fake": {"type": "cpu"}}, "engine.fake.type: 'cpu' is not 'fake', the type of this table"),
     ({"edgetpu": {"type": "tpu"}}, "engine.edgetpu.type: 'tpu' is not 'edgetpu'"),

@@ -7,8 +7,9 @@
   source is live, the run's limits, the source and display specs, the profile, the FER pool's queue
   size (the detector's jobs and the aggregator's expressions match the workers'), where each role runs,
   the faults a test asked for.
-- ``RoleModels``: for a role that runs a model, its engine settings and model, and for the detector
-  the FER model whose crops it cuts.
+- ``RoleModels``: for a role that runs a model, its engine settings and model, for the detector
+  the FER model whose crops it cuts, and for a role on an accelerator its fallback (the CPU engine
+  and the profile's CPU model) for when the device is lost.
 """
 from __future__ import annotations
 
@@ -43,3 +44,8 @@ class RoleModels:
     engine: EngineSettings
     model: ModelSpec
     fer_model: Optional[ModelSpec] = None  # the detector cuts its FER jobs' crops for this model
+    fallback: Optional["RoleModels"] = None  # where the role goes when its accelerator is lost (the CPU)
+
+    def fallback_of(self) -> Optional[Tuple[EngineSettings, ModelSpec]]:
+        """The fallback's (engine settings, model), for ``EngineHost``."""
+        return (self.fallback.engine, self.fallback.model) if self.fallback is not None else None

@@ -9,6 +9,14 @@ thread; an accelerator engine hands the invoke itself to its device's owner
 thread), runs blocking calls off the event loop with an optional time limit,
 and restarts the engine when a call hangs (the watchdog of the detector and
 FER workers).
+
+Fail-over: when the accelerator is lost (``DeviceGone`` from an invoke or a
+load, errors in a row, a watchdog reload that fails), the host moves the role
+to its ``fallback`` (the CPU engine and the profile's CPU model), runs the
+calls in flight again there, and re-probes the device in the background
+(with backoff; loading the model there, which claims the device for this
+process); once the device takes the model again the role is promoted back.
+A role with no fallback drops its frames (``DeviceGone``) until then.
 """
 from __future__ import annotations
 
@@ -21,6 +29,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import msgspec
 
+from edgepipe.actors.runtime.backoff import SYSTEM_CLOCK, Clock
+from edgepipe.actors.runtime.failover import Whereabouts, reprobe
+from edgepipe.models.engines.devices import DeviceGone
 from edgepipe.models.engines.engine import Engine, EngineError, FaultCounter
 from edgepipe.models.engines.kinds import AnyEngineKind, FakeEngineSettings, engine_kind
 from edgepipe.models.spec import ModelSpec
@@ -97,7 +108,8 @@ class ErrorBursts:
                            what, type(exc).__name__, exc)
         reload = self.in_a_row % self.reload_after == 0
         if reload:
-            self.log.error("%d engine errors in a row: reloading the engine", self.in_a_row)
+            self.log.error("%d engine errors in a row: reloading the engine (on an accelerator: the CPU if it "
+                           "fails)", self.in_a_row)
         return reload
 
     def ok(self) -> None:
@@ -107,22 +119,32 @@ class ErrorBursts:
 
 
 class EngineHost:
-    """An actor's engine, its threads, and a restart for when it hangs.
+    """An actor's engine, its threads, a restart for when it hangs, and a fail-over for when its device goes.
 
     ``threads`` calls run at once. On an accelerator they share one engine, whose device runs one invoke
     at a time while the calls' pre- and post-processing overlap. With ``copies_on_cpu``, an engine that
     runs on the CPU is loaded once per thread instead: a CPU has no device to share, and one interpreter
     per thread lets the calls' invokes run on as many cores (``lend()`` gives each call its own copy).
+    ``fallback`` (settings, model) is where the role goes when its accelerator is lost; ``count`` is the
+    actor's counter (``failovers``, ``promotions``); ``where`` is ``device``, ``cpu`` (failed over) or
+    ``away`` (lost, no fallback: calls fail with DeviceGone).
     """
 
     def __init__(self, settings: EngineSettings, spec: ModelSpec, actor: str,
-                 wrap: Callable[[Engine], Any] = lambda e: e, threads: int = 1, copies_on_cpu: bool = False) -> None:
+                 wrap: Callable[[Engine], Any] = lambda e: e, threads: int = 1, copies_on_cpu: bool = False,
+                 fallback: "Optional[Tuple[EngineSettings, ModelSpec]]" = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
         self.threads = max(1, threads)  # calls at once
         self.copies_on_cpu = copies_on_cpu
-        self.spec = spec
+        self.spec = spec  # the model loaded now (the fallback's after a fail-over)
         self.actor = actor
-        self.wrap = wrap  # engine -> the model family object the actor calls
+        self.wrap = wrap  # engine -> the model family object the actor calls (``engine.model`` is its spec)
+        self.primary = (settings, spec)
+        self.fallback = fallback if settings.kind != "cpu" else None
+        self.clock = clock
+        self.count: Callable[[str], None] = lambda name: None
+        self.where = "device" if settings.kind != "cpu" else "cpu"
+        self.away: Optional[str] = None  # why, while the device is lost and there is no fallback
         self.faults = settings.fault_counter(actor)  # counts across restarts of the engine
         self.executor: Optional[ThreadPoolExecutor] = None
         self.engine: Optional[Engine] = None  # the first (or only) engine: its devices and kind
@@ -131,25 +153,34 @@ class EngineHost:
         self._spare: "queue.SimpleQueue[Any]" = queue.SimpleQueue()  # CPU copies not lent to a call
         self.restarts = 0  # also the engine's generation: a call started on generation N failed with it
         self._last_gauges: Dict[str, float] = {}
+        self.whereabouts = Whereabouts()  # the on.X gauges and the seconds on each engine kind
+        self._probe: "Optional[asyncio.Task[None]]" = None
         self._loaded: Optional[asyncio.Event] = None  # set while an engine is loaded (clear during a restart)
 
     async def load(self) -> None:
         if self._loaded is None:
             self._loaded = asyncio.Event()
-        self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix=self.actor)
+        executor = ThreadPoolExecutor(self.threads, thread_name_prefix=self.actor)
+        self.executor = executor
         loop = asyncio.get_running_loop()
-        self.engine = await loop.run_in_executor(self.executor, load_engine, self.settings, self.spec, self.faults)
-        self.engines = [self.engine]
-        if self.copies_on_cpu and self.engine.kind == "cpu":  # also an Edge TPU engine that fell back to it
-            while len(self.engines) < self.threads:
-                self.engines.append(await loop.run_in_executor(self.executor, load_engine, self.settings,
-                                                               self.spec, self.faults))
-        models = [self.wrap(e) for e in self.engines]
+        engines = [await loop.run_in_executor(executor, load_engine, self.settings, self.spec, self.faults)]
+        if self.copies_on_cpu and engines[0].kind == "cpu":  # also an Edge TPU engine that fell back to it
+            while len(engines) < self.threads:
+                engines.append(await loop.run_in_executor(executor, load_engine, self.settings,
+                                                          self.spec, self.faults))
+        self._install(executor, engines)
+
+    def _install(self, executor: ThreadPoolExecutor, engines: List[Engine]) -> None:
+        self.executor = executor
+        self.engine, self.engines = engines[0], engines
+        models = [self.wrap(e) for e in engines]
         self.model = models[0]
         self._spare = queue.SimpleQueue()
         for m in models:
             self._spare.put(m)
-        self._loaded.set()
+        self.whereabouts.moved(engines[0].kind)
+        if self._loaded is not None:
+            self._loaded.set()
 
     @contextlib.contextmanager
     def lend(self) -> Iterator[Any]:
@@ -173,9 +204,14 @@ class EngineHost:
         return asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def start(self, fn: Callable[..., Any], *args: Any) -> "Tuple[int, asyncio.Future[Any]]":
-        """(generation, future of ``fn(*args)``), once an engine is loaded (not during a restart)."""
+        """(generation, future of ``fn(*args)``), once an engine is loaded (not during a restart); while the
+        device is lost with no fallback, a future that fails with DeviceGone."""
         if self._loaded is not None:
             await self._loaded.wait()
+        if self.away is not None:
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(DeviceGone(self.away))
+            return self.restarts, fut
         return self.restarts, self.submit(fn, *args)
 
     async def result(self, started: "Tuple[int, asyncio.Future[Any]]", fn: Callable[..., Any], *args: Any,
@@ -183,17 +219,23 @@ class EngineHost:
         """The result of ``fn(*args)`` started with ``start`` (which gave ``started``).
 
         A call that failed because the watchdog replaced its engine meanwhile runs once more on the
-        new one. A call that takes over ``timeout`` seconds restarts the engine (the watchdog) and
-        raises ``asyncio.TimeoutError``.
+        new one; so does a call whose device went (DeviceGone), on the fallback the role moves to. A call
+        that takes over ``timeout`` seconds restarts the engine (the watchdog) and raises
+        ``asyncio.TimeoutError``.
         """
         generation, fut = started
         try:
             try:
                 return await within(fut, timeout)
+            except DeviceGone as exc:
+                if self.restarts == generation:
+                    await self.fail_over(generation, exc)
+                if self.away is not None:
+                    raise
             except EngineError:
                 if self.restarts == generation:
                     raise
-            log.info("%s: a call was in flight when the engine was restarted; running it again", self.actor)
+            log.info("%s: a call was in flight when the engine was replaced; running it again", self.actor)
             generation, fut = await self.start(fn, *args)
             return await within(fut, timeout)
         except asyncio.TimeoutError:
@@ -208,39 +250,114 @@ class EngineHost:
         return await within(fut, timeout)
 
     async def restart(self, generation: Optional[int] = None) -> None:
-        """Abandon the engine and its (maybe hung) thread; load a fresh one.
+        """Abandon the engine and its (maybe hung) thread; load a fresh one. A reload on a device that
+        fails moves the role off the device (``fail_over``).
 
         With ``generation``, only if the engine is still that one (two calls that timed out on one engine
         restart it once).
         """
-        if generation is not None and generation != self.restarts:
+        if not self._replace(generation):
             if self._loaded is not None:
                 await self._loaded.wait()
             return
+        try:
+            await self.load()
+        except EngineError as exc:
+            if self.where != "device":
+                raise
+            self._release()
+            await self._leave_device(exc)
+
+    async def fail_over(self, generation: int, exc: BaseException) -> None:
+        """The device failed (``exc``): load the model there again, else move to the fallback, or drop calls
+        until the device is back. Once per generation (the calls in flight on the lost device all fail)."""
+        if self.where != "device" or not self._replace(generation):
+            if self._loaded is not None:
+                await self._loaded.wait()
+            return
+        try:  # a device that was reset and is back again takes the model at once (its old handle is dead)
+            await self.load()
+            log.warning("%s: its device failed (%s: %s); the model was loaded there again", self.actor,
+                        type(exc).__name__, exc)
+            self.count("restarts")
+            return
+        except EngineError as again:
+            self._release()
+            await self._leave_device(again)
+
+    def _replace(self, generation: Optional[int]) -> bool:
+        """Release the engine of ``generation`` (any: None) for a new one; False when it was replaced."""
+        if generation is not None and generation != self.restarts:
+            return False
         if self._loaded is not None:
             self._loaded.clear()
-        self.close()
+        self._release()
         self.restarts += 1
-        await self.load()
+        return True
+
+    async def _leave_device(self, exc: BaseException) -> None:
+        devices = ", ".join(self.primary[0].engine.device_names()) or self.primary[0].kind
+        why = "%s: %s" % (type(exc).__name__, exc)
+        if self.fallback is not None:
+            self.settings, self.spec = self.fallback
+            try:
+                await self.load()
+                log.warning("%s: its device %s failed (%s): failed over to the CPU with %s until it is back",
+                            self.actor, devices, why, self.spec.name)
+                self.where = "cpu"
+                self.count("failovers")
+            except EngineError as cpu_exc:
+                self._release()
+                log.error("%s: its device %s failed (%s) and its CPU model %s does not load either: %s",
+                          self.actor, devices, why, self.spec.name, cpu_exc)
+                self.fallback = None
+        if self.fallback is None:
+            log.warning("%s: its device %s failed (%s) and model %s has no CPU fallback: its frames are dropped "
+                        "until the device is back", self.actor, devices, why, self.primary[1].name)
+            self.where, self.away = "away", "%s is gone (%s)" % (devices, why)
+            self.whereabouts.moved("")
+            if self._loaded is not None:
+                self._loaded.set()
+        self._start_probe()
+
+    def _start_probe(self) -> None:
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.get_running_loop().create_task(self._promote(), name=self.actor + ".probe")
+
+    async def _promote(self) -> None:
+        """Once the device takes the model again, the role goes back to it (``failover.reprobe``)."""
+        settings, spec = self.primary
+        executor, engine = await reprobe(lambda: load_engine(settings, spec, self.faults), settings.kind,
+                                         self.actor, self.threads, self.clock)
+        if self._loaded is not None:
+            await self._loaded.wait()  # not in the middle of a restart of the CPU engine
+        self._replace(None)
+        self.settings, self.spec, self.where, self.away = settings, spec, "device", None
+        self._install(executor, [engine])
+        log.warning("%s: its device %s is back: %s runs there again", self.actor,
+                    ", ".join(engine.device_names) or engine.kind, spec.name)
+        self.count("promotions")
 
     def device_gauges(self) -> Dict[str, float]:
-        """Busy %, invokes and switches of the devices this engine runs on (none on the CPU)."""
-        if self.engine is None:  # closed: what it last said
+        """Where the role runs (``on.DEVICE``, 0 where it ran before), the seconds it ran on each engine kind,
+        and the busy %, invokes and switches of its devices (none on the CPU)."""
+        if self.engine is None and self.away is None:  # closed: what it last said
             return dict(self._last_gauges)
-        pool = self.engine.pool
-        if pool is None:
-            return {"on.%s" % self.engine.kind: 1.0}  # where this actor's engine runs, for the metrics
-        out: Dict[str, float] = {"on.%s" % d: 1.0 for d in pool.names}
-        for dev in pool.devices:
+        now: Dict[str, float] = {}
+        pool = self.engine.pool if self.engine is not None else None
+        if self.engine is not None and pool is None:
+            now["on.%s" % self.engine.kind] = 1.0  # where this actor's engine runs, for the metrics
+        for dev in pool.devices if pool is not None else ():
+            now["on.%s" % dev.name] = 1.0
             st = dev.stats.as_dict()
             key = "device.%s." % dev.name
-            out[key + "busy_pct"] = dev.busy_pct()
+            now[key + "busy_pct"] = dev.busy_pct()
             for k in ("invokes", "switches", "busy_s", "active_s"):
-                out[key + k] = float(st[k])
-        self._last_gauges = out
-        return out
+                now[key + k] = float(st[k])
+        self._last_gauges = self.whereabouts.gauges(now)
+        return self._last_gauges
 
-    def close(self) -> None:
+    def _release(self) -> None:
         """Release the engine (which frees a hung fake invoke) and the thread. Safe twice."""
         if self.engine is not None:
             self.device_gauges()  # keep the devices' final figures for the summary
@@ -251,3 +368,13 @@ class EngineHost:
             engine.close()
         if executor is not None:
             executor.shutdown(wait=False)
+
+    def close(self) -> None:
+        """Stop re-probing the device, release the engine and the thread. Safe twice."""
+        if self._probe is not None:
+            self._probe.cancel()
+        if self.away is not None:
+            self.device_gauges()
+            self.away = None
+        self.whereabouts.moved("")
+        self._release()

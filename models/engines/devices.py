@@ -55,6 +55,12 @@ class DeviceBusy(EngineError):
     """The device is held by another process."""
 
 
+class DeviceGone(EngineError):
+    """The accelerator is gone: unplugged, reset, or not enumerated (yet). Every invoke on it, and every
+    (re)load of a model on it, fails with this until it is back; the actor moves its model to the CPU
+    (``actors/runtime/engines.py``) and a re-probe brings it back."""
+
+
 @dataclass(frozen=True)
 class DeviceModel:
     """What the device needs to know of a model: its name, parameter size and co-compiled partners."""

@@ -15,7 +15,10 @@ faster than one Edge TPU. The device also charges a model switch when two
 models' parameters do not fit its cache together. The outputs are computed
 in the caller's thread (the CPU work of an emulator, not of the TPU). Faults
 (raise, hang, slow) are injected on schedule; a hang holds the device until
-``close()``.
+``close()``. A fake device may also go away and come back (``Vanishing``:
+``[engine.fake] vanish_after``, ``back_after_s``), as a USB Coral that resets
+or is unplugged: every invoke, and every load of a model on it, then raises
+``DeviceGone``.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from edgepipe.models.engines import fake_scene
-from edgepipe.models.engines.devices import Device, DeviceModel, DevicePool, open_pool
+from edgepipe.models.engines.devices import Device, DeviceGone, DeviceModel, DevicePool, open_pool
 from edgepipe.models.engines.engine import Engine, EngineError, FaultCounter, FaultPlan
 from edgepipe.models.families.discovery import family_of
 from edgepipe.models.spec import ModelSpec
@@ -36,13 +39,64 @@ class InjectedFault(RuntimeError):
     """Raised by the fake engine when a test asked it to fail."""
 
 
+class Vanishing:
+    """When fake devices go away and come back, like a USB Coral that resets or is unplugged.
+
+    Each device counts its invokes; after ``vanish_after`` of them it is gone (0 = never), and it is back
+    ``back_after_s`` seconds later on ``clock`` (0 = never). While it is gone every invoke and every open
+    raises ``DeviceGone``; an engine opened before it went stays broken after it is back (a reset device
+    enumerates anew: its old handles are dead), so a model must be loaded again. It goes away once.
+    Shared by the engines of one run (``FakeEngineSettings.vanishing``); thread-safe.
+    """
+
+    def __init__(self, vanish_after: int, back_after_s: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.vanish_after = vanish_after
+        self.back_after_s = back_after_s
+        self.clock = clock
+        self.invokes: Dict[str, int] = {}
+        self.gone_at: Dict[str, float] = {}  # device -> when it went
+        self._lock = threading.Lock()
+
+    def _gone(self, device: str) -> bool:
+        went = self.gone_at.get(device)
+        if went is None:
+            return False
+        return not self.back_after_s or self.clock() - went < self.back_after_s
+
+    def is_gone(self, device: str) -> bool:
+        with self._lock:
+            return self._gone(device)
+
+    def opened(self, device: str) -> int:
+        """An engine opens ``device``: its handle (DeviceGone while the device is gone)."""
+        with self._lock:
+            if self._gone(device):
+                raise DeviceGone("fake device %s is gone (emulated: unplugged or reset); it cannot be opened"
+                                 % device)
+            return int(device in self.gone_at)
+
+    def invoke(self, device: str, handle: int) -> None:
+        """One invoke on ``device`` by an engine that opened it with ``handle``; DeviceGone if it cannot run."""
+        with self._lock:
+            if self._gone(device):
+                raise DeviceGone("fake device %s is gone (emulated: unplugged or reset after %d invokes)"
+                                 % (device, self.vanish_after))
+            if handle != int(device in self.gone_at):
+                raise DeviceGone("fake device %s was reset: this engine's handle on it is dead; load the model "
+                                 "again" % device)
+            n = self.invokes[device] = self.invokes.get(device, 0) + 1
+            if self.vanish_after and n == self.vanish_after and device not in self.gone_at:
+                self.gone_at[device] = self.clock()
+
+
 class FakeEngine(Engine):
     kind = "fake"
 
     def __init__(self, model: ModelSpec, latency_ms: Optional[float] = None,
                  faults: Optional[FaultCounter] = None,
                  open_pool: Optional[Callable[[], DevicePool]] = None,
-                 device_model: Optional[DeviceModel] = None) -> None:
+                 device_model: Optional[DeviceModel] = None, vanishing: Optional[Vanishing] = None) -> None:
         super().__init__(model)
         ms = model.tpu_ms if latency_ms is None else max(0.0, latency_ms)
         if latency_ms is None and ms <= 0:
@@ -55,11 +109,19 @@ class FakeEngine(Engine):
         self._lock = threading.Lock()
         self._open_pool = open_pool or (lambda: fake_pool(1))
         self.device_model = device_model or DeviceModel(model.name, model.tpu_param_mb, est_ms=ms)
+        self.vanishing = vanishing
+        self._handles: Dict[str, int] = {}  # device -> this engine's handle on it (Vanishing)
 
     def load(self) -> None:
         m = self.model
         if self.pool is None:
-            self.pool = self._open_pool()
+            pool = self._open_pool()
+            try:
+                self._handles = {n: self.vanishing.opened(n) for n in pool.names} if self.vanishing else {}
+            except DeviceGone:
+                pool.release()
+                raise
+            self.pool = pool
         self._inputs = [m.input]
         self.family = family_of(m)
         outputs = self.family.fake_outputs(m)
@@ -83,6 +145,8 @@ class FakeEngine(Engine):
 
     def _occupy(self, n: int, device: Device) -> None:
         """Runs on the device's owner thread: the invoke's time on the device."""
+        if self.vanishing is not None:
+            self.vanishing.invoke(device.name, self._handles.get(device.name, 0))
         f = self.faults.plan
         if f.hangs(n):
             self._closed.wait()  # a hung accelerator: only close() frees it

@@ -37,7 +37,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 
 from edgepipe.models.engines import delegate_probe
-from edgepipe.models.engines.devices import DeviceModel, DevicePool, open_pool
+from edgepipe.models.engines.devices import DeviceGone, DeviceModel, DevicePool, open_pool
 from edgepipe.models.engines.engine import Engine, EngineError, TensorSpec
 from edgepipe.models.spec import ModelSpec
 from edgepipe.models.store import fetch
@@ -46,6 +46,21 @@ log = logging.getLogger(__name__)
 
 EDGETPU_LIBRARY = "libedgetpu.so.1"
 ENV_LIBRARY = "EDGEPIPE_EDGETPU_LIBRARY"  # another libedgetpu build (a path or a soname)
+
+
+# libedgetpu's words for a Coral that is gone (unplugged, reset, not enumerated yet), from Coral's and
+# Frigate's reports: no device at load ("Failed to load delegate", "No EdgeTPU was detected", "Error in
+# device opening"), a USB transfer that fails in an invoke ("HandleQueuedBulkIn transfer in failed", "Bulk
+# out 0 failed", "USB transfer error", "Deadline exceeded", then "EdgeTpuDelegateForCustomOp failed to
+# invoke"). They raise DeviceGone: the role moves to the CPU until a re-probe finds the device again.
+GONE_TEXTS = ("failed to load delegate", "no edgetpu was detected", "error in device opening", "bulkin", "bulk in",
+              "bulk out", "transfer in failed", "usb transfer error", "deadline exceeded", "edgetpudelegateforcustomop")
+
+
+def is_device_gone(exc: BaseException) -> bool:
+    """Whether an Edge TPU error says that the device is gone (``GONE_TEXTS``)."""
+    text = str(exc).lower()
+    return any(t in text for t in GONE_TEXTS)
 
 
 def edgetpu_library() -> str:
@@ -258,9 +273,9 @@ class LiteRTEngine(Engine):
             interp.allocate_tensors()
         except (OSError, ValueError, RuntimeError) as exc:
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            where = (" %r" % device) if device else ""
-            raise EngineError("model %r: cannot open the Edge TPU%s through %s (%s): %s"
-                              % (self.model.name, where, edgetpu_library(), detail, INSTALL_EDGETPU)) from None
+            where, error = (" %r" % device) if device else "", DeviceGone if is_device_gone(exc) else EngineError
+            raise error("model %r: cannot open the Edge TPU%s through %s (%s): %s"
+                        % (self.model.name, where, edgetpu_library(), detail, INSTALL_EDGETPU)) from None
         return interp
 
     def _read_details(self) -> None:
@@ -339,7 +354,12 @@ class LiteRTEngine(Engine):
                 except ValueError as exc:
                     raise EngineError("model %r: input shape %s, expected %s (%s)"
                                       % (self.model.name, list(a.shape), list(spec.shape), exc)) from None
-            interp.invoke()
+            try:
+                interp.invoke()
+            except RuntimeError as exc:
+                if self.pool is not None and is_device_gone(exc):
+                    raise DeviceGone("model %r: the Edge TPU failed: %s" % (self.model.name, exc)) from None
+                raise
             self.invocations += 1
             return [np.array(interp.get_tensor(i), copy=True) for i in self._out_idx]
 
