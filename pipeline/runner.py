@@ -9,15 +9,16 @@ ends when the source ends, ``--frames`` or ``--duration`` is reached, or
 comes out completed, partial or counted as dropped) and everything stops.
 Any actor or group that dies stops the run with an error naming it.
 
-The main process's actors are children of one task group that ``run`` opens
+The main process's actors are children of one (AnyIO) task group that ``run`` opens
 (``await tg.start(actor.supervised)``, each ready before the next): an actor
 that dies fails the group with ActorDied naming it, which cancels the run's
 body and every actor. Each wait of the runner (``_until``) also watches the
 groups' processes and raises GroupFailed naming a group that died.
 Cancelling ``run`` cancels everything from the top. Shutdown order is
-explicit, in the body's ``finally`` before the block ends: the groups stop
-first (SIGTERM, or asked over the control link), then the main process's
-actors one by one in reverse start order.
+explicit, in the body's ``finally`` before the block ends (shielded from the
+group's cancellation): the groups stop first (SIGTERM, or asked over the
+control link), then the main process's actors one by one in reverse start
+order.
 """
 from __future__ import annotations
 

@@ -6,10 +6,11 @@ says it is ready the way AnyIO's ``task_status.started()`` does, then runs
 subscription readers of its bound publishers). The task that runs ``serve``
 is the actor's task (``self.task``), wherever it was started:
 
-- in a supervising task group (the runner's, a group process's: AnyIO's,
-  ``tasks.task_group()``): ``await tg.start(actor.supervised)``. A setup failure raises ActorFailed
-  naming the actor from ``tg.start``; once ready, an actor that fails or
-  returns fails the group with ActorDied naming it, which cancels the group.
+- in a supervising task group (the runner's, a group process's; AnyIO's,
+  opened with ``tasks.task_group()``): ``await tg.start(actor.supervised)``.
+  A setup failure raises ActorFailed naming the actor from ``tg.start``; once
+  ready, an actor that fails or returns fails the group with ActorDied naming
+  it, which cancels the group.
 - on its own (tests, benches): ``start()`` returns once the actor is ready and
   raises ActorFailed naming it if setup failed; its failure is seen by
   ``wait()``.
@@ -19,8 +20,8 @@ stopped on purpose (or ended after ``stopping`` was set: the owner's shutdown
 has begun) is not a failure of its group. That cancellation is asyncio's, sent
 once (an actor's ``finally`` may still await, e.g. to flush); a group that
 cancels its scope (AnyIO: level-triggered) cancels every await until its
-children end, so the cleanup that follows ``run`` is shielded. Cancellation of the caller
-propagates. Sockets opened with ``self.channel`` are closed in ``finally``
+children end, so the cleanup that follows ``run`` is shielded. Cancellation
+of the caller propagates. Sockets opened with ``self.channel`` are closed in ``finally``
 whatever happens.
 
 The actor composes two parts: ``self.metrics`` (actors.metrics_part: a

@@ -11,9 +11,10 @@ Ctrl-C reaches the whole process group, and the main process drains first), when
 
 Its actors are children of one (AnyIO) task group that ``serve`` opens
 (``await tg.start(actor.supervised)``, each ready before the next), with the
-watch on the main process. An actor that dies fails the group with ActorDied naming
-it, which cancels everything in it. Shutdown order is explicit, before the
-block ends: the watch, then the actors one by one in reverse start order;
+watch on the main process. An actor that dies fails the group with ActorDied
+naming it, which cancels everything in it. Shutdown order is explicit, before
+the block ends (shielded from that cancellation): the watch, then the actors
+one by one in reverse start order;
 then the final metrics and ``stopped`` go to the main process.
 """
 from __future__ import annotations
