@@ -10,6 +10,7 @@ import pytest
 from helpers import run_async
 
 from edgepipe.actors.runtime.base import Actor, ActorDied, ActorFailed
+from edgepipe.actors.runtime.context import Context
 from edgepipe.actors.runtime.tasks import task_group
 
 
@@ -19,7 +20,7 @@ class Probe(Actor):
     kind = "probe"
 
     def __init__(self, name, bus, log, then="wait", setup_error=None, cleanup_error=None):
-        super().__init__(name, bus)
+        super().__init__(name, bus, {}, Context())
         self.events = log
         self.then = then
         self.setup_error = setup_error
