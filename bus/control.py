@@ -15,6 +15,7 @@ import asyncio
 import logging
 from typing import Any, Dict, Optional
 
+import anyio
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
@@ -112,16 +113,16 @@ async def watch_main(ctl: Channel, stop: asyncio.Event, by_hand: bool) -> None:
 
 
 async def _either(*coros: Any) -> None:
-    """Run ``coros`` until one of them returns (or raises); cancel the others."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for t in done:
-            t.result()
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    """Run ``coros`` until one of them returns (or raises); cancel the others. (An AnyIO task group: the
+    package creates no bare task; an error leaves it in an ExceptionGroup.)"""
+    async with anyio.create_task_group() as tg:
+        for c in coros:
+            tg.start_soon(_then_cancel, c, tg.cancel_scope)
+
+
+async def _then_cancel(coro: Any, scope: anyio.CancelScope) -> None:
+    await coro
+    scope.cancel()
 
 
 async def _asked(ctl: Channel) -> None:
