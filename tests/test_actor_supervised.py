@@ -146,3 +146,39 @@ def test_cancelling_the_owner_cancels_every_actor_and_propagates(bus):
         return sorted(log)
 
     assert run_async(main()) == ["cleanup a", "cleanup b", "ready a", "ready b"]
+
+
+class Stubborn(Probe):
+    """Its run swallows one cancellation, as ``asyncio.wait_for`` does before Python 3.12 when its inner
+    future finishes as the cancellation comes (the encoder's), then waits again."""
+
+    async def run(self):
+        try:
+            self.running.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.events.append("swallowed " + self.name)
+        await asyncio.Event().wait()  # a stop sent once would leave the actor here for ever
+
+
+@pytest.mark.parametrize("how", ["supervised", "on its own"])
+def test_stop_ends_an_actor_that_swallows_one_cancellation(bus, how):
+    log: list = []
+
+    async def main():
+        a = Stubborn("s", bus, log)
+        if how == "on its own":
+            await a.start()
+            await a.running.wait()
+            await a.stop()
+        else:
+            async with task_group() as tg:
+                await tg.start(a.supervised)
+                await a.running.wait()
+                await a.stop()
+                log.append("cancelled=%s" % tg.cancel_scope.cancel_called)
+        assert a.task.done()
+        return log
+
+    expected = ["ready s", "swallowed s", "cleanup s"] + (["cancelled=False"] if how == "supervised" else [])
+    assert run_async(main()) == expected

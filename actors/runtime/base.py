@@ -15,13 +15,15 @@ is the actor's task (``self.task``), wherever it was started:
   raises ActorFailed naming it if setup failed; its failure is seen by
   ``wait()``.
 
-``stop()`` cancels the task and waits for it, in either case; an actor
-stopped on purpose (or ended after ``stopping`` was set: the owner's shutdown
-has begun) is not a failure of its group. That cancellation is asyncio's, sent
-once (an actor's ``finally`` may still await, e.g. to flush); a group that
-cancels its scope (AnyIO: level-triggered) cancels every await until its
-children end, so the cleanup that follows ``run`` is shielded. Cancellation
-of the caller propagates. Sockets opened with ``self.channel`` are closed in ``finally``
+``stop()`` cancels the actor's ``setup``/``run`` and waits for its task to end,
+in either case; an actor stopped on purpose (or ended after ``stopping`` was
+set: the owner's shutdown has begun) is not a failure of its group. That
+cancellation is AnyIO's (the cancel scope around ``setup`` and ``run``), level-
+triggered: every await in them is cancelled until they end, so an actor that
+swallows one CancelledError (``asyncio.wait_for`` before Python 3.12 does when
+its inner future finishes as the cancellation comes) still stops, and a
+``finally`` in ``run`` that must await shields itself. The cleanup that follows
+``run`` is shielded. Cancellation of the caller propagates. Sockets opened with ``self.channel`` are closed in ``finally``
 whatever happens.
 
 The actor composes two parts: ``self.metrics`` (actors.metrics_part: a
@@ -69,6 +71,7 @@ class Actor:
 
     kind = "actor"
     _ready = False  # setup is done and ``task_status.started()`` was called (set by ``serve``)
+    _scope: Optional[anyio.CancelScope] = None  # around ``setup`` and ``run``: ``stop()`` cancels it
 
     def __init__(self, name: str, bus: Bus, endpoints: Endpoints, context: Context) -> None:
         self.name = name
@@ -131,7 +134,10 @@ class Actor:
         task = self._task
         if task is None or task.done():
             return
-        task.cancel()
+        if self._scope is not None:
+            self._scope.cancel()
+        else:  # not in ``serve`` yet
+            task.cancel()
         await asyncio.wait([task])
 
     async def wait(self) -> None:
@@ -146,8 +152,8 @@ class Actor:
             await self.serve(task_status)
         except asyncio.CancelledError:
             if self.stopping:
-                # stopped on purpose (stop() cancels this task): an AnyIO group takes a child that ends
-                # cancelled for a failure and cancels its siblings, so this child ends quietly instead
+                # the owner's shutdown has begun (or stop() cancelled the task before ``serve`` ran): an
+                # AnyIO group takes a child that ends cancelled for a failure, so this child ends quietly
                 return
             raise
         except (KeyboardInterrupt, SystemExit):
@@ -162,27 +168,32 @@ class Actor:
         if not self.stopping:
             raise ActorDied(self.name, "returned early")
 
+    async def _setup_and_run(self, task_status: anyio.abc.TaskStatus) -> None:
+        if self.metrics_endpoint:
+            self.metrics.open(self.bus, self.metrics_endpoint, self.name)
+        await self.setup()
+        self.log.debug("ready")
+        self._ready = True
+        task_status.started()
+        async with task_group() as helpers:
+            if self.metrics.pub is not None:
+                helpers.start_soon(self.metrics.tick, name=self.name + ".metrics")
+            # a bound publisher takes subscriptions only when they are read (bus.sockets: XPUB_MANUAL)
+            for ch in self._channels:
+                if ch.takes_subscriptions:
+                    helpers.start_soon(ch.serve_subscriptions, name=self.name + ".subscriptions")
+            await self.run()
+            self.finished = True
+            helpers.cancel_scope.cancel()
+
     async def serve(self, task_status: anyio.abc.TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
         """The actor's whole life; ``task_status.started()`` once ``setup`` has opened its sockets."""
         self._task = asyncio.current_task()
         self._ready = False
+        self._scope = anyio.CancelScope()
         try:
-            if self.metrics_endpoint:
-                self.metrics.open(self.bus, self.metrics_endpoint, self.name)
-            await self.setup()
-            self.log.debug("ready")
-            self._ready = True
-            task_status.started()
-            async with task_group() as helpers:
-                if self.metrics.pub is not None:
-                    helpers.start_soon(self.metrics.tick, name=self.name + ".metrics")
-                # a bound publisher takes subscriptions only when they are read (bus.sockets: XPUB_MANUAL)
-                for ch in self._channels:
-                    if ch.takes_subscriptions:
-                        helpers.start_soon(ch.serve_subscriptions, name=self.name + ".subscriptions")
-                await self.run()
-                self.finished = True
-                helpers.cancel_scope.cancel()
+            with self._scope:
+                await self._setup_and_run(task_status)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -6,9 +6,10 @@
   error is unwrapped (nested groups flattened, the same error raised twice counted once). When several
   errors left the group at once, the first is raised and the group is its ``__cause__``.
 - ``spawn(tg, aw)``: start an awaitable in a group and get its task (AnyIO's ``start_soon`` returns
-  nothing), for the few callers that wait on the task itself. Cancel such a task only from inside
-  (AnyIO takes a child that ends cancelled for a failure and cancels the group); a child that can be
-  stopped on its own runs in a ``cancellable`` scope.
+  nothing), for the few callers that wait on the task itself. Cancelling such a task (asyncio's
+  ``cancel()``) cancels its group too: AnyIO takes a child that ends cancelled for a failure. With
+  ``shield=True`` the child runs shielded from the cancellation of its group's scope (a sink's
+  sender that must drain its queue at stop), and only such a ``cancel()`` ends it.
 - ``cancellable(fn, *args)``: for ``await tg.start(cancellable, fn, ...)``: runs ``fn(*args)`` in a cancel
   scope of its own and returns that scope, whose ``cancel()`` ends that child alone.
 - ``first(*aws)``: run awaitables together, the first to end cancels the others.
@@ -57,14 +58,16 @@ async def task_group() -> AsyncIterator[anyio.abc.TaskGroup]:
         raise errors[0] from group
 
 
-async def _report_task(aw: Awaitable[Any], *, task_status: anyio.abc.TaskStatus) -> Any:
-    task_status.started(asyncio.current_task())
-    return await aw
+async def _report_task(aw: Awaitable[Any], shield: bool, *, task_status: anyio.abc.TaskStatus) -> Any:
+    with anyio.CancelScope(shield=shield):
+        task_status.started(asyncio.current_task())
+        return await aw
 
 
-async def spawn(tg: anyio.abc.TaskGroup, aw: Awaitable[Any], name: Optional[str] = None) -> "asyncio.Task[Any]":
+async def spawn(tg: anyio.abc.TaskGroup, aw: Awaitable[Any], name: Optional[str] = None,
+                shield: bool = False) -> "asyncio.Task[Any]":
     """Run ``aw`` as a child of ``tg``; its task, once it runs."""
-    return await tg.start(_report_task, aw, name=name)
+    return await tg.start(_report_task, aw, shield, name=name)
 
 
 async def cancellable(fn: Callable[..., Awaitable[Any]], *args: Any,

@@ -27,6 +27,8 @@ from collections import deque
 from importlib.metadata import version
 from typing import Any, Callable, Deque, Dict, Optional, Tuple
 
+import anyio
+
 from edgepipe.actors.runtime.base import Actor
 from edgepipe.actors.runtime.context import Context, Endpoints
 from edgepipe.actors.runtime.tasks import first, spawn, task_group
@@ -101,7 +103,8 @@ class MqttSink(Actor):
         """The broker connection outlives the two receiving loops: at the end it sends what is queued."""
         t0 = time.monotonic()
         async with task_group() as connection:
-            sender = await spawn(connection, self._connection_loop(), name=self.name + ".sender")
+            # shielded from a stop (level-triggered): it sends what is queued until _flush ends it
+            sender = await spawn(connection, self._connection_loop(), name=self.name + ".sender", shield=True)
             try:
                 async with task_group() as loops:  # an error in either loop ends the actor with it
                     loops.start_soon(self._recv_results, name=self.name + ".results")
@@ -117,7 +120,8 @@ class MqttSink(Actor):
                     if isinstance(m, Metric) and m.actor != self.name:
                         self.latest[m.actor] = m
                 self._summary(time.monotonic() - t0)
-                await self._flush(sender)
+                with anyio.CancelScope(shield=True):  # at most FLUSH_S
+                    await self._flush(sender)
 
     async def _recv_results(self) -> None:
         while True:
