@@ -24,7 +24,7 @@ from edgepipe.actors.runtime.base import Actor, ms_since
 from edgepipe.actors.runtime.context import Context, Endpoints, RoleModels
 from edgepipe.actors.runtime.engines import EngineHost, EngineSettings, ErrorBursts
 from edgepipe.actors.runtime.settings import Hwm, Section, TimeoutMs
-from edgepipe.actors.runtime.tasks import TaskGroup
+from edgepipe.actors.runtime.tasks import task_group
 from edgepipe.bus.messages import Expression, FaceJob, FaceLabel
 from edgepipe.bus.sockets import Bus
 from edgepipe.models.registry import expression_model
@@ -74,7 +74,7 @@ class FerWorker(Actor):
 
     async def run(self) -> None:
         slots = asyncio.Semaphore(self.depth)  # jobs in flight: one pre/post-processed while one is invoked
-        async with TaskGroup() as running:  # a job that fails outside the engine stops the worker
+        async with task_group() as running:  # a job that fails outside the engine stops the worker
             while True:
                 await slots.acquire()
                 job = await self.jobs.recv()
@@ -83,7 +83,7 @@ class FerWorker(Actor):
                     slots.release()
                     continue
                 self.stats.count("in")
-                running.start_soon(self._classify(job, slots))
+                running.start_soon(self._classify, job, slots)
 
     async def _classify(self, job: FaceJob, slots: asyncio.Semaphore) -> None:
         t0 = time.monotonic()

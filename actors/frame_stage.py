@@ -29,7 +29,7 @@ import numpy as np
 from edgepipe.actors.runtime.base import Actor, ms_since
 from edgepipe.actors.runtime.context import Context, Endpoints
 from edgepipe.actors.runtime.engines import EngineHost, ErrorBursts
-from edgepipe.actors.runtime.tasks import TaskGroup
+from edgepipe.actors.runtime.tasks import task_group
 from edgepipe.bus.messages import EncodedFrame, Eos
 from edgepipe.bus.sockets import Bus
 from edgepipe.models.engines.devices import DeviceGone
@@ -124,8 +124,8 @@ class FrameStage(Actor, abc.ABC):
         slots = asyncio.Semaphore(self.depth)
         queue: "asyncio.Queue[Tuple[Any, float, Optional[Tuple[int, asyncio.Future[Any]]]]]" = asyncio.Queue()
         try:
-            async with TaskGroup() as tg:  # the reader's error ends the publishing, and the other way round
-                tg.start_soon(self._read(slots, queue), name=self.name + ".reader")
+            async with task_group() as tg:  # the reader's error ends the publishing, and the other way round
+                tg.start_soon(self._read, slots, queue, name=self.name + ".reader")
                 await self._publish_in_order(slots, queue)
         finally:
             while not queue.empty():  # stopped with work in flight: its outcome no longer matters

@@ -9,15 +9,16 @@ ends when the source ends, ``--frames`` or ``--duration`` is reached, or
 comes out completed, partial or counted as dropped) and everything stops.
 Any actor or group that dies stops the run with an error naming it.
 
-The main process's actors are children of one task group that ``run`` opens
+The main process's actors are children of one (AnyIO) task group that ``run`` opens
 (``await tg.start(actor.supervised)``, each ready before the next): an actor
 that dies fails the group with ActorDied naming it, which cancels the run's
 body and every actor. Each wait of the runner (``_until``) also watches the
 groups' processes and raises GroupFailed naming a group that died.
 Cancelling ``run`` cancels everything from the top. Shutdown order is
-explicit, in the body's ``finally`` before the block ends: the groups stop
-first (SIGTERM, or asked over the control link), then the main process's
-actors one by one in reverse start order.
+explicit, in the body's ``finally`` before the block ends (shielded from the
+group's cancellation): the groups stop first (SIGTERM, or asked over the
+control link), then the main process's actors one by one in reverse start
+order.
 """
 from __future__ import annotations
 
@@ -26,9 +27,12 @@ import logging
 import time
 from typing import Any, Awaitable, Dict, List, Optional, Tuple
 
+import anyio
+import anyio.abc
+
 from edgepipe.actors.monitoring.resources import reset_process_meter
 from edgepipe.actors.runtime.base import Actor, ActorDied
-from edgepipe.actors.runtime.tasks import TaskGroup, first
+from edgepipe.actors.runtime.tasks import first, task_group
 from edgepipe.bus.control import ControlServer
 from edgepipe.bus.rundir import RunDir
 from edgepipe.pipeline.build import Pipeline, RunOptions, build, make_bus
@@ -69,13 +73,20 @@ async def _until(aw: Awaitable[Any], groups: List[GroupProcess]) -> Any:
     """Await ``aw``; raise GroupFailed if a group dies first (``aw`` is then cancelled). An actor that dies
     fails the run's task group, which cancels this wait."""
     watch = [g.exited for g in groups if g.exited is not None]
-    async with TaskGroup() as tg:
-        main = tg.start_soon(aw)
-        while not main.done():
-            done, _ = await asyncio.wait([main] + watch, return_when=asyncio.FIRST_COMPLETED)
-            if main not in done:
-                _raise_failure(done, groups)  # the block cancels ``main``
-    return main.result()
+    out: List[Any] = []
+
+    async def main(scope: anyio.CancelScope) -> None:
+        out.append(await aw)
+        scope.cancel()
+
+    async with task_group() as tg:
+        tg.start_soon(main, tg.cancel_scope)
+        while watch:
+            done, _ = await asyncio.wait(watch, return_when=asyncio.FIRST_COMPLETED)
+            _raise_failure(done, groups)  # the group then cancels ``main``
+            watch = [w for w in watch if w not in done]  # a group that stopped on purpose
+        await anyio.sleep_forever()
+    return out[0]
 
 
 class _Started:
@@ -104,7 +115,7 @@ def _open_run(cfg: Config) -> Tuple[Config, RunDir]:
     return cfg, rundir
 
 
-async def _start(p: Pipeline, cfg: Config, bus: Any, run_dir: str, st: _Started, tg: TaskGroup) -> None:
+async def _start(p: Pipeline, cfg: Config, bus: Any, run_dir: str, st: _Started, tg: anyio.abc.TaskGroup) -> None:
     """Start the main process's actors in ``tg`` (each ready before the next), then the groups; wait until
     every group said it is ready and every publisher has its subscribers."""
     if cfg.groups:
@@ -128,21 +139,16 @@ async def _start(p: Pipeline, cfg: Config, bus: Any, run_dir: str, st: _Started,
              "; ".join(pl.describe() for pl in p.placement.values()))
 
 
-async def _stop(st: _Started, bus: Any, tg: TaskGroup) -> List[str]:
+async def _stop(st: _Started, bus: Any) -> List[str]:
     """Stop what started: the groups (with their final reports), then the actors in reverse start order.
-    Returns the sockets an actor left open."""
+    Returns the sockets an actor left open. Shielded by the caller: when an actor died, or the run was
+    cancelled, the task group's cancellation (level-triggered) would cancel every await here, and no group
+    process may be left behind."""
     for actor in st.actors:
         actor.stopping = True  # from here on an actor that ends is not a failure of the run
     try:
         for g in st.groups:
-            try:
-                await g.stop()
-            except asyncio.CancelledError:
-                if not tg.failed:
-                    raise  # from outside: abort
-                # an actor died just before the shutdown began: the group's cancellation of this body
-                # arrived here, and must not leave a process behind (the group then raises ActorDied)
-                await g.stop()
+            await g.stop()
         if st.control is not None:
             await stop_by_hand(st.groups, st.control)
             _collect_reports(st.control, st.groups)
@@ -175,7 +181,7 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
     died: Optional[Exception] = None  # a group or an actor that died once the pipeline ran
     try:
         p = build(cfg, bus, opts, local=lambda role: group_of(role, assign) == MAIN)
-        async with TaskGroup() as tg:  # the main process's actors
+        async with task_group() as tg:  # the main process's actors
             try:
                 await _start(p, cfg, bus, rundir.path, st, tg)
                 if on_ready is not None:
@@ -187,7 +193,8 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
             except GroupFailed as exc:  # the summary is still written, naming what died
                 died = exc
             finally:
-                leaked = await _stop(st, bus, tg)  # in order, before the block ends; the actors' tasks end there
+                with anyio.CancelScope(shield=True):  # in order, before the block ends; the actors' tasks end there
+                    leaked = await _stop(st, bus)
     except ActorDied as exc:  # raised by the task group once the body has stopped what started
         died = exc
     finally:

@@ -48,7 +48,7 @@ def find_python39():
 def tpu_python(tmp_path_factory):
     """The TPU venv's Python 3.9: the venv in $EDGEPIPE_TPU_VENV when it works (one CI or the user made),
     else one made with `run.py setup-tpu-venv` in a temporary folder -- never inside the repository."""
-    imports = "import msgspec, zmq, cv2, numpy"  # what a TPU-side group imports; an older venv may lack one
+    imports = "import msgspec, zmq, cv2, numpy, anyio"  # what a TPU-side group imports; an older venv may lack one
     given = os.environ.get("EDGEPIPE_TPU_VENV")
     if given:
         vpy = Path(given) / "bin" / "python"

@@ -11,7 +11,6 @@ import zmq
 from helpers import inproc_config, run_async
 
 from edgepipe.actors.runtime.base import ActorDied
-from edgepipe.actors.runtime.tasks import TaskGroup
 from edgepipe.pipeline.runner import RunOptions, run
 
 
@@ -53,11 +52,10 @@ def test_cancelling_the_run_from_outside_cancels_every_actor_and_propagates():
             seen["p"] = p
             ready.set()
 
-        async with TaskGroup() as tg:
-            runner = tg.start_soon(run(cfg, RunOptions(duration_s=600.0), on_ready=on_ready))
-            await ready.wait()
-            runner.cancel()
-            await asyncio.wait([runner])
+        runner = asyncio.ensure_future(run(cfg, RunOptions(duration_s=600.0), on_ready=on_ready))
+        await ready.wait()
+        runner.cancel()
+        await asyncio.wait([runner])
         return runner.cancelled()
 
     assert run_async(main()) is True

@@ -1,14 +1,17 @@
-"""The task-group helper (actors/tasks.py): errors, cancellation, start(), no leaks; no bare task creation."""
+"""What actors/runtime/tasks.py adds to AnyIO's task groups: errors unwrapped at the group's boundary,
+spawn() handing over a child's task, cancellable() children, first(), start_task(); no bare task creation
+elsewhere. (AnyIO's own semantics are AnyIO's tests.)"""
 from __future__ import annotations
 
 import asyncio
 import re
 from pathlib import Path
 
+import anyio
 import pytest
 from helpers import run_async
 
-from edgepipe.actors.runtime.tasks import TaskGroup, first, start_task
+from edgepipe.actors.runtime.tasks import cancellable, first, spawn, start_task, task_group
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,35 +28,7 @@ async def _forever(log: list, name: str, started: "asyncio.Event") -> None:
         log.append(name + " finally")
 
 
-def test_error_in_a_child_cancels_siblings_and_body_and_propagates():
-    log: list = []
-
-    async def main():
-        up = asyncio.Event()
-        go = asyncio.Event()
-
-        async def fail():
-            await go.wait()
-            raise Boom("child failed")
-
-        with pytest.raises(Boom, match="child failed"):
-            async with TaskGroup() as tg:
-                tg.start_soon(_forever(log, "sibling", up))
-                tg.start_soon(fail())
-                await up.wait()
-                go.set()
-                try:
-                    await asyncio.Event().wait()
-                finally:
-                    log.append("body finally")
-        assert asyncio.current_task().cancelled() is False
-        await asyncio.sleep(0)  # no cancellation left pending for the caller
-        return log
-
-    assert sorted(run_async(main())) == ["body finally", "sibling finally"]
-
-
-def test_error_after_the_body_ended_cancels_siblings():
+def test_a_child_error_leaves_the_group_unwrapped_and_the_siblings_are_cancelled():
     log: list = []
 
     async def main():
@@ -61,174 +36,185 @@ def test_error_after_the_body_ended_cancels_siblings():
 
         async def fail():
             await up.wait()
-            raise Boom("late")
+            raise Boom("child failed")
 
-        with pytest.raises(Boom, match="late"):
-            async with TaskGroup() as tg:
-                tg.start_soon(_forever(log, "sibling", up))
-                tg.start_soon(fail())
+        with pytest.raises(Boom, match="child failed") as err:
+            async with task_group() as tg:
+                tg.start_soon(_forever, log, "sibling", up)
+                tg.start_soon(fail)
+        assert err.value.__suppress_context__  # no ExceptionGroup printed above it
         return log
 
     assert run_async(main()) == ["sibling finally"]
 
 
-def test_error_in_the_body_cancels_children_and_propagates():
-    log: list = []
-
+def test_a_body_error_leaves_the_group_unwrapped_with_its_cause():
     async def main():
-        up = asyncio.Event()
-        with pytest.raises(Boom, match="body"):
-            async with TaskGroup() as tg:
-                tg.start_soon(_forever(log, "child", up))
-                await up.wait()
-                raise Boom("body")
-        return log
-
-    assert run_async(main()) == ["child finally"]
-
-
-def test_cancellation_from_outside_reaches_children_and_their_finally_runs():
-    log: list = []
-
-    async def main():
-        up = asyncio.Event()
-        both = asyncio.Event()
-
-        async def host():
-            async with TaskGroup() as tg:
-                tg.start_soon(_forever(log, "a", up))
-                tg.start_soon(_forever(log, "b", both))
-                await asyncio.Event().wait()
-
-        task = asyncio.ensure_future(host())
-        await up.wait()
-        await both.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        return log
-
-    assert sorted(run_async(main())) == ["a finally", "b finally"]
-
-
-def test_cancellation_while_the_block_waits_for_children_propagates():
-    log: list = []
-
-    async def main():
-        up = asyncio.Event()
-
-        async def host():
-            async with TaskGroup() as tg:
-                tg.start_soon(_forever(log, "child", up))
-            log.append("after the block")  # never: the cancellation propagates
-
-        task = asyncio.ensure_future(host())
-        await up.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        return log
-
-    assert run_async(main()) == ["child finally"]
-
-
-def test_cancel_ends_the_group_quietly():
-    log: list = []
-
-    async def main():
-        up = asyncio.Event()
-        async with TaskGroup() as tg:
-            tg.start_soon(_forever(log, "child", up))
-            await up.wait()
-            tg.cancel()
-            await asyncio.Event().wait()  # cancelled: the block ends here
-        log.append("after")
-        await asyncio.sleep(0)  # no cancellation left pending
-        return log
-
-    assert run_async(main()) == ["child finally", "after"]
-
-
-def test_start_returns_the_value_passed_to_started():
-    events: list = []
-
-    async def child(tag, task_status):
-        events.append("setup " + tag)
-        task_status.started(tag + " ready")
-        try:
-            await asyncio.Event().wait()
-        finally:
-            events.append("child finally")
-
-    async def main():
-        async with TaskGroup() as tg:
-            value = await tg.start(child, "x")
-            events.append(value)
-            tg.cancel()
-        return events
-
-    assert run_async(main()) == ["setup x", "x ready", "child finally"]
-
-
-def test_start_raises_when_the_child_fails_before_started_and_the_group_goes_on():
-    async def bad(task_status):
-        raise Boom("setup failed")
-
-    async def quiet(task_status):
-        return None
-
-    async def main():
-        async with TaskGroup() as tg:
-            with pytest.raises(Boom, match="setup failed"):
-                await tg.start(bad)
-            with pytest.raises(RuntimeError, match="without calling task_status.started"):
-                await tg.start(quiet)
-        return "ok"
-
-    assert run_async(main()) == "ok"
-
-
-def test_a_child_failing_after_started_fails_the_group():
-    async def child(go, task_status):
-        task_status.started()
-        await go.wait()
-        raise Boom("after started")
-
-    async def main():
-        go = asyncio.Event()
-        with pytest.raises(Boom, match="after started"):
-            async with TaskGroup() as tg:
-                await tg.start(child, go)
-                go.set()
-                await asyncio.Event().wait()
+        with pytest.raises(Boom, match="body") as err:
+            async with task_group():
+                try:
+                    raise KeyError("why")
+                except KeyError as exc:
+                    raise Boom("body") from exc
+        assert isinstance(err.value.__cause__, KeyError)
         return "raised"
 
     assert run_async(main()) == "raised"
 
 
-def test_cancelling_start_cancels_the_child():
-    log: list = []
+def test_the_same_error_from_a_child_and_the_body_is_raised_once():
+    async def main():
+        async def fail(task_status):
+            task_status.started(asyncio.current_task())
+            raise Boom("once")
 
-    async def slow(up, task_status):
-        try:
-            up.set()
-            await asyncio.Event().wait()
-        finally:
-            log.append("child finally")
+        with pytest.raises(Boom, match="once"):
+            async with task_group() as tg:
+                task = await tg.start(fail)
+                await asyncio.wait([task])
+                task.result()  # the body raises the child's error too (as wait_ready does with an actor's)
+        return "raised"
+
+    assert run_async(main()) == "raised"
+
+
+def test_an_error_from_a_nested_group_is_unwrapped():
+    async def main():
+        async def inner():
+            async with anyio.create_task_group() as tg:  # AnyIO's own: it wraps
+                tg.start_soon(_raise, Boom("deep"))
+
+        with pytest.raises(Boom, match="deep"):
+            async with task_group() as tg:
+                tg.start_soon(inner)
+        return "raised"
+
+    assert run_async(main()) == "raised"
+
+
+async def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def test_two_errors_at_once_raise_the_first_with_the_group_as_its_cause():
+    async def main():
+        with pytest.raises(Boom) as err:
+            async with task_group() as tg:
+                tg.start_soon(_raise, Boom("one"))
+                tg.start_soon(_raise, Boom("two"))
+        group = err.value.__cause__
+        assert sorted(str(e) for e in group.exceptions) == ["one", "two"]
+        return str(err.value)
+
+    assert run_async(main()) in ("one", "two")
+
+
+def test_cancellation_from_outside_leaves_the_group_as_cancellation():
+    log: list = []
 
     async def main():
         up = asyncio.Event()
-        waiter = asyncio.ensure_future(start_task(slow, up))
+
+        async def host():
+            async with task_group() as tg:
+                tg.start_soon(_forever, log, "child", up)
+                await asyncio.Event().wait()
+
+        task = asyncio.ensure_future(host())
         await up.wait()
-        waiter.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiter
+        task.cancel()
+        await asyncio.wait([task])
+        return task.cancelled(), log
+
+    assert run_async(main()) == (True, ["child finally"])
+
+
+def test_spawn_hands_over_the_running_child_task():
+    async def main():
+        async def child():
+            return asyncio.current_task().get_name()
+
+        async with task_group() as tg:
+            task = await spawn(tg, child(), name="worker")
+            await asyncio.wait([task])
+        return task.result()
+
+    assert run_async(main()) == "worker"
+
+
+def test_a_cancellable_child_ends_alone_and_the_group_goes_on():
+    log: list = []
+
+    async def child(name, up, ended):
+        try:
+            await _forever(log, name, up)
+        finally:
+            ended.set()
+
+    async def main():
+        one, two, one_ended = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        async with task_group() as tg:
+            scope = await tg.start(cancellable, child, "one", one, one_ended)
+            await tg.start(cancellable, child, "two", two, asyncio.Event())
+            await one.wait()
+            await two.wait()
+            scope.cancel()
+            await one_ended.wait()
+            log.append("body goes on, cancelled=%s" % tg.cancel_scope.cancel_called)
+            tg.cancel_scope.cancel()
         return log
 
-    assert run_async(main()) == ["child finally"]
+    assert run_async(main()) == ["one finally", "body goes on, cancelled=False", "two finally"]
 
 
-def test_start_task_hands_over_the_task():
+def test_first_returns_the_first_result_and_cancels_the_rest():
+    log: list = []
+
+    async def main():
+        up = asyncio.Event()
+        go = asyncio.Event()
+
+        async def soon():
+            await up.wait()
+            return "soon"
+
+        value = await first(_forever(log, "slow", up), soon(), go.wait())
+        await asyncio.sleep(0)  # no cancellation left pending for the caller
+        return value
+
+    assert run_async(main()) == (1, "soon")
+    assert log == ["slow finally"]
+
+
+def test_first_raises_the_first_error_unwrapped():
+    async def main():
+        async def bad():
+            raise Boom("first failed")
+
+        with pytest.raises(Boom, match="first failed"):
+            await first(asyncio.Event().wait(), bad())
+        return "raised"
+
+    assert run_async(main()) == "raised"
+
+
+def test_cancelling_first_cancels_every_awaitable():
+    log: list = []
+
+    async def main():
+        a, b = asyncio.Event(), asyncio.Event()
+        task = asyncio.ensure_future(first(_forever(log, "a", a), _forever(log, "b", b)))
+        await a.wait()
+        await b.wait()
+        task.cancel()
+        await asyncio.wait([task])
+        return task.cancelled()
+
+    assert run_async(main()) is True
+    assert sorted(log) == ["a finally", "b finally"]
+
+
+def test_start_task_hands_over_the_task_and_the_started_value():
     async def child(task_status):
         task_status.started(7)
         await asyncio.Event().wait()
@@ -243,37 +229,43 @@ def test_start_task_hands_over_the_task():
     assert run_async(main()) == 7
 
 
-def test_first_returns_the_first_result_and_cancels_the_rest():
+def test_start_task_raises_when_the_child_fails_or_returns_before_started():
+    async def bad(task_status):
+        raise Boom("setup failed")
+
+    async def quiet(task_status):
+        return None
+
+    async def main():
+        with pytest.raises(Boom, match="setup failed"):
+            await start_task(bad)
+        with pytest.raises(RuntimeError, match="without calling task_status.started"):
+            await start_task(quiet)
+        return "ok"
+
+    assert run_async(main()) == "ok"
+
+
+def test_cancelling_start_task_cancels_the_child():
     log: list = []
+
+    async def slow(up, task_status):
+        await _forever(log, "child", up)
 
     async def main():
         up = asyncio.Event()
-        go = asyncio.Event()
+        waiter = asyncio.ensure_future(start_task(slow, up))
+        await up.wait()
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        return log
 
-        async def soon():
-            await up.wait()
-            return "soon"
-
-        return await first(_forever(log, "slow", up), soon(), go.wait())
-
-    assert run_async(main()) == (1, "soon")
-    assert log == ["slow finally"]
-
-
-def test_first_raises_the_first_error():
-    async def bad():
-        raise Boom("first failed")
-
-    async def main():
-        with pytest.raises(Boom, match="first failed"):
-            await first(asyncio.Event().wait(), bad())
-        return "raised"
-
-    assert run_async(main()) == "raised"
+    assert run_async(main()) == ["child finally"]
 
 
 def test_no_bare_task_creation_outside_the_helper():
-    pattern = re.compile(r"ensure_future|create_task")
+    pattern = re.compile(r"\b(ensure_future|create_task)\(")  # not AnyIO's create_task_group
     found = []
     for package in ("actors", "bus", "models", "pipeline"):
         for path in sorted((ROOT / package).rglob("*.py")):
@@ -285,7 +277,7 @@ def test_no_bare_task_creation_outside_the_helper():
     assert found == []
 
 
-def test_the_group_works_under_uvloop():
+def test_the_helpers_work_under_uvloop():
     uvloop = pytest.importorskip("uvloop")
     log: list = []
 
@@ -296,17 +288,15 @@ def test_the_group_works_under_uvloop():
             task_status.started("up")
             await _forever(log, "child", up)
 
-        async def fail():
-            await up.wait()
-            raise Boom("under uvloop")
-
-        async with TaskGroup() as tg:
-            assert await tg.start(child) == "up"
-            with pytest.raises(Boom, match="under uvloop"):
-                async with TaskGroup() as inner:
-                    inner.start_soon(fail())
-                    await asyncio.Event().wait()
-            tg.cancel()
+        task, value = await start_task(child)
+        assert value == "up"
+        with pytest.raises(Boom, match="under uvloop"):
+            async with task_group() as tg:
+                tg.start_soon(_raise, Boom("under uvloop"))
+                await asyncio.Event().wait()
+        assert await first(up.wait(), asyncio.Event().wait()) == (0, True)
+        task.cancel()
+        await asyncio.wait([task])
         return log
 
     loop = uvloop.new_event_loop()
@@ -314,65 +304,3 @@ def test_the_group_works_under_uvloop():
         assert loop.run_until_complete(main()) == ["child finally"]
     finally:
         loop.close()
-
-
-def test_a_closed_group_refuses_new_tasks():
-    async def main():
-        async with TaskGroup() as tg:
-            pass
-        coro = asyncio.sleep(0)
-        try:
-            with pytest.raises(RuntimeError, match="not running"):
-                tg.start_soon(coro)
-        finally:
-            coro.close()
-        return "refused"
-
-    assert run_async(main()) == "refused"
-
-
-def test_a_child_cancelled_on_purpose_is_not_a_failure():
-    log: list = []
-
-    async def child(tag, task_status):
-        task_status.started(asyncio.current_task())
-        try:
-            await asyncio.Event().wait()
-        finally:
-            log.append(tag + " finally")
-
-    async def main():
-        async with TaskGroup() as tg:
-            one = await tg.start(child, "one")
-            await tg.start(child, "two")
-            one.cancel()
-            await asyncio.wait([one])
-            log.append("body goes on, failed=%s" % tg.failed)
-            tg.cancel()
-        return log
-
-    assert run_async(main()) == ["one finally", "body goes on, failed=False", "two finally"]
-
-
-def test_failed_tells_the_body_a_child_failed():
-    seen: list = []
-
-    async def child(go, task_status):
-        task_status.started()
-        await go.wait()
-        raise Boom("late")
-
-    async def main():
-        go = asyncio.Event()
-        with pytest.raises(Boom, match="late"):
-            async with TaskGroup() as tg:
-                await tg.start(child, go)
-                seen.append(tg.failed)
-                go.set()
-                try:
-                    await asyncio.Event().wait()
-                finally:
-                    seen.append(tg.failed)
-        return seen
-
-    assert run_async(main()) == [False, True]

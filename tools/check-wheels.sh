@@ -12,8 +12,9 @@ OUT=${1:-$(mktemp -d)}
 PLATFORMS=(--platform manylinux2014_aarch64)
 for minor in $(seq 17 36); do PLATFORMS+=(--platform "manylinux_2_${minor}_aarch64"); done
 
-MAIN_REQS=(numpy pyzmq msgspec opencv-python-headless uvloop ai-edge-litert)
-TPU_REQS=(tflite-runtime numpy pyzmq msgspec opencv-python-headless tomli uvloop)
+MAIN_REQS=(numpy pyzmq msgspec opencv-python-headless uvloop ai-edge-litert anyio)
+# exceptiongroup: anyio's dependency below Python 3.11, which pip (run by a newer Python) does not follow here
+TPU_REQS=(tflite-runtime numpy pyzmq msgspec opencv-python-headless tomli uvloop anyio exceptiongroup)
 
 check() {  # NAME PYVER CONSTRAINTS REQS...
     local name=$1 pyver=$2 cons=$3; shift 3

@@ -25,7 +25,7 @@ import msgspec
 
 from edgepipe.actors.runtime.base import Actor
 from edgepipe.actors.runtime.context import Context, Endpoints
-from edgepipe.actors.runtime.tasks import TaskGroup
+from edgepipe.actors.runtime.tasks import task_group
 from edgepipe.bus.codec import DecodeError, encode_relayed
 from edgepipe.bus.messages import Metric, MetricActor
 from edgepipe.bus.sockets import Bus
@@ -67,8 +67,8 @@ class MetricsHub(Actor):
         self.public = self.channel(self.bus.pub(self.public_endpoint, hwm=self.hwm, name=self.name + ".public"))
 
     async def run(self) -> None:
-        async with TaskGroup() as tg:
-            tg.start_soon(self._report(), name=self.name + ".report")
+        async with task_group() as tg:
+            tg.start_soon(self._report, name=self.name + ".report")
             while True:
                 kind, body = await self.inbound.recv_relay()
                 self.stats.count("in")

@@ -6,18 +6,24 @@ says it is ready the way AnyIO's ``task_status.started()`` does, then runs
 subscription readers of its bound publishers). The task that runs ``serve``
 is the actor's task (``self.task``), wherever it was started:
 
-- in a supervising task group (the runner's, a group process's):
-  ``await tg.start(actor.supervised)``. A setup failure raises ActorFailed
-  naming the actor from ``tg.start``; once ready, an actor that fails or
-  returns fails the group with ActorDied naming it, which cancels the group.
+- in a supervising task group (the runner's, a group process's; AnyIO's,
+  opened with ``tasks.task_group()``): ``await tg.start(actor.supervised)``.
+  A setup failure raises ActorFailed naming the actor from ``tg.start``; once
+  ready, an actor that fails or returns fails the group with ActorDied naming
+  it, which cancels the group.
 - on its own (tests, benches): ``start()`` returns once the actor is ready and
   raises ActorFailed naming it if setup failed; its failure is seen by
   ``wait()``.
 
-``stop()`` cancels the task and waits for it, in either case; an actor
-stopped on purpose (or ended after ``stopping`` was set: the owner's shutdown
-has begun) is not a failure of its group. Cancellation of the caller
-propagates. Sockets opened with ``self.channel`` are closed in ``finally``
+``stop()`` cancels the actor's ``setup``/``run`` and waits for its task to end,
+in either case; an actor stopped on purpose (or ended after ``stopping`` was
+set: the owner's shutdown has begun) is not a failure of its group. That
+cancellation is AnyIO's (the cancel scope around ``setup`` and ``run``), level-
+triggered: every await in them is cancelled until they end, so an actor that
+swallows one CancelledError (``asyncio.wait_for`` before Python 3.12 does when
+its inner future finishes as the cancellation comes) still stops, and a
+``finally`` in ``run`` that must await shields itself. The cleanup that follows
+``run`` is shielded. Cancellation of the caller propagates. Sockets opened with ``self.channel`` are closed in ``finally``
 whatever happens.
 
 The actor composes two parts: ``self.metrics`` (actors.metrics_part: a
@@ -31,11 +37,14 @@ import logging
 import time
 from typing import Any, Dict, List, Optional
 
+import anyio
+import anyio.abc
+
 from edgepipe.actors.runtime.context import Context, Endpoints
 from edgepipe.actors.runtime.loss import LossLedger
 from edgepipe.actors.runtime.metrics_part import MetricsReporter
 from edgepipe.actors.runtime.stats import Stats
-from edgepipe.actors.runtime.tasks import TaskGroup, TaskStatus, start_task
+from edgepipe.actors.runtime.tasks import start_task, task_group
 from edgepipe.bus.messages import Metric
 from edgepipe.bus.sockets import Bus, Channel
 
@@ -61,6 +70,8 @@ class Actor:
     """
 
     role = "actor"
+    _ready = False  # setup is done and ``task_status.started()`` was called (set by ``serve``)
+    _scope: Optional[anyio.CancelScope] = None  # around ``setup`` and ``run``: ``stop()`` cancels it
 
     def __init__(self, name: str, bus: Bus, endpoints: Optional[Endpoints] = None,
                  context: Optional[Context] = None) -> None:
@@ -124,7 +135,10 @@ class Actor:
         task = self._task
         if task is None or task.done():
             return
-        task.cancel()
+        if self._scope is not None:
+            self._scope.cancel()
+        else:  # not in ``serve`` yet
+            task.cancel()
         await asyncio.wait([task])
 
     async def wait(self) -> None:
@@ -132,15 +146,21 @@ class Actor:
         if self._task is not None:
             await asyncio.shield(self._task)
 
-    async def supervised(self, task_status: TaskStatus) -> None:
+    async def supervised(self, task_status: anyio.abc.TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
         """``serve`` as the child of a supervising task group: ActorFailed if setup fails, then ActorDied
         if the actor fails or returns before ``stopping`` (an error after it is logged, not raised)."""
         try:
             await self.serve(task_status)
-        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+        except asyncio.CancelledError:
+            if self.stopping:
+                # the owner's shutdown has begun (or stop() cancelled the task before ``serve`` ran): an
+                # AnyIO group takes a child that ends cancelled for a failure, so this child ends quietly
+                return
+            raise
+        except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
-            if not task_status.is_started:
+            if not self._ready:
                 raise ActorFailed("%s did not start: %s" % (self.name, exc)) from None
             if not self.stopping:
                 raise ActorDied(self.name, exc) from exc
@@ -149,25 +169,32 @@ class Actor:
         if not self.stopping:
             raise ActorDied(self.name, "returned early")
 
-    async def serve(self, task_status: TaskStatus) -> None:
+    async def _setup_and_run(self, task_status: anyio.abc.TaskStatus) -> None:
+        if self.metrics_endpoint:
+            self.metrics.open(self.bus, self.metrics_endpoint, self.name)
+        await self.setup()
+        self.log.debug("ready")
+        self._ready = True
+        task_status.started()
+        async with task_group() as helpers:
+            if self.metrics.pub is not None:
+                helpers.start_soon(self.metrics.tick, name=self.name + ".metrics")
+            # a bound publisher takes subscriptions only when they are read (bus.sockets: XPUB_MANUAL)
+            for ch in self._channels:
+                if ch.takes_subscriptions:
+                    helpers.start_soon(ch.serve_subscriptions, name=self.name + ".subscriptions")
+            await self.run()
+            self.finished = True
+            helpers.cancel_scope.cancel()
+
+    async def serve(self, task_status: anyio.abc.TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
         """The actor's whole life; ``task_status.started()`` once ``setup`` has opened its sockets."""
         self._task = asyncio.current_task()
+        self._ready = False
+        self._scope = anyio.CancelScope()
         try:
-            if self.metrics_endpoint:
-                self.metrics.open(self.bus, self.metrics_endpoint, self.name)
-            await self.setup()
-            self.log.debug("ready")
-            task_status.started()
-            async with TaskGroup() as helpers:
-                if self.metrics.pub is not None:
-                    helpers.start_soon(self.metrics.tick(), name=self.name + ".metrics")
-                # a bound publisher takes subscriptions only when they are read (bus.sockets: XPUB_MANUAL)
-                for ch in self._channels:
-                    if ch.takes_subscriptions:
-                        helpers.start_soon(ch.serve_subscriptions(), name=self.name + ".subscriptions")
-                await self.run()
-                self.finished = True
-                helpers.cancel()
+            with self._scope:
+                await self._setup_and_run(task_status)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -179,15 +206,18 @@ class Actor:
                 self.log.exception("failed")
             raise
         finally:
-            try:
-                await self.cleanup()
-            finally:
+            # shielded: when the supervising group cancels its scope (a sibling died), that cancellation
+            # is level-triggered and would cancel every await of the cleanup too
+            with anyio.CancelScope(shield=True):
                 try:
-                    await self.metrics.publish(final=True)
+                    await self.cleanup()
                 finally:
-                    for ch in self._channels:
-                        ch.close()
-                    self.metrics.close()
+                    try:
+                        await self.metrics.publish(final=True)
+                    finally:
+                        for ch in self._channels:
+                            ch.close()
+                        self.metrics.close()
 
 
 def now() -> float:

@@ -29,10 +29,12 @@ from collections import deque
 from importlib.metadata import version
 from typing import Any, Callable, Deque, Dict, Optional, Tuple
 
+import anyio
+
 from edgepipe.actors.runtime.backoff import SYSTEM_CLOCK, Backoff, Clock
 from edgepipe.actors.runtime.base import Actor
 from edgepipe.actors.runtime.context import Context, Endpoints
-from edgepipe.actors.runtime.tasks import TaskGroup, first
+from edgepipe.actors.runtime.tasks import first, spawn, task_group
 from edgepipe.actors.sinks import mqtt_payloads as mp
 from edgepipe.actors.sinks.mqtt_payloads import MqttConfig
 from edgepipe.bus.messages import Eos, Metric, Result
@@ -105,12 +107,13 @@ class MqttSink(Actor):
     async def run(self) -> None:
         """The broker connection outlives the two receiving loops: at the end it sends what is queued."""
         t0 = time.monotonic()
-        async with TaskGroup() as connection:
-            sender = connection.start_soon(self._connection_loop(), name=self.name + ".sender")
+        async with task_group() as connection:
+            # shielded from a stop (level-triggered): it sends what is queued until _flush ends it
+            sender = await spawn(connection, self._connection_loop(), name=self.name + ".sender", shield=True)
             try:
-                async with TaskGroup() as loops:  # an error in either loop ends the actor with it
-                    loops.start_soon(self._recv_results(), name=self.name + ".results")
-                    loops.start_soon(self._recv_metrics(), name=self.name + ".metrics")
+                async with task_group() as loops:  # an error in either loop ends the actor with it
+                    loops.start_soon(self._recv_results, name=self.name + ".results")
+                    loops.start_soon(self._recv_metrics, name=self.name + ".metrics")
                     while True:
                         await asyncio.sleep(self.cfg.summary_interval_s)
                         self._summary(time.monotonic() - t0)
@@ -122,7 +125,8 @@ class MqttSink(Actor):
                     if isinstance(m, Metric) and m.actor != self.name:
                         self.latest[m.actor] = m
                 self._summary(time.monotonic() - t0)
-                await self._flush(sender)
+                with anyio.CancelScope(shield=True):  # at most FLUSH_S
+                    await self._flush(sender)
 
     async def _recv_results(self) -> None:
         while True:
@@ -251,10 +255,10 @@ class MqttSink(Actor):
     async def _session(self, client) -> None:
         """Connected: availability, discovery, then the queue until the actor closes."""
         lost = asyncio.Event()
-        async with TaskGroup() as tg:
-            tg.start_soon(self._watch(client, lost), name=self.name + ".watch")
+        async with task_group() as tg:
+            tg.start_soon(self._watch, client, lost, name=self.name + ".watch")
             await self._send_queue(client, lost)
-            tg.cancel()
+            tg.cancel_scope.cancel()
 
     async def _watch(self, client, lost: asyncio.Event) -> None:
         """Sets ``lost`` when the connection drops (also while nothing is being sent)."""

@@ -44,7 +44,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 import msgspec
 import numpy as np
 
-from edgepipe.actors.runtime.tasks import TaskGroup
+from edgepipe.actors.runtime.tasks import task_group
 from edgepipe.bus import messages as m
 from edgepipe.bus.codec import Codec, encode, encode_relayed
 from edgepipe.bus.raw import libzmq_version, raw_pair
@@ -171,8 +171,8 @@ async def _stream(send: Callable[[], Awaitable[Any]], recv: Callable[[], Awaitab
         for _ in range(n):
             await recv()
 
-    async with TaskGroup() as tg:  # the block ends when the consumer has received all n
-        tg.start_soon(consume(), name="bench.consume")
+    async with task_group() as tg:  # the block ends when the consumer has received all n
+        tg.start_soon(consume, name="bench.consume")
         t0 = time.perf_counter()
         for _ in range(n):
             await send()
@@ -187,8 +187,8 @@ async def _pingpong(send: Callable[[], Awaitable[Any]], recv: Callable[[], Await
             await recv()
             await ack_push.send(b"k")
 
-    async with TaskGroup() as tg:  # the block ends when the echo has answered all n
-        tg.start_soon(echo(), name="bench.echo")
+    async with task_group() as tg:  # the block ends when the echo has answered all n
+        tg.start_soon(echo, name="bench.echo")
         t0 = time.perf_counter()
         for _ in range(n):
             await send()

@@ -23,7 +23,7 @@ from edgepipe.models.engines.delegate_probe import probe
 
 CONSTRAINTS = os.path.join(ROOT, "constraints", "tpu-py39.txt")
 # what a TPU-side group imports; the versions come from the constraints file
-REQUIREMENTS = ["tflite-runtime", "numpy", "pyzmq", "msgspec", "opencv-python-headless", "tomli", "uvloop"]
+REQUIREMENTS = ["tflite-runtime", "numpy", "pyzmq", "msgspec", "opencv-python-headless", "tomli", "uvloop", "anyio"]
 FIND_PYTHON = ("install one: `pyenv install 3.9` (then $(pyenv root)/versions/3.9.*/bin/python) or "
                "`uv python install 3.9` (then `uv python find 3.9`); Bookworm has no python3.9 package")
 

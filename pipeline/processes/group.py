@@ -9,11 +9,12 @@ on SIGTERM, on SIGINT when started by hand (a child of run.py ignores SIGINT:
 Ctrl-C reaches the whole process group, and the main process drains first), when its parent dies, or when one of its actors fails
 (exit code 1).
 
-Its actors are children of one task group that ``serve`` opens (``await
-tg.start(actor.supervised)``, each ready before the next), with the watch on
-the main process. An actor that dies fails the group with ActorDied naming
-it, which cancels everything in it. Shutdown order is explicit, before the
-block ends: the watch, then the actors one by one in reverse start order;
+Its actors are children of one (AnyIO) task group that ``serve`` opens
+(``await tg.start(actor.supervised)``, each ready before the next), with the
+watch on the main process. An actor that dies fails the group with ActorDied
+naming it, which cancels everything in it. Shutdown order is explicit, before
+the block ends (shielded from that cancellation): the watch, then the actors
+one by one in reverse start order;
 then the final metrics and ``stopped`` go to the main process.
 """
 from __future__ import annotations
@@ -28,8 +29,10 @@ import signal
 import sys
 from typing import Awaitable, List, Optional
 
+import anyio
+
 from edgepipe.actors.runtime.base import Actor, ActorDied, ActorFailed
-from edgepipe.actors.runtime.tasks import TaskGroup, first
+from edgepipe.actors.runtime.tasks import cancellable, first, task_group
 from edgepipe.bus.control import asked_to_stop, link_dropped, open_client
 from edgepipe.bus.messages import Ready, Stopped
 from edgepipe.bus.sockets import Channel
@@ -76,8 +79,8 @@ async def serve(cfg: Config, name: str, stop: asyncio.Event, by_hand: bool = Fal
                   group_tpu=cfg.groups[name].tpu)
         ctl = open_client(bus, cfg.endpoints.control, name)
         try:
-            async with TaskGroup() as tg:  # the group's actors, and the watch on the main process
-                watcher = tg.start_soon(watch_main(ctl, stop, by_hand), name="watch main")
+            async with task_group() as tg:  # the group's actors, and the watch on the main process
+                watcher = await tg.start(cancellable, watch_main, ctl, stop, by_hand, name="watch main")
                 try:
                     for actor in p.actors:
                         await tg.start(actor.supervised, name=actor.name)
@@ -93,8 +96,11 @@ async def serve(cfg: Config, name: str, stop: asyncio.Event, by_hand: bool = Fal
                     for a in started:
                         a.stopping = True
                     watcher.cancel()  # it cleans up also when cancelled after it set ``stop``
-                    for actor in reversed(started):
-                        await actor.stop()
+                    # shielded: when an actor died, the group's cancellation (level-triggered) would cancel
+                    # every await here
+                    with anyio.CancelScope(shield=True):
+                        for actor in reversed(started):
+                            await actor.stop()
         except ActorDied as exc:
             log.error("group %s: %s", name, exc)
             rc = 1

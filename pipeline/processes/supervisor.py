@@ -17,8 +17,11 @@ import sys
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional
 
+import anyio
+import anyio.abc
+
 from edgepipe import ROOT
-from edgepipe.actors.runtime.tasks import TaskGroup, TaskStatus, start_task
+from edgepipe.actors.runtime.tasks import first, start_task, task_group
 from edgepipe.bus.messages import Metric, Ready, Stopped
 from edgepipe.pipeline.config.loading import Config, to_dict
 from edgepipe.pipeline.rss import peak_rss_mb
@@ -77,11 +80,11 @@ class GroupProcess:
             self.lines.append(line)
             sys.stderr.write("[%s] %s\n" % (self.name, line))
 
-    async def _watch(self, task_status: TaskStatus) -> int:
+    async def _watch(self, task_status: anyio.abc.TaskStatus) -> int:
         """Forward the log lines and wait for the exit; the exit code once the last lines are in."""
         assert self.proc is not None
-        async with TaskGroup() as tg:  # the block ends after the last lines, for the error message
-            tg.start_soon(self._forward(), name="group %s logs" % self.name)
+        async with task_group() as tg:  # the block ends after the last lines, for the error message
+            tg.start_soon(self._forward, name="group %s logs" % self.name)
             task_status.started()
             rc = await self.proc.wait()
         return rc
@@ -133,21 +136,27 @@ async def wait_ready(groups: List[GroupProcess], control: Any, watch: List["asyn
             tail = "\n".join("    " + x for x in list(g.lines)[-10:]) or "    (no output)"
             raise GroupFailed("group %s did not become ready within %.0f s; last lines:\n%s"
                               % (g.name, g.gcfg.startup_timeout_s, tail))
-        exits = [g.exited for g in pending.values() if g.exited is not None]
-        async with TaskGroup() as tg:
-            recv = tg.start_soon(control.recv(), name="control recv")
-            try:
-                await asyncio.wait([recv] + exits + list(watch), timeout=min(deadline[n] for n in pending) - now,
-                                   return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                recv.cancel()  # when it has not received yet; the block waits for it
+        ends = [g.exited for g in pending.values() if g.exited is not None] + list(watch)
+        msg: List[Any] = []
+        with anyio.move_on_after(min(deadline[n] for n in pending) - now):
+            which, value = await first(control.recv(), _one_of(ends))
+            if which == 0:
+                msg.append(value)
         for f in watch:
             if f.done():
                 f.result()  # an actor of the main process failed: raise it
-        if recv.done() and not recv.cancelled():
-            handle_control(recv.result(), {g.name: g for g in groups})
+        if msg:
+            handle_control(msg[0], {g.name: g for g in groups})
         for n in [n for n, g in pending.items() if g.ready is not None]:
             del pending[n]
+
+
+async def _one_of(futures: List["asyncio.Future[Any]"]) -> None:
+    """Until one of ``futures`` is done (forever when there is none)."""
+    if futures:
+        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    else:
+        await anyio.sleep_forever()
 
 
 async def stop_by_hand(groups: List[GroupProcess], control: Any, timeout: float = 5.0) -> None:

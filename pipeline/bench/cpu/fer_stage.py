@@ -18,7 +18,7 @@ import numpy as np
 
 from edgepipe.actors.fer import FerWorker
 from edgepipe.actors.runtime.context import Context, RoleModels
-from edgepipe.actors.runtime.tasks import TaskGroup
+from edgepipe.actors.runtime.tasks import task_group
 from edgepipe.bus.control import ControlServer
 from edgepipe.bus.messages import FaceJob
 from edgepipe.bus.rundir import RunDir
@@ -103,8 +103,8 @@ async def _measure(jobs: Any, results: Any, crops: List[Any], workers: int, fram
         for k in range(frames):
             await jobs.send(FaceJob(k, 0, len(crops), t0, stack))
 
-    async with TaskGroup() as tg:
-        tg.start_soon(feed(), name="bench.feed")
+    async with task_group() as tg:
+        tg.start_soon(feed, name="bench.feed")
         for _ in range(frames):
             e = await results.recv()
             per_worker[e.worker] = per_worker.get(e.worker, 0) + e.count
