@@ -31,6 +31,7 @@ import msgspec
 
 from edgepipe.actors.runtime.backoff import SYSTEM_CLOCK, Clock
 from edgepipe.actors.runtime.failover import Whereabouts, reprobe
+from edgepipe.actors.runtime.tasks import owned_task
 from edgepipe.models.engines.devices import DeviceGone
 from edgepipe.models.engines.engine import Engine, EngineError, FaultCounter
 from edgepipe.models.engines.kinds import AnyEngineKind, FakeEngineSettings, engine_kind
@@ -322,7 +323,7 @@ class EngineHost:
 
     def _start_probe(self) -> None:
         if self._probe is None or self._probe.done():
-            self._probe = asyncio.get_running_loop().create_task(self._promote(), name=self.actor + ".probe")
+            self._probe = owned_task(self._promote, name=self.actor + ".probe")  # close() cancels it
 
     async def _promote(self) -> None:
         """Once the device takes the model again, the role goes back to it (``failover.reprobe``)."""

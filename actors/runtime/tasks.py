@@ -107,6 +107,13 @@ class _Status(anyio.abc.TaskStatus):
         self._fut.set_result(value)
 
 
+def owned_task(fn: Callable[..., Awaitable[Any]], *args: Any, name: Optional[str] = None) -> "asyncio.Task[Any]":
+    """``fn(*args)`` in a task of its own, started from synchronous code; the object that starts it owns it
+    (cancels it when it closes, and sees its end). For a background job of an object, such as a re-probe
+    of a device that went away."""
+    return asyncio.get_running_loop().create_task(fn(*args), name=name)
+
+
 async def start_task(fn: Callable[..., Awaitable[Any]], *args: Any,
                      name: Optional[str] = None) -> Tuple["asyncio.Task[Any]", Any]:
     """Run ``fn(*args, task_status=...)`` in a task of its own; (the task, the value passed to ``started()``)
