@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import TimeoutError as FutureTimeout
+from importlib import metadata
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import cv2
@@ -71,20 +72,29 @@ def picamera2_class(load: Callable[[], Any] = _import_picamera2) -> Any:
         raise SourceError(import_problem("%s: %s" % (type(exc).__name__, exc))) from None
 
 
-def picamera2_version() -> Optional[Tuple[int, ...]]:
-    """The installed Picamera2's version (its package metadata), or None when it has none."""
-    try:
-        from importlib import metadata
-        text = metadata.version("picamera2")
-    except Exception:  # no metadata (a source checkout on sys.path): the TypeError check in read() covers it
-        return None
+def version_tuple(text: str) -> Optional[Tuple[int, ...]]:
+    """(0, 3, 16) of a version string such as "0.3.16" or "0.3.16-1"; None when it has no leading number."""
     parts = []
     for p in text.split("."):
-        digits = "".join(ch for ch in p if ch.isdigit())
+        digits = ""
+        for ch in p:
+            if not ch.isdigit():
+                break
+            digits += ch
         if not digits:
             break
         parts.append(int(digits))
+        if len(digits) < len(p):
+            break
     return tuple(parts) or None
+
+
+def picamera2_version() -> Optional[Tuple[int, ...]]:
+    """The installed Picamera2's version (its package metadata), or None when it has none."""
+    try:
+        return version_tuple(metadata.version("picamera2"))
+    except Exception:  # no metadata (a source checkout on sys.path): the TypeError check in read() covers it
+        return None
 
 
 def too_old(spec: str, version: str = "") -> SourceUnusable:
@@ -196,13 +206,12 @@ class Picamera2Source(Source):
                 log.warning("source %s: the camera gives %s, not RGB888 (a USB webcam through Picamera2?): each "
                             "frame is converted; --source v4l2:N reads a webcam directly", self.spec, fmt)
             cam.start()
-        except (RuntimeError, OSError) as exc:
+        except BaseException as exc:
             self._close(cam)
-            raise SourceError("source %r: the camera cannot be configured or started (%s); is another program "
-                              "using it? list the cameras with 'rpicam-hello --list-cameras'"
-                              % (self.spec, exc)) from None
-        except BaseException:
-            self._close(cam)
+            if isinstance(exc, (RuntimeError, OSError)) and not isinstance(exc, SourceError):
+                raise SourceError("source %r: the camera cannot be configured or started (%s); is another program "
+                                  "using it? list the cameras with 'rpicam-hello --list-cameras'"
+                                  % (self.spec, exc)) from None
             raise
         self.cam = cam
 
