@@ -114,5 +114,5 @@ def resolve_source(spec: str, cameras: Callable[[], Cameras] = picamera2_cameras
         tried.append(index)
     paths = ", ".join("/dev/video%d" % i for i in tried)
     return "demo", "no camera: %s and %s" % (
-        problem or "Picamera2 lists no CSI camera",
+        problem or ("Picamera2 lists no CSI camera" if found else "Picamera2 lists none"),
         "no V4L2 node delivers a frame (%s)" % paths if tried else "there is no V4L2 camera node")
