@@ -1,11 +1,14 @@
 """``--source auto``: the camera that is there, else the demo clip.
 
-In order: a Picamera2 camera (``Picamera2.global_camera_info()`` lists one),
-else the first V4L2 node that delivers a frame, else ``demo``. Nodes of the
-Pi's codecs, ISP and CSI receiver are skipped by name (on a Pi 5 a CSI camera
-is reached through Picamera2, not a ``/dev/video`` node), and so are nodes
-whose VIDIOC_QUERYCAP says they do not capture video (a webcam's metadata
-node). Each probe is injectable for tests and never raises.
+In order: a CSI camera that Picamera2 lists (``picamera2``), else a USB webcam
+that Picamera2 lists, read through V4L2 (``v4l2:N``: Picamera2 gives a webcam
+only as MJPEG or YUYV; its ``/dev/videoN`` is found from the libcamera id,
+``machine.uvc_nodes``), else the first V4L2 node that delivers a frame, else
+``demo``. ``global_camera_info()`` sorts USB webcams last; their ``Id`` holds
+``/usb``. Nodes of the Pi's codecs, ISP and CSI receiver are skipped by name (on
+a Pi 5 a CSI camera is reached through Picamera2, not a ``/dev/video`` node),
+and so are nodes whose VIDIOC_QUERYCAP says they do not capture video (a
+webcam's metadata node). Each probe is injectable for tests and never raises.
 """
 from __future__ import annotations
 
@@ -15,26 +18,33 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import cv2
 
-from edgepipe.actors.sources.sources import picamera2_class
-from edgepipe.pipeline.ops.machine import CSI_NODES, V4L2_CAP_VIDEO_CAPTURE, V4L2_CAP_VIDEO_CAPTURE_MPLANE, querycap
+from edgepipe.actors.sources.picamera2_source import picamera2_class
+from edgepipe.actors.sources.sources import SourceError
+from edgepipe.pipeline.ops.machine import (CSI_NODES, V4L2_CAP_VIDEO_CAPTURE, V4L2_CAP_VIDEO_CAPTURE_MPLANE,
+                                           is_usb_camera, querycap, uvc_nodes)
 
 log = logging.getLogger("edgepipe.source")
 
+Cameras = Tuple[List[Dict[str, Any]], str]
 
-def picamera2_cameras() -> List[str]:
-    """Models of the cameras Picamera2 sees ([] without Picamera2 or a camera)."""
-    Picamera2 = picamera2_class()
-    if Picamera2 is None:
-        return []
+
+def picamera2_cameras() -> Cameras:
+    """(what ``Picamera2.global_camera_info()`` lists, why it lists nothing): ([], "") without Picamera2,
+    ([], the line naming the fix) when Picamera2 is there but cannot be imported or cannot list."""
     try:
-        return [str(c.get("Model", "camera")) for c in Picamera2.global_camera_info()]
-    except Exception as exc:  # a broken libcamera set-up: no camera, said once
-        log.info("Picamera2 lists no camera: %s", exc)
-        return []
+        Picamera2 = picamera2_class()
+    except SourceError as exc:  # installed but broken (a numpy 2 in the venv): said, and auto goes on
+        return [], str(exc)
+    if Picamera2 is None:
+        return [], ""
+    try:
+        return [dict(c) for c in Picamera2.global_camera_info()], ""
+    except Exception as exc:  # a broken libcamera set-up: no camera
+        return [], "Picamera2 cannot list the cameras: %s" % exc
 
 
 def v4l2_nodes(dev_root: str = "/dev", sysfs_root: str = "/",
@@ -77,19 +87,32 @@ def v4l2_captures(index: int, timeout_s: float = 3.0) -> bool:
     return bool(result and result[0])
 
 
-def resolve_source(spec: str, cameras: Callable[[], List[str]] = picamera2_cameras,
+def resolve_source(spec: str, cameras: Callable[[], Cameras] = picamera2_cameras,
                    nodes: Optional[Callable[[], List[Tuple[int, str]]]] = None,
-                   captures: Callable[[int], bool] = v4l2_captures) -> Tuple[str, str]:
+                   captures: Callable[[int], bool] = v4l2_captures,
+                   webcam_nodes: Callable[[str], List[int]] = uvc_nodes) -> Tuple[str, str]:
     """(the source to use, why) for ``auto``; any other spec is returned as it is."""
     if spec != "auto":
         return spec, ""
-    found = cameras()
-    if found:
-        return "picamera2", "Picamera2 camera %s" % found[0]
-    tried = []
+    found, problem = cameras()
+    if problem:
+        log.warning("%s", problem)
+    for cam in found:
+        if not is_usb_camera(cam):
+            return "picamera2", "Picamera2 camera %s" % cam.get("Model", "?")
+    tried: List[int] = []
+    for cam in found:  # webcams that Picamera2 lists: through V4L2, which gives BGR
+        for index in webcam_nodes(str(cam.get("Id", ""))):
+            tried.append(index)
+            if captures(index):
+                return "v4l2:%d" % index, "USB webcam %s at /dev/video%d, through V4L2" % (cam.get("Model", "?"), index)
     for index, name in (nodes or v4l2_nodes)():
+        if index in tried:
+            continue
         if captures(index):
             return "v4l2:%d" % index, "V4L2 camera /dev/video%d%s" % (index, " (%s)" % name if name else "")
-        tried.append("/dev/video%d" % index)
-    return "demo", "no camera: Picamera2 lists none and %s" % (
-        "no V4L2 node delivers a frame (%s)" % ", ".join(tried) if tried else "there is no V4L2 camera node")
+        tried.append(index)
+    paths = ", ".join("/dev/video%d" % i for i in tried)
+    return "demo", "no camera: %s and %s" % (
+        problem or ("Picamera2 lists no CSI camera" if found else "Picamera2 lists none"),
+        "no V4L2 node delivers a frame (%s)" % paths if tried else "there is no V4L2 camera node")

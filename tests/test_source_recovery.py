@@ -23,8 +23,9 @@ from fake_clock import FakeClock, Stepper
 from helpers import inproc_config, run_async
 
 from edgepipe.actors.sources.live_sources import LiveOpenCvSource, Reconnecting, SourceStalled
+from edgepipe.actors.sources.picamera2_source import Picamera2Source
 from edgepipe.actors.sources.source_factory import make_source
-from edgepipe.actors.sources.sources import Picamera2Source, SourceError, is_live
+from edgepipe.actors.sources.sources import SourceError, is_live
 from edgepipe.pipeline import placement
 from edgepipe.pipeline.run_command import human_summary
 from edgepipe.pipeline.runner import RunOptions, run
@@ -333,10 +334,12 @@ def test_picamera2_capture_has_a_timeout():
 # ------------------------------------------------------------------ defaults
 
 def test_source_auto_prefers_the_pi_camera_then_v4l2_then_the_demo():
-    assert resolve_source("auto", cameras=lambda: ["imx708"])[0] == "picamera2"
-    assert resolve_source("auto", cameras=lambda: [], nodes=lambda: [(0, "USB Camera"), (2, "UVC")],
+    imx708 = {"Model": "imx708", "Id": "/base/axi/pcie@120000/rp1/i2c@88000/imx708@1a", "Num": 0}
+    assert resolve_source("auto", cameras=lambda: ([imx708], ""))[0] == "picamera2"
+    assert resolve_source("auto", cameras=lambda: ([], ""), nodes=lambda: [(0, "USB Camera"), (2, "UVC")],
                           captures=lambda i: i == 2)[0] == "v4l2:2"
-    spec, why = resolve_source("auto", cameras=lambda: [], nodes=lambda: [(0, "dummy")], captures=lambda i: False)
+    spec, why = resolve_source("auto", cameras=lambda: ([], ""), nodes=lambda: [(0, "dummy")],
+                               captures=lambda i: False)
     assert spec == "demo" and "/dev/video0" in why
     assert resolve_source("synthetic:fps=0") == ("synthetic:fps=0", "")
     assert resolve_source("auto")[0] == "demo"  # this machine: no camera

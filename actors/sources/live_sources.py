@@ -15,7 +15,8 @@
   per attempt. ``close()`` ends a backoff at once.
 
 The first ``open()`` is not retried: a camera that is missing at start is an
-error whose message says how to fix it.
+error whose message says how to fix it. Nor is a ``SourceUnusable`` error (a
+camera format that cannot be converted): reopening would not mend it.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import cv2
 import numpy as np
 
 from edgepipe.actors.runtime.backoff import SYSTEM_CLOCK, Backoff, Clock
-from edgepipe.actors.sources.sources import Read, Source, SourceError
+from edgepipe.actors.sources.sources import Read, Source, SourceError, SourceUnusable
 
 log = logging.getLogger("edgepipe.source")
 
@@ -219,6 +220,8 @@ class Reconnecting(Source):
                     self.inner = src
             try:
                 item = src.read()
+            except SourceUnusable:
+                raise  # no reopening mends it (a format that cannot be converted): the run ends with its line
             except SourceError as exc:
                 item, why = None, str(exc)
             else:

@@ -12,8 +12,9 @@ import cv2
 
 from edgepipe.actors.sources.demo import demo_source
 from edgepipe.actors.sources.live_sources import LiveOpenCvSource, Reconnecting
-from edgepipe.actors.sources.sources import (IMAGE_EXTS, VIDEO_EXTS, ImageSource, OpenCvSource, Picamera2Source, Source,
-                                             SourceError, SyntheticSource, spec_options, spec_size)
+from edgepipe.actors.sources.picamera2_source import Picamera2Source
+from edgepipe.actors.sources.sources import (IMAGE_EXTS, VIDEO_EXTS, ImageSource, OpenCvSource, Source, SourceError,
+                                             SyntheticSource, spec_options, spec_size)
 
 
 def source_rate(spec: str) -> float:

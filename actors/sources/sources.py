@@ -6,7 +6,7 @@
   ``stall_ms`` before frame N (a fault test);
 - ``dir:PATH`` or an image file: images, looping;
 - ``video:PATH``: a video file through OpenCV;
-- ``picamera2[:WxH]``: the Raspberry Pi camera (Picamera2, RGB888 = BGR in memory);
+- ``picamera2[:WxH]``: the Raspberry Pi camera through Picamera2 (``picamera2_source``);
 - ``v4l2:N`` / ``camera:N``: a V4L2 camera through OpenCV (a USB webcam; a Pi 5's
   CSI camera is ``picamera2``); ``rtsp://...``, ``http://...`` (MJPEG): a stream.
   Cameras and streams recover: see ``live_sources``;
@@ -24,7 +24,6 @@ import logging
 import math
 import os
 import threading
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 import cv2
@@ -47,6 +46,10 @@ class SourceError(RuntimeError):
     """A source that cannot be opened or read; the message says how to fix it."""
 
     user_facing = True
+
+
+class SourceUnusable(SourceError):
+    """A source that no reopening can mend (a format it cannot convert, a library too old): not reconnected."""
 
 
 class Source(abc.ABC):
@@ -312,67 +315,6 @@ class OpenCvSource(Source):
         if self.cap is not None:
             self.cap.release()
             self.cap = None
-
-
-def picamera2_class() -> Any:
-    """Picamera2's camera class, or None where it is not installed (not a Raspberry Pi)."""
-    try:
-        # optional: only on a Raspberry Pi (python3-picamera2 from apt), so imported when a camera is looked for
-        from picamera2 import Picamera2  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return Picamera2
-
-
-class Picamera2Source(Source):
-    """The Raspberry Pi camera through Picamera2 (RGB888 is BGR in memory, as OpenCV wants).
-
-    Each capture is a job (``capture_array(wait=False)``) waited on with a timeout
-    (``Picamera2.wait(job, timeout)``): a stalled camera raises instead of blocking.
-    """
-
-    live = True
-
-    def __init__(self, spec: str, size: Tuple[int, int], read_timeout_s: float = 5.0) -> None:
-        super().__init__(spec)
-        self.size = size
-        self.read_timeout_s = read_timeout_s
-        self.cam = None
-
-    def open(self) -> None:
-        Picamera2 = picamera2_class()
-        if Picamera2 is None:
-            raise SourceError("source %r needs Picamera2: on Raspberry Pi OS run 'sudo apt install python3-picamera2' "
-                              "and create the venv with --system-site-packages (for a USB webcam use v4l2:N)"
-                              % self.spec) from None
-        try:
-            cam = Picamera2()
-            config = cam.create_video_configuration(main={"size": self.size, "format": "RGB888"})
-            cam.configure(config)
-            cam.start()
-        except (RuntimeError, IndexError, OSError) as exc:
-            raise SourceError("source %r: no camera found or it is busy (%s); check the ribbon cable and list the "
-                              "cameras with 'rpicam-hello --list-cameras'" % (self.spec, exc)) from None
-        self.cam = cam
-
-    def read(self) -> Read:
-        assert self.cam is not None
-        try:
-            job = self.cam.capture_array("main", wait=False)
-            return self.cam.wait(job, timeout=self.read_timeout_s), None
-        except (FutureTimeout, TimeoutError):
-            raise SourceError("source %r: no frame from the camera within %.1f s"
-                              % (self.spec, self.read_timeout_s)) from None
-        except (RuntimeError, OSError) as exc:
-            raise SourceError("source %r: the camera failed: %s" % (self.spec, exc)) from None
-
-    def close(self) -> None:
-        if self.cam is not None:
-            try:
-                self.cam.stop()
-                self.cam.close()
-            finally:
-                self.cam = None
 
 
 def is_live(spec: str) -> bool:

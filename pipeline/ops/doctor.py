@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from edgepipe import ROOT as EDGEPIPE_ROOT
 from edgepipe.actors.sources.demo import DEMO, DEMO_FILE
+from edgepipe.actors.sources.picamera2_source import NUMPY_FIX, numpy_mismatch
 from edgepipe.models.engines import delegate_probe
 from edgepipe.models.engines.devices import lock_dir
 from edgepipe.models.store import fetch
@@ -34,7 +35,7 @@ from edgepipe.pipeline.config.loading import ConfigError, load
 from edgepipe.pipeline.ops import verdict
 from edgepipe.pipeline.ops.machine import (CSI_NODES, PICAMERA2_SCRIPT, RUNTIME_SCRIPT, V4L2_CAP_VIDEO_CAPTURE,
                                            V4L2_CAP_VIDEO_CAPTURE_MPLANE, dpkg_versions, held_flocks, ldconfig_paths,
-                                           querycap, read, run_json)
+                                           picamera2_findings, querycap, read, run_json)
 
 ROOT = Path(EDGEPIPE_ROOT)
 USB_TPUS = {("1a6e", "089a"): "Coral USB Accelerator, not yet initialised (its firmware loads when the "
@@ -250,12 +251,12 @@ class Doctor:
             listed, err = self.picameras()
             if listed is None:
                 self.add("camera", "info", "Picamera2 not usable from %s: %s" % (self.python, err),
+                         NUMPY_FIX if numpy_mismatch(err) else
                          "sudo apt install python3-picamera2, and make the venv with --system-site-packages")
-            else:
-                for i, c in enumerate(listed):
+            else:  # each with the --source that reads it
+                for status, text, fix in picamera2_findings(listed, str(self.root), self.querycap):
                     cams += 1
-                    self.add("camera", "ok", "Picamera2 camera %d: %s (--source picamera2)"
-                             % (i, c.get("Model", "?")))
+                    self.add("camera", status, text, fix)
                 if not listed:
                     self.add("camera", "info", "Picamera2 imports but lists no camera")
         for node in sorted(glob.glob(str(self.p("sys/class/video4linux/video*"))),
