@@ -47,6 +47,9 @@ import threading
 from importlib import metadata
 from typing import Any, Dict, List, Optional, Tuple
 
+if __name__ != "__main__":  # the parent's side; the child imports nothing from this project
+    from edgepipe.models.engines.devices import DeviceBusy, claim_key, probe_claim
+
 ENV_LOADER = "EDGEPIPE_DELEGATE_LOADER"
 DEFAULT_LIBRARY = "libedgetpu.so.1"
 FIX_RUNTIME = ("install the runtime pinned for libedgetpu 16.0 in the TPU venv: `python run.py setup-tpu-venv "
@@ -129,8 +132,6 @@ def probe(library: str = DEFAULT_LIBRARY, device: str = "", model: str = "", pyt
     """Run the probe child with ``python`` (default: this interpreter) holding the device's claim; never raises.
     Another process holding the claim: not run, ``busy`` (``holder`` names it); a model already running on
     the device in this process: not run, ``ok`` and ``skipped``."""
-    from edgepipe.models.engines.devices import DeviceBusy, probe_claim  # the parent's side only
-
     try:
         with probe_claim("edgetpu:%s" % device) as run_it:
             if not run_it:
@@ -183,8 +184,6 @@ def probe_once(library: str = DEFAULT_LIBRARY, device: str = "", model: str = ""
                python: str = "") -> ProbeResult:
     """``probe()`` once per process for each library, device (its claim: "" and "usb:0" are one), model,
     interpreter and loader; a probe that found the device held by another process is not kept."""
-    from edgepipe.models.engines.devices import claim_key
-
     key = (library, claim_key("edgetpu:%s" % device), model, os.path.abspath(python or sys.executable),
            os.environ.get(ENV_LOADER, ""))
     with _CACHE_LOCK:

@@ -229,10 +229,9 @@ class LiteRTEngine(Engine):
         path = self._resolve("edgetpu")
         pool = self._open_pool()  # claims the devices (DeviceBusy when another process holds one)
         try:
-            for dev in pool.devices:  # the probe, unless a model of this process already runs on the device
-                device = dev.name.split(":", 1)[1]
-                self._interps[dev.name] = open_on(dev, functools.partial(self._probe, path, device),
-                                                  functools.partial(self._open_interpreter, path, device))
+            for dev in pool.devices:  # "edgetpu:DEVICE"; probed unless a model of this process already runs on it
+                self._interps[dev.name] = open_on(dev, functools.partial(self._probe, path, dev.name[8:]),
+                                                  functools.partial(self._open_interpreter, path, dev.name[8:]))
         except BaseException:
             self._interps = {}
             pool.release()
