@@ -9,6 +9,10 @@ what runs here, each profile on each engine, and exits 1 only when nothing the
 user asked for runs (``pipeline/ops/verdict.py``); a problem that stops nothing
 asked for is a note.
 
+Devices a process has claimed (a running pipeline, a probe) are listed with
+their pid from /proc/locks, and the delegate probe takes the Edge TPU's claim
+without waiting: doctor never opens a device a run holds.
+
 Everything read from the machine goes through ``root`` ("/" here; a recorded
 tree in the tests), except what needs a process: the probe, the TPU venv's
 Python and Picamera2, which run only against the real root (or through the
