@@ -65,10 +65,11 @@ class Pipeline:
         return waits
 
 
-def engine_settings(cfg: Config, kind: Optional[str] = None, group_tpu: str = "") -> EngineSettings:
+def engine_settings(cfg: Config, kind: Optional[str] = None, group_tpu: str = "", auto: bool = False) -> EngineSettings:
     """The settings of an engine of ``kind`` (default: pipeline.engine) from the config's ``[engine.KIND]``;
-    a group that owns an Edge TPU (``groups.NAME.tpu``) runs on that one."""
+    a group that owns an Edge TPU (``groups.NAME.tpu``) runs on that one; ``auto``: placed by auto."""
     settings = cfg.engine.settings(kind or cfg.pipeline.engine).for_group(group_tpu)
+    settings = settings.for_auto() if auto else settings
     return EngineSettings(engine=settings, model_paths=tuple(cfg.models.paths))
 
 
@@ -131,7 +132,7 @@ def make_actor(cfg: Config, bus: Bus, role: Role, name: str, context: Context,
     if role.engine:
         pl = placement[role.name]
         fer = placement.get("fer")
-        args.append(RoleModels(engine_settings(cfg, pl.engine, group_tpu), manifest.get(pl.model),
+        args.append(RoleModels(engine_settings(cfg, pl.engine, group_tpu, pl.auto), manifest.get(pl.model),
                                manifest.get(fer.model) if role.name == "detector" and fer is not None else None,
                                cpu_fallback(cfg, role.name, pl.engine)))
     elif role.name == "display":

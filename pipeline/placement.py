@@ -22,14 +22,22 @@ refuses the run with one message (``model_files.MissingModelFiles``). With
 ``fetch`` (the run command), files that have a source are downloaded now and
 the run is refused, before anything starts, when one still misses.
 
+A real Edge TPU is "present" for a role when libedgetpu loads, a Coral is
+attached, and a probe process builds the role's own Edge TPU model with the
+delegate and invokes it once (``edgetpu_check.edgetpu_present``; all roles
+are probed before any engine opens the device, each under the device's
+claim). A role whose probe fails runs on the CPU and its reason is the
+probe's error. A role ``auto`` put on the Edge TPU falls back to the CPU if
+its engine still cannot load there (``RolePlacement.auto``: the engine's
+fallback is the CPU whatever ``engine.edgetpu.fallback`` says): one warning
+line says why, and the run goes on.
+
 When the profile names another model for the accelerator than for the CPU
 (Coral's SSD face detector on the TPU, BlazeFace on the CPU), ``auto`` keeps
 the accelerator's, which is the profile's choice for machines that have one.
 """
 from __future__ import annotations
 
-import ctypes
-import glob
 import json
 import logging
 import os
@@ -39,20 +47,17 @@ from dataclasses import dataclass, field
 from itertools import product
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from edgepipe import ROOT as REPO
-from edgepipe.models.engines.delegate_probe import probe_once
 from edgepipe.models.engines.devices import CACHE_MB
 from edgepipe.models.engines.engine import EngineError
-from edgepipe.models.engines.litert import edgetpu_library
 from edgepipe.models.spec import ModelSpec
 from edgepipe.models.store import manifest
-from edgepipe.models.store.fetch import cache_dir
+from edgepipe.models.store.fetch import cache_dir, find_local
 from edgepipe.pipeline.config.sections import Config, ConfigError
+from edgepipe.pipeline.edgetpu_check import edgetpu_attached, edgetpu_present, tpu_python
 from edgepipe.pipeline.model_files import file_available, is_synthetic, require_files
 
 log = logging.getLogger("edgepipe.placement")
 
-CORAL_USB_IDS = (("1a6e", "089a"), ("18d1", "9302"))  # before and after the runtime's firmware load
 
 
 @dataclass
@@ -62,6 +67,7 @@ class RolePlacement:
     model: str
     devices: List[str] = field(default_factory=list)  # accelerator devices ("fake:0", "edgetpu:usb:0")
     reason: str = ""
+    auto: bool = False  # placed by ``auto``: on an Edge TPU that fails to load, the role runs on the CPU
 
     def describe(self) -> str:
         where = ", ".join(self.devices) if self.devices else self.engine
@@ -119,42 +125,18 @@ def save_table(report: Dict[str, Any], path: str = "") -> str:
 
 # ---------------------------------------------------------------- is there an Edge TPU?
 
-def edgetpu_present(python: str = "") -> Tuple[bool, str]:
-    """(found, why not): libedgetpu loads, a Coral shows on USB or PCIe, and the delegate loads in a
-    throwaway probe process run by ``python`` (the TPU group's interpreter; default this one), so that a
-    runtime that crashes with libedgetpu makes ``auto`` choose the CPU instead. Never raises."""
-    library = edgetpu_library()
-    try:
-        ctypes.CDLL(library)
-    except OSError:
-        return False, "the Edge TPU runtime (%s) is not installed" % library
-    if not _coral_attached():
-        return False, "no Coral on USB (1a6e:089a, 18d1:9302) or PCIe (/dev/apex_*)"
-    res = probe_once(library=library, python=python)
-    if not res.ok:
-        return False, "the Edge TPU delegate does not load: %s" % res.error
-    return True, ""
-
-
-def _coral_attached() -> bool:
-    if glob.glob("/dev/apex_*"):
-        return True
-    for d in glob.glob("/sys/bus/usb/devices/*"):
-        try:
-            with open(os.path.join(d, "idVendor")) as v, open(os.path.join(d, "idProduct")) as p:
-                if (v.read().strip(), p.read().strip()) in CORAL_USB_IDS:
-                    return True
-        except OSError:
+def _probe_models(cfg: Config, roles: Sequence[str]) -> Dict[str, str]:
+    """Role -> why its Edge TPU model does not run here ("" when it does): each role's own model file
+    probed with the TPU group's interpreter, all before any engine opens the device."""
+    python = tpu_python(cfg)
+    out: Dict[str, str] = {}
+    for role in roles:
+        spec = _spec(model_for(cfg, role, "edgetpu"), role)
+        if "edgetpu" not in spec.files:
             continue
-    return False
-
-
-def tpu_python(cfg: Config) -> str:
-    """The interpreter of the group that runs the detector or the FER pool ("" = this one)."""
-    for g in cfg.groups.values():
-        if g.python and g.spawn and ({"detector", "fer"} & set(g.actors)):
-            return g.python if os.path.isabs(g.python) else os.path.join(REPO, g.python)
-    return ""
+        path = find_local(spec, spec.files["edgetpu"], cfg.models.paths)  # not here yet: the delegate alone
+        out[role] = edgetpu_present(python, [str(path)] if path is not None else [])[1]
+    return out
 
 
 # ---------------------------------------------------------------- prediction
@@ -328,8 +310,14 @@ def _place(cfg: Config, table: Optional[Dict[str, Dict[str, float]]], group_tpu:
         out[role] = RolePlacement(role, want, name, _devices(cfg, want, group_tpu), reason)
     if not auto_roles:
         return out
-    if accel_ok is None:
-        accel_ok, accel_why = edgetpu_present(tpu_python(cfg)) if tpu_check is edgetpu_present else tpu_check()
+    probed: Dict[str, str] = {}
+    if accel_ok is None and tpu_check is edgetpu_present:  # the real check: each role's own model, run once
+        accel_why = edgetpu_attached()
+        accel_ok = not accel_why
+        if accel_ok:
+            probed = _probe_models(cfg, auto_roles)
+    elif accel_ok is None:
+        accel_ok, accel_why = tpu_check()
     # candidates per auto role: (engine, model)
     cands: Dict[str, List[Tuple[str, ModelSpec]]] = {}
     notes: Dict[str, str] = {}
@@ -338,14 +326,15 @@ def _place(cfg: Config, table: Optional[Dict[str, Dict[str, float]]], group_tpu:
         acc_spec = _spec(model_for(cfg, role, accel), role)
         cpu_name, fell_back = _pick(cfg, role, "cpu")
         cpu_spec = _spec(cpu_name, role)
-        acc_runs = accel_ok and (accel == "fake" or "edgetpu" in acc_spec.files)
+        acc_runs = accel_ok and (accel == "fake" or "edgetpu" in acc_spec.files) and not probed.get(role)
         if acc_runs:
             options.append((accel, acc_spec))
         if "cpu" in cpu_spec.files and not (acc_runs and cpu_spec.name != acc_spec.name):
             options.append(("cpu", cpu_spec))
+        role_why = accel_why or probed.get(role, "")
         if not acc_runs and not cpu_model_available(cpu_spec, cfg.models.paths):
             why = "%s; model %s (%s) is not present and has no download source" % (
-                accel_why or "no Edge TPU file for %s" % acc_spec.name, cpu_spec.name, cpu_spec.files.get("cpu"))
+                role_why or "no Edge TPU file for %s" % acc_spec.name, cpu_spec.name, cpu_spec.files.get("cpu"))
             if is_synthetic(cfg.pipeline.source):  # the fake engine reads the synthetic source's drawn faces
                 cands[role] = [("fake", _spec(model_for(cfg, role, "fake"), role))]
                 notes[role] = "auto: %s: the fake engine" % why
@@ -355,8 +344,8 @@ def _place(cfg: Config, table: Optional[Dict[str, Dict[str, float]]], group_tpu:
             continue
         if not options:
             options.append(("cpu", cpu_spec))
-        if not accel_ok:
-            notes[role] = "auto: %s" % accel_why
+        if not accel_ok or probed.get(role):
+            notes[role] = "auto: %s" % role_why
         elif accel == "edgetpu" and "edgetpu" not in acc_spec.files:
             notes[role] = "auto: %s has no Edge TPU file" % acc_spec.name
         if fell_back:
@@ -381,7 +370,7 @@ def _place(cfg: Config, table: Optional[Dict[str, Dict[str, float]]], group_tpu:
     for role in auto_roles:
         engine, spec = choice[role]
         note = notes.get(role) or "auto: %.0f FPS predicted at %d faces (%s)" % (fps, cfg.engine.auto.faces, src)
-        out[role] = RolePlacement(role, engine, spec.name, _devices(cfg, engine, group_tpu), note)
+        out[role] = RolePlacement(role, engine, spec.name, _devices(cfg, engine, group_tpu), note, auto=True)
     return out
 
 

@@ -112,12 +112,12 @@ def test_auto_uses_the_cpu_when_the_edge_tpu_delegate_crashes_its_probe(monkeypa
     from pathlib import Path
 
     from edgepipe.models.engines import delegate_probe, litert
-    from edgepipe.pipeline import placement
+    from edgepipe.pipeline import edgetpu_check, placement
 
     standins = str(Path(__file__).resolve().parent / "delegate_standins.py")
     monkeypatch.setenv(delegate_probe.ENV_LOADER, standins + ":crash_segv")
     monkeypatch.setenv(litert.ENV_LIBRARY, ctypes.util.find_library("c") or "libc.so.6")
-    monkeypatch.setattr(placement, "_coral_attached", lambda: True)
+    monkeypatch.setattr(edgetpu_check, "_coral_attached", lambda: True)
     found, why = placement.edgetpu_present()
     assert not found
     assert why.startswith("the Edge TPU delegate does not load") and "SIGSEGV" in why

@@ -18,6 +18,15 @@ the child dies the parent knows how far it got. A crash becomes one
 libedgetpu versions and the fix; ``models/litert.py`` raises it as an
 EngineError, and the engine's configured fallback applies.
 
+The probe opens the device, and a second process that opens a Coral USB
+Accelerator breaks the transfers of the one using it until it is re-plugged
+(google-coral/edgetpu #237, #645). So ``probe()`` first takes the device's
+claim (``devices.probe_claim``: the lock file a run holds), without waiting:
+when another process holds it the probe does not run and its result names the
+holder (``busy``); in a process where a model already runs on the device it
+does not run either (``skipped``: that runtime is proven). Only the parent
+takes the claim; the child does not know about it.
+
 ``EDGEPIPE_DELEGATE_LOADER`` ("MODULE:FUNC" or "/path/file.py:FUNC") replaces
 the runtime's ``load_delegate(library, options)`` in the child: tests select a
 stand-in loader that crashes. The child imports nothing from this project, so
@@ -38,6 +47,9 @@ import threading
 from importlib import metadata
 from typing import Any, Dict, List, Optional, Tuple
 
+if __name__ != "__main__":  # the parent's side; the child imports nothing from this project
+    from edgepipe.models.engines.devices import DeviceBusy, claim_key, probe_claim
+
 ENV_LOADER = "EDGEPIPE_DELEGATE_LOADER"
 DEFAULT_LIBRARY = "libedgetpu.so.1"
 FIX_RUNTIME = ("install the runtime pinned for libedgetpu 16.0 in the TPU venv: `python run.py setup-tpu-venv "
@@ -49,8 +61,11 @@ class ProbeResult:
     """What the probe child reported: ``ok``, versions, how far it got and the error."""
 
     def __init__(self, ok: bool, runtime: str = "", runtime_version: str = "", libedgetpu: str = "",
-                 stage: str = "", error: str = "", returncode: int = 0) -> None:
+                 stage: str = "", error: str = "", returncode: int = 0, holder: str = "",
+                 skipped: bool = False) -> None:
         self.ok = ok
+        self.holder = holder  # "pid N": another process holds the device's claim; the probe did not run
+        self.skipped = skipped  # a model already runs on the device in this process: the probe did not run
         self.runtime = runtime
         self.runtime_version = runtime_version
         self.libedgetpu = libedgetpu
@@ -62,6 +77,10 @@ class ProbeResult:
     def crashed(self) -> bool:
         return self.returncode < 0
 
+    @property
+    def busy(self) -> bool:
+        return bool(self.holder)
+
     def versions(self) -> str:
         rt = ("%s %s" % (self.runtime, self.runtime_version)).strip() or "no TFLite runtime"
         return "runtime %s, libedgetpu %s" % (rt, self.libedgetpu or "unknown")
@@ -69,7 +88,7 @@ class ProbeResult:
     def as_dict(self) -> Dict[str, Any]:
         return {"ok": self.ok, "runtime": self.runtime, "runtime_version": self.runtime_version,
                 "libedgetpu": self.libedgetpu, "stage": self.stage, "error": self.error,
-                "returncode": self.returncode}
+                "returncode": self.returncode, "holder": self.holder, "skipped": self.skipped}
 
 
 def _signal_name(returncode: int) -> str:
@@ -110,7 +129,23 @@ def parse(lines: List[str], returncode: int, stderr: str = "") -> ProbeResult:
 
 def probe(library: str = DEFAULT_LIBRARY, device: str = "", model: str = "", python: str = "",
           timeout_s: float = 60.0, env: Optional[Dict[str, str]] = None) -> ProbeResult:
-    """Run the probe child with ``python`` (default: this interpreter); never raises."""
+    """Run the probe child with ``python`` (default: this interpreter) holding the device's claim; never raises.
+    Another process holding the claim: not run, ``busy`` (``holder`` names it); a model already running on
+    the device in this process: not run, ``ok`` and ``skipped``."""
+    try:
+        with probe_claim("edgetpu:%s" % device) as run_it:
+            if not run_it:
+                return ProbeResult(True, stage="skipped: a model already runs on the Edge TPU %r in this "
+                                   "process" % device, skipped=True)
+            return _run_child(library, device, model, python, timeout_s, env)
+    except DeviceBusy as exc:
+        return ProbeResult(False, stage="claiming the device", returncode=1, holder=exc.holder or "pid unknown",
+                           error="the Edge TPU %s is held by another process (%s); the probe did not open it"
+                           % (device or "(the first found)", exc.holder or "pid unknown"))
+
+
+def _run_child(library: str, device: str, model: str, python: str, timeout_s: float,
+               env: Optional[Dict[str, str]]) -> ProbeResult:
     cmd = [python or sys.executable, os.path.abspath(__file__), "--library", library]
     if device:
         cmd += ["--device", device]
@@ -147,13 +182,16 @@ _CACHE_LOCK = threading.Lock()
 
 def probe_once(library: str = DEFAULT_LIBRARY, device: str = "", model: str = "",
                python: str = "") -> ProbeResult:
-    """``probe()`` once per process for each library, device, model and loader."""
-    key = (library, device, model, python, os.environ.get(ENV_LOADER, ""))
+    """``probe()`` once per process for each library, device (its claim: "" and "usb:0" are one), model,
+    interpreter and loader; a probe that found the device held by another process is not kept."""
+    key = (library, claim_key("edgetpu:%s" % device), model, os.path.abspath(python or sys.executable),
+           os.environ.get(ENV_LOADER, ""))
     with _CACHE_LOCK:
         found = _CACHE.get(key)
         if found is None:
             found = probe(library, device, model, python)
-            _CACHE[key] = found
+            if not found.busy and not found.skipped:
+                _CACHE[key] = found
         return found
 
 

@@ -20,8 +20,13 @@ machine) delays that result but never makes the device faster or slower.
 A process opens a device once (``open_device``) and shares it among its
 engines (reference counted). A second process that claims the same device
 gets ``DeviceBusy`` naming the process that holds it: the claim is an
-exclusive ``flock`` on a file per device, which the kernel releases when the
-holder exits, even by a crash.
+exclusive ``flock`` on a file per physical device (``claims.py``: how the
+names a config gives a device map to one claim). A delegate probe
+(``probe_claim``) takes the same claim, without waiting, for the time its
+child has the device open; an engine that finds a probe's claim waits for it
+(``PROBE_WAIT_S``), so ``run.py doctor`` never fails a starting run. In a
+process where a model already runs on the device, no probe runs: that
+process's runtime is proven, and a second opener breaks its USB transfers.
 
 ``DevicePool`` is the devices a role may use. Each invoke goes to the device
 whose queue will be free first (its queued work, in estimated milliseconds,
@@ -31,28 +36,21 @@ FER pool spread over both.
 from __future__ import annotations
 
 import collections
-import errno
-import fcntl
+import contextlib
 import logging
-import os
-import tempfile
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple
 
+from edgepipe.models.engines.claims import PROBE_WAIT_S, DeviceBusy, _Claim, claim_key, lock_dir  # noqa: F401
 from edgepipe.models.errors import EngineError
 
 log = logging.getLogger(__name__)
 
 CACHE_MB = 8.0  # the Edge TPU's on-chip parameter cache (Coral: "Parameter data caching")
 DEFAULT_SWITCH_MS_PER_MB = 3.0  # reloading parameters over USB 3 at about 330 MB/s (fake devices)
-LOCK_DIR_ENV = "EDGEPIPE_DEVICE_LOCKS"
-
-
-class DeviceBusy(EngineError):
-    """The device is held by another process."""
 
 
 class DeviceGone(EngineError):
@@ -89,56 +87,16 @@ class DeviceStats:
                 "by_model": dict(self.by_model)}
 
 
-def lock_dir() -> str:
-    base = os.environ.get(LOCK_DIR_ENV) or os.path.join(tempfile.gettempdir(), "edgepipe-%d" % os.getuid())
-    os.makedirs(base, mode=0o700, exist_ok=True)
-    return base
-
-
-def _lock_path(name: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
-    return os.path.join(lock_dir(), "device-%s.lock" % safe)
-
-
-class _Claim:
-    """An exclusive flock on the device's lock file, held while the device is open in this process."""
-
-    def __init__(self, name: str) -> None:
-        self.path = _lock_path(name)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = ""
-            try:
-                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
-            except OSError:
-                pass
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise DeviceBusy("device %s is already claimed by another process (%s); one accelerator belongs "
-                                 "to one process: put the actors that use it in one group, or give each process "
-                                 "its own device (groups.NAME.tpu, engine.edgetpu.devices, engine.fake.devices)"
-                                 % (name, holder or "pid unknown")) from None
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, ("pid %d" % os.getpid()).encode(), 0)
-        self.fd = fd
-
-    def release(self) -> None:
-        if self.fd >= 0:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = -1
-
-
 class Device:
     """One accelerator and its owner thread."""
 
     def __init__(self, name: str, kind: str, *, emulated: bool = False,
                  switch_ms_per_mb: float = DEFAULT_SWITCH_MS_PER_MB, cache_mb: float = CACHE_MB) -> None:
         self.name = name
+        self.key = claim_key(name)  # the physical device (one claim, whatever name the config gave it)
         self.kind = kind  # "fake" | "edgetpu"
+        self.opened = False  # a model runs on it in this process (its runtime is proven: no probe again)
+        self.probe_lock = threading.RLock()  # a probe and the first interpreter opened, one at a time
         self.emulated = emulated
         self.switch_ms_per_mb = switch_ms_per_mb
         self.cache_mb = cache_mb
@@ -265,14 +223,17 @@ _REGISTRY_LOCK = threading.Lock()
 
 
 def open_device(name: str, kind: str, **options: Any) -> Device:
-    """This process's ``Device`` for ``name``, claimed from other processes on first use."""
+    """This process's ``Device`` for ``name``, claimed from other processes on first use (a name that means
+    a device already open, ``edgetpu:`` and ``edgetpu:usb:0``, shares it). While another process's probe
+    holds the claim, waits for it up to ``PROBE_WAIT_S``."""
+    key = claim_key(name)
     with _REGISTRY_LOCK:
-        found = _REGISTRY.get(name)
+        found = _REGISTRY.get(key)
         if found is None:
-            claim = _Claim(name)
+            claim = _Claim(key, wait_s=PROBE_WAIT_S)
             dev = Device(name, kind, **options)
             found = (dev, claim)
-            _REGISTRY[name] = found
+            _REGISTRY[key] = found
             log.info("device %s opened (%s)", name, kind)
         found[0].users += 1
         return found[0]
@@ -281,14 +242,48 @@ def open_device(name: str, kind: str, **options: Any) -> Device:
 def release_device(dev: Device) -> None:
     """One user less; the last one closes the device and frees the claim. Safe twice per user only."""
     with _REGISTRY_LOCK:
-        found = _REGISTRY.get(dev.name)
+        found = _REGISTRY.get(dev.key)
         if found is None or found[0] is not dev:
             return
         dev.users -= 1
         if dev.users <= 0:
-            del _REGISTRY[dev.name]
+            del _REGISTRY[dev.key]
             dev.close()
             found[1].release()
+
+
+@contextlib.contextmanager
+def probe_claim(name: str) -> Iterator[bool]:
+    """Hold the claim of device ``name`` while a delegate probe's child has the device open.
+
+    Yields True: probe now. Yields False: do not, a model already runs on the device in this process (its
+    runtime is proven and a second opener would break its USB transfers). Raises ``DeviceBusy`` naming the
+    holder, without waiting, when another process holds the claim. A process that holds the claim itself
+    (an engine before its first interpreter) probes under it; else the claim is taken for the probe only.
+    """
+    key = claim_key(name)
+    with _REGISTRY_LOCK:
+        found = _REGISTRY.get(key)
+        claim = None if found is not None else _Claim(key, probe=True)  # DeviceBusy: another process has it
+    if found is not None:
+        dev = found[0]
+        with dev.probe_lock:  # an engine of this process does not open its interpreter meanwhile
+            yield not dev.opened
+        return
+    try:
+        yield True
+    finally:
+        claim.release()
+
+
+def open_on(dev: Device, probe: Callable[[], None], open_: Callable[[], Any]) -> Any:
+    """``open_()`` an interpreter on ``dev``; first ``probe()`` when no model runs on it in this process yet."""
+    with dev.probe_lock:
+        if not dev.opened:
+            probe()
+        result = open_()
+        dev.opened = True
+        return result
 
 
 def open_devices() -> List[Device]:
@@ -301,7 +296,11 @@ def open_pool(names: Sequence[str], kind: str, **options: Any) -> "DevicePool":
     opened: List[Device] = []
     try:
         for name in names:
-            opened.append(open_device(name, kind, **options))
+            dev = open_device(name, kind, **options)
+            if dev in opened:  # two names of one device ("" and "usb:0"): it is in the pool once
+                release_device(dev)
+            else:
+                opened.append(dev)
     except BaseException:
         for dev in opened:
             release_device(dev)

@@ -22,7 +22,8 @@ class EdgeTpuEngineSettings(EngineKind, tag="edgetpu"):
         "one Edge TPU per entry: \"\" (the first found), \"usb:0\", \"usb:1\", \"pci:0\"; a process group's "
         "tpu key narrows it to that one"))] = msgspec.field(default_factory=lambda: [""])
     fallback: Annotated[Literal["", "cpu"], Meta(description=(
-        "\"cpu\": run the CPU model when no Edge TPU is found (\"\": no Edge TPU is an error)"))] = ""
+        "\"cpu\": run the CPU model when no Edge TPU is found (\"\": no Edge TPU is an error; a role "
+        "that placement auto put on the Edge TPU always falls back to the CPU)"))] = ""
     threads: Annotated[int, Meta(ge=1, le=64, description=(
         "CPU threads of a model that runs on the CPU instead (the fallback, or a model with no Edge TPU "
         "file)"))] = 1
@@ -35,6 +36,11 @@ class EdgeTpuEngineSettings(EngineKind, tag="edgetpu"):
 
     def for_group(self, tpu: str) -> "EngineKind":
         return msgspec.structs.replace(self, devices=[tpu]) if tpu else self
+
+    def for_auto(self) -> "EngineKind":
+        """``auto`` chose the Edge TPU for the role: if it still does not load there (its probe fails, another
+        process holds it), the role runs on the CPU with one warning line saying why, and the run goes on."""
+        return msgspec.structs.replace(self, fallback="cpu")
 
     def build(self, spec: ModelSpec, *, model_paths: Sequence[str] = (),
               faults: Optional[FaultCounter] = None) -> Engine:

@@ -71,6 +71,10 @@ class EngineKind(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, k
         """These settings in a process group that owns accelerator ``tpu`` ("" = none named)."""
         return self
 
+    def for_auto(self) -> "EngineKind":
+        """These settings for a role ``auto`` placed on this kind (``placement.RolePlacement.auto``)."""
+        return self
+
     def fault_plan(self, actor: str) -> Optional[FaultPlan]:
         """The faults ``actor`` asked for (only the fake engine injects any)."""
         return None

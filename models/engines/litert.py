@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import sys
@@ -37,7 +38,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 
 from edgepipe.models.engines import delegate_probe
-from edgepipe.models.engines.devices import DeviceGone, DeviceModel, DevicePool, open_pool
+from edgepipe.models.engines.devices import DeviceGone, DeviceModel, DevicePool, open_on, open_pool
 from edgepipe.models.engines.engine import Engine, EngineError, TensorSpec
 from edgepipe.models.spec import ModelSpec
 from edgepipe.models.store import fetch
@@ -228,9 +229,9 @@ class LiteRTEngine(Engine):
         path = self._resolve("edgetpu")
         pool = self._open_pool()  # claims the devices (DeviceBusy when another process holds one)
         try:
-            for dev in pool.devices:
-                self._probe(path, dev.name.split(":", 1)[1])
-                self._interps[dev.name] = self._open_interpreter(path, dev.name.split(":", 1)[1])
+            for dev in pool.devices:  # "edgetpu:DEVICE"; probed unless a model of this process already runs on it
+                self._interps[dev.name] = open_on(dev, functools.partial(self._probe, path, dev.name[8:]),
+                                                  functools.partial(self._open_interpreter, path, dev.name[8:]))
         except BaseException:
             self._interps = {}
             pool.release()

@@ -9,6 +9,10 @@ what runs here, each profile on each engine, and exits 1 only when nothing the
 user asked for runs (``pipeline/ops/verdict.py``); a problem that stops nothing
 asked for is a note.
 
+Devices a process has claimed (a running pipeline, a probe) are listed with
+their pid from /proc/locks, and the delegate probe takes the Edge TPU's claim
+without waiting: doctor never opens a device a run holds.
+
 Everything read from the machine goes through ``root`` ("/" here; a recorded
 tree in the tests), except what needs a process: the probe, the TPU venv's
 Python and Picamera2, which run only against the real root (or through the
@@ -166,7 +170,18 @@ class Doctor:
                      % info["numpy_imported"], SETUP_TPU_VENV, engine="edgetpu", blocks=configured)
 
     # -- libedgetpu ------------------------------------------------------------------------------
+    def check_claims(self) -> Dict[str, str]:
+        """Every accelerator a process has claimed (a running pipeline, a probe), and its pid: read from
+        /proc/locks, so doctor opens no device and takes no claim here. Returns lock file -> "pid N"."""
+        held = held_flocks(glob.glob(os.path.join(lock_dir(), "device-*.lock")))
+        for path, pid in sorted(held.items()):
+            name = os.path.basename(path)[len("device-"):-len(".lock")]
+            self.add("devices", "info", "device %s is in use by %s (a running pipeline or probe); doctor leaves it "
+                     "alone" % (name, pid))
+        return held
+
     def check_libedgetpu(self) -> None:
+        held = self.check_claims()
         pkgs = dpkg_versions(self.p("var/lib/dpkg/status"), ("libedgetpu1-std", "libedgetpu1-max"))
         files = sorted(set(glob.glob(str(self.p("usr/lib/*/libedgetpu.so.1*")))
                            + glob.glob(str(self.p("usr/lib/libedgetpu.so.1*")))
@@ -183,14 +198,15 @@ class Doctor:
                      engine="edgetpu", blocks=True)
             return
         if self.probe is not None:
-            # the probe loads the delegate, which opens an Edge TPU: never one that a run has claimed
-            busy = held_flocks(glob.glob(os.path.join(lock_dir(), "device-edgetpu*.lock")))
-            if busy:
+            # the probe opens an Edge TPU: never one another process has claimed. The real probe takes the
+            # claim itself, without waiting (delegate_probe.probe); this first look also covers a test's hook.
+            busy = {p: pid for p, pid in held.items() if os.path.basename(p).startswith("device-edgetpu")}
+            res = None if busy else self.probe(self.tpu_python)
+            if busy or getattr(res, "busy", False):
                 self.add("libedgetpu", "info", "delegate probe skipped: an Edge TPU is claimed by another process "
-                         "(%s), which doctor leaves alone" % ", ".join(sorted(busy.values())),
+                         "(%s), which doctor leaves alone" % ", ".join(sorted(busy.values()) or [res.holder]),
                          "python run.py doctor   # again once that run has ended")
                 return
-            res = self.probe(self.tpu_python)
             if res.ok:
                 self.add("libedgetpu", "ok", "delegate probe: loads (%s)" % res.versions())
             else:
