@@ -1,7 +1,13 @@
-"""The run directory: where a pipeline's ``ipc://`` endpoints live, private to the user, one per run.
+"""The run directory: where a pipeline's ``ipc://`` endpoints live, private to the user.
 
-An endpoint written ``ipc://{run}/NAME`` (the default of the public ``results`` and ``metrics``
-endpoints, and of every link between the processes of one host) is
+The public endpoints (``results``, ``metrics``) are by default ``ipc://{pipeline}/results`` and
+``ipc://{pipeline}/metrics``: ``{pipeline}`` is ``BASE/NAME`` with NAME the pipeline's name
+(``pipeline.name``, ``--name``, default ``default``), so that a client knows them before the pipeline
+starts (``python run.py endpoints``) and can connect first. ``PipelineDir.claim`` takes the name for
+one run: a second pipeline of that name on the host is refused (a lock file the kernel releases when
+its holder dies, so a dead pipeline's folder and stale sockets are taken over).
+
+An endpoint written ``ipc://{run}/NAME`` (every link between the processes of one host) is
 ``ipc://BASE/PID-XXXX/NAME`` for one run, where BASE is ``$EDGEPIPE_RUN_DIR``, else
 ``$XDG_RUNTIME_DIR/edgepipe``, else ``/tmp/edgepipe-UID``. BASE and the run's folder have mode
 0700, so only the user's own processes can connect (ipc has no other authentication), two
@@ -15,14 +21,18 @@ clients attach without being told a path. A client looks in every place a pipeli
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import shutil
 import socket
 import stat
 import tempfile
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 RUN = "{run}"
+PIPELINE = "{pipeline}"  # BASE/NAME: the folder of the pipeline named NAME (its public endpoints)
+DEFAULT_NAME = "default"
+LOCK = "lock"  # in BASE/NAME: held (flock) by the pipeline of that name, and its pid
 SERVICE_BASE = "/run/edgepipe"  # the run directory of the systemd service (RuntimeDirectory=edgepipe)
 
 
@@ -78,6 +88,7 @@ class RunDir:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.pipeline: Optional["PipelineDir"] = None  # the name's folder of this run, released with it
 
     @classmethod
     def create(cls, base: Optional[str] = None) -> "RunDir":
@@ -88,10 +99,14 @@ class RunDir:
             return cls(tempfile.mkdtemp(prefix="%d-" % os.getpid(), dir=_private_base(parent)))
 
     def expand(self, endpoint: str) -> str:
-        return endpoint.replace(RUN, self.path)
+        endpoint = endpoint.replace(RUN, self.path)
+        return self.pipeline.expand(endpoint) if self.pipeline is not None else endpoint
 
     def remove(self) -> None:
-        """Delete the run's folder (its socket files with it), and the base folder when no other run uses it."""
+        """Delete the run's folder (its socket files with it), and the base folder when no other run uses it;
+        release the pipeline's name (``PipelineDir.release``)."""
+        if self.pipeline is not None:
+            self.pipeline.release()
         shutil.rmtree(self.path, ignore_errors=True)
         try:
             os.rmdir(os.path.dirname(self.path))
@@ -165,3 +180,109 @@ def resolve(endpoint: str, base: Optional[str] = None, bases: Optional[List[str]
                           "(--endpoint)" % (" or ".join(where) if where else " or ".join(candidate_bases())))
     raise RunDirError("%d pipelines run; pass one of their endpoints with --endpoint: %s"
                       % (len(runs), ", ".join(endpoint.replace(RUN, r) for r in runs)))
+
+
+class PipelineDir:
+    """The folder ``BASE/NAME`` of the pipeline named NAME, claimed for one run (``claim``): ``expand`` puts
+    it into endpoints (``{pipeline}``); ``release`` removes it with its sockets and lets the name go."""
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self._fd = fd
+
+    @classmethod
+    def claim(cls, name: str, base: Optional[str] = None) -> "PipelineDir":
+        """Take the name (``RunDirError`` naming what to pass when a living pipeline has it)."""
+        path = os.path.join(_private_base(base or base_dir()), name)
+        for _ in range(5):  # a release of the same name at the same moment removed what was opened: again
+            try:
+                os.makedirs(path, mode=0o700, exist_ok=True)
+                fd = os.open(os.path.join(path, LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise RunDirError("cannot make the pipeline folder %s: %s" % (path, exc)) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise RunDirError("a pipeline named %r already runs on this host (pid %s, in %s); give this one "
+                                  "another name: --name NAME, or pipeline.name in a --config file"
+                                  % (name, _pid_in(os.path.join(path, LOCK)) or "?", path)) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(os.path.join(path, LOCK)).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # the lock file was removed by the release of the one that held it: take the new one
+                os.close(fd)
+                continue
+            os.chmod(path, 0o700)
+            os.ftruncate(fd, 0)
+            os.write(fd, b"%d\n" % os.getpid())
+            return cls(path, fd)
+        raise RunDirError("cannot claim the pipeline folder %s: it keeps changing" % path)
+
+    def expand(self, endpoint: str) -> str:
+        return endpoint.replace(PIPELINE, self.path)
+
+    def release(self) -> None:
+        """Remove the folder (the lock and the sockets in it), then let the name go. Safe twice."""
+        if self._fd < 0:
+            return
+        try:
+            shutil.rmtree(self.path, ignore_errors=True)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _pid_in(lock: str) -> int:
+    try:
+        with open(lock, encoding="ascii") as fh:
+            text = fh.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return 0
+    return int(text) if text.isdigit() else 0
+
+
+def pipeline_dir(name: str, bases: Optional[List[str]] = None) -> Tuple[str, bool]:
+    """Where the pipeline named ``name`` has its folder, and whether it runs: the first base (of ``bases``,
+    default ``candidate_bases()``, this user's) where a living process holds the name, else the folder in
+    ``base_dir()`` where a pipeline started here would make it."""
+    for b in (bases if bases is not None else candidate_bases()):
+        path = os.path.join(b, name)
+        pid = _pid_in(os.path.join(path, LOCK))
+        if pid and _mine(path) and _alive(pid):
+            return path, True
+    return os.path.join(base_dir(), name), False
+
+
+def running_names(bases: Optional[List[str]] = None) -> List[str]:
+    """The names of the pipelines of this user that run now (in any base), sorted."""
+    out = set()
+    for b in (bases if bases is not None else candidate_bases()):
+        try:
+            names = os.listdir(b)
+        except OSError:
+            continue
+        for n in names:
+            pid = _pid_in(os.path.join(b, n, LOCK))
+            if pid and _alive(pid):
+                out.add(n)
+    return sorted(out)
+
+
+def find_pipeline(endpoint: str, name: str, bases: Optional[List[str]] = None) -> str:
+    """An endpoint for a client: ``{pipeline}`` becomes the folder of the running pipeline named ``name``.
+
+    Raises RunDirError naming what to pass when none of that name runs."""
+    if PIPELINE not in endpoint:
+        return endpoint
+    path, running = pipeline_dir(name, bases)
+    if running:
+        return endpoint.replace(PIPELINE, path)
+    others = running_names(bases)
+    raise RunDirError("no pipeline named %r runs (looked in %s)%s" % (
+        name, " and ".join(bases if bases is not None else candidate_bases()),
+        "; running: %s (pass --name)" % ", ".join(others) if others else "; start one: python run.py --name %s"
+        % name))

@@ -19,7 +19,7 @@ import zmq.asyncio
 from edgepipe.bus.channel import (MAX_SUBSCRIPTION, MAX_SUBSCRIPTION_CURVE, TRACKED_KINDS, BusError,  # noqa: F401
                                   Channel, wait_any)
 from edgepipe.bus.messages import BY_KIND
-from edgepipe.bus.rundir import RUN, ipc_in_use
+from edgepipe.bus.rundir import PIPELINE, RUN, ipc_in_use
 
 __all__ = ["Bus", "BusError", "Channel", "check_endpoint", "MAX_SUBSCRIPTION", "MAX_SUBSCRIPTION_CURVE",
            "TRACKED_KINDS", "SCHEMES"]
@@ -75,9 +75,10 @@ class Bus:
                     raise BusError("unknown topic %r" % t)
                 sock.setsockopt(zmq.SUBSCRIBE, t.encode("ascii"))
         try:
-            if RUN in endpoint:
-                raise BusError("%s: %s names %s, the run directory that `python run.py` makes; a process started "
-                               "alone needs an explicit endpoint" % (name, endpoint, RUN))
+            for placeholder in (RUN, PIPELINE):
+                if placeholder in endpoint:
+                    raise BusError("%s: %s names %s, a folder that `python run.py` makes; a process started alone "
+                                   "needs an explicit endpoint" % (name, endpoint, placeholder))
             if bind:
                 if endpoint.startswith("ipc://"):
                     path = endpoint[len("ipc://"):]

@@ -5,18 +5,39 @@ Needs only pyzmq and msgpack (pip install pyzmq msgpack) and imports nothing
 from edgepipe: it is an example of a client in any language, following
 docs/wire.md.
 
-    python examples/subscribe.py --results ipc://RUN/results --metrics ipc://RUN/metrics
+    python examples/subscribe.py [--name NAME]
+    python examples/subscribe.py --results ENDPOINT --metrics ENDPOINT
 
-Give the two endpoints the pipeline prints when it is ready (by default in a
-private per-run folder; or the tcp:// ones of its config's [endpoints]).
+By default it listens to the pipeline named NAME (``--name`` of run.py,
+``pipeline.name``; ``default``) on this host, at the endpoints
+``python run.py endpoints --name NAME`` prints: they are known before the
+pipeline starts, so this client may start first and gets the first results.
+Or give the endpoints (the ``results ...`` and ``metrics ...`` lines the
+pipeline prints on stdout, or the tcp:// ones of its config's [endpoints]).
 """
 import argparse
+import os
 import sys
+import tempfile
 
 import msgpack
 import zmq
 
 SCHEMA_VERSION = 3  # the wire this client reads (docs/wire.md)
+
+
+def pipeline_folder(name):
+    """Where the pipeline named ``name`` publishes (docs/wire.md, "Endpoints"): BASE/NAME, BASE being
+    $EDGEPIPE_RUN_DIR, else $XDG_RUNTIME_DIR/edgepipe, else /tmp/edgepipe-UID; without $EDGEPIPE_RUN_DIR,
+    the system service's /run/edgepipe/NAME when that one is there."""
+    if os.environ.get("EDGEPIPE_RUN_DIR"):
+        return os.path.join(os.environ["EDGEPIPE_RUN_DIR"], name)
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    base = os.path.join(xdg, "edgepipe") if xdg and os.path.isdir(xdg) else \
+        os.path.join(tempfile.gettempdir(), "edgepipe-%d" % os.getuid())
+    service = os.path.join("/run/edgepipe", name)
+    mine = os.path.join(base, name)
+    return service if not os.path.exists(mine) and os.path.exists(service) else mine
 
 
 def decode(frames):
@@ -53,14 +74,18 @@ def describe_metric(m):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description="print a running edgepipe's results and metrics")
+    ap.add_argument("--name", help="the pipeline's name on this host (default: default, unless --results or "
+                    "--metrics is given)")
     ap.add_argument("--results", help="the pipeline's results endpoint (ipc://PATH or tcp://HOST:PORT)")
     ap.add_argument("--metrics", help="its metrics endpoint (endpoints.metrics)")
     ap.add_argument("--count", type=int, default=0,
                     help="exit once N results and N metric snapshots were printed (0: run until Ctrl-C)")
     ap.add_argument("--timeout", type=float, default=30.0, help="exit 1 when nothing arrives for this many seconds")
     args = ap.parse_args(argv)
-    if not args.results and not args.metrics:
-        ap.error("give --results, --metrics or both")
+    if args.name or not (args.results or args.metrics):
+        folder = pipeline_folder(args.name or "default")
+        args.results = args.results or "ipc://%s/results" % folder
+        args.metrics = args.metrics or "ipc://%s/metrics" % folder
 
     ctx = zmq.Context()
     poller = zmq.Poller()
@@ -70,6 +95,7 @@ def main(argv=None):
         if endpoint:
             s = ctx.socket(zmq.SUB)
             s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.RECONNECT_IVL, 20)  # not started yet: retry often (ms), not to miss the first results
             for t in topics:
                 s.setsockopt(zmq.SUBSCRIBE, t.encode("ascii"))
             s.connect(endpoint)

@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "doctor": ("edgepipe.pipeline.ops.doctor", "main"),
     "setup-tpu-venv": ("edgepipe.pipeline.ops.tpu_venv", "main"),
     "config": ("edgepipe.pipeline.config.show", "main"),
+    "endpoints": ("edgepipe.pipeline.endpoints", "main"),
 }
 RUN = ("edgepipe.pipeline.run_command", "run_main")  # the default command: run the pipeline
 
@@ -47,8 +48,8 @@ def _positive(kind):
 def run_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="run.py", description="Real-time face detection, expression recognition and classification "
-        "as asyncio actors over ZeroMQ. Subcommands: metrics, models, bench, group, keys, doctor, setup-tpu-venv, "
-        "install-service (run.py SUBCOMMAND --help).")
+        "as asyncio actors over ZeroMQ. Subcommands: metrics, endpoints, models, bench, group, keys, doctor, "
+        "setup-tpu-venv, install-service (run.py SUBCOMMAND --help).")
     ap.add_argument("--profile", help="fd+fer64 | fd+fer64-fast | fd+fer112 | fd | cls (profiles of the config)")
     ap.add_argument("--config", help="a config file overlaid on config.toml beside run.py: its tables merge key "
                     "by key, its other values (lists too) replace")
@@ -66,6 +67,8 @@ def run_parser() -> argparse.ArgumentParser:
     ap.add_argument("--mqtt", metavar="URL", help="publish results, face events and metrics to an MQTT broker: "
                     "mqtt://[USER:PASS@]HOST[:PORT] or mqtts://... (more in [mqtt] of the config)")
     ap.add_argument("--metrics-endpoint", help="where metrics subscribers attach (default from the config)")
+    ap.add_argument("--name", help="the pipeline's name on this host (pipeline.name, default: default): its public "
+                    "endpoints are in a folder of that name (python run.py endpoints --name NAME prints them)")
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--frames", type=_positive(int), help="stop after N frames")
     g.add_argument("--duration", type=_positive(float), help="stop after S seconds")

@@ -170,7 +170,8 @@ def load_config(args: argparse.Namespace):
     """The config file (overlaid on config.toml) with the command-line options, checked as one."""
     return load(args.config, profile=args.profile, engine=args.engine, source=args.source,
                 display=args.display, place=args.place, encoder=args.encoder,
-                fer_workers=args.fer_workers, metrics_endpoint=args.metrics_endpoint, mqtt=args.mqtt)
+                fer_workers=args.fer_workers, metrics_endpoint=args.metrics_endpoint, mqtt=args.mqtt,
+                name=args.name)
 
 
 async def _run_with_signals(cfg, opts) -> Dict[str, Any]:
@@ -189,9 +190,8 @@ async def _run_with_signals(cfg, opts) -> Dict[str, Any]:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig.name)
-    def announce(p) -> None:  # where outside clients attach (the run's ipc folder is new every run): said once
-        print("edgepipe: results at %s, metrics at %s" % (p.cfg.endpoints.results, p.cfg.endpoints.metrics),
-              file=sys.stderr, flush=True)
+    def announce(p) -> None:  # ready: where outside clients attach, on stdout for scripts (docs/wire.md)
+        print("results %s\nmetrics %s" % (p.cfg.endpoints.results, p.cfg.endpoints.metrics), flush=True)
 
     try:
         return await run(cfg, opts, stop, on_ready=announce)

@@ -34,9 +34,9 @@ from edgepipe.actors.monitoring.resources import reset_process_meter
 from edgepipe.actors.runtime.base import Actor, ActorDied
 from edgepipe.actors.runtime.tasks import first, task_group
 from edgepipe.bus.control import ControlServer
-from edgepipe.bus.rundir import RunDir
+from edgepipe.bus.rundir import PIPELINE, PipelineDir, RunDir
 from edgepipe.pipeline.build import Pipeline, RunOptions, build, make_bus
-from edgepipe.pipeline.config.loading import Config, expand_endpoints
+from edgepipe.pipeline.config.loading import Config, endpoint_names, expand_endpoints
 from edgepipe.pipeline.processes.groups import MAIN, assignment, group_of, plan, with_fer_processes
 from edgepipe.pipeline.processes.supervisor import (GroupFailed, GroupProcess, handle_control, stop_by_hand, wait_ready,
                                                     write_config)
@@ -47,6 +47,9 @@ from edgepipe.pipeline.summary import summarize
 __all__ = ["RunOptions", "run", "summarize"]
 
 log = logging.getLogger("edgepipe.runner")
+
+PUBLIC = ("results", "metrics")  # the endpoints outside clients subscribe to
+CLIENT_GRACE_S = 0.3  # from binding them to the first frame: a waiting client's reconnect (see docs/wire.md)
 
 
 def _failure_report(exc: Exception, summary: Dict[str, Any], groups: List[GroupProcess]) -> Dict[str, Any]:
@@ -99,11 +102,21 @@ class _Started:
 
 
 def _open_run(cfg: Config) -> Tuple[Config, RunDir]:
-    """The run's private folder (mode 0700; ipc://{run}/NAME endpoints live there) and its endpoints."""
+    """The run's private folder (mode 0700; ipc://{run}/NAME endpoints live there), the folder of the
+    pipeline's name when an endpoint is in it (ipc://{pipeline}/NAME: the public ones; a pipeline of that name
+    running already refuses this one), and its endpoints."""
     if cfg.pipeline.source == "auto":
         cfg.pipeline.source, why = resolve_source(cfg.pipeline.source)
         log.info("source auto: %s (%s)", cfg.pipeline.source, why)
-    rundir = RunDir.create()
+    named = any(PIPELINE in getattr(cfg.endpoints, k) for k in endpoint_names())
+    pipeline_dir = PipelineDir.claim(cfg.pipeline.name) if named else None
+    try:
+        rundir = RunDir.create()
+    except BaseException:
+        if pipeline_dir is not None:
+            pipeline_dir.release()
+        raise
+    rundir.pipeline = pipeline_dir
     try:
         cfg = with_fer_processes(expand_endpoints(cfg, rundir))  # fer.processes: a group per FER worker
         if cfg.groups:
@@ -134,7 +147,12 @@ async def _start(p: Pipeline, cfg: Config, bus: Any, run_dir: str, st: _Started,
                             g.name, g.name)
         assert st.control is not None
         await wait_ready(st.groups, st.control, [a.task for a in st.actors if a.task is not None])
+    t_bound = time.monotonic()  # every endpoint is bound now, the public ones too
     await _until(asyncio.gather(*p.subscriber_waits()), st.groups)
+    if any(not getattr(cfg.endpoints, k).startswith("inproc://") for k in PUBLIC):
+        # an outside client that connected before the start (to a path not bound yet) is retrying: ZeroMQ
+        # retries every ZMQ_RECONNECT_IVL (100 ms) plus up to as much again; the first frame waits for it
+        await anyio.sleep(max(0.0, t_bound + CLIENT_GRACE_S - time.monotonic()))
     log.info("pipeline ready: profile %s, source %s; %s", cfg.pipeline.profile, cfg.pipeline.source,
              "; ".join(pl.describe() for pl in p.placement.values()))
 

@@ -68,13 +68,16 @@ def bus():
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_device_locks_and_table(tmp_path_factory):
-    """Device claims, the `auto` placement table and the fault reports of this test session, away from the
-    user's and out of the repository."""
-    keys = ("EDGEPIPE_DEVICE_LOCKS", "EDGEPIPE_BENCH_TABLE", "EDGEPIPE_FAULTS_REPORT", "EDGEPIPE_HOSTILE_REPORT")
+    """Device claims, the `auto` placement table, the fault reports and the pipelines' run folders (a name
+    is one pipeline's per base: another test session's pipelines never collide with this one's) of this
+    test session, away from the user's and out of the repository."""
+    keys = ("EDGEPIPE_DEVICE_LOCKS", "EDGEPIPE_BENCH_TABLE", "EDGEPIPE_FAULTS_REPORT", "EDGEPIPE_HOSTILE_REPORT",
+            "EDGEPIPE_RUN_DIR")
     old = {k: os.environ.get(k) for k in keys}
     base = tmp_path_factory.mktemp("edgepipe-state")
     os.environ["EDGEPIPE_DEVICE_LOCKS"] = str(base / "locks")
     os.environ["EDGEPIPE_BENCH_TABLE"] = str(base / "table.json")
+    os.environ["EDGEPIPE_RUN_DIR"] = str(base / "run")
     # the fault suites' reports: where the caller asks (bench-out/faults/ for the README), else this session's tmp
     os.environ.setdefault("EDGEPIPE_FAULTS_REPORT", str(base / "faults.json"))
     os.environ.setdefault("EDGEPIPE_HOSTILE_REPORT", str(base / "hostile.json"))

@@ -1,9 +1,10 @@
-"""Endpoints on a shared host (issue 11.13, 12.3): ipc in a private per-run folder by default, so two
-pipelines never collide and no other user can connect; results and metrics reachable from outside; a busy
-endpoint says what to pass."""
+"""Endpoints on a shared host (issue 11.13, 12.3, 21): the public ones in the folder of the pipeline's name,
+known before it starts, private to the user; a second pipeline of one name refused, saying what to pass; a
+client started first gets the first result; a busy endpoint says what to pass."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import stat
@@ -11,10 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 import zmq
 
-from edgepipe.bus.rundir import RUN, RunDir, RunDirError, live_runs, resolve
+from edgepipe.bus.rundir import PIPELINE, RUN, RunDir, RunDirError, live_runs, resolve
 from edgepipe.bus.sockets import BusError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,12 +30,22 @@ def _start(env, *args):
 
 
 def _announced(proc):
-    """The endpoints a pipeline prints when it is ready: {"results": ..., "metrics": ...}."""
-    for line in proc.stderr:
-        if line.startswith("edgepipe: results at "):
-            results, metrics = line[len("edgepipe: results at "):].strip().split(", metrics at ")
-            return {"results": results, "metrics": metrics}
-    raise AssertionError("the pipeline ended before it was ready (rc %s)" % proc.wait())
+    """The endpoints a pipeline prints on stdout when it is ready: {"results": ..., "metrics": ...}."""
+    got = {}
+    for line in proc.stdout:
+        key, _, endpoint = line.strip().partition(" ")
+        if key in ("results", "metrics") and endpoint.startswith(("ipc://", "tcp://")):
+            got[key] = endpoint
+            if len(got) == 2:
+                return got
+    raise AssertionError("the pipeline ended before it was ready (rc %s): %s" % (proc.wait(), proc.stderr.read()))
+
+
+def _endpoints(env, *args):
+    p = subprocess.run([sys.executable, "run.py", "endpoints"] + list(args), cwd=str(ROOT), env=env,
+                       capture_output=True, text=True, timeout=WAIT_S)
+    assert p.returncode == 0, p.stderr
+    return dict(line.split(" ", 1) for line in p.stdout.splitlines())
 
 
 def _stop(proc):
@@ -47,20 +59,32 @@ def _stop(proc):
     return proc.returncode, out, err
 
 
-def test_two_pipelines_with_the_default_endpoints_run_side_by_side(tmp_path):
+def test_two_pipelines_with_two_names_run_side_by_side_and_a_second_of_one_name_is_refused(tmp_path):
     env = dict(os.environ, EDGEPIPE_RUN_DIR=str(tmp_path / "runs"))
+    runs = tmp_path / "runs"
+    # known before the start, the same as what the pipeline prints when it is ready
+    known = {n: _endpoints(env, *(["--name", n] if n != "default" else [])) for n in ("default", "cam2")}
+    assert known["default"] == {"results": "ipc://%s/default/results" % runs, "metrics": "ipc://%s/default/metrics" % runs}
     # each its own emulated accelerator (one device belongs to one process)
     a = _start(dict(env, EDGEPIPE_DEVICE_LOCKS=str(tmp_path / "locks-a")))
-    b = _start(dict(env, EDGEPIPE_DEVICE_LOCKS=str(tmp_path / "locks-b")))
+    b = _start(dict(env, EDGEPIPE_DEVICE_LOCKS=str(tmp_path / "locks-b")), "--name", "cam2")
     ctx = zmq.Context()
     try:
         ea, eb = _announced(a), _announced(b)
-        assert ea["results"].startswith("ipc://") and ea["results"] != eb["results"]
+        assert ea == known["default"] and eb == known["cam2"]
+        assert _endpoints(env) == ea  # while it runs too
         for ep in (ea, eb):
             folder = os.path.dirname(ep["results"][len("ipc://"):])
             assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
-            assert os.path.dirname(folder) == str(tmp_path / "runs")
-        assert stat.S_IMODE(os.stat(tmp_path / "runs").st_mode) == 0o700
+            assert os.path.dirname(folder) == str(runs)
+        assert stat.S_IMODE(os.stat(runs).st_mode) == 0o700
+        # a second pipeline of a name that runs is refused, saying what to pass; the first goes on
+        c = subprocess.run([sys.executable, "run.py", "--engine", "fake", "--source", "synthetic:faces=1,fps=0",
+                            "--frames", "3", "--name", "cam2"], cwd=str(ROOT),
+                           env=dict(env, EDGEPIPE_DEVICE_LOCKS=str(tmp_path / "locks-c")),
+                           capture_output=True, text=True, timeout=WAIT_S)
+        assert c.returncode == 1 and "a pipeline named 'cam2' already runs on this host (pid %d" % b.pid in c.stderr
+        assert "--name NAME, or pipeline.name" in c.stderr and "Traceback" not in c.stderr
         # an outside client (plain pyzmq) gets results from each
         for ep in (ea, eb):
             sub = ctx.socket(zmq.SUB)
@@ -72,26 +96,62 @@ def test_two_pipelines_with_the_default_endpoints_run_side_by_side(tmp_path):
                 assert sub.recv_multipart()[0] == b"result"
             finally:
                 sub.close()
-        # run.py metrics finds a pipeline by itself; with two it says what to pass
-        m = subprocess.run([sys.executable, "run.py", "metrics", "--once"], cwd=str(ROOT), env=env,
+        # run.py metrics finds a pipeline by its name
+        for name, ep, proc in (("default", ea, a), ("cam2", eb, b)):
+            m = subprocess.run([sys.executable, "run.py", "metrics", "--once"] + (["--name", name] if name != "default"
+                                                                                   else []),
+                               cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=WAIT_S)
+            # --once prints what arrived within --interval of the first snapshot: at least that actor's row, from
+            # that pipeline's process (which other actors made it into that window is the clock's business)
+            assert m.returncode == 0, m.stderr
+            rows = [line.split() for line in m.stdout.splitlines()]
+            assert rows[0][:2] == ["actor", "pid"] and any(r[1:2] == [str(proc.pid)] for r in rows[1:]), m.stdout
+        m = subprocess.run([sys.executable, "run.py", "metrics", "--once", "--name", "cam3"], cwd=str(ROOT), env=env,
                            capture_output=True, text=True, timeout=WAIT_S)
-        assert m.returncode == 1 and "2 pipelines run; pass one of their endpoints with --endpoint" in m.stderr
-        assert ea["metrics"] in m.stderr and eb["metrics"] in m.stderr
-        m = subprocess.run([sys.executable, "run.py", "metrics", "--once", "--endpoint", ea["metrics"]],
-                           cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=WAIT_S)
-        # --once prints what arrived within --interval of the first snapshot: at least that actor's row, from
-        # pipeline a's process (which other actors made it into that window is the clock's business, not this test's)
-        assert m.returncode == 0, m.stderr
-        rows = [line.split() for line in m.stdout.splitlines()]
-        assert rows[0][:2] == ["actor", "pid"] and any(r[1:2] == [str(a.pid)] for r in rows[1:]), m.stdout
+        assert m.returncode == 1 and "no pipeline named 'cam3' runs" in m.stderr
+        assert "running: cam2, default (pass --name)" in m.stderr
     finally:
         ctx.term()
         ra, rb = _stop(a), _stop(b)
     assert ra[0] == 0 and rb[0] == 0, (ra[2][-2000:], rb[2][-2000:])
-    assert not (tmp_path / "runs").exists(), "the run folders and their ipc files are removed at exit"
+    assert not runs.exists(), "the pipelines' folders and their ipc files are removed at exit"
     m = subprocess.run([sys.executable, "run.py", "metrics", "--once"], cwd=str(ROOT), env=env,
                        capture_output=True, text=True, timeout=WAIT_S)
-    assert m.returncode == 1 and "no running pipeline under" in m.stderr
+    assert m.returncode == 1 and "no pipeline named 'default' runs" in m.stderr
+
+
+def test_a_client_started_first_gets_the_first_result_and_a_dead_pipelines_folder_is_taken_over(tmp_path):
+    env = dict(os.environ, EDGEPIPE_RUN_DIR=str(tmp_path / "runs"))
+    folder = tmp_path / "runs" / "default"
+    # what a pipeline killed with SIGKILL leaves: its folder, its lock file (no one holds it) and stale sockets
+    folder.mkdir(parents=True, mode=0o700)
+    (folder / "lock").write_text("%d\n" % (2 ** 22 + 1))
+    for name in ("results", "metrics"):
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(folder / name))
+        s.close()
+    known = _endpoints(env)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.linger = 0
+    sub.subscribe(b"result")
+    sub.setsockopt(zmq.RECONNECT_IVL, 10)  # ms; ZeroMQ retries until the path appears (default 100 ms)
+    sub.connect(known["results"])  # before the pipeline binds it
+    try:
+        p = subprocess.run([sys.executable, "run.py", "--engine", "fake", "--source",
+                            "synthetic:faces=1,fps=0,size=320x240", "--frames", "3"], cwd=str(ROOT), env=env,
+                           capture_output=True, text=True, timeout=WAIT_S)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.splitlines()[:2] == ["results " + known["results"], "metrics " + known["metrics"]]
+        ids = []
+        while sub.poll(0):  # all three were queued for this client before the run ended
+            frames = sub.recv_multipart()
+            ids.append(msgspec.msgpack.decode(frames[1])[3]["frame_id"])
+        assert ids == [0, 1, 2]
+    finally:
+        sub.close()
+        ctx.term()
+    assert not folder.exists()
 
 
 def test_a_busy_endpoint_says_what_to_pass(bus, tmp_path):
@@ -118,8 +178,9 @@ def test_a_busy_endpoint_says_what_to_pass(bus, tmp_path):
 
 
 def test_the_run_folder_placeholder_needs_run_py(bus, tmp_path):
-    with pytest.raises(BusError, match=r"names \{run\}, the run directory that `python run.py` makes"):
-        bus.pub("ipc://%s/metrics" % RUN, hwm=10, name="alone")
+    for placeholder in (RUN, PIPELINE):
+        with pytest.raises(BusError, match=re.escape("names %s, a folder that `python run.py` makes" % placeholder)):
+            bus.pub("ipc://%s/metrics" % placeholder, hwm=10, name="alone")
     assert live_runs(str(tmp_path)) == []
     with pytest.raises(RunDirError, match="no running pipeline"):
         resolve("ipc://%s/metrics" % RUN, str(tmp_path))

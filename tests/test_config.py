@@ -36,7 +36,7 @@ def test_repository_config_loads_with_four_profiles():
     ({"fer": {"workers": True}}, "fer.workers: expected an integer, got True"),
     ({"fer": 3}, "fer: expected a table, got 3"),
     ({"pipeline": {"engin": "fake"}},
-     "pipeline.engin: unknown key (known: display, drain_timeout_s, engine, profile, source)"),
+     "pipeline.engin: unknown key (known: display, drain_timeout_s, engine, name, profile, source)"),
     ({"detector": {"score_threshold": float("nan")}}, "detector.score_threshold: nan is not a number"),
     ({"engine": {"fake": {"latency_ms": {"fer64": -1}}}}, "engine.fake.latency_ms.fer64: -1 is below the minimum 0"),
     ({"engine": {"fake": {"cocompiled": [["fer64", 3]]}}}, "engine.fake.cocompiled[0][1]: expected a string, got 3"),

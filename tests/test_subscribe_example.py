@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -56,3 +58,24 @@ def test_subscribe_example_prints_results_and_metrics(tmp_path):
                      line)
         assert m and m.group(1) in actors, line
     assert got["summary"]["leaked_sockets"] == []
+
+
+def test_subscribe_example_started_first_finds_the_pipeline_by_name_and_gets_frame_0(tmp_path):
+    env = dict(os.environ, EDGEPIPE_RUN_DIR=str(tmp_path / "runs"))
+    client = subprocess.Popen([sys.executable, str(SCRIPT), "--name", "cam", "--timeout", "120"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout.readline().startswith("listening: results at ipc://%s/cam/results" % (tmp_path / "runs"))
+        p = subprocess.run([sys.executable, "run.py", "--engine", "fake", "--source", "synthetic:faces=1,fps=0",
+                            "--frames", "4", "--name", "cam"], cwd=str(SCRIPT.parents[1]), env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        out, err = client.communicate(timeout=120)  # it ends at the results' eos
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.communicate()
+    assert client.returncode == 0, err
+    results = [line for line in out.splitlines() if line.startswith("result frame ")]
+    assert [r.split(":")[0] for r in results] == ["result frame %d" % i for i in range(4)]
+    assert "end of stream: aggregator sent 4, last frame 3" in out

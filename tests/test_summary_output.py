@@ -59,8 +59,9 @@ def test_fd_fer64_names_the_expressions_it_saw(tmp_path):
     assert "faces: %d in %d frames" % (3 * frames, frames) in out
     assert any(x.startswith("actors (output fps / median busy ms per message): recorder ") for x in out)
     # -v: the endpoints once (the line clients read), the tracks' life in the log
-    assert p.stderr.count("results at ipc://") == 1
-    assert re.search(r"^edgepipe: results at ipc://\S+/results, metrics at ipc://", p.stderr, re.M)
+    assert p.stdout.count("results ipc://") == 1  # the ready line: where clients attach, on stdout
+    assert re.search(r"^results ipc://\S+/default/results\nmetrics ipc://%s/metrics$" % re.escape(str(tmp_path)),
+                     p.stdout, re.M)
     for tid in range(3):
         assert re.search(r"face track %d appeared at frame \d: \w+" % tid, p.stderr)
         assert re.search(r"face track %d ends with the stream at frame 99 \(last seen at frame 9\d, \w+\)" % tid,
@@ -75,7 +76,7 @@ def test_a_run_without_v_prints_no_endpoint_log():
                         "synthetic:faces=1,fps=0", "--frames", "5", "--metrics-endpoint", "inproc://metrics"],
                        cwd=str(ROOT), capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert p.stderr.count("results at ") == 1 and " INFO " not in p.stderr
+    assert p.stdout.count("results ipc://") == 1 and " INFO " not in p.stderr
 
 
 @needs_assets

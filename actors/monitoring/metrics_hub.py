@@ -12,9 +12,10 @@ actor is kept undecoded and decoded only when ``latest`` is read (the run's
 summary of a group that died before its final report).
 
 The hub reports on itself there too (actor ``metrics``, every ``interval``
-seconds): the metrics it relayed (``in``/``out``) and what it refused, the
-malformed messages on its inbound socket and the subscriptions on its public
-one that name no kind (``rejected.bad_subscription``).
+seconds, and a ``final`` snapshot when it stops, after the snapshots that
+arrived before the stop): the metrics it relayed (``in``/``out``) and what it
+refused, the malformed messages on its inbound socket and the subscriptions on
+its public one that name no kind (``rejected.bad_subscription``).
 """
 from __future__ import annotations
 
@@ -70,19 +71,30 @@ class MetricsHub(Actor):
         async with task_group() as tg:
             tg.start_soon(self._report, name=self.name + ".report")
             while True:
-                kind, body = await self.inbound.recv_relay()
-                self.stats.count("in")
-                if kind != _METRIC:
-                    self.stats.count("ignored")
-                    continue
-                try:
-                    actor = self._actor.decode(body).actor
-                except msgspec.ValidationError as exc:  # the body is valid msgpack (Codec.relay checked)
-                    self.inbound.reject(DecodeError("bad_field", "metric without an actor name: %s" % exc))
-                    continue
-                self._bodies[actor] = body
-                await self.public.forward(kind, body, nowait=True)  # a full subscriber loses it, never the hub
-                self.stats.count("out")
+                await self._relay(*await self.inbound.recv_relay())
+
+    async def _relay(self, kind: bytes, body: Any) -> None:
+        self.stats.count("in")
+        if kind != _METRIC:
+            self.stats.count("ignored")
+            return
+        try:
+            actor = self._actor.decode(body).actor
+        except msgspec.ValidationError as exc:  # the body is valid msgpack (Codec.relay checked)
+            self.inbound.reject(DecodeError("bad_field", "metric without an actor name: %s" % exc))
+            return
+        self._bodies[actor] = body
+        await self.public.forward(kind, body, nowait=True)  # a full subscriber loses it, never the hub
+        self.stats.count("out")
+
+    async def cleanup(self) -> None:
+        """The snapshots that arrived before the stop (the other actors' final ones: the hub stops last), then
+        the hub's own final one, so that a client waiting for every actor's ``final`` gets the hub's too."""
+        if getattr(self, "public", None) is None or self.public.closed:
+            return  # setup failed before the public endpoint was open
+        while not self.inbound.closed and await self.inbound.poll(0):
+            await self._relay(*await self.inbound.recv_relay())
+        await self.public.send(self.snapshot(final=True), nowait=True)
 
     async def _report(self) -> None:
         while True:

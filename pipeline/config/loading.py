@@ -150,6 +150,7 @@ OVERRIDES: Dict[str, Tuple[str, str, str]] = {
     "encoder": ("--encoder", "encoder", "format"),
     "fer_workers": ("--fer-workers", "fer", "workers"),
     "metrics_endpoint": ("--metrics-endpoint", "endpoints", "metrics"),
+    "name": ("--name", "pipeline", "name"),
 }
 PLACED = tuple(PlacementConfig.__struct_fields__)  # the roles --place may name (the table's that run a model)
 

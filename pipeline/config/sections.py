@@ -58,6 +58,11 @@ class PipelineConfig(Section):
         "the live view: none | window | file:PATH.mp4 | web | web:[HOST:]PORT (web = 127.0.0.1:8080)"))] = "none"
     drain_timeout_s: Annotated[float, Meta(ge=0.1, le=600, description=(
         "after the last frame, how long to wait for the frames in flight (at most 1.5 s after Ctrl-C)"))] = 5.0
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description=(
+        "the pipeline's name on this host (letters, digits, . _ -; at most 64): its public endpoints are "
+        "ipc://{pipeline}/results and /metrics, {pipeline} = the run directory base/NAME, known before it starts "
+        "(`python run.py endpoints --name NAME`); a second pipeline of the same name on the host is refused"))] = \
+        "default"
 
 
 class BusConfig(Section):
@@ -72,9 +77,10 @@ class BusConfig(Section):
 
 class EndpointsConfig(Section):
     """Where the actors meet: inproc:// within one process, ipc:// between processes on one host, tcp:// across
-    hosts. ipc://{run}/NAME is in this run's own folder (mode 0700, removed at exit): $EDGEPIPE_RUN_DIR, else
-    $XDG_RUNTIME_DIR/edgepipe, else /tmp/edgepipe-UID, then PID-XXXX/; two pipelines never collide there, and
-    `python run.py metrics` finds a running pipeline's folder by itself. An inproc:// endpoint used by actors of
+    hosts. ipc://{pipeline}/NAME is in the folder of the pipeline's name (pipeline.name), ipc://{run}/NAME in
+    this run's own folder (both mode 0700, removed at exit), under $EDGEPIPE_RUN_DIR, else
+    $XDG_RUNTIME_DIR/edgepipe, else /tmp/edgepipe-UID (then NAME/ or PID-XXXX/); `python run.py endpoints` prints
+    the public ones, and `python run.py metrics --name NAME` finds them. An inproc:// endpoint used by actors of
     more than one process becomes ipc://{run}/NAME. A tcp:// endpoint reachable from other hosts needs CURVE
     keys (security.keys_dir); loopback tcp:// (e.g. "tcp://127.0.0.1:5590") needs none."""
 
@@ -88,12 +94,13 @@ class EndpointsConfig(Section):
     expressions: Annotated[str, Meta(description=(
         "FER workers -> aggregator: each face's expression"))] = "inproc://expressions"
     results: Annotated[str, Meta(description=(
-        "public: the finished frames; outside clients subscribe here (the path is printed at start)"))] = \
-        "ipc://{run}/results"
+        "public: the finished frames; outside clients subscribe here (`python run.py endpoints` prints it)"))] = \
+        "ipc://{pipeline}/results"
     metrics_in: Annotated[str, Meta(description=(
         "every actor -> the metrics hub: metrics snapshots"))] = "inproc://metrics-in"
     metrics: Annotated[str, Meta(description=(
-        "public: the metrics hub publishes here; `python run.py metrics` attaches"))] = "ipc://{run}/metrics"
+        "public: the metrics hub publishes here; `python run.py metrics` attaches"))] = \
+        "ipc://{pipeline}/metrics"
     control: Annotated[str, Meta(description=(
         "process groups report ready and stopped to the main process here"))] = "inproc://control"
 
@@ -104,7 +111,8 @@ def endpoint_names() -> Tuple[str, ...]:
 
 
 def expand_endpoints(cfg: "Config", rundir: Any) -> "Config":
-    """A copy of ``cfg`` whose ``ipc://{run}/...`` endpoints are in the run's folder (``bus.rundir.RunDir``)."""
+    """A copy of ``cfg`` whose ``ipc://{run}/...`` (or ``{pipeline}``) endpoints are in ``rundir``'s folder
+    (``bus.rundir.RunDir``, ``PipelineDir``)."""
     eps = msgspec.structs.replace(cfg.endpoints)
     for name in endpoint_names():
         setattr(eps, name, rundir.expand(getattr(eps, name)))

@@ -10,9 +10,9 @@ from typing import Dict, List, Optional
 
 from edgepipe.actors.runtime.tasks import first
 from edgepipe.bus.messages import Metric
-from edgepipe.bus.rundir import RunDirError, resolve
+from edgepipe.bus.rundir import RunDirError, find_pipeline, resolve
 from edgepipe.bus.sockets import Bus
-from edgepipe.pipeline.config.loading import load
+from edgepipe.pipeline.config.loading import ConfigError, load
 from edgepipe.pipeline.metrics.prometheus import DEFAULT_STALE_S, Exporter
 
 COLUMNS = ("actor", "pid", "fps", "in", "out", "dropped", "rejected", "busy p50", "lat p50", "lat p99", "queue",
@@ -111,7 +111,9 @@ async def watch(endpoint: str, once: bool, interval: float, timeout: float) -> i
 def main(argv: List[str]) -> int:
     ap = argparse.ArgumentParser(prog="run.py metrics", description="live per-actor metrics of a running pipeline")
     ap.add_argument("--endpoint", default=None, help="metrics endpoint (default: endpoints.metrics of the config; "
-                    "ipc://{run}/metrics: that of the pipeline running on this host)")
+                    "ipc://{pipeline}/metrics: that of the pipeline named --name running on this host)")
+    ap.add_argument("--name", default=None, help="the pipeline's name (pipeline.name; default: the config's, "
+                    "'default'); python run.py endpoints --name NAME prints where it publishes")
     ap.add_argument("--config", default=None)
     ap.add_argument("--once", action="store_true", help="print one snapshot and exit")
     ap.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
@@ -123,11 +125,14 @@ def main(argv: List[str]) -> int:
                     help="with --prometheus: drop an actor's series when it has been silent for S seconds "
                     "(default 5); edgepipe_up is 0 when every actor is gone")
     args = ap.parse_args(argv)
-    endpoint = args.endpoint
-    if endpoint is None:
-        endpoint = load(args.config).endpoints.metrics
     try:
-        endpoint = resolve(endpoint)  # ipc://{run}/metrics: the running pipeline's
+        cfg = load(args.config, name=args.name)
+    except ConfigError as exc:
+        print("config error: %s" % exc, file=sys.stderr)
+        return 2
+    endpoint = args.endpoint or cfg.endpoints.metrics
+    try:  # ipc://{pipeline}/metrics: the running pipeline of that name's; ipc://{run}/metrics: the one running
+        endpoint = resolve(find_pipeline(endpoint, cfg.pipeline.name))
     except RunDirError as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 1
