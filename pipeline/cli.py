@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Callable, List, Optional
 
@@ -45,12 +46,18 @@ def _positive(kind):
     return parse
 
 
+def prog() -> str:
+    """How the user called it: ``edgepipe`` (the console script, ``python -m edgepipe``) or ``run.py``."""
+    name = os.path.basename(sys.argv[0] or "")
+    return "edgepipe" if name in ("edgepipe", "__main__.py") else "run.py"
+
+
 def run_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="run.py", description="Real-time face detection, expression recognition and classification "
-        "as asyncio actors over ZeroMQ. Subcommands: metrics, endpoints, models, bench, group, keys, doctor, "
-        "setup-tpu-venv, install-service (run.py SUBCOMMAND --help).")
-    ap.add_argument("--profile", help="fd+fer64 | fd+fer64-fast | fd+fer112 | fd | cls (profiles of the config)")
+        prog=prog(), description="Real-time face detection, expression recognition and classification "
+        "as asyncio actors over ZeroMQ. Subcommands: %s (%s SUBCOMMAND --help)." % (", ".join(SUBCOMMANDS), prog()))
+    ap.add_argument("--profile", help="fd+fer64 | fd+fer64-fast | fd+fer112 | fd | cls | cls-imagenet (profiles of "
+                    "the config)")
     ap.add_argument("--config", help="a config file overlaid on config.toml beside run.py: its tables merge key "
                     "by key, its other values (lists too) replace")
     ap.add_argument("--source", help="auto (default: the Pi camera, else a V4L2 camera, else demo) | demo | "
