@@ -7,7 +7,7 @@ and its drop reasons. The table's order is the start order: consumers first, the
 publisher starts before its subscribers); read backwards it runs from the source to the sinks.
 
 Building the actors (``pipeline/build.py``), process groups and their endpoints
-(``pipeline/processes/groups.py``), placement (``pipeline/placement.py``), the Prometheus exporter and
+(``pipeline/processes/groups.py``), placement (``pipeline/plan/placement.py``), the Prometheus exporter and
 the live view read it. Adding an actor is a row here and its class.
 """
 from __future__ import annotations

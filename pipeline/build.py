@@ -16,7 +16,7 @@ from edgepipe.models.families.family import input_for
 from edgepipe.models.store import manifest
 from edgepipe.pipeline.config.loading import Config
 from edgepipe.pipeline.ops.keys import configure_curve
-from edgepipe.pipeline.placement import RolePlacement, model_for, place
+from edgepipe.pipeline.plan.placement import RolePlacement, model_for, place
 
 
 @dataclass

@@ -24,10 +24,10 @@ from edgepipe.bus.sockets import BusError
 from edgepipe.models.engines.engine import EngineError
 from edgepipe.pipeline.config.loading import ConfigError, load, to_dict
 from edgepipe.pipeline.loop import event_loop_run, setup_logging
-from edgepipe.pipeline.placement import place
+from edgepipe.pipeline.plan.placement import place
+from edgepipe.pipeline.plan.source_auto import resolve_source
 from edgepipe.pipeline.processes import group
 from edgepipe.pipeline.runner import RunOptions, run
-from edgepipe.pipeline.source_auto import resolve_source
 
 log = logging.getLogger("edgepipe")
 

@@ -37,11 +37,11 @@ from edgepipe.bus.control import ControlServer
 from edgepipe.bus.rundir import PIPELINE, PipelineDir, RunDir
 from edgepipe.pipeline.build import Pipeline, RunOptions, build, make_bus
 from edgepipe.pipeline.config.loading import Config, endpoint_names, expand_endpoints
+from edgepipe.pipeline.plan.source_auto import resolve_source
 from edgepipe.pipeline.processes.groups import MAIN, assignment, group_of, plan, with_fer_processes
 from edgepipe.pipeline.processes.supervisor import (GroupFailed, GroupProcess, handle_control, stop_by_hand, wait_ready,
                                                     write_config)
 from edgepipe.pipeline.rss import reset_peak
-from edgepipe.pipeline.source_auto import resolve_source
 from edgepipe.pipeline.summary import summarize
 
 __all__ = ["RunOptions", "run", "summarize"]

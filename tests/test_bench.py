@@ -108,7 +108,7 @@ def test_bench_models_on_a_shared_model(tmp_path, monkeypatch, capsys):
     if charts.available():
         assert (out / "bench_models.png").stat().st_size > 1000
     # the per-machine table that `auto` placement reads
-    from edgepipe.pipeline.placement import load_table
+    from edgepipe.pipeline.plan.placement import load_table
     assert load_table()["retinaface"]["cpu_ms"] == row["cpu"]["1"]["median_ms"]
 
 

@@ -23,7 +23,7 @@ from edgepipe.actors.sources.picamera2_source import NUMPY_FIX, Picamera2Source,
 from edgepipe.actors.sources.sources import SourceError, SourceUnusable
 from edgepipe.pipeline.ops.doctor import Doctor
 from edgepipe.pipeline.ops.machine import uvc_id, uvc_nodes
-from edgepipe.pipeline.source_auto import resolve_source
+from edgepipe.pipeline.plan.source_auto import resolve_source
 
 HERE = Path(__file__).resolve().parent
 RECORDED = json.loads((HERE / "data" / "picamera2-cameras.json").read_text())

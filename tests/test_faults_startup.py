@@ -24,7 +24,7 @@ def test_a_classifier_without_its_files_fails_at_start_once(engine, missing, tmp
     empty.mkdir()
     p = run_py(tmp_path, "--profile", "cls-imagenet", "--engine", engine, "--frames", "5", "-v",
                env={"EDGEPIPE_CACHE": str(empty), "EDGEPIPE_MODEL_PATH": str(empty)})
-    assert p.returncode == 2, p.stderr[-2000:]  # refused before the run starts (pipeline/model_files.py)
+    assert p.returncode == 2, p.stderr[-2000:]  # refused before the run starts (pipeline/plan/model_files.py)
     assert p.stderr.count("%s (classifier of model mobilenet-v2)" % missing) == 1, p.stderr[-3000:]
     assert "Traceback" not in p.stderr
     assert "frames:" not in p.stdout  # no run, no summary

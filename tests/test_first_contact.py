@@ -22,8 +22,8 @@ from edgepipe.models import registry
 from edgepipe.models.engines.engine import EngineError
 from edgepipe.models.engines.fake import FakeEngine
 from edgepipe.models.store import fetch, manifest
-from edgepipe.pipeline.model_files import MissingModelFiles
-from edgepipe.pipeline.placement import place
+from edgepipe.pipeline.plan.model_files import MissingModelFiles
+from edgepipe.pipeline.plan.placement import place
 from edgepipe.pipeline.runner import RunOptions, run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from helpers import inproc_config, run_async
 
 from edgepipe.pipeline.config import loading as config
 from edgepipe.pipeline.config.loading import ConfigError, apply_overrides
-from edgepipe.pipeline.placement import load_table, place
+from edgepipe.pipeline.plan.placement import load_table, place
 from edgepipe.pipeline.runner import RunOptions, run
 
 
@@ -95,7 +95,7 @@ def test_two_processes_on_one_fake_device_are_refused_at_config_time():
 
 
 def test_looking_for_an_edge_tpu_never_raises_and_says_why_not():
-    from edgepipe.pipeline.placement import edgetpu_present
+    from edgepipe.pipeline.plan.placement import edgetpu_present
 
     found, why = edgetpu_present()
     assert found or why  # here: no libedgetpu or no Coral, and the reason in words
@@ -112,7 +112,7 @@ def test_auto_uses_the_cpu_when_the_edge_tpu_delegate_crashes_its_probe(monkeypa
     from pathlib import Path
 
     from edgepipe.models.engines import delegate_probe, litert
-    from edgepipe.pipeline import edgetpu_check, placement
+    from edgepipe.pipeline.plan import edgetpu_check, placement
 
     standins = str(Path(__file__).resolve().parent / "delegate_standins.py")
     monkeypatch.setenv(delegate_probe.ENV_LOADER, standins + ":crash_segv")

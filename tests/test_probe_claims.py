@@ -25,10 +25,10 @@ from edgepipe.models.engines.claims import claim_key
 from edgepipe.models.engines.devices import DeviceBusy, open_device, open_devices, open_on, open_pool, release_device
 from edgepipe.models.engines.kind_edgetpu import EdgeTpuEngineSettings
 from edgepipe.models.store import manifest
-from edgepipe.pipeline import edgetpu_check
 from edgepipe.pipeline.ops.doctor import Doctor
 from edgepipe.pipeline.ops.tpu_venv import probe_line
-from edgepipe.pipeline.placement import edgetpu_present, place
+from edgepipe.pipeline.plan import edgetpu_check
+from edgepipe.pipeline.plan.placement import edgetpu_present, place
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

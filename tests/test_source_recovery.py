@@ -26,10 +26,10 @@ from edgepipe.actors.sources.live_sources import LiveOpenCvSource, Reconnecting,
 from edgepipe.actors.sources.picamera2_source import Picamera2Source
 from edgepipe.actors.sources.source_factory import make_source
 from edgepipe.actors.sources.sources import SourceError, is_live
-from edgepipe.pipeline import placement
+from edgepipe.pipeline.plan import placement
+from edgepipe.pipeline.plan.source_auto import resolve_source, v4l2_nodes
 from edgepipe.pipeline.run_command import human_summary
 from edgepipe.pipeline.runner import RunOptions, run
-from edgepipe.pipeline.source_auto import resolve_source, v4l2_nodes
 
 READ_TIMEOUT_S = 30.0  # virtual seconds; OpenCV's own open/read timeouts (real time) get it too: never reached
 

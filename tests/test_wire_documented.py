@@ -1,6 +1,6 @@
 """docs/wire.md is true for what a run sends on its public endpoints (issue 21): every message of a run on
 `results` and `metrics` (result, done, eos, metric) decoded as a client in any language would, each field
-found in the document's lists, every actor, counter and gauge in the metric table (pipeline/wire_metrics.py,
+found in the document's lists, every actor, counter and gauge in the metric table (pipeline/metrics/wire.py,
 whose rendering the document holds), and every actor's final snapshot, the metrics hub's last."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Set
 import msgspec
 import zmq
 
-from edgepipe.pipeline.wire_metrics import markdown, undocumented
+from edgepipe.pipeline.metrics.wire import markdown, undocumented
 
 ROOT = Path(__file__).resolve().parents[1]
 WIRE = (ROOT / "docs" / "wire.md").read_text(encoding="utf-8")
@@ -51,7 +51,7 @@ def _documented():
 
 
 def test_the_document_holds_the_metric_table():
-    assert markdown() in WIRE, "docs/wire.md: paste `python -m edgepipe.pipeline.wire_metrics` between the markers"
+    assert markdown() in WIRE, "docs/wire.md: paste `python -m edgepipe.pipeline.metrics.wire` between the markers"
 
 
 def test_every_message_of_a_run_on_the_public_endpoints_is_documented(tmp_path):

@@ -65,7 +65,7 @@ from edgepipe.pipeline.bench.render import render_devices, render_memory, render
 from edgepipe.pipeline.bench.report import record, report
 from edgepipe.pipeline.config.loading import ConfigError, apply_overrides, load
 from edgepipe.pipeline.loop import setup_logging
-from edgepipe.pipeline.placement import load_table, save_table, table_path
+from edgepipe.pipeline.plan.placement import load_table, save_table, table_path
 
 log = logging.getLogger("edgepipe.bench")
 

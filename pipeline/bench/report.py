@@ -9,7 +9,7 @@ from edgepipe.models.store import manifest
 from edgepipe.pipeline.bench.cases import COMPARE_WORKERS, Case, tpu_python
 from edgepipe.pipeline.bench.common import machine_info, ratio
 from edgepipe.pipeline.config.loading import Config
-from edgepipe.pipeline.placement import device_bound
+from edgepipe.pipeline.plan.placement import device_bound
 
 
 def record(case: Case, summary: Dict[str, Any]) -> Dict[str, Any]:

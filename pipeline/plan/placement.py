@@ -53,8 +53,8 @@ from edgepipe.models.spec import ModelSpec
 from edgepipe.models.store import manifest
 from edgepipe.models.store.fetch import cache_dir, find_local
 from edgepipe.pipeline.config.sections import Config, ConfigError
-from edgepipe.pipeline.edgetpu_check import edgetpu_attached, edgetpu_present, tpu_python
-from edgepipe.pipeline.model_files import file_available, is_synthetic, require_files
+from edgepipe.pipeline.plan.edgetpu_check import edgetpu_attached, edgetpu_present, tpu_python
+from edgepipe.pipeline.plan.model_files import file_available, is_synthetic, require_files
 
 log = logging.getLogger("edgepipe.placement")
 

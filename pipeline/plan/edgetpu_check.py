@@ -1,4 +1,4 @@
-"""Is there an Edge TPU that runs this run's models? (``auto``'s question; ``pipeline/placement.py``).
+"""Is there an Edge TPU that runs this run's models? (``auto``'s question; ``pipeline/plan/placement.py``).
 
 Nothing here opens the device without its claim: the delegate probe
 (``models/engines/delegate_probe.py``) takes it first, without waiting, and a
