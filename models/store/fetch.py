@@ -144,7 +144,7 @@ def resolve_file(spec: ModelSpec, filename: str, model_paths: Sequence[str] = ()
             return _fetch(spec, filename, src)
         except EngineError as exc:
             errors.append(str(exc))
-            log.warning("%s", exc)
+            log.info("%s", exc)  # the next source may have it; if none does, the error below says it all
     raise EngineError("model %r: could not fetch %s: %s; without internet, %s"
                       % (spec.name, filename, "; ".join(errors), put))
 
