@@ -171,7 +171,7 @@ def load_config(args: argparse.Namespace):
     return load(args.config, profile=args.profile, engine=args.engine, source=args.source,
                 display=args.display, place=args.place, encoder=args.encoder,
                 fer_workers=args.fer_workers, metrics_endpoint=args.metrics_endpoint, mqtt=args.mqtt,
-                name=args.name)
+                name=args.name, camera=args.camera)
 
 
 async def _run_with_signals(cfg, opts) -> Dict[str, Any]:
