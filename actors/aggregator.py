@@ -1,4 +1,9 @@
-"""Aggregator: joins detections and expressions on (frame_id, face_index).
+"""Aggregator: joins detections and expressions on (camera, frame_id, face_index).
+
+Every camera is its own stream: frame ids, frame order, deadlines' order,
+face tracks and their smoothing are per camera, and a join never crosses
+cameras; the run is drained once every camera's end of stream came and no
+frame is pending.
 
 A frame is complete when every face has its expression; when its deadline
 passes first, it leaves as partial (counted). An expression is only ever
@@ -14,14 +19,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from typing import Annotated, Callable, Dict, List, NamedTuple, Optional
+from typing import Annotated, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from msgspec import Meta
 
 from edgepipe.actors.runtime.base import Actor
 from edgepipe.actors.runtime.context import Context, Endpoints
 from edgepipe.actors.runtime.settings import Section, TimeoutMs
-from edgepipe.actors.tracks import Tracker
+from edgepipe.actors.tracks import Tracker, TrackIds
 from edgepipe.bus.messages import Detections, Done, Eos, Expression, FaceLabel, FaceResult, Result
 from edgepipe.bus.sockets import Bus, wait_any
 
@@ -43,6 +48,9 @@ BATCH = 64
 """Messages taken from one input before the other input gets its turn."""
 MAX_EARLY = 1024
 """Expressions held for frames whose detections have not come (yet): beyond this the oldest frame's go."""
+
+
+Key = Tuple[str, int]  # (camera, frame_id)
 
 
 class FaceOutcome(NamedTuple):
@@ -79,15 +87,18 @@ class Aggregator(Actor):
         self.hwm = context.fer_hwm
         self.deadline_s = section.deadline_ms / 1000.0
         self.ordered = section.ordered
-        self.tracker = Tracker(window=section.smoothing)
-        self.pending: "OrderedDict[int, Pending]" = OrderedDict()
-        self.early: Dict[int, Dict[int, Expression]] = {}  # expressions that beat their detections
-        self.early_t: Dict[int, float] = {}
+        self.window = section.smoothing
+        self.track_ids = TrackIds()  # track ids are unique across the cameras
+        self.trackers: Dict[str, Tracker] = {}  # camera -> its face tracks
+        self.pending: Dict[str, "OrderedDict[int, Pending]"] = {}  # camera -> its frames waiting, in arrival order
+        self.early: Dict[Key, Dict[int, Expression]] = {}  # expressions that beat their detections
+        self.early_t: Dict[Key, float] = {}
         self.early_n = 0  # expressions in ``early``, at most MAX_EARLY
-        self.last_emitted = -1
-        self.emitted: "OrderedDict[int, None]" = OrderedDict()  # recent frame ids, to spot late expressions
+        self.last_emitted: Dict[str, int] = {}  # camera -> its highest frame id sent
+        self.emitted: "OrderedDict[Key, None]" = OrderedDict()  # recent frames, to spot late expressions
         self.drained: Optional[asyncio.Event] = None
-        self.eos_last = None
+        self.cameras = list(context.camera_sources())
+        self.eos_last: Dict[str, int] = {}  # camera -> the last frame of its ended stream
 
     async def setup(self) -> None:
         self.drained = asyncio.Event()
@@ -118,38 +129,44 @@ class Aggregator(Actor):
                     await self._on_detections(msg)
             self.loss.account(self.det, "detections")
             await self._release(self.clock())
-            self.stats.gauge("pending", len(self.pending))
+            self.stats.gauge("pending", self.n_pending)
             self.stats.gauge("early", self.early_n)
             await self._check_drained()
 
+    @property
+    def n_pending(self) -> int:
+        return sum(len(q) for q in self.pending.values())
+
     def _next_timeout_ms(self) -> Optional[int]:
-        times = [p.deadline for p in self.pending.values()] + [t + self.deadline_s for t in self.early_t.values()]
+        times = [p.deadline for q in self.pending.values() for p in q.values()]
+        times += [t + self.deadline_s for t in self.early_t.values()]
         if not times:
             return None
         return max(0, int((min(times) - self.clock()) * 1000) + 1)
 
     async def _on_detections(self, msg) -> None:
         if isinstance(msg, Eos):
-            if self.loss.end_of_stream(self.det, "detections", msg):
-                self.eos_last = msg.last_frame_id
+            self.loss.end_of_stream(self.det, "detections", msg)
+            self.eos_last.setdefault(msg.camera, msg.last_frame_id)
             if self.drained is not None and self.drained.is_set():
-                await self.pub.send(Eos(self.name, msg.last_frame_id, self.pub.sent("result")))
+                await self._send_eos()
             return
         if not isinstance(msg, Detections):
             self.stats.count("ignored")
             return
         self.stats.count("in")
-        fid = msg.frame_id
-        if fid in self.pending or fid in self.emitted:
+        key = (msg.camera, msg.frame_id)
+        queue = self.pending.setdefault(msg.camera, OrderedDict())
+        if msg.frame_id in queue or key in self.emitted:
             self.stats.count("duplicate_detections")
             return
         p = Pending(msg, self.clock() + self.deadline_s)
-        early = self.early.pop(fid, {})
+        early = self.early.pop(key, {})
         self.early_n -= len(early)
         for i, e in early.items():
             self._attach(p, e)
-        self.early_t.pop(fid, None)
-        self.pending[fid] = p
+        self.early_t.pop(key, None)
+        queue[msg.frame_id] = p
 
     def _attach(self, p: Pending, e: Expression) -> None:
         if not 0 <= e.face_index or e.face_index + e.count > p.det.expect_expressions:
@@ -169,42 +186,44 @@ class Aggregator(Actor):
             self.stats.count("ignored")
             return
         self.stats.count("expressions")
-        p = self.pending.get(e.frame_id)
+        key = (e.camera, e.frame_id)
+        p = self.pending.get(e.camera, {}).get(e.frame_id)
         if p is not None:
             self._attach(p, e)
-        elif e.frame_id in self.emitted or e.frame_id <= self.last_emitted and self.ordered:
+        elif key in self.emitted or e.frame_id <= self.last_emitted.get(e.camera, -1) and self.ordered:
             self.stats.count("late_expressions")
         else:
-            early = self.early.setdefault(e.frame_id, {})
+            early = self.early.setdefault(key, {})
             if e.face_index in early:
                 self.stats.count("duplicate_expressions")
                 return
             early[e.face_index] = e  # a job's message, by its first face
             self.early_n += 1
-            self.early_t.setdefault(e.frame_id, self.clock())
+            self.early_t.setdefault(key, self.clock())
             while self.early_n > MAX_EARLY:  # a flood of expressions for frames that never come
                 self._forget_early(next(iter(self.early_t)), "early_overflow")
 
-    def _forget_early(self, fid: int, counter: str) -> None:
-        self.early_t.pop(fid, None)
-        gone = len(self.early.pop(fid, {}))
+    def _forget_early(self, key: Key, counter: str) -> None:
+        self.early_t.pop(key, None)
+        gone = len(self.early.pop(key, {}))
         self.early_n -= gone
         self.stats.count(counter, gone)
 
     async def _release(self, now: float) -> None:
         # expressions whose detections never came (lost upstream): forget them after a deadline
-        for fid in [f for f, t in self.early_t.items() if now - t > self.deadline_s]:
-            self._forget_early(fid, "orphan_expressions")
-        if self.ordered:
-            while self.pending:
-                fid, p = next(iter(self.pending.items()))
-                if not (p.complete or now >= p.deadline):
-                    break
-                self.pending.popitem(last=False)
-                await self._emit(p, now)
-        else:
-            for fid in [f for f, p in self.pending.items() if p.complete or now >= p.deadline]:
-                await self._emit(self.pending.pop(fid), now)
+        for key in [k for k, t in self.early_t.items() if now - t > self.deadline_s]:
+            self._forget_early(key, "orphan_expressions")
+        for queue in self.pending.values():  # each camera in its own frame order: none waits for another's
+            if self.ordered:
+                while queue:
+                    fid, p = next(iter(queue.items()))
+                    if not (p.complete or now >= p.deadline):
+                        break
+                    queue.popitem(last=False)
+                    await self._emit(p, now)
+            else:
+                for fid in [f for f, p in queue.items() if p.complete or now >= p.deadline]:
+                    await self._emit(queue.pop(fid), now)
 
     async def _emit(self, p: Pending, now: float) -> None:
         det = p.det
@@ -214,28 +233,42 @@ class Aggregator(Actor):
             got = e.label if e is not None else None
             faces.append(FaceResult(b, got.label if got else None, got.confidence if got else None))
         if det.expect_expressions:
-            for f, (tid, vote) in zip(faces, self.tracker.update(det.frame_id, [(f.box.as_list(), f.expression)
-                                                                                 for f in faces])):
+            tracker = self.trackers.get(det.camera)
+            if tracker is None:
+                tracker = self.trackers[det.camera] = Tracker(window=self.window, ids=self.track_ids)
+            for f, (tid, vote) in zip(faces, tracker.update(det.frame_id, [(f.box.as_list(), f.expression)
+                                                                            for f in faces])):
                 f.track, f.smoothed = tid, vote
         partial = not p.complete or p.errors > 0
-        in_order = det.frame_id > self.last_emitted
-        self.last_emitted = max(self.last_emitted, det.frame_id)
-        self.emitted[det.frame_id] = None
+        last = self.last_emitted.get(det.camera, -1)
+        in_order = det.frame_id > last
+        self.last_emitted[det.camera] = max(last, det.frame_id)
+        self.emitted[(det.camera, det.frame_id)] = None
         while len(self.emitted) > 4096:
             self.emitted.popitem(last=False)
         t_result = time.monotonic()
         await self.pub.send(Result(det.frame_id, det.t_capture, t_result, det.width, det.height, faces,
-                                   partial, in_order, det.labels))
-        await self.pub.send(Done(det.frame_id))  # capture's credit: a tiny message it decodes instead of the Result
+                                   partial, in_order, det.labels, camera=det.camera))
+        # capture's credit: a tiny message it decodes instead of the Result
+        await self.pub.send(Done(det.frame_id, camera=det.camera))
         self.stats.count("out")
         self.stats.count("partial" if partial else "completed")
+        if self.context.several:
+            self.stats.count("camera.%s.%s" % (det.camera, "partial" if partial else "completed"))
         if not in_order:
             self.stats.count("out_of_order")
         self.stats.latency((t_result - det.t_capture) * 1000.0)
 
     async def _check_drained(self) -> None:
-        if self.eos_last is None or self.pending or self.drained is None or self.drained.is_set():
+        if (any(cam not in self.eos_last for cam in self.cameras) or self.n_pending or self.drained is None
+                or self.drained.is_set()):
             return
         self.drained.set()
-        self.log.debug("drained: every frame up to %s is out", self.eos_last)
-        await self.pub.send(Eos(self.name, self.eos_last, self.pub.sent("result")))
+        self.log.debug("drained: every frame of every camera is out (%s)", self.eos_last)
+        await self._send_eos()
+
+    async def _send_eos(self) -> None:
+        """The end of the results: after every camera's (one camera: its own; several: ``camera`` "")."""
+        camera = self.cameras[0] if len(self.cameras) == 1 else ""
+        await self.pub.send(Eos(self.name, max(self.eos_last.values(), default=-1), self.pub.sent("result"),
+                                camera=camera))

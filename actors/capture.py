@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Callable, Dict, List, Optional
+from typing import Annotated, Callable, Dict, Optional
 
 from msgspec import Meta
 
@@ -26,7 +26,7 @@ from edgepipe.actors.runtime.context import Context, Endpoints
 from edgepipe.actors.runtime.settings import Hwm, Section
 from edgepipe.actors.sources.source_factory import make_source
 from edgepipe.actors.sources.sources import Source, SourceError
-from edgepipe.bus.messages import Eos, Frame, TruthFace
+from edgepipe.bus.messages import Eos, Frame
 from edgepipe.bus.sockets import Bus
 
 
@@ -56,6 +56,8 @@ class Capture(Actor):
                  context: Context) -> None:
         super().__init__(name, bus, endpoints, context)
         self.source_spec = context.source
+        self.camera = context.camera  # its camera's name, on every frame
+        self.fps_limit = context.fps_limit
         self.frames_endpoint = endpoints["frames"]
         self.hwm = section.hwm
         self.max_frames = context.frames
@@ -72,7 +74,7 @@ class Capture(Actor):
         self.max_in_flight = section.max_in_flight
         self.results = None
         # the recorder's hook for what a test source knows of each frame (both run in the main process)
-        self.truth_sink: Optional[Callable[[int, List[TruthFace]], None]] = None
+        self.truth_sink: Optional[Callable[..., None]] = None  # (frame_id, truth, camera=...)
         self.done_through = -1  # highest frame id seen in the aggregator's Done messages
         self.read_timeout_s = section.read_timeout_s
         self.reconnect_max_s = section.reconnect_max_s
@@ -115,7 +117,8 @@ class Capture(Actor):
                 r = self.results.recv_nowait()
                 if r is None:
                     break
-                self.done_through = max(self.done_through, getattr(r, "frame_id", -1))
+                if getattr(r, "camera", None) == self.camera:  # its own camera's credits
+                    self.done_through = max(self.done_through, r.frame_id)
 
     def finish(self) -> None:
         """End the stream now (Ctrl-C): no new frames; the end of stream follows."""
@@ -130,6 +133,8 @@ class Capture(Actor):
         await self._go.wait()
         src = self.source
         period = 1.0 / src.fps if src.fps > 0 else 0.0
+        if self.fps_limit > 0:  # the camera's own limit ([cameras.NAME] fps_limit)
+            period = max(period, 1.0 / self.fps_limit)
         t0 = time.monotonic()
         next_t = t0
         frame_id = 0
@@ -155,8 +160,9 @@ class Capture(Actor):
                 image, truth = item
                 t_capture = time.monotonic()
                 if truth is not None and self.truth_sink is not None:
-                    self.truth_sink(frame_id, truth)  # the answer key goes to the recorder, not on the bus
-                await self.pub.send(Frame(frame_id, t_capture, self.source_spec, image))
+                    # the answer key goes to the recorder, not on the bus
+                    self.truth_sink(frame_id, truth, camera=self.camera)
+                await self.pub.send(Frame(frame_id, t_capture, self.source_spec, image, camera=self.camera))
                 self.last_frame_id = frame_id
                 frame_id += 1
                 self.stats.count("in")
@@ -169,7 +175,7 @@ class Capture(Actor):
             if hasattr(src, "reconnects"):
                 self.stats.counters["source_reconnects"] = src.reconnects
             self.done.set()
-        eos = Eos(self.name, self.last_frame_id, self.pub.sent("frame"))
+        eos = Eos(self.name, self.last_frame_id, self.pub.sent("frame"), camera=self.camera)
         while True:
             await self.pub.send(eos)
             await asyncio.sleep(self.eos_interval)  # repeat: a PUB may drop one for a full subscriber

@@ -59,4 +59,4 @@ class Classifier(FrameStage):
 
     async def publish(self, msg: EncodedFrame, labels: List[Tuple[str, float]]) -> None:
         await self.pub.send(Detections(msg.frame_id, msg.t_capture, time.monotonic(), msg.width, msg.height,
-                                       [], 0, [(label, float(p)) for label, p in labels]))
+                                       [], 0, [(label, float(p)) for label, p in labels], camera=msg.camera))

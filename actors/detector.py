@@ -87,8 +87,9 @@ class Detector(FrameStage):
             self.stats.count("input_mismatch")  # an input for another model (a fail-over?): made here
         # the model's boxes go out as they are; their landmarks (which shaped the FER crop) are no field
         await self.pub.send(Detections(msg.frame_id, msg.t_capture, time.monotonic(), msg.width, msg.height,
-                                       faces, len(crops)))
+                                       faces, len(crops), camera=msg.camera))
         self.stats.count("faces", len(faces))
         if self.jobs is not None and crops:  # the frame's faces as one job: one message, one batched invoke
-            await self.jobs.send(FaceJob(msg.frame_id, 0, len(crops), msg.t_capture, np.stack(crops)))
+            await self.jobs.send(FaceJob(msg.frame_id, 0, len(crops), msg.t_capture, np.stack(crops),
+                                         camera=msg.camera))
             self.stats.count("jobs")

@@ -56,7 +56,8 @@ class Encoder(Actor):
                  detector_input: Optional[DetectorInput] = None) -> None:
         super().__init__(name, bus, endpoints, context)
         self.detector_input = detector_input  # the detector's input tensor is made here (None: not)
-        plan = context.faults.get("encoder")
+        self.camera = context.camera
+        plan = context.faults.get(name, context.faults.get("encoder"))  # encoder-CAMERA's own, else every encoder's
         self.faults = FaultCounter(plan) if plan is not None else None  # what a test asked to go wrong
         self._released = threading.Event()  # frees a hung (injected) encode at the end
         self.frames_endpoint = endpoints["frames"]
@@ -100,10 +101,12 @@ class Encoder(Actor):
     async def run(self) -> None:
         while True:
             msg = await self.sub.recv()
-            self.loss.account(self.sub, "frame")
+            with self.losses_of(self.camera):
+                self.loss.account(self.sub, "frame")
             if isinstance(msg, Eos):
-                self.loss.end_of_stream(self.sub, "frame", msg)
-                await self.pub.send(Eos(self.name, msg.last_frame_id, self.pub.sent("encoded")))
+                with self.losses_of(self.camera):
+                    self.loss.end_of_stream(self.sub, "frame", msg)
+                await self.pub.send(Eos(self.name, msg.last_frame_id, self.pub.sent("encoded"), camera=msg.camera))
                 continue
             if not isinstance(msg, Frame) or msg.image is None or getattr(msg.image, "ndim", 0) != 3:
                 self.stats.count("ignored")
@@ -119,7 +122,7 @@ class Encoder(Actor):
                 except asyncio.TimeoutError:
                     self.log.error("frame %d dropped: encoding took over %.0f ms; the encoding thread was replaced",
                                    msg.frame_id, self.timeout_s * 1000)
-                    self.stats.drop("encode_timeout")
+                    self.drop_frame("encode_timeout", msg.camera)
                     self.stats.count("restarts")
                     if self.executor is not None:
                         self.executor.shutdown(wait=False)  # the hung thread is left behind, freed at the end
@@ -127,11 +130,12 @@ class Encoder(Actor):
                     continue
                 except Exception as exc:  # this frame only
                     self.log.error("frame %d dropped: %s: %s", msg.frame_id, type(exc).__name__, exc)
-                    self.stats.drop("encode_error")
+                    self.drop_frame("encode_error", msg.camera)
                     continue
             else:
                 payload = msg.image
-            await self.pub.send(EncodedFrame(msg.frame_id, msg.t_capture, self.format, w, h, payload, fit, tensor))
+            await self.pub.send(EncodedFrame(msg.frame_id, msg.t_capture, self.format, w, h, payload, fit, tensor,
+                                             camera=msg.camera))
             self.stats.count("out")
             self.stats.busy(ms_since(t0))
 

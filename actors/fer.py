@@ -118,7 +118,7 @@ class FerWorker(Actor):
         busy = ms_since(t0)
         self.stats.busy(busy)
         await self.out.send(Expression(job.frame_id, job.face_index, len(crops), self.name, busy,
-                                       [] if error else labels, error))
+                                       [] if error else labels, error, camera=job.camera))
         self.stats.count("out")
         self.stats.count("faces", len(crops))
         if error:

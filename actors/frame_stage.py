@@ -4,7 +4,15 @@ one engine call per frame, detections out.
 The freshest frame wins when ``freshest`` is set (live sources): frames that
 queued up while the engine was busy are dropped and counted
 (``dropped.stale``). An end of stream met while skipping is held back so
-that an end of stream never overtakes the frame before it. A corrupt frame or
+that an end of stream never overtakes the frame before it.
+
+With several cameras the stage subscribes to each camera's ``encoded``
+endpoint (one socket each: its own sequence numbers and end of stream) and
+takes turns: round robin over the cameras that have a frame, each turn one
+frame of one camera (its freshest when that camera is live, the next one when
+it is recorded, losing none). A flooding camera never starves a quiet one and
+a stalled one holds nobody; drops are counted per camera too
+(``camera.NAME.dropped.REASON``). A corrupt frame or
 an engine error of any type drops that frame (counted; the first of a burst
 logged), and a few in a row reload the engine; an engine call that hangs past
 ``invoke_timeout_ms`` drops it and reloads the engine (watchdog).
@@ -21,7 +29,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from typing import Any, Dict, Optional, Protocol, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Tuple
 
 import cv2
 import numpy as np
@@ -29,9 +37,11 @@ import numpy as np
 from edgepipe.actors.runtime.base import Actor, ms_since
 from edgepipe.actors.runtime.context import Context, Endpoints
 from edgepipe.actors.runtime.engines import EngineHost, ErrorBursts
+from edgepipe.actors.runtime.loss import LossLedger
 from edgepipe.actors.runtime.tasks import task_group
+from edgepipe.actors.sources.sources import is_live
 from edgepipe.bus.messages import EncodedFrame, Eos
-from edgepipe.bus.sockets import Bus
+from edgepipe.bus.sockets import Bus, Channel, camera_endpoint, wait_any
 from edgepipe.models.engines.devices import DeviceGone
 
 
@@ -83,6 +93,14 @@ class FrameStage(Actor, abc.ABC):
         self.timeout_s = section.invoke_timeout_ms / 1000.0
         self._held: Any = None
         self.errors = ErrorBursts(self.log)
+        self.cameras: List[str] = list(context.camera_sources())
+        # per camera: whether its freshest frame wins (a live camera); a recorded one loses no frame
+        self.fresh_of = {cam: self.freshest if not context.several else section.freshest and is_live(src)
+                         for cam, src in context.camera_sources().items()}
+        self.subs: Dict[str, Channel] = {}  # camera -> its encoded frames
+        self.ledgers: Dict[str, LossLedger] = {}  # camera -> its link's transport losses and end of stream
+        self.held: Dict[str, Any] = {}  # camera -> an end of stream met while skipping its stale frames
+        self._turn = 0  # the camera whose turn is next
 
     @abc.abstractmethod
     def work(self, msg: EncodedFrame) -> Any:
@@ -94,9 +112,44 @@ class FrameStage(Actor, abc.ABC):
 
     async def setup(self) -> None:
         await self.host.load()
-        self.sub = self.channel(self.bus.sub(self.encoded_endpoint, hwm=self.hwm, name=self.name,
-                                             topics=("encoded", "eos")))
+        for cam in self.cameras:
+            self.subs[cam] = self.channel(self.bus.sub(
+                camera_endpoint(self.encoded_endpoint, cam, self.cameras), hwm=self.hwm,
+                name=self.name if len(self.cameras) == 1 else "%s.%s" % (self.name, cam), topics=("encoded", "eos")))
+            self.ledgers[cam] = self.loss if len(self.cameras) == 1 else LossLedger(self.stats, [], self.log)
+        self.sub = self.subs[self.cameras[0]]
         self.pub = self.channel(self.bus.pub(self.detections_endpoint, hwm=max(self.hwm, 64), name=self.name))
+
+    async def _next_of_any(self) -> Tuple[str, Any]:
+        """(camera, message): the next camera's turn that has one, round robin; waits when none has."""
+        n = len(self.cameras)
+        while True:
+            for _ in range(n):
+                cam = self.cameras[self._turn]
+                self._turn = (self._turn + 1) % n
+                msg = self._take(cam)
+                if msg is not None:
+                    return cam, msg
+            await wait_any(list(self.subs.values()))
+
+    def _take(self, cam: str) -> Any:
+        """A camera's next message, or None: its freshest frame when it is live (the older ones dropped)."""
+        if cam in self.held:
+            return self.held.pop(cam)
+        ch = self.subs[cam]
+        msg = ch.recv_nowait()
+        if msg is not None and self.fresh_of[cam] and isinstance(msg, EncodedFrame):
+            while True:
+                newer = ch.recv_nowait()
+                if newer is None:
+                    break
+                if not isinstance(newer, EncodedFrame):
+                    self.held[cam] = newer
+                    break
+                self.stats.count("in")
+                self.drop_frame("stale", cam)
+                msg = newer
+        return msg
 
     async def _next(self) -> Any:
         if self._held is not None:
@@ -117,8 +170,10 @@ class FrameStage(Actor, abc.ABC):
         return msg
 
     async def _eos(self, msg: Eos) -> None:
-        self.loss.end_of_stream(self.sub, "encoded", msg)
-        await self.pub.send(Eos(self.name, msg.last_frame_id, self.pub.sent("detections")))
+        cam = msg.camera if msg.camera in self.subs else self.cameras[0]
+        with self.losses_of(cam):
+            self.ledgers[cam].end_of_stream(self.subs[cam], "encoded", msg)
+        await self.pub.send(Eos(self.name, msg.last_frame_id, self.pub.sent("detections"), camera=msg.camera))
 
     async def run(self) -> None:
         slots = asyncio.Semaphore(self.depth)
@@ -137,8 +192,13 @@ class FrameStage(Actor, abc.ABC):
         """Take frames and start their work, at most ``depth`` at once."""
         while True:
             await slots.acquire()
-            msg = await self._next()
-            self.loss.account(self.sub, "encoded")
+            if len(self.cameras) == 1:
+                msg = await self._next()
+                self.loss.account(self.sub, "encoded")
+            else:
+                cam, msg = await self._next_of_any()
+                with self.losses_of(cam):
+                    self.ledgers[cam].account(self.subs[cam], "encoded")
             if not isinstance(msg, EncodedFrame):
                 slots.release()
                 if isinstance(msg, Eos):
@@ -174,15 +234,15 @@ class FrameStage(Actor, abc.ABC):
         except asyncio.TimeoutError:
             self.log.error("frame %d dropped: the engine took over %.0f ms; it was restarted",
                            msg.frame_id, self.timeout_s * 1000)
-            self.stats.drop("engine_timeout")
+            self.drop_frame("engine_timeout", msg.camera)
             self.stats.count("restarts")
         except ValueError as exc:
             self.log.error("frame %d dropped: %s", msg.frame_id, exc)
-            self.stats.drop("bad_frame")
+            self.drop_frame("bad_frame", msg.camera)
         except DeviceGone:  # lost, and no fallback: dropped until it is back (logged once, by the host)
-            self.stats.drop("device_gone")
+            self.drop_frame("device_gone", msg.camera)
         except Exception as exc:  # any engine failure (EngineError, LiteRT's RuntimeError, ...) costs this frame
-            self.stats.drop("engine_error")
+            self.drop_frame("engine_error", msg.camera)
             if self.errors.failed("frame %d" % msg.frame_id, exc):
                 await self.host.restart(started[0])  # a reload that fails moves the role to the CPU
                 self.stats.count("restarts")

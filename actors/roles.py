@@ -45,6 +45,8 @@ class Role:
     counters: Tuple[str, ...] = COMMON  # kept from the first snapshot, 0 until counted
     drops: Tuple[str, ...] = ()  # drop reasons (``dropped.REASON``)
     pool: bool = False  # several workers share the role (NAME-0 .. NAME-N-1)
+    per_camera: bool = False  # one per camera (NAME-CAMERA; NAME for the one camera ``default``), each on its
+    # camera's own ``binds`` endpoints (``bus.sockets.camera_endpoint``)
     publishes: Optional[str] = None  # the endpoint it publishes frames or results on: the run starts the
     # source once every role of the run that connects to it has subscribed
     about: str = ""  # what it is, in a few words (config descriptions, the live view)
@@ -82,9 +84,10 @@ ROLES: Tuple[Role, ...] = (
          publishes="detections",
          about="the whole-frame classifier (profile cls)"),
     Role("encoder", Encoder, "encoder", binds=("encoded",), connects=("frames", "metrics_in"), movable=True,
-         counters=STAGE, drops=("transport", "encode_error", "encode_timeout"), publishes="encoded"),
+         counters=STAGE, drops=("transport", "encode_error", "encode_timeout"), publishes="encoded",
+         per_camera=True),
     Role("capture", Capture, "capture", binds=("frames",), connects=("results", "metrics_in"),
-         counters=COMMON + ("source_errors", "credit_timeouts"), publishes="frames"),
+         counters=COMMON + ("source_errors", "credit_timeouts"), publishes="frames", per_camera=True),
 )
 BY_NAME: Dict[str, Role] = {r.name: r for r in ROLES}
 ORDER = tuple(r.name for r in reversed(ROLES))  # from the source to the sinks
@@ -93,12 +96,21 @@ MOVABLE = tuple(r.name for r in reversed(ROLES) if r.movable)
 
 
 def role_of(actor: str) -> Optional[Role]:
-    """The role of an actor name (``fer-3`` -> fer), None for a name that is no role's."""
+    """The role of an actor name (``fer-3`` -> fer, ``capture-left`` -> capture), None for a name that is no
+    role's."""
     if actor in BY_NAME:
         return BY_NAME[actor]
-    base, sep, n = actor.rpartition("-")
-    role = BY_NAME.get(base) if sep and n.isdigit() else None
-    return role if role is not None and role.pool else None
+    base, sep, n = actor.partition("-")
+    role = BY_NAME.get(base) if sep and n else None
+    if role is not None and (role.per_camera or role.pool and n.isdigit()):
+        return role
+    return None
+
+
+def camera_actor(role: str, camera: str, cameras: Tuple[str, ...]) -> str:
+    """The name of ``role``'s actor for ``camera``: the role's own for the one camera ``default``, else
+    ROLE-CAMERA."""
+    return role if tuple(cameras) == ("default",) else "%s-%s" % (role, camera)
 
 
 def users(endpoint: str) -> Tuple[str, ...]:

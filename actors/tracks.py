@@ -33,13 +33,27 @@ class Track:
         return None
 
 
+class TrackIds:
+    """Track ids, shared by the trackers of several cameras so that an id names one face of one camera."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def new(self) -> int:
+        tid, self.next = self.next, self.next + 1
+        return tid
+
+
 class Tracker:
-    def __init__(self, window: int = 5, min_iou: float = 0.3, max_age: int = 15) -> None:
+    """The tracks of one camera (frame ids are per camera)."""
+
+    def __init__(self, window: int = 5, min_iou: float = 0.3, max_age: int = 15,
+                 ids: Optional[TrackIds] = None) -> None:
         self.window = window
         self.min_iou = min_iou
         self.max_age = max_age
         self.tracks: Dict[int, Track] = {}
-        self._next = 0
+        self.ids = ids if ids is not None else TrackIds()
 
     def update(self, frame_id: int, faces: List[Tuple[List[float], Optional[str]]]) -> List[Tuple[int, Optional[str]]]:
         """For each (box, label) of one frame: (track id, smoothed label)."""
@@ -60,8 +74,7 @@ class Tracker:
         for i, (box, label) in enumerate(faces):
             tid = assigned.get(i)
             if tid is None:
-                tid = self._next
-                self._next += 1
+                tid = self.ids.new()
                 self.tracks[tid] = Track(tid, box, self.window, frame_id)
             t = self.tracks[tid]
             t.box, t.last_frame = box, frame_id

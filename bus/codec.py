@@ -6,7 +6,7 @@ Wire format (every message; ``docs/wire.md`` for a client)::
              "facejob", "expression", "result", "done", "metric", "eos", "ready" or "stopped"
     frame 1: the header, a msgpack array of 4 or 5: [version, seq, image, message] or
              [version, seq, image, message, tensor]
-             version  SCHEMA_VERSION (3); any other is refused
+             version  SCHEMA_VERSION (4); any other is refused
              seq      the sender's per-kind sequence number on its socket (1, 2, ...; 0 from code that does
                       not number), from which a receiver counts the messages a PUB socket dropped
                       (see ``Channel``); a negative one is refused

@@ -21,7 +21,7 @@ from msgspec import Meta
 
 from edgepipe.bus.box import Box, Finite
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 Time = Finite  # time.monotonic() seconds
 Ms = Annotated[float, Meta(ge=0.0, le=sys.float_info.max)]  # a duration in milliseconds
@@ -31,6 +31,8 @@ Index = Annotated[int, Meta(ge=0)]
 Count = Annotated[int, Meta(ge=0)]
 Pixels = Annotated[int, Meta(ge=1, le=1 << 16)]  # a frame's width or height
 Name = Annotated[str, Meta(max_length=256)]
+Camera = Annotated[str, Meta(max_length=64)]  # the camera a frame came from ([cameras.NAME]; "default")
+DEFAULT_CAMERA = "default"
 
 BOX_MARGIN = 0.5
 """How far (as a fraction of the frame's size) a box may reach outside its frame."""
@@ -60,6 +62,7 @@ class Frame(Message, tag="frame"):
     t_capture: Time  # time.monotonic() at capture
     source: str
     image: Any = None
+    camera: Camera = DEFAULT_CAMERA
 
 
 Scale = Annotated[float, Meta(gt=0.0, le=sys.float_info.max)]
@@ -80,6 +83,7 @@ class EncodedFrame(Message, tag="encoded"):
     image: Any = None
     fit: Optional[Tuple[Scale, Scale, Finite, Finite]] = None  # (sx, sy, px, py)
     tensor: Any = None
+    camera: Camera = DEFAULT_CAMERA
 
 
 class Detections(Message, tag="detections"):
@@ -93,6 +97,7 @@ class Detections(Message, tag="detections"):
     faces: List[Box]
     expect_expressions: Count
     labels: Optional[List[Tuple[Name, Finite]]] = None  # whole-frame classification: [(label, prob), ...]
+    camera: Camera = DEFAULT_CAMERA
 
 
 class FaceJob(Message, tag="facejob"):
@@ -105,6 +110,7 @@ class FaceJob(Message, tag="facejob"):
     n_faces: Annotated[int, Meta(ge=1)]
     t_capture: Time
     image: Any = None
+    camera: Camera = DEFAULT_CAMERA
 
 
 class FaceLabel(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, array_like=True):
@@ -126,6 +132,7 @@ class Expression(Message, tag="expression"):
     busy_ms: Ms
     faces: List[FaceLabel] = []
     error: str = ""
+    camera: Camera = DEFAULT_CAMERA
 
 
 class FaceResult(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -148,12 +155,14 @@ class Result(Message, tag="result"):
     partial: bool
     in_order: bool
     labels: Optional[List[Tuple[Name, Finite]]] = None
+    camera: Camera = DEFAULT_CAMERA
 
 
 class Done(Message, tag="done"):
     """A frame left the pipeline (its ``Result`` went out just before): capture's credit, without the faces."""
 
     frame_id: FrameId
+    camera: Camera = DEFAULT_CAMERA
 
 
 class Metric(Message, tag="metric"):
@@ -180,6 +189,7 @@ class Eos(Message, tag="eos"):
     sender: Name
     last_frame_id: Annotated[int, Meta(ge=-1)]  # -1: no frame at all
     sent: Count
+    camera: Camera = DEFAULT_CAMERA  # whose stream ended ("" from the aggregator: every camera's, several cameras)
 
 
 class Ready(Message, tag="ready"):

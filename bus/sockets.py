@@ -21,7 +21,7 @@ from edgepipe.bus.channel import (MAX_SUBSCRIPTION, MAX_SUBSCRIPTION_CURVE, TRAC
 from edgepipe.bus.messages import BY_KIND
 from edgepipe.bus.rundir import PIPELINE, RUN, ipc_in_use
 
-__all__ = ["Bus", "BusError", "Channel", "check_endpoint", "MAX_SUBSCRIPTION", "MAX_SUBSCRIPTION_CURVE",
+__all__ = ["Bus", "BusError", "Channel", "camera_endpoint", "check_endpoint", "MAX_SUBSCRIPTION", "MAX_SUBSCRIPTION_CURVE",
            "TRACKED_KINDS", "SCHEMES"]
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,21 @@ def check_endpoint(endpoint: str) -> str:
     if not isinstance(endpoint, str) or not endpoint.startswith(SCHEMES) or len(endpoint.split("://", 1)[1]) == 0:
         raise BusError("endpoint %r must start with one of %s" % (endpoint, ", ".join(SCHEMES)))
     return endpoint
+
+
+def camera_endpoint(endpoint: str, camera: str, cameras: "List[str]") -> str:
+    """The endpoint of one camera's link (``frames``, ``encoded``): ``endpoint`` itself for the one camera
+    ``default``; else ``inproc://X.CAMERA``, ``ipc://PATH.CAMERA``, and ``tcp://HOST:PORT+i`` for the i-th
+    camera of ``cameras`` (docs/wire.md, "Endpoints")."""
+    cameras = list(cameras)
+    if cameras == ["default"]:
+        return endpoint
+    if endpoint.startswith("tcp://"):
+        host, sep, port = endpoint.rpartition(":")
+        if not sep or not port.isdigit():
+            raise BusError("endpoint %r: a tcp:// endpoint needs a port to number several cameras" % endpoint)
+        return "%s:%d" % (host, int(port) + cameras.index(camera))
+    return "%s.%s" % (endpoint, camera)
 
 
 class Bus:

@@ -1,17 +1,17 @@
 """Build the actors of one process from the config."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional
 
-from edgepipe.actors.roles import ENGINE_ROLES, ORDER, ROLES, Role
+from edgepipe.actors.roles import ENGINE_ROLES, ORDER, ROLES, Role, camera_actor
 from edgepipe.actors.runtime.base import Actor
 from edgepipe.actors.runtime.context import Context, RoleModels
 from edgepipe.actors.runtime.engines import EngineSettings
 from edgepipe.actors.sinks.display import make_sink
 from edgepipe.actors.sinks.live_view import LiveView, is_web
 from edgepipe.actors.sources.sources import is_live
-from edgepipe.bus.sockets import Bus
+from edgepipe.bus.sockets import Bus, camera_endpoint
 from edgepipe.models.families.family import input_for
 from edgepipe.models.store import manifest
 from edgepipe.pipeline.config.loading import Config
@@ -40,6 +40,10 @@ class Pipeline:
         """This process's actors in start order (the table of roles': consumers first, the source last)."""
         return [a for role in ROLES for a in self.roles.get(role.name, [])]
 
+    def all(self, role: str) -> List[Actor]:
+        """The actors of ``role`` in this process (one per camera for capture and encoder)."""
+        return list(self.roles.get(role, []))
+
     def one(self, role: str) -> Optional[Actor]:
         found = self.roles.get(role)
         return found[0] if found else None
@@ -51,7 +55,7 @@ class Pipeline:
     def subscriber_waits(self) -> List:
         """Coroutines waiting until every local publisher has all its subscribers (anywhere): the roles of
         this run that connect to the endpoint it publishes on (``Role.publishes``)."""
-        lossless = not is_live(self.cfg.pipeline.source)
+        lossless = any(not is_live(c.source) for c in self.cfg.camera_list().values())
         waits = []
         for role in ROLES:
             if role.publishes is None or role.name not in self.roles:
@@ -81,16 +85,23 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
     models = {role: pl.model for role, pl in placement.items()}
     p = Pipeline(cfg, models=dict(models), placement=placement)
     context = run_context(cfg, opts, placement)
+    cameras = cfg.camera_list()
     for role in ROLES:
         if not wanted(cfg, role, models):
             continue
-        names = ["%s-%d" % (role.name, i) for i in range(cfg.fer.workers)] if role.pool else [role.name]
-        made = [make_actor(cfg, bus, role, name, context, placement, group_tpu) for name in names if local(name)]
+        if role.per_camera:  # one per camera, each with its camera's source and endpoints
+            made = [make_actor(cfg, bus, role, name, camera_context(context, cam, cameras[cam].fps_limit),
+                               placement, group_tpu)
+                    for cam in cameras for name in [camera_actor(role.name, cam, tuple(cameras))] if local(name)]
+        else:
+            names = ["%s-%d" % (role.name, i) for i in range(cfg.fer.workers)] if role.pool else [role.name]
+            made = [make_actor(cfg, bus, role, name, context, placement, group_tpu) for name in names if local(name)]
         if made:
             p.roles[role.name] = made
-    capture, recorder = p.one("capture"), p.one("recorder")
-    if capture is not None and recorder is not None:
-        capture.truth_sink = recorder.expect_truth  # the answer key never crosses the bus
+    recorder = p.one("recorder")
+    for capture in p.all("capture"):
+        if recorder is not None:
+            capture.truth_sink = recorder.expect_truth  # the answer key never crosses the bus
     monitor = p.one("resources")
     if monitor is not None:
         monitor.engines = {role: pl.engine for role, pl in placement.items()}
@@ -100,12 +111,20 @@ def build(cfg: Config, bus: Bus, opts: RunOptions, local: Callable[[str], bool] 
 
 
 def run_context(cfg: Config, opts: RunOptions, placement: Dict[str, RolePlacement]) -> Context:
-    """What the whole run knows that several actors need."""
-    return Context(metrics_interval=cfg.bus.metrics_interval_s, live=is_live(cfg.pipeline.source),
-                   source=cfg.pipeline.source, display=cfg.pipeline.display, profile=cfg.pipeline.profile,
-                   frames=opts.frames, duration_s=opts.duration_s, results_path=opts.results_path,
-                   fer_hwm=cfg.fer.hwm, placement={r: pl.describe() for r, pl in placement.items()},
-                   order=ORDER, faults=dict(cfg.engine.fake.faults))
+    """What the whole run knows that several actors need (``live``: some camera is live)."""
+    cameras = {name: cam.source for name, cam in cfg.camera_list().items()}
+    return Context(metrics_interval=cfg.bus.metrics_interval_s, live=any(is_live(s) for s in cameras.values()),
+                   source=cfg.pipeline.source if not cfg.cameras else "", display=cfg.pipeline.display,
+                   profile=cfg.pipeline.profile, frames=opts.frames, duration_s=opts.duration_s,
+                   results_path=opts.results_path, fer_hwm=cfg.fer.hwm,
+                   placement={r: pl.describe() for r, pl in placement.items()}, order=ORDER,
+                   faults=dict(cfg.engine.fake.faults), cameras=cameras if cfg.cameras else {})
+
+
+def camera_context(context: Context, camera: str, fps_limit: float) -> Context:
+    """The context of one camera's capture or encoder: its camera, source and whether it is live."""
+    source = context.camera_sources()[camera]
+    return replace(context, camera=camera, source=source, live=is_live(source), fps_limit=fps_limit)
 
 
 def wanted(cfg: Config, role: Role, models: Dict[str, str]) -> bool:
@@ -124,6 +143,10 @@ def make_actor(cfg: Config, bus: Bus, role: Role, name: str, context: Context,
                placement: Dict[str, RolePlacement], group_tpu: str) -> Actor:
     """One actor of ``role``: its class from the table, its section whole, its endpoints by name."""
     endpoints = {ep: getattr(cfg.endpoints, ep) for ep in role.endpoints}
+    if role.per_camera:  # its camera's own frames / encoded endpoint
+        for ep in ("frames", "encoded"):
+            if ep in endpoints:
+                endpoints[ep] = camera_endpoint(endpoints[ep], context.camera, list(cfg.camera_list()))
     args: List[object] = [name, bus]
     if role.section is not None:
         args.append(getattr(cfg, role.section))

@@ -63,6 +63,9 @@ def run_parser() -> argparse.ArgumentParser:
     ap.add_argument("--source", help="auto (default: the Pi camera, else a V4L2 camera, else demo) | demo | "
                     "demo:unpaced | synthetic[:faces=N,fps=F,size=WxH] | dir:PATH | IMAGE | video:PATH | "
                     "picamera2[:WxH] | v4l2:N | rtsp://... | http://... (MJPEG)")
+    ap.add_argument("--camera", action="append", metavar="NAME=SPEC",
+                    help="one camera of several, e.g. --camera left=v4l2:0 --camera right=picamera2 (repeatable; "
+                    "SPEC as --source; each has its own capture and encoder, the models are shared)")
     ap.add_argument("--engine", help="auto (default: the Edge TPU, else the CPU when the models are there, else "
                     "fake) | fake | cpu | edgetpu: every role's engine unless --place says")
     ap.add_argument("--place", action="append", metavar="ROLE=ENGINE",

@@ -64,9 +64,18 @@ def human_summary(s: Dict[str, Any]) -> str:
         lines.append("device %s: %d invokes, busy %.1f%% of %.1f s, %d model switches"
                      % (name, d["invokes"], d["busy_pct"], d.get("active_s", 0.0), d["switches"]))
     lines.extend(resource_lines(s.get("resources", {})))
+    if len(s.get("cameras", {})) > 1:
+        for name, c in s["cameras"].items():
+            lines.append("camera %s (%s): %d captured, %d completed, %d partial, %d dropped, %d unaccounted; "
+                         "%.1f FPS, latency p50 %.1f ms, p99 %.1f ms; %d faces"
+                         % (name, c["source"], c["frames_captured"], c["frames_completed"], c["frames_partial"],
+                            c["frames_dropped"], c["unaccounted"], c["fps"], c["latency_ms"]["p50"],
+                            c["latency_ms"]["p99"], c["faces"]))
     if "source_reconnects" in s:
         lines.append("source: %d reconnects" % s["source_reconnects"])
-    fake = fake_banner(s.get("engines", {}), s["source"])
+    sources = {c["source"] for c in s.get("cameras", {}).values()} or {s["source"]}
+    synthetic = all(x == "synthetic" or x.startswith("synthetic:") for x in sources)  # every camera's
+    fake = fake_banner(s.get("engines", {}), "synthetic" if synthetic else s["source"])
     if fake:
         lines.append(fake)
     mq = s["actors"].get("mqtt")
@@ -171,7 +180,7 @@ def load_config(args: argparse.Namespace):
     return load(args.config, profile=args.profile, engine=args.engine, source=args.source,
                 display=args.display, place=args.place, encoder=args.encoder,
                 fer_workers=args.fer_workers, metrics_endpoint=args.metrics_endpoint, mqtt=args.mqtt,
-                name=args.name)
+                name=args.name, camera=args.camera)
 
 
 async def _run_with_signals(cfg, opts) -> Dict[str, Any]:
@@ -209,18 +218,22 @@ def run_main(args: argparse.Namespace) -> int:
         print("config error: %s" % exc, file=sys.stderr)
         return 2
     opts = RunOptions(frames=args.frames, duration_s=args.duration, results_path=args.results)
-    cfg.pipeline.source, why = resolve_source(cfg.pipeline.source)
-    if why:
-        print("edgepipe: source auto: %s (%s)" % (cfg.pipeline.source, why), file=sys.stderr, flush=True)
-    if cfg.pipeline.source in ("demo", "demo:unpaced"):
-        print("edgepipe: %s" % demo_notice(cfg.pipeline.source, cfg.capture.loop,
-                                           args.frames is not None or args.duration is not None),
-              file=sys.stderr, flush=True)
+    for name, cam in (cfg.cameras or {"": cfg.pipeline}).items():  # each camera's source, or pipeline.source
+        cam.source, why = resolve_source(cam.source)
+        if why:
+            print("edgepipe: %ssource auto: %s (%s)" % ("camera %s: " % name if name else "", cam.source, why),
+                  file=sys.stderr, flush=True)
+        if cam.source in ("demo", "demo:unpaced"):
+            print("edgepipe: %s" % demo_notice(cam.source, cfg.capture.loop,
+                                               args.frames is not None or args.duration is not None),
+                  file=sys.stderr, flush=True)
     try:
         placed = place(cfg, warn=False, fetch=True)  # missing model files: fetched now, or one message
         for pl in placed.values():
             print("edgepipe: %s" % pl.describe(), file=sys.stderr, flush=True)
-        banner = fake_banner({r: pl.engine for r, pl in placed.items()}, cfg.pipeline.source)
+        sources = [c.source for c in cfg.camera_list().values()]
+        banner = fake_banner({r: pl.engine for r, pl in placed.items()},
+                             "synthetic" if all(x.startswith("synthetic") for x in sources) else ", ".join(sources))
         if banner:
             print("edgepipe: %s" % banner, file=sys.stderr, flush=True)
     except (ConfigError, EngineError) as exc:

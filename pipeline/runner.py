@@ -108,6 +108,10 @@ def _open_run(cfg: Config) -> Tuple[Config, RunDir]:
     if cfg.pipeline.source == "auto":
         cfg.pipeline.source, why = resolve_source(cfg.pipeline.source)
         log.info("source auto: %s (%s)", cfg.pipeline.source, why)
+    for name, cam in cfg.cameras.items():
+        if cam.source == "auto":
+            cam.source, why = resolve_source(cam.source)
+            log.info("camera %s: source auto: %s (%s)", name, cam.source, why)
     named = any(PIPELINE in getattr(cfg.endpoints, k) for k in endpoint_names())
     pipeline_dir = PipelineDir.claim(cfg.pipeline.name) if named else None
     try:
@@ -204,10 +208,11 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
                 await _start(p, cfg, bus, rundir.path, st, tg)
                 if on_ready is not None:
                     on_ready(p)
-                capture, recorder = p.one("capture"), p.one("recorder")
+                captures, recorder = p.all("capture"), p.one("recorder")
                 t_go = time.monotonic()
-                capture.go()
-                drained, interrupted = await _run_and_drain(cfg, capture, recorder, stop, st.actors, st.groups)
+                for capture in captures:
+                    capture.go()
+                drained, interrupted = await _run_and_drain(cfg, captures, recorder, stop, st.actors, st.groups)
             except GroupFailed as exc:  # the summary is still written, naming what died
                 died = exc
             finally:
@@ -226,14 +231,15 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
     return summary
 
 
-async def _run_and_drain(cfg: Config, capture: Any, recorder: Any, stop: Optional[asyncio.Event],
+async def _run_and_drain(cfg: Config, captures: List[Any], recorder: Any, stop: Optional[asyncio.Event],
                          started: List[Actor], groups: List[GroupProcess]) -> Tuple[bool, bool]:
-    """Run until the source ends or ``stop``; drain. (drained, interrupted)."""
-    ends = [capture.done.wait()] + ([stop.wait()] if stop is not None else [])
+    """Run until every camera's source ends or ``stop``; drain. (drained, interrupted)."""
+    ends = [_all_done(captures)] + ([stop.wait()] if stop is not None else [])
     await _until(first(*ends), groups)
-    interrupted = stop is not None and stop.is_set() and not capture.done.is_set()
+    interrupted = stop is not None and stop.is_set() and not all(c.done.is_set() for c in captures)
     if interrupted:
-        capture.finish()  # no new frames; what is in flight drains below
+        for capture in captures:
+            capture.finish()  # no new frames; what is in flight drains below
     timeout = cfg.pipeline.drain_timeout_s if not interrupted else min(1.5, cfg.pipeline.drain_timeout_s)
     try:
         await asyncio.wait_for(_until(recorder.drained.wait(), groups), timeout)
@@ -248,6 +254,12 @@ async def _run_and_drain(cfg: Config, capture: Any, recorder: Any, stop: Optiona
         except asyncio.TimeoutError:
             log.warning("the display did not write its last results within %.1f s", timeout)
     return True, interrupted
+
+
+async def _all_done(captures: List[Any]) -> None:
+    """Until every camera's capture has sent its last frame."""
+    for capture in captures:
+        await capture.done.wait()
 
 
 def _collect_reports(control, groups: List[GroupProcess]) -> None:

@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
+from edgepipe.actors.roles import BY_NAME, camera_actor, role_of
 from edgepipe.actors.runtime.stats import percentile
 from edgepipe.bus.messages import Metric
 from edgepipe.pipeline.build import Pipeline
@@ -79,7 +80,7 @@ def final_snapshots(p: Pipeline, groups: Sequence[GroupProcess]) -> Dict[str, Me
 def frame_accounting(snaps: Dict[str, Metric]) -> Dict[str, Any]:
     """Where every captured frame went: completed, partial, dropped (by actor and by reason), unaccounted."""
     agg = snaps.get("aggregator", Metric("aggregator", 0, 0.0)).counters
-    captured = snaps["capture"].counters.get("out", 0)
+    captured = sum(m.counters.get("out", 0) for name, m in snaps.items() if role_of(name) is BY_NAME["capture"])
     completed = agg.get("completed", 0)
     partial = agg.get("partial", 0)
     # the sinks' own drops are theirs (see ``sink_summary``): those frames were completed
@@ -150,7 +151,8 @@ def summarize(p: Optional[Pipeline], t_go: float, drained: bool, interrupted: bo
     out = {
         "profile": cfg.pipeline.profile,
         "engine": cfg.pipeline.engine,
-        "source": cfg.pipeline.source,
+        "source": cfg.pipeline.source if not cfg.cameras else ", ".join(
+            "%s=%s" % (name, cam.source) for name, cam in cfg.camera_list().items()),
         "models": p.models,
         "placement": {r: {"engine": pl.engine, "model": pl.model, "devices": pl.devices, "reason": pl.reason}
                       for r, pl in p.placement.items()},
@@ -174,6 +176,7 @@ def summarize(p: Optional[Pipeline], t_go: float, drained: bool, interrupted: bo
         "latency_ms": {"p50": round(percentile(lat, 50), 3), "p99": round(percentile(lat, 99), 3),
                        "max": round(max(lat), 3) if lat else 0.0},
         "actors": actor_summary(snaps, elapsed),
+        "cameras": camera_summary(p, snaps, frames, t_go),
     }
     out.update(_resources_and_source(p, snaps, procs, out["fps"]))
     return out
@@ -187,7 +190,52 @@ def _resources_and_source(p: Pipeline, snaps: Dict[str, Metric], procs: List[Dic
     if monitor is not None:
         names = {g["pid"]: g["name"] for g in procs if g.get("pid")}
         out["resources"] = monitor.summary(fps, snaps, names)
-    cap = snaps["capture"].counters
-    if "source_reconnects" in cap:  # a camera or a stream (they reconnect)
-        out["source_reconnects"] = cap["source_reconnects"]
+    caps = [m.counters for name, m in snaps.items() if role_of(name) is BY_NAME["capture"]]
+    if any("source_reconnects" in c for c in caps):  # a camera or a stream (they reconnect)
+        out["source_reconnects"] = sum(c.get("source_reconnects", 0) for c in caps)
+    return out
+
+
+def camera_summary(p: Pipeline, snaps: Dict[str, Metric], frames: Dict[str, Any], t_go: float) -> Dict[str, Any]:
+    """Per camera: its source, frames captured, completed, partial, dropped (by reason) and unaccounted, FPS,
+    latency and faces. One camera ``default``: the run's own figures; several: each actor's per-camera
+    counters (``camera.NAME.*``)."""
+    cameras = p.cfg.camera_list()
+    rec = p.one("recorder")
+    agg = snaps.get("aggregator", Metric("aggregator", 0, 0.0)).counters
+    names = tuple(cameras)
+    out: Dict[str, Any] = {}
+    for cam, cc in cameras.items():
+        cap = snaps.get(camera_actor("capture", cam, names), Metric("capture", 0, 0.0)).counters
+        seen = rec.per_camera.get(cam, {}) if rec is not None else {}
+        if names == ("default",):
+            completed, partial = frames["frames_completed"], frames["frames_partial"]
+            by_reason = dict(frames["dropped_by_reason"])
+        else:
+            completed, partial = agg.get("camera.%s.completed" % cam, 0), agg.get("camera.%s.partial" % cam, 0)
+            by_reason = {}
+            prefix = "camera.%s.dropped." % cam
+            for m in snaps.values():
+                for k, v in m.counters.items():
+                    if k.startswith(prefix) and v:
+                        by_reason[k[len(prefix):]] = by_reason.get(k[len(prefix):], 0) + v
+        captured, dropped = cap.get("out", 0), sum(by_reason.values())
+        done = completed + partial
+        last_t = seen.get("last_t")
+        elapsed = (last_t - t_go) if last_t is not None else 0.0
+        lat = seen.get("latency_ms", [])
+        out[cam] = {
+            "source": cc.source,
+            "frames_captured": captured,
+            "frames_completed": completed,
+            "frames_partial": partial,
+            "frames_dropped": dropped,
+            "dropped_by_reason": by_reason,
+            "unaccounted": captured - done - dropped,
+            "fps": round(done / elapsed, 2) if elapsed > 0 else 0.0,
+            "latency_ms": {"p50": round(percentile(lat, 50), 3), "p99": round(percentile(lat, 99), 3)},
+            "faces": seen.get("faces", 0),
+            "frames_with_truth": seen.get("frames_with_truth", 0),
+            "frames_exact": seen.get("frames_exact", 0),
+        }
     return out

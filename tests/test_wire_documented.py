@@ -14,6 +14,7 @@ from typing import Set
 import msgspec
 import zmq
 
+from edgepipe.bus.messages import SCHEMA_VERSION
 from edgepipe.pipeline.metrics.wire import markdown, undocumented
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ def test_every_message_of_a_run_on_the_public_endpoints_is_documented(tmp_path):
         for frames in messages:
             kind = frames[0].decode("ascii")
             header = msgspec.msgpack.decode(frames[1])
-            assert len(frames) == 2 and len(header) == 4 and header[0] == 3 and header[2] is None, (kind, header)
+            assert len(frames) == 2 and len(header) == 4 and header[0] == SCHEMA_VERSION and header[2] is None, (kind, header)
             msg = header[3]
             assert kind in kinds[key] and msg["kind"] == kind
             seen[key].add(kind)

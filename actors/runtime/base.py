@@ -35,7 +35,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Dict, List, Optional
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional
 
 import anyio
 import anyio.abc
@@ -105,6 +106,24 @@ class Actor:
     def channel(self, ch: Channel) -> Channel:
         self._channels.append(ch)
         return ch
+
+    def drop_frame(self, reason: str, camera: str, n: int = 1) -> None:
+        """``n`` frames of ``camera`` dropped here: counted by reason (``dropped.REASON``) and, when the run names
+        its cameras, by camera too (``camera.NAME.dropped.REASON``, the summary's ``cameras``)."""
+        self.stats.drop(reason, n)
+        if n > 0 and self.context.several:
+            self.stats.count("camera.%s.dropped.%s" % (camera, reason), n)
+
+    @contextmanager
+    def losses_of(self, camera: str) -> Iterator[None]:
+        """The transport drops counted inside the block (a camera's own link) are that camera's."""
+        before = self.stats.counters.get("dropped.transport", 0)
+        try:
+            yield
+        finally:
+            lost = self.stats.counters.get("dropped.transport", 0) - before
+            if lost > 0 and self.context.several:
+                self.stats.count("camera.%s.dropped.transport" % camera, lost)
 
     def gauges(self) -> Dict[str, float]:
         """Extra gauges for the metrics (an actor that runs an engine adds its devices')."""

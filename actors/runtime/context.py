@@ -37,6 +37,19 @@ class Context:
     placement: Dict[str, str] = field(default_factory=dict)  # role -> where it runs, for the live view
     order: Tuple[str, ...] = ()  # the roles from the source to the sinks (the table's), for the live view
     faults: Dict[str, FaultPlan] = field(default_factory=dict)  # actor -> faults a test asked for (fake engine)
+    camera: str = "default"  # a capture's or encoder's camera
+    fps_limit: float = 0.0  # a capture's frame-rate limit (0: none)
+    cameras: Dict[str, str] = field(default_factory=dict)  # every camera of the run -> its source spec ({}: one
+    # camera ``default`` reading ``source``)
+
+    def camera_sources(self) -> Dict[str, str]:
+        """Every camera of the run -> its source spec, in name order."""
+        return dict(self.cameras) if self.cameras else {"default": self.source}
+
+    @property
+    def several(self) -> bool:
+        """Whether the run names its cameras (several, or one not named ``default``): per-camera counters."""
+        return list(self.camera_sources()) != ["default"]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import IO, Any, Dict, List, Optional, Tuple
 from edgepipe.actors.runtime.base import Actor
 from edgepipe.actors.runtime.context import Context, Endpoints
 from edgepipe.actors.sinks.mqtt_payloads import TrackEvents
-from edgepipe.bus.messages import Eos, Result, TruthFace
+from edgepipe.bus.messages import DEFAULT_CAMERA, Eos, Result, TruthFace
 from edgepipe.bus.sockets import Bus
 from edgepipe.models.families.labels import canonical
 from edgepipe.models.spec import iou
@@ -75,7 +75,9 @@ class Recorder(Actor):
         # face track id -> ([frames seen, first frame id, last frame id], its smoothed labels); latest seen last
         self.tracks: "OrderedDict[int, Tuple[List[int], Counter[str]]]" = OrderedDict()
         self.tracks_forgotten = 0
-        self.truth: "OrderedDict[int, List[TruthFace]]" = OrderedDict()  # frame id -> what the source drew
+        # (camera, frame id) -> what that camera's source drew
+        self.truth: "OrderedDict[Tuple[str, int], List[TruthFace]]" = OrderedDict()
+        self.per_camera: Dict[str, Dict[str, Any]] = {}  # camera -> its frames, faces, latencies, truth checks
         self.first_t: Optional[float] = None
         self.last_t: Optional[float] = None
         self.watch: Optional[TrackEvents] = None  # face-track events to log (a live source, INFO logging)
@@ -102,9 +104,9 @@ class Recorder(Actor):
             if isinstance(msg, Result):
                 self._record(msg)
 
-    def expect_truth(self, frame_id: int, truth: List[TruthFace]) -> None:
-        """Capture's hook: what the source knows of a frame it is about to send (bounded)."""
-        self.truth[frame_id] = truth
+    def expect_truth(self, frame_id: int, truth: List[TruthFace], camera: str = DEFAULT_CAMERA) -> None:
+        """Capture's hook: what a camera's source knows of a frame it is about to send (bounded)."""
+        self.truth[(camera, frame_id)] = truth
         while len(self.truth) > TRUTH_KEPT:  # frames dropped on the way never come back
             self.truth.popitem(last=False)
 
@@ -116,6 +118,16 @@ class Recorder(Actor):
         self.first_t = r.t_result if self.first_t is None else self.first_t
         self.last_t = r.t_result
         self.latency_ms.append((r.t_result - r.t_capture) * 1000.0)
+        cam = self.per_camera.get(r.camera)
+        if cam is None:
+            cam = self.per_camera[r.camera] = {"frames": 0, "partial": 0, "faces": 0, "latency_ms": [],
+                                               "last_t": None, "frames_with_truth": 0, "frames_exact": 0,
+                                               "truth": 0, "matched": 0}
+        cam["frames"] += 1
+        cam["partial"] += int(r.partial)
+        cam["faces"] += len(r.faces)
+        cam["latency_ms"].append((r.t_result - r.t_capture) * 1000.0)
+        cam["last_t"] = r.t_result
         if r.labels:
             label, p = r.labels[0]
             led = self.top_labels.setdefault(label, [0, 0.0])
@@ -129,17 +141,22 @@ class Recorder(Actor):
         if self.watch is not None:
             self._log_events(self.watch.update(r))
         check = None
-        truth = self.truth.pop(r.frame_id, None)
+        truth = self.truth.pop((r.camera, r.frame_id), None)
         if truth is not None:
             check = match_truth(r, truth)
             t["frames_with_truth"] += 1
+            cam["frames_with_truth"] += 1
             for k in ("truth", "matched", "expression_correct", "false_positives"):
                 t[k] += check[k]
+            cam["truth"] += check["truth"]
+            cam["matched"] += check["matched"]
             if (check["matched"] == check["truth"] == check["expression_correct"] == len(r.faces)
                     and not r.partial):
                 t["frames_exact"] += 1
+                cam["frames_exact"] += 1
         if self.fh is not None:
-            line = {
+            line: Dict[str, Any] = {"camera": r.camera} if r.camera != DEFAULT_CAMERA else {}
+            line.update({
                 "frame_id": r.frame_id,
                 "partial": r.partial,
                 "in_order": r.in_order,
@@ -150,7 +167,7 @@ class Recorder(Actor):
                            "confidence": None if f.confidence is None else round(f.confidence, 4),
                            "track": f.track, "smoothed": f.smoothed}
                           for f in r.faces],
-            }
+            })
             if r.labels is not None:
                 line["labels"] = r.labels
             if truth is not None:

@@ -25,11 +25,11 @@ from edgepipe.actors.sinks.web_sink import web_address
 from edgepipe.bus.sockets import BusError, check_endpoint
 from edgepipe.pipeline.config.errors import convert as _convert
 from edgepipe.pipeline.config.mqtt_options import check_mqtt, mask_url, parse_mqtt_url
-from edgepipe.pipeline.config.sections import (ENGINES, PLACEMENTS, AggregatorConfig, AutoEngineConfig, BusConfig,
-                                               CaptureConfig, ClassifierConfig, Config, ConfigError, DetectorConfig,
-                                               DisplayConfig, EncoderConfig, EndpointsConfig, Engine, EngineConfig,
-                                               FerConfig, GroupConfig, ModelsConfig, MqttConfig, PipelineConfig,
-                                               Placement, PlacementConfig, ProfileConfig, ProfileModels,
+from edgepipe.pipeline.config.sections import (CAMERA_NAME, ENGINES, PLACEMENTS, AggregatorConfig, AutoEngineConfig,
+                                               BusConfig, CaptureConfig, ClassifierConfig, Config, ConfigError,
+                                               DetectorConfig, DisplayConfig, EncoderConfig, EndpointsConfig, Engine,
+                                               EngineConfig, FerConfig, GroupConfig, ModelsConfig, MqttConfig,
+                                               PipelineConfig, Placement, PlacementConfig, ProfileConfig, ProfileModels,
                                                ResourcesConfig, Section, SecurityConfig, endpoint_names,
                                                expand_endpoints)
 from edgepipe.pipeline.processes.groups import assignment, check_by_hand, check_security, check_tpus
@@ -133,10 +133,22 @@ def _validate(cfg: Config) -> None:
             raise ConfigError("profiles.%s: a profile has a detector or a classifier, not both" % name)
     if cfg.profiles:
         cfg.profile()
+    _check_cameras(cfg)
     check_tpus(cfg, assignment(cfg))
     check_by_hand(cfg, assignment(cfg))
     check_security(cfg)
     check_mqtt(cfg.mqtt)
+
+
+def _check_cameras(cfg: Config) -> None:
+    for name, cam in cfg.cameras.items():
+        if not re.match(CAMERA_NAME, name):
+            raise ConfigError("cameras.%s: a camera's name is 1 to 32 letters, digits or _ (no - or .)" % name)
+        if not cam.source:
+            raise ConfigError("cameras.%s.source: empty; name what the camera reads" % name)
+    if len(cfg.camera_list()) > 1 and cfg.pipeline.display != "none":
+        raise ConfigError("pipeline.display: the live view shows one camera; with %d cameras set display = none"
+                          % len(cfg.camera_list()))
 
 
 # ---------------------------------------------------------------- command-line overrides
@@ -158,11 +170,15 @@ PLACED = tuple(PlacementConfig.__struct_fields__)  # the roles --place may name 
 def apply_overrides(cfg: Config, **overrides: Any) -> Config:
     """Command-line overrides (None means "not given"), checked exactly as the file is.
 
-    The keywords are those of ``OVERRIDES`` and ``place`` (a list of ``ROLE=ENGINE``). The overridden
+    The keywords are those of ``OVERRIDES``, ``place`` (a list of ``ROLE=ENGINE``) and ``camera`` (a list
+    of ``NAME=SPEC``: one camera each, replacing the file's camera of that name). The overridden
     data goes through ``from_dict``; on success ``cfg`` takes the result and is returned, on a
     ``ConfigError`` (which names the option and the key) it is left as it was.
     """
     data = to_dict(cfg)
+    if overrides.get("camera") and overrides.get("source") is not None:
+        raise OptionError("--source %s: with --camera, each camera names its source (--camera NAME=SPEC)"
+                          % overrides["source"])
     given: List[Tuple[str, str]] = []  # (the option as typed, the key path it sets)
     for key, value in overrides.items():
         if value is None:
@@ -176,12 +192,23 @@ def apply_overrides(cfg: Config, **overrides: Any) -> Config:
                 data["placement"][role] = engine
                 given.append(("--place %s" % item, "placement." + role))
             continue
+        if key == "camera":
+            for item in value:
+                name, sep, spec = item.partition("=")
+                if not sep or not name or not spec:
+                    raise OptionError("--camera %s: expected NAME=SPEC, e.g. --camera left=v4l2:0" % item)
+                if not re.match(CAMERA_NAME, name):
+                    raise OptionError("--camera %s: a camera's name is 1 to 32 letters, digits or _ (no - or .)"
+                                      % item)
+                data["cameras"][name] = {"source": spec}
+                given.append(("--camera %s" % item, "cameras." + name))
+            continue
         if key == "mqtt":
             data["mqtt"].update(_option("--mqtt", parse_mqtt_url, value))
             given.append(("--mqtt %s" % mask_url(value), "mqtt"))
             continue
         if key not in OVERRIDES:
-            raise TypeError("apply_overrides: unknown override %r (known: place, mqtt, %s)" % (key, ", ".join(OVERRIDES)))
+            raise TypeError("apply_overrides: unknown override %r (known: place, camera, mqtt, %s)" % (key, ", ".join(OVERRIDES)))
         option, section, name = OVERRIDES[key]
         data[section][name] = value
         given.append(("%s %s" % (option, value), "%s.%s" % (section, name)))

@@ -239,6 +239,22 @@ class GroupConfig(Section):
         "how long the group may take to report ready"))] = 60.0
 
 
+CAMERA_NAME = r"^[A-Za-z0-9][A-Za-z0-9_]{0,31}$"  # no "-" or ".": actor names are capture-NAME, endpoints X.NAME
+
+
+class CameraConfig(Section):
+    """One camera of the run (``[cameras.NAME]``, ``--camera NAME=SPEC``): its own capture and encoder; the
+    models, the devices and the FER pool are shared by every camera."""
+
+    source: Annotated[str, Meta(description=(
+        "what it reads, as pipeline.source: auto | demo | demo:unpaced | synthetic[:faces=N,fps=F,size=WxH] | "
+        "dir:PATH | IMAGE | video:PATH | picamera2[:WxH] | v4l2:N | rtsp://... | http://..."))] = "auto"
+    fps_limit: Annotated[float, Meta(ge=0.0, le=1000.0, description=(
+        "at most this many frames per second from this camera (0: no limit)"))] = 0.0
+    label: Annotated[str, Meta(max_length=64, description=(
+        "a name for people (live view, MQTT), \"\": the camera's key"))] = ""
+
+
 class SecurityConfig(Section):
     """CURVE encryption of tcp:// endpoints."""
 
@@ -267,9 +283,19 @@ class Config(Section):
         "the named sets of models (pipeline.profile); those of the project are in config.toml"))] = {}
     groups: Annotated[Dict[str, GroupConfig], Meta(description=(
         "actors moved out of the main process into a child process per group"))] = {}
+    cameras: Annotated[Dict[str, CameraConfig], Meta(description=(
+        "several cameras in one run, by name (letters, digits, _): [cameras.NAME] source = ...; none: the one "
+        "camera `default` reads pipeline.source"))] = {}
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
     resources: ResourcesConfig = msgspec.field(default_factory=ResourcesConfig)
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
+
+    def camera_list(self) -> Dict[str, CameraConfig]:
+        """The run's cameras by name, in name order: ``[cameras]``, else the one camera ``default`` reading
+        pipeline.source."""
+        if not self.cameras:
+            return {"default": CameraConfig(source=self.pipeline.source)}
+        return {name: self.cameras[name] for name in sorted(self.cameras)}
 
     def profile(self) -> ProfileConfig:
         name = self.pipeline.profile

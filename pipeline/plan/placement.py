@@ -335,7 +335,8 @@ def _place(cfg: Config, table: Optional[Dict[str, Dict[str, float]]], group_tpu:
         if not acc_runs and not cpu_model_available(cpu_spec, cfg.models.paths):
             why = "%s; model %s (%s) is not present and has no download source" % (
                 role_why or "no Edge TPU file for %s" % acc_spec.name, cpu_spec.name, cpu_spec.files.get("cpu"))
-            if is_synthetic(cfg.pipeline.source):  # the fake engine reads the synthetic source's drawn faces
+            # the fake engine reads the synthetic source's drawn faces (every camera's)
+            if all(is_synthetic(c.source) for c in cfg.camera_list().values()):
                 cands[role] = [("fake", _spec(model_for(cfg, role, "fake"), role))]
                 notes[role] = "auto: %s: the fake engine" % why
             else:  # a real source: never faked; ``place`` refuses the run naming the missing files

@@ -102,6 +102,10 @@ def assignment(cfg: Config) -> Dict[str, str]:
                                       "; fer.processes = true runs each worker alone" if cfg.fer.processes else ""))
     for w in workers:
         out.setdefault(w, out.get("fer", MAIN))
+    cameras = tuple(cfg.camera_list())
+    for role in (r for r in roles.ROLES if r.per_camera and r.name in out):  # a group's "encoder": every camera's
+        for cam in cameras:
+            out.setdefault(roles.camera_actor(role.name, cam, cameras), out[role.name])
     return out
 
 
