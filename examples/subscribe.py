@@ -23,7 +23,7 @@ import tempfile
 import msgpack
 import zmq
 
-SCHEMA_VERSION = 3  # the wire this client reads (docs/wire.md)
+SCHEMA_VERSION = 4  # the wire this client reads (docs/wire.md)
 
 
 def pipeline_folder(name):
