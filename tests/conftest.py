@@ -2,9 +2,12 @@
 tests leave a file in the repository."""
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -107,3 +110,24 @@ def model_cache(tmp_path_factory):
             os.environ.pop(fetch.ENV_CACHE, None)
         else:
             os.environ[fetch.ENV_CACHE] = old
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # tests read the fetch's log, not the server's
+        pass
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    """A real HTTP server on localhost serving tmp_path/www (a recorded download): (folder, base URL)."""
+    www = tmp_path / "www"
+    www.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(www)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield www, "http://127.0.0.1:%d/" % server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

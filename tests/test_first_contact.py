@@ -4,14 +4,11 @@ FER112 download is checked by its sha256 (served locally, never from the interne
 from __future__ import annotations
 
 import dataclasses
-import functools
-import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -132,27 +129,6 @@ def test_fd_fer112_runs_real_models(with_retinaface, detector, tmp_path, monkeyp
     assert [f["expression"] for f in r["faces"]] == ["happy"]
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def served(tmp_path):
-    """A real HTTP server on localhost serving tmp_path/www: the recorded download."""
-    www = tmp_path / "www"
-    www.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(www)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield www, "http://127.0.0.1:%d/" % server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
 def test_fer112_sources_are_the_reference_project_at_its_pinned_commit():
     base = ("https://raw.githubusercontent.com/LEE2020957316/raspberry-pi5-edgetpu-inference/"
             "b2b269450551733d0f60f5bd3c6d69369d357cff/models/")
@@ -162,8 +138,8 @@ def test_fer112_sources_are_the_reference_project_at_its_pinned_commit():
 
 
 @needs_assets
-def test_fer112_download_is_checked_by_its_sha256(tmp_path, monkeypatch, served):
-    www, url = served
+def test_fer112_download_is_checked_by_its_sha256(tmp_path, monkeypatch, http_dir):
+    www, url = http_dir
     monkeypatch.setenv(fetch.ENV_CACHE, str(tmp_path / "cache"))
     monkeypatch.delenv(fetch.ENV_PATH, raising=False)
     spec = fer112_with_source(monkeypatch, url)

@@ -123,12 +123,9 @@ def test_readme_pi_section_is_in_order_and_safe():
 
 # -- model sources --------------------------------------------------------------------------------------
 import dataclasses  # noqa: E402
-import functools  # noqa: E402
 import hashlib  # noqa: E402
-import http.server  # noqa: E402
 import io  # noqa: E402
 import socket  # noqa: E402
-import threading  # noqa: E402
 import zipfile  # noqa: E402
 
 from edgepipe.models.engines.engine import EngineError  # noqa: E402
@@ -170,27 +167,6 @@ def test_missing_model_names_the_file_and_the_folder(tmp_path, monkeypatch):
     msg = str(err.value)
     assert "put retinaface_mnet025_320_int8.tflite in %s" % (tmp_path / "cache") in msg
     assert "no public source publishes this file" in msg and "Pytorch_Retinaface" in msg
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # the test reads the fetch's log, not the server's
-        pass
-
-
-@pytest.fixture
-def http_dir(tmp_path):
-    """A real HTTP server on localhost serving tmp_path/www."""
-    www = tmp_path / "www"
-    www.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(www)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield www, "http://127.0.0.1:%d/" % server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 class _Tty(io.StringIO):

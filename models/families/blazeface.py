@@ -31,7 +31,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgepipe.models.families.boxes import Detection, weighted_nms
-from edgepipe.models.families.family import DetectorOptions, FaceDetectorModel
+from edgepipe.models.families.family import DetectorOptions, FaceDetectorModel, square_side
 from edgepipe.models.spec import ModelSpec
 
 MOUTH_TO_EYES = (70.7299 - 41.5493) / (73.5318 - 38.2946)
@@ -113,10 +113,7 @@ class BlazeFaceDetector(FaceDetectorModel):
 
     def __init__(self, spec: ModelSpec, engine, score_threshold: Optional[float] = None, max_faces: int = 16) -> None:
         super().__init__(spec, engine, score_threshold=score_threshold, max_faces=max_faces)
-        h, w, _ = spec.input_shape
-        if h != w:
-            raise ValueError("BlazeFace input must be square, got %dx%d" % (w, h))
-        self.size = w
+        self.size = w = square_side(spec, "BlazeFace")
         opts = self.options
         self.anchors = ssd_anchors(w, list(opts.strides), interpolated=opts.interpolated_anchor)
         want = self.anchors.shape[0] if opts.num_anchors is None else opts.num_anchors

@@ -264,9 +264,7 @@ class ExpressionModel(Family, abc.ABC):
     @classmethod
     def fake_outputs(cls, spec: ModelSpec) -> Optional[List[TensorSpec]]:
         """One score per label."""
-        if not spec.labels:
-            raise EngineError("fake engine: model %r has no labels" % spec.name)
-        return [TensorSpec("scores", (1, len(spec.labels)), "float32")]
+        return one_per_label(spec)
 
     @classmethod
     def fake(cls, spec: ModelSpec, scene: Scene) -> List[np.ndarray]:
@@ -277,6 +275,21 @@ class ExpressionModel(Family, abc.ABC):
         if want in labels:
             probs[0, labels.index(want)] = 0.9
         return [probs]
+
+
+def square_side(spec: ModelSpec, what: str) -> int:
+    """The side of a model's square input (ValueError naming ``what`` when it is not square)."""
+    h, w = spec.input_shape[0], spec.input_shape[1]
+    if h != w:
+        raise ValueError("%s input must be square, got %dx%d" % (what, w, h))
+    return int(w)
+
+
+def one_per_label(spec: ModelSpec) -> List[TensorSpec]:
+    """The fake engine's output of a model that gives one value per label of its spec."""
+    if not spec.labels:
+        raise EngineError("fake engine: model %r has no labels" % spec.name)
+    return [TensorSpec("scores", (1, len(spec.labels)), "float32")]
 
 
 class ImageClassifierModel(Family, abc.ABC):
@@ -296,9 +309,7 @@ class ImageClassifierModel(Family, abc.ABC):
     @classmethod
     def fake_outputs(cls, spec: ModelSpec) -> Optional[List[TensorSpec]]:
         """One logit per label."""
-        if not spec.labels:
-            raise EngineError("fake engine: model %r has no labels" % spec.name)
-        return [TensorSpec("scores", (1, len(spec.labels)), "float32")]
+        return one_per_label(spec)
 
     @classmethod
     def fake(cls, spec: ModelSpec, scene: Scene) -> List[np.ndarray]:

@@ -18,7 +18,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgepipe.models.families.boxes import Detection, nms
-from edgepipe.models.families.family import DetectorOptions, FaceDetectorModel
+from edgepipe.models.families.family import DetectorOptions, FaceDetectorModel, square_side
 from edgepipe.models.spec import ModelSpec
 
 
@@ -71,10 +71,7 @@ class RetinaFaceDetector(FaceDetectorModel):
 
     def __init__(self, spec: ModelSpec, engine, score_threshold: Optional[float] = None, max_faces: int = 16) -> None:
         super().__init__(spec, engine, score_threshold=score_threshold, max_faces=max_faces)
-        h, w, _ = spec.input_shape
-        if h != w:
-            raise ValueError("RetinaFace input must be square, got %dx%d" % (w, h))
-        self.size = w
+        self.size = w = square_side(spec, "RetinaFace")
         opts = self.options
         self.prior = priors(w, opts.min_sizes, opts.steps)
         self.variances = opts.variances

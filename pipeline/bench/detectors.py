@@ -50,6 +50,15 @@ def default_assets() -> str:
     return os.environ.get("EDGEPIPE_ASSETS", os.path.join(os.path.dirname(REPO), "shared", "assets"))
 
 
+def assets_of(args: argparse.Namespace) -> Optional[str]:
+    """The assets folder a bench was given (--assets, else the default); None, said on stderr, without images/."""
+    assets = args.assets or default_assets()
+    if not os.path.isdir(os.path.join(assets, "images")):
+        print("error: no images/ folder in %s (pass --assets DIR)" % assets, file=sys.stderr)
+        return None
+    return assets
+
+
 def candidates(model_paths: Sequence[str]) -> List[str]:
     """Face detectors in the manifest whose CPU file is found here."""
     out = []
@@ -191,9 +200,8 @@ def add_parser(sub: Any) -> None:
 
 
 def main_args(args: argparse.Namespace) -> int:
-    assets = args.assets or default_assets()
-    if not os.path.isdir(os.path.join(assets, "images")):
-        print("error: no images/ folder in %s (pass --assets DIR)" % assets, file=sys.stderr)
+    assets = assets_of(args)
+    if assets is None:
         return 2
     paths = [os.path.join(assets, "models")]
     names = args.models.split(",") if args.models else candidates(paths)

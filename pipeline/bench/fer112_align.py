@@ -32,7 +32,7 @@ from edgepipe.models.families.family import to_model_pixels
 from edgepipe.models.spec import iou
 from edgepipe.models.store import manifest
 from edgepipe.pipeline.bench.common import DEFAULT_OUT, machine_info, write_json
-from edgepipe.pipeline.bench.detectors import default_assets
+from edgepipe.pipeline.bench.detectors import assets_of
 
 ALIGNMENTS = ("retinaface", "blazeface-5", "blazeface-4")
 # the expression in a labelled photo's name, as FER112 names it
@@ -129,9 +129,8 @@ def add_parser(sub: Any) -> None:
 
 
 def main_args(args: argparse.Namespace) -> int:
-    assets = args.assets or default_assets()
-    if not os.path.isdir(os.path.join(assets, "images")):
-        print("error: no images/ folder in %s (pass --assets DIR)" % assets, file=sys.stderr)
+    assets = assets_of(args)
+    if assets is None:
         return 2
     t0 = time.perf_counter()
     try:
