@@ -118,7 +118,8 @@ def run_context(cfg: Config, opts: RunOptions, placement: Dict[str, RolePlacemen
                    profile=cfg.pipeline.profile, frames=opts.frames, duration_s=opts.duration_s,
                    results_path=opts.results_path, fer_hwm=cfg.fer.hwm,
                    placement={r: pl.describe() for r, pl in placement.items()}, order=ORDER,
-                   faults=dict(cfg.engine.fake.faults), cameras=cameras if cfg.cameras else {})
+                   faults=dict(cfg.engine.fake.faults), cameras=cameras if cfg.cameras else {},
+                   labels={name: cam.label for name, cam in cfg.camera_list().items() if cam.label})
 
 
 def camera_context(context: Context, camera: str, fps_limit: float) -> Context:

@@ -210,6 +210,9 @@ def test_face_events_from_a_pipeline_run(broker):
     assert state[-1]["faces"] == 2 and state[-1]["expression"] is not None
     summary = rec.json("edgepipe/desk/metrics")[-1]
     assert summary["mqtt"]["queue_dropped"] == 0 and "aggregator" in summary["actors"]
+    # the one camera default: its status in the pipeline's summary, from the run's own actors
+    default = summary["cameras"]["default"]
+    assert (default["frames_captured"], default["frames_completed"], default["dropped"]) == (60, 60, 0), default
     # every queued message reached the subscriber (QoS 1 both ways)
     queued_topics = ("events", "results", "state", "metrics")
     got = sum(len(rec.on("edgepipe/desk/" + t)) for t in queued_topics)
@@ -312,7 +315,7 @@ def test_demo_clip_on_the_cpu_with_the_web_view_sends_a_real_face(broker, tmp_pa
         "--frames", "40"], 240)
     assert "frames: 40 captured, 40 completed" in out
     configs = [json.loads(p) for t, p, _ in rec.messages if t.startswith("homeassistant/sensor/demo/")]
-    assert sorted(c["name"] for c in configs) == ["Dominant expression", "Faces"]
+    assert sorted(c["name"] for c in configs) == ["Dominant expression", "FPS", "Faces"]
     events = rec.json("edgepipe/demo/events")
     appeared = [e for e in events if e["event"] == "appeared"]
     assert appeared and appeared[0]["expression"] and len(appeared[0]["box"]) == 4

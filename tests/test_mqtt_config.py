@@ -88,7 +88,7 @@ def test_state_changes_only_when_count_or_dominant_expression_does():
 
 def test_payloads_are_json_with_documented_fields():
     t = Topics("kitchen")
-    assert (t.availability, t.events, t.discovery("faces")) == ("edgepipe/kitchen/availability",
+    assert (t.availability, t.camera("default").events, t.discovery("faces")) == ("edgepipe/kitchen/availability",
                                                                  "edgepipe/kitchen/events",
                                                                  "homeassistant/sensor/kitchen/faces/config")
     configs = discovery_configs(t, "fd+fer64", "0.1.0")

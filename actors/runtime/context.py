@@ -41,6 +41,7 @@ class Context:
     fps_limit: float = 0.0  # a capture's frame-rate limit (0: none)
     cameras: Dict[str, str] = field(default_factory=dict)  # every camera of the run -> its source spec ({}: one
     # camera ``default`` reading ``source``)
+    labels: Dict[str, str] = field(default_factory=dict)  # camera -> its label for people ([cameras.NAME] label)
 
     def camera_sources(self) -> Dict[str, str]:
         """Every camera of the run -> its source spec, in name order."""

@@ -10,8 +10,10 @@ from ``reconnect_min_s`` doubling to ``reconnect_max_s``, waited on the actor's
 keeps the newest ``queue`` messages and drops the oldest (counted as
 ``queue_dropped``), so inference never waits on the broker. On every
 (re)connection the publisher sends ``online`` on the availability topic (its
-last will says ``offline``) and the Home Assistant discovery configs, both
-retained. When the actor stops it sends what is queued (for a short while),
+last will says ``offline``) and the Home Assistant discovery configs (a device
+per camera), both retained; it also reads back the discovery configs under its
+node and removes edgepipe's that it no longer publishes (a camera gone from the
+config, discovery turned off). When the actor stops it sends what is queued (for a short while),
 then ``offline``, and disconnects.
 
 The counters (``published``, ``queue_dropped``, ``reconnects``, ``results_lost``
@@ -78,17 +80,23 @@ class MqttSink(Actor):
         self.results_endpoint = endpoints["results"]
         self.metrics_public_endpoint = endpoints["metrics"]
         self.profile = context.profile
-        self.topics = mp.Topics(mqtt.name, mqtt.topic_prefix, mqtt.discovery_prefix)
+        self._discovery: Optional[Dict[str, Dict[str, Any]]] = None
+        self.cameras = tuple(context.camera_sources())
+        self.labels = dict(context.labels)
+        self.topics = mp.Topics(mqtt.name, mqtt.topic_prefix, mqtt.discovery_prefix, self.cameras)
         self.client_id = mqtt.client_id or "edgepipe-%s" % self.topics.node
         self.queue: Deque[Tuple[str, bytes, bool]] = deque()
-        self.events = mp.TrackEvents()
+        self.events: Dict[str, mp.TrackEvents] = {cam: mp.TrackEvents() for cam in self.cameras}  # tracks per camera
+        self.seen: Dict[str, int] = {cam: 0 for cam in self.cameras}  # results received per camera
+        self._rate: Tuple[float, Dict[str, int]] = (time.monotonic(), dict(self.seen))
+        self.camera_fps: Dict[str, float] = {}
         self.latest: Dict[str, Metric] = {}
         self.connected = False
         self.changed: Optional[asyncio.Event] = None  # set (and replaced) on every change of state or counters
         self._wake: Optional[asyncio.Event] = None
         self._closing = False
         self._lost: Optional[BaseException] = None  # why the current connection dropped
-        self._last_result = -1e9
+        self._last_result: Dict[str, float] = {}
         for k in ("published", "queued", "queue_dropped", "publish_errors", "connects", "reconnects",
                   "connect_failures", "events", "results_lost"):
             self.stats.counters[k] = 0
@@ -134,8 +142,10 @@ class MqttSink(Actor):
             lost = self.results.lost.get("result", 0)
             if lost > self.stats.counters["results_lost"]:
                 self.stats.counters["results_lost"] = lost
-            if isinstance(msg, Eos):
-                self._events(self.events.end(msg.last_frame_id))
+            if isinstance(msg, Eos):  # camera "": every camera's streams ended
+                for cam, events in self.events.items():
+                    if msg.camera in ("", cam):
+                        self._events(cam, events.end(msg.last_frame_id))
             elif isinstance(msg, Result):
                 self.on_result(msg)
 
@@ -148,24 +158,43 @@ class MqttSink(Actor):
     def on_result(self, r: Result) -> None:
         self.stats.count("in")
         self.stats.count("out")  # handled (the per-actor FPS); what reached the broker is "published"
+        cam, topics = r.camera, self.topics.camera(r.camera)
+        self.seen[cam] = self.seen.get(cam, 0) + 1
         hz = self.cfg.results_hz
         now = time.monotonic()
-        if hz > 0 and now - self._last_result >= 1.0 / hz:
-            self._last_result = now
-            self.enqueue(self.topics.results, mp.dumps(mp.result_payload(r)))
-        self._events(self.events.update(r))
-        state = self.events.state_change(r)
+        if hz > 0 and now - self._last_result.get(cam, -1e9) >= 1.0 / hz:  # each camera at most hz
+            self._last_result[cam] = now
+            self.enqueue(topics.results, mp.dumps(mp.result_payload(r)))
+        events = self.events.get(cam)
+        if events is None:
+            events = self.events[cam] = mp.TrackEvents()
+        self._events(cam, events.update(r))
+        state = events.state_change(r)
         if state is not None:
-            self.enqueue(self.topics.state, mp.dumps(state), retain=True)
+            self.enqueue(topics.state, mp.dumps(state), retain=True)
 
-    def _events(self, events) -> None:
+    def _events(self, camera: str, events) -> None:
+        topic = self.topics.camera(camera).events
         for e in events:
             self.stats.count("events")
-            self.enqueue(self.topics.events, mp.dumps(e))
+            self.enqueue(topic, mp.dumps(e))
 
     def _summary(self, uptime_s: float) -> None:
+        """The pipeline's summary on PREFIX/metrics (with every camera's status), and each named camera's
+        status on PREFIX/CAMERA/metrics."""
+        now = time.monotonic()
+        t0, before = self._rate
+        if now - t0 > 0.05:  # results per second per camera since the last summary
+            self.camera_fps = {cam: (n - before.get(cam, 0)) / (now - t0) for cam, n in self.seen.items()}
+            self._rate = (now, dict(self.seen))
+        cameras = {cam: mp.camera_status(self.latest, self.topics, cam, self.labels.get(cam, ""),
+                                         self.camera_fps.get(cam))
+                   for cam in sorted(set(self.cameras) | set(self.seen))}
+        if not self.topics.flat:
+            for cam, status in cameras.items():
+                self.enqueue(self.topics.camera(cam).metrics, mp.dumps(status))
         own = self.own_counters()
-        self.enqueue(self.topics.metrics, mp.dumps(mp.metrics_summary(self.latest, own, uptime_s)))
+        self.enqueue(self.topics.metrics, mp.dumps(mp.metrics_summary(self.latest, own, uptime_s, cameras)))
 
     def own_counters(self) -> Dict[str, Any]:
         c = self.stats.counters
@@ -196,6 +225,14 @@ class MqttSink(Actor):
         while not predicate(self):
             assert self.changed is not None
             await self.changed.wait()
+
+    @property
+    def discovery(self) -> Dict[str, Dict[str, Any]]:
+        """The Home Assistant discovery configs this run publishes (none with ``discovery = false``)."""
+        if self._discovery is None:
+            self._discovery = (mp.discovery_configs(self.topics, self.profile, _version(), self.labels)
+                               if self.cfg.discovery else {})
+        return self._discovery
 
     # ------------------------------------------------------------ broker side
     def _client(self):
@@ -261,12 +298,17 @@ class MqttSink(Actor):
             tg.cancel_scope.cancel()
 
     async def _watch(self, client, lost: asyncio.Event) -> None:
-        """Sets ``lost`` when the connection drops (also while nothing is being sent)."""
+        """Sets ``lost`` when the connection drops (also while nothing is being sent). Meanwhile it reads the
+        discovery configs retained under this pipeline's node and removes edgepipe's stale ones."""
         aiomqtt = _aiomqtt()
         self._lost = None
         try:
-            async for _ in client.messages:  # nothing is subscribed: this only ends on a disconnection
-                pass
+            await client.subscribe(self.topics.discovery_filter, qos=self.cfg.qos)
+            async for m in client.messages:  # only the discovery configs; it ends on a disconnection
+                topic, payload = str(m.topic), bytes(m.payload)
+                if mp.stale_discovery(topic, payload, self.discovery):
+                    log.info("mqtt: removing the stale Home Assistant config %s", topic)
+                    await client.publish(topic, b"", qos=self.cfg.qos, retain=True)
         except aiomqtt.MqttError as exc:
             self._lost = exc
         lost.set()
@@ -282,11 +324,9 @@ class MqttSink(Actor):
     async def _send_queue(self, client, lost: asyncio.Event) -> None:
         qos = self.cfg.qos
         retained = [(self.topics.availability, b"online")]
-        if self.cfg.discovery:
-            retained += [(topic, mp.dumps(config))
-                         for topic, config in mp.discovery_configs(self.topics, self.profile, _version()).items()]
-        if self.events.state is not None:
-            retained.append((self.topics.state, mp.dumps(self.events.state)))
+        retained += [(topic, mp.dumps(config)) for topic, config in self.discovery.items()]
+        retained += [(self.topics.camera(cam).state, mp.dumps(events.state))
+                     for cam, events in self.events.items() if events.state is not None]
         for topic, payload in retained:
             await self._or_lost(client.publish(topic, payload, qos=qos, retain=True), lost)
         assert self._wake is not None
