@@ -114,7 +114,8 @@ class FrameStage(Actor, abc.ABC):
         await self.host.load()
         for cam in self.cameras:
             self.subs[cam] = self.channel(self.bus.sub(
-                camera_endpoint(self.encoded_endpoint, cam, self.cameras), hwm=self.hwm,
+                self.endpoints.get("encoded." + cam) or camera_endpoint(self.encoded_endpoint, cam, self.cameras),
+                hwm=self.hwm,
                 name=self.name if len(self.cameras) == 1 else "%s.%s" % (self.name, cam), topics=("encoded", "eos")))
             self.ledgers[cam] = self.loss if len(self.cameras) == 1 else LossLedger(self.stats, [], self.log)
         self.sub = self.subs[self.cameras[0]]

@@ -7,7 +7,10 @@ a DEALER. A group sends ``Ready``, then at its end every actor's final
 That is how a group started by hand (``spawn = false``, maybe on another
 host), which the main process cannot signal, learns that the run has ended.
 A group started by hand also stops when the control link drops after it was
-up (the main process ended without a word).
+up (the main process ended without a word). The main process can also tell a
+group that runs cameras to start them (``Ready`` from ``main``) and when each
+one's stream ends (``Eos`` from ``main``), and it learns when the link of a
+group started by hand drops (``dropped``).
 """
 from __future__ import annotations
 
@@ -33,8 +36,11 @@ class ControlServer:
     def __init__(self, bus: Bus, endpoint: str, hwm: int = 1000) -> None:
         self.ch = bus.open(zmq.ROUTER, endpoint, bind=True, hwm=hwm, name="runner.control")
         self.peers: Dict[str, bytes] = {}  # group -> its DEALER's routing id, from its Ready
+        self.fds: Dict[str, int] = {}  # group -> the file descriptor of its connection, from its Ready
         self.rejected = 0
         self._seq = 0
+        # every disconnection from the start: a group that goes right after its Ready is not missed
+        self._monitor = self.ch.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
 
     def _decode(self, frames: Any) -> Optional[Any]:
         if len(frames) < 2:
@@ -49,6 +55,10 @@ class ControlServer:
             return None
         if isinstance(msg, Ready):
             self.peers[msg.group] = bytes(frames[0].bytes)
+            try:
+                self.fds[msg.group] = frames[1].get(zmq.SRCFD)
+            except zmq.ZMQError:  # no file descriptor (inproc)
+                pass
         return msg
 
     async def recv(self) -> Any:
@@ -74,34 +84,39 @@ class ControlServer:
 
     async def ask_to_stop(self, group: str) -> bool:
         """Ask a group that said ready to send its final report and stop; False if it cannot be reached."""
+        return await self.send(group, Stopped(MAIN, 0, []))
+
+    async def send(self, group: str, msg: Any) -> bool:
+        """Send ``msg`` to a group that said ready; False if it cannot be reached."""
         peer = self.peers.get(group)
         if peer is None:
             return False
         self._seq += 1
         try:
-            await self.ch.sock.send_multipart([peer] + list(encode(Stopped(MAIN, 0, []), self._seq)),
-                                              flags=zmq.NOBLOCK)
+            await self.ch.sock.send_multipart([peer] + list(encode(msg, self._seq)), flags=zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             log.warning("control: cannot reach group %s: %s", group, exc)
             return False
         return True
 
+    async def dropped(self) -> str:
+        """Until the connection of a group that said ready drops (it stopped, or went away); its name."""
+        while True:
+            event = await recv_monitor_message(self._monitor)
+            for group, fd in list(self.fds.items()):
+                if fd == int(event["value"]):
+                    del self.fds[group]
+                    return group
+
     def close(self) -> None:
+        self.ch.sock.disable_monitor()
+        self._monitor.close(0)
         self.ch.close()
 
 
 def open_client(bus: Bus, endpoint: str, name: str) -> Channel:
     """A group's end of the control link."""
     return bus.open(zmq.DEALER, endpoint, bind=False, hwm=100, name=name + ".control")
-
-
-async def asked_to_stop(ctl: Channel) -> None:
-    """Return when the main process asks this group to send its final report and stop."""
-    while True:
-        msg = await ctl.recv()
-        if isinstance(msg, Stopped) and msg.group == MAIN:
-            log.info("the main process ended the run: sending the final report")
-            return
 
 
 async def link_dropped(ctl: Channel) -> None:

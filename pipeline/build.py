@@ -11,12 +11,13 @@ from edgepipe.actors.runtime.engines import EngineSettings
 from edgepipe.actors.sinks.display import make_sink
 from edgepipe.actors.sinks.live_view import LiveView, is_web
 from edgepipe.actors.sources.sources import is_live
-from edgepipe.bus.sockets import Bus, camera_endpoint
+from edgepipe.bus.sockets import Bus
 from edgepipe.models.families.family import input_for
 from edgepipe.models.store import manifest
 from edgepipe.pipeline.config.loading import Config
 from edgepipe.pipeline.ops.keys import configure_curve
 from edgepipe.pipeline.plan.placement import RolePlacement, model_for, place
+from edgepipe.pipeline.processes.groups import CAMERA_LINKS, camera_link
 
 
 @dataclass
@@ -144,10 +145,17 @@ def make_actor(cfg: Config, bus: Bus, role: Role, name: str, context: Context,
                placement: Dict[str, RolePlacement], group_tpu: str) -> Actor:
     """One actor of ``role``: its class from the table, its section whole, its endpoints by name."""
     endpoints = {ep: getattr(cfg.endpoints, ep) for ep in role.endpoints}
-    if role.per_camera:  # its camera's own frames / encoded endpoint
-        for ep in ("frames", "encoded"):
-            if ep in endpoints:
-                endpoints[ep] = camera_endpoint(endpoints[ep], context.camera, list(cfg.camera_list()))
+    cameras = list(cfg.camera_list())
+    for ep in (e for e in CAMERA_LINKS if e in endpoints):
+        if role.per_camera:  # its camera's own frames / encoded endpoint
+            endpoints[ep] = camera_link(cfg, ep, context.camera)
+            continue
+        # a role that connects to every camera's: those given in [cameras.NAME] as ``LINK.CAMERA`` (the detector
+        # derives the others); the display shows one camera
+        endpoints.update({"%s.%s" % (ep, cam): camera_link(cfg, ep, cam) for cam in cameras
+                          if getattr(cfg.cameras.get(cam), ep, "")})
+        if len(cameras) == 1:
+            endpoints[ep] = camera_link(cfg, ep, cameras[0])
     args: List[object] = [name, bus]
     if role.section is not None:
         args.append(getattr(cfg, role.section))

@@ -39,8 +39,9 @@ from edgepipe.pipeline.build import Pipeline, RunOptions, build, make_bus
 from edgepipe.pipeline.config.loading import Config, endpoint_names, expand_endpoints
 from edgepipe.pipeline.plan.source_auto import resolve_source
 from edgepipe.pipeline.processes.groups import MAIN, assignment, group_of, plan, with_fer_processes
-from edgepipe.pipeline.processes.supervisor import (GroupFailed, GroupProcess, handle_control, stop_by_hand, wait_ready,
-                                                    write_config)
+from edgepipe.pipeline.processes.supervisor import (GroupFailed, GroupProcess, cameras_end, finish_cameras,
+                                                    handle_control, start_cameras, stop_by_hand, wait_ready,
+                                                    watch_by_hand, write_config)
 from edgepipe.pipeline.rss import reset_peak
 from edgepipe.pipeline.summary import summarize
 
@@ -99,6 +100,7 @@ class _Started:
         self.actors: List[Actor] = []
         self.groups: List[GroupProcess] = []
         self.control: Optional[ControlServer] = None
+        self.watch: Optional[asyncio.Task] = None  # the control links of the groups started by hand
 
 
 def _open_run(cfg: Config) -> Tuple[Config, RunDir]:
@@ -151,6 +153,7 @@ async def _start(p: Pipeline, cfg: Config, bus: Any, run_dir: str, st: _Started,
                             g.name, g.name)
         assert st.control is not None
         await wait_ready(st.groups, st.control, [a.task for a in st.actors if a.task is not None])
+        st.watch = watch_by_hand(st.groups, st.control)
     t_bound = time.monotonic()  # every endpoint is bound now, the public ones too
     await _until(asyncio.gather(*p.subscriber_waits()), st.groups)
     if any(not getattr(cfg.endpoints, k).startswith("inproc://") for k in PUBLIC):
@@ -168,6 +171,8 @@ async def _stop(st: _Started, bus: Any) -> List[str]:
     process may be left behind."""
     for actor in st.actors:
         actor.stopping = True  # from here on an actor that ends is not a failure of the run
+    if st.watch is not None:
+        st.watch.cancel()
     try:
         for g in st.groups:
             await g.stop()
@@ -212,7 +217,9 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
                 t_go = time.monotonic()
                 for capture in captures:
                     capture.go()
-                drained, interrupted = await _run_and_drain(cfg, captures, recorder, stop, st.actors, st.groups)
+                if st.control is not None:  # and the cameras that groups run
+                    await start_cameras(cfg, st.control, opts.frames)
+                drained, interrupted = await _run_and_drain(cfg, captures, recorder, stop, st, opts.duration_s)
             except GroupFailed as exc:  # the summary is still written, naming what died
                 died = exc
             finally:
@@ -232,14 +239,19 @@ async def run(cfg: Config, opts: RunOptions, stop: Optional[asyncio.Event] = Non
 
 
 async def _run_and_drain(cfg: Config, captures: List[Any], recorder: Any, stop: Optional[asyncio.Event],
-                         started: List[Actor], groups: List[GroupProcess]) -> Tuple[bool, bool]:
-    """Run until every camera's source ends or ``stop``; drain. (drained, interrupted)."""
-    ends = [_all_done(captures)] + ([stop.wait()] if stop is not None else [])
-    await _until(first(*ends), groups)
-    interrupted = stop is not None and stop.is_set() and not all(c.done.is_set() for c in captures)
+                         st: _Started, duration_s: Optional[float]) -> Tuple[bool, bool]:
+    """Run until every camera's source ends (those that groups run too) or ``stop``; drain.
+    (drained, interrupted)."""
+    started, groups = st.actors, st.groups
+    ends = [asyncio.gather(_all_done(captures), cameras_end(cfg, st.control, recorder.drained, duration_s))]
+    await _until(first(*ends, *([stop.wait()] if stop is not None else [])), groups)
+    interrupted = stop is not None and stop.is_set() and not (all(c.done.is_set() for c in captures)
+                                                              and ends[0].done())
     if interrupted:
         for capture in captures:
             capture.finish()  # no new frames; what is in flight drains below
+        if st.control is not None:
+            await finish_cameras(cfg, st.control)
     timeout = cfg.pipeline.drain_timeout_s if not interrupted else min(1.5, cfg.pipeline.drain_timeout_s)
     try:
         await asyncio.wait_for(_until(recorder.drained.wait(), groups), timeout)

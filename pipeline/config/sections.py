@@ -221,12 +221,16 @@ class ProfileConfig(Section):
 
 
 class GroupConfig(Section):
-    """A child process: the actors it runs, the Python that runs it, its environment. Capture, the recorder
-    and the metrics hub stay in the main process."""
+    """A child process: the actors it runs, the Python that runs it, its environment. The recorder and the
+    metrics hub stay in the main process, and so does capture unless the group takes its camera."""
 
     actors: Annotated[List[str], Meta(description=(
         "the actors it runs: encoder, detector, classifier, fer (the whole FER pool) or single FER workers "
         "fer-0, fer-1, ..., aggregator, display"))] = []
+    cameras: Annotated[List[str], Meta(description=(
+        "cameras of [cameras.NAME] whose capture and encoder it runs (e.g. on the host the camera is attached "
+        "to, with spawn = false); their links to the main process: cameras.NAME.encoded, endpoints.results, "
+        "metrics_in, control"))] = []
     python: Annotated[str, Meta(description=(
         "the Python that runs it (e.g. a Python 3.9 venv with PyCoral; a relative path is under the checkout); "
         "\"\": the interpreter running run.py"))] = ""
@@ -253,6 +257,12 @@ class CameraConfig(Section):
         "at most this many frames per second from this camera (0: no limit)"))] = 0.0
     label: Annotated[str, Meta(max_length=64, description=(
         "a name for people (live view, MQTT), \"\": the camera's key"))] = ""
+    frames: Annotated[str, Meta(description=(
+        "its capture -> its encoder (and the display): \"\": derived from endpoints.frames (inproc://frames.NAME, "
+        "tcp://HOST:PORT+i for the i-th camera)"))] = ""
+    encoded: Annotated[str, Meta(description=(
+        "its encoder -> the detector or classifier: \"\": derived from endpoints.encoded; a camera run by a group "
+        "on another host binds here, e.g. \"tcp://192.168.1.30:5601\" (that host's address)"))] = ""
 
 
 class SecurityConfig(Section):

@@ -11,7 +11,9 @@ Ctrl-C reaches the whole process group, and the main process drains first), when
 
 Its actors are children of one (AnyIO) task group that ``serve`` opens
 (``await tg.start(actor.supervised)``, each ready before the next), with the
-watch on the main process. An actor that dies fails the group with ActorDied
+watch on the main process. A group that runs cameras starts them when the
+main process says that the whole pipeline is ready, and ends each camera's
+stream when it says so (``orders``). An actor that dies fails the group with ActorDied
 naming it, which cancels everything in it. Shutdown order is explicit, before
 the block ends (shielded from that cancellation): the watch, then the actors
 one by one in reverse start order;
@@ -33,8 +35,8 @@ import anyio
 
 from edgepipe.actors.runtime.base import Actor, ActorDied, ActorFailed
 from edgepipe.actors.runtime.tasks import cancellable, first, task_group
-from edgepipe.bus.control import asked_to_stop, link_dropped, open_client
-from edgepipe.bus.messages import Ready, Stopped
+from edgepipe.bus.control import MAIN, link_dropped, open_client
+from edgepipe.bus.messages import Eos, Ready, Stopped
 from edgepipe.bus.sockets import Channel
 from edgepipe.pipeline.build import RunOptions, build, make_bus
 from edgepipe.pipeline.config.loading import Config, ConfigError, from_dict, load
@@ -43,12 +45,34 @@ from edgepipe.pipeline.processes.groups import assignment, check_by_hand, group_
 log = logging.getLogger("edgepipe.group")
 
 
-async def watch_main(ctl: Channel, stop: asyncio.Event, by_hand: bool) -> None:
+async def orders(ctl: Channel, captures: List[Actor]) -> None:
+    """What the main process says, until it asks this group to stop: ``Ready`` (the whole pipeline is
+    ready: start this group's cameras), ``Eos`` for a camera (its stream ends after that frame, -1: now)."""
+    by_camera = {c.camera: c for c in captures}
+    while True:
+        msg = await ctl.recv()
+        if getattr(msg, "group", getattr(msg, "sender", None)) != MAIN:
+            continue
+        if isinstance(msg, Stopped):
+            log.info("the main process ended the run: sending the final report")
+            return
+        if isinstance(msg, Ready):
+            for c in captures:
+                c.go()
+        elif isinstance(msg, Eos) and msg.camera in by_camera:
+            cap = by_camera[msg.camera]
+            if msg.last_frame_id < 0:
+                cap.finish()
+            elif cap.max_frames is None or msg.last_frame_id + 1 < cap.max_frames:
+                cap.max_frames = msg.last_frame_id + 1
+
+
+async def watch_main(ctl: Channel, stop: asyncio.Event, by_hand: bool, captures: List[Actor]) -> None:
     """Set ``stop`` when the main process asks; for a group started by hand, also when the link drops."""
     if by_hand:
-        await first(asked_to_stop(ctl), link_dropped(ctl))
+        await first(orders(ctl, captures), link_dropped(ctl))
     else:
-        await asked_to_stop(ctl)
+        await orders(ctl, captures)
     stop.set()
 
 
@@ -80,7 +104,8 @@ async def serve(cfg: Config, name: str, stop: asyncio.Event, by_hand: bool = Fal
         ctl = open_client(bus, cfg.endpoints.control, name)
         try:
             async with task_group() as tg:  # the group's actors, and the watch on the main process
-                watcher = await tg.start(cancellable, watch_main, ctl, stop, by_hand, name="watch main")
+                watcher = await tg.start(cancellable, watch_main, ctl, stop, by_hand, p.all("capture"),
+                                         name="watch main")
                 try:
                     for actor in p.actors:
                         await tg.start(actor.supervised, name=actor.name)

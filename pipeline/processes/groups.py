@@ -2,8 +2,10 @@
 
 ``[groups.NAME]`` in the config moves actors out of the main process into a
 child process run by the group's Python (for instance the Python 3.9 venv that
-has PyCoral). Capture, the recorder and the metrics hub stay in the main
-process. A group may take the whole FER pool (``fer``) or single workers
+has PyCoral). The recorder and the metrics hub stay in the main process. A
+group may take cameras (``cameras = ["a"]``: camera a's capture and encoder,
+e.g. on the host the camera is attached to; ``[cameras.a] encoded`` says
+where its encoder binds). A group may take the whole FER pool (``fer``) or single workers
 (``fer-0``, ``fer-1``, ...); ``fer.processes = true`` gives every FER worker a
 group of its own, named after it (``[groups.fer-K] actors = ["fer-K"]``), so
 that CPU workers run on separate cores. An ``inproc://`` endpoint used by actors of more than one process
@@ -19,6 +21,7 @@ from typing import Dict, List, Set, Tuple
 import msgspec
 
 from edgepipe.actors import roles
+from edgepipe.bus.sockets import BusError, camera_endpoint, check_endpoint
 from edgepipe.pipeline.config.sections import Config, ConfigError, GroupConfig, endpoint_names
 
 MAIN = "main"
@@ -30,6 +33,8 @@ MAIN_ONLY = tuple(r.name for r in roles.ROLES if not r.movable)
 # main process with every group ("*": every process)
 LINKS: Dict[str, Tuple[str, ...]] = {ep: roles.users(ep) for ep in endpoint_names() if roles.users(ep)}
 LINKS["control"] = (MAIN, "*")
+# the links each camera has of its own (bound by its capture and encoder): frames, encoded
+CAMERA_LINKS = tuple(ep for r in roles.ROLES if r.per_camera for ep in r.binds)
 
 
 def fer_workers(cfg: Config) -> List[str]:
@@ -88,7 +93,9 @@ def assignment(cfg: Config) -> Dict[str, str]:
         for i, role in enumerate(g.actors):
             path = "groups.%s.actors[%d]" % (name, i)
             if role in MAIN_ONLY:
-                raise ConfigError("%s: %r runs in the main process and cannot move to a group" % (path, role))
+                raise ConfigError("%s: %r runs in the main process and cannot move to a group%s" % (
+                    path, role, "; a group runs a camera's capture and encoder with cameras = [\"NAME\"]"
+                    if role == "capture" else ""))
             if role not in MOVABLE and role not in workers:
                 raise ConfigError("%s: unknown actor %r (movable: %s, or one FER worker %s)"
                                   % (path, role, ", ".join(MOVABLE), "..".join(sorted({workers[0], workers[-1]}))))
@@ -103,9 +110,56 @@ def assignment(cfg: Config) -> Dict[str, str]:
     for w in workers:
         out.setdefault(w, out.get("fer", MAIN))
     cameras = tuple(cfg.camera_list())
+    _assign_cameras(cfg, groups, out, cameras)
     for role in (r for r in roles.ROLES if r.per_camera and r.name in out):  # a group's "encoder": every camera's
         for cam in cameras:
             out.setdefault(roles.camera_actor(role.name, cam, cameras), out[role.name])
+    return out
+
+
+def _assign_cameras(cfg: Config, groups: Dict[str, GroupConfig], out: Dict[str, str],
+                    cameras: Tuple[str, ...]) -> None:
+    """A group's ``cameras``: each one's capture and encoder (``capture-NAME``, ``encoder-NAME``)."""
+    taken: Dict[str, str] = {}
+    for name, g in groups.items():
+        for i, cam in enumerate(g.cameras):
+            path = "groups.%s.cameras[%d]" % (name, i)
+            if cam not in cfg.cameras:
+                raise ConfigError("%s: %s" % (path, (
+                    "the one camera 'default' (pipeline.source) stays in the main process; name the camera in "
+                    "[cameras.NAME] source = ... and give its name here" if cam == "default" else
+                    "unknown camera %r (cameras: %s)" % (cam, ", ".join(sorted(cfg.cameras)) or "none; add "
+                                                         "[cameras.%s] source = ..." % cam))))
+            if cam in taken:
+                raise ConfigError("%s: camera %r is already in group %r" % (path, cam, taken[cam]))
+            taken[cam] = name
+            for role in (r for r in roles.ROLES if r.per_camera):
+                out[roles.camera_actor(role.name, cam, cameras)] = name
+
+
+def cameras_of(cfg: Config) -> Dict[str, List[str]]:
+    """Group -> the cameras it runs (only groups that take cameras)."""
+    return {name: list(g.cameras) for name, g in cfg.groups.items() if g.cameras}
+
+
+def camera_link(cfg: Config, link: str, camera: str) -> str:
+    """Where ``camera``'s own ``link`` (frames, encoded) is: ``[cameras.NAME]``'s address, else the one derived
+    from ``endpoints.LINK`` (``bus.sockets.camera_endpoint``)."""
+    cam = cfg.cameras.get(camera)
+    given = getattr(cam, link, "") if cam is not None else ""
+    return given or camera_endpoint(getattr(cfg.endpoints, link), camera, list(cfg.camera_list()))
+
+
+def _camera_link_users(cfg: Config, link: str, camera: str, assign: Dict[str, str]) -> Set[str]:
+    """The processes using ``camera``'s ``link``: its capture's or encoder's, and those of the roles that
+    connect to it (the display only when one runs)."""
+    cameras = tuple(cfg.camera_list())
+    out: Set[str] = set()
+    for r in roles.ROLES:
+        if link not in r.endpoints or (r.name == "display" and cfg.pipeline.display == "none"):
+            continue
+        out |= {group_of(roles.camera_actor(r.name, camera, cameras), assign)} if r.per_camera else \
+            processes_of(r.name, assign, cfg)
     return out
 
 
@@ -117,6 +171,9 @@ def processes_of(role: str, assign: Dict[str, str], cfg: Config) -> Set[str]:
     """The processes running actors of ``role`` (the FER pool may be spread over several)."""
     if role == "fer":
         return {group_of(w, assign) for w in fer_workers(cfg)}
+    if roles.BY_NAME[role].per_camera:  # one actor per camera; a group may run some of them
+        cameras = tuple(cfg.camera_list())
+        return {group_of(roles.camera_actor(role, cam, cameras), assign) for cam in cameras}
     return {group_of(role, assign)}
 
 
@@ -170,9 +227,13 @@ def check_by_hand(cfg: Config, assign: Dict[str, str]) -> None:
     for name, g in cfg.groups.items():
         if g.spawn:
             continue
-        bad = ["endpoints.%s" % link for link in LINKS
-               if name in processes_using(link, assign, cfg) and len(processes_using(link, assign, cfg)) > 1
+        bad = ["endpoints.%s" % link for link in LINKS if link not in CAMERA_LINKS
+               and name in processes_using(link, assign, cfg) and len(processes_using(link, assign, cfg)) > 1
                and getattr(cfg.endpoints, link).startswith("inproc://")]
+        bad += ["cameras.%s.%s" % (cam, link) for cam in cfg.cameras for link in CAMERA_LINKS
+                if name in _camera_link_users(cfg, link, cam, assign)
+                and len(_camera_link_users(cfg, link, cam, assign)) > 1
+                and camera_link(cfg, link, cam).startswith("inproc://")]
         if bad:
             raise ConfigError("groups.%s.spawn = false: %s %s inproc://, which a group started by hand cannot "
                               "reach; give %s an ipc:// (same host) or tcp://HOST:PORT address in the config both "
@@ -185,10 +246,18 @@ def plan(cfg: Config, run_dir: str) -> Config:
     assign = assignment(cfg)
     check_tpus(cfg, assign)
     check_by_hand(cfg, assign)
-    out = msgspec.structs.replace(cfg, endpoints=msgspec.structs.replace(cfg.endpoints))
+    out = msgspec.structs.replace(cfg, endpoints=msgspec.structs.replace(cfg.endpoints),
+                                  cameras={n: msgspec.structs.replace(c) for n, c in cfg.cameras.items()})
     for link in LINKS:
         ep = getattr(out.endpoints, link)
-        if ep.startswith("inproc://") and len(processes_using(link, assign, cfg)) > 1:
+        if link in CAMERA_LINKS:  # each camera's own: it crosses processes when its actors and users do
+            crossing = [cam for cam in cfg.camera_list() if len(_camera_link_users(cfg, link, cam, assign)) > 1
+                        and camera_link(cfg, link, cam).startswith("inproc://")]
+            for cam in (c for c in crossing if getattr(out.cameras.get(c), link, "")):
+                setattr(out.cameras[cam], link, "ipc://%s/%s.%s" % (run_dir, link, cam))
+            if ep.startswith("inproc://") and any(not getattr(out.cameras.get(c), link, "") for c in crossing):
+                setattr(out.endpoints, link, "ipc://%s/%s" % (run_dir, link))
+        elif ep.startswith("inproc://") and len(processes_using(link, assign, cfg)) > 1:
             setattr(out.endpoints, link, "ipc://%s/%s" % (run_dir, link))
     return out
 
@@ -207,11 +276,21 @@ def needs_curve(endpoint: str) -> bool:
 
 
 def check_security(cfg: Config) -> None:
-    """Refuse a non-loopback tcp:// endpoint without CURVE keys."""
-    open_eps = [(name, getattr(cfg.endpoints, name)) for name in endpoint_names()
-                if needs_curve(getattr(cfg.endpoints, name))]
+    """Refuse a camera's endpoint that is no endpoint, and a non-loopback tcp:// endpoint without CURVE keys
+    (``[endpoints]`` and each camera's own)."""
+    given = [("endpoints.%s" % name, getattr(cfg.endpoints, name)) for name in endpoint_names()]
+    for cam, cc in sorted(cfg.cameras.items()):
+        for link in CAMERA_LINKS:
+            ep = getattr(cc, link)
+            if ep:
+                try:
+                    check_endpoint(ep)
+                except BusError as exc:
+                    raise ConfigError("cameras.%s.%s: %s" % (cam, link, exc)) from None
+                given.append(("cameras.%s.%s" % (cam, link), ep))
+    open_eps = [(key, ep) for key, ep in given if needs_curve(ep)]
     if open_eps and not cfg.security.keys_dir:
-        names = ", ".join("endpoints.%s = %s" % kv for kv in open_eps)
+        names = ", ".join("%s = %s" % kv for kv in open_eps)
         raise ConfigError("%s: a tcp:// endpoint reachable from other hosts needs CURVE encryption; create keys "
                           "with `python run.py keys DIR` and set security.keys_dir = DIR on both hosts "
                           "(loopback and ipc:// need none)" % names)

@@ -4,7 +4,13 @@ Each group is a child process (``python -m edgepipe.pipeline.processes.group``) 
 group's interpreter. Its log lines are forwarded with a ``[NAME]`` prefix and
 the last ones are kept for error messages. A group that exits while the
 pipeline runs, or that does not report ready within its start-up timeout,
-stops the whole pipeline with an error naming it.
+stops the whole pipeline with an error naming it; so does a group started by
+hand whose control link drops while the pipeline runs (``watch_by_hand``).
+
+A group that runs cameras starts them when the main process's own cameras
+start (``start_cameras``: ``Ready`` from ``main``, after ``Eos`` from
+``main`` with ``--frames``' last frame id), and ends them when the run ends
+early (``finish_cameras``: ``Eos`` with -1).
 """
 from __future__ import annotations
 
@@ -22,8 +28,10 @@ import anyio.abc
 
 from edgepipe import ROOT
 from edgepipe.actors.runtime.tasks import first, start_task, task_group
-from edgepipe.bus.messages import Metric, Ready, Stopped
+from edgepipe.bus.control import MAIN
+from edgepipe.bus.messages import Eos, Metric, Ready, Stopped
 from edgepipe.pipeline.config.loading import Config, to_dict
+from edgepipe.pipeline.processes.groups import cameras_of
 from edgepipe.pipeline.rss import peak_rss_mb
 
 log = logging.getLogger("edgepipe.groups")
@@ -90,6 +98,9 @@ class GroupProcess:
         return rc
 
     def describe_exit(self, rc: int) -> str:
+        if not self.spawned:
+            return ("group %s (started by hand) went away: its control link dropped while the pipeline ran"
+                    % self.name)
         how = "was killed by signal %d" % -rc if rc < 0 else "exited with code %d" % rc
         tail = "\n".join("    " + x for x in list(self.lines)[-10:])
         return "group %s (%s) %s%s" % (self.name, self.python, how, ("; last lines:\n" + tail) if tail else "")
@@ -163,7 +174,7 @@ async def stop_by_hand(groups: List[GroupProcess], control: Any, timeout: float 
     """Ask the groups started by hand that said ready to stop; wait for their final reports."""
     waiting = []
     for g in groups:
-        if g.spawned or g.stopped is not None:
+        if g.spawned or g.stopped is not None or (g.exited is not None and g.exited.done()):
             continue
         g.stopping = True
         if g.ready is not None and await control.ask_to_stop(g.name):
@@ -183,6 +194,54 @@ async def stop_by_hand(groups: List[GroupProcess], control: Any, timeout: float 
             msg = control.recv_nowait()
             if msg is not None:
                 handle_control(msg, by_name)
+
+
+def watch_by_hand(groups: List[GroupProcess], control: Any) -> Optional["asyncio.Task[None]"]:
+    """For each group started by hand, an ``exited`` that is done when its control link drops (the main
+    process's waits then fail naming it, as for a spawned group's exit); the task that watches (None when no
+    group is started by hand)."""
+    by_hand = {g.name: g for g in groups if not g.spawned}
+    if not by_hand:
+        return None
+    loop = asyncio.get_running_loop()
+    for g in by_hand.values():
+        g.exited = loop.create_future()
+
+    async def watch() -> None:
+        while True:
+            name = await control.dropped()
+            g = by_hand.get(name)
+            if g is not None and g.exited is not None and not g.exited.done():
+                g.exited.set_result(0)
+    return asyncio.ensure_future(watch())
+
+
+async def start_cameras(cfg: Config, control: Any, frames: Optional[int]) -> None:
+    """Start the cameras that groups run, each limited to ``frames`` (None: the source's end)."""
+    for name, cameras in cameras_of(cfg).items():
+        if frames is not None:
+            for cam in cameras:
+                await control.send(name, Eos(MAIN, frames - 1, 0, camera=cam))
+        await control.send(name, Ready(MAIN, os.getpid(), sys.executable, sys.version.split()[0]))
+
+
+async def finish_cameras(cfg: Config, control: Any) -> None:
+    """End the streams of the cameras that groups run, now (Ctrl-C, --duration)."""
+    for name, cameras in cameras_of(cfg).items():
+        for cam in cameras:
+            await control.send(name, Eos(MAIN, -1, 0, camera=cam))
+
+
+async def cameras_end(cfg: Config, control: Any, drained: asyncio.Event, duration_s: Optional[float]) -> None:
+    """Until the cameras that groups run have ended: the pipeline has drained, every camera's stream ended
+    (at once when groups run none). After ``duration_s`` they are asked to end."""
+    if control is None or not cameras_of(cfg):
+        return
+    if duration_s is not None:
+        with anyio.move_on_after(duration_s):
+            await drained.wait()
+        await finish_cameras(cfg, control)
+    await drained.wait()
 
 
 def handle_control(msg: Any, groups: Dict[str, GroupProcess]) -> None:
