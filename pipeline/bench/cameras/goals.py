@@ -94,13 +94,13 @@ def judge_fake(rows: List[Dict[str, Any]]) -> None:
                                "%.1f" % (r["fps_min"] or 0)))
             if r["cameras"] > 1 and r["p99_over_single"] is not None:
                 goals.append(_goal("p99 <= %.1fx 1 camera" % P99_RATIO, r["p99_over_single"] <= P99_RATIO,
-                                   "x%.2f" % r["p99_over_single"]))
+                                   "x%.3f" % r["p99_over_single"]))
         else:
             cap = min(offered, bound)
             goals.append(_goal("total >= %.1f x %.1f" % (TOTAL_RATIO, cap), (r["fps"] or 0) >= TOTAL_RATIO * cap,
                                "%.1f" % (r["fps"] or 0)))
             fair = r["slowest_over_fastest"] or 0.0
-            goals.append(_goal("slowest >= %.1fx fastest" % FAIR_RATIO, fair >= FAIR_RATIO, "%.2f" % fair))
+            goals.append(_goal("slowest >= %.1fx fastest" % FAIR_RATIO, fair >= FAIR_RATIO, "%.3f" % fair))
         goals.append(_goal("nothing lost", r["lost"] == 0, str(r["lost"])))
         if r["wrong_expressions"] is not None:
             goals.append(_goal("0 wrong expressions", r["wrong_expressions"] == 0, str(r["wrong_expressions"])))
@@ -115,7 +115,7 @@ def judge_cpu(rows: List[Dict[str, Any]], clip_fps: Optional[float]) -> None:
         goals = []
         if r.get("vs_serial") is not None:
             goals.append(_goal("core-ms <= %.2fx serial" % CPU_COST_RATIO, r["vs_serial"] <= CPU_COST_RATIO,
-                               "x%.2f" % r["vs_serial"]))
+                               "x%.3f" % r["vs_serial"]))
         goals.append(_goal("nothing lost", r["lost"] == 0, str(r["lost"])))
         r["goals"] = goals
 
