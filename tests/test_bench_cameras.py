@@ -87,7 +87,7 @@ def test_cpu_cost_is_judged_per_round_against_the_serial_loop():
     assert merged["fps_runs"] == [47.0, 44.0] and merged["fps"] == 44.0  # the median run: the lower of two
     goals.judge_cpu([merged], 23.976)
     assert merged["served"] == 1 and merged["goals"][0] == {"goal": "core-ms <= 0.85x serial", "met": True,
-                                                             "value": "x0.85"}
+                                                             "value": "x0.850"}
 
 
 def test_the_table_renders_every_row_with_its_verdict():
@@ -105,7 +105,7 @@ def test_the_table_renders_every_row_with_its_verdict():
     assert "machine: Test CPU, x86_64 (2 CPUs usable)" in text and "commit abcdef0123" in text
     lines = text.splitlines()
     one3 = next(ln for ln in lines if ln.startswith("one        3"))
-    assert "50.0" in one3 and "MISSED: total >= 0.9 x 68.4 (50.0); slowest >= 0.9x fastest (0.50)" in one3
+    assert "50.0" in one3 and "MISSED: total >= 0.9 x 68.4 (50.0); slowest >= 0.9x fastest (0.500)" in one3
     assert next(ln for ln in lines if ln.startswith("one        1")).endswith("met")
     assert any(ln.startswith("1     1/1") and "x0.80" in ln and ln.endswith("met") for ln in lines)
     assert "the clip's 23.98 FPS" in text and "failed: cpu:2: RuntimeError: boom" in text
