@@ -143,3 +143,26 @@ def pipeline_charts(result: Dict[str, Any], out_dir: str) -> List[str]:
                         xytext=(0, 4), textcoords="offset points", color="white", fontweight="bold")
         written.append(_save(fig, os.path.join(out_dir, "bench_pipeline_serial.png")))
     return written
+
+
+def cameras_chart(result: Dict[str, Any], path: str) -> str:
+    """``bench cameras``: the slowest and the fastest camera's FPS by camera count, one panel per placement on
+    the fake Edge TPU and one for the CPU engine, with each panel's camera rate as a dashed line."""
+    plt = _pyplot()
+    fake, cpu = result.get("fake") or {}, result.get("cpu") or {}
+    panels: List[Tuple[str, List[Dict[str, Any]], Optional[float]]] = []
+    for placement in dict.fromkeys(r["placement"] for r in fake.get("rows", [])):
+        panels.append(("fake Edge TPU, %s" % placement, [r for r in fake["rows"] if r["placement"] == placement],
+                       fake.get("camera_fps")))
+    if cpu.get("rows"):
+        panels.append(("CPU engine, demo clip", cpu["rows"], cpu.get("clip_fps")))
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 4.2), squeeze=False)
+    for ax, (title, rows, rate) in zip(axes[0], panels):
+        _bars(ax, ["%d cam%s" % (r["cameras"], "s" if r["cameras"] > 1 else "") for r in rows],
+              [("slowest camera", [r.get("fps_min") for r in rows]),
+               ("fastest camera", [r.get("fps_max") for r in rows])],
+              "completed FPS per camera", title)
+        if rate:
+            ax.axhline(rate, linestyle="--", linewidth=1, color="grey")
+            ax.set_ylim(0, max(ax.get_ylim()[1], rate * 1.2))
+    return _save(fig, path)

@@ -54,6 +54,7 @@ from edgepipe.pipeline.bench import charts
 from edgepipe.pipeline.bench import detectors as bench_detectors
 from edgepipe.pipeline.bench import fer112_align
 from edgepipe.pipeline.bench import models as mbench
+from edgepipe.pipeline.bench.cameras import command as bench_cameras
 from edgepipe.pipeline.bench.cases import (DEFAULT_FRAMES, DEFAULT_REPEATS, DEFAULT_WARMUP, FACES, PLACEMENTS,
                                            QUICK_FRAMES, QUICK_REPEATS, QUICK_WARMUP, WORKERS, Case, case_config,
                                            ipc_dir, plan, run_pipeline_case, tpu_python)
@@ -252,7 +253,7 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="run.py bench", description="Measure models alone and the whole pipeline; "
                                  "write JSON and PNG charts.")
     ap.add_argument("-v", "--verbose", action="count", default=0)
-    sub = ap.add_subparsers(dest="what", metavar="models|pipeline|bus|detectors|fer112-align")
+    sub = ap.add_subparsers(dest="what", metavar="models|pipeline|cameras|bus|detectors|fer112-align")
     sub.required = True
     m = sub.add_parser("models", help="invoke FPS of each model on the CPU (1 and N threads) and the Edge TPU",
                        description="Model files come from models.paths, $EDGEPIPE_MODEL_PATH, then the cache; "
@@ -291,6 +292,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer frames and one repeat")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no line per measured run")
     p.add_argument("--out", default=DEFAULT_OUT, help="output folder (default ./%s)" % DEFAULT_OUT)
+    bench_cameras.add_parser(sub)
     bench_bus.add_parser(sub)
     bench_detectors.add_parser(sub)
     fer112_align.add_parser(sub)
@@ -303,6 +305,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.what == "models":
             return bench_models_main(args)
+        if args.what == "cameras":
+            return bench_cameras.main_args(args)
         if args.what == "bus":
             return bench_bus.main_args(args)
         if args.what == "detectors":

@@ -1,0 +1,1 @@
+"""``python run.py bench cameras``: several cameras in one pipeline (measure, goals and table, command)."""
