@@ -170,7 +170,10 @@ def make_actor(cfg: Config, bus: Bus, role: Role, name: str, context: Context,
     elif role.name == "display":
         if is_web(cfg.pipeline.display):
             actor_cls = LiveView  # the live view: every actor's metrics, where each role runs
-        args.append(make_sink(cfg.pipeline.display, cfg.display.fps))
+        sink = make_sink(cfg.pipeline.display, cfg.display.fps)
+        if hasattr(sink, "set_cameras"):  # the live view: a tile per camera, with its label
+            sink.set_cameras({cam: c.label for cam, c in cfg.camera_list().items()})
+        args.append(sink)
     elif role.name == "encoder" and "detector" in placement and "classifier" not in placement:
         # the detector's input, made here to overlap its inference of the frame before
         args.append(input_for(manifest.get(placement["detector"].model)))

@@ -131,8 +131,9 @@ def test_cameras_in_the_config_and_on_the_command_line():
         load(None, camera=["a-b=v4l2:0"])
     with pytest.raises(OptionError, match=r"^--source demo: with --camera"):
         load(None, camera=["a=demo"], source="demo")
-    with pytest.raises(ConfigError, match=r"pipeline.display: the live view shows one camera"):
-        load(None, camera=["a=demo", "b=demo"], display="web")
+    assert load(None, camera=["a=demo", "b=demo"], display="web").pipeline.display == "web"  # a tile per camera
+    with pytest.raises(ConfigError, match=r"pipeline.display: a video file records one camera"):
+        load(None, camera=["a=demo", "b=demo"], display="file:out.mp4")
     data = to_dict(load(None))
     data["cameras"] = {"a": {"source": "demo", "fps": 3}}
     with pytest.raises(ConfigError, match=r"cameras.a"):

@@ -4,8 +4,12 @@ shows them in a window, writes them to a video file, or does nothing.
 Sinks: ``none``, ``window`` (OpenCV HighGUI; needs opencv-python, not the
 headless build, and a screen), ``file:PATH.mp4`` and ``web:[HOST:]PORT`` (an
 MJPEG page a browser on another machine can open). The display subscribes
-to the capture's frames and to results and keeps the last frames by id.
-A window or a web page works on the newest result and skips older ones, so
+to every camera's frames (one socket per camera, as the detector does) and
+to results, keeps the last frames of each camera by id (``frame_buffer``
+each) and joins a result with its frame on (camera, frame id). The web page
+has a tile per camera, a window sink a window per camera; a video file
+records one camera (several cameras are refused with ``file:``).
+A window or a web page works on each camera's newest result and skips older ones, so
 a slow display never slows inference; a video file is a record and writes
 every result, in order, at the source's own frame rate (a video file's,
 a synthetic source's; ``display.fps`` for a camera). Every result the sink
@@ -19,7 +23,7 @@ import asyncio
 import time
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, List, Optional, Sequence, Tuple
+from typing import Annotated, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -32,7 +36,7 @@ from edgepipe.actors.sinks.sinks import DisplayError, FileSink, Sink, WindowSink
 from edgepipe.actors.sinks.web_sink import WebSink, web_address
 from edgepipe.actors.sources.source_factory import source_rate
 from edgepipe.bus.messages import Eos, Frame, Result
-from edgepipe.bus.sockets import Bus, wait_any
+from edgepipe.bus.sockets import Bus, Channel, camera_endpoint, wait_any
 
 
 class DisplayConfig(Section):
@@ -161,13 +165,17 @@ class Display(Actor):
         self.results_endpoint = endpoints["results"]
         self.hwm = section.hwm
         self.frame_buffer = section.frame_buffer
-        self.frames: "OrderedDict[int, np.ndarray]" = OrderedDict()
-        self.shown = deque(maxlen=30)
+        self.cameras: List[str] = list(context.camera_sources())  # in name order
+        # per camera: the last frames by id (at most frame_buffer each), the times of the last results shown,
+        # a record's results whose frame has not come yet, the newest frame id seen
+        self.frames: Dict[str, "OrderedDict[int, np.ndarray]"] = {cam: OrderedDict() for cam in self.cameras}
+        self.shown: Dict[str, "deque[float]"] = {cam: deque(maxlen=30) for cam in self.cameras}
+        self.waiting: Dict[str, "deque[Result]"] = {cam: deque() for cam in self.cameras}
+        self.last_frame_seen: Dict[str, int] = {cam: -1 for cam in self.cameras}
+        self.frames_subs: Dict[str, Channel] = {}  # camera -> its capture's frames
         self.executor: Optional[ThreadPoolExecutor] = None
         self.every_frame = getattr(sink, "every_frame", False)
         self._rate_known = not isinstance(sink, FileSink)
-        self.waiting: "deque[Result]" = deque()  # a record's results whose frame has not come yet
-        self.last_frame_seen = -1
         self.results_expected: Optional[int] = None  # results the aggregator sent, once its end of stream came
         self.drained: Optional[asyncio.Event] = None  # every result the aggregator sent is written or counted
 
@@ -175,24 +183,29 @@ class Display(Actor):
         self.drained = asyncio.Event()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=self.name)
         await in_thread(self.executor, self.sink.open)
-        self.frames_sub = self.channel(self.bus.sub(self.frames_endpoint, hwm=self.frame_buffer, name=self.name,
-                                                    topics=("frame",)))
+        for cam in self.cameras:  # one socket per camera, as the detector has for the encoded frames
+            self.frames_subs[cam] = self.channel(self.bus.sub(
+                camera_endpoint(self.frames_endpoint, cam, self.cameras), hwm=self.frame_buffer,
+                name=self.name if len(self.cameras) == 1 else "%s.%s" % (self.name, cam), topics=("frame", "eos")))
         # a record keeps as many results queued as frames, so that a slow write loses none
         hwm = max(self.hwm, self.frame_buffer) if self.every_frame else self.hwm
         self.results_sub = self.channel(self.bus.sub(self.results_endpoint, hwm=hwm, name=self.name + ".results",
                                                      topics=("result", "eos")))
 
-    def _fps(self) -> float:
-        if len(self.shown) < 2:
+    def _fps(self, camera: str = "") -> float:
+        """Results shown per second, of ``camera`` (default: the first)."""
+        shown = self.shown.get(camera or self.cameras[0], ())
+        if len(shown) < 2:
             return 0.0
-        return (len(self.shown) - 1) / max(1e-6, self.shown[-1] - self.shown[0])
+        return (len(shown) - 1) / max(1e-6, shown[-1] - shown[0])
 
     async def run(self) -> None:
+        inputs = list(self.frames_subs.values()) + [self.results_sub]
         while True:
-            await wait_any((self.frames_sub, self.results_sub))
+            await wait_any(inputs)
             # frames first, and always: a frame may land between the poll and its result
             await self._take_frames()
-            latest = None
+            latest: Dict[str, Result] = {}  # camera -> its newest result of this batch
             while True:
                 r = self.results_sub.recv_nowait()
                 if r is None:
@@ -202,34 +215,48 @@ class Display(Actor):
                         self.results_expected = r.sent
                 elif isinstance(r, Result):
                     self.stats.count("in")
-                    if self.every_frame:
-                        self.waiting.append(r)
-                        continue
-                    if latest is not None:
-                        self.stats.drop("skipped")  # a newer result is here: show that one
-                    latest = r
-            if latest is not None:
-                await self._show(latest)
-            while self.waiting:  # a record: in order; a result whose frame has not come yet waits for it
-                await self._take_frames()
-                if self.waiting[0].frame_id > self.last_frame_seen:
-                    break
-                await self._show(self.waiting.popleft())
+                    if r.camera not in self.frames:
+                        self.stats.drop("no_frame")  # a camera this display does not know: nothing to draw on
+                    elif self.every_frame:
+                        self.waiting[r.camera].append(r)
+                    else:
+                        if r.camera in latest:
+                            self.stats.drop("skipped")  # a newer result of its camera is here: show that one
+                        latest[r.camera] = r
+            for r in latest.values():
+                await self._show(r)
+            for cam, waiting in self.waiting.items():
+                while waiting:  # a record: in order; a result whose frame has not come yet waits for it
+                    await self._take_frames()
+                    if waiting[0].frame_id > self.last_frame_seen[cam]:
+                        break
+                    await self._show(waiting.popleft())
             self.loss.account(self.results_sub, "result")
             self._check_drained()
 
     async def _take_frames(self) -> None:
-        while True:
-            f = self.frames_sub.recv_nowait()
-            if f is None:
-                return
-            if isinstance(f, Frame) and f.image is not None:
-                if not self._rate_known:
-                    await self._take_source_rate(f.source)
-                self.frames[f.frame_id] = f.image
-                self.last_frame_seen = max(self.last_frame_seen, f.frame_id)
-                while len(self.frames) > self.frame_buffer:
-                    self.frames.popitem(last=False)
+        for cam, sub in self.frames_subs.items():
+            buffer = self.frames[cam]
+            while True:
+                f = sub.recv_nowait()
+                if f is None:
+                    break
+                if isinstance(f, Eos):
+                    self.camera_ended(cam)
+                elif isinstance(f, Frame) and f.image is not None:
+                    if not self._rate_known:
+                        await self._take_source_rate(f.source)
+                    buffer[f.frame_id] = f.image
+                    self.last_frame_seen[cam] = max(self.last_frame_seen[cam], f.frame_id)
+                    self.frame_came(cam, f)
+                    while len(buffer) > self.frame_buffer:
+                        buffer.popitem(last=False)
+
+    def frame_came(self, camera: str, frame: Frame) -> None:
+        """A frame of ``camera`` reached the display (the live view marks the camera live)."""
+
+    def camera_ended(self, camera: str) -> None:
+        """``camera``'s capture sent its end of stream (the live view shows it on the camera's tile)."""
 
     def _check_drained(self) -> None:
         done = self.stats.counters.get("out", 0) + self.stats.dropped
@@ -246,17 +273,23 @@ class Display(Actor):
                       getattr(self.sink, "fps", 0.0), "the source's rate" if rate > 0 else "display.fps")
 
     async def _show(self, r: Result) -> None:
-        image = self.frames.get(r.frame_id)
+        frames = self.frames[r.camera]
+        image = frames.get(r.frame_id)
         if image is None:
-            self.log.debug("no frame for result %d; have %s", r.frame_id, list(self.frames)[:5])
+            self.log.debug("no frame for result %d of camera %s; have %s", r.frame_id, r.camera, list(frames)[:5])
             self.stats.drop("no_frame")  # its frame left the buffer (or never came): nothing to draw on
             return
-        for fid in [k for k in self.frames if k <= r.frame_id]:
-            del self.frames[fid]
+        for fid in [k for k in frames if k <= r.frame_id]:
+            del frames[fid]
         t0 = time.monotonic()
-        self.shown.append(t0)
-        annotated = annotate(image, r, self._fps())
-        written = asyncio.get_running_loop().run_in_executor(self.executor, self.sink.write, annotated)
+        self.shown[r.camera].append(t0)
+        annotated = annotate(image, r, self._fps(r.camera))
+        loop = asyncio.get_running_loop()
+        per_camera = getattr(self.sink, "write_camera", None)
+        if per_camera is not None:  # a sink with a view per camera (the live view's tiles, a window each)
+            written = loop.run_in_executor(self.executor, per_camera, r.camera, annotated)
+        else:
+            written = loop.run_in_executor(self.executor, self.sink.write, annotated)
         self.stats.count("out")
         # shielded: cancelling us must not cancel a write still queued in the sink's thread,
         # or a frame counted as shown would never reach the file

@@ -1,7 +1,9 @@
 """The display actor of ``--display web``: a ``Display`` that also feeds the live view's panels.
 
 Besides drawing and serving the frames (``Display`` with a ``WebSink``), it
-hands each result it shows to the sink (faces, latency) and subscribes to the
+hands each result it shows to the sink (faces, latency; each camera's to its
+tile), tells it when a camera's frames come and when its stream ends (the
+tile shows a camera live, stalled or ended), and subscribes to the
 pipeline's public metrics endpoint, where the metrics hub republishes every
 actor's snapshot (those of other processes too), for the per-actor panel.
 """
@@ -12,7 +14,7 @@ from typing import Any, Dict, Optional
 from edgepipe.actors.runtime.context import Context, Endpoints
 from edgepipe.actors.runtime.tasks import first
 from edgepipe.actors.sinks.display import Display, DisplayConfig, Sink
-from edgepipe.bus.messages import Metric, Result
+from edgepipe.bus.messages import Frame, Metric, Result
 from edgepipe.bus.sockets import Bus
 
 
@@ -51,8 +53,18 @@ class LiveView(Display):
             if isinstance(m, Metric):
                 self.sink.on_metric(m)  # type: ignore[attr-defined]
 
+    def frame_came(self, camera: str, frame: Frame) -> None:
+        on_frame = getattr(self.sink, "on_frame", None)
+        if on_frame is not None:
+            on_frame(camera)
+
+    def camera_ended(self, camera: str) -> None:
+        on_end = getattr(self.sink, "on_camera_end", None)
+        if on_end is not None:
+            on_end(camera)
+
     async def _show(self, r: Result) -> None:
         on_result = getattr(self.sink, "on_result", None)
-        if on_result is not None:
-            on_result(r, self._fps())
+        if on_result is not None and r.frame_id in self.frames.get(r.camera, ()):
+            on_result(r, self._fps(r.camera))  # the tile's figures go with the frame it shows
         await super()._show(r)

@@ -6,6 +6,7 @@ picks one from the ``--display`` spec.
 from __future__ import annotations
 
 import os
+from typing import Set
 
 import cv2
 import numpy as np
@@ -34,6 +35,7 @@ class WindowSink(Sink):
     def __init__(self, title: str = "edgepipe") -> None:
         self.title = title
         self.opened = False
+        self.windows: Set[str] = set()  # the windows opened, one per camera
 
     def open(self) -> None:
         if os.name == "posix" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
@@ -50,8 +52,17 @@ class WindowSink(Sink):
         cv2.imshow(self.title, image)
         cv2.waitKey(1)
 
+    def write_camera(self, camera: str, image: np.ndarray) -> None:
+        """A window per camera: ``edgepipe`` for the one camera ``default``, ``edgepipe NAME`` otherwise."""
+        title = self.title if camera == "default" else "%s %s" % (self.title, camera)
+        self.windows.add(title)
+        cv2.imshow(title, image)
+        cv2.waitKey(1)
+
     def close(self) -> None:
         if self.opened:
+            for title in sorted(self.windows - {self.title}):
+                cv2.destroyWindow(title)
             cv2.destroyWindow(self.title)
             self.opened = False
 

@@ -1,10 +1,15 @@
-"""The live view's page: the annotated stream and panels fed by server-sent events (``/events``).
+"""The live view's page: a tile per camera (its annotated stream, label, FPS, latency, faces and state:
+live, stalled or ended) and panels fed by server-sent events (``/events``).
 
 The page holds no figures of its own: every number comes from the status
 document (``/api/status``, the same JSON that each ``/events`` message
 carries). Each update also fires a ``edgepipe-status`` DOM event on
 ``window`` (its ``detail`` is the status), which tests and other scripts can
-wait on.
+wait on. The tiles are made from the status document's ``cameras`` (in name
+order) the first time a camera appears; each tile's image streams
+``/stream/NAME.mjpg``. The first tile's image has the id ``stream`` and its
+faces the id ``faces`` (with the one camera ``default`` the page looks as it
+did before cameras had names).
 """
 
 PAGE = b"""<!doctype html>
@@ -16,7 +21,12 @@ header{padding:6px 12px;background:#1b1b1b;display:flex;gap:16px;align-items:bas
 header h1{font-size:16px;margin:0;color:#fff}
 #conn{font-size:12px;color:#888}#conn.live{color:#6c6}
 main{display:grid;grid-template-columns:minmax(320px,1.15fr) minmax(440px,1fr);gap:12px;padding:12px}
-#stream{width:100%;height:auto;background:#000;display:block;border:1px solid #333}
+#tiles{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:10px}
+.tile{margin:0}.tile img{width:100%;height:auto;background:#000;display:block;border:1px solid #333}
+.tile figcaption{display:flex;gap:10px;align-items:baseline;flex-wrap:wrap;margin:4px 0}
+.tile .label{color:#fff;font-weight:600}.tile .state{font-size:12px;padding:0 6px;border-radius:8px;background:#333}
+.tile.live .state{background:#254;color:#9e9}.tile.stalled .state{background:#542;color:#fc8}
+.tile.ended .state{background:#333;color:#aaa}.tile.stalled img,.tile.ended img{opacity:.55}
 h2{font-size:13px;text-transform:uppercase;letter-spacing:.05em;color:#9ab;margin:14px 0 4px}
 table{border-collapse:collapse;width:100%;font-size:13px;font-variant-numeric:tabular-nums}
 th,td{padding:2px 6px;text-align:right;border-bottom:1px solid #262626;white-space:nowrap}
@@ -29,9 +39,7 @@ td.warn{color:#fb4}a{color:#8bd}ul{margin:0;padding-left:18px}.muted{color:#777}
 <span id="conn">connecting</span></header>
 <main>
 <section>
-<img id="stream" src="/stream.mjpg" alt="annotated live stream">
-<h2>Faces now</h2><div id="faces" class="muted">none</div>
-<div id="labels-box" hidden><h2>Labels</h2><div id="labels"></div></div>
+<div id="tiles"></div>
 </section>
 <section>
 <h2>Actors</h2>
@@ -43,8 +51,8 @@ td.warn{color:#fb4}a{color:#8bd}ul{margin:0;padding-left:18px}.muted{color:#777}
 <h2>Where each role runs</h2><ul id="roles"></ul>
 <div id="devices-box" hidden><h2>Devices</h2><ul id="devices"></ul></div>
 <div id="resources-box" hidden><h2>Temperature and power</h2><ul id="resources"></ul></div>
-<p class="muted"><a href="/snapshot.jpg">snapshot</a> &middot; <a href="/api/status">status JSON</a>
-&middot; <a href="/stream.mjpg">bare stream</a></p>
+<p class="muted"><a href="/api/status">status JSON</a>; each camera's
+<code>/snapshot/NAME.jpg</code> and bare stream <code>/stream/NAME.mjpg</code> (links on its tile)</p>
 </section>
 </main>
 <script>
@@ -52,10 +60,56 @@ td.warn{color:#fb4}a{color:#8bd}ul{margin:0;padding-left:18px}.muted{color:#777}
 const $ = (id) => document.getElementById(id);
 const num = (v, d) => (v === null || v === undefined) ? "-" : Number(v).toFixed(d);
 function el(tag, text, cls) { const e = document.createElement(tag); e.textContent = text; if (cls) e.className = cls; return e; }
-function render(s) {
-  const f = s.frame;
-  $("frame").textContent = f ? ("frame " + f.frame_id + ", " + f.width + "x" + f.height + ", " + num(f.fps, 1)
+function frameText(f) {
+  return f ? ("frame " + f.frame_id + ", " + f.width + "x" + f.height + ", " + num(f.fps, 1)
     + " FPS shown, " + num(f.latency_ms, 0) + " ms capture to result" + (f.partial ? ", partial" : "")) : "waiting for frames";
+}
+// a browser opens at most 6 connections to a host: the first tiles stream, the others (and /events) refresh
+// their snapshot on each update
+const MAX_STREAMS = 4;
+function tile(c, first, streams) {
+  let t = document.querySelector('.tile[data-camera="' + c.name + '"]');
+  if (t) return t;
+  t = document.createElement("figure"); t.className = "tile"; t.dataset.camera = c.name;
+  const img = document.createElement("img"); img.className = "stream"; if (streams) img.src = c.stream;
+  img.alt = "annotated live stream of " + c.label; if (first) img.id = "stream";
+  const cap = document.createElement("figcaption");
+  for (const cls of ["label", "state", "info muted"]) cap.appendChild(el("span", "", cls));
+  const links = el("span", "", "muted");
+  for (const [href, text] of [[c.snapshot, "snapshot"], [c.stream, "stream"]]) {
+    const a = el("a", text); a.href = href; links.append(" ", a); }
+  cap.appendChild(links);
+  const faces = el("div", "none", "faces muted"); if (first) faces.id = "faces";
+  t.append(img, cap, faces, el("div", "", "labels muted"));
+  $("tiles").appendChild(t); return t;
+}
+function showFaces(box, list) {
+  box.replaceChildren(); box.classList.toggle("muted", !list.length);
+  if (!list.length) box.textContent = "no face";
+  for (const x of list) {
+    const label = x.smoothed || x.expression || "no expression yet";
+    // this frame's confidence belongs to this frame's label; when the vote differs, say what the frame read
+    const now = x.expression && x.expression !== label ? " (now " + x.expression + ")"
+      : (x.confidence !== null ? " " + num(100 * x.confidence, 0) + "%" : "");
+    box.appendChild(el("span", (x.track >= 0 ? "#" + x.track + " " : "") + label + now, "face"));
+  }
+}
+function render(s) {
+  const cams = s.cameras || [];
+  $("frame").textContent = cams.length > 1 ? cams.length + " cameras" : frameText(s.frame);
+  cams.forEach((c, i) => {
+    const t = tile(c, i === 0, i < MAX_STREAMS);
+    if (i >= MAX_STREAMS && c.shown > 0 && t.dataset.shown !== String(c.shown))
+      t.querySelector("img").src = c.snapshot + "?n=" + c.shown;
+    t.classList.remove("waiting", "live", "stalled", "ended"); t.classList.add(c.state);
+    t.querySelector(".label").textContent = c.label;
+    t.querySelector(".state").textContent = c.state;
+    t.querySelector(".info").textContent = c.frame ? (num(c.fps, 1) + " FPS, " + num(c.latency_ms, 0) + " ms, "
+      + c.frames + " frames, " + c.drops + " dropped") : "waiting for frames";
+    t.dataset.shown = c.shown;
+    showFaces(t.querySelector(".faces"), c.faces);
+    t.querySelector(".labels").textContent = c.labels.map((l) => l[0] + " " + num(100 * l[1], 0) + "%").join(", ");
+  });
   const body = $("actors").tBodies[0]; body.replaceChildren();
   for (const a of s.actors) {
     const tr = document.createElement("tr"); tr.dataset.actor = a.name;
@@ -68,18 +122,56 @@ function render(s) {
     if (a.stale) tr.classList.add("muted");
     body.appendChild(tr);
   }
-  const faces = $("faces"); faces.replaceChildren();
-  faces.className = s.faces.length ? "" : "muted";
-  if (!s.faces.length) faces.textContent = "none";
-  for (const x of s.faces) {
+function frameText(f) {
+  return f ? ("frame " + f.frame_id + ", " + f.width + "x" + f.height + ", " + num(f.fps, 1)
+    + " FPS shown, " + num(f.latency_ms, 0) + " ms capture to result" + (f.partial ? ", partial" : "")) : "waiting for frames";
+}
+// a browser opens at most 6 connections to a host: the first tiles stream, the others (and /events) refresh
+// their snapshot on each update
+const MAX_STREAMS = 4;
+function tile(c, first, streams) {
+  let t = document.querySelector('.tile[data-camera="' + c.name + '"]');
+  if (t) return t;
+  t = document.createElement("figure"); t.className = "tile"; t.dataset.camera = c.name;
+  const img = document.createElement("img"); img.className = "stream"; if (streams) img.src = c.stream;
+  img.alt = "annotated live stream of " + c.label; if (first) img.id = "stream";
+  const cap = document.createElement("figcaption");
+  for (const cls of ["label", "state", "info muted"]) cap.appendChild(el("span", "", cls));
+  const links = el("span", "", "muted");
+  for (const [href, text] of [[c.snapshot, "snapshot"], [c.stream, "stream"]]) {
+    const a = el("a", text); a.href = href; links.append(" ", a); }
+  cap.appendChild(links);
+  const faces = el("div", "none", "faces muted"); if (first) faces.id = "faces";
+  t.append(img, cap, faces, el("div", "", "labels muted"));
+  $("tiles").appendChild(t); return t;
+}
+function showFaces(box, list) {
+  box.replaceChildren(); box.classList.toggle("muted", !list.length);
+  if (!list.length) box.textContent = "no face";
+  for (const x of list) {
     const label = x.smoothed || x.expression || "no expression yet";
     // this frame's confidence belongs to this frame's label; when the vote differs, say what the frame read
     const now = x.expression && x.expression !== label ? " (now " + x.expression + ")"
       : (x.confidence !== null ? " " + num(100 * x.confidence, 0) + "%" : "");
-    faces.appendChild(el("span", (x.track >= 0 ? "#" + x.track + " " : "") + label + now, "face"));
+    box.appendChild(el("span", (x.track >= 0 ? "#" + x.track + " " : "") + label + now, "face"));
   }
-  $("labels-box").hidden = !s.labels.length; $("labels").textContent = s.labels.map((l) => l[0] + " " + num(100 * l[1], 0) + "%").join(", ");
-  const roles = $("roles"); roles.replaceChildren();
+}
+function render(s) {
+  const cams = s.cameras || [];
+  $("frame").textContent = cams.length > 1 ? cams.length + " cameras" : frameText(s.frame);
+  cams.forEach((c, i) => {
+    const t = tile(c, i === 0, i < MAX_STREAMS);
+    if (i >= MAX_STREAMS && c.shown > 0 && t.dataset.shown !== String(c.shown))
+      t.querySelector("img").src = c.snapshot + "?n=" + c.shown;
+    t.classList.remove("waiting", "live", "stalled", "ended"); t.classList.add(c.state);
+    t.querySelector(".label").textContent = c.label;
+    t.querySelector(".state").textContent = c.state;
+    t.querySelector(".info").textContent = c.frame ? (num(c.fps, 1) + " FPS, " + num(c.latency_ms, 0) + " ms, "
+      + c.frames + " frames, " + c.drops + " dropped") : "waiting for frames";
+    t.dataset.shown = c.shown;
+    showFaces(t.querySelector(".faces"), c.faces);
+    t.querySelector(".labels").textContent = c.labels.map((l) => l[0] + " " + num(100 * l[1], 0) + "%").join(", ");
+  });  const roles = $("roles"); roles.replaceChildren();
   for (const [role, where] of Object.entries(s.roles)) roles.appendChild(el("li", where));
   const devs = Object.entries(s.devices); $("devices-box").hidden = !devs.length;
   $("devices").replaceChildren(...devs.map(([d, b]) => el("li", d + ": busy " + num(b, 0) + "%")));

@@ -146,9 +146,9 @@ def _check_cameras(cfg: Config) -> None:
             raise ConfigError("cameras.%s: a camera's name is 1 to 32 letters, digits or _ (no - or .)" % name)
         if not cam.source:
             raise ConfigError("cameras.%s.source: empty; name what the camera reads" % name)
-    if len(cfg.camera_list()) > 1 and cfg.pipeline.display != "none":
-        raise ConfigError("pipeline.display: the live view shows one camera; with %d cameras set display = none"
-                          % len(cfg.camera_list()))
+    if len(cfg.camera_list()) > 1 and cfg.pipeline.display.startswith("file:"):
+        raise ConfigError("pipeline.display: a video file records one camera; with %d cameras use web (a tile "
+                          "per camera), window (a window per camera) or none" % len(cfg.camera_list()))
 
 
 # ---------------------------------------------------------------- command-line overrides

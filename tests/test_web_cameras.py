@@ -1,0 +1,139 @@
+"""The live view with several cameras: a tile, a snapshot, a stream and a status entry per camera; a camera that
+stalls shows so on its tile while the others go on (in-process, the fake engine, the synthetic source)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+from helpers import inproc_config, run_async
+
+from edgepipe.actors.sinks.web_sink import BOUNDARY
+from edgepipe.pipeline.config.sections import CameraConfig
+from edgepipe.pipeline.runner import RunOptions, run
+
+
+def until(url, predicate, limit=2000):
+    """The first status document of ``/events`` for which ``predicate`` holds (each update, as the page gets
+    them); fails after ``limit`` updates."""
+    with urllib.request.urlopen(url + "/events", timeout=60) as r:
+        for _ in range(limit):
+            line = r.readline()
+            while line and not line.startswith(b"data: "):
+                line = r.readline()
+            assert line, "the event stream ended"
+            doc = json.loads(line[len(b"data: "):])
+            if predicate(doc):
+                return doc
+    raise AssertionError("no such status in %d updates: %s" % (limit, doc))
+
+
+def cams(doc):
+    return {c["name"]: c for c in doc["cameras"]}
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return r.headers["Content-Type"], r.read()
+
+
+def status_of(url, code):
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(url, timeout=30)
+    err.value.close()
+    return err.value.code == code
+
+
+def first_mjpeg_part(url):
+    with urllib.request.urlopen(url, timeout=30) as r:
+        assert "multipart/x-mixed-replace" in r.headers["Content-Type"]
+        head = r.read(200)
+        assert head.startswith(b"--" + BOUNDARY)
+        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        body = head.split(b"\r\n\r\n", 1)[1]
+        body += r.read(length - len(body))
+    return cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+
+
+def live_view(cfg, check, timeout=120):
+    """Run ``cfg`` until ``check(url)`` (in a thread) returns; the run's summary and what check returned."""
+    async def main():
+        stop, ready, holder = asyncio.Event(), asyncio.Event(), {}
+
+        def on_ready(p):
+            holder["sink"] = p.one("display").sink
+            ready.set()
+
+        runner = asyncio.ensure_future(run(cfg, RunOptions(frames=100000), stop, on_ready=on_ready))
+        try:
+            await ready.wait()
+            host, port = holder["sink"].address
+            got = await asyncio.get_running_loop().run_in_executor(None, check, "http://%s:%d" % (host, port))
+        finally:
+            stop.set()
+            summary = await runner
+        return summary, got
+
+    return run_async(main(), timeout=timeout)
+
+
+def test_two_cameras_each_have_a_status_entry_a_snapshot_and_a_stream():
+    cfg = inproc_config(pipeline={"display": "web:127.0.0.1:0"})
+    cfg.cameras = {"b": CameraConfig(source="synthetic:faces=2,fps=30,size=320x240"),
+                   "a": CameraConfig(source="synthetic:faces=1,fps=30,size=640x480", label="front door")}
+
+    def check(url):
+        doc = until(url, lambda d: all(c["frames"] > 0 and c["shown"] > 0 and c["faces"] for c in d["cameras"]))
+        snaps = {}
+        for name in ("a", "b"):
+            ctype, body = get(url + "/snapshot/%s.jpg" % name)
+            assert ctype == "image/jpeg"
+            snaps[name] = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+        _, first = get(url + "/snapshot.jpg")  # the first camera by name
+        streamed = {name: first_mjpeg_part(url + "/stream/%s.mjpg" % name) for name in ("a", "b")}
+        bare = first_mjpeg_part(url + "/stream.mjpg")
+        missing = [status_of(url + path, 404) for path in ("/snapshot/zz.jpg", "/stream/zz.mjpg",
+                                                           "/snapshot/a.mjpg", "/stream/a-b.mjpg")]
+        _, page = get(url + "/")
+        return doc, snaps, cv2.imdecode(np.frombuffer(first, np.uint8), cv2.IMREAD_COLOR), streamed, bare, missing, page
+
+    s, (doc, snaps, first, streamed, bare, missing, page) = live_view(cfg, check)
+    assert [c["name"] for c in doc["cameras"]] == ["a", "b"]  # name order
+    a, b = doc["cameras"]
+    assert a["label"] == "front door" and b["label"] == "b"
+    assert a["state"] == b["state"] == "live"
+    assert a["stream"] == "/stream/a.mjpg" and b["snapshot"] == "/snapshot/b.jpg"
+    assert len(a["faces"]) == 1 and len(b["faces"]) == 2
+    assert (a["frame"]["width"], a["frame"]["height"]) == (640, 480) and (b["frame"]["width"], b["frame"]["height"]) == (320, 240)
+    assert a["fps"] is not None and a["latency_ms"] is not None and b["drops"] >= 0
+    assert doc["frame"] == a["frame"] and doc["faces"] == a["faces"]  # the top level: the first camera's
+    assert snaps["a"].shape == (480, 640, 3) and snaps["b"].shape == (240, 320, 3)
+    assert first.shape == (480, 640, 3) and bare.shape == (480, 640, 3)
+    assert streamed["a"].shape == (480, 640, 3) and streamed["b"].shape == (240, 320, 3)
+    assert all(missing), missing
+    assert b"tiles" in page
+    assert s["leaked_sockets"] == [] and set(s["cameras"]) == {"a", "b"}
+    assert s["actors"]["display"]["out"] > 0
+
+
+def test_a_stalled_camera_shows_so_while_the_other_goes_on():
+    cfg = inproc_config(pipeline={"display": "web:127.0.0.1:0"})
+    cfg.capture.read_timeout_s = 600.0  # the stall is the camera's state under test, not a reason to reopen it
+    cfg.cameras = {"a": CameraConfig(source="synthetic:faces=1,fps=30,size=320x240"),
+                   "b": CameraConfig(source="synthetic:faces=1,fps=30,size=320x240,stall_at=10,stall_ms=60000")}
+
+    def check(url):
+        stalled = until(url, lambda d: cams(d)["b"]["state"] == "stalled")
+        shown = cams(stalled)["a"]["shown"]
+        later = until(url, lambda d: cams(d)["a"]["shown"] > shown + 10)  # a's tile goes on
+        return stalled, later
+
+    s, (stalled, later) = live_view(cfg, check)
+    assert cams(stalled)["a"]["state"] == "live"
+    assert cams(later)["b"]["state"] == "stalled" and cams(later)["b"]["shown"] == cams(stalled)["b"]["shown"]
+    assert cams(later)["a"]["state"] == "live"
+    assert s["leaked_sockets"] == []
