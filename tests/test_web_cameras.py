@@ -1,5 +1,6 @@
 """The live view with several cameras: a tile, a snapshot, a stream and a status entry per camera; a camera that
-stalls shows so on its tile while the others go on (in-process, the fake engine, the synthetic source)."""
+stalls shows so on its tile while the others go on (in-process, the fake engine, the synthetic source); the
+issue's command in a real headless Chromium."""
 from __future__ import annotations
 
 import asyncio
@@ -15,6 +16,8 @@ from helpers import inproc_config, run_async
 from edgepipe.actors.sinks.web_sink import BOUNDARY
 from edgepipe.pipeline.config.sections import CameraConfig
 from edgepipe.pipeline.runner import RunOptions, run
+from tools.chromium import Chromium, find_chromium
+from tools.screenshot import RunPy
 
 
 def until(url, predicate, limit=2000):
@@ -137,3 +140,66 @@ def test_a_stalled_camera_shows_so_while_the_other_goes_on():
     assert cams(later)["b"]["state"] == "stalled" and cams(later)["b"]["shown"] == cams(stalled)["b"]["shown"]
     assert cams(later)["a"]["state"] == "live"
     assert s["leaked_sockets"] == []
+
+
+needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="no chromium on PATH (apt-get install chromium)")
+
+# the issue's command, on each engine: the fake Edge TPU sees the synthetic camera's drawn faces (a), the real
+# models on the CPU the demo clip's (b)
+ENGINES = {"fake": (["--engine", "fake"], "a"), "cpu": (["--profile", "fd+fer64", "--engine", "cpu"], "b")}
+
+# resolves with the status once an update shows every tile with faces where `faces` says, and both tiles' images
+# loaded; then each tile's image is fingerprinted until its pixels change
+TILES_WORK = """new Promise((ok) => {
+    const check = (s) => s.cameras.length === 2 && s.cameras.every((c) => c.state === 'live' && c.shown > 0)
+        && s.cameras.find((c) => c.name === %(faces)s).faces.length > 0
+        && [...document.querySelectorAll('.tile img')].every((img) => img.naturalWidth > 0);
+    window.addEventListener('edgepipe-status', function h(e) {
+        if (check(e.detail)) { window.removeEventListener('edgepipe-status', h); ok(e.detail); } });
+})"""
+TILE_CHANGES = """new Promise((ok) => {
+    const img = document.querySelector('.tile[data-camera="%s"] img');
+    const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+    const g = c.getContext('2d');
+    const sum = () => { g.drawImage(img, 0, 0); const d = g.getImageData(0, 0, c.width, c.height).data;
+        let h = 0; for (let i = 0; i < d.length; i += 61) h = (h * 31 + d[i]) | 0; return h; };
+    const first = sum();
+    const again = () => { const now = sum(); now !== first ? ok([c.width, c.height]) : setTimeout(again, 20); };
+    again(); })"""
+
+
+@needs_chromium
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_the_issue_s_two_cameras_in_chromium(engine, tmp_path):
+    args, with_faces = ENGINES[engine]
+    run = RunPy(args + ["--camera", "a=synthetic:faces=1", "--camera", "b=demo", "--display", "web:127.0.0.1:0",
+                        "-v", "--metrics-endpoint", "ipc://%s" % (tmp_path / "metrics"), "--duration", "600"])
+    try:
+        assert run.has_url.wait(300) and run.url, "no 'live view at' line:\n" + "\n".join(run.lines)
+        with Chromium() as browser:
+            page = browser.page()
+            page.navigate(run.url)
+            status = page.evaluate(TILES_WORK % {"faces": json.dumps(with_faces)}, await_promise=True)
+            tiles = page.evaluate("""[...document.querySelectorAll('.tile')].map((t) => [t.dataset.camera,
+                t.querySelector('.label').textContent, t.querySelector('.state').textContent,
+                [...t.querySelectorAll('.face')].map((f) => f.textContent)])""")
+            assert [t[0] for t in tiles] == ["a", "b"] and [t[1] for t in tiles] == ["a", "b"], tiles
+            assert all(t[2] == "live" for t in tiles), tiles
+            faces = dict((t[0], t[3]) for t in tiles)[with_faces]
+            assert faces and all(f.startswith("#") for f in faces), tiles
+            for cam in ("a", "b"):  # each tile's stream moves on, at its camera's own size
+                entry = cams(status)[cam]
+                size = page.evaluate(TILE_CHANGES % cam, await_promise=True)
+                assert size == [entry["frame"]["width"], entry["frame"]["height"]], (cam, size, entry)
+            shown = {c["name"]: c["shown"] for c in status["cameras"]}
+            later = page.evaluate("""new Promise((ok) => window.addEventListener('edgepipe-status', function h(e) {
+                if (e.detail.cameras.every((c) => c.shown > %s[c.name])) {
+                    window.removeEventListener('edgepipe-status', h); ok(e.detail); } }))""" % json.dumps(shown),
+                                  await_promise=True)
+            assert all(c["frames"] > 0 for c in later["cameras"])
+            assert page.errors() == []
+            assert cv2.imread(page.screenshot(str(tmp_path / ("two-cameras-%s.png" % engine)))) is not None
+    finally:
+        rc, out = run.stop()
+    assert rc == 0, "\n".join(run.lines[-20:])
+    assert "camera a (synthetic:faces=1)" in out and "camera b (demo)" in out and "0 unaccounted" in out

@@ -51,8 +51,8 @@ td.warn{color:#fb4}a{color:#8bd}ul{margin:0;padding-left:18px}.muted{color:#777}
 <h2>Where each role runs</h2><ul id="roles"></ul>
 <div id="devices-box" hidden><h2>Devices</h2><ul id="devices"></ul></div>
 <div id="resources-box" hidden><h2>Temperature and power</h2><ul id="resources"></ul></div>
-<p class="muted"><a href="/api/status">status JSON</a>; each camera's
-<code>/snapshot/NAME.jpg</code> and bare stream <code>/stream/NAME.mjpg</code> (links on its tile)</p>
+<p class="muted"><a href="/snapshot.jpg">snapshot</a> &middot; <a href="/api/status">status JSON</a>
+&middot; <a href="/stream.mjpg">bare stream</a> (the first camera's; each tile links its own)</p>
 </section>
 </main>
 <script>
@@ -122,56 +122,7 @@ function render(s) {
     if (a.stale) tr.classList.add("muted");
     body.appendChild(tr);
   }
-function frameText(f) {
-  return f ? ("frame " + f.frame_id + ", " + f.width + "x" + f.height + ", " + num(f.fps, 1)
-    + " FPS shown, " + num(f.latency_ms, 0) + " ms capture to result" + (f.partial ? ", partial" : "")) : "waiting for frames";
-}
-// a browser opens at most 6 connections to a host: the first tiles stream, the others (and /events) refresh
-// their snapshot on each update
-const MAX_STREAMS = 4;
-function tile(c, first, streams) {
-  let t = document.querySelector('.tile[data-camera="' + c.name + '"]');
-  if (t) return t;
-  t = document.createElement("figure"); t.className = "tile"; t.dataset.camera = c.name;
-  const img = document.createElement("img"); img.className = "stream"; if (streams) img.src = c.stream;
-  img.alt = "annotated live stream of " + c.label; if (first) img.id = "stream";
-  const cap = document.createElement("figcaption");
-  for (const cls of ["label", "state", "info muted"]) cap.appendChild(el("span", "", cls));
-  const links = el("span", "", "muted");
-  for (const [href, text] of [[c.snapshot, "snapshot"], [c.stream, "stream"]]) {
-    const a = el("a", text); a.href = href; links.append(" ", a); }
-  cap.appendChild(links);
-  const faces = el("div", "none", "faces muted"); if (first) faces.id = "faces";
-  t.append(img, cap, faces, el("div", "", "labels muted"));
-  $("tiles").appendChild(t); return t;
-}
-function showFaces(box, list) {
-  box.replaceChildren(); box.classList.toggle("muted", !list.length);
-  if (!list.length) box.textContent = "no face";
-  for (const x of list) {
-    const label = x.smoothed || x.expression || "no expression yet";
-    // this frame's confidence belongs to this frame's label; when the vote differs, say what the frame read
-    const now = x.expression && x.expression !== label ? " (now " + x.expression + ")"
-      : (x.confidence !== null ? " " + num(100 * x.confidence, 0) + "%" : "");
-    box.appendChild(el("span", (x.track >= 0 ? "#" + x.track + " " : "") + label + now, "face"));
-  }
-}
-function render(s) {
-  const cams = s.cameras || [];
-  $("frame").textContent = cams.length > 1 ? cams.length + " cameras" : frameText(s.frame);
-  cams.forEach((c, i) => {
-    const t = tile(c, i === 0, i < MAX_STREAMS);
-    if (i >= MAX_STREAMS && c.shown > 0 && t.dataset.shown !== String(c.shown))
-      t.querySelector("img").src = c.snapshot + "?n=" + c.shown;
-    t.classList.remove("waiting", "live", "stalled", "ended"); t.classList.add(c.state);
-    t.querySelector(".label").textContent = c.label;
-    t.querySelector(".state").textContent = c.state;
-    t.querySelector(".info").textContent = c.frame ? (num(c.fps, 1) + " FPS, " + num(c.latency_ms, 0) + " ms, "
-      + c.frames + " frames, " + c.drops + " dropped") : "waiting for frames";
-    t.dataset.shown = c.shown;
-    showFaces(t.querySelector(".faces"), c.faces);
-    t.querySelector(".labels").textContent = c.labels.map((l) => l[0] + " " + num(100 * l[1], 0) + "%").join(", ");
-  });  const roles = $("roles"); roles.replaceChildren();
+  const roles = $("roles"); roles.replaceChildren();
   for (const [role, where] of Object.entries(s.roles)) roles.appendChild(el("li", where));
   const devs = Object.entries(s.devices); $("devices-box").hidden = !devs.length;
   $("devices").replaceChildren(...devs.map(([d, b]) => el("li", d + ": busy " + num(b, 0) + "%")));
