@@ -11,7 +11,7 @@ import urllib.request
 import cv2
 import numpy as np
 import pytest
-from helpers import inproc_config, run_async
+from helpers import ASSETS, inproc_config, run_async
 
 from edgepipe.actors.sinks.web_sink import BOUNDARY
 from edgepipe.pipeline.config.sections import CameraConfig
@@ -203,3 +203,20 @@ def test_the_issue_s_two_cameras_in_chromium(engine, tmp_path):
         rc, out = run.stop()
     assert rc == 0, "\n".join(run.lines[-20:])
     assert "camera a (synthetic:faces=1)" in out and "camera b (demo)" in out and "0 unaccounted" in out
+
+
+@pytest.mark.skipif(not (ASSETS / "video" / "single_face.mp4").is_file(), reason="test assets not found at %s" % ASSETS)
+def test_a_camera_whose_stream_ends_shows_so_while_the_other_goes_on():
+    cfg = inproc_config(pipeline={"display": "web:127.0.0.1:0"})
+    cfg.cameras = {"a": CameraConfig(source="synthetic:faces=1,fps=30,size=320x240"),
+                   "b": CameraConfig(source="video:%s" % (ASSETS / "video" / "single_face.mp4"))}
+
+    def check(url):
+        ended = until(url, lambda d: cams(d)["b"]["state"] == "ended")
+        shown = cams(ended)["a"]["shown"]
+        return ended, until(url, lambda d: cams(d)["a"]["shown"] > shown + 10)
+
+    s, (ended, later) = live_view(cfg, check)
+    assert cams(ended)["b"]["shown"] > 0 and cams(ended)["a"]["state"] == "live"
+    assert cams(later)["b"]["state"] == "ended" and cams(later)["a"]["state"] == "live"
+    assert s["leaked_sockets"] == []
