@@ -26,6 +26,7 @@ from edgepipe.actors.runtime.context import Context, Endpoints
 from edgepipe.actors.runtime.settings import Hwm, Section
 from edgepipe.actors.sources.source_factory import make_source
 from edgepipe.actors.sources.sources import Source, SourceError
+from edgepipe.bus.codec import topic
 from edgepipe.bus.messages import Eos, Frame
 from edgepipe.bus.sockets import Bus
 
@@ -89,7 +90,7 @@ class Capture(Actor):
         self.pub = self.channel(self.bus.pub(self.frames_endpoint, hwm=self.hwm, name=self.name))
         if self.lossless:
             self.results = self.channel(self.bus.sub(self.results_endpoint, hwm=1000, name=self.name + ".credits",
-                                                     topics=("done",)))
+                                                     topics=(topic("done", self.camera),)))
 
     def gauges(self) -> Dict[str, float]:
         """A camera's or a stream's reconnects (a counter, kept current) and whether it delivers now."""
@@ -117,8 +118,7 @@ class Capture(Actor):
                 r = self.results.recv_nowait()
                 if r is None:
                     break
-                if getattr(r, "camera", None) == self.camera:  # its own camera's credits
-                    self.done_through = max(self.done_through, r.frame_id)
+                self.done_through = max(self.done_through, r.frame_id)  # its camera's: its only topic
 
     def finish(self) -> None:
         """End the stream now (Ctrl-C): no new frames; the end of stream follows."""

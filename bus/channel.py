@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any, List, Optional, Sequence, Tuple
+import re
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import zmq
 import zmq.asyncio
 
-from edgepipe.bus.codec import Codec, DecodeError, encode, encode_relayed
+from edgepipe.bus.codec import CAMERA_KINDS, WITH_CAMERA, Codec, DecodeError, encode, encode_relayed
 from edgepipe.bus.messages import BY_KIND
 
 log = logging.getLogger(__name__)
@@ -26,11 +27,14 @@ class BusError(RuntimeError):
 # Kinds whose loss on a PUB/SUB link is detected from the sender's sequence numbers.
 TRACKED_KINDS = ("frame", "encoded", "detections", "result")
 
-# A subscription is one byte (1 subscribe, 0 cancel) and a topic, a prefix of a kind name: a publisher
-# takes no message longer than this (ZMQ_MAXMSGSIZE: libzmq drops a peer that sends one).
+# A subscription is one byte (1 subscribe, 0 cancel) and a topic: a prefix of a kind name, or one camera's
+# topic of a kind (KIND/CAMERA/, ``codec.topic``; "expression/" + 32 + "/" is 44 bytes). A publisher takes
+# no message longer than this (ZMQ_MAXMSGSIZE: libzmq drops a peer that sends one).
 MAX_SUBSCRIPTION = 64
 MAX_SUBSCRIPTION_CURVE = 1024  # the same over CURVE, whose handshake commands go through the same limit
 _TOPIC_PREFIXES = frozenset(k.encode("ascii")[:i] for k in BY_KIND for i in range(len(k) + 1))
+_CAMERA_TOPIC = re.compile(b"(?:%s)/[A-Za-z0-9_]{0,32}/" % b"|".join(k.encode("ascii") for k in CAMERA_KINDS))
+MAX_CAMERA_TOPICS = 1024  # distinct camera topics a publisher takes at once (its table of topics stays bounded)
 
 
 async def wait_any(channels: Sequence["Channel"], timeout_ms: Optional[float] = None) -> List["Channel"]:
@@ -49,10 +53,11 @@ class Channel:
     ``recv`` returns the next valid message; a message that fails to decode is
     counted in ``rejected`` (by reason), logged, and skipped.
 
-    Every message sent carries a per-kind sequence number; a receiver counts
-    the messages of a tracked kind that never arrived in ``lost`` (a PUB socket
-    drops silently for a subscriber whose queue is full). This assumes one
-    sender per kind on a link, which holds for the pipeline's PUB links.
+    Every message sent carries a per-topic sequence number (a kind's messages of each camera are numbered
+    apart, so that a subscriber of one camera's topic sees no gaps for the others'); a receiver counts the
+    messages of a tracked kind that never arrived in ``lost`` (a PUB socket drops silently for a subscriber
+    whose queue is full), by kind. This assumes one sender per kind on a link, which holds for the
+    pipeline's PUB links.
     """
 
     def __init__(self, bus: Any, sock: zmq.asyncio.Socket, socket_type: int, endpoint: str, bind: bool,
@@ -75,8 +80,11 @@ class Channel:
         self.codec = Codec(bus.max_header, bus.max_image)
         self.rejected: dict = {}
         self.lost: dict = {}
-        self._sent: dict = {}
-        self._seen: dict = {}
+        self._sent: dict = {}  # topic key (a class, or (class, camera)) -> its last sequence number sent
+        self._sent_kind: Dict[str, int] = {}  # kind -> messages sent, every camera's
+        self._seen: dict = {}  # (kind, camera) -> the last sequence number received
+        self._seen_kind: Dict[str, int] = {}  # kind -> the sum of its cameras' last sequence numbers
+        self._camera_topics: Dict[bytes, int] = {}  # a bound publisher: camera topic -> its subscriptions
         self.subscribers = 0
         self.closed = False
         self._serving = False  # an actor's task reads this publisher's subscriptions (serve_subscriptions)
@@ -88,9 +96,11 @@ class Channel:
         PUB sockets never wait: ZeroMQ drops for a subscriber whose queue is full;
         receivers detect that as a gap in frame ids and count it.
         """
-        kind = type(msg).KIND
-        seq = self._sent.get(kind, 0) + 1
-        self._sent[kind] = seq
+        cls = type(msg)
+        key = (cls, msg.camera) if cls in WITH_CAMERA else cls
+        seq = self._sent.get(key, 0) + 1
+        self._sent[key] = seq
+        self._sent_kind[cls.KIND] = self._sent_kind.get(cls.KIND, 0) + 1
         frames = encode(msg, seq)
         big = len(frames) > 2
         if not self._send_now:
@@ -129,10 +139,12 @@ class Channel:
                 self._reject(exc)
 
     async def forward(self, kind: bytes, body: Any, nowait: bool = False) -> bool:
-        """Send a body that ``recv_relay`` gave, numbered in this channel's sequence of its kind (like ``send``)."""
-        name = kind.decode("ascii")
-        seq = self._sent.get(name, 0) + 1
-        self._sent[name] = seq
+        """Send a body that ``recv_relay`` gave (``kind``: its topic), numbered in this channel's sequence of
+        its topic (like ``send``)."""
+        seq = self._sent.get(kind, 0) + 1
+        self._sent[kind] = seq
+        name = kind.partition(b"/")[0].decode("ascii")
+        self._sent_kind[name] = self._sent_kind.get(name, 0) + 1
         try:
             await self.sock.send_multipart(encode_relayed(kind, body, seq), flags=zmq.NOBLOCK if nowait else 0)
         except zmq.Again:
@@ -179,20 +191,26 @@ class Channel:
 
     def _accept(self, msg: Any, seq: int) -> Any:
         kind = type(msg).KIND
-        if kind in TRACKED_KINDS:
-            last = self._seen.get(kind, 0)
+        if kind in TRACKED_KINDS:  # each a kind with a camera, numbered per camera
+            key = (kind, msg.camera)
+            last = self._seen.get(key, 0)
             if seq > last + 1:
                 self.lost[kind] = self.lost.get(kind, 0) + seq - last - 1
-            self._seen[kind] = seq
+            self._seen[key] = seq
+            self._seen_kind[kind] = self._seen_kind.get(kind, 0) + seq - last
         return msg
 
-    def sent(self, kind: str) -> int:
-        """How many messages of ``kind`` this channel has sent (its last sequence number)."""
-        return self._sent.get(kind, 0)
+    def sent(self, kind: str, camera: Optional[str] = None) -> int:
+        """How many messages of ``kind`` this channel has sent: every camera's, or ``camera``'s (its last
+        sequence number)."""
+        if camera is None:
+            return self._sent_kind.get(kind, 0)
+        return self._sent.get((BY_KIND[kind], camera), 0)
 
     def seen(self, kind: str) -> int:
-        """The last sequence number received for ``kind``."""
-        return self._seen.get(kind, 0)
+        """The last sequence numbers received for ``kind``, summed over its cameras: how many the sender had
+        sent by then, when none of the last ones was lost."""
+        return self._seen_kind.get(kind, 0)
 
     def reject(self, exc: DecodeError) -> None:
         """Count (and log) a message refused after it was received (e.g. by a relay that reads part of it)."""
@@ -225,10 +243,12 @@ class Channel:
         """Read this bound publisher's subscriptions for as long as it lives (an actor runs it as a task).
 
         The socket is an XPUB with ZMQ_XPUB_MANUAL: a subscription takes effect only when it is read
-        here and is a kind name or a prefix of one; any other is refused and counted in
-        ``rejected["bad_subscription"]``. ZMQ_MAXMSGSIZE (``MAX_SUBSCRIPTION``) makes libzmq drop a
+        here and is a kind name or a prefix of one, or one camera's topic of a kind with a camera
+        (``KIND/CAMERA/``, CAMERA at most 32 letters, digits or _; ``codec.topic``); any other is refused
+        and counted in ``rejected["bad_subscription"]``, and so is a camera topic beyond
+        ``MAX_CAMERA_TOPICS`` distinct ones. ZMQ_MAXMSGSIZE (``MAX_SUBSCRIPTION``) makes libzmq drop a
         peer that sends a longer one. So subscriptions cannot pile up unread, and a peer cannot grow
-        the publisher's table of topics beyond the kinds' prefixes.
+        the publisher's table of topics beyond the kinds' prefixes and that many camera topics.
         """
         self._serving = True
         try:
@@ -251,17 +271,26 @@ class Channel:
             self._on_subscription(event)
 
     def _on_subscription(self, event: bytes) -> None:
-        topic = event[1:]
-        if event[:1] == b"\x00" and topic not in _TOPIC_PREFIXES:
+        op, topic = event[:1], event[1:]
+        camera = topic not in _TOPIC_PREFIXES and _CAMERA_TOPIC.fullmatch(topic) is not None
+        if op == b"\x00" and not (camera and topic in self._camera_topics or topic in _TOPIC_PREFIXES):
             return  # the cancel of a refused topic (libzmq sends one for each when its peer goes): nothing to do
-        if event[:1] not in (b"\x00", b"\x01") or topic not in _TOPIC_PREFIXES:
+        if op not in (b"\x00", b"\x01") or not (camera or topic in _TOPIC_PREFIXES) or (
+                camera and op == b"\x01" and topic not in self._camera_topics
+                and len(self._camera_topics) >= MAX_CAMERA_TOPICS):
             n = self.rejected.get("bad_subscription", 0) + 1
             self.rejected["bad_subscription"] = n
             if n <= 3 or n % 1000 == 0:
                 log.warning("%s: refused subscription on %s (%d so far): %r%s", self.name, self.endpoint, n,
                             event[:40], "..." if len(event) > 40 else "")
             return
-        if event[:1] == b"\x01":
+        if camera:  # how many subscriptions hold each camera topic: the table's bound counts distinct ones
+            held = self._camera_topics.get(topic, 0) + (1 if op == b"\x01" else -1)
+            if held > 0:
+                self._camera_topics[topic] = held
+            else:
+                self._camera_topics.pop(topic, None)
+        if op == b"\x01":
             self.sock.setsockopt(zmq.SUBSCRIBE, topic)
             self.subscribers += 1
         else:

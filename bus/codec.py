@@ -2,18 +2,22 @@
 
 Wire format (every message; ``docs/wire.md`` for a client)::
 
-    frame 0: the message kind, ASCII (also the PUB/SUB topic): "frame", "encoded", "detections",
-             "facejob", "expression", "result", "done", "metric", "eos", "ready" or "stopped"
+    frame 0: the topic, ASCII (also the PUB/SUB topic): "KIND/CAMERA/" for a kind that carries a camera
+             ("frame", "encoded", "detections", "facejob", "expression", "result", "done", "eos"; CAMERA is
+             the message's ``camera``, letters, digits and _, at most 32; "" for the aggregator's end of
+             stream of every camera: "eos//"), the kind alone for the others ("metric", "ready", "stopped")
+             (``topic``). A subscriber to "result" gets every camera's results, to "result/a/" camera a's
+             only: the "/" that ends the camera keeps "result/a/" from matching camera "ab"'s
     frame 1: the header, a msgpack array of 4 or 5: [version, seq, image, message] or
              [version, seq, image, message, tensor]
-             version  SCHEMA_VERSION (4); any other is refused
-             seq      the sender's per-kind sequence number on its socket (1, 2, ...; 0 from code that does
+             version  SCHEMA_VERSION (5); any other is refused
+             seq      the sender's per-topic sequence number on its socket (1, 2, ...; 0 from code that does
                       not number), from which a receiver counts the messages a PUB socket dropped
                       (see ``Channel``); a negative one is refused
              image    nil, or [dtype, shape] describing frame 2: dtype "uint8", "int8" or "float32"
                       with the array's shape (C order, 1 to 4 dimensions of 1..65536 each), or
                       "bytes" with shape [length] (a JPEG)
-             message  a msgpack map of the message's fields, tagged: {"kind": <frame 0>, field: value, ...};
+             message  a msgpack map of the message's fields, tagged: {"kind": KIND, field: value, ...};
                       fields at their default value are left out; see ``bus/messages.py`` for each kind
              tensor   present only when frame 3 is sent, which only an "encoded" message with an image
                       does: [dtype, shape] describing frame 3, the detector's input the encoder made
@@ -24,8 +28,8 @@ Wire format (every message; ``docs/wire.md`` for a client)::
 Decoding goes through one typed msgspec decoder (created once per ``Codec``)
 and rejects whatever a hostile or broken peer could get wrong: the number of
 frames, sizes, the schema version, an unknown kind or one that does not match
-frame 0, wrong types, unknown and missing fields, values outside their
-constraints (NaN or infinite times and coordinates, negative frame ids, boxes
+frame 0, a camera unlike frame 0's, wrong types, unknown and missing fields,
+values outside their constraints (NaN or infinite times and coordinates, negative frame ids, boxes
 with x2 < x1 or far outside their frame: ``messages.CHECKS``) and an image
 buffer that does not match its description. Any problem raises
 ``DecodeError`` with a short ``reason`` that the receiving channel counts; it
@@ -38,7 +42,8 @@ subscribers of the same inproc message may share it).
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Tuple
+import re
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import msgspec
 import numpy as np
@@ -88,6 +93,52 @@ class RelayEnvelope(msgspec.Struct, array_like=True, forbid_unknown_fields=True)
 
 _KIND_BYTES = {cls: cls.KIND.encode("ascii") for cls in BY_KIND.values()}
 _BY_KIND_BYTES = {k.encode("ascii"): cls for k, cls in BY_KIND.items()}
+WITH_CAMERA = frozenset(cls for cls in BY_KIND.values() if "camera" in cls.__struct_fields__)
+CAMERA_KINDS = tuple(sorted(cls.KIND for cls in WITH_CAMERA))
+"""The kinds whose topic names their camera (``KIND/CAMERA/``)."""
+TOPIC_CAMERA = re.compile(r"[A-Za-z0-9_]{0,32}")  # a camera in a topic (the config's names, or "")
+_TOPIC_CACHE = 1024  # topics remembered on each side (a peer's made-up ones beyond that are parsed each time)
+_TOPICS: Dict[type, Dict[str, bytes]] = {cls: {} for cls in WITH_CAMERA}  # class -> camera -> topic, for encoding
+# topic -> (class, camera or None), for decoding: the kinds without a camera, and each camera topic once seen
+_BY_TOPIC: Dict[bytes, Tuple[type, Optional[str]]] = {
+    _KIND_BYTES[cls]: (cls, None) for cls in BY_KIND.values() if cls not in WITH_CAMERA}
+
+
+def topic(kind: str, camera: Optional[str] = None) -> str:
+    """The topic of ``kind``'s messages from ``camera`` (``KIND/CAMERA/``), or of the kind alone (no camera,
+    or a kind without one): what a subscriber passes to take one camera's messages of a kind."""
+    if camera is None or BY_KIND[kind] not in WITH_CAMERA:
+        return kind
+    if not TOPIC_CAMERA.fullmatch(camera):
+        raise ValueError("camera %r: a camera's name in a topic is at most 32 letters, digits or _" % camera)
+    return "%s/%s/" % (kind, camera)
+
+
+def _topic_of(cls: type, camera: str) -> bytes:
+    """The topic of a message of a kind with a camera (``_TOPICS`` remembers it)."""
+    t = topic(cls.KIND, camera).encode("ascii")
+    known = _TOPICS[cls]
+    if len(known) < _TOPIC_CACHE:
+        known[camera] = t
+    return t
+
+
+def _parse_topic(t: bytes) -> Tuple[type, Optional[str]]:
+    """Frame 0 -> (class, camera); DecodeError for an unknown kind or a topic that does not name a camera
+    as its kind's must (``_BY_TOPIC`` remembers it)."""
+    kind_b, sep, rest = t.partition(b"/")
+    cls = _BY_KIND_BYTES.get(kind_b)
+    if cls is None:
+        raise DecodeError("unknown_kind", "unknown message kind %r" % t[:32])
+    if cls not in WITH_CAMERA:
+        raise DecodeError("wrong_camera", "frame 0 %r: a %s message names no camera" % (t[:48], cls.KIND))
+    camera = rest[:-1].decode("ascii", "replace")
+    if not sep or rest[-1:] != b"/" or not TOPIC_CAMERA.fullmatch(camera):
+        raise DecodeError("wrong_camera", "frame 0 %r is not %s/CAMERA/ (a camera: at most 32 letters, digits "
+                          "or _)" % (t[:48], cls.KIND))
+    if len(_BY_TOPIC) < _TOPIC_CACHE:
+        _BY_TOPIC[t] = (cls, camera)
+    return cls, camera
 
 
 def _enc_hook(obj: Any) -> Any:
@@ -118,11 +169,14 @@ def _side_frame(kind: str, what: str, image: Any) -> Tuple[Tuple[str, List[int]]
 def encode(msg: Any, seq: int = 0) -> List[Any]:
     """Message -> list of frames for ``send_multipart``. Images are not copied.
 
-    ``seq`` is the sender's per-kind sequence number on its socket, so that a
+    ``seq`` is the sender's per-topic sequence number on its socket, so that a
     receiver can count messages a PUB socket dropped for it (see ``Channel``).
     """
     cls = type(msg)
-    kind = _KIND_BYTES[cls]
+    if cls in WITH_CAMERA:
+        kind = _TOPICS[cls].get(msg.camera) or _topic_of(cls, msg.camera)
+    else:
+        kind = _KIND_BYTES[cls]
     image = msg.image if cls in WITH_IMAGE else None
     if image is None:
         return [kind, _ENCODER.encode((SCHEMA_VERSION, seq, None, msg))]
@@ -137,7 +191,7 @@ def encode(msg: Any, seq: int = 0) -> List[Any]:
 
 
 def encode_relayed(kind: bytes, body: Any, seq: int) -> List[Any]:
-    """Frames for a message relayed undecoded (``Codec.relay``): its kind, body, and this sender's ``seq``."""
+    """Frames for a message relayed undecoded (``Codec.relay``): its topic, body, and this sender's ``seq``."""
     return [kind, _ENCODER.encode((SCHEMA_VERSION, seq, None, body))]
 
 
@@ -212,7 +266,7 @@ class Codec:
         n = len(frames)
         if n not in (2, 3, 4):
             raise DecodeError("bad_frames", "expected 2 to 4 frames, got %d" % n)
-        cls, _, header = self._kind_and_header(frames)
+        cls, camera, _, header = self._kind_and_header(frames)
         try:
             env = self._decoder.decode(header)
         except msgspec.ValidationError as exc:  # the slow path: find what and where, for the reason
@@ -223,6 +277,9 @@ class Codec:
         msg = env.msg
         if type(msg) is not cls:
             raise DecodeError("wrong_kind", "frame 0 says %s, the header holds %s" % (cls.KIND, type(msg).KIND))
+        if camera is not None and msg.camera != camera:
+            raise DecodeError("wrong_camera", "frame 0 says camera %r, the %s holds %r"
+                              % (camera, cls.KIND, msg.camera[:64]))
         if cls in WITH_IMAGE and msg.image is not None:
             raise DecodeError("bad_field", "%s.image must travel in its own frame" % cls.KIND)
         if cls in WITH_TENSOR and msg.tensor is not None:
@@ -246,13 +303,13 @@ class Codec:
         return msg, env.s
 
     def relay(self, frames: Sequence[Any]) -> Tuple[bytes, Any]:
-        """Frames -> (kind, the message's msgpack body as ``msgspec.Raw``), for a relay that forwards without
-        decoding (the metrics hub). Checked here: the frames, the kind, the header's size and
+        """Frames -> (topic, the message's msgpack body as ``msgspec.Raw``), for a relay that forwards without
+        decoding (the metrics hub). Checked here: the frames, the topic, the header's size and
         ``[version, seq, nil, message]`` shape, the version; the message itself is the consumers' to check
         with the typed decoder (``decode``), which refuses and counts a bad one. Raises DecodeError."""
         if len(frames) != 2:
             raise DecodeError("bad_frames", "a relayed message has 2 frames, not %d" % len(frames))
-        cls, kind_b, header = self._kind_and_header(frames)
+        cls, _, kind_b, header = self._kind_and_header(frames)
         try:
             env = self._relay_decoder.decode(header)
         except msgspec.ValidationError as exc:
@@ -263,17 +320,16 @@ class Codec:
         _check_envelope(cls.KIND, env.v, env.s)
         return kind_b, env.msg
 
-    def _kind_and_header(self, frames: Sequence[Any]) -> Tuple[Any, bytes, Any]:
-        """(message class, kind bytes, header) of a message's first two frames; DecodeError for an unknown
-        kind or an oversized header."""
+    def _kind_and_header(self, frames: Sequence[Any]) -> Tuple[Any, Optional[str], bytes, Any]:
+        """(message class, camera of frame 0 or None, frame 0, header) of a message's first two frames;
+        DecodeError for an unknown kind, a topic unlike its kind's or an oversized header."""
         kind_b = bytes(_small(frames[0]))
-        cls = _BY_KIND_BYTES.get(kind_b)
-        if cls is None:
-            raise DecodeError("unknown_kind", "unknown message kind %r" % kind_b[:32])
+        hit = _BY_TOPIC.get(kind_b)
+        cls, camera = hit if hit is not None else _parse_topic(kind_b)
         header = _small(frames[1])
         if len(header) > self.max_header:
             raise DecodeError("oversized", "%s header is %d bytes, limit %d" % (cls.KIND, len(header), self.max_header))
-        return cls, kind_b, header
+        return cls, camera, kind_b, header
 
     def _image(self, kind: str, ref: ImageRef, frame: Any) -> Any:
         buf = _buffer(frame)

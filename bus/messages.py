@@ -21,7 +21,7 @@ from msgspec import Meta
 
 from edgepipe.bus.box import Box, Finite
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 Time = Finite  # time.monotonic() seconds
 Ms = Annotated[float, Meta(ge=0.0, le=sys.float_info.max)]  # a duration in milliseconds

@@ -18,6 +18,7 @@ import zmq.asyncio
 
 from edgepipe.bus.channel import (MAX_SUBSCRIPTION, MAX_SUBSCRIPTION_CURVE, TRACKED_KINDS, BusError,  # noqa: F401
                                   Channel, wait_any)
+from edgepipe.bus.codec import WITH_CAMERA, topic
 from edgepipe.bus.messages import BY_KIND
 from edgepipe.bus.rundir import PIPELINE, RUN, ipc_in_use
 
@@ -48,6 +49,16 @@ def camera_endpoint(endpoint: str, camera: str, cameras: "List[str]") -> str:
             raise BusError("endpoint %r: a tcp:// endpoint needs a port to number several cameras" % endpoint)
         return "%s:%d" % (host, int(port) + cameras.index(camera))
     return "%s.%s" % (endpoint, camera)
+
+
+def _camera_topic(t: str) -> bool:
+    """Whether ``t`` is one camera's topic of a kind with a camera (``KIND/CAMERA/``)."""
+    kind, sep, rest = t.partition("/")
+    cls = BY_KIND.get(kind)
+    try:
+        return bool(sep) and cls in WITH_CAMERA and rest.endswith("/") and topic(kind, rest[:-1]) == t
+    except ValueError:  # not a camera's name
+        return False
 
 
 class Bus:
@@ -85,9 +96,9 @@ class Bus:
         if socket_type == zmq.SUB:
             topics = list(topics) or [""]
             for t in topics:
-                if t and t not in BY_KIND:
+                if t and t not in BY_KIND and not _camera_topic(t):
                     sock.close(linger=0)
-                    raise BusError("unknown topic %r" % t)
+                    raise BusError("unknown topic %r: a kind, or KIND/CAMERA/ (codec.topic)" % t)
                 sock.setsockopt(zmq.SUBSCRIBE, t.encode("ascii"))
         try:
             for placeholder in (RUN, PIPELINE):

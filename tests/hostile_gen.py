@@ -17,8 +17,10 @@ from edgepipe.bus.messages import (SCHEMA_VERSION, Box, Detections, EncodedFrame
                                    FaceResult, Result)
 
 FAR = 10 ** 9  # frame ids of the hostile expressions: no such frame ever comes
-KINDS = [b"frame", b"encoded", b"detections", b"facejob", b"expression", b"result", b"metric", b"eos", b"ready",
-         b"stopped"]
+# the topics (frame 0) of every kind, the camera default's for a kind with a camera
+KINDS = [b"frame/default/", b"encoded/default/", b"detections/default/", b"facejob/default/", b"expression/default/",
+         b"result/default/", b"metric", b"eos/default/", b"ready", b"stopped"]
+EXPRESSION = b"expression/default/"
 
 
 class Barrage:
@@ -50,7 +52,7 @@ class Barrage:
     def make(self) -> Tuple[str, List[bytes]]:
         self.n += 1
         if self.n % 5000 == 0:  # now and then a header over the bus's cap
-            name, frames = "oversized_header", [b"expression", b"\x94" + b"\xc0" * self.oversized_header]
+            name, frames = "oversized_header", [EXPRESSION, b"\x94" + b"\xc0" * self.oversized_header]
         else:
             name, _, fn = self.rng.choices(self.cats, self.weights)[0]
             frames = fn()
@@ -76,7 +78,7 @@ class Barrage:
     def malformed_msgpack(self) -> List[bytes]:
         good = encode(self._expr(), self.n)[1]
         cut = self.rng.randrange(1, len(good))
-        return [b"expression", good[:cut] if self.rng.random() < 0.5 else b"\xc1" + good[1:]]
+        return [EXPRESSION, good[:cut] if self.rng.random() < 0.5 else b"\xc1" + good[1:]]
 
     def unknown_kind(self) -> List[bytes]:
         frames = encode(self._expr(), self.n)
@@ -85,21 +87,21 @@ class Barrage:
     def wrong_version(self) -> List[bytes]:
         doc = msgspec.msgpack.decode(encode(self._expr(), self.n)[1])
         doc[0] = self.rng.choice([0, 1, SCHEMA_VERSION + 1, 99, -1])
-        return [b"expression", self._header(doc)]
+        return [EXPRESSION, self._header(doc)]
 
     def wrong_kind_in_header(self) -> List[bytes]:
         frames = encode(self._expr(), self.n)
-        return [self.rng.choice([k for k in KINDS if k != b"expression"])] + frames[1:]
+        return [self.rng.choice([k for k in KINDS if k != EXPRESSION])] + frames[1:]
 
     def unknown_field(self) -> List[bytes]:
         doc = msgspec.msgpack.decode(encode(self._expr(), self.n)[1])
         doc[3]["evil"] = 1
-        return [b"expression", self._header(doc)]
+        return [EXPRESSION, self._header(doc)]
 
     def missing_field(self) -> List[bytes]:
         doc = msgspec.msgpack.decode(encode(self._expr(), self.n)[1])
         del doc[3][self.rng.choice(["frame_id", "face_index", "count", "worker", "busy_ms"])]
-        return [b"expression", self._header(doc)]
+        return [EXPRESSION, self._header(doc)]
 
     def nan_confidence(self) -> List[bytes]:
         value = self.rng.choice([float("nan"), float("inf"), -1.0, 2.0])

@@ -93,7 +93,7 @@ def test_two_pipelines_with_two_names_run_side_by_side_and_a_second_of_one_name_
             sub.connect(ep["results"])
             try:
                 assert sub.poll(WAIT_S * 1000)
-                assert sub.recv_multipart()[0] == b"result"
+                assert sub.recv_multipart()[0] == b"result/default/"  # the topic: kind and camera
             finally:
                 sub.close()
         # run.py metrics finds a pipeline by its name

@@ -153,8 +153,9 @@ def test_every_frame_message_names_its_camera_on_the_wire():
     assert codec.decode(encode(r, 1)).camera == "left"
     default = encode(m.Done(3), 1)
     assert b"camera" not in bytes(default[1]) and codec.decode(default).camera == "default"  # left out
+    assert default[0] == b"done/default/" and encode(r, 1)[0] == b"result/left/"  # the topic names it
     header = msgspec.msgpack.decode(bytes(encode(m.Eos("x", 1, 2, camera="b"), 1)[1]))
-    assert header[0] == m.SCHEMA_VERSION == 4 and header[3]["camera"] == "b"
+    assert header[0] == m.SCHEMA_VERSION == 5 and header[3]["camera"] == "b"
 
 
 def test_each_camera_has_its_own_frames_and_encoded_endpoints():

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgepipe.bus import messages as m
-from edgepipe.bus.codec import Codec, DecodeError, encode, roundtrip
+from edgepipe.bus.codec import Codec, DecodeError, encode, roundtrip, topic
 
 NAN, INF = float("nan"), float("inf")
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
@@ -139,7 +139,9 @@ def test_every_kind_roundtrips_through_the_typed_decoder(cls):
         back, frames = roundtrip(msg)
         assert type(back) is cls
         assert same(msg, back)
-        assert frames[0] == cls.KIND.encode()
+        # the topic: the kind, and the camera of a kind that has one (test_wire_topics.py)
+        assert frames[0] == (b"%s/%s/" % (cls.KIND.encode(), msg.camera.encode()) if hasattr(msg, "camera")
+                             else cls.KIND.encode())
         assert len(frames) == 2 + (getattr(msg, "image", None) is not None) + (getattr(msg, "tensor", None) is not None)
     check()
 
@@ -157,7 +159,7 @@ def test_random_bytes_never_crash(frames):
 @given(st.sampled_from(sorted(m.BY_KIND)), st.binary(max_size=300))
 def test_random_header_for_a_real_kind(kind, header):
     with pytest.raises(DecodeError):
-        Codec().decode([kind.encode(), header])
+        Codec().decode([topic(kind, "default").encode(), header])
 
 
 # ---------------------------------------------------------------- hostile headers, built by hand
@@ -178,7 +180,7 @@ def det(**kw):
     doc = {"kind": "detections", "frame_id": 1, "t_capture": 1.0, "t_detect": 2.0, "width": 100, "height": 80,
            "faces": [face()], "expect_expressions": 1}
     doc.update(kw)
-    return [b"detections", pack(V, 1, None, doc)]
+    return [b"detections/default/", pack(V, 1, None, doc)]
 
 
 def face(**kw):
@@ -195,39 +197,39 @@ def good_frames():
 @pytest.mark.parametrize("frames, reason", [
     (good_frames()[:1], "bad_frames"),
     (good_frames() + [b"x"], "bad_frames"),
-    ([b"frame", pack(V, 1, None, FRAME), PIXELS], "bad_frames"),  # an image frame nobody described
-    ([b"eos", pack(V, 1, IMG, {"kind": "eos", "sender": "x", "last_frame_id": 1, "sent": 1}), PIXELS],
+    ([b"frame/default/", pack(V, 1, None, FRAME), PIXELS], "bad_frames"),  # an image frame nobody described
+    ([b"eos/default/", pack(V, 1, IMG, {"kind": "eos", "sender": "x", "last_frame_id": 1, "sent": 1}), PIXELS],
      "bad_frames"),  # a kind without an image
     ([b"nope"] + good_frames()[1:], "unknown_kind"),
     ([b"control", pack(V, 1, None, {"kind": "control", "command": "eos"})], "unknown_kind"),  # the old kind
-    ([b"frame", pack(V, 1, None, dict(FRAME, kind="nope"))], "unknown_kind"),
-    ([b"frame", pack(V, 1, None, {"kind": "eos", "sender": "x", "last_frame_id": 1, "sent": 1})], "wrong_kind"),
-    ([b"frame", good_frames()[1][:-3], PIXELS], "malformed"),  # truncated
-    ([b"frame", b"\xc1\xc1", PIXELS], "malformed"),
-    ([b"frame", msgspec.msgpack.encode({"v": 2, "s": 1}), PIXELS], "malformed"),
-    ([b"frame", pack(V, -1, None, FRAME)], "malformed"),
-    ([b"frame", pack(V, 1, None, FRAME, "extra")], "bad_image"),  # a 5th item describes a tensor frame
-    ([b"frame", pack(V, 1, None, FRAME, None, "extra")], "malformed"),
-    ([b"frame", pack(1, 1, None, FRAME)], "wrong_version"),
-    ([b"frame", pack(V + 1, 1, None, {"kind": "frame", "a": "new field"})], "wrong_version"),
-    ([b"frame", pack(V, 1, None, dict(FRAME, x=1))], "unknown_field"),
-    ([b"frame", pack(V, 1, None, {"kind": "frame", "frame_id": 1, "source": "s"})], "missing_field"),
-    ([b"frame", pack(V, 1, None, dict(FRAME, frame_id="1"))], "bad_field"),
-    ([b"frame", pack(V, 1, None, dict(FRAME, frame_id=True))], "bad_field"),
-    ([b"frame", pack(V, 1, None, dict(FRAME, image=[1, 2]))], "bad_field"),  # an image inside the header
-    ([b"frame", pack(V, 1, None, dict(FRAME, frame_id=-1))], "bad_value"),
-    ([b"frame", pack(V, 1, None, dict(FRAME, t_capture=NAN))], "bad_value"),
-    ([b"frame", pack(V, 1, None, dict(FRAME, t_capture=INF))], "bad_value"),
-    ([b"frame", pack(V, 1, ["object", [4, 4, 3]], FRAME), PIXELS], "bad_image"),
-    ([b"frame", pack(V, 1, ["uint8", [-4, 4, 3]], FRAME), PIXELS], "bad_image"),
-    ([b"frame", pack(V, 1, ["uint8", [4, 4, 4]], FRAME), PIXELS], "bad_image"),
-    ([b"frame", pack(V, 1, ["uint8", "4x4"], FRAME), PIXELS], "bad_image"),
-    ([b"frame", pack(V, 1, IMG, FRAME), PIXELS[:-1]], "bad_image"),
-    ([b"encoded", pack(V, 1, ["bytes", [3]], {"kind": "encoded", "frame_id": 1, "t_capture": 1.0, "format": "jpeg",
+    ([b"frame/default/", pack(V, 1, None, dict(FRAME, kind="nope"))], "unknown_kind"),
+    ([b"frame/default/", pack(V, 1, None, {"kind": "eos", "sender": "x", "last_frame_id": 1, "sent": 1})], "wrong_kind"),
+    ([b"frame/default/", good_frames()[1][:-3], PIXELS], "malformed"),  # truncated
+    ([b"frame/default/", b"\xc1\xc1", PIXELS], "malformed"),
+    ([b"frame/default/", msgspec.msgpack.encode({"v": 2, "s": 1}), PIXELS], "malformed"),
+    ([b"frame/default/", pack(V, -1, None, FRAME)], "malformed"),
+    ([b"frame/default/", pack(V, 1, None, FRAME, "extra")], "bad_image"),  # a 5th item describes a tensor frame
+    ([b"frame/default/", pack(V, 1, None, FRAME, None, "extra")], "malformed"),
+    ([b"frame/default/", pack(1, 1, None, FRAME)], "wrong_version"),
+    ([b"frame/default/", pack(V + 1, 1, None, {"kind": "frame", "a": "new field"})], "wrong_version"),
+    ([b"frame/default/", pack(V, 1, None, dict(FRAME, x=1))], "unknown_field"),
+    ([b"frame/default/", pack(V, 1, None, {"kind": "frame", "frame_id": 1, "source": "s"})], "missing_field"),
+    ([b"frame/default/", pack(V, 1, None, dict(FRAME, frame_id="1"))], "bad_field"),
+    ([b"frame/default/", pack(V, 1, None, dict(FRAME, frame_id=True))], "bad_field"),
+    ([b"frame/default/", pack(V, 1, None, dict(FRAME, image=[1, 2]))], "bad_field"),  # an image inside the header
+    ([b"frame/default/", pack(V, 1, None, dict(FRAME, frame_id=-1))], "bad_value"),
+    ([b"frame/default/", pack(V, 1, None, dict(FRAME, t_capture=NAN))], "bad_value"),
+    ([b"frame/default/", pack(V, 1, None, dict(FRAME, t_capture=INF))], "bad_value"),
+    ([b"frame/default/", pack(V, 1, ["object", [4, 4, 3]], FRAME), PIXELS], "bad_image"),
+    ([b"frame/default/", pack(V, 1, ["uint8", [-4, 4, 3]], FRAME), PIXELS], "bad_image"),
+    ([b"frame/default/", pack(V, 1, ["uint8", [4, 4, 4]], FRAME), PIXELS], "bad_image"),
+    ([b"frame/default/", pack(V, 1, ["uint8", "4x4"], FRAME), PIXELS], "bad_image"),
+    ([b"frame/default/", pack(V, 1, IMG, FRAME), PIXELS[:-1]], "bad_image"),
+    ([b"encoded/default/", pack(V, 1, ["bytes", [3]], {"kind": "encoded", "frame_id": 1, "t_capture": 1.0, "format": "jpeg",
                                                "width": 4, "height": 4}), b"ab"], "bad_image"),
-    ([b"encoded", pack(V, 1, IMG, {"kind": "encoded", "frame_id": 1, "t_capture": 1.0, "format": "raw",
+    ([b"encoded/default/", pack(V, 1, IMG, {"kind": "encoded", "frame_id": 1, "t_capture": 1.0, "format": "raw",
                                    "width": 640, "height": 480}), PIXELS], "bad_value"),  # shape is not 640x480
-    ([b"encoded", pack(V, 1, None, {"kind": "encoded", "frame_id": 1, "t_capture": 1.0, "format": "png",
+    ([b"encoded/default/", pack(V, 1, None, {"kind": "encoded", "frame_id": 1, "t_capture": 1.0, "format": "png",
                                     "width": 4, "height": 4})], "bad_field"),
     (det(), None),
     (det(t_detect=NAN), "bad_value"),
@@ -250,31 +252,31 @@ def good_frames():
     (det(labels=[["cat", NAN]]), "bad_value"),
     (det(labels=[["cat"]]), "bad_value"),
     (det(labels=[[1, 0.5]]), "bad_field"),
-    ([b"frame", pack(V, 1, None, dict(FRAME, source=b"\x80".decode("latin-1")))], None),
-    ([b"frame", pack(V, 1, None, dict(FRAME, source="\x01")).replace(b"\xa1\x01", b"\xa1\x80")],
+    ([b"frame/default/", pack(V, 1, None, dict(FRAME, source=b"\x80".decode("latin-1")))], None),
+    ([b"frame/default/", pack(V, 1, None, dict(FRAME, source="\x01")).replace(b"\xa1\x01", b"\xa1\x80")],
      "malformed"),  # a string that is not UTF-8
-    ([b"facejob", pack(V, 1, None, {"kind": "facejob", "frame_id": 1, "face_index": 3, "n_faces": 3,
+    ([b"facejob/default/", pack(V, 1, None, {"kind": "facejob", "frame_id": 1, "face_index": 3, "n_faces": 3,
                                     "t_capture": 1.0})], "bad_value"),
-    ([b"expression", pack(V, 1, None, {"kind": "expression", "frame_id": 1, "face_index": 0, "count": 1,
+    ([b"expression/default/", pack(V, 1, None, {"kind": "expression", "frame_id": 1, "face_index": 0, "count": 1,
                                        "worker": "w", "busy_ms": 1.0, "faces": [["happy", NAN]]})], "bad_value"),
-    ([b"expression", pack(V, 1, None, {"kind": "expression", "frame_id": 1, "face_index": 0, "count": 1,
+    ([b"expression/default/", pack(V, 1, None, {"kind": "expression", "frame_id": 1, "face_index": 0, "count": 1,
                                        "worker": "w", "busy_ms": 1.0, "faces": [["happy", 1.5]]})], "bad_value"),
-    ([b"expression", pack(V, 1, None, {"kind": "expression", "frame_id": 1, "face_index": 0, "count": 2,
+    ([b"expression/default/", pack(V, 1, None, {"kind": "expression", "frame_id": 1, "face_index": 0, "count": 2,
                                        "worker": "w", "busy_ms": 1.0, "faces": [["happy", 0.5]]})],
      "bad_value"),  # fewer labels than faces
-    ([b"expression", pack(V, 1, None, {"kind": "expression", "frame_id": 1, "face_index": 0, "count": 1,
+    ([b"expression/default/", pack(V, 1, None, {"kind": "expression", "frame_id": 1, "face_index": 0, "count": 1,
                                        "worker": "w", "busy_ms": 1.0, "faces": [["happy", 0.5]],
                                        "error": "x"})], "bad_value"),  # an error and labels
-    ([b"result", pack(V, 1, None, {"kind": "result", "frame_id": 1, "t_capture": 1.0, "t_result": 2.0,
+    ([b"result/default/", pack(V, 1, None, {"kind": "result", "frame_id": 1, "t_capture": 1.0, "t_result": 2.0,
                                    "width": 100, "height": 80, "faces": [{"box": [50.0, 0.0, 10.0, 10.0, 1.0]}],
                                    "partial": False, "in_order": True})], "bad_value"),
-    ([b"result", pack(V, 1, None, {"kind": "result", "frame_id": 1, "t_capture": 1.0, "t_result": 2.0,
+    ([b"result/default/", pack(V, 1, None, {"kind": "result", "frame_id": 1, "t_capture": 1.0, "t_result": 2.0,
                                    "width": 100, "height": 80, "faces": [{"box": [1.0, 1.0, 9.0, 9.0, NAN]}],
                                    "partial": False, "in_order": True})], "bad_value"),
-    ([b"result", pack(V, 1, None, {"kind": "result", "frame_id": 1, "t_capture": 1.0, "t_result": 2.0,
+    ([b"result/default/", pack(V, 1, None, {"kind": "result", "frame_id": 1, "t_capture": 1.0, "t_result": 2.0,
                                    "width": 100, "height": 80, "faces": [{"box": [1.0, 1.0, 9.0, 9.0], "score": 1.0}],
                                    "partial": False, "in_order": True})], "missing_field"),  # schema 2's face
-    ([b"eos", pack(V, 1, None, {"kind": "eos", "sender": "x", "last_frame_id": -2, "sent": 0})], "bad_value"),
+    ([b"eos/default/", pack(V, 1, None, {"kind": "eos", "sender": "x", "last_frame_id": -2, "sent": 0})], "bad_value"),
     ([b"metric", pack(V, 1, None, {"kind": "metric", "actor": "a", "pid": 1, "t": NAN})], "bad_value"),
     ([b"metric", pack(V, 1, None, {"kind": "metric", "actor": "a", "pid": 1, "t": 1.0,
                                    "counters": {"in": 1.5}})], "bad_field"),
@@ -283,7 +285,7 @@ def good_frames():
 ])
 def test_hostile_headers_are_rejected_with_a_reason(frames, reason):
     if reason is None:  # the control case: the same shape, valid
-        assert Codec().decode(frames).KIND == frames[0].decode()
+        assert Codec().decode(frames).KIND == frames[0].decode().split("/")[0]
         return
     with pytest.raises(DecodeError) as err:
         Codec().decode(frames)
@@ -301,10 +303,10 @@ def test_oversized_messages_are_rejected():
     # a header claiming a huge array is refused without allocating it
     bomb = b"\xdd\xff\xff\xff\xff"
     with pytest.raises(DecodeError) as err:
-        Codec().decode([b"frame", bomb])
+        Codec().decode([b"frame/default/", bomb])
     assert err.value.reason == "malformed"
     with pytest.raises(DecodeError) as err:
-        Codec().decode([b"frame", b"\x94\x02\x01\xc0\xdf\xff\xff\xff\xff"])  # a message map of 4G entries
+        Codec().decode([b"frame/default/", b"\x94\x02\x01\xc0\xdf\xff\xff\xff\xff"])  # a message map of 4G entries
     assert err.value.reason in ("malformed", "bad_field")
 
 
@@ -317,7 +319,7 @@ def test_deep_nesting_is_rejected_not_raised(where, reason):
     header = {"header": deep, "message": b"\x94\x02\x01\xc0" + deep,
               "image field": b"\x94\x02\x01\xc0" + message + deep}[where]
     with pytest.raises(DecodeError) as err:
-        Codec().decode([b"frame", header])
+        Codec().decode([b"frame/default/", header])
     assert err.value.reason == reason
 
 
@@ -338,7 +340,7 @@ def test_numpy_scalars_are_sent_as_numbers():
 
 def test_channel_counts_rejects_and_goes_on(bus):
     hostile = [
-        [b"frame", b"\x00garbage"],
+        [b"frame/default/", b"\x00garbage"],
         [b"bogus"],
         [b"nope", pack(V, 1, None, FRAME)],
         det(faces=[face(x1=NAN)]),

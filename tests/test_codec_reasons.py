@@ -13,7 +13,7 @@ from msgspec import inspect
 from edgepipe.bus import diagnose
 from edgepipe.bus import messages as m
 from edgepipe.bus.box import Box
-from edgepipe.bus.codec import Codec, DecodeError, Envelope
+from edgepipe.bus.codec import TOPIC_CAMERA, Codec, DecodeError, Envelope, topic
 
 V = m.SCHEMA_VERSION
 
@@ -62,7 +62,11 @@ def doc_of(msg) -> dict:
 
 
 def frames_of(kind: str, doc) -> list:
-    return [kind.encode(), msgspec.msgpack.encode([V, 1, None, doc])]
+    """A message's frames, its topic naming the doc's camera (``default`` where it has none or a bad one, which
+    the header's decoding refuses)."""
+    camera = doc.get("camera") if isinstance(doc, dict) else None
+    ok = isinstance(camera, str) and TOPIC_CAMERA.fullmatch(camera)
+    return [topic(kind, camera if ok else "default").encode(), msgspec.msgpack.encode([V, 1, None, doc])]
 
 
 def plain(t):
@@ -134,17 +138,17 @@ def test_the_reason_for_each_bad_field_of_each_kind(kind, doc, reason):
 
 
 @pytest.mark.parametrize("frames, reason", [
-    ([b"frame", msgspec.msgpack.encode([V + 1, 1, None, {"kind": "frame"}])], "wrong_version"),
-    ([b"frame", msgspec.msgpack.encode({"v": V})], "malformed"),
-    ([b"frame", msgspec.msgpack.encode([V, "1", None, doc_of(SAMPLES[0])])], "malformed"),
-    ([b"frame", msgspec.msgpack.encode([V, 1, ["uint8", "4x4"], doc_of(SAMPLES[0])]), bytes(48)], "bad_image"),
-    ([b"encoded", msgspec.msgpack.encode([V, 1, ["uint8", [4, 4, 3]], doc_of(SAMPLES[1]), 5]), bytes(48)],
+    ([b"frame/default/", msgspec.msgpack.encode([V + 1, 1, None, {"kind": "frame"}])], "wrong_version"),
+    ([b"frame/default/", msgspec.msgpack.encode({"v": V})], "malformed"),
+    ([b"frame/default/", msgspec.msgpack.encode([V, "1", None, doc_of(SAMPLES[0])])], "malformed"),
+    ([b"frame/default/", msgspec.msgpack.encode([V, 1, ["uint8", "4x4"], doc_of(SAMPLES[0])]), bytes(48)], "bad_image"),
+    ([b"encoded/default/", msgspec.msgpack.encode([V, 1, ["uint8", [4, 4, 3]], doc_of(SAMPLES[1]), 5]), bytes(48)],
      "bad_image"),
-    ([b"detections", msgspec.msgpack.encode([V, 1, None, dict(doc_of(SAMPLES[2]), faces=[[1.0, 1.0, 9.0]])])],
+    ([b"detections/default/", msgspec.msgpack.encode([V, 1, None, dict(doc_of(SAMPLES[2]), faces=[[1.0, 1.0, 9.0]])])],
      "missing_field"),
-    ([b"detections", msgspec.msgpack.encode([V, 1, None, dict(doc_of(SAMPLES[2]), faces=[[1.0] * 6])])],
+    ([b"detections/default/", msgspec.msgpack.encode([V, 1, None, dict(doc_of(SAMPLES[2]), faces=[[1.0] * 6])])],
      "unknown_field"),
-    ([b"result", msgspec.msgpack.encode([V, 1, None, dict(doc_of(SAMPLES[5]), faces=[{"box": [1, 1, 9, 9, 1],
+    ([b"result/default/", msgspec.msgpack.encode([V, 1, None, dict(doc_of(SAMPLES[5]), faces=[{"box": [1, 1, 9, 9, 1],
                                                                                       "track": -2}])])],
      "bad_value"),
 ])

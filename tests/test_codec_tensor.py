@@ -21,16 +21,16 @@ def pack(*doc) -> bytes:
 
 
 @pytest.mark.parametrize("frames, reason", [
-    ([b"frame", pack(V, 1, IMG, FRAME, IMG), PIXELS, PIXELS], "bad_frames"),  # a frame has no tensor
-    ([b"encoded", pack(V, 1, IMG, ENC, IMG), PIXELS], "bad_frames"),  # a tensor described, not sent
-    ([b"encoded", pack(V, 1, IMG, ENC), PIXELS, PIXELS], "bad_frames"),  # a tensor sent, not described
-    ([b"encoded", pack(V, 1, IMG, dict(ENC, fit=[1.0, 1.0, 0.0, 0.0]), IMG), PIXELS, PIXELS], None),
-    ([b"encoded", pack(V, 1, IMG, ENC, IMG), PIXELS, PIXELS], "bad_value"),  # a tensor without its fit
-    ([b"encoded", pack(V, 1, IMG, dict(ENC, fit=[1.0, 1.0, 0.0, 0.0])), PIXELS], "bad_value"),  # a fit alone
-    ([b"encoded", pack(V, 1, IMG, dict(ENC, fit=[0.0, 1.0, 0.0, 0.0]), IMG), PIXELS, PIXELS], "bad_value"),
-    ([b"encoded", pack(V, 1, IMG, dict(ENC, fit=[1.0, 1.0, NAN, 0.0]), IMG), PIXELS, PIXELS], "bad_value"),
-    ([b"encoded", pack(V, 1, IMG, dict(ENC, fit=[1.0, 1.0]), IMG), PIXELS, PIXELS], "bad_value"),
-    ([b"encoded", pack(V, 1, IMG, dict(ENC, fit=[1.0, 1.0, 0.0, 0.0]), ["float32", [4, 3]]), PIXELS, PIXELS],
+    ([b"frame/default/", pack(V, 1, IMG, FRAME, IMG), PIXELS, PIXELS], "bad_frames"),  # a frame has no tensor
+    ([b"encoded/default/", pack(V, 1, IMG, ENC, IMG), PIXELS], "bad_frames"),  # a tensor described, not sent
+    ([b"encoded/default/", pack(V, 1, IMG, ENC), PIXELS, PIXELS], "bad_frames"),  # a tensor sent, not described
+    ([b"encoded/default/", pack(V, 1, IMG, dict(ENC, fit=[1.0, 1.0, 0.0, 0.0]), IMG), PIXELS, PIXELS], None),
+    ([b"encoded/default/", pack(V, 1, IMG, ENC, IMG), PIXELS, PIXELS], "bad_value"),  # a tensor without its fit
+    ([b"encoded/default/", pack(V, 1, IMG, dict(ENC, fit=[1.0, 1.0, 0.0, 0.0])), PIXELS], "bad_value"),  # a fit alone
+    ([b"encoded/default/", pack(V, 1, IMG, dict(ENC, fit=[0.0, 1.0, 0.0, 0.0]), IMG), PIXELS, PIXELS], "bad_value"),
+    ([b"encoded/default/", pack(V, 1, IMG, dict(ENC, fit=[1.0, 1.0, NAN, 0.0]), IMG), PIXELS, PIXELS], "bad_value"),
+    ([b"encoded/default/", pack(V, 1, IMG, dict(ENC, fit=[1.0, 1.0]), IMG), PIXELS, PIXELS], "bad_value"),
+    ([b"encoded/default/", pack(V, 1, IMG, dict(ENC, fit=[1.0, 1.0, 0.0, 0.0]), ["float32", [4, 3]]), PIXELS, PIXELS],
      "bad_value"),  # not H x W x C uint8
 ])
 def test_hostile_tensor_frames_are_rejected_with_a_reason(frames, reason):

@@ -105,7 +105,7 @@ def test_hostile_messages_into_a_running_pipeline():
         raw.linger = 0
         raw.connect(cfg.endpoints.expressions)
         try:
-            await raw.send_multipart([b"expression", b"\x92\x01"])  # truncated msgpack
+            await raw.send_multipart([b"expression/default/", b"\x92\x01"])  # truncated msgpack
             await raw.send_multipart([b"result", b"x" * 10, b"y"])  # wrong kind on this socket, bad header
             await raw.send_multipart([b"\x00" * 40])  # one frame of junk
             happy = [FaceLabel("happy", 1.0)]

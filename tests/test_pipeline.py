@@ -34,7 +34,7 @@ def test_every_face_lands_on_its_frame(faces, tmp_path):
     lines = [json.loads(x) for x in results.read_text().splitlines()]
     assert [r["frame_id"] for r in lines] == list(range(60))
     for r in lines:
-        assert len(r["faces"]) == faces and len(r["truth"]) == faces
+        assert len(r["faces"]) == faces and len(r["truth"]) == faces and r["camera"] == "default"  # named, too
         assert r["in_order"] and not r["partial"]
 
 

@@ -47,7 +47,7 @@ def test_subscribe_example_prints_results_and_metrics(tmp_path):
     assert got["rc"] == 0, got["err"]
     lines = got["out"].splitlines()
     assert lines[0].startswith("listening: results at ipc://")
-    results = [line for line in lines if line.startswith("result frame ")]
+    results = [line for line in lines if line.startswith("result camera default frame ")]
     metrics = [line for line in lines if line.startswith("metric ")]
     assert len(results) >= 5 and len(metrics) >= 5
     # the synthetic source draws two faces; the fake FER labels them
@@ -76,6 +76,6 @@ def test_subscribe_example_started_first_finds_the_pipeline_by_name_and_gets_fra
             client.kill()
             client.communicate()
     assert client.returncode == 0, err
-    results = [line for line in out.splitlines() if line.startswith("result frame ")]
-    assert [r.split(":")[0] for r in results] == ["result frame %d" % i for i in range(4)]
-    assert "end of stream: aggregator sent 4, last frame 3" in out
+    results = [line for line in out.splitlines() if line.startswith("result ")]
+    assert [r.split(":")[0] for r in results] == ["result camera default frame %d" % i for i in range(4)]
+    assert "end of stream: aggregator sent 4, last frame 3 (camera default)" in out

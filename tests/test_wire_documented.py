@@ -89,11 +89,12 @@ def test_every_message_of_a_run_on_the_public_endpoints_is_documented(tmp_path):
     seen, finals, wrong = {"results": set(), "metrics": set()}, [], []
     for key, messages in got.items():
         for frames in messages:
-            kind = frames[0].decode("ascii")
+            kind, _, camera = frames[0].decode("ascii").partition("/")  # the topic: KIND/CAMERA/ or KIND
             header = msgspec.msgpack.decode(frames[1])
             assert len(frames) == 2 and len(header) == 4 and header[0] == SCHEMA_VERSION and header[2] is None, (kind, header)
             msg = header[3]
             assert kind in kinds[key] and msg["kind"] == kind
+            assert camera == ("" if kind == "metric" else "%s/" % msg.get("camera", "default")), frames[0]
             seen[key].add(kind)
             wrong += ["%s.%s" % (kind, f) for f in set(msg) - doc[kind]]
             if kind == "result":
@@ -106,7 +107,7 @@ def test_every_message_of_a_run_on_the_public_endpoints_is_documented(tmp_path):
                     finals.append(msg["actor"])
     assert not wrong, "sent but not in docs/wire.md: %s" % sorted(set(wrong))
     assert seen == kinds
-    ids = [msgspec.msgpack.decode(f[1])[3]["frame_id"] for f in got["results"] if f[0] == b"result"]
+    ids = [msgspec.msgpack.decode(f[1])[3]["frame_id"] for f in got["results"] if f[0] == b"result/default/"]
     assert sorted(ids) == list(range(30))  # connected before the start: the first results too
     actors = {msgspec.msgpack.decode(f[1])[3]["actor"] for f in got["metrics"]}
     assert actors >= {"capture", "encoder", "detector", "fer-0", "fer-1", "aggregator", "recorder", "metrics",

@@ -155,8 +155,8 @@ class Recorder(Actor):
                 t["frames_exact"] += 1
                 cam["frames_exact"] += 1
         if self.fh is not None:
-            line: Dict[str, Any] = {"camera": r.camera} if r.camera != DEFAULT_CAMERA else {}
-            line.update({
+            line: Dict[str, Any] = {
+                "camera": r.camera,  # every line names its camera, the one camera "default" too
                 "frame_id": r.frame_id,
                 "partial": r.partial,
                 "in_order": r.in_order,
@@ -167,7 +167,7 @@ class Recorder(Actor):
                            "confidence": None if f.confidence is None else round(f.confidence, 4),
                            "track": f.track, "smoothed": f.smoothed}
                           for f in r.faces],
-            })
+            }
             if r.labels is not None:
                 line["labels"] = r.labels
             if truth is not None:

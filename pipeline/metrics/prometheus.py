@@ -11,6 +11,11 @@ page at ``/``:
   durations are in seconds (``_seconds``), shares are ratios (0..1);
 - every counter an actor of that role keeps (the table of roles, ``actors/roles.py``) is there from its first snapshot
   (0 until it counts), drops and rejects also by ``reason``;
+- every series of a per-camera actor (``capture-NAME``, ``encoder-NAME``) has ``camera="NAME"`` beside its
+  ``actor`` (``camera="default"`` for the one camera's ``capture`` and ``encoder``), and an actor's counters
+  of one camera (``camera.NAME.KEY``: the detector's drops, the aggregator's completed and partial frames,
+  several cameras) are the families ``edgepipe_camera_KEY`` with ``camera="NAME"`` (drops by ``reason``:
+  ``edgepipe_camera_dropped_by_reason``);
 - ``edgepipe_up`` is 1 while some actor reported within ``stale_after``
   seconds, else 0; an actor that sent its final snapshot, or fell silent for
   ``stale_after`` seconds, has its series removed, so a pipeline that is gone
@@ -28,8 +33,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from edgepipe.actors.roles import COMMON, ROLES
-from edgepipe.bus.messages import Metric
+from edgepipe.actors.roles import COMMON, ROLES, role_of
+from edgepipe.bus.messages import DEFAULT_CAMERA, Metric
 
 _BAD = re.compile(r"[^a-zA-Z0-9_]")
 DEFAULT_STALE_S = 5.0
@@ -38,7 +43,7 @@ DEFAULT_STALE_S = 5.0
 COUNTERS: Dict[str, Tuple[str, ...]] = {r.name: r.counters for r in ROLES}
 DROP_REASONS: Dict[str, Tuple[str, ...]] = {r.name: r.drops for r in ROLES if r.drops}
 REJECT_REASONS = ("bad_frames", "unknown_kind", "oversized", "malformed", "wrong_version", "wrong_kind",
-                  "bad_field", "bad_image", "bad_value", "missing_field", "unknown_field")  # bus.codec's
+                  "wrong_camera", "bad_field", "bad_image", "bad_value", "missing_field", "unknown_field")  # bus.codec's
 
 # by family name, as prometheus_client names a family: a counter's without "_total" (its samples have it)
 HELP: Dict[str, str] = {
@@ -49,6 +54,10 @@ HELP: Dict[str, str] = {
     "edgepipe_dropped_by_reason": "Dropped frames by reason",
     "edgepipe_rejected": "Messages refused by the actor's decoder (malformed, hostile or wrong version)",
     "edgepipe_rejected_by_reason": "Refused messages by reason",
+    "edgepipe_camera_dropped": "Frames of one camera the actor accepted or expected and will not pass on",
+    "edgepipe_camera_dropped_by_reason": "Dropped frames of one camera by reason",
+    "edgepipe_camera_completed": "Frames of one camera that left the aggregator with every expression",
+    "edgepipe_camera_partial": "Frames of one camera that left the aggregator without every expression",
     "edgepipe_restarts": "Engine restarts by the watchdog",
     "edgepipe_completed": "Frames that left the aggregator with every expression",
     "edgepipe_partial": "Frames that left the aggregator without every expression (deadline or error)",
@@ -90,8 +99,17 @@ def metric_name(key: str) -> str:
 
 
 def actor_role(actor: str) -> str:
-    """The role of an actor name (``fer-3`` -> ``fer``)."""
-    return re.sub(r"-\d+$", "", actor)
+    """The role of an actor name (``fer-3`` -> ``fer``, ``capture-left`` -> ``capture``; a name of no role: itself)."""
+    role = role_of(actor)
+    return role.name if role is not None else actor
+
+
+def actor_labels(actor: str) -> Labels:
+    """The labels of every series of ``actor``: its name, and its camera for a per-camera actor."""
+    role = role_of(actor)
+    if role is None or not role.per_camera:
+        return (("actor", actor),)
+    return (("actor", actor), ("camera", actor[len(role.name) + 1:] or DEFAULT_CAMERA))
 
 
 def _gauge(key: str, value: float) -> Tuple[str, float]:
@@ -118,21 +136,29 @@ def _gauge(key: str, value: float) -> Tuple[str, float]:
 def _counter_samples(actor: str, m: Metric) -> Iterator[_Sample]:
     """Every counter an actor of this role keeps (0 until it counts), drops and rejects also by reason."""
     role = actor_role(actor)
-    a: Labels = (("actor", actor),)
+    a = actor_labels(actor)
     counters = {k: 0 for k in COUNTERS.get(role, COMMON)}
     counters.update({"dropped." + r: 0 for r in DROP_REASONS.get(role, ())})
     counters.update({"rejected." + r: 0 for r in REJECT_REASONS})
     counters.update(m.counters)
     for k, v in counters.items():
         head, _, reason = k.partition(".")
-        if reason and head in ("dropped", "rejected"):
+        if head == "camera" and "." in reason:  # camera.NAME.KEY: one camera's, a family with its label
+            camera, _, key = reason.partition(".")
+            head, _, reason = key.partition(".")
+            c: Labels = (("actor", actor), ("camera", camera))
+            if reason and head in ("dropped", "rejected"):
+                yield "edgepipe_camera_%s_by_reason" % head, "counter", c + (("reason", reason),), v
+            else:
+                yield metric_name("camera_" + key), "counter", c, v
+        elif reason and head in ("dropped", "rejected"):
             yield "edgepipe_%s_by_reason" % head, "counter", a + (("reason", reason),), v
         else:
             yield metric_name(k), "counter", a, v
 
 
 def _gauge_samples(actor: str, m: Metric) -> Iterator[_Sample]:
-    a: Labels = (("actor", actor),)
+    a = actor_labels(actor)
     for k, v in m.gauges.items():
         if k.startswith("on."):
             yield "edgepipe_runs_on", "gauge", a + (("device", k[3:]),), v

@@ -36,7 +36,7 @@ COUNTERS: List[Tuple[str, str]] = [
      "`encode_error`, `encode_timeout`, `device_gone`, `skipped`, `no_frame`"),
     ("rejected", "messages refused (all reasons)"),
     ("rejected.<reason>", "by reason: `malformed`, `bad_frames`, `bad_field`, `bad_value`, `bad_image`, `oversized`, "
-     "`unknown_kind`, `wrong_kind`, `wrong_version`, `bad_subscription`"),
+     "`unknown_kind`, `wrong_kind`, `wrong_camera`, `wrong_version`, `bad_subscription`"),
     ("ignored", "messages of a kind this actor does not use, or for a frame it no longer waits for"),
     ("restarts", "the engine or the encoder restarted after a failure"),
     ("failovers", "the role moved to its fallback engine (an accelerator failed)"),
