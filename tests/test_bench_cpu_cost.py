@@ -1,6 +1,7 @@
 """``pipeline/bench/cpu/cpu_cost.py``: CPU time per frame from process and thread CPU times."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -76,3 +77,32 @@ def test_pair_counts_this_process_and_a_child_process():
     assert 25.0 <= r["back_core_ms_per_frame"] <= 36.0, r
     assert r["core_ms_per_frame"] == pytest.approx(r["front_core_ms_per_frame"] + r["back_core_ms_per_frame"], abs=0.01)
     assert cpu_cost.proc_cpu_s(child.pid) is None  # gone: no time, no exception
+
+
+def test_cost_command_refuses_an_unknown_frame_set(capsys):
+    from edgepipe.pipeline.bench.cpu import cost
+
+    assert cost.main(["--sets", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--sets" in err[0]
+
+
+def test_cost_command_measures_both_sides_and_the_pipeline_threads(tmp_path, capsys):
+    from test_bench_cpu import IMAGES, _why_skip
+
+    if _why_skip():
+        pytest.skip(_why_skip())
+    from edgepipe.pipeline.bench.cpu import cost
+
+    out = tmp_path / "out"
+    assert cost.main(["--frames", "40", "--warmup", "5", "--rounds", "1", "--threads", "--images", str(IMAGES),
+                      "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads((out / cost.OUT_NAME).read_text())
+    row = data["pipeline_vs_serial"][0]
+    assert row["frames"] == "seed640" and row["same_frames"]
+    assert row["serial_core_ms_per_frame"] > 0 and row["core_ms_ratio"] > 0
+    assert row["pipeline_core_ms_per_frame"] > 0
+    assert "core-ms" in printed and "pipeline threads" in printed
+    threads = data["threads"]["median"]
+    assert any(name.startswith("detector") for name in threads) and "MainThread" in threads

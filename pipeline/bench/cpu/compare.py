@@ -47,6 +47,7 @@ threshold; the JSON (``bench_pipeline_cpu.json``) has every run.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import os
 import statistics
@@ -87,9 +88,11 @@ def pipeline_config(base: Config, source: str, workers: Optional[int], tag: str)
     return cfg
 
 
-def run_pipeline(cfg: Config, frames: int, warmup: int = 0, threads: bool = False) -> Dict[str, Any]:
+def run_pipeline(cfg: Config, frames: int, warmup: int = 0, threads: bool = False,
+                 stdlib_loop: bool = False) -> Dict[str, Any]:
     """One in-process run of ``frames`` frames; its figures, with the CPU time per frame of every process of
-    the run after its first ``warmup`` results (``cpu_cost.RunCpuMeter``; ``threads``: and of each thread)."""
+    the run after its first ``warmup`` results (``cpu_cost.RunCpuMeter``; ``threads``: and of each thread).
+    ``stdlib_loop``: on asyncio's own event loop instead of uvloop's (as ``run.py`` without uvloop)."""
     meter: List[RunCpuMeter] = []
     recorder: List[Any] = []
 
@@ -99,7 +102,7 @@ def run_pipeline(cfg: Config, frames: int, warmup: int = 0, threads: bool = Fals
         meter.append(RunCpuMeter(lambda: rec.totals["frames"], threads=threads).start())
 
     try:
-        s = event_loop_run(run(cfg, RunOptions(frames=frames), on_ready=ready))
+        s = (asyncio.run if stdlib_loop else event_loop_run)(run(cfg, RunOptions(frames=frames), on_ready=ready))
     finally:
         for m in meter:
             m.stop()
@@ -156,8 +159,9 @@ def _median(values: Sequence[Optional[float]]) -> Optional[float]:
 def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30, repeats: int = 3,
               profile: Optional[str] = None, config_path: Optional[str] = None,
               progress: Optional[Callable[[str], None]] = None, sets: Sequence[str] = COMPARE_SETS,
-              pool: bool = True) -> Dict[str, Any]:
-    """Measure; return the report (``bench_pipeline_cpu.json``)."""
+              pool: bool = True, cpu_threads: Optional[int] = None, stdlib_loop: bool = False) -> Dict[str, Any]:
+    """Measure; return the report (``bench_pipeline_cpu.json``). ``cpu_threads``: ``[engine.cpu] threads``
+    for both sides (default: the config's); ``stdlib_loop``: the pipeline on asyncio's own loop."""
     folder = check_images_dir(images)
 
     def base() -> Config:
@@ -165,6 +169,8 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
         shared = os.path.normpath(os.path.join(folder, "..", "models"))
         if os.path.isdir(shared) and shared not in cfg.models.paths:
             cfg.models.paths.append(shared)
+        if cpu_threads:
+            cfg.engine.cpu.threads = cpu_threads
         return cfg
 
     cfg0 = base()
@@ -203,7 +209,7 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
                 return run_serial(base(), fs.path, n, warm, in_memory=kind == "serial_mem")
             cfg = pipeline_config(base(), fs.path, workers, key(c).replace(":", "-"))
             cfg.fer.processes = kind == "poolprocs"  # every FER worker in a child process of its own
-            return run_pipeline(cfg, n, warm)
+            return run_pipeline(cfg, n, warm, stdlib_loop=stdlib_loop)
 
         for rnd in range(repeats + (1 if warmup > 0 else 0)):
             is_warmup = warmup > 0 and rnd == 0
@@ -302,7 +308,8 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
         "machine": machine_info(),
         "settings": {"engine": "cpu", "profile": cfg0.pipeline.profile, "models": {"detector": names.detector,
                                                                                    "fer": names.fer},
-                     "cpu_threads": cfg0.engine.cpu.threads, "litert": _dist_version("ai-edge-litert"),
+                     "cpu_threads": cfg0.engine.cpu.threads, "stdlib_loop": stdlib_loop,
+                     "litert": _dist_version("ai-edge-litert"),
                      "frames": frames, "warmup": warmup,
                      "repeats": repeats, "images": folder, "model_paths": cfg0.models.paths,
                      "elapsed_s": round(time.monotonic() - t0, 1),
