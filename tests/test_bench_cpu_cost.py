@@ -95,8 +95,8 @@ def test_cost_command_measures_both_sides_and_the_pipeline_threads(tmp_path, cap
     from edgepipe.pipeline.bench.cpu import cost
 
     out = tmp_path / "out"
-    assert cost.main(["--frames", "40", "--warmup", "5", "--rounds", "1", "--threads", "--images", str(IMAGES),
-                      "--out", str(out)]) == 0
+    assert cost.main(["--frames", "40", "--warmup", "5", "--rounds", "1", "--threads", "--models",
+                      "--images", str(IMAGES), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     data = json.loads((out / cost.OUT_NAME).read_text())
     row = data["pipeline_vs_serial"][0]
@@ -106,3 +106,6 @@ def test_cost_command_measures_both_sides_and_the_pipeline_threads(tmp_path, cap
     assert "core-ms" in printed and "pipeline threads" in printed
     threads = data["threads"]["median"]
     assert any(name.startswith("detector") for name in threads) and "MainThread" in threads
+    alone = {(m["model"], m["threads"]): m for m in data["models_alone"]}
+    assert set(alone) == {(m, t) for m in ("blazeface-full", "fer64") for t in (1, 2)}
+    assert all(m["wall_ms"] > 0 and m["core_ms"] > 0 for m in alone.values())

@@ -40,7 +40,9 @@ child process of its own, started as ``fer.processes = true`` starts them
 runs with ``fer.processes = true`` (1 and 2 worker processes).
 
 Reported: FPS of each, the ratios pipeline / serial (the median of the
-per-round ratios), faces found per frame by each; and FER pool 2 vs 1
+per-round ratios), faces found per frame by each, the CPU time per frame of
+each (core-ms: every process of each side over its timed frames, warm-up
+excluded on both; ``cpu_cost.py``) and its ratio; and FER pool 2 vs 1
 workers on ``faces5`` as faces per second, in this process and in processes. No number here is a test
 threshold; the JSON (``bench_pipeline_cpu.json``) has every run.
 """
@@ -106,7 +108,8 @@ def run_pipeline(cfg: Config, frames: int, warmup: int = 0, threads: bool = Fals
     finally:
         for m in meter:
             m.stop()
-    cpu = meter[0].per_frame(min(warmup, max(0, frames // 2)), recorder[0].last_t) if meter else {"core_ms_per_frame": None}
+    cpu_warmup = min(warmup, max(0, frames // 2))
+    cpu = meter[0].per_frame(cpu_warmup, recorder[0].last_t) if meter else {"core_ms_per_frame": None}
     faces = s.get("faces") or {}
     done = (s.get("frames_completed") or 0) + (s.get("frames_partial") or 0)
     n_faces = int(faces.get("faces", 0))
@@ -122,7 +125,7 @@ def run_pipeline(cfg: Config, frames: int, warmup: int = 0, threads: bool = Fals
         "latency_ms": s["latency_ms"], "models": s.get("models"),
         "busy_ms_p50": {n: a["busy_ms_p50"] for n, a in actors.items() if n not in ("recorder",)},
         "completed_frames": done, "processes": [g["name"] for g in s.get("groups", [])],
-        "cpu_warmup_frames": min(warmup, max(0, frames // 2)), **cpu,
+        "cpu_warmup_frames": cpu_warmup, **cpu,
     }
 
 

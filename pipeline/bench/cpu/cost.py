@@ -4,7 +4,9 @@ The part of ``bench pipeline --engine cpu`` that compares core-ms per frame (``c
 chosen frame sets and no FER pool cases): the pipeline against the serial two-process loop on the same
 frames, round-robin, warm-up excluded on both sides. ``--threads`` adds a second pipeline run per round
 that also reads every thread's CPU time (``cpu_cost.RunCpuMeter(threads=True)``: a /proc walk every
-100 ms, about 0.1 core-ms a frame of its own), so the breakdown says where the pipeline's CPU goes.
+100 ms, about 0.1 core-ms a frame of its own), so the breakdown says where the pipeline's CPU goes;
+``--models`` times each of the profile's two models alone at 1 and 2 LiteRT threads (wall ms and core-ms
+per invoke: what a second thread buys, and what it burns).
 """
 from __future__ import annotations
 
@@ -13,8 +15,13 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from typing import Any, Dict, List, Optional, Sequence
 
+import numpy as np
+
+from edgepipe.actors.runtime.engines import EngineSettings
+from edgepipe.models.store import manifest
 from edgepipe.pipeline.bench.common import write_json
 from edgepipe.pipeline.bench.cpu.compare import COMPARE_SETS, bench_cpu, pipeline_config, run_pipeline
 from edgepipe.pipeline.bench.cpu.frames import check_images_dir, prepare_frames
@@ -42,6 +49,31 @@ def thread_breakdown(frame_path: str, frames: int, warmup: int, rounds: int, cpu
     return {"median": dict(sorted(med.items(), key=lambda kv: -kv[1])), "runs": runs}
 
 
+def model_cpu(names: Sequence[str], threads: Sequence[int], model_paths: Sequence[str], n: int = 300,
+              warmup: int = 30) -> List[Dict[str, Any]]:
+    """Each model alone on the CPU engine at each thread count: wall ms and core-ms (this process's CPU time,
+    LiteRT's own threads included) per invoke, ``n`` invokes of a zero input after ``warmup``."""
+    out = []
+    for name in names:
+        for t in threads:
+            settings = EngineSettings.of("cpu", model_paths=list(model_paths), threads=t)
+            engine = settings.build(manifest.get(name))
+            engine.load()
+            try:
+                x = [np.zeros(s.shape, dtype=s.dtype) for s in engine.inputs]
+                for _ in range(warmup):
+                    engine.invoke(x)
+                c0, w0 = time.process_time(), time.perf_counter()
+                for _ in range(n):
+                    engine.invoke(x)
+                cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+            finally:
+                engine.close()
+            out.append({"model": name, "threads": t, "wall_ms": round(wall * 1000.0 / n, 3),
+                        "core_ms": round(cpu * 1000.0 / n, 3)})
+    return out
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m edgepipe.pipeline.bench.cpu.cost",
                                  description="Core-ms per frame: the pipeline against the serial two-process "
@@ -56,6 +88,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     "(default: the config's)")
     ap.add_argument("--stdlib-loop", action="store_true", help="the pipeline on asyncio's own event loop "
                     "(default: uvloop where installed, as run.py)")
+    ap.add_argument("--models", action="store_true", help="also each model alone at 1 and 2 LiteRT threads: "
+                    "wall ms and core-ms per invoke")
     ap.add_argument("--images", default=None, help="the shared assets' images folder")
     ap.add_argument("--profile", default=None, help="a profile with a detector and a FER model")
     ap.add_argument("--out", default=os.path.join("bench-out", "cpu"), help="folder of %s" % OUT_NAME)
@@ -78,6 +112,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                      args.cpu_threads,
                                                      os.path.normpath(os.path.join(folder, "..", "models")),
                                                      args.profile)
+        if args.models:
+            names = result["settings"]["models"]
+            result["models_alone"] = model_cpu([names["detector"], names["fer"]], (1, 2),
+                                               result["settings"]["model_paths"])
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -86,6 +124,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if th:
         print("pipeline threads, core-ms per frame (median of %d runs, %s): %s"
               % (len(th["runs"]), sets[0], ", ".join("%s %.2f" % kv for kv in th["median"].items())))
+    for m in result.get("models_alone", []):
+        print("%s alone, %d LiteRT thread(s): %.3f ms per invoke, %.3f core-ms" % (m["model"], m["threads"],
+                                                                             m["wall_ms"], m["core_ms"]))
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, OUT_NAME)
     write_json(path, result)
