@@ -66,6 +66,10 @@ def test_bench_cpu_quick_runs_both_sides_on_the_same_frames(tmp_path, capsys):
             assert r["faces_frames"] == r["frames_completed"] + r["frames_partial"] > 0, name
         for r in s:
             assert r["frames"] == 4, name
+            # both of its processes' CPU time over the timed frames
+            assert r["front_core_ms_per_frame"] > 0 and r["back_core_ms_per_frame"] > 0, name
+            assert r["core_ms_per_frame"] == pytest.approx(r["front_core_ms_per_frame"]
+                                                           + r["back_core_ms_per_frame"], abs=0.01), name
             assert r["frame_digests"] == [sets[name]["digest"]], name  # the pipeline's source's frame
             assert r["backend_exit_code"] == 0 and not r["ipc_dir_left"], name  # its ipc folder is gone
             assert r["endpoint_kind"] == "ipc" and r["in_flight"] == 1

@@ -40,13 +40,16 @@ child process of its own, started as ``fer.processes = true`` starts them
 runs with ``fer.processes = true`` (1 and 2 worker processes).
 
 Reported: FPS of each, the ratios pipeline / serial (the median of the
-per-round ratios), faces found per frame by each; and FER pool 2 vs 1
+per-round ratios), faces found per frame by each, the CPU time per frame of
+each (core-ms: every process of each side over its timed frames, warm-up
+excluded on both; ``cpu_cost.py``) and its ratio; and FER pool 2 vs 1
 workers on ``faces5`` as faces per second, in this process and in processes. No number here is a test
 threshold; the JSON (``bench_pipeline_cpu.json``) has every run.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import os
 import statistics
@@ -55,12 +58,15 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from edgepipe.pipeline.bench.cases import run_pipeline_case
 from edgepipe.pipeline.bench.common import machine_info, ratio, write_json
+from edgepipe.pipeline.bench.cpu.cpu_cost import RunCpuMeter
 from edgepipe.pipeline.bench.cpu.fer_stage import real_crops, run_fer_stage, run_fer_stage_processes
 from edgepipe.pipeline.bench.cpu.frames import check_images_dir, prepare_frames
+from edgepipe.pipeline.bench.cpu.render import render
 from edgepipe.pipeline.bench.cpu.serial_loop import SerialLoop
 from edgepipe.pipeline.config.loading import Config, ConfigError, apply_overrides, endpoint_names, load
+from edgepipe.pipeline.loop import event_loop_run
+from edgepipe.pipeline.runner import RunOptions, run
 
 OUT_NAME = "bench_pipeline_cpu.json"
 COMPARE_SETS = ("seed640", "multi_face")  # pipeline vs serial
@@ -84,8 +90,26 @@ def pipeline_config(base: Config, source: str, workers: Optional[int], tag: str)
     return cfg
 
 
-def run_pipeline(cfg: Config, frames: int) -> Dict[str, Any]:
-    s = run_pipeline_case(cfg, frames)
+def run_pipeline(cfg: Config, frames: int, warmup: int = 0, threads: bool = False,
+                 stdlib_loop: bool = False) -> Dict[str, Any]:
+    """One in-process run of ``frames`` frames; its figures, with the CPU time per frame of every process of
+    the run after its first ``warmup`` results (``cpu_cost.RunCpuMeter``; ``threads``: and of each thread).
+    ``stdlib_loop``: on asyncio's own event loop instead of uvloop's (as ``run.py`` without uvloop)."""
+    meter: List[RunCpuMeter] = []
+    recorder: List[Any] = []
+
+    def ready(p: Any) -> None:  # just before the captures' go
+        rec = p.one("recorder")
+        recorder.append(rec)
+        meter.append(RunCpuMeter(lambda: rec.totals["frames"], threads=threads).start())
+
+    try:
+        s = (asyncio.run if stdlib_loop else event_loop_run)(run(cfg, RunOptions(frames=frames), on_ready=ready))
+    finally:
+        for m in meter:
+            m.stop()
+    cpu_warmup = min(warmup, max(0, frames // 2))
+    cpu = meter[0].per_frame(cpu_warmup, recorder[0].last_t) if meter else {"core_ms_per_frame": None}
     faces = s.get("faces") or {}
     done = (s.get("frames_completed") or 0) + (s.get("frames_partial") or 0)
     n_faces = int(faces.get("faces", 0))
@@ -101,6 +125,7 @@ def run_pipeline(cfg: Config, frames: int) -> Dict[str, Any]:
         "latency_ms": s["latency_ms"], "models": s.get("models"),
         "busy_ms_p50": {n: a["busy_ms_p50"] for n, a in actors.items() if n not in ("recorder",)},
         "completed_frames": done, "processes": [g["name"] for g in s.get("groups", [])],
+        "cpu_warmup_frames": cpu_warmup, **cpu,
     }
 
 
@@ -137,8 +162,9 @@ def _median(values: Sequence[Optional[float]]) -> Optional[float]:
 def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30, repeats: int = 3,
               profile: Optional[str] = None, config_path: Optional[str] = None,
               progress: Optional[Callable[[str], None]] = None, sets: Sequence[str] = COMPARE_SETS,
-              pool: bool = True) -> Dict[str, Any]:
-    """Measure; return the report (``bench_pipeline_cpu.json``)."""
+              pool: bool = True, cpu_threads: Optional[int] = None, stdlib_loop: bool = False) -> Dict[str, Any]:
+    """Measure; return the report (``bench_pipeline_cpu.json``). ``cpu_threads``: ``[engine.cpu] threads``
+    for both sides (default: the config's); ``stdlib_loop``: the pipeline on asyncio's own loop."""
     folder = check_images_dir(images)
 
     def base() -> Config:
@@ -146,6 +172,8 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
         shared = os.path.normpath(os.path.join(folder, "..", "models"))
         if os.path.isdir(shared) and shared not in cfg.models.paths:
             cfg.models.paths.append(shared)
+        if cpu_threads:
+            cfg.engine.cpu.threads = cpu_threads
         return cfg
 
     cfg0 = base()
@@ -184,7 +212,7 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
                 return run_serial(base(), fs.path, n, warm, in_memory=kind == "serial_mem")
             cfg = pipeline_config(base(), fs.path, workers, key(c).replace(":", "-"))
             cfg.fer.processes = kind == "poolprocs"  # every FER worker in a child process of its own
-            return run_pipeline(cfg, n)
+            return run_pipeline(cfg, n, warm, stdlib_loop=stdlib_loop)
 
         for rnd in range(repeats + (1 if warmup > 0 else 0)):
             is_warmup = warmup > 0 and rnd == 0
@@ -237,6 +265,15 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
             "serial_ms_p50": sr[len(sr) // 2]["ms_p50"] if sr else None,
             "serial_in_memory_ms_p50": mr[len(mr) // 2]["ms_p50"] if mr else None,
             "goal": ">= 1.5x the serial loop, at least as many faces per frame",
+            "pipeline_core_ms_per_frame": med(p, "core_ms_per_frame"),
+            "serial_core_ms_per_frame": med(s, "core_ms_per_frame"),
+            "serial_front_core_ms_per_frame": med(s, "front_core_ms_per_frame"),
+            "serial_back_core_ms_per_frame": med(s, "back_core_ms_per_frame"),
+            "serial_in_memory_core_ms_per_frame": med(m, "core_ms_per_frame"),
+            "core_ms_ratio": _median(per_round(p, s, "core_ms_per_frame")),
+            "core_ms_ratio_runs": per_round(p, s, "core_ms_per_frame"),
+            "core_ms_ratio_vs_in_memory": _median(per_round(p, m, "core_ms_per_frame")),
+            "core_ms_goal": "<= 0.85x the serial loop's core-ms per frame",
         })
     pool_row: Dict[str, Any] = {}
     if pool:
@@ -274,7 +311,8 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
         "machine": machine_info(),
         "settings": {"engine": "cpu", "profile": cfg0.pipeline.profile, "models": {"detector": names.detector,
                                                                                    "fer": names.fer},
-                     "cpu_threads": cfg0.engine.cpu.threads, "litert": _dist_version("ai-edge-litert"),
+                     "cpu_threads": cfg0.engine.cpu.threads, "stdlib_loop": stdlib_loop,
+                     "litert": _dist_version("ai-edge-litert"),
                      "frames": frames, "warmup": warmup,
                      "repeats": repeats, "images": folder, "model_paths": cfg0.models.paths,
                      "elapsed_s": round(time.monotonic() - t0, 1),
@@ -301,72 +339,6 @@ def bench_cpu(images: Optional[str] = None, frames: int = 300, warmup: int = 30,
         "fer_pool": pool_row,
         "errors": errors,
     }
-
-
-def f(v: Optional[float], fmt: str = "%.1f") -> str:
-    """A figure for the report, or n/a."""
-    return fmt % v if v is not None else "n/a"
-
-
-def render(result: Dict[str, Any]) -> str:
-    out = ["machine: %s, %s CPUs usable, Python %s, load %s"
-           % (result["machine"]["machine"], result["machine"]["cpus_usable"], result["machine"]["python"],
-              result["machine"]["load_avg"]),
-           "models: %(detector)s + %(fer)s on the CPU" % result["settings"]["models"]
-           + ", %d thread(s) per interpreter, ai-edge-litert %s" % (result["settings"]["cpu_threads"],
-                                                                    result["settings"]["litert"])]
-    for r in result["pipeline_vs_serial"]:
-        fs = result["frame_sets"].get(r["frames"], {})
-        out.append("%s (%s, %dx%d, %d faces in the photo): pipeline %s FPS (%d FER workers, %d frames in flight) "
-                   "vs serial two-process loop %s FPS (1 in flight) = x%s (per round %s); faces/frame "
-                   "pipeline %s, serial %s"
-                   % (r["frames"], fs.get("what", ""), fs.get("size", [0, 0])[0], fs.get("size", [0, 0])[1],
-                      r["expected_faces"], f(r["pipeline_fps"]), r["pipeline_fer_workers"],
-                      r["pipeline_max_in_flight"], f(r["serial_fps"]), f(r["ratio"], "%.2f"),
-                      "/".join("%.2f" % x for x in r["ratio_runs"]) or "n/a",
-                      f(r["pipeline_faces_per_frame"], "%.2f"), f(r["serial_faces_per_frame"], "%.2f")))
-        if r.get("pipeline_busy_ms_p50"):
-            out.append("    pipeline busy p50 ms: " + ", ".join("%s %.2f" % kv for kv in
-                                                               sorted(r["pipeline_busy_ms_p50"].items())))
-        out.append("    vs the serial loop sending a frame kept in memory (a camera's decoded frame, no per-frame "
-                   "decode): %s FPS = x%s (per round %s); faces/frame %s"
-                   % (f(r["serial_in_memory_fps"]), f(r["ratio_vs_in_memory"], "%.2f"),
-                      "/".join("%.2f" % x for x in r["ratio_vs_in_memory_runs"]) or "n/a",
-                      f(r["serial_in_memory_faces_per_frame"], "%.2f")))
-        for label, k in (("serial", "serial_ms_p50"), ("serial, in memory", "serial_in_memory_ms_p50")):
-            if r.get(k):
-                out.append("    %s p50 ms: " % label + ", ".join("%s %.2f" % kv for kv in r[k].items()))
-    p = result.get("fer_pool")
-    if p:
-        out.append("FER pool on %s (%s faces/frame found): %s; goal >= 1.7)"
-                   % (p["frames"], "/".join(f(x, "%.2f") for x in p["faces_per_frame"]), _one_vs_two(p)))
-    st = (p or {}).get("stage_only")
-    if st:
-        out.append("FER stage alone (the pool's FerWorker actors fed %d real face crops per frame over inproc://, no "
-                   "capture or detector): %s)" % (st["faces_per_frame"], _one_vs_two(st)))
-        out.append("    this process's CPU (the feeder and both workers): %s%% with 1 worker, %s%% with 2"
-                   % tuple(f(x, "%.0f") for x in st["this_process_cpu_pct"]))
-    sp = (p or {}).get("stage_processes")
-    if sp:
-        out.append("FER stage in processes (each FerWorker in its own child process, fer.processes = true, fed the "
-                   "same crops over ipc://): %s; goal >= 1.7)" % _one_vs_two(sp))
-        out.append("    the feeder's process CPU: %s%% with 1 worker, %s%% with 2 (the workers run beside it)"
-                   % tuple(f(x, "%.0f") for x in sp["this_process_cpu_pct"]))
-    pp = (p or {}).get("pipeline_processes")
-    if pp:
-        out.append("FER pool in processes (the pipeline on %s with fer.processes = true): %s); 2 worker processes "
-                   "vs 1 worker in the main process x%s"
-                   % (p["frames"], _one_vs_two(pp), f(pp["vs_one_worker_in_process"], "%.2f")))
-    if result.get("errors"):
-        out.append("failed: " + "; ".join("%s: %s" % kv for kv in result["errors"].items()))
-    return "\n".join(out)
-
-
-def _one_vs_two(d: Dict[str, Any]) -> str:
-    """"1 worker N faces/s, 2 workers M faces/s = xR (per round ..." of a pool measurement."""
-    return "1 worker %s faces/s, 2 workers %s faces/s = x%s (per round %s" % (
-        f(d["faces_per_s"][0]), f(d["faces_per_s"][1]), f(d["ratio"], "%.2f"),
-        "/".join("%.2f" % x for x in d["ratio_runs"]) or "n/a")
 
 
 def main_cpu(args: argparse.Namespace, frames: int, warmup: int, repeats: int) -> int:

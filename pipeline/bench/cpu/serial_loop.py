@@ -45,6 +45,7 @@ from edgepipe.actors.sources.source_factory import make_source
 from edgepipe.bus.raw import readable, reply_socket, request_socket
 from edgepipe.models.registry import expression_model, face_detector
 from edgepipe.models.store import manifest
+from edgepipe.pipeline.bench.cpu.cpu_cost import PairCpu
 
 log = logging.getLogger("edgepipe.serial")
 
@@ -282,11 +283,13 @@ class SerialLoop:
         faces: List[int] = []
         digests: List[str] = []
         kept: Any = None
+        cpu = PairCpu(self.proc.pid if self.proc is not None else None)  # front end + back end
         t_start = time.monotonic()
         try:
             for i in range(warmup + frames):
                 if i == warmup:
                     t_start = time.monotonic()
+                    cpu.mark_start()
                 t0 = time.monotonic()
                 item = kept if kept is not None else src.read()
                 if item is None:
@@ -309,6 +312,7 @@ class SerialLoop:
                 fer_ms.append(res["fer_ms"])
                 faces.append(int(res["faces"]))
             elapsed = time.monotonic() - t_start
+            cpu.mark_end()
         finally:
             src.close()
         done = len(faces)
@@ -329,6 +333,7 @@ class SerialLoop:
                        "fer": _pct(fer_ms, 50),
                        "hop_overhead": _pct([a - b - c for a, b, c in zip(latency, detect_ms, fer_ms)], 50)},
             "latency_ms": {"p50": _pct(latency, 50), "p99": _pct(latency, 99)},
+            **cpu.per_frame(done),
         }
 
 
