@@ -173,6 +173,7 @@ async def _stop(st: _Started, bus: Any) -> List[str]:
         actor.stopping = True  # from here on an actor that ends is not a failure of the run
     if st.watch is not None:
         st.watch.cancel()
+        await asyncio.gather(st.watch, return_exceptions=True)  # its end awaited: no task outlives the run
     try:
         for g in st.groups:
             await g.stop()
