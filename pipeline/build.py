@@ -150,12 +150,10 @@ def make_actor(cfg: Config, bus: Bus, role: Role, name: str, context: Context,
         if role.per_camera:  # its camera's own frames / encoded endpoint
             endpoints[ep] = camera_link(cfg, ep, context.camera)
             continue
-        # a role that connects to every camera's: those given in [cameras.NAME] as ``LINK.CAMERA`` (the detector
-        # derives the others); the display shows one camera
+        # a role that connects to every camera's (the detector, the display): those given in [cameras.NAME] as
+        # ``LINK.CAMERA``; it derives the others from ``LINK`` itself (bus.sockets.camera_endpoint)
         endpoints.update({"%s.%s" % (ep, cam): camera_link(cfg, ep, cam) for cam in cameras
                           if getattr(cfg.cameras.get(cam), ep, "")})
-        if len(cameras) == 1:
-            endpoints[ep] = camera_link(cfg, ep, cameras[0])
     args: List[object] = [name, bus]
     if role.section is not None:
         args.append(getattr(cfg, role.section))

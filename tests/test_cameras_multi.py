@@ -117,6 +117,19 @@ def test_run_py_with_two_cameras(tmp_path):
         assert s["cameras"][name]["frames_completed"] > 0
 
 
+def test_one_named_camera_with_a_display(tmp_path):
+    """One camera that is not ``default``: the detector and the display derive its endpoints once (a
+    regression: both were given the derived address and derived it again, and waited for ever)."""
+    summary = tmp_path / "summary.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "--engine", "fake", "--camera",
+                           "solo=synthetic:faces=1", "--display", "web:0", "--frames", "10", "--summary",
+                           str(summary)], cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    s = json.loads(summary.read_text())
+    check_cameras(s, ("solo",))
+    assert s["cameras"]["solo"]["frames_captured"] == 10 == s["cameras"]["solo"]["frames_completed"]
+
+
 def test_cameras_in_the_config_and_on_the_command_line():
     cfg = load(None, camera=["left=v4l2:0", "right=synthetic:faces=2"])
     assert {k: c.source for k, c in cfg.camera_list().items()} == {"left": "v4l2:0", "right": "synthetic:faces=2"}

@@ -185,7 +185,8 @@ class Display(Actor):
         await in_thread(self.executor, self.sink.open)
         for cam in self.cameras:  # one socket per camera, as the detector has for the encoded frames
             self.frames_subs[cam] = self.channel(self.bus.sub(
-                camera_endpoint(self.frames_endpoint, cam, self.cameras), hwm=self.frame_buffer,
+                self.endpoints.get("frames." + cam) or camera_endpoint(self.frames_endpoint, cam, self.cameras),
+                hwm=self.frame_buffer,
                 name=self.name if len(self.cameras) == 1 else "%s.%s" % (self.name, cam), topics=("frame", "eos")))
         # a record keeps as many results queued as frames, so that a slow write loses none
         hwm = max(self.hwm, self.frame_buffer) if self.every_frame else self.hwm
