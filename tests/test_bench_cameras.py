@@ -1,5 +1,6 @@
 """``run.py bench cameras``: several cameras in one pipeline, end to end at the smallest size, the goals judged
-on canned numbers, the table and the CPU meter's windows. No speed is asserted: the machines are noisy."""
+on canned numbers and the table (the CPU meter's tests: test_bench_cpu_cost.py). No speed is asserted: the
+machines are noisy."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,6 @@ from test_bench_cpu import needs_real
 from edgepipe.models.engines.engine import EngineError
 from edgepipe.pipeline.bench import commands as bench
 from edgepipe.pipeline.bench.cameras import goals
-from edgepipe.pipeline.bench.cameras.measure import CpuMeter
 
 
 def _accounted(cams):
@@ -109,16 +109,6 @@ def test_the_table_renders_every_row_with_its_verdict():
     assert next(ln for ln in lines if ln.startswith("one        1")).endswith("met")
     assert any(ln.startswith("1     1/1") and "x0.80" in ln and ln.endswith("met") for ln in lines)
     assert "the clip's 23.98 FPS" in text and "failed: cpu:2: RuntimeError: boom" in text
-
-
-def test_the_cpu_meter_reads_a_window_between_its_samples():
-    meter = CpuMeter()
-    meter.times, meter.cpu = [10.0, 11.0, 12.0, 13.0], [0.0, 1.0, 3.0, 6.0]
-    assert meter.cpu_between(10.5, 12.5) == pytest.approx(4.0)  # 0.5 .. 4.5
-    assert meter.cpu_between(9.0, 20.0) == 6.0  # clamped to the first and the last sample
-    with CpuMeter(period=0.001) as live:
-        pass
-    assert len(live.times) >= 2 and live.cpu == sorted(live.cpu)
 
 
 @pytest.mark.parametrize("argv, says", [(["--placements", "one,three"], "--placements: three"),

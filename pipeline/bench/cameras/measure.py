@@ -2,22 +2,20 @@
 CPU on the same clip.
 
 CPU is the user + system time of this process (every thread) and of every process below it (a FER worker
-process, the serial loop's back end), sampled by ``CpuMeter`` in a thread every ``PERIOD_S``; the CPU of a
-window is read between two samples, so that a run's window is what the summary times: from the go to the last
-result, leaving out building the pipeline, loading the models and stopping. ``core_ms_per_frame``: the CPU of
+process, the serial loop's back end), sampled by ``cpu_cost.CpuMeter`` in a thread every ``PERIOD_S``; the
+CPU of a window is read between two samples, so that a run's window is what the summary times: from the go to
+the last result, leaving out building the pipeline, loading the models and stopping. ``core_ms_per_frame``: the CPU of
 the window in milliseconds over the frames completed in it (partial ones included); ``cpu_pct``: that CPU over
 the window's wall time (100 = one core).
 """
 from __future__ import annotations
 
-import bisect
-import os
-import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from edgepipe.pipeline.bench.cases import Case, case_config
 from edgepipe.pipeline.bench.cpu.compare import pipeline_config
+from edgepipe.pipeline.bench.cpu.cpu_cost import CpuMeter
 from edgepipe.pipeline.bench.cpu.serial_loop import SerialLoop
 from edgepipe.pipeline.config.loading import Config
 from edgepipe.pipeline.config.sections import CameraConfig
@@ -27,94 +25,16 @@ from edgepipe.pipeline.runner import RunOptions, run
 PERIOD_S = 0.02
 CAMERA_FPS = 30  # the synthetic cameras' rate (fake engine)
 DEMO = "demo"  # the demo clip, paced at its own frame rate (CPU engine)
-PROC = "/proc"
 
 
 def camera_names(n: int) -> List[str]:
     return ["cam%d" % (i + 1) for i in range(n)]
 
 
-def _stat_cpu_s(pid: int, tick: float) -> float:
-    """User + system CPU seconds of one process from /proc (0.0 when it is gone)."""
-    try:
-        with open(os.path.join(PROC, str(pid), "stat"), encoding="ascii") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / tick
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def _descendants(pid: int) -> List[int]:
-    """Every process below ``pid`` (Linux: /proc/PID/task/TID/children); none where /proc has no such file."""
-    out: List[int] = []
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            tasks = os.listdir(os.path.join(PROC, str(p), "task"))
-        except OSError:
-            continue
-        for tid in tasks:
-            try:
-                with open(os.path.join(PROC, str(p), "task", tid, "children"), encoding="ascii") as fh:
-                    kids = [int(x) for x in fh.read().split()]
-            except (OSError, ValueError):
-                continue
-            out += kids
-            todo += kids
-    return out
-
-
-def tree_cpu_s() -> float:
-    """CPU seconds so far of this process (every thread) and of the processes below it."""
-    tick = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
-    return time.process_time() + sum(_stat_cpu_s(pid, tick) for pid in _descendants(os.getpid()))
-
-
-class CpuMeter:
-    """Samples ``tree_cpu_s`` in a thread every ``period`` seconds while it is open (``with``); ``cpu_between``
-    reads the CPU of a window from the samples (linear between the two around each end)."""
-
-    def __init__(self, period: float = PERIOD_S, read: Callable[[], float] = tree_cpu_s) -> None:
-        self.period = period
-        self.read = read
-        self.times: List[float] = []
-        self.cpu: List[float] = []
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-
-    def sample(self) -> None:
-        cpu = self.read()
-        self.times.append(time.monotonic())
-        self.cpu.append(cpu)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.period):
-            self.sample()
-
-    def __enter__(self) -> "CpuMeter":
-        self.sample()
-        self._thread = threading.Thread(target=self._loop, name="bench-cpu-meter", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.sample()
-
-    def cpu_at(self, t: float) -> float:
-        i = bisect.bisect_left(self.times, t)
-        if i <= 0:
-            return self.cpu[0]
-        if i >= len(self.times):
-            return self.cpu[-1]
-        t0, t1, c0, c1 = self.times[i - 1], self.times[i], self.cpu[i - 1], self.cpu[i]
-        return c0 + (c1 - c0) * ((t - t0) / (t1 - t0) if t1 > t0 else 1.0)
-
-    def cpu_between(self, t0: float, t1: float) -> float:
-        return max(0.0, self.cpu_at(t1) - self.cpu_at(t0))
+def meter() -> CpuMeter:
+    """The meter of a run's window: the processes below looked up at every sample, so that one started while
+    the pipeline is built (a FER worker loading its model) is counted from the sample that sees it."""
+    return CpuMeter(period=PERIOD_S, rescan=1)
 
 
 def cpu_figures(cpu_s: float, wall_s: float, frames: int) -> Dict[str, Optional[float]]:
@@ -130,12 +50,12 @@ def run_measured(cfg: Config, frames: int) -> Dict[str, Any]:
     def ready(_p: Any) -> None:
         marks["go"] = time.monotonic()  # the runner tells the captures to go right after this
 
-    with CpuMeter() as meter:
+    with meter() as m:
         s = event_loop_run(run(cfg, RunOptions(frames=frames), on_ready=ready))
-    t0 = marks.get("go", meter.times[0])
+    t0 = marks.get("go", m.samples[0][2])
     t1 = t0 + float(s.get("duration_s") or 0.0)
     done = int(s.get("frames_completed") or 0) + int(s.get("frames_partial") or 0)
-    s["cpu"] = cpu_figures(meter.cpu_between(t0, t1), t1 - t0, done)
+    s["cpu"] = cpu_figures(m.cpu_between(t0, t1), t1 - t0, done)
     return s
 
 
@@ -166,13 +86,13 @@ def run_serial_measured(cfg: Config, source: str, frames: int, warmup: int) -> D
         loop.start()
         if warmup:
             loop.run(source, warmup)
-        with CpuMeter() as meter:
+        with meter() as m:
             t0 = time.monotonic()
             r = loop.run(source, frames)  # the clip from its first frame, as each camera plays it
             t1 = time.monotonic()
     finally:
         loop.close()
-    r["cpu"] = cpu_figures(meter.cpu_between(t0, t1), t1 - t0, int(r["frames"]))
+    r["cpu"] = cpu_figures(m.cpu_between(t0, t1), t1 - t0, int(r["frames"]))
     r["backend_exit_code"] = loop.exit_code
     return r
 

@@ -59,7 +59,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from edgepipe.pipeline.bench.common import machine_info, ratio, write_json
-from edgepipe.pipeline.bench.cpu.cpu_cost import RunCpuMeter
+from edgepipe.pipeline.bench.cpu.cpu_cost import CpuMeter
 from edgepipe.pipeline.bench.cpu.fer_stage import real_crops, run_fer_stage, run_fer_stage_processes
 from edgepipe.pipeline.bench.cpu.frames import check_images_dir, prepare_frames
 from edgepipe.pipeline.bench.cpu.render import render
@@ -93,15 +93,15 @@ def pipeline_config(base: Config, source: str, workers: Optional[int], tag: str)
 def run_pipeline(cfg: Config, frames: int, warmup: int = 0, threads: bool = False,
                  stdlib_loop: bool = False) -> Dict[str, Any]:
     """One in-process run of ``frames`` frames; its figures, with the CPU time per frame of every process of
-    the run after its first ``warmup`` results (``cpu_cost.RunCpuMeter``; ``threads``: and of each thread).
+    the run after its first ``warmup`` results (``cpu_cost.CpuMeter``; ``threads``: and of each thread).
     ``stdlib_loop``: on asyncio's own event loop instead of uvloop's (as ``run.py`` without uvloop)."""
-    meter: List[RunCpuMeter] = []
+    meter: List[CpuMeter] = []
     recorder: List[Any] = []
 
     def ready(p: Any) -> None:  # just before the captures' go
         rec = p.one("recorder")
         recorder.append(rec)
-        meter.append(RunCpuMeter(lambda: rec.totals["frames"], threads=threads).start())
+        meter.append(CpuMeter(lambda: rec.totals["frames"], threads=threads).start())
 
     try:
         s = (asyncio.run if stdlib_loop else event_loop_run)(run(cfg, RunOptions(frames=frames), on_ready=ready))

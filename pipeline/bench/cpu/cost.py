@@ -3,7 +3,7 @@
 The part of ``bench pipeline --engine cpu`` that compares core-ms per frame (``compare.bench_cpu`` with
 chosen frame sets and no FER pool cases): the pipeline against the serial two-process loop on the same
 frames, round-robin, warm-up excluded on both sides. ``--threads`` adds a second pipeline run per round
-that also reads every thread's CPU time (``cpu_cost.RunCpuMeter(threads=True)``: a /proc walk every
+that also reads every thread's CPU time (``cpu_cost.CpuMeter(threads=True)``: a /proc walk every
 100 ms, about 0.1 core-ms a frame of its own), so the breakdown says where the pipeline's CPU goes;
 ``--models`` times each of the profile's two models alone at 1 and 2 LiteRT threads (wall ms and core-ms
 per invoke: what a second thread buys, and what it burns).

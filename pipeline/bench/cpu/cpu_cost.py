@@ -1,21 +1,27 @@
-"""CPU time per frame (core-ms per frame) for ``bench pipeline --engine cpu``, from process CPU times.
+"""CPU time of a process tree for the benchmarks (``bench pipeline --engine cpu``, ``bench cameras``,
+``python -m edgepipe.pipeline.bench.cpu.cost``): the one place that reads and samples it.
 
-Both sides are counted the same way, over their timed frames only (the warm-up excluded):
+``CpuMeter`` samples (count, CPU seconds, monotonic seconds) in a thread every ``period`` while it runs
+(``start``/``stop`` or ``with``); ``start`` and ``stop`` each take a sample in the caller's thread, so the
+first and the last sample bracket what the caller did between them. Two readings of a window:
 
-- the pipeline: every process of the run, this one (all its threads: the event loop, the engines'
-  threads, ZeroMQ's I/O thread) and its child processes (``fer.processes = true``), from the moment the
-  recorder has counted ``warmup`` results to its last result; a sampling thread reads the recorder's
-  count and the CPU times every ``SAMPLE_S`` seconds, so the window starts and ends on a sample and
-  counts the results recorded between the two (the sampler's own cost, a few microseconds per sample,
-  is in the figure);
-- the serial loop: its front end (this process) and its back end (a child process), from the first timed
-  frame to the result of the last.
+- ``per_frame(warmup, last_t)`` (``bench pipeline --engine cpu``): every process of the run, this one (all its
+  threads: the event loop, the engines' threads, ZeroMQ's I/O thread) and the processes below it
+  (``fer.processes = true``), from the first sample whose count (the recorder's results) reaches ``warmup``
+  to the last sample at or before the run's last result; the window starts and ends on a sample and counts
+  the results recorded between the two (the sampler's own cost, a few microseconds per sample, is in the
+  figure); with ``threads``, also each thread's share;
+- ``cpu_between(t0, t1)`` (``bench cameras``): the CPU between two instants, linear between the samples
+  around each end.
 
-CPU times come from ``time.process_time()`` for this process and from ``/proc/PID/stat`` (utime + stime,
-in clock ticks) for the others; where ``/proc`` is missing a child's time is ``None`` and so is the figure.
+``PairCpu`` (the serial loop): its front end (this process) and its back end (a child process) between two
+marks. CPU times come from ``time.process_time()`` for this process and from ``/proc/PID/stat`` (utime +
+stime, in clock ticks) for the others; where ``/proc`` is missing a child's time is ``None`` (counted as 0 in
+a tree) and so is the serial loop's figure.
 """
 from __future__ import annotations
 
+import bisect
 import os
 import threading
 import time
@@ -23,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 SAMPLE_S = 0.01
 THREAD_EVERY = 10
+RESCAN = 50
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -49,26 +56,34 @@ def child_pids(pid: Optional[int] = None) -> List[int]:
         try:
             with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
                 out += [int(x) for x in f.read().split()]
-        except OSError:
+        except (OSError, ValueError):
             continue
     return out
 
 
-class TreeCpu:
-    """CPU seconds of this process and of its live children (their own children not included); the
-    children are looked up again every ``rescan`` calls (a /proc walk costs more than a sample)."""
+def descendants(pid: Optional[int] = None) -> List[int]:
+    """Every process below ``pid`` (this process by default), children of children included."""
+    out: List[int] = []
+    todo = child_pids(pid)
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += child_pids(p)
+    return out
 
-    def __init__(self, rescan: int = 50) -> None:
-        self.rescan, self.calls, self.children = rescan, 0, []  # type: int, int, List[int]
+
+class TreeCpu:
+    """CPU seconds so far of this process (every thread) and of the live processes below it; those are looked
+    up again every ``rescan`` calls (a /proc walk costs more than a sample; 1: every call)."""
+
+    def __init__(self, rescan: int = RESCAN) -> None:
+        self.rescan, self.calls, self.pids = max(1, rescan), 0, []  # type: int, int, List[int]
 
     def __call__(self) -> float:
         if self.calls % self.rescan == 0:
-            self.children = child_pids()
+            self.pids = descendants()
         self.calls += 1
-        total = time.process_time()
-        for pid in self.children:
-            total += proc_cpu_s(pid) or 0.0
-        return total
+        return time.process_time() + sum(proc_cpu_s(pid) or 0.0 for pid in self.pids)
 
 
 def thread_cpu_s() -> Dict[str, float]:
@@ -92,56 +107,95 @@ def thread_cpu_s() -> Dict[str, float]:
     return out
 
 
-class RunCpuMeter:
-    """Samples (count, CPU seconds) in a thread while a pipeline runs; core-ms per counted frame.
+Sample = Tuple[int, float, float]  # (count, CPU s, monotonic s)
 
-    ``count`` is read from the sampling thread: a plain attribute read (an int) of the recorder."""
 
-    def __init__(self, count: Callable[[], int], interval_s: float = SAMPLE_S, threads: bool = False) -> None:
-        self.count = count
-        self.interval_s = interval_s
-        self.threads = threads  # also each thread's CPU, every THREAD_EVERY samples (a /proc walk each)
-        self.samples: List[Tuple[int, float, float]] = []  # (count, cpu s, monotonic s)
+class CpuMeter:
+    """Samples (count, CPU seconds, time) of a process tree, in a thread every ``period`` seconds and at
+    ``start`` and ``stop``; ``sample()`` takes one now, from any thread.
+
+    ``count`` (a plain attribute read, such as a recorder's count of results) is read from the sampling
+    thread; ``read`` (default: ``TreeCpu(rescan)``), ``clock`` and ``read_threads`` may be given (a test
+    feeds its own). ``threads``: also each thread's CPU, every ``THREAD_EVERY`` samples (a /proc walk each)."""
+
+    def __init__(self, count: Optional[Callable[[], int]] = None, period: float = SAMPLE_S, threads: bool = False,
+                 rescan: int = RESCAN, read: Optional[Callable[[], float]] = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 read_threads: Callable[[], Dict[str, float]] = thread_cpu_s) -> None:
+        self.count = count if count is not None else (lambda: 0)
+        self.period = period
+        self.threads = threads
+        self.read = read if read is not None else TreeCpu(rescan)
+        self.clock = clock
+        self.read_threads = read_threads
+        self.samples: List[Sample] = []
         self.thread_samples: Dict[int, Dict[str, float]] = {}  # sample index -> CPU s of each thread
-        self._tree = TreeCpu()
+        self._lock = threading.Lock()  # a sample is read and appended in one piece: samples stay in time order
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="benchcpu-meter", daemon=True)
+        self._thread: Optional[threading.Thread] = None
 
-    def start(self) -> "RunCpuMeter":
+    def sample(self) -> Sample:
+        with self._lock:
+            if self.threads and len(self.samples) % THREAD_EVERY == 0:
+                self.thread_samples[len(self.samples)] = self.read_threads()
+            s = (int(self.count()), self.read(), self.clock())
+            self.samples.append(s)
+            return s
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period):
+            self.sample()
+
+    def start(self) -> "CpuMeter":
+        self.sample()
+        self._thread = threading.Thread(target=self._loop, name="benchcpu-meter", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join()
+        self.sample()
 
-    def _run(self) -> None:
-        while True:
-            if self.threads and len(self.samples) % THREAD_EVERY == 0:
-                self.thread_samples[len(self.samples)] = thread_cpu_s()
-            self.samples.append((int(self.count()), self._tree(), time.monotonic()))
-            if self._stop.wait(self.interval_s):
-                return
+    def __enter__(self) -> "CpuMeter":
+        return self.start()
 
-    def per_frame(self, warmup: int, last_t: Optional[float]) -> dict:
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def cpu_at(self, t: float) -> float:
+        """CPU seconds at ``t``: linear between the samples around it, the first or last one outside them."""
+        times = [s[2] for s in self.samples]
+        i = bisect.bisect_left(times, t)
+        if i <= 0:
+            return self.samples[0][1]
+        if i >= len(times):
+            return self.samples[-1][1]
+        (_, c0, t0), (_, c1, t1) = self.samples[i - 1], self.samples[i]
+        return c0 + (c1 - c0) * ((t - t0) / (t1 - t0) if t1 > t0 else 1.0)
+
+    def cpu_between(self, t0: float, t1: float) -> float:
+        return max(0.0, self.cpu_at(t1) - self.cpu_at(t0))
+
+    def per_frame(self, warmup: int, last_t: Optional[float]) -> Dict[str, Any]:
         """core-ms per frame over the frames after the first ``warmup``: from the first sample that counts
         ``warmup`` or more to the last sample taken at or before ``last_t`` (the run's last result; later
         samples may see the pipeline stop)."""
         s = self.samples
         if not s or last_t is None:
             return {"core_ms_per_frame": None}
-        start = next((x for x in s if x[0] >= warmup), None)
-        end = next((x for x in reversed(s) if x[2] <= last_t), None)
-        if start is None or end is None or end[0] <= start[0]:
+        i0 = next((i for i, x in enumerate(s) if x[0] >= warmup), None)
+        i1 = next((i for i in range(len(s) - 1, -1, -1) if s[i][2] <= last_t), None)
+        if i0 is None or i1 is None or s[i1][0] <= s[i0][0]:
             return {"core_ms_per_frame": None}
+        start, end = s[i0], s[i1]
         n = end[0] - start[0]
         cpu_ms = (end[1] - start[1]) * 1000.0
         wall = end[2] - start[2]
         out: Dict[str, Any] = {"core_ms_per_frame": round(cpu_ms / n, 3), "cpu_frames": n,
                                "cpu_s": round(cpu_ms / 1000.0, 3),
                                "cores_busy": round(cpu_ms / 1000.0 / wall, 3) if wall > 0 else None}
-        i0, i1 = s.index(start), s.index(end)
         marks = [i for i in sorted(self.thread_samples) if i0 <= i <= i1]
         if len(marks) > 1 and s[marks[-1]][0] > s[marks[0]][0]:
             a, b = self.thread_samples[marks[0]], self.thread_samples[marks[-1]]
