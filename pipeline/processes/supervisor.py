@@ -27,7 +27,7 @@ import anyio
 import anyio.abc
 
 from edgepipe import ROOT
-from edgepipe.actors.runtime.tasks import first, start_task, task_group
+from edgepipe.actors.runtime.tasks import first, owned_task, start_task, task_group
 from edgepipe.bus.control import MAIN
 from edgepipe.bus.messages import Eos, Metric, Ready, Stopped
 from edgepipe.pipeline.config.loading import Config, to_dict
@@ -213,7 +213,7 @@ def watch_by_hand(groups: List[GroupProcess], control: Any) -> Optional["asyncio
             g = by_hand.get(name)
             if g is not None and g.exited is not None and not g.exited.done():
                 g.exited.set_result(0)
-    return asyncio.ensure_future(watch())
+    return owned_task(watch, name="watch-groups-by-hand")  # the runner cancels and awaits it at the stop
 
 
 async def start_cameras(cfg: Config, control: Any, frames: Optional[int]) -> None:
