@@ -189,7 +189,7 @@ def render(result: Dict[str, Any]) -> str:
     if cpu.get("rows"):
         out.append("")
         out.append("CPU engine, %s (%s), the demo clip per camera at its own %s FPS, %d frames per camera; serial "
-                   "two-process loop on the same clip: %s faces/frame, %d frames, median of %d round(s):"
+                   "two-process loop on the same clip at the same rate: %s faces/frame, %d frames, median of %d round(s):"
                    % (cpu["profile"], "+".join(cpu["models"]), _f(cpu["clip_fps"], "%.2f"), cpu["frames"],
                       _f(cpu["serial_faces_per_frame"], "%.2f"), cpu["frames"], cpu["repeats"]))
         out += render_cpu(cpu["rows"], cpu["clip_fps"])

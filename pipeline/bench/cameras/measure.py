@@ -76,9 +76,10 @@ def cpu_config(base: Config, cameras: int, tag: str) -> Config:
     return cfg
 
 
-def run_serial_measured(cfg: Config, source: str, frames: int, warmup: int) -> Dict[str, Any]:
+def run_serial_measured(cfg: Config, source: str, frames: int, warmup: int, pace_fps: float = 0.0) -> Dict[str, Any]:
     """The serial two-process loop (``bench.cpu.serial_loop``, the config's CPU models and threads) on
-    ``source``: ``warmup`` frames, then ``frames`` timed ones with the CPU of both processes over them."""
+    ``source``: ``warmup`` frames, then ``frames`` timed ones with the CPU of both processes over them;
+    ``pace_fps``: the frames come at that rate, as from a camera (0: as fast as the loop goes)."""
     names = cfg.profile().models("cpu")
     loop = SerialLoop(names.detector, names.fer, threads=cfg.engine.cpu.threads, model_paths=cfg.models.paths,
                       score_threshold=cfg.detector.score_threshold, max_faces=cfg.detector.max_faces)
@@ -88,7 +89,7 @@ def run_serial_measured(cfg: Config, source: str, frames: int, warmup: int) -> D
             loop.run(source, warmup)
         with meter() as m:
             t0 = time.monotonic()
-            r = loop.run(source, frames)  # the clip from its first frame, as each camera plays it
+            r = loop.run(source, frames, pace_fps=pace_fps)  # the clip from its first frame, as each camera plays it
             t1 = time.monotonic()
     finally:
         loop.close()

@@ -267,12 +267,15 @@ class SerialLoop:
             raise SerialLoopError("serial back end: %s" % body.get("error", body))
         return body
 
-    def run(self, source: str, frames: int, warmup: int = 0, in_memory: bool = False) -> Dict[str, Any]:
+    def run(self, source: str, frames: int, warmup: int = 0, in_memory: bool = False,
+            pace_fps: float = 0.0) -> Dict[str, Any]:
         """Read ``warmup + frames`` frames from ``source`` (looping) and send each one when the previous
         result is back; the summary of the timed ``frames``.
 
         ``in_memory``: read the source's first frame once and send it every time, as a camera hands over a
-        frame that is already decoded (for a source that loops one image, the same frames)."""
+        frame that is already decoded (for a source that loops one image, the same frames).
+        ``pace_fps``: read frame i no earlier than i / pace_fps seconds after the first, as a read from a
+        camera at that rate blocks until its next frame (0: as fast as the loop goes)."""
 
         src = make_source(source, loop=True)
         src.open()
@@ -290,6 +293,10 @@ class SerialLoop:
                 if i == warmup:
                     t_start = time.monotonic()
                     cpu.mark_start()
+                if pace_fps > 0:  # the camera's next frame is not there before its time
+                    delay = t_start + (i - warmup if i >= warmup else i) / pace_fps - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
                 t0 = time.monotonic()
                 item = kept if kept is not None else src.read()
                 if item is None:
