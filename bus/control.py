@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -40,7 +40,9 @@ class ControlServer:
         self.rejected = 0
         self._seq = 0
         # every disconnection from the start: a group that goes right after its Ready is not missed
-        self._monitor = self.ch.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        # accepts too: a file descriptor is reused, so a disconnect counts only when no later accept of the
+        # same descriptor follows it (an earlier connection's end is not the end of the group's)
+        self._monitor = self.ch.sock.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
 
     def _decode(self, frames: Any) -> Optional[Any]:
         if len(frames) < 2:
@@ -100,18 +102,37 @@ class ControlServer:
         return True
 
     async def dropped(self) -> str:
-        """Until the connection of a group that said ready drops (it stopped, or went away); its name."""
+        """Until the connection of a group that said ready drops (it stopped, or went away); its name.
+
+        The monitor's events are read in order, with every one already queued behind the first: the last
+        event of a descriptor says whether it is open (a disconnect of an earlier connection on the same
+        descriptor, followed by the accept of the group's, is not the group's)."""
         while True:
-            event = await recv_monitor_message(self._monitor)
-            for group, fd in list(self.fds.items()):
-                if fd == int(event["value"]):
-                    del self.fds[group]
-                    return group
+            events = [await recv_monitor_message(self._monitor)]
+            while True:
+                try:
+                    events.append(await recv_monitor_message(self._monitor, flags=zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+            group = gone(events, self.fds)
+            if group is not None:
+                del self.fds[group]
+                return group
 
     def close(self) -> None:
         self.ch.sock.disable_monitor()
         self._monitor.close(0)
         self.ch.close()
+
+
+def gone(events: List[Dict[str, Any]], fds: Dict[str, int]) -> Optional[str]:
+    """The group whose connection ``events`` (monitor events, in order) leave closed: the last event of its
+    descriptor is a disconnect; None if there is none (a disconnect followed by an accept of the same
+    descriptor is an earlier connection's end, the descriptor reused by the group's)."""
+    last: Dict[int, int] = {}
+    for event in events:
+        last[int(event["value"])] = event["event"]
+    return next((group for group, fd in fds.items() if last.get(fd) == zmq.EVENT_DISCONNECTED), None)
 
 
 def open_client(bus: Bus, endpoint: str, name: str) -> Channel:

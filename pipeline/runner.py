@@ -245,9 +245,8 @@ async def _run_and_drain(cfg: Config, captures: List[Any], recorder: Any, stop: 
     (drained, interrupted)."""
     started, groups = st.actors, st.groups
     ends = [asyncio.gather(_all_done(captures), cameras_end(cfg, st.control, recorder.drained, duration_s))]
-    await _until(first(*ends, *([stop.wait()] if stop is not None else [])), groups)
-    interrupted = stop is not None and stop.is_set() and not (all(c.done.is_set() for c in captures)
-                                                              and ends[0].done())
+    which, _ = await _until(first(*ends, *([stop.wait()] if stop is not None else [])), groups)
+    interrupted = which == 1  # stopped before every camera ended (first() cancels the others' wait)
     if interrupted:
         for capture in captures:
             capture.finish()  # no new frames; what is in flight drains below

@@ -30,18 +30,19 @@ def free_port():
         return s.getsockname()[1]
 
 
-def remote_config(tmp_path, source_a, source_b):
-    """Camera ``a`` run by group ``pizero`` (started by hand), camera ``b`` in the main process; every link
-    between the two processes on loopback tcp with CURVE keys."""
+def remote_config(tmp_path, source_a, source_b=None):
+    """Camera ``a`` run by group ``pizero`` (started by hand), camera ``b`` (if any) in the main process;
+    every link between the two processes on loopback tcp with CURVE keys."""
     keys = tmp_path / "keys"
     generate(str(keys))
     eps = "\n".join('%s = "tcp://127.0.0.1:%d"' % (link, free_port()) for link in ("results", "metrics_in", "control"))
     path = tmp_path / "remote.toml"
     path.write_text(
-        '[cameras.a]\nsource = "%s"\nencoded = "tcp://127.0.0.1:%d"\n\n[cameras.b]\nsource = "%s"\n\n'
+        '[cameras.a]\nsource = "%s"\nencoded = "tcp://127.0.0.1:%d"\n\n%s'
         '[endpoints]\n%s\nmetrics = "ipc://%s/metrics"\n\n[security]\nkeys_dir = "%s"\n\n'
         '[groups.pizero]\ncameras = ["a"]\nspawn = false\n'
-        % (source_a, free_port(), source_b, eps, tmp_path, keys))
+        % (source_a, free_port(), '[cameras.b]\nsource = "%s"\n\n' % source_b if source_b else "", eps, tmp_path,
+           keys))
     return str(path)
 
 
@@ -153,6 +154,34 @@ def test_the_camera_group_going_away_ends_the_run_naming_it(tmp_path):
     assert s["failure"]["group"] == "pizero"
     assert set(s["failure"]["actors_lost"]) == {"capture-a", "encoder-a"}
     assert "FAILED: group pizero" in out
+
+
+def test_ctrl_c_ends_the_cameras_of_a_group_and_the_run_drains(tmp_path):
+    """Every camera in a group: Ctrl-C on the main process is an interruption (the group's cameras are told
+    to end, what is in flight drains), not a run whose sources ended."""
+    cfg = remote_config(tmp_path, "synthetic:faces=1,fps=30")
+    summary = tmp_path / "s.json"
+    group = start_group(cfg, tmp_path)
+    main = None
+    try:
+        main = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--config", cfg, "--engine", "fake",
+                                 "--duration", "120", "--summary", str(summary), "-v"], cwd=str(ROOT),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        wait_pipeline_ready(main)
+        main.send_signal(signal.SIGINT)
+        out, err = main.communicate(timeout=90)  # a guard against a hang: the run asked for 120 s
+        rc = group.wait(timeout=60)
+    finally:
+        for p in (group, main):
+            if p is not None:
+                stop_quietly(p)
+    assert main.returncode == 0, err[-3000:]
+    assert rc == 0, (tmp_path / "group.log").read_text()[-3000:]
+    s = json.loads(summary.read_text())
+    assert s["interrupted"] is True and s["drained"] is True, (s["interrupted"], s["drained"])
+    cam = s["cameras"]["a"]
+    assert cam["frames_captured"] == cam["frames_completed"] + cam["frames_partial"] + cam["frames_dropped"]
+    assert cam["unaccounted"] == 0 and s["unaccounted"] == 0
 
 
 @pytest.mark.parametrize("groups, match", [

@@ -2,8 +2,10 @@
 over a real PUSH/PULL pair as a group sends them."""
 from __future__ import annotations
 
+import zmq
 from helpers import inproc_config, run_async
 
+from edgepipe.bus.control import gone
 from edgepipe.bus.messages import Eos, Metric, Ready, Stopped
 from edgepipe.pipeline.config.loading import GroupConfig
 from edgepipe.pipeline.processes.supervisor import GroupProcess, handle_control
@@ -41,3 +43,14 @@ def test_ready_final_metrics_and_stopped_reach_their_group(bus):
     assert tpu.stopped is not None and tpu.stopped.rc == 0
     other = groups["other"]
     assert other.ready is None and other.final == {} and other.stopped is None
+
+
+def test_a_reused_descriptor_is_not_a_group_going_away():
+    """A file descriptor is reused: an earlier connection's disconnect on the group's descriptor, followed by
+    the accept of the group's own connection, is not the group going away; its own disconnect is."""
+    acc, dis = zmq.EVENT_ACCEPTED, zmq.EVENT_DISCONNECTED
+    fds = {"g": 23, "h": 24}
+    assert gone([{"event": acc, "value": 23}, {"event": dis, "value": 23}, {"event": acc, "value": 23}], fds) is None
+    assert gone([{"event": acc, "value": 23}, {"event": dis, "value": 23}], fds) == "g"
+    assert gone([{"event": dis, "value": 99}, {"event": acc, "value": 24}], fds) is None
+    assert gone([{"event": acc, "value": 24}, {"event": dis, "value": 24}], fds) == "h"
