@@ -39,7 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional
 
 import msgspec
 import numpy as np
@@ -49,7 +49,7 @@ from edgepipe.bus import messages as m
 from edgepipe.bus.codec import Codec, encode, encode_relayed
 from edgepipe.bus.raw import libzmq_version, raw_pair
 from edgepipe.bus.sockets import Bus
-from edgepipe.pipeline.bench.common import DEFAULT_OUT, machine_info, write_json
+from edgepipe.pipeline.bench.common import DEFAULT_OUT, machine_info, write_report
 from edgepipe.pipeline.loop import event_loop_run
 
 TRANSPORTS = ("inproc", "ipc", "tcp")
@@ -367,7 +367,5 @@ def main_args(args: argparse.Namespace) -> int:
     result = bench_bus(counts, progress=(lambda s: print("  " + s, flush=True)) if args.progress else None)
     print()
     print(render(result))
-    path = os.path.join(args.out, "bench_bus.json")
-    write_json(path, result)
-    print("\nwrote %s" % path)
+    write_report(args.out, "bench_bus.json", result)
     return 0

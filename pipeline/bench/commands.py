@@ -59,7 +59,7 @@ from edgepipe.pipeline.bench.cases import (DEFAULT_FRAMES, DEFAULT_REPEATS, DEFA
                                            QUICK_FRAMES, QUICK_REPEATS, QUICK_WARMUP, WORKERS, Case, case_config,
                                            ipc_dir, plan, run_pipeline_case, tpu_python)
 from edgepipe.pipeline.bench.common import (DEFAULT_OUT, REPO, SHARED_MODELS, machine_info, read_json, with_charts,
-                                            write_json)
+                                            write_json, write_report)
 from edgepipe.pipeline.bench.cpu.compare import main_cpu
 from edgepipe.pipeline.bench.cpu.serial import run_serial_case
 from edgepipe.pipeline.bench.render import render_devices, render_memory, render_pipeline
@@ -239,9 +239,7 @@ def bench_pipeline_main(args: argparse.Namespace) -> int:
         print(render_memory(result["memory"]))
         print()
     print(render_pipeline(result))
-    path = os.path.join(args.out, "bench_pipeline.json")
-    write_json(path, result)
-    print("\nwrote %s" % path)
+    write_report(args.out, "bench_pipeline.json", result)
     for p in with_charts(lambda: charts.pipeline_charts(result, args.out)):
         print("wrote %s" % p)
     return 1 if result["errors"] else 0

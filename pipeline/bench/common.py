@@ -69,6 +69,15 @@ def write_json(path: str, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def write_report(out_dir: str, name: str, data: Any, lead: str = "\n") -> str:
+    """Write a benchmark's JSON as ``out_dir/name`` (the folder made if needed), say so; its path."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, name)
+    write_json(path, data)
+    print("%swrote %s" % (lead, path))
+    return path
+
+
 def read_json(path: str) -> Dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as fh:

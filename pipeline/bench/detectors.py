@@ -37,7 +37,7 @@ from edgepipe.models import registry
 from edgepipe.models.spec import iou
 from edgepipe.models.store import manifest
 from edgepipe.models.store.fetch import file_for, locate
-from edgepipe.pipeline.bench.common import DEFAULT_OUT, machine_info, write_json
+from edgepipe.pipeline.bench.common import DEFAULT_OUT, machine_info, write_report
 from edgepipe.pipeline.bench.table import text_table
 
 TRUTH = os.path.join(REPO, "tests", "data", "faces.json")
@@ -215,8 +215,5 @@ def main_args(args: argparse.Namespace) -> int:
     print("bench detectors: %s on the CPU" % ", ".join(names), flush=True)
     result = bench_detectors(names, assets, paths, runs=runs, video_frames=frames)
     print(render(result))
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "bench_detectors.json")
-    write_json(path, result)
-    print("\nwrote %s" % path)
+    write_report(args.out, "bench_detectors.json", result)
     return 0

@@ -31,7 +31,7 @@ from edgepipe.models.families.align import align_face
 from edgepipe.models.families.family import to_model_pixels
 from edgepipe.models.spec import iou
 from edgepipe.models.store import manifest
-from edgepipe.pipeline.bench.common import DEFAULT_OUT, machine_info, write_json
+from edgepipe.pipeline.bench.common import DEFAULT_OUT, machine_info, write_report
 from edgepipe.pipeline.bench.detectors import assets_of
 
 ALIGNMENTS = ("retinaface", "blazeface-5", "blazeface-4")
@@ -143,8 +143,5 @@ def main_args(args: argparse.Namespace) -> int:
     print("bench fer112-align on %s (%s CPUs)" % (result["machine"]["cpu_model"] or "this CPU",
                                                   result["machine"]["cpu_count"]))
     print(render(result))
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "bench_fer112_align.json")
-    write_json(path, result)
-    print("\nwrote %s" % path)
+    write_report(args.out, "bench_fer112_align.json", result)
     return 0

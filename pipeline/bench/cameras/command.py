@@ -26,7 +26,7 @@ from edgepipe.pipeline.bench.cameras import goals
 from edgepipe.pipeline.bench.cameras.measure import (CAMERA_FPS, DEMO, cpu_config, fake_config, run_measured,
                                                      run_serial_measured)
 from edgepipe.pipeline.bench.cases import PLACEMENTS, ipc_dir
-from edgepipe.pipeline.bench.common import DEFAULT_OUT, REPO, SHARED_MODELS, machine_info, with_charts, write_json
+from edgepipe.pipeline.bench.common import DEFAULT_OUT, REPO, SHARED_MODELS, machine_info, with_charts, write_report
 from edgepipe.pipeline.bench.fer112_align import cpu_model
 from edgepipe.pipeline.config.loading import ConfigError, apply_overrides, load
 from edgepipe.pipeline.plan.placement import device_bound
@@ -223,9 +223,7 @@ def main_args(args: argparse.Namespace) -> int:
                            progress=(lambda s: print("  " + s, flush=True)) if args.progress else None)
     print()
     print(goals.render(result))
-    path = os.path.join(args.out, OUT_NAME)
-    write_json(path, result)
-    print("\nwrote %s" % path)
+    write_report(args.out, OUT_NAME, result)
     for p in with_charts(lambda: [charts.cameras_chart(result, os.path.join(args.out, CHART_NAME))]):
         print("wrote %s" % p)
     return 1 if result["errors"] else 0

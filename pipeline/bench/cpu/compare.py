@@ -58,7 +58,7 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from edgepipe.pipeline.bench.common import machine_info, ratio, write_json
+from edgepipe.pipeline.bench.common import machine_info, ratio, write_report
 from edgepipe.pipeline.bench.cpu.cpu_cost import CpuMeter
 from edgepipe.pipeline.bench.cpu.fer_stage import real_crops, run_fer_stage, run_fer_stage_processes
 from edgepipe.pipeline.bench.cpu.frames import check_images_dir, prepare_frames
@@ -351,7 +351,5 @@ def main_cpu(args: argparse.Namespace, frames: int, warmup: int, repeats: int) -
                        progress=(lambda s: print("  " + s, flush=True)) if args.progress else None)
     print()
     print(render(result))
-    path = os.path.join(args.out, OUT_NAME)
-    write_json(path, result)
-    print("\nwrote %s" % path)
+    write_report(args.out, OUT_NAME, result)
     return 1 if result["errors"] else 0

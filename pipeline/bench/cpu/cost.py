@@ -22,7 +22,7 @@ import numpy as np
 
 from edgepipe.actors.runtime.engines import EngineSettings
 from edgepipe.models.store import manifest
-from edgepipe.pipeline.bench.common import write_json
+from edgepipe.pipeline.bench.common import write_report
 from edgepipe.pipeline.bench.cpu.compare import COMPARE_SETS, bench_cpu, pipeline_config, run_pipeline
 from edgepipe.pipeline.bench.cpu.frames import check_images_dir, prepare_frames
 from edgepipe.pipeline.bench.cpu.render import render
@@ -127,10 +127,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for m in result.get("models_alone", []):
         print("%s alone, %d LiteRT thread(s): %.3f ms per invoke, %.3f core-ms" % (m["model"], m["threads"],
                                                                              m["wall_ms"], m["core_ms"]))
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, OUT_NAME)
-    write_json(path, result)
-    print("wrote %s" % path)
+    write_report(args.out, OUT_NAME, result, lead="")
     return 1 if result["errors"] else 0
 
 
