@@ -57,6 +57,13 @@ def start_group(cfg, tmp_path):
         log.close()
 
 
+def start_main(cfg, summary):
+    """``python run.py --config PATH`` for up to 120 s (the tests end it before), its log on a pipe."""
+    return subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--config", cfg, "--engine", "fake",
+                             "--duration", "120", "--summary", str(summary), "-v"], cwd=str(ROOT),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
 def stop_quietly(proc):
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -136,9 +143,7 @@ def test_the_camera_group_going_away_ends_the_run_naming_it(tmp_path):
     group = start_group(cfg, tmp_path)
     main = None
     try:
-        main = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--config", cfg, "--engine", "fake",
-                                 "--duration", "120", "--summary", str(summary), "-v"], cwd=str(ROOT),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        main = start_main(cfg, summary)
         pids = wait_pipeline_ready(main)
         assert pids["pizero"] == group.pid
         os.killpg(group.pid, signal.SIGKILL)  # the camera's host goes away
@@ -164,9 +169,7 @@ def test_ctrl_c_ends_the_cameras_of_a_group_and_the_run_drains(tmp_path):
     group = start_group(cfg, tmp_path)
     main = None
     try:
-        main = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--config", cfg, "--engine", "fake",
-                                 "--duration", "120", "--summary", str(summary), "-v"], cwd=str(ROOT),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        main = start_main(cfg, summary)
         wait_pipeline_ready(main)
         main.send_signal(signal.SIGINT)
         out, err = main.communicate(timeout=90)  # a guard against a hang: the run asked for 120 s

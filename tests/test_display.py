@@ -1,17 +1,14 @@
 """Display sinks for real: an annotated video file, the MJPEG web page."""
 from __future__ import annotations
 
-import asyncio
-import urllib.request
-
 import cv2
 import numpy as np
 import pytest
 from helpers import inproc_config, run_async
+from test_web_cameras import first_mjpeg_part, get, live_view
 
 from edgepipe.actors.sinks.display import make_sink
 from edgepipe.actors.sinks.sinks import DisplayError
-from edgepipe.actors.sinks.web_sink import BOUNDARY
 from edgepipe.pipeline.runner import RunOptions, run
 
 
@@ -43,40 +40,11 @@ def test_annotated_video_file_sink(tmp_path):
 
 def test_web_display_streams_mjpeg():
     cfg = inproc_config(pipeline={"source": "synthetic:faces=1,fps=30", "display": "web:127.0.0.1:0"})
-    got = {}
 
     def fetch(url):
-        with urllib.request.urlopen(url + "/", timeout=10) as r:
-            got["page"] = r.read()
-        with urllib.request.urlopen(url + "/stream.mjpg", timeout=10) as r:
-            assert "multipart/x-mixed-replace" in r.headers["Content-Type"]
-            head = r.read(200)
-            assert head.startswith(b"--" + BOUNDARY)
-            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
-            body = head.split(b"\r\n\r\n", 1)[1]
-            body += r.read(length - len(body))
-        got["frame"] = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+        return {"page": get(url + "/")[1], "frame": first_mjpeg_part(url + "/stream.mjpg")}
 
-    async def main():
-        stop = asyncio.Event()
-        ready = asyncio.Event()
-        holder = {}
-
-        def on_ready(p):
-            holder["sink"] = p.one("display").sink
-            ready.set()
-
-        runner = asyncio.ensure_future(run(cfg, RunOptions(frames=100000), stop, on_ready=on_ready))
-        try:
-            await ready.wait()
-            host, port = holder["sink"].address
-            await asyncio.get_running_loop().run_in_executor(None, fetch, "http://%s:%d" % (host, port))
-        finally:
-            stop.set()
-            summary = await runner
-        return summary
-
-    s = run_async(main())
+    s, got = live_view(cfg, fetch)
     assert b"/stream.mjpg" in got["page"]
     assert got["frame"] is not None and got["frame"].shape == (480, 640, 3)
     assert s["leaked_sockets"] == []
