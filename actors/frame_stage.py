@@ -41,7 +41,7 @@ from edgepipe.actors.runtime.loss import LossLedger
 from edgepipe.actors.runtime.tasks import task_group
 from edgepipe.actors.sources.sources import is_live
 from edgepipe.bus.messages import EncodedFrame, Eos
-from edgepipe.bus.sockets import Bus, Channel, camera_endpoint, wait_any
+from edgepipe.bus.sockets import Bus, Channel, camera_link, wait_any
 from edgepipe.models.engines.devices import DeviceGone
 
 
@@ -84,7 +84,6 @@ class FrameStage(Actor, abc.ABC):
         self.depth = max(1, section.depth)
         host.threads = self.depth
         host.copies_on_cpu = True  # on the CPU, frames in flight are detected on as many cores
-        self.encoded_endpoint = endpoints["encoded"]
         self.detections_endpoint = endpoints["detections"]
         self.hwm = section.hwm
         self.host = host
@@ -114,7 +113,7 @@ class FrameStage(Actor, abc.ABC):
         await self.host.load()
         for cam in self.cameras:
             self.subs[cam] = self.channel(self.bus.sub(
-                self.endpoints.get("encoded." + cam) or camera_endpoint(self.encoded_endpoint, cam, self.cameras),
+                camera_link(self.endpoints, "encoded", cam, self.cameras),
                 hwm=self.hwm,
                 name=self.name if len(self.cameras) == 1 else "%s.%s" % (self.name, cam), topics=("encoded", "eos")))
             self.ledgers[cam] = self.loss if len(self.cameras) == 1 else LossLedger(self.stats, [], self.log)

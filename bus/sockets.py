@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from typing import Any, Iterable, List, Optional, Set
+from typing import Any, Dict, Iterable, List, Optional, Set
 
 import zmq
 import zmq.asyncio
@@ -49,6 +49,13 @@ def camera_endpoint(endpoint: str, camera: str, cameras: "List[str]") -> str:
             raise BusError("endpoint %r: a tcp:// endpoint needs a port to number several cameras" % endpoint)
         return "%s:%d" % (host, int(port) + cameras.index(camera))
     return "%s.%s" % (endpoint, camera)
+
+
+def camera_link(endpoints: "Dict[str, str]", link: str, camera: str, cameras: "List[str]") -> str:
+    """Where an actor that takes every camera's ``link`` (the detector's ``encoded``, the display's
+    ``frames``) finds ``camera``'s: the address it was given as ``LINK.CAMERA`` ([cameras.NAME] sets it),
+    else the one derived from ``endpoints[link]``."""
+    return endpoints.get("%s.%s" % (link, camera)) or camera_endpoint(endpoints[link], camera, cameras)
 
 
 def _camera_topic(t: str) -> bool:

@@ -36,7 +36,7 @@ from edgepipe.actors.sinks.sinks import DisplayError, FileSink, Sink, WindowSink
 from edgepipe.actors.sinks.web_sink import WebSink, web_address
 from edgepipe.actors.sources.source_factory import source_rate
 from edgepipe.bus.messages import Eos, Frame, Result
-from edgepipe.bus.sockets import Bus, Channel, camera_endpoint, wait_any
+from edgepipe.bus.sockets import Bus, Channel, camera_link, wait_any
 
 
 class DisplayConfig(Section):
@@ -161,7 +161,6 @@ class Display(Actor):
                  sink: Sink) -> None:
         super().__init__(name, bus, endpoints, context)
         self.sink = sink
-        self.frames_endpoint = endpoints["frames"]
         self.results_endpoint = endpoints["results"]
         self.hwm = section.hwm
         self.frame_buffer = section.frame_buffer
@@ -185,7 +184,7 @@ class Display(Actor):
         await in_thread(self.executor, self.sink.open)
         for cam in self.cameras:  # one socket per camera, as the detector has for the encoded frames
             self.frames_subs[cam] = self.channel(self.bus.sub(
-                self.endpoints.get("frames." + cam) or camera_endpoint(self.frames_endpoint, cam, self.cameras),
+                camera_link(self.endpoints, "frames", cam, self.cameras),
                 hwm=self.frame_buffer,
                 name=self.name if len(self.cameras) == 1 else "%s.%s" % (self.name, cam), topics=("frame", "eos")))
         # a record keeps as many results queued as frames, so that a slow write loses none
